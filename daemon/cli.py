@@ -1,0 +1,40 @@
+"""The `menjin` command line: one typer app; each feature area registers its own sub-commands."""
+
+from __future__ import annotations
+
+import typer
+
+from daemon import __version__
+from daemon.configcli import check_config, config_app
+
+app = typer.Typer(
+    name="menjin",
+    help="menjin: edge daemon for residential-compound gates (cards, faces, doors, station uplink).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"menjin {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """menjin: edge daemon for residential-compound gates."""
+
+
+app.command("check-config")(check_config)
+app.add_typer(config_app, name="config")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

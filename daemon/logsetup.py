@@ -1,0 +1,44 @@
+"""Logging set-up for the daemon and the CLI: journald-friendly, level per component.
+
+Under systemd (``JOURNAL_STREAM`` set) journald adds timestamps itself, so lines are plain
+``LEVEL component: message key=value``; elsewhere a timestamp leads.  Drivers and vision never
+configure logging; only this module does, once, at start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+
+JOURNALD_FORMAT = "%(levelname)s %(name)s: %(message)s"
+TERMINAL_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s"
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def under_journald() -> bool:
+    """True when stderr is connected to the systemd journal."""
+    return bool(os.environ.get("JOURNAL_STREAM"))
+
+
+def configure(level: str = "INFO", components: Mapping[str, str] | None = None) -> None:
+    """Route all logging to stderr with the right format and per-component levels."""
+    handler = logging.StreamHandler(sys.stderr)
+    if under_journald():
+        handler.setFormatter(logging.Formatter(JOURNALD_FORMAT))
+    else:
+        handler.setFormatter(logging.Formatter(TERMINAL_FORMAT, DATE_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name, component_level in (components or {}).items():
+        logging.getLogger(name).setLevel(component_level)
+
+
+def mask_card(number: str) -> str:
+    """``****5678``: enough for an installer to recognise a card, not enough to clone it."""
+    tail = number[-4:] if len(number) > 4 else ""
+    return f"****{tail}"
