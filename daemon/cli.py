@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from daemon import __version__
+from daemon.auditcli import audit_app
 from daemon.configcli import check_config, config_app
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ def _root(
 
 app.command("check-config")(check_config)
 app.add_typer(config_app, name="config")
+app.add_typer(audit_app, name="audit")
 
 
 def main() -> None:

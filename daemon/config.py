@@ -327,8 +327,10 @@ class PrivacySection(Strict):
         None, description="Law, regulation or consent record that allows portrait upload."
     )
     retention_days: int | None = Field(None, ge=1, le=365, description="Portrait retention.")
-    pseudonym_key_file: StatePath | None = Field(
-        None, description="Key for person-id pseudonyms after erasure (default: generated)."
+    pseudonym_key_file: StatePath = Field(
+        Path("pseudonym.key"),
+        description="Key of the person-id pseudonyms left in events after an erasure "
+        "(created on first use, readable only by the service user).",
     )
     audit_path: StatePath = Field(Path("audit.log"), description="Append-only, hash-chained audit log.")
     audit_retention_days: int = Field(1095, ge=30, description="Audit log retention (3 years).")

@@ -83,7 +83,7 @@ class Event:
     credential_ref: str | None = None
     person: str | None = None
     reason: str | None = None
-    data: Mapping[str, Any] = field(default=_EMPTY)
+    data: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     ts_ms: int = field(default_factory=now_ms)
 
     @property

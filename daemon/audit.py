@@ -1,0 +1,156 @@
+"""The security audit log: an append-only, hash-chained record of administrative actions.
+
+PIPL and the 2025 face-recognition measures ask for a security audit of who did what with personal
+information.  Each line is one JSON entry (enrol, forget, residents import, config reload, remote
+open, door test, key rotation ...) holding no biometrics and no raw card numbers; its ``hash`` is
+SHA-256 over the previous entry's hash and the entry's canonical JSON, so editing, inserting or
+deleting a line breaks the chain and ``menjin audit verify`` names the first bad line.  Entries are
+also uplinked as ``audit`` events, so the station holds a copy an attacker on the board cannot
+rewrite.
+
+Retention prunes whole leading entries and writes, as the file's first line, an anchor holding the
+last pruned entry's sequence number and hash, so the remaining chain still verifies from a known
+starting point; the rewrite is one atomic rename.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from daemon.events import now_ms
+
+GENESIS = "0" * 64
+MS_PER_DAY = 86_400_000
+
+
+def _canonical(entry: Mapping[str, Any]) -> bytes:
+    body = {k: v for k, v in entry.items() if k != "hash"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def entry_hash(entry: Mapping[str, Any]) -> str:
+    """The chain hash of ``entry`` (which carries its predecessor's hash in ``prev``)."""
+    return hashlib.sha256(_canonical(entry)).hexdigest()
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    entries: int
+    line: int | None = None  # 1-based line of the first broken entry
+    reason: str = ""
+
+
+class AuditLog:
+    """Append-only audit log in one JSON-lines file (fsynced per entry: entries are rare)."""
+
+    def __init__(self, path: Path, *, clock: Callable[[], int] = now_ms) -> None:
+        self.path = path
+        self._clock = clock
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._seq, self._last_hash = self._tail()
+
+    def _read(self) -> tuple[tuple[int, str], list[dict[str, Any]]]:
+        """The anchor (sequence, hash) the chain starts from, and the entries after it."""
+        anchor, entries = (0, GENESIS), []
+        if self.path.exists():
+            with self.path.open(encoding="utf-8") as fh:
+                for line in fh:
+                    if not line.strip():
+                        continue
+                    record = json.loads(line)
+                    if record.get("anchor") and not entries:
+                        anchor = (int(record["seq"]), str(record["hash"]))
+                    else:
+                        entries.append(record)
+        return anchor, entries
+
+    def _tail(self) -> tuple[int, str]:
+        (seq, last), entries = self._read()
+        if entries:
+            seq, last = int(entries[-1]["seq"]), str(entries[-1]["hash"])
+        return seq, last
+
+    def entries(self) -> list[dict[str, Any]]:
+        """All entries still kept, oldest first."""
+        return self._read()[1]
+
+    def append(
+        self,
+        action: str,
+        *,
+        actor: str,
+        target: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Record one administrative action and return the entry (for uplinking)."""
+        entry: dict[str, Any] = {
+            "seq": self._seq + 1,
+            "ts_ms": self._clock(),
+            "action": action,
+            "actor": actor,
+            "target": target,
+            "details": dict(details or {}),
+            "prev": self._last_hash,
+        }
+        entry["hash"] = entry_hash(entry)
+        line = json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._seq, self._last_hash = entry["seq"], entry["hash"]
+        return entry
+
+    def verify(self) -> VerifyResult:
+        """Walk the chain from its anchor; report the first line that does not fit."""
+        seq, prev = 0, GENESIS
+        count = 0
+        if not self.path.exists():
+            return VerifyResult(True, 0)
+        with self.path.open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    return VerifyResult(False, count, lineno, "not valid JSON")
+                if entry.get("anchor") and lineno == 1:
+                    seq, prev = int(entry["seq"]), str(entry["hash"])
+                    continue
+                if entry.get("prev") != prev:
+                    return VerifyResult(False, count, lineno, "does not follow the previous entry")
+                if entry.get("seq") != seq + 1:
+                    return VerifyResult(False, count, lineno, f"sequence {entry.get('seq')} after {seq}")
+                if entry.get("hash") != entry_hash(entry):
+                    return VerifyResult(False, count, lineno, "content does not match its hash")
+                seq, prev = entry["seq"], entry["hash"]
+                count += 1
+        return VerifyResult(True, count)
+
+    def prune(self, retention_days: int) -> int:
+        """Drop the entries older than the retention; returns how many were dropped."""
+        cutoff = self._clock() - retention_days * MS_PER_DAY
+        entries = self.entries()
+        dropped = next((i for i, e in enumerate(entries) if e["ts_ms"] >= cutoff), len(entries))
+        if dropped == 0:
+            return 0
+        last = entries[dropped - 1]
+        lines = [json.dumps({"anchor": True, "seq": last["seq"], "hash": last["hash"]}) + "\n"]
+        lines += [json.dumps(e, sort_keys=True, ensure_ascii=False) + "\n" for e in entries[dropped:]]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.writelines(lines)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+        return dropped
