@@ -58,7 +58,8 @@ class AuditLog:
 
     def _read(self) -> tuple[tuple[int, str], list[dict[str, Any]]]:
         """The anchor (sequence, hash) the chain starts from, and the entries after it."""
-        anchor, entries = (0, GENESIS), []
+        anchor: tuple[int, str] = (0, GENESIS)
+        entries: list[dict[str, Any]] = []
         if self.path.exists():
             with self.path.open(encoding="utf-8") as fh:
                 for line in fh:

@@ -140,7 +140,7 @@ class DoorSection(Strict):
         60, gt=0, le=3600, description="Repeat door.held while still open, every this many seconds."
     )
     egress: bool = Field(True, description="Exit button works, even in lockdown (egress route).")
-    leds: LedSection = Field(default={}, description="Feedback LEDs.")  # type: ignore[arg-type]
+    leds: LedSection = Field(default={}, description="Feedback LEDs.")  # type: ignore[assignment]
     buzzer: Pin | None = Field(None, description="Buzzer pin.")
     access: AccessRule = Field(AccessRule.CARD_OR_FACE, description="What opens this door.")
     multi_factor_seconds: float = Field(
@@ -259,7 +259,7 @@ class VisionSection(Strict):
     match_margin: float = Field(0.05, ge=0, lt=1, description="Lead over the second-best person.")
     agree_frames: int = Field(3, ge=1, le=30, description="Frames of one track that must agree.")
     threads: int = Field(2, ge=1, le=8, description="ONNX Runtime intra-op threads.")
-    quality: QualitySection = Field(default={}, description="Quality gate.")  # type: ignore[arg-type]
+    quality: QualitySection = Field(default={}, description="Quality gate.")  # type: ignore[assignment]
     templates: StatePath = Field(Path("templates.bin"), description="Encrypted face template store.")
     template_key_file: StatePath = Field(
         Path("templates.key"),
@@ -334,7 +334,7 @@ class PrivacySection(Strict):
     )
     audit_path: StatePath = Field(Path("audit.log"), description="Append-only, hash-chained audit log.")
     audit_retention_days: int = Field(1095, ge=30, description="Audit log retention (3 years).")
-    lockout: LockoutSection = Field(default={}, description="Card-scanning lockout.")  # type: ignore[arg-type]
+    lockout: LockoutSection = Field(default={}, description="Card-scanning lockout.")  # type: ignore[assignment]
 
 
 class LoggingSection(Strict):
@@ -360,14 +360,14 @@ class GateConfig(Strict):
         description="Folder for the journal, stores and portraits (systemd: StateDirectory).",
     )
     gate: GateSection = Field(description="This gate.")
-    hardware: HardwareSection = Field(default={}, description="GPIO backend.")  # type: ignore[arg-type]
+    hardware: HardwareSection = Field(default={}, description="GPIO backend.")  # type: ignore[assignment]
     doors: dict[Ident, DoorSection] = Field(min_length=1, description="Doors by id.")
     readers: dict[Ident, ReaderSection] = Field(default_factory=dict, description="Card readers by id.")
     camera: CameraSection | None = Field(None, description="Camera for face capture.")
     vision: VisionSection | None = Field(None, description="Face detection and recognition.")
-    access: AccessSection = Field(default={}, description="Access store.")  # type: ignore[arg-type]
-    journal: JournalSection = Field(default={}, description="Event journal.")  # type: ignore[arg-type]
+    access: AccessSection = Field(default={}, description="Access store.")  # type: ignore[assignment]
+    journal: JournalSection = Field(default={}, description="Event journal.")  # type: ignore[assignment]
     uplink: UplinkSection | None = Field(None, description="Station MQTT uplink.")
-    privacy: PrivacySection = Field(default={}, description="Face data policy.")  # type: ignore[arg-type]
-    logging: LoggingSection = Field(default={}, description="Logging.")  # type: ignore[arg-type]
-    control: ControlSection = Field(default={}, description="Control socket.")  # type: ignore[arg-type]
+    privacy: PrivacySection = Field(default={}, description="Face data policy.")  # type: ignore[assignment]
+    logging: LoggingSection = Field(default={}, description="Logging.")  # type: ignore[assignment]
+    control: ControlSection = Field(default={}, description="Control socket.")  # type: ignore[assignment]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from daemon.config import AccessRule, DoorSection, GateConfig
@@ -82,7 +82,7 @@ def _plausible_port(port: str) -> bool:
     return path.is_absolute() and path.parts[1:2] == ("dev",) and len(path.parts) > 2
 
 
-def _unknown(what: str, name: str, known: dict[str, object]) -> str:
+def _unknown(what: str, name: str, known: Mapping[str, object]) -> str:
     close = difflib.get_close_matches(name, list(known), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known) or 'none'})"
     return f"unknown {what} {name!r}{hint}"

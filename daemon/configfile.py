@@ -102,7 +102,8 @@ def _key_position(root: Any, loc: Loc) -> tuple[int, int]:
         except (KeyError, IndexError, TypeError):
             return _position(root, loc[:-1])
     if isinstance(parent, CommentedMap) and loc and loc[-1] in parent:
-        return parent.lc.key(loc[-1])
+        line, col = parent.lc.key(loc[-1])
+        return int(line), int(col)
     return _position(root, loc[:-1])
 
 
