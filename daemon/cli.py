@@ -7,6 +7,9 @@ import typer
 from daemon import __version__
 from daemon.auditcli import audit_app
 from daemon.configcli import check_config, config_app
+from daemon.faces_cli import enrol, faces_app
+from daemon.runcli import register as register_run_commands
+from station.cli import station_app
 
 app = typer.Typer(
     name="menjin",
@@ -35,6 +38,10 @@ def _root(
 app.command("check-config")(check_config)
 app.add_typer(config_app, name="config")
 app.add_typer(audit_app, name="audit")
+register_run_commands(app)
+app.command("enrol")(enrol)
+app.add_typer(faces_app, name="faces")
+app.add_typer(station_app, name="station")
 
 
 def main() -> None:

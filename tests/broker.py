@@ -177,6 +177,8 @@ def start_broker(
         "persistence false",
         "max_inflight_messages 100",
         "max_queued_messages 100000",
+        # Run as root, mosquitto drops to user "mosquitto", who cannot read the 0600 files here.
+        "user root",
         f"listener {broker.port} 127.0.0.1",
     ]
     if passwords:

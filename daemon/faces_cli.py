@@ -1,0 +1,290 @@
+"""`menjin enrol` and `menjin faces compare`: the installer's face tools.
+
+Enrolment turns photos into templates and stores only the templates, encrypted, in the gate's
+template store (``vision.templates`` with the key in ``vision.template_key_file``).  It refuses a
+person without a recorded face consent (PIPL art. 29), photos without exactly one good face, and
+photos that already match another enrolled person (two ids for one face would break the margin
+rule and open each other's doors).  Every enrolment is written to the audit log.
+
+``faces compare`` prints the similarity of two photos and whether it is a match under the
+configured threshold; installers use it to check a threshold, tests use it too.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from daemon.audit import AuditLog
+from daemon.config import ID_PATTERN, GateConfig, VisionSection
+from daemon.configfile import EX_CONFIG, ConfigError, load_config
+from daemon.keys import KeyFileError, load_or_create_key, read_key
+
+if TYPE_CHECKING:  # the vision stack (OpenCV, ONNX Runtime) loads only when a face command runs
+    from vision.detect import Detector
+    from vision.embed import Embedder
+    from vision.enrol import Enrolment
+    from vision.gallery import Gallery, TemplateStore
+    from vision.quality import QualityThresholds
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = Path("/etc/menjin/gate.yaml")
+EX_REFUSED = 1
+
+faces_app = typer.Typer(help="Face tools: compare photos to check the match threshold.",
+                        no_args_is_help=True)
+
+ConfigOpt = Annotated[
+    Path,
+    typer.Option("-c", "--config", envvar="MENJIN_CONFIG", help="Gate config file (YAML)."),
+]
+
+
+class StoreKeyError(Exception):
+    """The template store exists but its key cannot be read: a start-up error, never a reset."""
+
+
+@dataclass
+class FaceModels:
+    """The detector, embedder and gates a config names, built once for a command."""
+
+    detector: Detector
+    embedder: Embedder
+    thresholds: QualityThresholds
+    threshold: float
+    margin: float
+
+
+def vision_config(config: Path) -> tuple[GateConfig, VisionSection]:
+    """Load the config (exit 78 with every problem listed) and insist on a vision section."""
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EX_CONFIG) from exc
+    if cfg.vision is None:
+        typer.echo(f"{config}: no 'vision' section: face tools need a detector and an embedder",
+                   err=True)
+        raise typer.Exit(EX_CONFIG)
+    return cfg, cfg.vision
+
+
+def face_models(vision: VisionSection) -> FaceModels:
+    """Map the vision config to the model objects (heavy imports only when a face command runs).
+
+    No region of interest here: enrolment and compare photos are not camera frames.
+    """
+    from vision.embed import default_match_threshold
+    from vision.models import ModelError, load_detector, load_embedder
+    from vision.quality import QualityThresholds
+
+    q = vision.quality
+    try:
+        detector = load_detector(
+            vision.detector.kind, vision.detector.path, input_size=vision.detector.input_size,
+            score_threshold=vision.detector.score_threshold, threads=vision.threads,
+        )
+        embedder = load_embedder(vision.embedder.kind, vision.embedder.path, threads=vision.threads)
+    except ModelError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EX_CONFIG) from exc
+    return FaceModels(
+        detector=detector,
+        embedder=embedder,
+        thresholds=QualityThresholds(
+            min_face_px_recognise=q.min_face_px_recognise,
+            min_face_px_capture=q.min_face_px_capture,
+            min_sharpness_recognise=q.min_sharpness_recognise,
+            min_sharpness_capture=q.min_sharpness_capture,
+        ),
+        threshold=vision.match_threshold or default_match_threshold(vision.embedder.kind),
+        margin=vision.match_margin,
+    )
+
+
+def template_store(vision: VisionSection) -> TemplateStore:
+    """The gate's encrypted template store.
+
+    The key is created together with a new store; for an existing store a missing or unreadable
+    key is an error (creating a fresh key would silently unenrol everybody).
+    """
+    from vision.gallery import TemplateStore
+
+    key_file = vision.template_key_file
+    if vision.templates.exists() and not key_file.exists():
+        raise StoreKeyError(
+            f"{vision.templates} exists but its key {key_file} is missing: restore the key file "
+            "(the templates cannot be read without it)"
+        )
+    try:
+        key = read_key(key_file) if key_file.exists() else load_or_create_key(key_file)
+    except (KeyFileError, OSError) as exc:
+        raise StoreKeyError(f"template key {key_file}: {exc}") from exc
+    return TemplateStore(vision.templates, key, model=vision.embedder.kind)
+
+
+def consent_problem(cfg: GateConfig, person: str) -> str | None:
+    """Why ``person`` may not be enrolled for face entry, or None when their consent is recorded.
+
+    The resident store (issue 5) holds the consent records; until it is wired here, no consent
+    can be verified and every enrolment from the command line is refused.
+    """
+    del cfg
+    return (
+        f"face consent of {person} cannot be verified: the resident store is not available "
+        "(enrol after recording the person's separate face consent in the resident store)"
+    )
+
+
+class EnrolRefusedError(Exception):
+    """Nothing was stored; ``messages`` say why, one line each."""
+
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__("; ".join(messages))
+        self.messages = messages
+
+
+@dataclass(frozen=True)
+class EnrolOutcome:
+    accepted: int
+    rejected: dict[str, str]
+    templates: int
+
+
+def enrol_person(
+    cfg: GateConfig, models: FaceModels, store: TemplateStore, person: str, photos: list[Path]
+) -> EnrolOutcome:
+    """Add templates of ``person`` from ``photos`` to ``store`` (consent already checked).
+
+    Re-enrolling a person adds to their templates.  Raises EnrolRefusedError when no photo is usable
+    or one matches somebody else; then nothing is stored.
+    """
+    from vision.enrol import enrol_photos
+
+    result = enrol_photos(photos, models.detector, models.embedder, models.thresholds)
+    if not result.templates:
+        raise EnrolRefusedError([*result.rejected.values(), f"{person}: no usable photo"])
+    others = store.load_gallery(models.embedder.dim, threshold=models.threshold, margin=0.0)
+    others.remove(person)
+    clashes = _clashes(others, result, person)
+    if clashes:
+        raise EnrolRefusedError(clashes)
+    total = store.add(person, result.matrix())
+    AuditLog(cfg.privacy.audit_path).append(
+        "enrol", actor=f"cli:{getpass.getuser()}", target=person,
+        details={"photos_accepted": len(result.accepted), "photos_rejected": len(result.rejected),
+                 "templates": total},
+    )
+    log.info("face enrolment of %s: %d template(s) stored", person, total)
+    return EnrolOutcome(len(result.accepted), result.rejected, total)
+
+
+def _clashes(others: Gallery, result: Enrolment, person: str) -> list[str]:
+    """Photos that already match someone else: one face must not be enrolled under two ids."""
+    messages = []
+    for label, row in zip(result.accepted, result.templates, strict=True):
+        match = others.search(row)
+        if match.person is not None:
+            messages.append(
+                f"{label}: matches already enrolled person {match.person} "
+                f"(similarity {match.score:.2f}), not {person}; check the person id"
+            )
+    return messages
+
+
+def enrol(
+    person: Annotated[
+        str, typer.Option("--person", "-p", help="Person id (as in the resident store).")
+    ],
+    photos: Annotated[
+        list[Path], typer.Argument(help="One or more photos showing only this person.")
+    ],
+    config: ConfigOpt = DEFAULT_CONFIG,
+) -> None:
+    """Enrol a resident's face from photos; stores only templates, encrypted.
+
+    Refuses a person without recorded face consent, and every photo with no face, several faces,
+    a too small or blurred face, or a face that already matches another enrolled person.  Several
+    photos (different days, light, glasses) make recognition more reliable.
+
+    Example: menjin enrol --person p-0042 front.jpg left.jpg -c /etc/menjin/gate.yaml
+    """
+    from vision.gallery import TemplateStoreError
+
+    if not re.fullmatch(ID_PATTERN, person):
+        typer.echo(f"refused: invalid person id {person!r} (lower-case letters, digits, - and _)",
+                   err=True)
+        raise typer.Exit(EX_REFUSED)
+    cfg, vision = vision_config(config)
+    problem = consent_problem(cfg, person)
+    if problem is not None:
+        typer.echo(f"refused: {problem}", err=True)
+        raise typer.Exit(EX_REFUSED)
+    models = face_models(vision)
+    try:
+        outcome = enrol_person(cfg, models, template_store(vision), person, photos)
+    except (StoreKeyError, TemplateStoreError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EX_CONFIG) from exc
+    except EnrolRefusedError as exc:
+        for message in exc.messages:
+            typer.echo(f"refused: {message}", err=True)
+        raise typer.Exit(EX_REFUSED) from exc
+    for message in outcome.rejected.values():
+        typer.echo(f"rejected: {message}", err=True)
+    typer.echo(f"enrolled {person}: {outcome.accepted} photo(s) accepted, "
+               f"{len(outcome.rejected)} rejected, {outcome.templates} template(s) stored")
+
+
+@faces_app.command("compare")
+def compare(
+    image1: Annotated[Path, typer.Argument(help="First photo.")],
+    image2: Annotated[Path, typer.Argument(help="Second photo.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help='Print {"similarity": .., "match": ..}.')
+    ] = False,
+    config: ConfigOpt = DEFAULT_CONFIG,
+) -> None:
+    """Cosine similarity of the largest face in each photo, and whether it is a match.
+
+    The match uses the configured threshold (vision.match_threshold, or the calibrated default of
+    the embedder).  Exit status 1 when a photo shows no face.
+
+    Example: menjin faces compare alice-2024.jpg alice-gate.jpg --json -c /etc/menjin/gate.yaml
+    """
+    from vision.align import align
+    from vision.enrol import EnrolmentError, read_image
+    from vision.quality import face_px
+
+    _cfg, vision = vision_config(config)
+    models = face_models(vision)
+    vectors = []
+    for path in (image1, image2):
+        try:
+            bgr = read_image(path)
+        except EnrolmentError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(EX_REFUSED) from exc
+        faces = models.detector.detect(bgr)
+        if not faces:
+            typer.echo(f"error: {path}: no face found", err=True)
+            raise typer.Exit(EX_REFUSED)
+        face = max(faces, key=lambda f: face_px(f.kps))
+        if len(faces) > 1 and not as_json:
+            typer.echo(f"{path}: {len(faces)} faces, using the largest")
+        vectors.append(models.embedder.embed(align(bgr, face.kps)))
+    similarity = round(float(vectors[0] @ vectors[1]), 4)
+    match = similarity >= models.threshold
+    if as_json:
+        typer.echo(json.dumps({"similarity": similarity, "match": match}))
+        return
+    verdict = "match" if match else "no match"
+    typer.echo(f"similarity {similarity:.3f}: {verdict} (threshold {models.threshold:.2f})")

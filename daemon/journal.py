@@ -1,0 +1,601 @@
+"""The event journal: every event is written here before anything is published.
+
+One SQLite file in WAL mode per gate.  :meth:`Journal.record` gives an :class:`~daemon.events.Event`
+its identity (UUIDv7 ``id``, gapless per-gate ``seq``, ``gate``, schema ``v``) and stores it; the
+uplink only reads :meth:`Journal.pending` and calls :meth:`Journal.mark_delivered` after the
+broker's PUBACK.  Durability is a policy: alarms and access decisions are committed with
+``synchronous=FULL`` (the WAL is fsynced) before :meth:`record` returns, because a passage or an
+alarm the station never hears of is the failure this module exists to prevent; routine events and
+captures are batched (committed together a few milliseconds later), which is what makes thousands
+of events per second possible on an SD card.
+
+The door path calls :meth:`record` synchronously, so it never raises for a full disk: the event
+stays in an in-memory tail, the failure is logged once and counted, and the write is retried.
+Retention (:meth:`purge`) and the disk quota (:meth:`enforce_quota`) delete portraits first, then
+the oldest delivered events, then undelivered non-alarm events; unacknowledged alarms are never
+deleted, and every eviction is itself recorded as a ``journal.dropped`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import secrets
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from daemon.events import SCHEMA_VERSION, Event, Priority, now_ms
+
+log = logging.getLogger(__name__)
+
+FsyncPolicy = Literal["alarms_and_access", "all", "batched"]
+PortraitPolicy = Literal["off", "local", "upload"]
+
+MS_PER_DAY = 86_400_000
+BYTES_PER_MB = 1024 * 1024
+#: Batched events are committed at the latest this long after they were recorded.
+DEFAULT_BATCH_SECONDS = 0.05
+#: ... or as soon as this many are waiting.
+DEFAULT_BATCH_MAX = 512
+#: After a failed write (full disk) the tail is retried this often.
+RETRY_SECONDS = 1.0
+#: Events kept in memory while the disk refuses writes; beyond this the oldest non-alarms go.
+TAIL_MAX = 50_000
+#: The quota is checked after this many committed events (and on every purge).
+QUOTA_CHECK_EVERY = 1000
+#: Rows deleted per step while evicting for the quota.
+EVICT_CHUNK = 500
+PORTRAIT_DIR = "portraits"
+PORTRAIT_SUFFIX = ".jpg"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    ts_ms INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    person TEXT,
+    body TEXT NOT NULL,
+    delivered INTEGER NOT NULL DEFAULT 0
+);
+-- alarms (priority 3) first, then by seq: the order of Journal.pending
+CREATE INDEX IF NOT EXISTS events_undelivered ON events (priority = 3 DESC, seq)
+    WHERE delivered = 0;
+CREATE INDEX IF NOT EXISTS events_person ON events (person) WHERE person IS NOT NULL;
+CREATE TABLE IF NOT EXISTS portraits (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    ts_ms INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nonces (nonce TEXT PRIMARY KEY, expires_at_ms INTEGER NOT NULL);
+"""
+
+
+class JournalError(Exception):
+    """The journal cannot be opened as asked (e.g. it belongs to another gate)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """One undelivered event as the uplink publishes it."""
+
+    seq: int
+    id: str
+    type: str
+    ts_ms: int
+    priority: Priority
+    payload: bytes
+    portrait: Path | None = None
+
+
+@dataclass
+class JournalStats:
+    """Counters for health reports and tests."""
+
+    recorded: int = 0
+    write_failures: int = 0
+    portraits_dropped: int = 0
+    tail_dropped: int = 0
+    evicted_portraits: int = 0
+    evicted_events: int = 0
+
+
+@dataclass
+class _Row:
+    seq: int
+    id: str
+    ts_ms: int
+    type: str
+    priority: int
+    person: str | None
+    body: str
+    portrait_bytes: int | None = None
+
+
+@dataclass
+class _Uuid7:
+    """UUIDv7 (RFC 9562) ids, monotonic within one millisecond (method 1: counter in rand_a)."""
+
+    last_ms: int = -1
+    counter: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def new(self, ms: int) -> str:
+        with self.lock:
+            if ms <= self.last_ms:
+                ms = self.last_ms
+                self.counter += 1
+                if self.counter > 0xFFF:
+                    ms += 1
+                    self.counter = 0
+            else:
+                self.counter = secrets.randbits(10)
+            self.last_ms = ms
+            rand_b = secrets.randbits(62)
+            value = (ms & (2**48 - 1)) << 80 | 0x7 << 76 | self.counter << 64 | 0b10 << 62 | rand_b
+            return str(uuid.UUID(int=value))
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for the failures a full disk (or a journal over SQLite's page limit) produces."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return "full" in str(exc).lower()
+    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+
+
+class Journal:
+    """SQLite journal of one gate's events, outbox of the uplink and store of its portraits.
+
+    All methods are called from one thread (the event loop); none blocks for longer than one
+    SQLite commit.  ``clock`` gives wall-clock milliseconds (injectable for retention tests).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        gate: str,
+        fsync: FsyncPolicy = "alarms_and_access",
+        quota_bytes: int = 512 * BYTES_PER_MB,
+        retention_days: int = 30,
+        portraits: PortraitPolicy = "off",
+        portrait_retention_days: int | None = None,
+        batch_seconds: float = DEFAULT_BATCH_SECONDS,
+        batch_max: int = DEFAULT_BATCH_MAX,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.path = path
+        self.gate = gate
+        self.fsync = fsync
+        self.quota_bytes = quota_bytes
+        self.retention_days = retention_days
+        self.portraits = portraits
+        self.portrait_retention_days = portrait_retention_days or retention_days
+        self.batch_seconds = batch_seconds
+        self.batch_max = batch_max
+        self.stats = JournalStats()
+        self._clock = clock
+        self._ids = _Uuid7()
+        self._tail: list[_Row] = []
+        self._listeners: list[Callable[[], None]] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._failing = False
+        self._since_quota_check = 0
+        self._evicting = False
+        self._tail_drops_reported = 0
+        self.portrait_dir = path.parent / PORTRAIT_DIR
+        self.portrait_dir.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._synchronous = "FULL"
+        self._db.executescript(_SCHEMA)
+        for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            with contextlib.suppress(FileNotFoundError):
+                file.chmod(0o600)  # events name persons: readable only by the service user
+        self._seq = self._open_meta()
+        self._remove_orphan_portraits()
+
+    # ------------------------------------------------------------------ opening
+
+    def _open_meta(self) -> int:
+        rows = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        stored_gate = rows.get("gate")
+        if stored_gate is None:
+            self._db.execute("INSERT INTO meta VALUES ('gate', ?), ('last_seq', '0')", (self.gate,))
+            return 0
+        if stored_gate != self.gate:
+            raise JournalError(
+                f"{self.path}: journal of gate {stored_gate!r}, not {self.gate!r}; "
+                "seq numbers are per gate, so give this gate its own journal file"
+            )
+        return int(rows.get("last_seq", "0"))
+
+    def _remove_orphan_portraits(self) -> None:
+        """Delete portrait files whose capture event never committed (killed mid-write)."""
+        known = {row[0] for row in self._db.execute("SELECT id FROM portraits")}
+        for file in self.portrait_dir.iterdir():
+            if file.stem not in known:
+                file.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ recording
+
+    def add_listener(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` (on the recording thread) whenever events become pending."""
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback)
+
+    def _urgent(self, event: Event) -> bool:
+        if self.fsync == "all":
+            return True
+        if self.fsync == "batched":
+            return event.is_alarm
+        return event.priority >= Priority.ACCESS
+
+    def record(self, event: Event, *, portrait: bytes | None = None) -> dict[str, Any]:
+        """Number and store ``event``; returns its payload as published on ``/events``.
+
+        Alarms and access decisions (per the fsync policy) are durable when this returns;
+        batched events are durable after the next :meth:`flush` (at most ``batch_seconds``).
+        A JPEG ``portrait`` is kept (and linked to the event) only when portraits are not
+        ``off``.  Never raises for a full disk.
+        """
+        self._seq += 1
+        seq = self._seq
+        event_id = self._ids.new(event.ts_ms)
+        payload: dict[str, Any] = {"v": SCHEMA_VERSION, "id": event_id, "seq": seq,
+                                   "gate": self.gate, **event.to_dict()}
+        row = _Row(seq, event_id, event.ts_ms, event.type, int(event.priority), event.person,
+                   json.dumps(payload, separators=(",", ":"), ensure_ascii=False))
+        if portrait is not None and self.portraits != "off":
+            row.portrait_bytes = self._write_portrait(event_id, portrait)
+        self._tail.append(row)
+        self.stats.recorded += 1
+        if self._urgent(event) or len(self._tail) >= self.batch_max:
+            self.flush(durable=self._urgent(event))
+        else:
+            self._schedule_flush(self.batch_seconds)
+        return payload
+
+    def _write_portrait(self, event_id: str, jpeg: bytes) -> int | None:
+        final = self.portrait_dir / f"{event_id}{PORTRAIT_SUFFIX}"
+        tmp = final.with_suffix(".tmp")
+        try:
+            tmp.write_bytes(jpeg)
+            tmp.replace(final)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            self.stats.portraits_dropped += 1
+            log.warning("journal: portrait of %s not kept (%s)", event_id, exc)
+            return None
+        return len(jpeg)
+
+    def _schedule_flush(self, delay: float) -> None:
+        if self._flush_handle is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a script or test): the caller flushes, or the batch fills
+        self._flush_handle = loop.call_later(delay, self._timed_flush)
+
+    def _timed_flush(self) -> None:
+        self._flush_handle = None
+        self.flush()
+
+    def flush(self, *, durable: bool = False) -> bool:
+        """Commit the in-memory tail; True when nothing is left waiting.
+
+        ``durable`` commits with ``synchronous=FULL`` (fsync); otherwise NORMAL, which survives a
+        crash of the process but not necessarily a power cut.
+        """
+        if not self._tail:
+            return True
+        rows = self._tail
+        try:
+            self._set_synchronous("FULL" if durable or self.fsync == "all" else "NORMAL")
+            with self._transaction():
+                self._db.executemany(
+                    "INSERT INTO events (seq, id, ts_ms, type, priority, person, body) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(r.seq, r.id, r.ts_ms, r.type, r.priority, r.person, r.body) for r in rows],
+                )
+                self._db.executemany(
+                    "INSERT INTO portraits (seq, id, ts_ms, bytes) VALUES (?, ?, ?, ?)",
+                    [(r.seq, r.id, r.ts_ms, r.portrait_bytes)
+                     for r in rows if r.portrait_bytes is not None],
+                )
+                self._db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'",
+                                 (str(rows[-1].seq),))
+        except (sqlite3.Error, OSError) as exc:  # full disk above all: the door must go on
+            self._write_failed(exc)
+            return False
+        self._tail = []
+        if self._failing:
+            self._failing = False
+            log.info("journal: writes back; %d events committed", len(rows))
+            if self.stats.tail_dropped > self._tail_drops_reported:
+                lost = self.stats.tail_dropped - self._tail_drops_reported
+                self._tail_drops_reported = self.stats.tail_dropped
+                self._report_dropped({"portraits": 0, "delivered_events": 0,
+                                      "undelivered_events": lost}, reason="disk_full")
+        self._since_quota_check += len(rows)
+        for callback in list(self._listeners):
+            callback()
+        if self._since_quota_check >= QUOTA_CHECK_EVERY and not self._evicting:
+            self._since_quota_check = 0
+            self.enforce_quota()
+        return True
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Any:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _set_synchronous(self, mode: str) -> None:
+        if mode != self._synchronous:
+            self._db.execute(f"PRAGMA synchronous={mode}")
+            self._synchronous = mode
+
+    def _write_failed(self, exc: BaseException) -> None:
+        self.stats.write_failures += 1
+        if not self._failing:
+            self._failing = True
+            cause = "disk full" if is_disk_full(exc) else "database error"
+            log.error("journal: unavailable, cannot write %s (%s: %s); keeping %d events in "
+                      "memory and retrying every %g s", self.path, cause, exc, len(self._tail),
+                      RETRY_SECONDS)
+        if len(self._tail) > TAIL_MAX:
+            self._shed_tail()
+        self._schedule_flush(RETRY_SECONDS)
+
+    def _shed_tail(self) -> None:
+        """Keep the in-memory tail bounded during a long disk failure: drop old non-alarms."""
+        excess = len(self._tail) - TAIL_MAX
+        kept: list[_Row] = []
+        for row in self._tail:
+            if excess > 0 and row.priority < Priority.ALARM:
+                excess -= 1
+                self.stats.tail_dropped += 1
+                continue
+            kept.append(row)
+        self._tail = kept
+
+    # ------------------------------------------------------------------ delivery
+
+    def pending(self, limit: int, *, exclude: Collection[int] = ()) -> list[Pending]:
+        """Undelivered events: alarms first, then everything else oldest first (by ``seq``).
+
+        ``exclude`` holds seqs already in flight.
+        """
+        rows = self._db.execute(
+            "SELECT e.seq, e.id, e.type, e.ts_ms, e.priority, e.body, p.id FROM events e "
+            "LEFT JOIN portraits p ON p.seq = e.seq "
+            "WHERE e.delivered = 0 ORDER BY e.priority = 3 DESC, e.seq LIMIT ?",
+            (limit + len(exclude),),
+        ).fetchall()
+        out: list[Pending] = []
+        for seq, event_id, etype, ts, prio, body, portrait_id in rows:
+            if seq in exclude:
+                continue
+            portrait = (self.portrait_dir / f"{portrait_id}{PORTRAIT_SUFFIX}"
+                        if portrait_id is not None else None)
+            out.append(Pending(seq, event_id, etype, ts, Priority(prio), body.encode(), portrait))
+            if len(out) >= limit:
+                break
+        return out
+
+    def mark_delivered(self, ids: Iterable[str]) -> int:
+        """Record the broker's acknowledgement of these event ids; returns rows changed."""
+        batch = [(i,) for i in ids]
+        if not batch:
+            return 0
+        try:
+            self._set_synchronous("NORMAL")
+            with self._transaction():
+                before = self._db.total_changes
+                self._db.executemany("UPDATE events SET delivered = 1 WHERE id = ?", batch)
+                return self._db.total_changes - before
+        except sqlite3.OperationalError as exc:
+            # Losing an acknowledgement only means the event is sent again (duplicates allowed).
+            self._write_failed(exc)
+            return 0
+
+    def queue_depth(self) -> int:
+        """Events not yet acknowledged by the broker (including those still in memory)."""
+        row = self._db.execute("SELECT count(*) FROM events WHERE delivered = 0").fetchone()
+        return int(row[0]) + len(self._tail)
+
+    def oldest_undelivered_ms(self) -> int | None:
+        row = self._db.execute("SELECT min(ts_ms) FROM events WHERE delivered = 0").fetchone()
+        times = [t for t in (row[0], self._tail[0].ts_ms if self._tail else None) if t is not None]
+        return min(times) if times else None
+
+    def all_ids(self) -> set[str]:
+        """Every stored event id (tests and the benchmark compare it with what arrived)."""
+        return {row[0] for row in self._db.execute("SELECT id FROM events")}
+
+    def portrait_file(self, event_id: str) -> Path | None:
+        found = self._db.execute("SELECT 1 FROM portraits WHERE id = ?", (event_id,)).fetchone()
+        return self.portrait_dir / f"{event_id}{PORTRAIT_SUFFIX}" if found else None
+
+    # ------------------------------------------------------------------ retention and quota
+
+    def used_bytes(self) -> int:
+        """Pages in use by the database (not free pages) plus the portrait files."""
+        page_size, pages, free = (
+            self._db.execute(f"PRAGMA {name}").fetchone()[0]
+            for name in ("page_size", "page_count", "freelist_count")
+        )
+        portraits = self._db.execute("SELECT coalesce(sum(bytes), 0) FROM portraits").fetchone()
+        return int(page_size) * (int(pages) - int(free)) + int(portraits[0])
+
+    def enforce_quota(self) -> dict[str, int] | None:
+        """Evict until the journal fits its quota; returns the counts (None when nothing went).
+
+        Order: portraits (oldest first), delivered events (oldest first), then undelivered
+        captures, routine events and access decisions; never an undelivered alarm.
+        """
+        if self.used_bytes() <= self.quota_bytes:
+            return None
+        counts = {"portraits": 0, "delivered_events": 0, "undelivered_events": 0}
+        self._evicting = True
+        try:
+            while self.used_bytes() > self.quota_bytes:
+                if self._evict_portraits(counts):
+                    continue
+                if self._evict_events("delivered = 1", counts, "delivered_events"):
+                    continue
+                if self._evict_events(f"delivered = 0 AND priority < {int(Priority.ALARM)}",
+                                      counts, "undelivered_events", order="priority, seq"):
+                    continue
+                log.warning("journal: over its quota of %d bytes with only unacknowledged alarms "
+                            "left; keeping them", self.quota_bytes)
+                break
+        except sqlite3.OperationalError as exc:
+            self._write_failed(exc)
+        finally:
+            self._evicting = False
+        return self._report_dropped(counts, reason="quota")
+
+    def _evict_portraits(self, counts: dict[str, int], *, before_ms: int | None = None) -> bool:
+        where, params = ("WHERE ts_ms < ?", (before_ms,)) if before_ms is not None else ("", ())
+        ids = [r[0] for r in self._db.execute(
+            f"SELECT id FROM portraits {where} ORDER BY seq LIMIT {EVICT_CHUNK}", params)]  # noqa: S608
+        if not ids:
+            return False
+        self._delete_portraits(ids)
+        counts["portraits"] += len(ids)
+        self.stats.evicted_portraits += len(ids)
+        return True
+
+    def _delete_portraits(self, ids: list[str]) -> None:
+        with self._transaction():
+            self._db.executemany("DELETE FROM portraits WHERE id = ?", [(i,) for i in ids])
+        for event_id in ids:
+            (self.portrait_dir / f"{event_id}{PORTRAIT_SUFFIX}").unlink(missing_ok=True)
+
+    def _evict_events(self, where: str, counts: dict[str, int], key: str, *,
+                      order: str = "seq", before_ms: int | None = None) -> bool:
+        if before_ms is not None:
+            where += f" AND ts_ms < {int(before_ms)}"
+        seqs = [r[0] for r in self._db.execute(
+            f"SELECT seq FROM events WHERE {where} ORDER BY {order} LIMIT {EVICT_CHUNK}")]  # noqa: S608
+        if not seqs:
+            return False
+        portrait_ids = [r[0] for r in self._db.execute(
+            f"SELECT id FROM portraits WHERE seq IN ({','.join('?' * len(seqs))})", seqs)]  # noqa: S608
+        if portrait_ids:
+            self._delete_portraits(portrait_ids)
+            counts["portraits"] += len(portrait_ids)
+        with self._transaction():
+            self._db.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s in seqs])
+        counts[key] += len(seqs)
+        self.stats.evicted_events += len(seqs)
+        return True
+
+    def _report_dropped(self, counts: dict[str, int], *, reason: str) -> dict[str, int] | None:
+        if not any(counts.values()):
+            return None
+        log.warning("journal: dropped %s (%s)", ", ".join(f"{v} {k}" for k, v in counts.items()),
+                    reason)
+        self.record(Event("journal.dropped", reason=reason, data=dict(counts)))
+        return counts
+
+    def purge(self, now: int | None = None) -> dict[str, int] | None:
+        """Apply retention at wall time ``now`` (ms): old portraits, old delivered events, expired
+        nonces; then the quota.  Returns the counts of the retention step (None when nothing)."""
+        now = self._clock() if now is None else now
+        counts = {"portraits": 0, "delivered_events": 0, "undelivered_events": 0}
+        try:
+            while self._evict_portraits(
+                counts, before_ms=now - self.portrait_retention_days * MS_PER_DAY
+            ):
+                pass
+            while self._evict_events("delivered = 1", counts, "delivered_events",
+                                     before_ms=now - self.retention_days * MS_PER_DAY):
+                pass
+            with self._transaction():
+                self._db.execute("DELETE FROM nonces WHERE expires_at_ms < ?", (now,))
+        except sqlite3.OperationalError as exc:
+            self._write_failed(exc)
+        result = self._report_dropped(counts, reason="retention")
+        self.enforce_quota()
+        return result
+
+    # ------------------------------------------------------------------ erasure and commands
+
+    def pseudonymise_person(self, person: str, pseudonym: str) -> int:
+        """Replace ``person`` by ``pseudonym`` in every stored event and delete their portraits.
+
+        Returns the number of events changed.  Used for an erasure request (``forget``).
+        """
+        self.flush(durable=True)
+        portrait_ids = [r[0] for r in self._db.execute(
+            "SELECT p.id FROM portraits p JOIN events e ON e.seq = p.seq WHERE e.person = ?",
+            (person,))]
+        if portrait_ids:
+            self._delete_portraits(portrait_ids)
+        self._set_synchronous("FULL")
+        with self._transaction():
+            cursor = self._db.execute(
+                "UPDATE events SET person = ?1, body = json_set(body, '$.person', ?1) "
+                "WHERE person = ?2", (pseudonym, person))
+            changed = cursor.rowcount
+        for row in self._tail:  # events that could not be written yet
+            if row.person == person:
+                body = json.loads(row.body)
+                body["person"] = pseudonym
+                row.person, row.body = pseudonym, json.dumps(body, separators=(",", ":"))
+                changed += 1
+        return changed
+
+    def remember_nonce(self, nonce: str, expires_at_ms: int) -> bool:
+        """Store a command nonce until it expires; False when it was seen before (a replay).
+
+        Committed with fsync before returning, so a restart cannot make a replay look new.
+        """
+        self._set_synchronous("FULL")
+        with self._transaction():
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO nonces (nonce, expires_at_ms) VALUES (?, ?)",
+                (nonce, expires_at_ms))
+            return cursor.rowcount == 1
+
+    # ------------------------------------------------------------------ shutdown
+
+    def close(self) -> None:
+        """Commit what is waiting and close the database."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self.flush(durable=True)
+        if self._tail:
+            log.error("journal: closing with %d events that could not be written", len(self._tail))
+        self._db.close()
+
+
+
+async def keep_retention(journal: Journal, *, every_seconds: float = 3600.0) -> None:
+    """Apply retention at start-up and then every ``every_seconds`` (run it as a part)."""
+    while True:
+        journal.purge()
+        await asyncio.sleep(every_seconds)

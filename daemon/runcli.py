@@ -1,0 +1,298 @@
+"""`menjin run`, and the installer's commands that talk to the running daemon over its socket.
+
+`status`, `events`, `door test`, `readers watch` and, for a gate in simulate mode, `sim ...`
+(swipe a card, press an exit button, open a door, trip a tamper switch, show a face to the
+camera).  The daemon is found through its config file (``control.socket``), ``--socket`` or
+``$MENJIN_SOCKET``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from daemon import control
+from daemon.configfile import EX_CONFIG, ConfigError, load_config
+
+DEFAULT_CONFIG = Path("/etc/menjin/gate.yaml")
+DEFAULT_SOCKET = Path("/run/menjin/control.sock")
+EX_UNAVAILABLE = 69  # sysexits.h: the daemon is not reachable
+EX_REFUSED = 1
+
+T = TypeVar("T")
+
+ConfigOpt = typer.Option(
+    None, "-c", "--config", envvar="MENJIN_CONFIG",
+    help="Gate config file (finds the control socket); default /etc/menjin/gate.yaml.",
+)
+SocketOpt = typer.Option(
+    None, "--socket", envvar="MENJIN_SOCKET", help="Control socket path (instead of -c)."
+)
+JsonOpt = typer.Option(False, "--json", help="Machine-readable JSON output.")
+
+door_app = typer.Typer(help="Door wiring checks.", no_args_is_help=True)
+readers_app = typer.Typer(help="Card reader wiring checks.", no_args_is_help=True)
+sim_app = typer.Typer(
+    help="Drive a gate running in simulate mode (training, demos, black-box tests).",
+    no_args_is_help=True,
+)
+
+
+def socket_path(config: Path | None, sock: Path | None) -> Path:
+    """Where the daemon listens: --socket, else the config's control.socket, else the default."""
+    if sock is not None:
+        return sock
+    if config is None and DEFAULT_CONFIG.is_file():
+        config = DEFAULT_CONFIG
+    if config is None:
+        return DEFAULT_SOCKET
+    try:
+        return load_config(config, check_files=False).control.socket
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EX_CONFIG) from exc
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a client coroutine; daemon errors become one clear line and an exit status."""
+    try:
+        return asyncio.run(coro)
+    except control.ControlUnavailableError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EX_UNAVAILABLE) from exc
+    except control.ControlError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EX_REFUSED) from exc
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+def _call(path: Path, cmd: str, args: dict[str, Any] | None = None) -> Any:
+    return _run(control.call(path, cmd, args))
+
+
+def _follow(path: Path, cmd: str, args: dict[str, Any], each: Callable[[Any], None]) -> None:
+    async def consume() -> None:
+        async for item in control.follow(path, cmd, args):
+            each(item)
+
+    _run(consume())
+
+
+def run(
+    config: Annotated[Path, typer.Option("-c", "--config", help="Gate config file (YAML).")],
+) -> None:
+    """Run the gate daemon in the foreground (systemd runs it like this).
+
+    Exits 78 on a bad config.  SIGHUP reloads the config; SIGTERM stops it cleanly.
+
+    Example: menjin run -c /etc/menjin/gate.yaml
+    """
+    from daemon.app import main as app_main  # the daemon's heavy imports only when it runs
+
+    raise typer.Exit(app_main(config))
+
+
+def status(
+    config: Path | None = ConfigOpt, sock: Path | None = SocketOpt, as_json: bool = JsonOpt
+) -> None:
+    """Show doors, relays, readers, camera, uplink and journal backlog of the running daemon.
+
+    Example: menjin status -c /etc/menjin/gate.yaml --json
+    """
+    result = _call(socket_path(config, sock), "status")
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    render_status(result, Console())
+
+
+def render_status(st: dict[str, Any], console: Console) -> None:
+    """The status as tables a person at the gate can read."""
+    mode = "simulate" if st.get("simulate") else "hardware"
+    console.print(
+        f"[bold]gate {st.get('gate')}[/] ({mode}), up {st.get('uptime_s', 0)} s, "
+        f"portraits {st.get('portraits')}"
+    )
+    doors = Table("door", "state", "relay", "contact", "alarms", title="Doors")
+    for door_id, door in st.get("doors", {}).items():
+        alarms = ", ".join(door.get("alarms", [])) or "-"
+        doors.add_row(door_id, door.get("state", "?"), door.get("relay", "?"),
+                      door.get("contact", "?"), f"[red]{alarms}[/]" if alarms != "-" else alarms)
+    console.print(doors)
+    readers = Table("reader", "door", "type", "status", title="Readers")
+    for reader_id, reader in st.get("readers", {}).items():
+        readers.add_row(reader_id, reader.get("door", "?"), reader.get("type", "?"),
+                        reader.get("status", "?"))
+    console.print(readers)
+    uplink = st.get("uplink", {})
+    journal = st.get("journal", {})
+    console.print(f"camera: {st.get('camera', 'absent')}   uplink: {uplink.get('state', '?')}   "
+                  f"journal backlog: {journal.get('backlog', '?')}")
+
+
+def format_event(event: dict[str, Any]) -> str:
+    """One readable line per event: `12:01:02 #42 access.granted door=front person=p1 ...`."""
+    import datetime as dt
+
+    ts = dt.datetime.fromtimestamp(event.get("ts_ms", 0) / 1000).strftime("%H:%M:%S")
+    seq = f"#{event['seq']} " if "seq" in event else ""
+    fields = [
+        f"{key}={event[key]}"
+        for key in ("door", "reader", "credential_kind", "credential_ref", "person", "reason")
+        if event.get(key) is not None
+    ]
+    data = event.get("data") or {}
+    fields += [f"{key}={value}" for key, value in data.items()]
+    return f"{ts} {seq}{event.get('type')} {' '.join(fields)}".rstrip()
+
+
+def events(
+    follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new events."),
+    count: int = typer.Option(20, "-n", "--count", help="How many recent events first."),
+    as_json: bool = JsonOpt,
+    config: Path | None = ConfigOpt,
+    sock: Path | None = SocketOpt,
+) -> None:
+    """Print the gate's recent events (and, with --follow, new ones as they happen).
+
+    Example: menjin events --follow --json -c /etc/menjin/gate.yaml
+    """
+
+    def show(event: dict[str, Any]) -> None:
+        line = json.dumps(event, ensure_ascii=False) if as_json else format_event(event)
+        typer.echo(line)
+
+    _follow(socket_path(config, sock), "events", {"follow": follow, "count": count}, show)
+
+
+@door_app.command("test")
+def door_test(
+    door: str = typer.Argument(..., help="Door id, as in the config."),
+    seconds: float = typer.Option(1.0, "--seconds", min=0.1, max=10, help="Pulse length."),
+    config: Path | None = ConfigOpt,
+    sock: Path | None = SocketOpt,
+) -> None:
+    """Pulse a door's lock relay to check the wiring (recorded in the audit log).
+
+    Example: menjin door test front --seconds 2
+    """
+    result = _call(socket_path(config, sock), "door.test", {"door": door, "seconds": seconds})
+    typer.echo(f"door {door}: relay pulsed for {result['seconds']:g} s "
+               f"({result.get('note', 'listen for the lock')})")
+
+
+@readers_app.command("watch")
+def readers_watch(
+    reader: str | None = typer.Argument(None, help="Only this reader (default: all)."),
+    config: Path | None = ConfigOpt,
+    sock: Path | None = SocketOpt,
+) -> None:
+    """Print exactly what each reader sends (raw bytes, decoded card) to check wiring and format.
+
+    Example: menjin readers watch front-card
+    """
+
+    def show(item: dict[str, Any]) -> None:
+        typer.echo(f"{item.get('reader')}: {item.get('kind')}: {item.get('text')}")
+
+    _follow(socket_path(config, sock), "readers.watch", {"reader": reader}, show)
+
+
+def _sim(config: Path | None, sock: Path | None, cmd: str, args: dict[str, Any]) -> None:
+    result = _call(socket_path(config, sock), cmd, args)
+    typer.echo(result.get("message", "ok") if isinstance(result, dict) else "ok")
+
+
+@sim_app.command("swipe")
+def sim_swipe(
+    reader: str = typer.Argument(..., help="Reader id."),
+    card: str = typer.Argument(..., help="Card number as the reader reports it."),
+    config: Path | None = ConfigOpt,
+    sock: Path | None = SocketOpt,
+) -> None:
+    """Present a card at a simulated reader (sent through its pty or Wiegand pins).
+
+    Example: menjin sim swipe front-card 0012345678
+    """
+    _sim(config, sock, "sim.swipe", {"reader": reader, "card": card})
+
+
+@sim_app.command("press")
+def sim_press(
+    door: str = typer.Argument(..., help="Door id."),
+    config: Path | None = ConfigOpt,
+    sock: Path | None = SocketOpt,
+) -> None:
+    """Press and release a door's exit button.
+
+    Example: menjin sim press front
+    """
+    _sim(config, sock, "sim.press", {"door": door})
+
+
+@sim_app.command("door")
+def sim_door(
+    door: str = typer.Argument(..., help="Door id."),
+    position: str = typer.Argument(..., help="open or close."),
+    config: Path | None = ConfigOpt,
+    sock: Path | None = SocketOpt,
+) -> None:
+    """Open or close a door (its contact input).
+
+    Example: menjin sim door front open
+    """
+    if position not in ("open", "close"):
+        raise typer.BadParameter("position must be 'open' or 'close'")
+    _sim(config, sock, "sim.door", {"door": door, "position": position})
+
+
+@sim_app.command("tamper")
+def sim_tamper(
+    door: str = typer.Argument(..., help="Door id."),
+    clear: bool = typer.Option(False, "--clear", help="Close the housing again."),
+    config: Path | None = ConfigOpt,
+    sock: Path | None = SocketOpt,
+) -> None:
+    """Open (or, with --clear, close) the reader housing's tamper switch.
+
+    Example: menjin sim tamper front
+    """
+    _sim(config, sock, "sim.tamper", {"door": door, "clear": clear})
+
+
+@sim_app.command("face")
+def sim_face(
+    door: Annotated[str, typer.Argument(help="Door id (its camera).")],
+    photo: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="JPEG/PNG photo.")
+    ],
+    seconds: float = typer.Option(2.0, "--seconds", min=0.1, max=30, help="How long it is shown."),
+    config: Path | None = ConfigOpt,
+    sock: Path | None = SocketOpt,
+) -> None:
+    """Show a photo to a door's simulated camera, as if the person stood in front of it.
+
+    Example: menjin sim face front obama1.jpg
+    """
+    data = base64.b64encode(photo.read_bytes()).decode("ascii")
+    _sim(config, sock, "sim.face",
+         {"door": door, "photo": data, "name": photo.name, "seconds": seconds})
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the root `menjin` app."""
+    app.command("run")(run)
+    app.command("status")(status)
+    app.command("events")(events)
+    app.add_typer(door_app, name="door")
+    app.add_typer(readers_app, name="readers")
+    app.add_typer(sim_app, name="sim")

@@ -1,0 +1,151 @@
+"""The simulated twin of a gate board's wiring, for simulate mode (`gpio_backend: mock`).
+
+The daemon runs its real drivers against simulated hardware seams, never against shortcuts: GPIO
+pins are gpiozero ``MockFactory`` pins, serial card readers read a real pty whose other end the
+reader emulators of ``drivers/sim`` write to, Wiegand readers see pulses on their D0/D1 mock pins.
+`menjin sim ...` commands arrive here through the control socket and act on those seams exactly
+as a person at the gate acts on the real ones (a finger on the button, a card in the field).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from gpiozero.pins.mock import MockFactory, MockPin
+
+from daemon.config import InputSection, ReaderSection, Wiring
+from drivers.sim.serial_emitter import PtyEmitter, ascii_line, em4100_frame
+from drivers.sim.wiegand_emitter import WiegandEmitter
+from drivers.wiegand import FORMATS, encode
+
+log = logging.getLogger(__name__)
+
+#: How long a simulated finger stays on the exit button (well above any debounce time).
+PRESS_SECONDS = 0.3
+
+
+class SimInputError(ValueError):
+    """A simulated input that the simulated hardware cannot produce; the message says why."""
+
+
+def input_level(wiring: Wiring, asserted: bool) -> bool:
+    """Pin level (True = high) of an input with pull-up for a switch that is ``asserted``.
+
+    Asserted means the door is open, the button pressed or the housing opened.  A normally-open
+    switch closes when asserted and pulls the pin low; a normally-closed one opens and the pull-up
+    takes the pin high.
+    """
+    closed = asserted if wiring is Wiring.NORMALLY_OPEN else not asserted
+    return not closed
+
+
+def wiegand_frame(formats: tuple[str, ...], credential: str) -> str:
+    """The bits a Wiegand reader sends for a card whose canonical (decimal) credential is given.
+
+    The first configured format the card fits is used; the credential is the card's data bits,
+    facility above number, as the reader decodes them.
+    """
+    value = _card_value(credential)
+    for name in formats:
+        fmt = FORMATS.get(name)
+        if fmt is None:
+            continue
+        if value < 1 << (fmt.facility_bits + fmt.number_bits):
+            return encode(name, value & ((1 << fmt.number_bits) - 1), value >> fmt.number_bits)
+    if "raw" in formats:
+        return f"{value:b}".zfill(26)
+    raise SimInputError(f"card {credential} does not fit any of the formats {', '.join(formats)}")
+
+
+def _card_value(credential: str) -> int:
+    if not credential.isdigit():
+        raise SimInputError(f"card {credential!r}: give the card number in decimal, as the "
+                            "readers report it")
+    return int(credential)
+
+
+class SwitchPin(MockPin):
+    """A gpiozero MockPin with a switch wired to it.
+
+    Opening an input device sets its pull-up, and a plain MockPin then jumps high: a door part
+    restarted by a config reload would see a shut door (normally-closed contact) fly open.  Once a
+    switch position is set, the line keeps the switch's level whatever the pull resistor does, as
+    a real switch holding the line would.
+    """
+
+    held: bool | None = None
+
+    def _set_pull(self, value: str) -> None:
+        super()._set_pull(value)
+        if self.held is not None and self.held != self._state:
+            self._change_state(self.held)
+
+
+def _switch_pins() -> MockFactory:
+    return MockFactory(pin_class=SwitchPin)
+
+
+@dataclass
+class SimulatedBoard:
+    """MockFactory pins and reader ptys that outlive part restarts and config reloads."""
+
+    pin_factory: MockFactory = field(default_factory=_switch_pins)
+    ptys: dict[str, PtyEmitter] = field(default_factory=dict)
+
+    def serial_port(self, reader_id: str) -> str:
+        """The pty path a simulated serial reader opens (the same one across restarts)."""
+        if reader_id not in self.ptys:
+            self.ptys[reader_id] = PtyEmitter()
+            log.info("reader %s: simulated on %s", reader_id, self.ptys[reader_id].port)
+        return self.ptys[reader_id].port
+
+    def pin(self, number: int) -> MockPin:
+        pin: MockPin = self.pin_factory.pin(number)
+        return pin
+
+    def set_input(self, section: InputSection, asserted: bool) -> None:
+        """Put a simulated switch in the given position (through its MockFactory pin)."""
+        pin = self.pin(section.pin)
+        level = input_level(section.wiring, asserted)
+        if isinstance(pin, SwitchPin):
+            pin.held = level
+        if level:
+            pin.drive_high()
+        else:
+            pin.drive_low()
+
+    async def press(self, section: InputSection) -> None:
+        """Press and release a button, like a finger would."""
+        self.set_input(section, True)
+        try:
+            await asyncio.sleep(PRESS_SECONDS)
+        finally:
+            self.set_input(section, False)
+
+    async def swipe(self, reader_id: str, reader: ReaderSection, credential: str) -> str:
+        """Present a card at a simulated reader, through the reader's own wire protocol."""
+        if reader.type == "em4100":
+            self.ptys[reader_id].write(em4100_frame(_card_value(credential)))
+            return f"card sent to {reader_id} as an EM4100 frame"
+        if reader.type == "ascii":
+            value = _card_value(credential)
+            number = str(value) if reader.number_base == 10 else f"{value:X}"
+            line = f"{reader.strip_prefix}{number}{reader.strip_suffix}"
+            self.ptys[reader_id].write(ascii_line(line))
+            return f"card sent to {reader_id} as the line {line!r}"
+        if reader.type == "wiegand":
+            assert reader.d0_pin is not None and reader.d1_pin is not None
+            bits = wiegand_frame(reader.formats, credential)
+            emitter = WiegandEmitter(self.pin(reader.d0_pin), self.pin(reader.d1_pin))
+            await asyncio.to_thread(emitter.send, bits)  # real pulse timing, off the loop
+            return f"card sent to {reader_id} as {len(bits)} Wiegand bits"
+        raise SimInputError(f"reader {reader_id} is {reader.type}: simulate mode has no "
+                            f"{reader.type} peer (use em4100, ascii or wiegand)")
+
+    def close(self) -> None:
+        for emitter in self.ptys.values():
+            emitter.close()
+        self.ptys.clear()
+        self.pin_factory.close()

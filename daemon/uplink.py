@@ -1,0 +1,376 @@
+"""Store-and-forward uplink: the journal's events to the station broker, commands back.
+
+The uplink only reads the journal, so a dead network never costs an event: it publishes what
+:meth:`~daemon.journal.Journal.pending` returns on ``<prefix>/<gate>/events`` with QoS 1, keeps a
+bounded window of unacknowledged publishes in flight (throughput without unbounded memory), and
+marks an event delivered only after its PUBACK.  Publishes go out in ``seq`` order, except that
+alarms recorded during a backlog drain are taken ahead of older routine events.  After any
+failure it reconnects with capped exponential backoff and jitter.
+
+The broker connection is MQTT 5 with TLS (CA, client certificate and key), a user name and a
+password read from a file, and a retained Last Will ``offline`` on ``<prefix>/<gate>/status``;
+``online`` (version, uptime, portrait policy and, for ``upload``, the legal basis) is published
+retained on every connect.  A broker ACL that refuses this gate's topics is reported once and the
+refused events stay in the journal; the uplink waits instead of retrying in a loop.
+
+This is the only module that imports aiomqtt (and through it paho-mqtt): aiomqtt 3 changes its API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from daemon import __version__
+from daemon.commands import CommandProcessor
+from daemon.events import SCHEMA_VERSION, now_ms
+from daemon.journal import Journal, Pending, PortraitPolicy
+from daemon.supervise import backoff_seconds
+
+log = logging.getLogger(__name__)
+
+QOS_AT_LEAST_ONCE = 1
+#: PUBACK / SUBACK reason codes from 0x80 up are failures (MQTT 5, 2.4).
+REASON_FAILURE = 0x80
+#: How long a refused (ACL) publish pauses the event flow before it is tried again.
+DEFAULT_DENIED_PAUSE_SECONDS = 300.0
+DEFAULT_INITIAL_BACKOFF_SECONDS = 0.5
+DEFAULT_MAX_BACKOFF_SECONDS = 60.0
+KEEPALIVE_SECONDS = 30
+#: Seconds allowed for the ``offline`` status on a clean shutdown.
+OFFLINE_PUBLISH_TIMEOUT_SECONDS = 2.0
+CPU_TEMP_FILE = Path("/sys/class/thermal/thermal_zone0/temp")
+JPEG_CONTENT_TYPE = "image/jpeg"
+
+
+@dataclass
+class UplinkState:
+    """What the status view and health report know about the uplink."""
+
+    connected: bool = False
+    connects: int = 0
+    published: int = 0
+    denied: int = 0
+    last_error: str | None = None
+
+
+class _Client(aiomqtt.Client):
+    """aiomqtt's client plus the PUBACK reason code, which ``publish()`` swallows.
+
+    A broker refusing a publish by ACL still sends a PUBACK (reason 0x87 under MQTT 5); taking
+    that for success would mark an event delivered that the station never got.  :meth:`send`
+    queues a publish synchronously (so the order of calls is the order on the wire) and returns a
+    future of its reason code.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._acks: dict[int, asyncio.Future[int]] = {}
+
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int,
+                    reason_code: ReasonCode, properties: Properties) -> None:
+        future = self._acks.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(int(reason_code.value))
+        super()._on_publish(client, userdata, mid, reason_code, properties)
+
+    def send(self, topic: str, payload: bytes, *, retain: bool = False,
+             properties: Properties | None = None) -> asyncio.Future[int]:
+        """Queue a QoS 1 publish; the future resolves to its PUBACK reason code."""
+        info = self._client.publish(topic, payload, QOS_AT_LEAST_ONCE, retain, properties)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._acks[info.mid] = future
+        return future
+
+
+def _cpu_temp_c() -> float | None:
+    try:
+        return round(int(CPU_TEMP_FILE.read_text().strip()) / 1000, 1)
+    except (OSError, ValueError):
+        return None
+
+
+class Uplink:
+    """One gate's connection to the station broker (run it under ``supervise``)."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        gate: str,
+        host: str,
+        port: int = 8883,
+        prefix: str = "menjin",
+        ca_file: Path | None = None,
+        cert_file: Path | None = None,
+        key_file: Path | None = None,
+        username: str | None = None,
+        password_file: Path | None = None,
+        client_id: str | None = None,
+        commands: CommandProcessor | None = None,
+        portraits: PortraitPolicy = "off",
+        legal_basis: str | None = None,
+        health_seconds: float = 60.0,
+        health_source: Callable[[], Mapping[str, Any]] | None = None,
+        inflight: int = 32,
+        version: str = __version__,
+        initial_backoff_seconds: float = DEFAULT_INITIAL_BACKOFF_SECONDS,
+        max_backoff_seconds: float = DEFAULT_MAX_BACKOFF_SECONDS,
+        denied_pause_seconds: float = DEFAULT_DENIED_PAUSE_SECONDS,
+    ) -> None:
+        self.journal = journal
+        self.gate = gate
+        self.host = host
+        self.port = port
+        self.ca_file = ca_file
+        self.cert_file = cert_file
+        self.key_file = key_file
+        self.username = username
+        self.password_file = password_file
+        self.client_id = client_id or f"menjin-{gate}"
+        self.commands = commands
+        self.portraits = portraits
+        self.legal_basis = legal_basis
+        self.health_seconds = health_seconds
+        self.health_source = health_source
+        self.inflight = inflight
+        self.version = version
+        self.initial_backoff_seconds = initial_backoff_seconds
+        self.max_backoff_seconds = max_backoff_seconds
+        self.denied_pause_seconds = denied_pause_seconds
+        self.state = UplinkState()
+        base = f"{prefix}/{gate}"
+        self.status_topic = f"{base}/status"
+        self.events_topic = f"{base}/events"
+        self.health_topic = f"{base}/health"
+        self.captures_prefix = f"{base}/captures/"
+        self.cmd_prefix = f"{base}/cmd/"
+        self._started = time.monotonic()
+        self._wake = asyncio.Event()
+        self._denial_reported = False
+        self._subscribe_denial_reported = False
+        journal.add_listener(self._wake.set)
+
+    # ------------------------------------------------------------------ payloads
+
+    def status(self, state: str) -> dict[str, Any]:
+        """The retained status message (``online``, or the ``offline`` Last Will)."""
+        out: dict[str, Any] = {
+            "v": SCHEMA_VERSION, "gate": self.gate, "state": state, "version": self.version,
+            "uptime_s": int(time.monotonic() - self._started), "ts_ms": now_ms(),
+            "portraits": self.portraits,
+        }
+        if self.portraits == "upload":
+            out["legal_basis"] = self.legal_basis or ""
+        return out
+
+    def health(self) -> dict[str, Any]:
+        """The periodic health report."""
+        oldest = self.journal.oldest_undelivered_ms()
+        now = now_ms()
+        extra = dict(self.health_source()) if self.health_source is not None else {}
+        try:
+            disk_free: int | None = shutil.disk_usage(self.journal.path.parent).free
+        except OSError:
+            disk_free = None
+        return {
+            "v": SCHEMA_VERSION, "gate": self.gate, "ts_ms": now,
+            "queue_depth": self.journal.queue_depth(),
+            "oldest_undelivered_age_s": None if oldest is None else round((now - oldest) / 1000, 3),
+            "readers": dict(extra.get("readers", {})),
+            "camera": extra.get("camera", "absent"),
+            "cpu_temp_c": _cpu_temp_c(),
+            "disk_free_bytes": disk_free,
+        }
+
+    @staticmethod
+    def _json(obj: Mapping[str, Any]) -> bytes:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def _client(self) -> _Client:
+        tls = None
+        if self.ca_file is not None:
+            tls = aiomqtt.TLSParameters(
+                ca_certs=str(self.ca_file),
+                certfile=str(self.cert_file) if self.cert_file else None,
+                keyfile=str(self.key_file) if self.key_file else None,
+            )
+        password = None
+        if self.password_file is not None:
+            password = self.password_file.read_text(encoding="utf-8").strip()
+        return _Client(
+            self.host, self.port, username=self.username, password=password,
+            identifier=self.client_id, protocol=aiomqtt.ProtocolVersion.V5,
+            will=aiomqtt.Will(self.status_topic, self._json(self.status("offline")),
+                              qos=QOS_AT_LEAST_ONCE, retain=True),
+            tls_params=tls, keepalive=KEEPALIVE_SECONDS, max_inflight_messages=self.inflight,
+            logger=logging.getLogger(f"{__name__}.mqtt"),
+        )
+
+    # ------------------------------------------------------------------ connection
+
+    async def run(self) -> None:
+        """Stay connected until cancelled; on cancellation publish ``offline`` first."""
+        attempt = 0
+        while True:
+            error: str | None = None
+            connects = self.state.connects
+            try:
+                await self._session()
+            except* aiomqtt.MqttError as group:
+                error = "; ".join(str(e) for e in group.exceptions)
+            except* OSError as group:  # password file unreadable, TLS files missing ...
+                error = "; ".join(str(e) for e in group.exceptions)
+            self.state.connected = False
+            self.state.last_error = error
+            attempt = 1 if self.state.connects > connects else attempt + 1
+            delay = backoff_seconds(attempt, initial=self.initial_backoff_seconds,
+                                    cap=self.max_backoff_seconds)
+            if attempt == 1:
+                log.warning("uplink: unavailable (%s:%d: %s); retrying in %.1f s",
+                            self.host, self.port, error, delay)
+            else:
+                log.debug("uplink: still unavailable (%s); retrying in %.1f s", error, delay)
+            await asyncio.sleep(delay)
+
+    async def _session(self) -> None:
+        client = self._client()
+        async with client:
+            self.state.connected = True
+            self.state.connects += 1
+            log.info("uplink: connected to %s:%d as %s", self.host, self.port, self.client_id)
+            try:
+                await client.publish(self.status_topic, self._json(self.status("online")),
+                                     qos=QOS_AT_LEAST_ONCE, retain=True)
+                await self._subscribe(client)
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self._pump(client), name="uplink:events")
+                    tasks.create_task(self._health_loop(client), name="uplink:health")
+                    tasks.create_task(self._command_loop(client), name="uplink:commands")
+            except asyncio.CancelledError:
+                with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                    await asyncio.wait_for(
+                        client.publish(self.status_topic, self._json(self.status("offline")),
+                                       qos=QOS_AT_LEAST_ONCE, retain=True),
+                        OFFLINE_PUBLISH_TIMEOUT_SECONDS)
+                raise
+
+    async def _subscribe(self, client: _Client) -> None:
+        if self.commands is None:
+            return
+        topic = f"{self.cmd_prefix}#"
+        codes = await client.subscribe(
+            topic, options=SubscribeOptions(qos=QOS_AT_LEAST_ONCE, noLocal=True))
+        refused = [c for c in codes
+                   if (c.value if isinstance(c, ReasonCode) else c) >= REASON_FAILURE]
+        if refused and not self._subscribe_denial_reported:
+            self._subscribe_denial_reported = True
+            log.error("uplink: broker refused the subscription to %s (%s): station commands "
+                      "cannot reach this gate; check the broker ACL", topic, refused[0])
+
+    # ------------------------------------------------------------------ events
+
+    def _send(self, client: _Client, item: Pending) -> list[asyncio.Future[int]]:
+        futures = []
+        if self.portraits == "upload" and item.portrait is not None:
+            with contextlib.suppress(FileNotFoundError):  # evicted meanwhile: event only
+                jpeg = item.portrait.read_bytes()
+                props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                props.ContentType = JPEG_CONTENT_TYPE
+                props.UserProperty = [("event_id", item.id), ("seq", str(item.seq)),
+                                      ("gate", self.gate), ("ts_ms", str(item.ts_ms))]
+                futures.append(client.send(f"{self.captures_prefix}{item.id}", jpeg,
+                                           properties=props))
+        futures.append(client.send(self.events_topic, item.payload))
+        return futures
+
+    async def _pump(self, client: _Client) -> None:
+        """Publish pending events with at most ``inflight`` unacknowledged at any time."""
+        inflight: deque[tuple[Pending, list[asyncio.Future[int]]]] = deque()
+        acked: list[str] = []
+        refill_at = max(1, self.inflight // 2)
+        while True:
+            if len(inflight) <= refill_at:
+                self.journal.mark_delivered(acked)
+                acked.clear()
+                self._wake.clear()
+                busy = {item.seq for item, _ in inflight}
+                for item in self.journal.pending(self.inflight - len(inflight), exclude=busy):
+                    inflight.append((item, self._send(client, item)))
+            if not inflight:
+                await self._wake.wait()
+                continue
+            item, futures = inflight.popleft()
+            codes = await asyncio.gather(*futures)
+            if max(codes) < REASON_FAILURE:
+                acked.append(item.id)
+                self.state.published += 1
+                if self._denial_reported:
+                    self._denial_reported = False
+                    log.info("uplink: broker accepts this gate's events again")
+                continue
+            await self._denied(item, max(codes), inflight, acked)
+
+    async def _denied(self, item: Pending, code: int, inflight: deque[Any],
+                      acked: list[str]) -> None:
+        """A refused publish (ACL): report once, keep the events, wait, then try again."""
+        self.state.denied += 1
+        if not self._denial_reported:
+            self._denial_reported = True
+            log.error("uplink: broker refused event seq %d on %s (reason 0x%02x, %s); it stays "
+                      "in the journal; next try in %g s; check the broker ACL for this gate",
+                      item.seq, self.events_topic, code, ReasonCode(PacketTypes.PUBACK,
+                                                                    identifier=code),
+                      self.denied_pause_seconds)
+        else:
+            log.debug("uplink: event seq %d refused again (0x%02x)", item.seq, code)
+        for other, futures in inflight:  # the rest of the window: keep what was accepted
+            if max(await asyncio.gather(*futures)) < REASON_FAILURE:
+                acked.append(other.id)
+        inflight.clear()
+        self.journal.mark_delivered(acked)
+        acked.clear()
+        await asyncio.sleep(self.denied_pause_seconds)
+
+    # ------------------------------------------------------------------ health and commands
+
+    async def _health_loop(self, client: _Client) -> None:
+        while True:
+            await client.publish(self.health_topic, self._json(self.health()), qos=0)
+            await asyncio.sleep(self.health_seconds)
+
+    def _command_name(self, topic: str) -> str | None:
+        """``<prefix>/<gate>/cmd/<name>`` → name; None for results and anything deeper."""
+        if not topic.startswith(self.cmd_prefix):
+            return None
+        name = topic[len(self.cmd_prefix):]
+        return name if name and "/" not in name else None
+
+    async def _command_loop(self, client: _Client) -> None:
+        async for message in client.messages:
+            name = self._command_name(str(message.topic))
+            if name is None or self.commands is None:
+                continue
+            payload = message.payload
+            raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
+            outcome = await self.commands.process(name, bytes(raw))
+            await client.publish(f"{self.cmd_prefix}{name}/result", self._json(outcome.result),
+                                 qos=QOS_AT_LEAST_ONCE)

@@ -1,0 +1,217 @@
+"""``menjin station ...``: run the receiver and web page, create the signing key, send commands.
+
+Registered by ``daemon/cli.py`` (``app.add_typer(station_app, name="station")``).  Command
+results are printed as JSON; the exit status is 0 when the gate accepted, 1 when it refused or did
+not answer, 78 for a bad ``station.yaml``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from station.commands import (
+    CommandError,
+    enrol_args,
+    keygen,
+    open_args,
+    read_residents,
+    send_command,
+    signing_key,
+    sync,
+)
+from station.config import EX_CONFIG, ConfigError, StationConfig, load_station_config
+
+if TYPE_CHECKING:
+    from station.store import Store
+
+log = logging.getLogger(__name__)
+
+EXIT_REFUSED = 1
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+station_app = typer.Typer(
+    help="The station's side: receive and store what the gates upload, send signed commands.",
+    no_args_is_help=True,
+)
+
+ConfigPath = Annotated[
+    Path, typer.Option("--config", "-c", help="The station's config file (station.yaml).")
+]
+GateId = Annotated[str, typer.Argument(help="Gate id (gate.id in its gate.yaml).")]
+
+
+def _config(path: Path) -> StationConfig:
+    try:
+        return load_station_config(path)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EX_CONFIG) from None
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT,
+                        stream=sys.stderr)
+
+
+def _store(config: StationConfig) -> Store:
+    """The database; its libraries are the optional ``station`` extra, absent on most gates."""
+    try:
+        from station.store import Store
+    except ImportError as exc:
+        typer.echo(f"menjin station needs: pip install 'menjin[station]' ({exc})", err=True)
+        raise typer.Exit(EXIT_REFUSED) from None
+    return Store(config.database.url, portraits_dir=config.portraits_dir)
+
+
+@station_app.command("run")
+def run(
+    config_path: ConfigPath = Path("station.yaml"),
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Receive events, portraits, status and health from all gates; serve the web page.
+
+    Example: menjin station run -c /etc/menjin/station.yaml
+    """
+    _logging(verbose)
+    config = _config(config_path)
+    store = _store(config)
+    from station.receiver import Receiver
+    from station.web import WebConfigError, create_app, serve, web_password
+
+    try:
+        password = web_password(config.web) if config.web.enabled else None
+    except WebConfigError as exc:
+        typer.echo(f"{config_path}: {exc}", err=True)
+        raise typer.Exit(EX_CONFIG) from None
+    log.info("station: database %s, portraits in %s, broker %s:%s, group %s",
+             store.engine.url.render_as_string(hide_password=True), config.portraits_dir,
+             config.mqtt.host, config.mqtt.port, config.mqtt.share_group)
+
+    async def main() -> None:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(Receiver(config, store).run(), name="station:receiver")
+            if config.web.enabled:
+                app = create_app(store, config.web, password=password,
+                                 face_persons_warn_at=config.face_persons_warn_at)
+                log.info("station: web page on http://%s:%s/", config.web.bind, config.web.port)
+                tasks.create_task(serve(app, config.web), name="station:web")
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        log.info("station: stopped")
+    finally:
+        store.close()
+
+
+@station_app.command("keygen")
+def keygen_command(
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Private key file to write; the public key goes beside it.",
+    )] = Path("station_key.pem"),
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing key.")] = False,
+) -> None:
+    """Create the station's Ed25519 command-signing key pair.
+
+    Copy the .pub.pem file to every gate (station_key in gate.yaml); keep the private key here.
+    Example: menjin station keygen -o /etc/menjin/station_key.pem
+    """
+    try:
+        public = keygen(out, force=force)
+    except CommandError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_REFUSED) from None
+    typer.echo(f"private key: {out} (keep it secret)\npublic key:  {public} (copy to the gates)")
+
+
+Sender = Callable[[StationConfig, Ed25519PrivateKey, "Store"], Awaitable[dict[str, Any]]]
+
+
+def _send(config_path: Path, sender: Sender) -> None:
+    """Load the config and key, run ``sender``, print the gate's result and exit accordingly."""
+    _logging(False)
+    config = _config(config_path)
+    store = _store(config)
+    try:
+        key = signing_key(config.signing_key)
+        result = asyncio.run(sender(config, key, store))
+    except CommandError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_REFUSED) from None
+    finally:
+        store.close()
+    typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
+    if result.get("ok") is not True:
+        raise typer.Exit(EXIT_REFUSED)
+
+
+def _command(gate: str, name: str, args: dict[str, Any]) -> Sender:
+    async def sender(config: StationConfig, key: Ed25519PrivateKey, store: Store) -> dict[str, Any]:
+        return await send_command(config, gate, name, args, key=key, store=store)
+
+    return sender
+
+
+@station_app.command("open")
+def open_command(
+    gate: GateId,
+    door: Annotated[str, typer.Argument(help="Door id at that gate.")],
+    seconds: Annotated[float, typer.Option(min=0.5, max=600, help="Unlock time.")] = 5.0,
+    config_path: ConfigPath = Path("station.yaml"),
+) -> None:
+    """Unlock one door of one gate remotely (signed) and print the gate's answer.
+
+    Example: menjin station open xingfuli-north front --seconds 5 -c station.yaml
+    """
+    _send(config_path, _command(gate, "open", open_args(door, seconds)))
+
+
+@station_app.command("sync")
+def sync_command(
+    gate: GateId,
+    residents: Annotated[Path, typer.Argument(help="CSV with a header and a 'person' column.")],
+    snapshot: Annotated[bool, typer.Option(help="Send the full list, not a delta.")] = False,
+    config_path: ConfigPath = Path("station.yaml"),
+) -> None:
+    """Send the resident list to a gate: a delta since its last sync, else a snapshot.
+
+    Example: menjin station sync xingfuli-north residents.csv -c station.yaml
+    """
+    try:
+        persons = read_residents(residents)
+    except CommandError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_REFUSED) from None
+
+    async def sender(config: StationConfig, key: Ed25519PrivateKey, store: Store) -> dict[str, Any]:
+        return await sync(config, gate, persons, key=key, store=store, snapshot=snapshot)
+
+    _send(config_path, sender)
+
+
+@station_app.command("enrol")
+def enrol_command(
+    gate: GateId,
+    person: Annotated[str, typer.Argument(help="Person id (with a recorded face consent).")],
+    photos: Annotated[list[Path], typer.Argument(help="One or more JPEG photos of the face.")],
+    config_path: ConfigPath = Path("station.yaml"),
+) -> None:
+    """Enrol a person's face at a gate from photos; the gate keeps only the template.
+
+    Example: menjin station enrol xingfuli-north p-0101 front.jpg left.jpg -c station.yaml
+    """
+    try:
+        args = enrol_args(person, photos)
+    except CommandError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_REFUSED) from None
+    _send(config_path, _command(gate, "enrol", args))

@@ -1,0 +1,248 @@
+"""Commands from the station to one gate: sign, publish, and wait for the gate's answer.
+
+The broker is not trusted to decide who may open a door: every command is an envelope signed with
+the station's Ed25519 key (:mod:`station.protocol`), bound to one gate and one action, valid for a
+short time.  The sender subscribes to the gate's result topic *before* publishing, so a fast gate
+cannot answer before anyone listens, and matches the answer by command id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import csv
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiomqtt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from station.config import StationConfig
+from station.mqtt import make_client
+from station.protocol import command_topic, load_private_key, new_command, result_topic
+
+if TYPE_CHECKING:
+    from station.store import Store
+
+log = logging.getLogger(__name__)
+
+QOS_AT_LEAST_ONCE = 1
+PRIVATE_KEY_MODE = 0o600
+#: The gate refuses larger envelopes by default; photos are checked against it before sending.
+GATE_MAX_ENVELOPE_BYTES = 1024 * 1024
+ENVELOPE_OVERHEAD_BYTES = 1024
+JPEG_MAGIC = b"\xff\xd8"
+PERSON_COLUMN = "person"
+
+
+class CommandError(Exception):
+    """A command that could not be built or got no answer; the text is for the operator."""
+
+
+# -- keys ---------------------------------------------------------------------------------------
+
+
+def keygen(private_path: Path, *, force: bool = False) -> Path:
+    """Write a new Ed25519 pair: the private key (PEM, mode 0600) and ``<name>.pub.pem`` beside it.
+
+    Returns the public key's path, the file to copy to every gate (``station_key`` in gate.yaml).
+    """
+    public_path = private_path.with_suffix(".pub.pem")
+    if not force and (private_path.exists() or public_path.exists()):
+        raise CommandError(
+            f"{private_path} already exists and the gates trust it (use --force to replace it)")
+    key = Ed25519PrivateKey.generate()
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo,
+    )
+    private_path.parent.mkdir(parents=True, exist_ok=True)
+    private_path.unlink(missing_ok=True)
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_KEY_MODE)
+    with os.fdopen(fd, "wb") as out:
+        out.write(private_pem)
+    public_path.write_bytes(public_pem)
+    return public_path
+
+
+def signing_key(path: Path) -> Ed25519PrivateKey:
+    try:
+        return load_private_key(path)
+    except FileNotFoundError:
+        raise CommandError(
+            f"{path}: no signing key; create one with `menjin station keygen`") from None
+    except ValueError as exc:
+        raise CommandError(f"{path}: not a usable Ed25519 private key ({exc})") from None
+
+
+# -- arguments ----------------------------------------------------------------------------------
+
+
+def open_args(door: str, seconds: float) -> dict[str, Any]:
+    return {"door": door, "seconds": seconds}
+
+
+def read_residents(path: Path) -> dict[str, dict[str, str]]:
+    """Persons by id from a CSV with a header and a ``person`` column; empty cells are left out.
+
+    Raises :class:`CommandError` naming the line of every bad row; nothing is sent unless the
+    whole file is valid (a half list would revoke everyone missing from it).
+    """
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or PERSON_COLUMN not in reader.fieldnames:
+                raise CommandError(f"{path}:1: the header needs a {PERSON_COLUMN!r} column")
+            persons: dict[str, dict[str, str]] = {}
+            problems: list[str] = []
+            for row in reader:
+                line = reader.line_num
+                if None in row:
+                    problems.append(f"{path}:{line}: more cells than header columns")
+                    continue
+                person = (row.get(PERSON_COLUMN) or "").strip()
+                if not person:
+                    problems.append(f"{path}:{line}: empty {PERSON_COLUMN!r}")
+                elif person in persons:
+                    problems.append(f"{path}:{line}: person {person!r} appears twice")
+                else:
+                    persons[person] = {k: v.strip() for k, v in row.items() if v and v.strip()}
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise CommandError(f"{path}: cannot read: {exc}") from None
+    if problems:
+        raise CommandError("\n".join(problems))
+    return persons
+
+
+def sync_args(
+    persons: Mapping[str, dict[str, str]],
+    previous: tuple[int, Mapping[str, Any]] | None,
+    *,
+    snapshot: bool = False,
+    clock_s: Callable[[], float] = time.time,
+) -> dict[str, Any]:
+    """A snapshot, or a delta against the list the gate last acknowledged.
+
+    Versions grow with the clock as well as by one, so a station whose database was restored from
+    an old backup still sends a version newer than the gate's.
+    """
+    base = previous[0] if previous is not None else 0
+    version = max(base + 1, int(clock_s()))
+    if previous is None or snapshot:
+        return {"mode": "snapshot", "version": version,
+                "persons": [persons[p] for p in sorted(persons)]}
+    known = previous[1]
+    return {
+        "mode": "delta", "base_version": base, "version": version,
+        "upsert": [persons[p] for p in sorted(persons) if known.get(p) != persons[p]],
+        "delete": sorted(set(known) - set(persons)),
+    }
+
+
+def enrol_args(person: str, photos: list[Path]) -> dict[str, Any]:
+    """Photos as base64 JPEG; refused here when the gate would refuse the envelope's size."""
+    encoded = []
+    for photo in photos:
+        try:
+            data = photo.read_bytes()
+        except OSError as exc:
+            raise CommandError(f"{photo}: cannot read: {exc.strerror}") from None
+        if not data.startswith(JPEG_MAGIC):
+            raise CommandError(f"{photo}: not a JPEG file")
+        encoded.append(base64.b64encode(data).decode("ascii"))
+    size = sum(len(e) for e in encoded) + ENVELOPE_OVERHEAD_BYTES
+    if size > GATE_MAX_ENVELOPE_BYTES:
+        raise CommandError(
+            f"photos too large: {size} bytes encoded; a gate accepts commands up to "
+            f"{GATE_MAX_ENVELOPE_BYTES} bytes (send fewer or smaller photos)")
+    return {"person": person, "photos": encoded}
+
+
+# -- sending ------------------------------------------------------------------------------------
+
+
+async def send_command(
+    config: StationConfig,
+    gate: str,
+    name: str,
+    args: Mapping[str, Any],
+    *,
+    key: Ed25519PrivateKey,
+    store: Store | None = None,
+    client_factory: Callable[[], aiomqtt.Client] | None = None,
+) -> dict[str, Any]:
+    """Sign and publish one command, then return the gate's result (or raise on timeout)."""
+    prefix = config.mqtt.prefix
+    envelope = new_command(name, gate, args, key, ttl_s=config.command_ttl_seconds)
+    if store is not None:
+        await asyncio.to_thread(store.record_command, envelope)
+    factory = client_factory or (lambda: make_client(config.mqtt, "command"))
+    timeout_s = config.command_timeout_seconds
+    try:
+        async with factory() as client:
+            await client.subscribe(result_topic(prefix, gate, name), qos=QOS_AT_LEAST_ONCE)
+            await client.publish(command_topic(prefix, gate, name), json.dumps(envelope),
+                                 qos=QOS_AT_LEAST_ONCE)
+            log.info("command %s %s sent to gate %s", name, envelope["id"], gate)
+            async with asyncio.timeout(timeout_s):
+                result = await _answer(client, envelope["id"])
+    except TimeoutError:
+        raise CommandError(
+            f"gate {gate} did not answer {name} {envelope['id']} within {timeout_s:g} s "
+            "(offline? check `menjin station run` and the gate's status)") from None
+    except aiomqtt.MqttError as exc:
+        raise CommandError(f"broker {config.mqtt.host}:{config.mqtt.port}: {exc}") from None
+    if store is not None:
+        await asyncio.to_thread(store.record_result, gate, result)
+    return result
+
+
+async def _answer(client: aiomqtt.Client, command_id: str) -> dict[str, Any]:
+    async for message in client.messages:
+        payload = message.payload if isinstance(message.payload, bytes) else b""
+        try:
+            result = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            log.warning("ignoring a result that is not JSON on %s", message.topic.value)
+            continue
+        if isinstance(result, dict) and result.get("id") == command_id:
+            return result
+    raise aiomqtt.MqttError("disconnected before the gate answered")
+
+
+async def sync(
+    config: StationConfig,
+    gate: str,
+    persons: Mapping[str, dict[str, str]],
+    *,
+    key: Ed25519PrivateKey,
+    store: Store,
+    snapshot: bool = False,
+    client_factory: Callable[[], aiomqtt.Client] | None = None,
+) -> dict[str, Any]:
+    """Send the resident list; a refused delta is retried once as a snapshot.
+
+    The list the gate acknowledged is remembered per gate, so the next sync is a delta.
+    """
+    previous = await asyncio.to_thread(store.sync_state, gate)
+    args = sync_args(persons, previous, snapshot=snapshot)
+    result = await send_command(config, gate, "sync", args, key=key, store=store,
+                                client_factory=client_factory)
+    if not result.get("ok") and args["mode"] == "delta":
+        log.warning("gate %s refused the delta (%s); sending a snapshot",
+                    gate, result.get("reason"))
+        args = sync_args(persons, previous, snapshot=True)
+        result = await send_command(config, gate, "sync", args, key=key, store=store,
+                                    client_factory=client_factory)
+    if result.get("ok"):
+        await asyncio.to_thread(store.set_sync_state, gate, args["version"], dict(persons))
+    return result

@@ -1,0 +1,216 @@
+"""``station.yaml``: the receiver's broker, database, portrait folder, web page and signing key.
+
+Strict and frozen like the gate's config (unknown keys are errors with a "did you mean"), loaded
+with a YAML parser that keeps line numbers, so an operator sees ``FILE:LINE:COL: path: message``.
+The station cannot import the gate's loader (``daemon`` sits above ``station``), so this module
+carries its own small one.  Relative paths are relative to the config file's folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.error import MarkedYAMLError
+
+EX_CONFIG = 78  # sysexits.h; systemd's RestartPreventExitStatus stops a restart loop on it
+#: The 2025 Measures require filing once face information of this many persons is stored.
+FACE_FILING_THRESHOLD_PERSONS = 100_000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
+    base = (info.context or {}).get("config_dir")
+    if value is None or value.is_absolute() or base is None:
+        return value
+    return Path(base) / value
+
+
+class TlsConfig(_Strict):
+    ca_file: Path = Field(description="CA certificate that signed the broker's certificate.")
+    cert_file: Path | None = Field(None, description="Client certificate, when the broker asks.")
+    key_file: Path | None = Field(None, description="Private key of the client certificate.")
+
+    _paths = field_validator("ca_file", "cert_file", "key_file")(_resolve)
+
+
+class MqttConfig(_Strict):
+    host: str = Field("127.0.0.1", description="Broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 for TLS).")
+    prefix: str = Field("menjin", pattern=r"^[^#+/]+$", description="Topic prefix of the gates.")
+    share_group: str = Field(
+        "station", pattern=r"^[^#+/]+$",
+        description="Shared-subscription group: receivers in one group split the gates' messages.",
+    )
+    client_id: str = Field("", description="MQTT client id; empty = generated per process.")
+    username: str | None = Field(None, description="Broker user name.")
+    password_file: Path | None = Field(None, description="File holding the broker password.")
+    tls: TlsConfig | None = Field(None, description="TLS settings; absent = plain TCP.")
+    keepalive_seconds: int = Field(30, ge=5, le=3600, description="MQTT keep-alive interval.")
+
+    _paths = field_validator("password_file")(_resolve)
+
+
+class DatabaseConfig(_Strict):
+    url: str = Field(
+        "sqlite:///station.db",
+        description="SQLAlchemy URL: sqlite:///file.db (relative to this file) or "
+        "postgresql+psycopg://user@host/db for larger stations.",
+    )
+    batch_size: int = Field(500, ge=1, le=10_000, description="Events stored per transaction.")
+
+    @field_validator("url")
+    @classmethod
+    def _sqlite_relative(cls, value: str, info: ValidationInfo) -> str:
+        base = (info.context or {}).get("config_dir")
+        prefix = "sqlite:///"
+        if base is None or not value.startswith(prefix) or value == "sqlite:///:memory:":
+            return value
+        path = Path(value.removeprefix(prefix))
+        return value if path.is_absolute() else prefix + str(Path(base) / path)
+
+
+class WebConfig(_Strict):
+    enabled: bool = Field(True, description="Serve the read-only web page.")
+    bind: str = Field("127.0.0.1", description="Address to listen on; loopback by default.")
+    port: int = Field(8080, ge=1, le=65535, description="TCP port of the web page.")
+    username: str = Field("station", description="HTTP basic-auth user name.")
+    password_file: Path | None = Field(
+        None, description="HTTP basic-auth password file; required when bind is not loopback.",
+    )
+    page_size: int = Field(200, ge=1, le=5000, description="Passages shown per page.")
+    timezone: str = Field("Asia/Shanghai", description="Time zone of the times shown and filtered.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (e.g. Asia/Shanghai, UTC)") from None
+        return value
+
+    _paths = field_validator("password_file")(_resolve)
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.bind == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.bind).is_loopback
+        except ValueError:
+            return False
+
+
+class StationConfig(_Strict):
+    version: Literal[1] = Field(description="Config schema version.")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="The gates' broker.")
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig, description="Event store.")
+    portraits_dir: Path = Field(Path("portraits"), description="Folder for received portraits.")
+    signing_key: Path = Field(
+        Path("station_key.pem"), description="Ed25519 private key (PEM) that signs commands.",
+    )
+    command_timeout_seconds: float = Field(
+        30.0, gt=0, le=3600, description="How long a command waits for the gate's result.",
+    )
+    command_ttl_seconds: float = Field(
+        60.0, gt=0, le=86_400, description="Validity of a signed command after it is issued.",
+    )
+    face_persons_warn_at: int = Field(
+        90_000, ge=1, le=FACE_FILING_THRESHOLD_PERSONS,
+        description="Warn when this many persons are enrolled for face entry across all gates "
+        f"(filing is required at {FACE_FILING_THRESHOLD_PERSONS}).",
+    )
+    web: WebConfig = Field(default_factory=WebConfig, description="Read-only web page.")
+
+    _paths = field_validator("portraits_dir", "signing_key")(_resolve)
+
+
+class ConfigError(Exception):
+    """A station config that cannot be used; one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = StationConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        inner = None
+        for candidate in (field.annotation, *getattr(field.annotation, "__args__", ())):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                inner = candidate
+        if inner is None:
+            return None
+        model = inner
+    return model
+
+
+def _position(root: Any, loc: tuple[Any, ...], *, key: bool) -> tuple[int, int]:
+    node, line, col = root, 0, 0
+    for i, part in enumerate(loc):
+        if not isinstance(node, CommentedMap) or part not in node:
+            break
+        at_key = (key and i == len(loc) - 1) or isinstance(node[part], dict)
+        line, col = node.lc.key(part) if at_key else node.lc.value(part)
+        node = node[part]
+    return line + 1, col + 1
+
+
+def _problem(file: str, root: Any, err: Any) -> str:
+    loc = tuple(err["loc"])
+    dotted = ".".join(str(p) for p in loc)
+    if err["type"] == "extra_forbidden":
+        line, col = _position(root, loc, key=True)
+        model = _model_at(loc[:-1])
+        msg = f"unknown key {loc[-1]!r}"
+        known = list(model.model_fields) if model else []
+        close = difflib.get_close_matches(str(loc[-1]), known, 1)
+        if close:
+            msg += f"; did you mean {close[0]!r}?"
+    elif err["type"] == "missing":
+        line, col = _position(root, loc[:-1], key=True)
+        msg = "required key is missing"
+    else:
+        line, col = _position(root, loc, key=False)
+        msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{file}:{line}:{col}: {dotted}: {msg}"
+
+
+def load_station_config(path: Path | str) -> StationConfig:
+    """Read and validate ``station.yaml``; raises :class:`ConfigError` listing every problem."""
+    path = Path(path)
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{file}:1:1: cannot read: {exc}"]) from exc
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        root = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{mark.line + 1}:{mark.column + 1}" if mark else "1:1"
+        problem = (exc.problem or "invalid YAML").split(" with value")[0].strip()
+        raise ConfigError([f"{file}:{where}: YAML syntax error: {problem}"]) from exc
+    if not isinstance(root, CommentedMap):
+        raise ConfigError([f"{file}:1:1: the file must be a YAML mapping (key: value)"])
+    try:
+        return StationConfig.model_validate(root, context={"config_dir": path.resolve().parent})
+    except ValidationError as exc:
+        problems = [_problem(file, root, err) for err in exc.errors()]
+        raise ConfigError(problems) from exc

@@ -1,0 +1,287 @@
+"""The station's receiving end: everything the gates publish, stored once.
+
+Receivers subscribe with MQTT 5 shared subscriptions (``$share/<group>/...``), so any number of
+them split the messages of many gates on one broker or cluster; deduplication by event id in the
+store makes at-least-once delivery (and a gate re-sending after a lost PUBACK) harmless.  Each
+QoS 1 message is acknowledged only after it is committed (paho's manual acks), so a receiver that
+dies mid-batch loses nothing the broker still holds for it.
+
+Status is subscribed to without sharing: brokers never send retained messages on shared
+subscriptions (MQTT 5, 4.8.2), and every receiver should know which gates are online.  Events are
+inserted in batches from a worker thread (SQLite or PostgreSQL writes never block the loop);
+missing ``seq`` ranges are looked up in the database every few seconds and reported once when they
+appear and once when they are filled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomqtt
+
+from station.config import FACE_FILING_THRESHOLD_PERSONS, StationConfig
+from station.messages import (
+    PERSON_FORGOTTEN,
+    SAFE_NAME,
+    EventRow,
+    MessageError,
+    parse_event,
+    parse_object,
+    topic_gate,
+)
+from station.mqtt import make_client
+from station.store import Range, Store, now_ms
+
+log = logging.getLogger(__name__)
+
+QOS_AT_LEAST_ONCE = 1
+JPEG_MAGIC = b"\xff\xd8"
+DEFAULT_GAP_CHECK_SECONDS = 5.0
+#: Events younger than this are not yet counted for gaps: another receiver may hold the rest.
+DEFAULT_SETTLE_MS = 2_000
+INITIAL_BACKOFF_SECONDS = 0.5
+MAX_BACKOFF_SECONDS = 30.0
+
+
+def subscriptions(prefix: str, group: str) -> list[str]:
+    """The topic filters of one receiver (status unshared, see the module docstring)."""
+    shared = f"$share/{group}/{prefix}/+"
+    return [
+        f"{shared}/events",
+        f"{shared}/captures/+",
+        f"{shared}/health",
+        f"{shared}/cmd/+/result",
+        f"{prefix}/+/status",
+    ]
+
+
+def gap_changes(before: list[Range], after: list[Range]) -> tuple[list[Range], list[Range]]:
+    """(ranges newly missing, ranges reported before that are now complete)."""
+
+    def overlaps(a: Range, ranges: list[Range]) -> bool:
+        return any(a[0] <= b[1] and b[0] <= a[1] for b in ranges)
+
+    new = [r for r in after if r not in before]
+    filled = [r for r in before if not overlaps(r, after)]
+    return new, filled
+
+
+@dataclass
+class _Pending:
+    """A message waiting for its commit, with what is needed to acknowledge it."""
+
+    client: aiomqtt.Client
+    mid: int
+    row: EventRow | None = None
+
+
+@dataclass
+class ReceiverStats:
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    portraits: int = 0
+    open_gaps: dict[str, list[Range]] = field(default_factory=dict)
+
+
+class Receiver:
+    """Subscribes, validates, stores and acknowledges; ``run()`` until cancelled."""
+
+    def __init__(
+        self,
+        config: StationConfig,
+        store: Store,
+        *,
+        gap_check_seconds: float = DEFAULT_GAP_CHECK_SECONDS,
+        settle_ms: int = DEFAULT_SETTLE_MS,
+        client_factory: Callable[[], aiomqtt.Client] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.prefix = config.mqtt.prefix
+        self.batch_size = config.database.batch_size
+        self.gap_check_seconds = gap_check_seconds
+        self.settle_ms = settle_ms
+        self.stats = ReceiverStats()
+        self.subscribed = asyncio.Event()
+        self._client_factory = client_factory or (
+            lambda: make_client(config.mqtt, "receiver", persistent=bool(config.mqtt.client_id))
+        )
+        self._events: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._last_event_ms: dict[str, int] = {}
+        self._checked_before_ms = 0
+        self._face_warned = False
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._store_events(), name="station:store-events")
+            tasks.create_task(self._watch_gaps(), name="station:gaps")
+            tasks.create_task(self._receive(), name="station:receive")
+
+    async def _receive(self) -> None:
+        backoff = INITIAL_BACKOFF_SECONDS
+        broker = f"{self.config.mqtt.host}:{self.config.mqtt.port}"
+        unavailable = False
+        while True:
+            try:
+                async with self._client_factory() as client:
+                    client._client.manual_ack_set(True)  # ack after commit, not on arrival
+                    for topic in subscriptions(self.prefix, self.config.mqtt.share_group):
+                        await client.subscribe(topic, qos=QOS_AT_LEAST_ONCE)
+                    log.info("station receiver %s broker %s subscribed",
+                             "back on" if unavailable else "connected to", broker)
+                    unavailable, backoff = False, INITIAL_BACKOFF_SECONDS
+                    self.subscribed.set()
+                    async for message in client.messages:
+                        await self._dispatch(client, message)
+            except aiomqtt.MqttError as exc:
+                self.subscribed.clear()
+                if not unavailable:
+                    log.warning("station receiver: broker %s unavailable (%s); retrying",
+                                broker, exc)
+                unavailable = True
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    @staticmethod
+    def _ack(pending: _Pending) -> None:
+        if pending.mid:
+            pending.client._client.ack(pending.mid, QOS_AT_LEAST_ONCE)
+
+    async def _dispatch(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        topic = message.topic.value
+        payload = message.payload if isinstance(message.payload, bytes) else b""
+        pending = _Pending(client, message.mid)
+        self.stats.received += 1
+        try:
+            gate = topic_gate(topic, self.prefix)
+            kind = topic.split("/", 2)[2]
+            if kind == "events":
+                pending.row = parse_event(payload, gate)
+                self._events.put_nowait(pending)
+                return  # acknowledged by the writer after its commit
+            if kind.startswith("captures/"):
+                await self._portrait(gate, kind.removeprefix("captures/"), payload, message)
+            elif kind == "status":
+                await self._status(gate, parse_object(payload, gate))
+            elif kind == "health":
+                await asyncio.to_thread(self.store.set_health, gate, parse_object(payload, gate))
+            elif kind.startswith("cmd/") and kind.endswith("/result"):
+                await self._result(gate, parse_object(payload, gate))
+            else:
+                raise MessageError(f"unexpected topic {topic!r}")
+        except MessageError as exc:
+            self.stats.rejected += 1
+            log.warning("station: rejected message on %s: %s", topic, exc)
+        self._ack(pending)
+
+    async def _portrait(
+        self, gate: str, event_id: str, jpeg: bytes, message: aiomqtt.Message
+    ) -> None:
+        if not SAFE_NAME.match(event_id):
+            raise MessageError(f"capture topic names an unsafe event id {event_id!r}")
+        if not jpeg.startswith(JPEG_MAGIC):
+            raise MessageError("capture payload is not a JPEG")
+        props = dict(getattr(message.properties, "UserProperty", None) or [])
+        if props.get("event_id", event_id) != event_id or props.get("gate", gate) != gate:
+            raise MessageError("capture user properties do not match its topic")
+        try:
+            ts_ms = int(props.get("ts_ms", now_ms()))
+        except ValueError:
+            raise MessageError(f"capture ts_ms {props.get('ts_ms')!r} is not a number") from None
+        if await asyncio.to_thread(
+            self.store.add_portrait, event_id=event_id, gate=gate, ts_ms=ts_ms, jpeg=jpeg
+        ):
+            self.stats.portraits += 1
+
+    async def _status(self, gate: str, status: dict[str, Any]) -> None:
+        previous = await asyncio.to_thread(self.store.set_status, gate, status)
+        state = status.get("state")
+        if state == previous:
+            return
+        if state == "offline":
+            log.warning("gate %s: offline", gate)
+        elif state == "online":
+            basis = status.get("legal_basis")
+            log.info("gate %s: online (version %s, portraits %s%s)", gate, status.get("version"),
+                     status.get("portraits", "off"), f", legal basis: {basis}" if basis else "")
+
+    async def _result(self, gate: str, result: dict[str, Any]) -> None:
+        await asyncio.to_thread(self.store.record_result, gate, result)
+        if result.get("ok") is True and result.get("name") == "enrol":
+            await self._check_face_persons()
+
+    async def _check_face_persons(self) -> None:
+        count = await asyncio.to_thread(self.store.face_person_count)
+        warn_at = self.config.face_persons_warn_at
+        if count >= warn_at and not self._face_warned:
+            log.warning(
+                "station: %s persons are enrolled for face entry across all gates; filing with "
+                "the cyberspace administration is required at %s", count,
+                FACE_FILING_THRESHOLD_PERSONS)
+        self._face_warned = count >= warn_at
+
+    async def _store_events(self) -> None:
+        await self._check_face_persons()
+        while True:
+            batch = [await self._events.get()]
+            while len(batch) < self.batch_size and not self._events.empty():
+                batch.append(self._events.get_nowait())
+            rows = [p.row for p in batch if p.row is not None]
+            new = await asyncio.to_thread(self.store.add_events, rows)
+            for pending in batch:
+                self._ack(pending)
+            self.stats.stored += len(new)
+            self.stats.duplicates += len(rows) - len(new)
+            stored_ms = now_ms()
+            self._last_event_ms.update((r.gate, stored_ms) for r in new)
+            for row in new:
+                if row.type == PERSON_FORGOTTEN:
+                    await self._forget(row)
+
+    async def _forget(self, row: EventRow) -> None:
+        person = row.person or row.data.get("person")
+        pseudonym = row.data.get("pseudonym")
+        if not isinstance(person, str):
+            log.warning("gate %s: person.forgotten event %s names no person", row.gate, row.id)
+            return
+        count = await asyncio.to_thread(
+            self.store.forget_person, row.gate, person,
+            pseudonym if isinstance(pseudonym, str) else None,
+        )
+        log.info("gate %s: a person was forgotten; %s stored events pseudonymised", row.gate, count)
+
+    async def check_gaps(self) -> None:
+        """Look up missing ranges of gates with unexamined events; report appearances and fills.
+
+        A gate is examined while it has events received after the previous check's settle
+        cutoff, and while it has open gaps, so a gap hidden behind settling events is still found
+        after its gate went quiet.
+        """
+        settled = now_ms() - self.settle_ms
+        gates = {g for g, seen in self._last_event_ms.items() if seen > self._checked_before_ms}
+        gates |= set(self.stats.open_gaps)
+        self._checked_before_ms = settled
+        for gate in sorted(gates):
+            after = await asyncio.to_thread(self.store.gaps, gate, settled_before_ms=settled)
+            new, filled = gap_changes(self.stats.open_gaps.get(gate, []), after)
+            for low, high in new:
+                log.warning("gate %s: missing seq %s-%s (%s events); waiting for the gate to "
+                            "re-send them", gate, low, high, high - low + 1)
+            for low, high in filled:
+                log.info("gate %s: gap seq %s-%s filled", gate, low, high)
+            if after:
+                self.stats.open_gaps[gate] = after
+            else:
+                self.stats.open_gaps.pop(gate, None)
+
+    async def _watch_gaps(self) -> None:
+        while True:
+            await asyncio.sleep(self.gap_check_seconds)
+            await self.check_gaps()

@@ -1,0 +1,454 @@
+"""The station's record of what its gates uploaded: events, portraits, gate state, commands.
+
+Delivery from the gates is at-least-once, so every write is idempotent: events are keyed by their
+id and inserted with ``ON CONFLICT DO NOTHING`` (SQLite and PostgreSQL), portraits likewise by
+their event id.  Several receivers may write to one database at the same time (shared
+subscriptions split a gate's messages between them), which is why gaps in a gate's ``seq`` are
+computed from the database, never from what one receiver saw.
+
+SQLAlchemy Core, no ORM: the hot path is one multi-row INSERT per batch.  All methods block; the
+receiver and the web page call them from worker threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from station.messages import SAFE_NAME, EventRow
+
+log = logging.getLogger(__name__)
+
+ID_CHARS = 64
+NAME_CHARS = 256
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+Range = tuple[int, int]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _tables(metadata: MetaData) -> dict[str, Table]:
+    events = Table(
+        "events", metadata,
+        Column("id", String(ID_CHARS), primary_key=True),
+        Column("gate", String(ID_CHARS), nullable=False),
+        Column("seq", BigInteger, nullable=False),
+        Column("ts_ms", BigInteger, nullable=False),
+        Column("type", String(NAME_CHARS), nullable=False),
+        Column("door", String(NAME_CHARS)),
+        Column("reader", String(NAME_CHARS)),
+        Column("credential_kind", String(NAME_CHARS)),
+        Column("credential_ref", String(NAME_CHARS)),
+        Column("person", String(NAME_CHARS)),
+        Column("reason", String(NAME_CHARS)),
+        Column("alarm", Boolean, nullable=False),
+        Column("data", JSON, nullable=False),
+        Column("received_ms", BigInteger, nullable=False),
+        Index("events_gate_seq", "gate", "seq"),
+        Index("events_ts", "ts_ms"),
+        Index("events_person", "person"),
+    )
+    portraits = Table(
+        "portraits", metadata,
+        Column("event_id", String(ID_CHARS), primary_key=True),
+        Column("gate", String(ID_CHARS), nullable=False),
+        Column("path", Text, nullable=False),
+        Column("bytes", Integer, nullable=False),
+        Column("ts_ms", BigInteger, nullable=False),
+        Column("received_ms", BigInteger, nullable=False),
+    )
+    gates = Table(
+        "gates", metadata,
+        Column("gate", String(ID_CHARS), primary_key=True),
+        Column("state", String(16), nullable=False, default="unknown"),
+        Column("status", JSON),
+        Column("status_ms", BigInteger),
+        Column("health", JSON),
+        Column("health_ms", BigInteger),
+        Column("contiguous_seq", BigInteger, nullable=False, default=0),
+    )
+    commands = Table(
+        "commands", metadata,
+        Column("id", String(ID_CHARS), primary_key=True),
+        Column("gate", String(ID_CHARS), nullable=False),
+        Column("name", String(32), nullable=False),
+        Column("person", String(NAME_CHARS)),
+        Column("issued_ms", BigInteger, nullable=False),
+        Column("ok", Boolean),
+        Column("reason", String(NAME_CHARS)),
+        Column("result", JSON),
+        Column("result_ms", BigInteger),
+    )
+    face_persons = Table(
+        "face_persons", metadata,
+        Column("gate", String(ID_CHARS), primary_key=True),
+        Column("person", String(NAME_CHARS), primary_key=True),
+        Column("enrolled_ms", BigInteger, nullable=False),
+    )
+    sync_state = Table(
+        "sync_state", metadata,
+        Column("gate", String(ID_CHARS), primary_key=True),
+        Column("version", BigInteger, nullable=False),
+        Column("persons", JSON, nullable=False),
+    )
+    return {t.name: t for t in (events, portraits, gates, commands, face_persons, sync_state)}
+
+
+def missing_ranges(start: int, seqs: Iterable[int]) -> tuple[list[Range], int]:
+    """Missing ranges above ``start`` given the sorted seqs present, and the new contiguous end.
+
+    ``start`` is the highest seq up to which nothing is missing.
+    """
+    gaps: list[Range] = []
+    expected = start + 1
+    for seq in seqs:
+        if seq > expected:
+            gaps.append((expected, seq - 1))
+        expected = max(expected, seq + 1)
+    contiguous = gaps[0][0] - 1 if gaps else expected - 1
+    return gaps, contiguous
+
+
+@dataclass(frozen=True)
+class GateView:
+    """A gate as the page shows it."""
+
+    gate: str
+    state: str
+    status: dict[str, Any]
+    status_ms: int | None
+    health: dict[str, Any]
+    health_ms: int | None
+    contiguous_seq: int
+
+    @property
+    def backlog(self) -> int | None:
+        """Events the gate still has to upload, from its last health report."""
+        depth = self.health.get("queue_depth")
+        return depth if isinstance(depth, int) else None
+
+
+class Store:
+    """Events, portraits and gate state in one SQL database plus a portrait folder.
+
+    ``schema`` (PostgreSQL only) keeps the tables in their own schema, e.g. one per test run.
+    """
+
+    def __init__(self, url: str, *, portraits_dir: Path, schema: str | None = None) -> None:
+        self.url = url
+        self.portraits_dir = portraits_dir
+        self.metadata = MetaData(schema=schema)
+        self.t = _tables(self.metadata)
+        self.engine: Engine = self._engine(url)
+        self._insert = sqlite.insert if self.engine.dialect.name == "sqlite" else postgresql.insert
+        self.metadata.create_all(self.engine)
+
+    @staticmethod
+    def _engine(url: str) -> Engine:
+        if not url.startswith("sqlite"):
+            return create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # WAL lets the web page read while a receiver writes; NORMAL is durable across
+            # process crashes, and the gates re-send anything not acknowledged anyway.
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.close()
+
+        return engine
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def add_events(self, rows: Sequence[EventRow]) -> list[EventRow]:
+        """Store a batch in one transaction; returns the rows that were new (not duplicates)."""
+        if not rows:
+            return []
+        received = now_ms()
+        values = [
+            {
+                "id": r.id, "gate": r.gate, "seq": r.seq, "ts_ms": r.ts_ms, "type": r.type,
+                "door": r.door, "reader": r.reader, "credential_kind": r.credential_kind,
+                "credential_ref": r.credential_ref, "person": r.person, "reason": r.reason,
+                "alarm": r.alarm, "data": r.data, "received_ms": received,
+            }
+            for r in rows
+        ]
+        events = self.t["events"]
+        statement = (
+            self._insert(events).on_conflict_do_nothing(index_elements=["id"])
+            .returning(events.c.id)
+        )
+        with self.engine.begin() as conn:
+            self._ensure_gates(conn, {r.gate for r in rows})
+            inserted = set(conn.scalars(statement, values).all())
+        return [r for r in rows if r.id in inserted]
+
+    def count_events(self, gate: str | None = None) -> int:
+        query = select(func.count()).select_from(self.t["events"])
+        if gate is not None:
+            query = query.where(self.t["events"].c.gate == gate)
+        with self.engine.connect() as conn:
+            return int(conn.scalar(query) or 0)
+
+    def event_ids(self, gate: str | None = None) -> list[str]:
+        query = select(self.t["events"].c.id)
+        if gate is not None:
+            query = query.where(self.t["events"].c.gate == gate)
+        with self.engine.connect() as conn:
+            return list(conn.scalars(query))
+
+    def recent_events(
+        self,
+        *,
+        gate: str | None = None,
+        door: str | None = None,
+        person: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        alarms_only: bool = False,
+        limit: int = 200,
+    ) -> list[dict[str, Any]]:
+        """Newest first, each with ``portrait`` True when a portrait file is stored."""
+        events, portraits = self.t["events"], self.t["portraits"]
+        query = (
+            select(events, portraits.c.event_id.is_not(None).label("portrait"))
+            .select_from(events.outerjoin(portraits, portraits.c.event_id == events.c.id))
+            .order_by(events.c.ts_ms.desc(), events.c.seq.desc())
+            .limit(limit)
+        )
+        filters = {events.c.gate: gate, events.c.door: door, events.c.person: person}
+        for column, value in filters.items():
+            if value:
+                query = query.where(column == value)
+        if since_ms is not None:
+            query = query.where(events.c.ts_ms >= since_ms)
+        if until_ms is not None:
+            query = query.where(events.c.ts_ms <= until_ms)
+        if alarms_only:
+            query = query.where(events.c.alarm.is_(True))
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    # -- gaps -----------------------------------------------------------------------------------
+
+    def gaps(self, gate: str, *, settled_before_ms: int | None = None) -> list[Range]:
+        """Missing ``seq`` ranges of ``gate`` (inclusive), lowest first.
+
+        Only events received before ``settled_before_ms`` count, so a batch still in another
+        receiver's hands is not reported as missing.  The contiguous prefix is remembered so the
+        query only reads the tail above the first gap.
+        """
+        events, gates = self.t["events"], self.t["gates"]
+        with self.engine.begin() as conn:
+            start = conn.scalar(select(gates.c.contiguous_seq).where(gates.c.gate == gate)) or 0
+            query = select(events.c.seq).where(events.c.gate == gate, events.c.seq > start)
+            if settled_before_ms is not None:
+                query = query.where(events.c.received_ms <= settled_before_ms)
+            ranges, contiguous = missing_ranges(start, conn.scalars(query.order_by(events.c.seq)))
+            if contiguous > start:
+                conn.execute(
+                    update(gates)
+                    .where(gates.c.gate == gate, gates.c.contiguous_seq < contiguous)
+                    .values(contiguous_seq=contiguous)
+                )
+        return ranges
+
+    # -- portraits ------------------------------------------------------------------------------
+
+    def add_portrait(self, *, event_id: str, gate: str, ts_ms: int, jpeg: bytes) -> bool:
+        """Save a portrait file and its row; False when it was already stored."""
+        if not SAFE_NAME.match(event_id) or not SAFE_NAME.match(gate):
+            raise ValueError(f"unsafe portrait name {gate!r}/{event_id!r}")
+        portraits = self.t["portraits"]
+        with self.engine.connect() as conn:
+            if conn.scalar(select(portraits.c.path).where(portraits.c.event_id == event_id)):
+                return False
+        day = datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%Y-%m-%d")
+        relative = Path(gate) / day / f"{event_id}.jpg"
+        target = self.portraits_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(f".part{os.getpid()}")
+        partial.write_bytes(jpeg)
+        partial.replace(target)  # atomic: a reader never sees half a JPEG
+        statement = self._insert(portraits).on_conflict_do_nothing(index_elements=["event_id"])
+        with self.engine.begin() as conn:
+            result = conn.execute(statement, {
+                "event_id": event_id, "gate": gate, "path": relative.as_posix(),
+                "bytes": len(jpeg), "ts_ms": ts_ms, "received_ms": now_ms(),
+            })
+        return bool(result.rowcount)
+
+    def portrait_file(self, event_id: str) -> Path | None:
+        portraits = self.t["portraits"]
+        with self.engine.connect() as conn:
+            relative = conn.scalar(select(portraits.c.path).where(portraits.c.event_id == event_id))
+        if relative is None:
+            return None
+        path = self.portraits_dir / relative
+        return path if path.is_file() else None
+
+    # -- gates ----------------------------------------------------------------------------------
+
+    def _ensure_gates(self, conn: Connection, gates: Iterable[str]) -> None:
+        table = self.t["gates"]
+        conn.execute(
+            self._insert(table).on_conflict_do_nothing(index_elements=["gate"]),
+            [{"gate": g, "state": "unknown", "contiguous_seq": 0} for g in sorted(gates)],
+        )
+
+    def set_status(self, gate: str, status: Mapping[str, Any]) -> str | None:
+        """Record a status message; returns the gate's previous state."""
+        state = status.get("state")
+        state = state if state in ("online", "offline") else "unknown"
+        table = self.t["gates"]
+        with self.engine.begin() as conn:
+            self._ensure_gates(conn, [gate])
+            previous = conn.scalar(select(table.c.state).where(table.c.gate == gate))
+            conn.execute(
+                update(table).where(table.c.gate == gate)
+                .values(state=state, status=dict(status), status_ms=now_ms())
+            )
+        return previous
+
+    def set_health(self, gate: str, health: Mapping[str, Any]) -> None:
+        table = self.t["gates"]
+        with self.engine.begin() as conn:
+            self._ensure_gates(conn, [gate])
+            conn.execute(
+                update(table).where(table.c.gate == gate)
+                .values(health=dict(health), health_ms=now_ms())
+            )
+
+    def gates(self) -> list[GateView]:
+        table = self.t["gates"]
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(table).order_by(table.c.gate)).all()
+        return [
+            GateView(
+                gate=r.gate, state=r.state, status=r.status or {}, status_ms=r.status_ms,
+                health=r.health or {}, health_ms=r.health_ms, contiguous_seq=r.contiguous_seq,
+            )
+            for r in rows
+        ]
+
+    # -- commands, face enrolments, sync versions -----------------------------------------------
+
+    def record_command(self, envelope: Mapping[str, Any]) -> None:
+        """Remember a command the station sent, so its result can be matched to a person."""
+        person = envelope["args"].get("person")
+        with self.engine.begin() as conn:
+            conn.execute(self.t["commands"].insert().values(
+                id=envelope["id"], gate=envelope["gate"], name=envelope["name"],
+                person=person if isinstance(person, str) else None,
+                issued_ms=envelope["issued_at_ms"],
+            ))
+
+    def record_result(self, gate: str, result: Mapping[str, Any]) -> None:
+        """Store a gate's command result; an accepted enrol/remove/forget updates face counts."""
+        commands, faces = self.t["commands"], self.t["face_persons"]
+        command_id = result.get("id")
+        name = result.get("name")
+        ok = result.get("ok") is True
+        with self.engine.begin() as conn:
+            person = None
+            if isinstance(command_id, str):
+                conn.execute(
+                    update(commands).where(commands.c.id == command_id, commands.c.gate == gate)
+                    .values(ok=ok, reason=str(result.get("reason", "")),
+                            result=result.get("result"), result_ms=now_ms())
+                )
+                person = conn.scalar(select(commands.c.person).where(commands.c.id == command_id))
+            if not ok or person is None:
+                return
+            if name == "enrol":
+                conn.execute(
+                    self._insert(faces).on_conflict_do_nothing(index_elements=["gate", "person"]),
+                    {"gate": gate, "person": person, "enrolled_ms": now_ms()},
+                )
+            elif name in ("remove", "forget"):
+                conn.execute(delete(faces).where(faces.c.gate == gate, faces.c.person == person))
+
+    def command_result(self, command_id: str) -> dict[str, Any] | None:
+        commands = self.t["commands"]
+        with self.engine.connect() as conn:
+            row = conn.execute(select(commands).where(commands.c.id == command_id)).first()
+        return dict(row._mapping) if row is not None else None
+
+    def face_person_count(self) -> int:
+        """Distinct persons enrolled for face entry across all gates (the filing threshold)."""
+        faces = self.t["face_persons"]
+        with self.engine.connect() as conn:
+            return int(conn.scalar(select(func.count(func.distinct(faces.c.person)))) or 0)
+
+    def forget_person(self, gate: str, person: str, pseudonym: str | None) -> int:
+        """Erase the station's copy of a forgotten person; returns the events rewritten.
+
+        Their events keep their place in the history under the gate's pseudonym, without the
+        credential reference that could re-identify them; their portraits are deleted.
+        """
+        events, portraits, faces = self.t["events"], self.t["portraits"], self.t["face_persons"]
+        with self.engine.begin() as conn:
+            ids = list(conn.scalars(select(events.c.id).where(events.c.person == person)))
+            paths = list(
+                conn.scalars(select(portraits.c.path).where(portraits.c.event_id.in_(ids)))
+            )
+            conn.execute(delete(portraits).where(portraits.c.event_id.in_(ids)))
+            conn.execute(
+                update(events).where(events.c.person == person)
+                .values(person=pseudonym, credential_ref=None)
+            )
+            conn.execute(delete(faces).where(faces.c.gate == gate, faces.c.person == person))
+        for relative in paths:
+            (self.portraits_dir / relative).unlink(missing_ok=True)
+        return len(ids)
+
+    def sync_state(self, gate: str) -> tuple[int, dict[str, dict[str, Any]]] | None:
+        """The last resident list a gate acknowledged: (version, persons by id)."""
+        table = self.t["sync_state"]
+        with self.engine.connect() as conn:
+            row = conn.execute(select(table).where(table.c.gate == gate)).first()
+        return (int(row.version), dict(row.persons)) if row is not None else None
+
+    def set_sync_state(self, gate: str, version: int, persons: Mapping[str, Any]) -> None:
+        table = self.t["sync_state"]
+        with self.engine.begin() as conn:
+            conn.execute(delete(table).where(table.c.gate == gate))
+            conn.execute(table.insert().values(gate=gate, version=version, persons=dict(persons)))

@@ -1,0 +1,215 @@
+"""`menjin enrol` and `menjin faces compare` with the real models and photos."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from daemon.cli import app
+from daemon.configfile import EX_CONFIG, load_config
+from daemon.faces_cli import (
+    EnrolRefusedError,
+    StoreKeyError,
+    enrol_person,
+    face_models,
+    template_store,
+)
+from daemon.keys import read_key
+from vision.embed import ARCFACE_MATCH_THRESHOLD, MOBILEFACENET_PADDLEX_MATCH_THRESHOLD
+from vision.gallery import TemplateStore
+
+ROUTES = {
+    "permissive": ("yunet", "face_detection_yunet_2026may.onnx", 0.8,
+                   "mobilefacenet_paddlex", "mobilefacenet_paddlex_128d.onnx"),
+    "insightface": ("scrfd", "det_500m.onnx", 0.5, "arcface", "w600k_mbf_int8.onnx"),
+}
+THRESHOLDS = {"permissive": MOBILEFACENET_PADDLEX_MATCH_THRESHOLD,
+              "insightface": ARCFACE_MATCH_THRESHOLD}
+
+
+def write_config(
+    tmp_path: Path, models: Path, route: str = "permissive", vision: bool = True
+) -> Path:
+    det, det_file, det_threshold, emb, emb_file = ROUTES[route]
+    text = textwrap.dedent("""\
+        version: 1
+        state_dir: state
+        gate: {id: g1, site: Test compound}
+        doors:
+          front:
+            lock: {pin: 17}
+            access: card_or_face
+        camera: {source: frames, door: front}
+        """)
+    if vision:
+        text += textwrap.dedent(f"""\
+            vision:
+              detector: {{kind: {det}, path: {models / det_file}, score_threshold: {det_threshold}}}
+              embedder: {{kind: {emb}, path: {models / emb_file}}}
+              threads: 1
+            """)
+    path = tmp_path / "gate.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
+@pytest.mark.parametrize(
+    ("first", "second", "match"),
+    [
+        ("enrol/obama/obama.jpg", "probe/obama1.jpg", True),
+        ("enrol/kit_harington/john2.jpeg", "probe/kit_with_rose.jpg", True),  # largest: Kit
+        ("enrol/obama/obama.jpg", "enrol/biden/biden.jpg", False),
+        ("enrol/kit_harington/john1.jpeg", "probe/alex_lacamoire1.jpg", False),
+    ],
+)
+def test_compare_json(
+    tmp_path: Path, models_dir: Path, faces_dir: Path, route: str, first: str, second: str,
+    match: bool,
+) -> None:
+    config = write_config(tmp_path, models_dir, route)
+    result = runner.invoke(
+        app, ["faces", "compare", str(faces_dir / first), str(faces_dir / second), "--json",
+              "-c", str(config)]
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert list(doc) == ["similarity", "match"]
+    assert doc["match"] is match
+    assert (doc["similarity"] >= THRESHOLDS[route]) is match
+
+
+def test_compare_text_names_the_threshold(
+    tmp_path: Path, models_dir: Path, faces_dir: Path
+) -> None:
+    config = write_config(tmp_path, models_dir)
+    result = runner.invoke(app, ["faces", "compare", str(faces_dir / "misc/two_people.jpg"),
+                                 str(faces_dir / "enrol/obama/obama2.jpg"), "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "two_people.jpg: 2 faces, using the largest" in result.stdout
+    assert f"(threshold {MOBILEFACENET_PADDLEX_MATCH_THRESHOLD:.2f})" in result.stdout
+
+
+def test_compare_refuses_a_photo_without_a_face(
+    tmp_path: Path, models_dir: Path, faces_dir: Path
+) -> None:
+    import cv2
+    import numpy as np
+
+    wall = tmp_path / "wall.png"
+    cv2.imwrite(str(wall), np.full((200, 200, 3), 90, np.uint8))
+    config = write_config(tmp_path, models_dir)
+    result = runner.invoke(app, ["faces", "compare", str(wall),
+                                 str(faces_dir / "probe/obama1.jpg"), "-c", str(config)])
+    assert result.exit_code == 1
+    assert f"error: {wall}: no face found" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("vision", "models_ok", "message"),
+    [
+        (False, True, "no 'vision' section: face tools need a detector and an embedder"),
+        (True, False, "vision.detector.path"),
+    ],
+)
+def test_compare_exits_78_on_a_bad_config(
+    tmp_path: Path, models_dir: Path, faces_dir: Path, vision: bool, models_ok: bool, message: str
+) -> None:
+    models = models_dir if models_ok else tmp_path / "nowhere"
+    config = write_config(tmp_path, models, vision=vision)
+    photo = str(faces_dir / "probe/obama1.jpg")
+    result = runner.invoke(app, ["faces", "compare", photo, photo, "-c", str(config)])
+    assert result.exit_code == EX_CONFIG
+    assert message in result.stderr
+
+
+def test_enrol_refuses_without_verifiable_consent(
+    tmp_path: Path, models_dir: Path, faces_dir: Path
+) -> None:
+    config = write_config(tmp_path, models_dir)
+    result = runner.invoke(app, ["enrol", "--person", "obama", "-c", str(config),
+                                 str(faces_dir / "enrol/obama/obama.jpg")])
+    assert result.exit_code == 1
+    assert "refused: face consent of obama cannot be verified" in result.stderr
+    assert not (tmp_path / "state" / "templates.bin").exists()
+
+
+def test_enrol_refuses_an_invalid_person_id(tmp_path: Path, models_dir: Path) -> None:
+    config = write_config(tmp_path, models_dir)
+    result = runner.invoke(app, ["enrol", "--person", "Bad Id!", "-c", str(config), "x.jpg"])
+    assert result.exit_code == 1
+    assert "invalid person id 'Bad Id!'" in result.stderr
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
+def test_enrol_stores_encrypted_templates_and_audits(
+    tmp_path: Path, models_dir: Path, faces_dir: Path, route: str
+) -> None:
+    cfg = load_config(write_config(tmp_path, models_dir, route))
+    assert cfg.vision is not None
+    models = face_models(cfg.vision)
+    store = template_store(cfg.vision)
+    photos = [*sorted((faces_dir / "enrol" / "obama").glob("*")), faces_dir / "misc/two_people.jpg"]
+    outcome = enrol_person(cfg, models, store, "obama", photos)
+    assert (outcome.accepted, outcome.templates) == (2, 2)
+    assert list(outcome.rejected.values()) == [
+        f"{photos[2]}: 2 faces found; use a photo showing only the person to enrol"
+    ]
+    enrol_person(cfg, models, store, "biden", sorted((faces_dir / "enrol" / "biden").glob("*")))
+    # a restart: a new store object from the key file finds both persons
+    reopened = TemplateStore(cfg.vision.templates, read_key(cfg.vision.template_key_file),
+                             model=cfg.vision.embedder.kind)
+    gallery = reopened.load_gallery(models.embedder.dim, threshold=models.threshold, margin=0.05)
+    assert sorted(gallery.persons()) == ["biden", "obama"]
+    assert b"obama" not in cfg.vision.templates.read_bytes()
+    audit = [json.loads(line) for line in cfg.privacy.audit_path.read_text().splitlines()]
+    assert [(e["action"], e["target"]) for e in audit] == [("enrol", "obama"), ("enrol", "biden")]
+    assert audit[0]["details"] == {"photos_accepted": 2, "photos_rejected": 1, "templates": 2}
+
+
+def test_enrol_refuses_a_face_already_enrolled_under_another_id(
+    tmp_path: Path, models_dir: Path, faces_dir: Path
+) -> None:
+    cfg = load_config(write_config(tmp_path, models_dir))
+    assert cfg.vision is not None
+    models, store = face_models(cfg.vision), template_store(cfg.vision)
+    enrol_person(cfg, models, store, "obama", [faces_dir / "enrol/obama/obama.jpg"])
+    with pytest.raises(EnrolRefusedError) as info:
+        enrol_person(cfg, models, store, "p-0042", [faces_dir / "probe/obama1.jpg"])
+    assert "matches already enrolled person obama" in info.value.messages[0]
+    assert list(store.load()) == ["obama"]
+
+
+def test_enrol_with_no_usable_photo_stores_nothing(
+    tmp_path: Path, models_dir: Path, faces_dir: Path
+) -> None:
+    cfg = load_config(write_config(tmp_path, models_dir))
+    assert cfg.vision is not None
+    with pytest.raises(EnrolRefusedError) as info:
+        enrol_person(cfg, face_models(cfg.vision), template_store(cfg.vision), "obama",
+                     [faces_dir / "misc/obama-240p.jpg"])
+    assert info.value.messages[-1] == "obama: no usable photo"
+    assert "quality too low: face too small" in info.value.messages[0]
+    assert not cfg.vision.templates.exists()
+
+
+def test_a_store_without_its_key_is_an_error_not_a_reset(
+    tmp_path: Path, models_dir: Path, faces_dir: Path
+) -> None:
+    cfg = load_config(write_config(tmp_path, models_dir))
+    assert cfg.vision is not None
+    enrol_person(cfg, face_models(cfg.vision), template_store(cfg.vision), "obama",
+                 [faces_dir / "enrol/obama/obama.jpg"])
+    before = cfg.vision.templates.read_bytes()
+    cfg.vision.template_key_file.unlink()
+    with pytest.raises(StoreKeyError, match=r"exists but its key .* is missing: restore the key"):
+        template_store(cfg.vision)
+    assert not cfg.vision.template_key_file.exists()
+    assert cfg.vision.templates.read_bytes() == before

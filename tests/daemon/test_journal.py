@@ -1,0 +1,364 @@
+"""The event journal on real SQLite files: identity, durability, order, retention, quota, erasure,
+full disk, and SIGKILL at random moments."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from unittest import mock
+
+import jsonschema
+import pytest
+
+from daemon.events import Event, Priority
+from daemon.journal import MS_PER_DAY, Journal, JournalError, keep_retention
+
+REPO = Path(__file__).resolve().parents[2]
+EVENT_SCHEMA = json.loads((REPO / "docs" / "schemas" / "event.json").read_text())
+JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 2000 + b"\xff\xd9"
+T0 = 1_780_000_000_000
+
+
+def open_journal(tmp_path: Path, **kwargs: object) -> Journal:
+    return Journal(tmp_path / "journal.db", gate="g1", **kwargs)  # type: ignore[arg-type]
+
+
+def stored(path: Path, sql: str) -> list[tuple[object, ...]]:
+    """Read with a separate connection: what another process (or a restart) would see."""
+    db = sqlite3.connect(path)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+def test_identity_is_uuid7_gapless_seq_gate_and_version(tmp_path: Path) -> None:
+    journal = open_journal(tmp_path)
+    payloads = [journal.record(Event("door.opened", door="front", ts_ms=T0 + i)) for i in range(5)]
+    journal.close()
+    journal = open_journal(tmp_path)  # numbering continues across a restart
+    payloads.append(journal.record(Event("access.granted", door="front", reader="r1",
+                                         credential_kind="card", credential_ref="****5678",
+                                         person="p1", ts_ms=T0 + 10)))
+    journal.close()
+    assert [p["seq"] for p in payloads] == [1, 2, 3, 4, 5, 6]
+    ids = [p["id"] for p in payloads]
+    assert all(uuid.UUID(i).version == 7 for i in ids)
+    assert ids == sorted(ids) and len(set(ids)) == 6
+    for payload in payloads:
+        assert payload["gate"] == "g1" and payload["v"] == 1
+        jsonschema.validate(payload, EVENT_SCHEMA)
+    assert "reason" not in payloads[0]  # absent optional keys are omitted
+
+
+def test_uuid7_stays_sorted_within_one_millisecond(tmp_path: Path) -> None:
+    journal = open_journal(tmp_path)
+    ids = [journal.record(Event("door.opened", ts_ms=T0))["id"] for _ in range(300)]
+    journal.close()
+    assert ids == sorted(ids)
+
+
+def test_journal_of_another_gate_is_refused(tmp_path: Path) -> None:
+    open_journal(tmp_path).close()
+    with pytest.raises(JournalError, match="journal of gate 'g1', not 'g2'"):
+        Journal(tmp_path / "journal.db", gate="g2")
+
+
+@pytest.mark.parametrize(
+    ("policy", "event_type", "committed_at_once"),
+    [
+        ("alarms_and_access", "door.forced", True),
+        ("alarms_and_access", "access.denied", True),
+        ("alarms_and_access", "door.opened", False),
+        ("alarms_and_access", "capture", False),
+        ("batched", "access.granted", False),
+        ("batched", "tamper", True),
+        ("all", "door.closed", True),
+    ],
+)
+def test_durability_policy(tmp_path: Path, policy: str, event_type: str,
+                           committed_at_once: bool) -> None:
+    journal = open_journal(tmp_path, fsync=policy)
+    journal.record(Event(event_type))
+    visible = stored(journal.path, "SELECT count(*) FROM events")[0][0]
+    assert visible == (1 if committed_at_once else 0)
+    assert journal.flush()
+    assert stored(journal.path, "SELECT count(*) FROM events")[0][0] == 1
+    journal.close()
+
+
+def test_pending_puts_alarms_ahead_of_older_routine_events(tmp_path: Path) -> None:
+    journal = open_journal(tmp_path)
+    for _ in range(5):
+        journal.record(Event("door.opened"))
+    journal.record(Event("access.granted", person="p1"))
+    journal.record(Event("door.forced", door="front"))
+    journal.flush()
+    order = [(p.seq, p.type) for p in journal.pending(10)]
+    assert order[0] == (7, "door.forced")
+    assert [s for s, _ in order[1:]] == [1, 2, 3, 4, 5, 6]
+    assert [p.seq for p in journal.pending(3, exclude={7, 1})] == [2, 3, 4]
+    journal.close()
+
+
+def test_mark_delivered_empties_the_queue(tmp_path: Path) -> None:
+    journal = open_journal(tmp_path)
+    ids = [journal.record(Event("access.denied"))["id"] for _ in range(4)]
+    assert journal.queue_depth() == 4
+    assert journal.mark_delivered(ids[:3]) == 3
+    assert [p.id for p in journal.pending(10)] == [ids[3]]
+    assert journal.queue_depth() == 1
+    journal.close()
+
+
+@pytest.mark.parametrize(("policy", "kept"), [("off", False), ("local", True), ("upload", True)])
+def test_portrait_policy(tmp_path: Path, policy: str, kept: bool) -> None:
+    journal = open_journal(tmp_path, portraits=policy)
+    event_id = journal.record(Event("capture", person="p1"), portrait=JPEG)["id"]
+    journal.flush()
+    files = list(journal.portrait_dir.iterdir())
+    assert bool(files) == kept
+    pending = journal.pending(1)[0]
+    if kept:
+        assert pending.portrait is not None and pending.portrait.read_bytes() == JPEG
+        assert journal.portrait_file(event_id) == files[0]
+    else:
+        assert pending.portrait is None
+    journal.close()
+
+
+def test_portrait_on_a_full_disk_is_dropped_and_the_event_kept(tmp_path: Path) -> None:
+    journal = open_journal(tmp_path, portraits="local")
+    with mock.patch.object(Path, "write_bytes", autospec=True,
+                           side_effect=OSError(errno.ENOSPC, "No space left on device")):
+        journal.record(Event("capture"), portrait=JPEG)
+    journal.flush()
+    assert journal.stats.portraits_dropped == 1
+    assert journal.queue_depth() == 1 and journal.pending(1)[0].portrait is None
+    journal.close()
+
+
+def test_full_database_never_raises_keeps_the_tail_and_retries(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "daemon.journal")
+    journal = open_journal(tmp_path)
+    for _ in range(20):
+        journal.record(Event("door.opened", data={"pad": "x" * 500}))
+    journal.flush()
+    pages = stored(journal.path, "PRAGMA page_count")[0][0]
+    journal._db.execute(f"PRAGMA max_page_count={pages}")  # SQLite now answers SQLITE_FULL
+    for _ in range(200):
+        journal.record(Event("access.granted", data={"pad": "x" * 500}))  # must not raise
+    assert journal.stats.write_failures > 0
+    assert journal.queue_depth() == 220  # 20 stored + 200 in memory
+    assert sum("journal: unavailable" in r.message for r in caplog.records) == 1
+    journal._db.execute("PRAGMA max_page_count=1073741823")
+    assert journal.flush()
+    seqs = [r[0] for r in stored(journal.path, "SELECT seq FROM events ORDER BY seq")]
+    assert seqs == list(range(1, 221))
+    assert any("journal: writes back" in r.message for r in caplog.records)
+    journal.close()
+
+
+def test_a_long_disk_failure_sheds_old_routine_events_never_alarms_and_reports_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("daemon.journal.TAIL_MAX", 10)
+    journal = open_journal(tmp_path, batch_max=1)
+    journal.record(Event("door.opened"))
+    pages = stored(journal.path, "PRAGMA page_count")[0][0]
+    journal._db.execute(f"PRAGMA max_page_count={pages}")
+    alarms = [journal.record(Event("tamper", data={"pad": "x" * 4000}))["id"] for _ in range(3)]
+    for _ in range(20):
+        journal.record(Event("door.opened", data={"pad": "x" * 4000}))
+    assert journal.stats.tail_dropped >= 13
+    journal._db.execute("PRAGMA max_page_count=1073741823")
+    assert journal.flush()
+    assert set(alarms) <= journal.all_ids()
+    journal.flush()
+    [dropped] = [json.loads(p.payload) for p in journal.pending(100)
+                 if p.type == "journal.dropped"]
+    assert dropped["reason"] == "disk_full"
+    assert dropped["data"]["undelivered_events"] == journal.stats.tail_dropped
+    journal.close()
+
+
+async def test_keep_retention_purges_at_start_up(tmp_path: Path) -> None:
+    now = T0 + 40 * MS_PER_DAY
+    journal = open_journal(tmp_path, clock=lambda: now)
+    old = journal.record(Event("access.granted", ts_ms=T0))["id"]
+    journal.mark_delivered([old])
+    task = asyncio.create_task(keep_retention(journal, every_seconds=3600))
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if old not in journal.all_ids():
+                break
+    finally:
+        task.cancel()
+    assert old not in journal.all_ids()
+    journal.close()
+
+
+def test_purge_applies_retention_with_an_injected_clock(tmp_path: Path) -> None:
+    now = T0 + 40 * MS_PER_DAY
+    journal = open_journal(tmp_path, portraits="local", retention_days=30,
+                           portrait_retention_days=7, clock=lambda: now)
+    old_delivered = journal.record(Event("access.granted", ts_ms=T0))["id"]
+    old_undelivered = journal.record(Event("door.opened", ts_ms=T0))["id"]
+    old_portrait = journal.record(Event("capture", ts_ms=now - 8 * MS_PER_DAY), portrait=JPEG)
+    fresh_portrait = journal.record(Event("capture", ts_ms=now - 1 * MS_PER_DAY), portrait=JPEG)
+    journal.flush()
+    journal.mark_delivered([old_delivered])
+    journal.remember_nonce("a" * 32, now - 1)
+    journal.remember_nonce("b" * 32, now + 60_000)
+
+    counts = journal.purge()
+
+    assert counts == {"portraits": 1, "delivered_events": 1, "undelivered_events": 0}
+    ids = journal.all_ids()
+    assert old_delivered not in ids and old_undelivered in ids
+    assert journal.portrait_file(old_portrait["id"]) is None
+    assert not (journal.portrait_dir / f"{old_portrait['id']}.jpg").exists()
+    assert journal.portrait_file(fresh_portrait["id"]) is not None
+    assert {r[0] for r in stored(journal.path, "SELECT nonce FROM nonces")} == {"b" * 32}
+    journal.flush()
+    dropped = [json.loads(p.payload) for p in journal.pending(50) if p.type == "journal.dropped"]
+    assert dropped[0]["reason"] == "retention"
+    assert dropped[0]["data"]["portraits"] == 1
+    jsonschema.validate(dropped[0], EVENT_SCHEMA)
+    journal.close()
+
+
+def test_quota_evicts_portraits_then_delivered_then_never_unacknowledged_alarms(
+    tmp_path: Path,
+) -> None:
+    journal = open_journal(tmp_path, portraits="local", quota_bytes=10**9)
+    alarms = [journal.record(Event("door.forced", data={"pad": "a" * 800}))["id"]
+              for _ in range(200)]
+    routine = [journal.record(Event("door.opened", data={"pad": "r" * 800}))["id"]
+               for _ in range(200)]
+    portraits = [journal.record(Event("capture"), portrait=JPEG * 5)["id"] for _ in range(20)]
+    journal.flush()
+    journal.mark_delivered(routine[:100])
+    full = journal.used_bytes()
+
+    journal.quota_bytes = full - 150_000  # the portraits alone free about 200 kB
+    counts = journal.enforce_quota()
+    assert counts is not None
+    assert counts["portraits"] > 0
+    assert counts["delivered_events"] == counts["undelivered_events"] == 0
+    assert set(alarms + routine) <= journal.all_ids()
+
+    journal.quota_bytes = 1  # impossible: everything evictable goes, unacknowledged alarms stay
+    counts = journal.enforce_quota()
+    assert counts is not None and counts["delivered_events"] == 100
+    assert counts["undelivered_events"] >= 100
+    assert set(alarms) <= journal.all_ids()
+    assert not set(routine) & journal.all_ids()
+    assert not any(journal.portrait_file(i) for i in portraits)
+    assert list(journal.portrait_dir.iterdir()) == []
+    journal.flush()
+    dropped = [json.loads(p.payload) for p in journal.pending(1000)
+               if p.type == "journal.dropped"]
+    assert len(dropped) == 2 and all(d["reason"] == "quota" for d in dropped)
+    journal.close()
+
+
+def test_pseudonymise_person_replaces_the_id_and_deletes_portraits(tmp_path: Path) -> None:
+    journal = open_journal(tmp_path, portraits="local")
+    journal.record(Event("access.granted", person="p1", credential_kind="face"))
+    capture = journal.record(Event("capture", person="p1"), portrait=JPEG)["id"]
+    journal.record(Event("access.granted", person="p2"))
+    journal.record(Event("door.opened", person="p1"))  # still in the batch tail
+    changed = journal.pseudonymise_person("p1", "ps-1f2e")
+    assert changed == 3
+    persons = [r[0] for r in stored(journal.path, "SELECT person FROM events ORDER BY seq")]
+    assert persons == ["ps-1f2e", "ps-1f2e", "p2", "ps-1f2e"]
+    bodies = [json.loads(r[0]) for r in stored(journal.path, "SELECT body FROM events")]
+    assert not any(b.get("person") == "p1" for b in bodies)
+    assert journal.portrait_file(capture) is None and list(journal.portrait_dir.iterdir()) == []
+    journal.close()
+
+
+def test_nonces_survive_a_restart(tmp_path: Path) -> None:
+    journal = open_journal(tmp_path)
+    assert journal.remember_nonce("c" * 32, T0)
+    assert not journal.remember_nonce("c" * 32, T0)
+    journal.close()
+    journal = open_journal(tmp_path)
+    assert not journal.remember_nonce("c" * 32, T0)
+    journal.close()
+
+
+def test_event_priorities_follow_the_contract(tmp_path: Path) -> None:
+    journal = open_journal(tmp_path)
+    for event_type in ("capture", "door.opened", "access.granted", "tamper"):
+        journal.record(Event(event_type))
+    journal.flush()
+    priorities = dict(stored(journal.path, "SELECT type, priority FROM events"))
+    assert priorities == {"capture": Priority.CAPTURE, "door.opened": Priority.ROUTINE,
+                          "access.granted": Priority.ACCESS, "tamper": Priority.ALARM}
+    journal.close()
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from daemon.events import Event
+from daemon.journal import Journal
+
+journal = Journal(Path(sys.argv[1]), gate="g1", portraits="local", batch_max=64)
+kinds = ["access.granted", "door.opened", "capture", "door.forced", "door.closed"]
+i = 0
+while True:
+    kind = kinds[i % len(kinds)]
+    payload = journal.record(Event(kind, data={"i": i}),
+                             portrait=b"\\xff\\xd8" + bytes(3000) if kind == "capture" else None)
+    if kind in ("door.opened", "capture", "door.closed"):
+        journal.flush()  # batched events count as recorded once flushed
+    sys.stdout.write(payload["id"] + "\\n")
+    sys.stdout.flush()
+    i += 1
+"""
+
+
+@pytest.mark.timeout(60)
+def test_sigkill_at_random_moments_loses_no_recorded_event(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    rng = random.Random(6)
+    recorded: set[str] = set()
+    for _ in range(10):
+        child = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], cwd=REPO,
+                                 stdout=subprocess.PIPE, text=True)
+        assert child.stdout is not None
+        for _ in range(rng.randint(20, 400)):
+            recorded.add(child.stdout.readline().strip())
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        recorded.update(line.strip() for line in child.stdout if line.strip())
+        child.stdout.close()
+
+        assert stored(path, "PRAGMA integrity_check") == [("ok",)]
+        journal = Journal(path, gate="g1", portraits="local")  # reopening recovers the WAL
+        try:
+            ids = journal.all_ids()
+            assert recorded <= ids
+            seqs = [r[0] for r in journal._db.execute("SELECT seq FROM events ORDER BY seq")]
+            assert seqs == list(range(1, len(seqs) + 1))  # gapless across kills
+            files = {f.stem for f in journal.portrait_dir.iterdir()}
+            linked = {r[0] for r in journal._db.execute("SELECT id FROM portraits")}
+            assert files == linked  # no orphan file, no dangling link
+        finally:
+            journal.close()
+    assert len(recorded) > 100

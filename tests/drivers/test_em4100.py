@@ -1,0 +1,199 @@
+"""EM4100 (RDM6300-class) frames: the parser alone, then the reader on a real pty."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from drivers.card import CardRead
+from drivers.em4100 import Em4100Frame, Em4100Parser, Em4100Reader, Em4100Rejected
+from drivers.sim.serial_emitter import PtyEmitter, em4100_frame
+
+
+def frame(value: int, checksum: int | None = None) -> bytes:
+    """An RDM6300 frame computed here, independently of the emitter."""
+    data = value.to_bytes(5, "big")
+    xor = data[0] ^ data[1] ^ data[2] ^ data[3] ^ data[4]
+    body = "%010X%02X" % (value, xor if checksum is None else checksum)
+    return b"\x02" + body.encode() + b"\x03"
+
+
+def test_emitter_frame_matches_the_independent_one() -> None:
+    # 0x0A0012D687: XOR of 0A 00 12 D6 87 = 0x49
+    assert frame(0x0A0012D687) == b"\x020A0012D68749\x03"
+    assert em4100_frame(0x0A0012D687) == frame(0x0A0012D687)
+
+
+def values(items: list[Em4100Frame | Em4100Rejected]) -> list[int]:
+    return [i.value for i in items if isinstance(i, Em4100Frame)]
+
+
+def counters(items: list[Em4100Frame | Em4100Rejected]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        if isinstance(item, Em4100Rejected):
+            out[item.counter] = out.get(item.counter, 0) + item.size
+    return out
+
+
+GOOD = frame(0x0A0012D687)
+OTHER = frame(0x01020304FF)
+
+
+@pytest.mark.parametrize(
+    ("stream", "expected_values", "expected_counters"),
+    [
+        (GOOD, [0x0A0012D687], {}),
+        (GOOD.lower(), [0x0A0012D687], {}),
+        (frame(0x0A0012D687, checksum=0x48), [], {"bad_checksum": 1}),
+        (b"\xff\x00junk" + GOOD, [0x0A0012D687], {"garbage_bytes": 6}),
+        (GOOD[:6] + OTHER, [0x01020304FF], {"bad_length": 1}),
+        (GOOD[:6] + b"\x03" + OTHER, [0x01020304FF], {"bad_length": 1}),
+        (GOOD[:6] + b"Z" + GOOD[7:] + OTHER, [0x01020304FF], {"bad_frame": 1, "garbage_bytes": 7}),
+        (GOOD[:13] + b"\r" + OTHER, [0x01020304FF], {"bad_length": 1}),
+        (GOOD + b"\r\n" + OTHER, [0x0A0012D687, 0x01020304FF], {"garbage_bytes": 2}),
+        (GOOD * 3, [0x0A0012D687] * 3, {}),
+    ],
+    ids=["good", "lower-case", "bad-checksum", "garbage-before", "half-frame", "etx-early",
+         "garbage-inside", "no-etx", "crlf-between", "three"],
+)
+def test_parser_table(
+    stream: bytes, expected_values: list[int], expected_counters: dict[str, int]
+) -> None:
+    items = Em4100Parser().feed(stream)
+    assert values(items) == expected_values
+    assert counters(items) == expected_counters
+
+
+tags = st.integers(0, (1 << 40) - 1)
+
+
+@given(st.lists(tags, min_size=1, max_size=8), st.data())
+def test_any_split_gives_the_same_frames(cards: list[int], data: st.DataObject) -> None:
+    stream = b"".join(frame(c) for c in cards)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
+    parser = Em4100Parser()
+    items: list[Em4100Frame | Em4100Rejected] = []
+    start = 0
+    for cut in [*cuts, len(stream)]:
+        items += parser.feed(stream[start:cut])
+        start = max(start, cut)
+    assert values(items) == cards
+    assert counters(items) == {}
+
+
+@given(st.lists(st.tuples(st.binary(max_size=20), tags), min_size=1, max_size=6))
+def test_garbage_never_loses_the_next_good_frame(chunks: list[tuple[bytes, int]]) -> None:
+    stream = b"".join(junk + frame(card) for junk, card in chunks)
+    assert values(Em4100Parser().feed(stream))[-1] == chunks[-1][1]
+
+
+@given(tags, st.integers(0, 14 * 8 - 1))
+def test_a_bit_flip_never_yields_another_card(card: int, bit: int) -> None:
+    raw = bytearray(frame(card))
+    raw[bit // 8] ^= 1 << (bit % 8)
+    items = Em4100Parser().feed(bytes(raw) + frame(0x0102030405))
+    found = values(items)
+    assert found[-1] == 0x0102030405  # the next good frame is never lost
+    assert set(found[:-1]) <= {card}  # e.g. 'A' -> 'a' still reads the same card
+
+
+# --------------------------------------------------------------------------- reader on a pty
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+class Harness:
+    def __init__(self, pty: PtyEmitter, **kwargs: object) -> None:
+        self.pty = pty
+        self.cards: list[CardRead] = []
+        self.faults: list[str] = []
+        self.raw: list[bytes | str] = []
+        self.reader = Em4100Reader(
+            pty.port, on_card=self.cards.append, on_fault=self.faults.append,
+            on_restored=lambda: None, on_raw=self.raw.append, name="front", **kwargs,  # type: ignore[arg-type]
+        )
+
+    async def write(self, data: bytes) -> None:
+        await asyncio.to_thread(self.pty.write, data)
+
+
+@contextlib.asynccontextmanager
+async def running(**kwargs: object) -> AsyncIterator[Harness]:
+    with PtyEmitter() as pty:
+        harness = Harness(pty, **kwargs)
+        task = asyncio.create_task(harness.reader.run())
+        try:
+            await wait_for(lambda: harness.reader.transport.opens == 1)
+            yield harness
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+@pytest.mark.timeout(30)
+async def test_reader_reads_split_frames_and_garbage() -> None:
+    async with running() as h:
+        await asyncio.to_thread(h.pty.write_split, b"noise" + GOOD, [3, 8, 12], gap_seconds=0.02)
+        await wait_for(lambda: len(h.cards) == 1)
+        await h.write(GOOD[:7] + OTHER)
+        await wait_for(lambda: len(h.cards) == 2)
+    assert [c.value for c in h.cards] == [0x0A0012D687, 0x01020304FF]
+    assert h.cards[0].credential == str(0x0A0012D687)
+    assert h.cards[0].format == "em4100"
+    assert h.reader.stats["garbage_bytes"] == 5
+    assert h.reader.stats["bad_length"] == 1
+    assert b"".join(r for r in h.raw if isinstance(r, bytes)) == b"noise" + GOOD + GOOD[:7] + OTHER
+    assert h.faults == []
+
+
+@pytest.mark.timeout(60)
+async def test_reader_burst_of_1000_frames_in_order() -> None:
+    cards = [0x1000000000 + i * 7919 for i in range(1000)]
+    async with running(repeat_window_ms=0) as h:
+        await h.write(b"".join(frame(c) for c in cards))
+        await wait_for(lambda: len(h.cards) == 1000, timeout=30)
+    assert [c.value for c in h.cards] == cards
+    assert h.reader.stats["frames_ok"] == 1000
+    assert sum(v for k, v in h.reader.stats.items() if k != "frames_ok") == 0
+
+
+@pytest.mark.timeout(30)
+async def test_card_held_in_the_field_is_one_read() -> None:
+    async with running(repeat_window_ms=1500) as h:
+        for _ in range(5):
+            await h.write(GOOD)
+            await asyncio.sleep(0.02)
+        await h.write(OTHER)
+        await wait_for(lambda: h.reader.stats["frames_ok"] == 6)
+    assert [c.value for c in h.cards] == [0x0A0012D687, 0x01020304FF]
+    assert h.reader.stats["repeats"] == 4
+
+
+@pytest.mark.timeout(30)
+async def test_bad_checksum_and_bit_flips_are_counted_never_read() -> None:
+    flipped = bytearray(GOOD)
+    flipped[3] ^= 0x01  # '0' -> '1' in the data
+    async with running() as h:
+        await h.write(frame(0x0A0012D687, checksum=0) + bytes(flipped) + OTHER)
+        await wait_for(lambda: len(h.cards) == 1)
+    assert [c.value for c in h.cards] == [0x01020304FF]
+    assert h.reader.stats["bad_checksum"] == 2
+
+
+@pytest.mark.timeout(30)
+async def test_keep_bits_and_presentation_reach_the_credential() -> None:
+    async with running(presentation="facility_number", keep_bits=24) as h:
+        await h.write(GOOD)
+        await wait_for(lambda: len(h.cards) == 1)
+    assert h.cards[0].credential == "018:54919"

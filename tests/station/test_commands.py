@@ -1,0 +1,300 @@
+"""Signed commands from the station to real gates' command processors through a real mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from daemon.commands import CommandProcessor
+from station.commands import (
+    CommandError,
+    enrol_args,
+    keygen,
+    read_residents,
+    send_command,
+    signing_key,
+    sync,
+    sync_args,
+)
+from station.config import DatabaseConfig, MqttConfig, StationConfig
+from station.protocol import load_public_key, result_topic
+from station.store import Store
+from tests.broker import Broker
+
+PREFIX = "menjin"
+REPO = Path(__file__).resolve().parents[2]
+JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 32 + b"\xff\xd9"
+
+
+@dataclass
+class FakeGateLog:
+    """What one gate's processor saw: handler calls and emitted events."""
+
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    events: list[Any] = field(default_factory=list)
+    sync_fails: int = 0
+
+
+def handlers_for(log: FakeGateLog) -> dict[str, Any]:
+    async def open_door(args: dict[str, Any]) -> dict[str, Any]:
+        log.calls.append(("open", args))
+        return {"door": args["door"], "unlocked_seconds": args["seconds"]}
+
+    async def apply_sync(args: dict[str, Any]) -> dict[str, Any]:
+        log.calls.append(("sync", args))
+        if args["mode"] == "delta" and log.sync_fails:
+            log.sync_fails -= 1
+            raise ValueError("base version mismatch: send a snapshot")
+        return {"version": args["version"]}
+
+    async def enrol(args: dict[str, Any]) -> dict[str, Any]:
+        log.calls.append(("enrol", args))
+        return {"person": args["person"], "templates": len(args["photos"])}
+
+    return {"open": open_door, "sync": apply_sync, "enrol": enrol}
+
+
+async def run_gate(broker: Broker, gate: str, public_key_path: Path, log: FakeGateLog,
+                   ready: asyncio.Event) -> None:
+    """A gate's command side: the daemon's real CommandProcessor verifying each envelope."""
+    nonces: set[str] = set()
+
+    def remember(nonce: str, _until_ms: int) -> bool:
+        new = nonce not in nonces
+        nonces.add(nonce)
+        return new
+
+    processor = CommandProcessor(gate=gate, station_key=load_public_key(public_key_path),
+                                 remember_nonce=remember, emit=log.events.append,
+                                 handlers=handlers_for(log))
+    async with aiomqtt.Client(broker.host, broker.port,
+                              protocol=aiomqtt.ProtocolVersion.V5) as client:
+        await client.subscribe(f"{PREFIX}/{gate}/cmd/+", qos=1)
+        ready.set()
+        async for message in client.messages:
+            name = message.topic.value.rsplit("/", 1)[1]
+            outcome = await processor.process(name, bytes(message.payload))  # type: ignore[arg-type]
+            await client.publish(result_topic(PREFIX, gate, outcome.name),
+                                 json.dumps(outcome.result), qos=1)
+
+
+@asynccontextmanager
+async def gates(broker: Broker, public_key: Path, *ids: str) -> AsyncIterator[dict[str, FakeGateLog]]:
+    logs = {g: FakeGateLog() for g in ids}
+    readies = {g: asyncio.Event() for g in ids}
+    tasks = [asyncio.create_task(run_gate(broker, g, public_key, logs[g], readies[g])) for g in ids]
+    try:
+        for ready in readies.values():
+            await asyncio.wait_for(ready.wait(), 10)
+        yield logs
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def make_config(broker: Broker, tmp_path: Path, *, timeout_s: float = 10.0) -> StationConfig:
+    return StationConfig(
+        version=1,
+        mqtt=MqttConfig(port=broker.port, prefix=PREFIX),
+        database=DatabaseConfig(url=f"sqlite:///{tmp_path / 'station.db'}"),
+        portraits_dir=tmp_path / "portraits",
+        signing_key=tmp_path / "station_key.pem",
+        command_timeout_seconds=timeout_s,
+    )
+
+
+def test_keygen_writes_a_private_key_only_we_can_read_and_refuses_to_overwrite(
+    tmp_path: Path,
+) -> None:
+    private = tmp_path / "keys" / "station_key.pem"
+    public = keygen(private)
+    assert public == tmp_path / "keys" / "station_key.pub.pem"
+    assert stat.S_IMODE(os.stat(private).st_mode) == 0o600
+    load_public_key(public)
+    first = private.read_bytes()
+    with pytest.raises(CommandError, match="already exists and the gates trust it"):
+        keygen(private)
+    keygen(private, force=True)
+    assert private.read_bytes() != first
+    signing_key(private)
+    with pytest.raises(CommandError, match="no signing key; create one with `menjin station keygen`"):
+        signing_key(tmp_path / "absent.pem")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name,card\nA,1\n", "1: the header needs a 'person' column"),
+        ("person,card\np1,1\n,2\n", "3: empty 'person'"),
+        ("person,card\np1,1\np1,2\n", "3: person 'p1' appears twice"),
+        ("person,card\np1,1,extra\n", "2: more cells than header columns"),
+    ],
+)
+def test_read_residents_reports_each_bad_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "residents.csv"
+    path.write_text(text)
+    with pytest.raises(CommandError) as caught:
+        read_residents(path)
+    assert str(caught.value) == f"{path}:{message}"
+
+
+def test_read_residents_drops_empty_cells(tmp_path: Path) -> None:
+    path = tmp_path / "residents.csv"
+    path.write_text("person,card,pin\np1,0001234,\np2,,1234\n")
+    assert read_residents(path) == {"p1": {"person": "p1", "card": "0001234"},
+                                     "p2": {"person": "p2", "pin": "1234"}}
+
+
+persons_strategy = st.dictionaries(
+    st.sampled_from([f"p{i}" for i in range(8)]),
+    st.sampled_from(["c1", "c2", "c3"]),
+).map(lambda d: {p: {"person": p, "card": c} for p, c in d.items()})
+
+
+@given(persons_strategy, persons_strategy, st.integers(0, 10**10))
+def test_a_delta_applied_to_the_previous_list_gives_the_new_one(
+    old: dict[str, dict[str, str]], new: dict[str, dict[str, str]], version: int
+) -> None:
+    args = sync_args(new, (version, old), clock_s=lambda: 1_800_000_000)
+    assert args["mode"] == "delta" and args["base_version"] == version
+    assert args["version"] > version
+    applied = {p: v for p, v in old.items() if p not in args["delete"]}
+    applied.update({row["person"]: row for row in args["upsert"]})
+    assert applied == new
+
+
+def test_first_sync_is_a_snapshot() -> None:
+    args = sync_args({"p1": {"person": "p1"}}, None, clock_s=lambda: 1_800_000_000.5)
+    assert args == {"mode": "snapshot", "version": 1_800_000_000, "persons": [{"person": "p1"}]}
+
+
+def test_enrol_args_refuses_what_the_gate_would_refuse(tmp_path: Path) -> None:
+    text = tmp_path / "photo.jpg"
+    text.write_text("not an image")
+    with pytest.raises(CommandError, match="photo.jpg: not a JPEG file"):
+        enrol_args("p1", [text])
+    big = tmp_path / "big.jpg"
+    big.write_bytes(JPEG[:4] + os.urandom(900_000))
+    with pytest.raises(CommandError, match="photos too large"):
+        enrol_args("p1", [big])
+
+
+@pytest.mark.timeout(60)
+async def test_a_signed_open_reaches_the_right_gate_and_only_that_gate(
+    broker: Broker, tmp_path: Path
+) -> None:
+    config = make_config(broker, tmp_path)
+    public = keygen(config.signing_key)
+    store = Store(config.database.url, portraits_dir=config.portraits_dir)
+    async with gates(broker, public, "g1", "g2") as logs:
+        result = await send_command(config, "g1", "open", {"door": "front", "seconds": 5},
+                                    key=signing_key(config.signing_key), store=store)
+    assert result["ok"] is True and result["gate"] == "g1"
+    assert result["result"] == {"door": "front", "unlocked_seconds": 5}
+    assert logs["g1"].calls == [("open", {"door": "front", "seconds": 5})]
+    assert logs["g2"].calls == [] and logs["g2"].events == []
+    assert [e.type for e in logs["g1"].events] == ["command.accepted"]
+    assert store.command_result(result["id"])["ok"] is True  # type: ignore[index]
+
+
+@pytest.mark.timeout(60)
+async def test_a_command_signed_by_another_key_is_refused(broker: Broker, tmp_path: Path) -> None:
+    config = make_config(broker, tmp_path)
+    public = keygen(config.signing_key)
+    keygen(tmp_path / "intruder.pem")
+    async with gates(broker, public, "g1") as logs:
+        result = await send_command(config, "g1", "open", {"door": "front", "seconds": 5},
+                                    key=signing_key(tmp_path / "intruder.pem"))
+    assert (result["ok"], result["reason"]) == (False, "bad_signature")
+    assert logs["g1"].calls == []
+    assert [e.type for e in logs["g1"].events] == ["command.refused"]
+
+
+@pytest.mark.timeout(60)
+async def test_no_answer_is_a_clear_error(broker: Broker, tmp_path: Path) -> None:
+    config = make_config(broker, tmp_path, timeout_s=0.5)
+    keygen(config.signing_key)
+    with pytest.raises(CommandError, match=r"gate g9 did not answer open .* within 0.5 s"):
+        await send_command(config, "g9", "open", {"door": "front", "seconds": 5},
+                           key=signing_key(config.signing_key))
+
+
+@pytest.mark.timeout(60)
+async def test_sync_sends_a_snapshot_then_deltas_and_falls_back_to_a_snapshot(
+    broker: Broker, tmp_path: Path
+) -> None:
+    config = make_config(broker, tmp_path)
+    public = keygen(config.signing_key)
+    key = signing_key(config.signing_key)
+    store = Store(config.database.url, portraits_dir=config.portraits_dir)
+    first = {"p1": {"person": "p1", "card": "1"}, "p2": {"person": "p2", "card": "2"}}
+    second = {"p1": {"person": "p1", "card": "9"}, "p3": {"person": "p3", "card": "3"}}
+    async with gates(broker, public, "g1") as logs:
+        assert (await sync(config, "g1", first, key=key, store=store))["ok"]
+        assert (await sync(config, "g1", second, key=key, store=store))["ok"]
+        logs["g1"].sync_fails = 1
+        assert (await sync(config, "g1", first, key=key, store=store))["ok"]
+    modes = [args["mode"] for _, args in logs["g1"].calls]
+    assert modes == ["snapshot", "delta", "delta", "snapshot"]
+    delta = logs["g1"].calls[1][1]
+    assert delta["upsert"] == [second["p1"], second["p3"]] and delta["delete"] == ["p2"]
+    assert delta["base_version"] == logs["g1"].calls[0][1]["version"]
+    state = store.sync_state("g1")
+    assert state is not None and state[1] == first
+
+
+@pytest.mark.timeout(60)
+async def test_enrol_counts_face_persons_across_gates(broker: Broker, tmp_path: Path) -> None:
+    config = make_config(broker, tmp_path)
+    public = keygen(config.signing_key)
+    key = signing_key(config.signing_key)
+    store = Store(config.database.url, portraits_dir=config.portraits_dir)
+    photo = tmp_path / "face.jpg"
+    photo.write_bytes(JPEG)
+    async with gates(broker, public, "g1", "g2") as logs:
+        for gate in ("g1", "g2"):
+            result = await send_command(config, gate, "enrol", enrol_args("p-0101", [photo]),
+                                        key=key, store=store)
+            assert result["ok"] and result["result"] == {"person": "p-0101", "templates": 1}
+    assert logs["g1"].calls[0][1]["photos"] == enrol_args("p-0101", [photo])["photos"]
+    assert store.face_person_count() == 1  # one person at two gates
+
+
+@pytest.mark.timeout(90)
+async def test_cli_open_prints_the_result_and_exits_by_it(broker: Broker, tmp_path: Path) -> None:
+    key_path = tmp_path / "station_key.pem"
+    public = keygen(key_path)
+    config_file = tmp_path / "station.yaml"
+    config_file.write_text(
+        f"version: 1\nmqtt: {{port: {broker.port}}}\ndatabase: {{url: 'sqlite:///station.db'}}\n"
+        "signing_key: station_key.pem\ncommand_timeout_seconds: 20\n")
+    menjin = [sys.executable, "-c", "from daemon.cli import main; main()"]
+    async with gates(broker, public, "g1"):
+        proc = await asyncio.create_subprocess_exec(
+            *menjin, "station", "open", "g1", "front", "--seconds", "3", "-c", str(config_file),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO)
+        out, err = await proc.communicate()
+        refused = await asyncio.create_subprocess_exec(
+            *menjin, "station", "open", "g1", "front", "-c", str(tmp_path / "missing.yaml"),
+            stderr=asyncio.subprocess.PIPE, cwd=REPO)
+        _, refused_err = await refused.communicate()
+    assert proc.returncode == 0, err.decode()
+    printed = json.loads(out)
+    assert printed["ok"] is True and printed["result"]["door"] == "front"
+    assert (tmp_path / "station.db").exists()  # relative to the config file
+    assert refused.returncode == 78
+    assert b"missing.yaml:1:1: cannot read" in refused_err

@@ -1,0 +1,188 @@
+"""Receivers in one shared-subscription group against a real mosquitto: each event stored once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from station.config import DatabaseConfig, MqttConfig, StationConfig
+from station.messages import EventRow
+from station.receiver import Receiver, gap_changes, subscriptions
+from station.store import Store
+from tests.broker import Broker
+
+PREFIX = "menjin"
+JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 64 + b"\xff\xd9"
+
+
+def event(gate: str, seq: int, **extra: Any) -> dict[str, Any]:
+    """An event payload as a gate's uplink publishes it (contract of daemon/events.py)."""
+    return {"v": 1, "id": str(uuid.uuid4()), "seq": seq, "gate": gate,
+            "ts_ms": 1_790_000_000_000 + seq, "type": "access.granted", "door": "front",
+            "credential_kind": "card", "credential_ref": f"c{seq}", "person": f"p{seq % 7}",
+            "data": {}, **extra}
+
+
+def station_config(broker: Broker, tmp_path: Path) -> StationConfig:
+    return StationConfig(
+        version=1,
+        mqtt=MqttConfig(port=broker.port, prefix=PREFIX, share_group="station"),
+        database=DatabaseConfig(url=f"sqlite:///{tmp_path / 'station.db'}", batch_size=50),
+        portraits_dir=tmp_path / "portraits",
+    )
+
+
+@asynccontextmanager
+async def running(receivers: list[Receiver]) -> AsyncIterator[None]:
+    tasks = [asyncio.create_task(r.run()) for r in receivers]
+    try:
+        for r in receivers:
+            await asyncio.wait_for(r.subscribed.wait(), 10)
+        yield
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def publish_all(broker: Broker, messages: list[tuple[str, bytes]]) -> None:
+    async with aiomqtt.Client(broker.host, broker.port,
+                              protocol=aiomqtt.ProtocolVersion.V5) as client:
+        for topic, payload in messages:
+            await client.publish(topic, payload, qos=1)
+
+
+async def wait_until(predicate: Any, timeout_s: float = 20.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not await asyncio.to_thread(predicate):
+            await asyncio.sleep(0.05)
+
+
+def test_subscriptions_share_all_but_status() -> None:
+    assert subscriptions("m", "g") == [
+        "$share/g/m/+/events", "$share/g/m/+/captures/+", "$share/g/m/+/health",
+        "$share/g/m/+/cmd/+/result", "m/+/status",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "new", "filled"),
+    [
+        ([], [(5, 9)], [(5, 9)], []),
+        ([(5, 9)], [(5, 9)], [], []),
+        ([(5, 9)], [(7, 9)], [(7, 9)], []),
+        ([(5, 9)], [], [], [(5, 9)]),
+        ([(5, 9), (20, 21)], [(20, 21)], [], [(5, 9)]),
+    ],
+)
+def test_gap_changes(before: list[tuple[int, int]], after: list[tuple[int, int]],
+                     new: list[tuple[int, int]], filled: list[tuple[int, int]]) -> None:
+    assert gap_changes(before, after) == (new, filled)
+
+
+@pytest.mark.timeout(90)
+async def test_two_receivers_store_each_event_once_and_report_a_gap_then_its_fill(
+    broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="station.receiver")
+    config = station_config(broker, tmp_path)
+    stores = [Store(config.database.url, portraits_dir=config.portraits_dir) for _ in range(2)]
+    receivers = [Receiver(config, s, gap_check_seconds=0.2, settle_ms=0) for s in stores]
+    g1 = [event("g1", seq) for seq in range(1, 201)]
+    g2 = [event("g2", seq) for seq in range(1, 101)]
+    missing = [e for e in g2 if 40 <= e["seq"] <= 59]
+    first = [e for e in g2 if e not in missing]
+    duplicates = g1[:30]  # a gate re-sending after a lost PUBACK
+    async with running(receivers):
+        await publish_all(broker, [(f"{PREFIX}/{e['gate']}/events", json.dumps(e).encode())
+                                   for e in [*g1, *first, *duplicates]])
+        await wait_until(lambda: stores[0].count_events() == len(g1) + len(first))
+        await wait_until(lambda: any(r.stats.open_gaps.get("g2") for r in receivers))
+        assert stores[0].gaps("g2") == [(40, 59)]
+        assert "gate g2: missing seq 40-59 (20 events)" in caplog.text
+        await publish_all(broker, [(f"{PREFIX}/g2/events", json.dumps(e).encode())
+                                   for e in missing])
+        await wait_until(lambda: stores[0].count_events() == len(g1) + len(g2))
+        await wait_until(lambda: not any(r.stats.open_gaps for r in receivers))
+    assert "gate g2: gap seq 40-59 filled" in caplog.text
+    assert sorted(stores[0].event_ids()) == sorted(e["id"] for e in [*g1, *g2])
+    assert stores[0].gaps("g1") == [] and stores[0].gaps("g2") == []
+    # the shared subscription split the load: both receivers stored part of it
+    assert all(r.stats.stored > 0 for r in receivers)
+    assert sum(r.stats.stored for r in receivers) == len(g1) + len(g2)
+    assert sum(r.stats.duplicates for r in receivers) == len(duplicates)
+
+
+@pytest.mark.timeout(60)
+async def test_status_portrait_health_and_bad_messages(
+    broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = station_config(broker, tmp_path)
+    store = Store(config.database.url, portraits_dir=config.portraits_dir)
+    status = {"v": 1, "gate": "g1", "state": "online", "version": "0.1.0", "uptime_s": 3,
+              "ts_ms": 1, "portraits": "upload", "legal_basis": "consent records 2026-10-01"}
+    capture = event("g1", 1, type="capture")
+    props = Properties(PacketTypes.PUBLISH)
+    props.ContentType = "image/jpeg"
+    props.UserProperty = [("event_id", capture["id"]), ("seq", "1"), ("gate", "g1"),
+                          ("ts_ms", str(capture["ts_ms"]))]
+    async with aiomqtt.Client(broker.host, broker.port,
+                              protocol=aiomqtt.ProtocolVersion.V5) as gate:
+        # retained before the receiver starts: shared subscriptions would never deliver it
+        await gate.publish(f"{PREFIX}/g1/status", json.dumps(status), qos=1, retain=True)
+        async with running([Receiver(config, store, gap_check_seconds=0.2, settle_ms=0)]):
+            await gate.publish(f"{PREFIX}/g1/events", json.dumps(capture), qos=1)
+            await gate.publish(f"{PREFIX}/g1/captures/{capture['id']}", JPEG, qos=1,
+                               properties=props)
+            await gate.publish(f"{PREFIX}/g1/health", json.dumps(
+                {"v": 1, "gate": "g1", "ts_ms": 2, "queue_depth": 17}), qos=1)
+            await gate.publish(f"{PREFIX}/g1/events", b"{not json", qos=1)
+            await gate.publish(f"{PREFIX}/g1/events", json.dumps(event("g2", 5)), qos=1)
+            await gate.publish(f"{PREFIX}/g1/captures/..", JPEG, qos=1)
+            await wait_until(lambda: store.portrait_file(capture["id"]) is not None
+                             and store.gates() and store.gates()[0].backlog == 17)
+            await wait_until(lambda: "unsafe event id '..'" in caplog.text)
+            offline = {**status, "state": "offline"}
+            await gate.publish(f"{PREFIX}/g1/status", json.dumps(offline), qos=1, retain=True)
+            await wait_until(lambda: store.gates()[0].state == "offline")
+    view = store.gates()[0]
+    assert view.status["legal_basis"] == "consent records 2026-10-01"
+    assert store.portrait_file(capture["id"]).read_bytes() == JPEG  # type: ignore[union-attr]
+    assert store.count_events() == 1
+    assert "not JSON" in caplog.text
+    assert "event names gate 'g2' on the topic of gate 'g1'" in caplog.text
+    assert "gate g1: offline" in caplog.text
+
+
+@pytest.mark.timeout(60)
+async def test_person_forgotten_erases_the_station_copy(broker: Broker, tmp_path: Path) -> None:
+    config = station_config(broker, tmp_path)
+    store = Store(config.database.url, portraits_dir=config.portraits_dir)
+    grant = event("g1", 1, person="p-0101", credential_kind="face")
+    store.add_events([EventRow(
+        id=grant["id"], gate="g1", seq=1, ts_ms=grant["ts_ms"], type="access.granted",
+        door="front", reader=None, credential_kind="face", credential_ref="ref",
+        person="p-0101", reason=None, data={})])
+    store.add_portrait(event_id=grant["id"], gate="g1", ts_ms=grant["ts_ms"], jpeg=JPEG)
+    portrait = store.portrait_file(grant["id"])
+    assert portrait is not None
+    forgotten = event("g1", 2, type="person.forgotten", person="p-0101",
+                      data={"pseudonym": "anon-3f2a"})
+    async with running([Receiver(config, store, gap_check_seconds=0.2, settle_ms=0)]):
+        await publish_all(broker, [(f"{PREFIX}/g1/events", json.dumps(forgotten).encode())])
+        await wait_until(lambda: store.count_events() == 2
+                         and not store.recent_events(person="p-0101"))
+    assert not portrait.exists()
+    assert {e["person"] for e in store.recent_events()} == {"anon-3f2a"}
+    assert {e["credential_ref"] for e in store.recent_events()} == {None}

@@ -1,0 +1,130 @@
+"""Face embeddings: an aligned 112x112 BGR crop in, an L2-normalised float32 vector out.
+
+The three supported models differ only in colour order and normalisation, and getting that wrong
+does not fail loudly: it just makes every face look a little more like every other face.  So each
+kind's preprocessing is spelled out here and chosen by the configured kind, never inferred.
+
+Default match thresholds are per kind because cosine scales differ between models; they were
+calibrated for zero false accepts on the test material with a safety margin (docs/vision.md holds
+the measured score distributions and the command that produced them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+from vision.align import ALIGNED_SIZE
+
+ARCFACE_MEAN = 127.5
+ARCFACE_STD = 127.5
+IMAGENET_MEAN_RGB = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD_RGB = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+#: Cosine similarity a probe needs to match a template, per embedder kind: the larger of (highest
+#: impostor score measured + 0.20) and (impostor mean + 6 standard deviations), rounded up to 0.05
+#: (bench/face_scores.py; distributions in docs/vision.md).  The margin is for what the test photos
+#: cannot show: small models separate East-Asian faces less well, and a gallery of thousands meets
+#: far more impostors.  A false accept opens the door to a stranger, so true accepts are won back
+#: with several enrolment photos, several agreeing frames and the quality gate, never by lowering
+#: these.
+ARCFACE_MATCH_THRESHOLD = 0.45
+MOBILEFACENET_FOAMLIU_MATCH_THRESHOLD = 0.55
+MOBILEFACENET_PADDLEX_MATCH_THRESHOLD = 0.60
+DEFAULT_MATCH_THRESHOLDS: dict[str, float] = {
+    "arcface": ARCFACE_MATCH_THRESHOLD,
+    "mobilefacenet_foamliu": MOBILEFACENET_FOAMLIU_MATCH_THRESHOLD,
+    "mobilefacenet_paddlex": MOBILEFACENET_PADDLEX_MATCH_THRESHOLD,
+}
+#: Lead the best person needs over the best other person.
+DEFAULT_MATCH_MARGIN = 0.05
+
+
+class Embedder(Protocol):
+    """Anything that turns an aligned face into a unit vector."""
+
+    dim: int
+
+    def embed(self, aligned_bgr: np.ndarray) -> np.ndarray:
+        """L2-normalised float32 vector of shape (dim,)."""
+        ...
+
+
+def default_match_threshold(kind: str) -> float:
+    """The calibrated threshold of an embedder kind (KeyError names the known kinds)."""
+    try:
+        return DEFAULT_MATCH_THRESHOLDS[kind]
+    except KeyError:
+        known = ", ".join(sorted(DEFAULT_MATCH_THRESHOLDS))
+        raise KeyError(
+            f"no calibrated threshold for embedder kind {kind!r} (known: {known})"
+        ) from None
+
+
+def arcface_blob(aligned_bgr: np.ndarray) -> np.ndarray:
+    """insightface ArcFace: RGB, (x - 127.5) / 127.5, NCHW."""
+    return cv2.dnn.blobFromImage(
+        aligned_bgr, 1.0 / ARCFACE_STD, (ALIGNED_SIZE, ALIGNED_SIZE),
+        (ARCFACE_MEAN, ARCFACE_MEAN, ARCFACE_MEAN), swapRB=True,
+    )
+
+
+def imagenet_blob(aligned_bgr: np.ndarray) -> np.ndarray:
+    """foamliu MobileFaceNet (upstream evaluation): RGB, x / 255, ImageNet mean and std, NCHW."""
+    rgb = cv2.cvtColor(aligned_bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+    rgb = (rgb - IMAGENET_MEAN_RGB) / IMAGENET_STD_RGB
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None])
+
+
+def paddlex_blob(aligned_bgr: np.ndarray) -> np.ndarray:
+    """PaddleX MobileFaceNet: BGR kept (it separated people better), (x - 127.5) / 127.5, NCHW."""
+    return cv2.dnn.blobFromImage(
+        aligned_bgr, 1.0 / ARCFACE_STD, (ALIGNED_SIZE, ALIGNED_SIZE),
+        (ARCFACE_MEAN, ARCFACE_MEAN, ARCFACE_MEAN), swapRB=False,
+    )
+
+
+Preprocess = Callable[[np.ndarray], np.ndarray]
+
+
+class OnnxEmbedder:
+    """One ONNX embedding model with its preprocessing, one face per call.
+
+    One face per call is required by ``w600k_mbf_int8`` (dynamic quantisation computes activation
+    scales over the whole batch, so a batch changes the embeddings) and costs the float models
+    nothing measurable at a gate's one or two faces per frame.
+    """
+
+    def __init__(self, session: ort.InferenceSession, *, kind: str, preprocess: Preprocess) -> None:
+        self.session = session
+        self.kind = kind
+        self.preprocess = preprocess
+        self.input_name = session.get_inputs()[0].name
+        self.dim = int(self.session.run(None, {self.input_name: preprocess(_grey_face())})[0].size)
+
+    def embed(self, aligned_bgr: np.ndarray) -> np.ndarray:
+        if aligned_bgr.shape[:2] != (ALIGNED_SIZE, ALIGNED_SIZE):
+            raise ValueError(
+                f"expected an aligned {ALIGNED_SIZE}x{ALIGNED_SIZE} face, got {aligned_bgr.shape}"
+            )
+        vector = np.asarray(
+            self.session.run(None, {self.input_name: self.preprocess(aligned_bgr)})[0],
+            dtype=np.float32,
+        ).reshape(-1)
+        return normalise(vector)
+
+
+def normalise(vector: np.ndarray) -> np.ndarray:
+    """Unit-length float32 copy (a zero vector stays zero rather than becoming NaN)."""
+    vector = np.asarray(vector, dtype=np.float32)
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 0 else vector
+
+
+def _grey_face() -> np.ndarray:
+    """A neutral input used once at start-up to learn the output size from the model itself."""
+    return np.full((ALIGNED_SIZE, ALIGNED_SIZE, 3), 128, dtype=np.uint8)

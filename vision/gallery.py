@@ -1,0 +1,273 @@
+"""The enrolled gallery: 1:N search over persons x templates, and its encrypted store.
+
+Search is one matrix product of the probe with every template, then the maximum per person (the
+templates of one person are kept contiguous, so that is one ``np.maximum.reduceat``).  A probe is
+accepted only when the best person is above the threshold AND ahead of the best *other* person by
+the margin: two residents who look alike must not open each other's doors.
+
+Templates are sensitive personal information (PIPL art. 28): the store encrypts them at rest with
+AES-256-GCM.  A missing or wrong key is an error the caller must surface, never a reason to start
+over with an empty gallery (which would silently unenrol everybody).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+log = logging.getLogger(__name__)
+
+NO_SCORE = -1.0
+
+
+@dataclass(frozen=True)
+class Match:
+    """Outcome of one search; ``person`` is None when nobody was accepted."""
+
+    person: str | None
+    score: float
+    second_person: str | None
+    second_score: float
+    best_person: str | None = None
+
+    @property
+    def margin(self) -> float:
+        return self.score - self.second_score
+
+
+@dataclass(frozen=True)
+class _Index:
+    """The search matrix: every template, grouped by person; rebuilt after a change."""
+
+    matrix: np.ndarray
+    starts: np.ndarray
+    persons: list[str]
+
+
+class Gallery:
+    """Templates (unit vectors) of enrolled persons, several per person.
+
+    Changes (enrolment from the station, erasure) may come from another thread than the searches
+    of the vision worker: a lock guards the templates, and a search works on an immutable index
+    built lazily after the last change, so adding 100k persons one by one stays linear.
+    """
+
+    def __init__(self, dim: int, *, threshold: float, margin: float) -> None:
+        self.dim = dim
+        self.threshold = threshold
+        self.margin = margin
+        self._templates: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+        self._index: _Index | None = None
+
+    def __len__(self) -> int:
+        """Number of templates."""
+        with self._lock:
+            return sum(len(rows) for rows in self._templates.values())
+
+    def __contains__(self, person: object) -> bool:
+        return person in self._templates
+
+    def persons(self) -> list[str]:
+        with self._lock:
+            return list(self._templates)
+
+    def templates(self, person: str) -> np.ndarray:
+        with self._lock:
+            return self._templates[person].copy()
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        with self._lock:
+            return {p: t.copy() for p, t in self._templates.items()}
+
+    def add(self, person: str, templates: np.ndarray) -> None:
+        """Append templates (n x dim, or one vector) to ``person``."""
+        rows = np.asarray(templates, dtype=np.float32).reshape(-1, self.dim)
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)
+        if not len(rows) or np.any(norms == 0):
+            raise ValueError("templates must be non-empty, non-zero vectors")
+        rows = rows / norms
+        with self._lock:
+            old = self._templates.get(person)
+            self._templates[person] = rows if old is None else np.vstack([old, rows])
+            self._index = None
+
+    def replace(self, person: str, templates: np.ndarray) -> None:
+        """Set ``person``'s templates to exactly these."""
+        self.remove(person)
+        self.add(person, templates)
+
+    def remove(self, person: str) -> bool:
+        """Drop all templates of ``person``; False when there were none."""
+        with self._lock:
+            if self._templates.pop(person, None) is None:
+                return False
+            self._index = None
+            return True
+
+    def _current(self) -> _Index:
+        with self._lock:
+            if self._index is None:
+                persons = list(self._templates)
+                counts = [len(self._templates[p]) for p in persons]
+                rows = [self._templates[p] for p in persons]
+                matrix = np.vstack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
+                starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.intp)
+                self._index = _Index(np.ascontiguousarray(matrix), starts, persons)
+            return self._index
+
+    def person_scores(self, embedding: np.ndarray) -> np.ndarray:
+        """Best cosine per person, in ``persons()`` order."""
+        return self._scores(self._current(), embedding)
+
+    def _scores(self, index: _Index, embedding: np.ndarray) -> np.ndarray:
+        if not index.persons:
+            return np.zeros(0, dtype=np.float32)
+        scores = index.matrix @ np.asarray(embedding, dtype=np.float32).reshape(self.dim)
+        return np.maximum.reduceat(scores, index.starts)
+
+    def search(self, embedding: np.ndarray) -> Match:
+        """Best person if above the threshold and ahead of the best other person by the margin."""
+        index = self._current()
+        per_person = self._scores(index, embedding)
+        if not per_person.size:
+            return Match(None, NO_SCORE, None, NO_SCORE)
+        if per_person.size == 1:
+            first, second = 0, None
+        else:
+            top2 = np.argpartition(-per_person, 1)[:2]
+            first, second = sorted(top2.tolist(), key=lambda i: -per_person[i])
+        best = index.persons[first]
+        score = float(per_person[first])
+        second_person = None if second is None else index.persons[second]
+        second_score = NO_SCORE if second is None else float(per_person[second])
+        accepted = score >= self.threshold and score - second_score >= self.margin
+        return Match(best if accepted else None, score, second_person, second_score, best)
+
+
+class TemplateStoreError(Exception):
+    """The template store cannot be read: wrong key, damaged file, or another model's templates."""
+
+
+_MAGIC = b"MJTPL1"
+_NONCE_BYTES = 12
+_KEY_BYTES = 32
+_FILE_MODE = 0o600
+
+
+class TemplateStore:
+    """One encrypted file holding every person's templates for one embedding model.
+
+    The file is ``MAGIC || nonce || AES-256-GCM(json)``; the magic is authenticated too.  The model
+    kind and dimension are stored inside, so templates of one model are never compared with probes
+    of another after a config change.  Writes go to a temporary file, fsynced, then renamed.
+    """
+
+    def __init__(self, path: Path | str, key: bytes, *, model: str) -> None:
+        if len(key) != _KEY_BYTES:
+            raise TemplateStoreError(
+                f"template key must be {_KEY_BYTES} bytes (AES-256), got {len(key)}"
+            )
+        self.path = Path(path)
+        self.model = model
+        self._aead = AESGCM(key)
+
+    def load(self) -> dict[str, np.ndarray]:
+        """All templates by person; empty only when the file does not exist yet."""
+        try:
+            blob = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        if not blob.startswith(_MAGIC) or len(blob) < len(_MAGIC) + _NONCE_BYTES:
+            raise TemplateStoreError(f"{self.path}: not a menjin template store")
+        nonce = blob[len(_MAGIC) : len(_MAGIC) + _NONCE_BYTES]
+        try:
+            plain = self._aead.decrypt(nonce, blob[len(_MAGIC) + _NONCE_BYTES :], _MAGIC)
+        except InvalidTag:
+            raise TemplateStoreError(
+                f"{self.path}: cannot decrypt the face templates: wrong key or damaged file "
+                "(restore the key file; the store is not recreated, to avoid silently "
+                "unenrolling everybody)"
+            ) from None
+        doc = json.loads(plain)
+        if doc.get("model") != self.model:
+            raise TemplateStoreError(
+                f"{self.path}: templates were made with model {doc.get('model')!r}, the config "
+                f"names {self.model!r}; re-enrol the persons (templates of different models "
+                "cannot be compared)"
+            )
+        dim = int(doc["dim"])
+        return {
+            person: np.frombuffer(base64.b64decode(data), dtype="<f4").reshape(-1, dim).copy()
+            for person, data in doc["persons"].items()
+        }
+
+    def save(self, templates: Mapping[str, np.ndarray]) -> None:
+        """Replace the whole store with ``templates``."""
+        dims = {np.asarray(t).reshape(len(t), -1).shape[1] for t in templates.values()}
+        if len(dims) > 1:
+            raise ValueError(f"templates of different sizes: {sorted(dims)}")
+        doc = {
+            "v": 1,
+            "model": self.model,
+            "dim": dims.pop() if dims else 0,
+            "persons": {
+                person: base64.b64encode(np.asarray(t, dtype="<f4").tobytes()).decode("ascii")
+                for person, t in templates.items()
+            },
+        }
+        nonce = secrets.token_bytes(_NONCE_BYTES)
+        sealed = _MAGIC + nonce + self._aead.encrypt(nonce, json.dumps(doc).encode(), _MAGIC)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
+        try:
+            os.write(fd, sealed)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(self.path)
+
+    def load_gallery(self, dim: int, *, threshold: float, margin: float) -> Gallery:
+        """A search-ready gallery of everything stored."""
+        gallery = Gallery(dim, threshold=threshold, margin=margin)
+        for person, rows in self.load().items():
+            if rows.shape[1] != dim:
+                raise TemplateStoreError(
+                    f"{self.path}: {person} has {rows.shape[1]}-d templates, "
+                    f"the model gives {dim}-d"
+                )
+            gallery.add(person, rows)
+        return gallery
+
+    def add(self, person: str, templates: np.ndarray) -> int:
+        """Append templates to ``person`` and persist; returns the person's template count."""
+        stored = self.load()
+        rows = np.asarray(templates, dtype=np.float32).reshape(len(templates), -1)
+        stored[person] = rows if person not in stored else np.vstack([stored[person], rows])
+        self.save(stored)
+        return len(stored[person])
+
+    def remove(self, person: str) -> bool:
+        """Delete every template of ``person`` (erasure or opt-out); False when none existed."""
+        stored = self.load()
+        if stored.pop(person, None) is None:
+            return False
+        self.save(stored)
+        log.info("face templates of %s removed", person)
+        return True
+
+    def forget(self, person: str) -> bool:
+        """Erasure request (issue 10): the same as ``remove``; named for the caller's intent."""
+        return self.remove(person)

@@ -1,0 +1,151 @@
+"""ONNX Runtime sessions and the explicit registry of model kinds.
+
+Sessions are tuned for Raspberry-Pi-class boards: a configured number of intra-op threads (the
+board also runs card readers and the uplink), one inter-op thread with sequential execution (these
+small graphs have no parallel branches worth a thread pool), and full graph optimisation.  A session
+is built once per (file, threads) and reused: loading costs tens of milliseconds and megabytes.
+
+Kinds are stated in the config and looked up here; nothing is guessed from the number or shape of a
+model's outputs (insightface's ``model_zoo`` does that and decodes YuNet as SCRFD).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import onnxruntime as ort
+
+from vision.detect import Detector, ScrfdDetector, YunetDetector
+from vision.embed import Embedder, OnnxEmbedder, arcface_blob, imagenet_blob, paddlex_blob
+from vision.liveness import (
+    MINIFAS_CROP_SCALES,
+    InsightfaceLiveness,
+    Liveness,
+    MiniFasLiveness,
+)
+
+log = logging.getLogger(__name__)
+
+#: ORT's default severity prints a VerifyOutputSizes warning on every SCRFD call at sizes other
+#: than the declared 640x640 (results are correct); errors still reach the log.
+ORT_LOG_SEVERITY_ERROR = 3
+
+DETECTORS: dict[str, type[ScrfdDetector] | type[YunetDetector]] = {
+    "scrfd": ScrfdDetector,
+    "yunet": YunetDetector,
+}
+EMBEDDER_PREPROCESS: dict[str, Callable[..., object]] = {
+    "arcface": arcface_blob,
+    "mobilefacenet_foamliu": imagenet_blob,
+    "mobilefacenet_paddlex": paddlex_blob,
+}
+LIVENESS_KINDS = ("minifasnet", "insightface")
+
+
+class ModelError(Exception):
+    """A model file that is missing, unreadable, or configured with an unknown kind."""
+
+
+_sessions: dict[tuple[str, int], ort.InferenceSession] = {}
+_sessions_lock = threading.Lock()
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = ORT_LOG_SEVERITY_ERROR
+    return options
+
+
+def create_session(path: Path | str, *, threads: int = 1) -> ort.InferenceSession:
+    """The shared session of one model file (built on first use)."""
+    path = Path(path)
+    key = (str(path.resolve()), threads)
+    with _sessions_lock:
+        session = _sessions.get(key)
+        if session is not None:
+            return session
+        if not path.is_file():
+            raise ModelError(f"model file not found: {path}")
+        try:
+            session = ort.InferenceSession(
+                str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # ORT raises its own untyped errors for corrupt files
+            raise ModelError(f"cannot load model {path}: {exc}") from exc
+        log.info("model loaded: %s (%d thread(s))", path.name, threads)
+        _sessions[key] = session
+        return session
+
+
+def _unknown(kind: str, role: str, known: Sequence[str]) -> ModelError:
+    return ModelError(f"unknown {role} kind {kind!r} (known: {', '.join(sorted(known))})")
+
+
+def load_detector(
+    kind: str,
+    path: Path | str,
+    *,
+    input_size: tuple[int, int] = (640, 480),
+    score_threshold: float = 0.6,
+    roi: tuple[int, int, int, int] | None = None,
+    threads: int = 1,
+) -> Detector:
+    """Detector of the configured ``kind`` ('scrfd' or 'yunet')."""
+    if kind not in DETECTORS:
+        raise _unknown(kind, "detector", list(DETECTORS))
+    session = create_session(path, threads=threads)
+    try:
+        return DETECTORS[kind](
+            session, input_size=input_size, score_threshold=score_threshold, roi=roi
+        )
+    except ValueError as exc:
+        raise ModelError(f"{path}: {exc}") from exc
+
+
+def load_embedder(kind: str, path: Path | str, *, threads: int = 1) -> Embedder:
+    """Embedder of the configured ``kind`` (arcface, mobilefacenet_foamliu or _paddlex)."""
+    if kind not in EMBEDDER_PREPROCESS:
+        raise _unknown(kind, "embedder", list(EMBEDDER_PREPROCESS))
+    session = create_session(path, threads=threads)
+    return OnnxEmbedder(session, kind=kind, preprocess=EMBEDDER_PREPROCESS[kind])  # type: ignore[arg-type]
+
+
+def load_liveness(kind: str, paths: Sequence[Path | str], *, threads: int = 1) -> Liveness:
+    """Liveness check of the configured ``kind``.
+
+    'minifasnet' takes the two Silent-Face files; each file's crop scale is read from its upstream
+    name (``2.7_80x80_MiniFASNetV2``, ``4_0_0_80x80_MiniFASNetV1SE``).  'insightface' takes the
+    one ``liveness.onnx`` file of insightface's addon.
+    """
+    if kind not in LIVENESS_KINDS:
+        raise _unknown(kind, "liveness", LIVENESS_KINDS)
+    if kind == "insightface":
+        if len(paths) != 1:
+            raise ModelError("liveness 'insightface' takes exactly one file (liveness.onnx)")
+        try:
+            return InsightfaceLiveness(create_session(paths[0], threads=threads))
+        except ValueError as exc:
+            raise ModelError(f"{paths[0]}: {exc}") from exc
+    if not paths:
+        raise ModelError("liveness 'minifasnet' needs its model files (2.7 and 4.0 crops)")
+    models = []
+    for path in paths:
+        scale = MINIFAS_CROP_SCALES.get(_minifas_prefix(Path(path).name))
+        if scale is None:
+            raise ModelError(
+                f"{path}: cannot tell the crop scale of this MiniFASNet file; keep the upstream "
+                f"name starting with one of {', '.join(MINIFAS_CROP_SCALES)}"
+            )
+        models.append((create_session(path, threads=threads), scale))
+    return MiniFasLiveness(models)
+
+
+def _minifas_prefix(name: str) -> str:
+    return name.split("_80x80")[0]
