@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import os
 import signal
@@ -243,12 +244,12 @@ class Gate:
         return self._build_osdp(s, port, callbacks)
 
     def _build_osdp(self, s: ReaderSection, port: str | None, callbacks: dict[str, Any]) -> Any:
-        try:
-            from drivers.osdp import OsdpReader  # type: ignore[import-not-found]
-        except ImportError as exc:
-            raise RuntimeError("reader type osdp needs: pip install 'menjin[osdp]'") from exc
-        key = s.osdp_key_file.read_text().strip() if s.osdp_key_file is not None else None
-        return OsdpReader(port, address=s.osdp_address, scbk=key, baud=s.baud, **callbacks)
+        from drivers.osdp import OsdpReader  # fails with the install hint without the extra
+
+        assert port is not None
+        key = bytes.fromhex(s.osdp_key_file.read_text().strip()) if s.osdp_key_file else None
+        return OsdpReader(port, address=s.osdp_address, scbk=key, baud=s.baud,
+                          formats=s.formats, **callbacks)
 
     def _on_card(self, reader_id: str, read: CardRead) -> None:
         raise NotImplementedError
@@ -604,7 +605,7 @@ def main(config_path: Path, *, notifier: Notifier | None = None) -> int:
         log.error("%s: cannot start with this config:\n%s", config_path, exc)
         return EX_CONFIG
     logsetup.configure(config.logging.level, config.logging.components)
-    log.info("menjin %s starting with %s: %s", __version__, config_path,
-             redacted(config) if config.logging.level == "DEBUG" else "(config at DEBUG level)")
+    log.info("menjin %s starting with %s", __version__, config_path)
+    log.info("effective config: %s", json.dumps(redacted(config), ensure_ascii=False))
     gate = Gate(config_path, config, notifier or Notifier.from_env())
     return asyncio.run(gate.run())

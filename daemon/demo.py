@@ -12,8 +12,8 @@ mosquitto is installed, a private broker is started and what the station receive
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -34,6 +34,7 @@ from rich.table import Table
 from ruamel.yaml import YAML
 
 from daemon import control
+from daemon.runcli import format_event
 from daemon.demoseed import DemoPeople, seed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -230,8 +231,6 @@ class Demo:
 
     # ------------------------------------------------------------------ display
     def _print_event(self, event: dict[str, Any]) -> None:
-        from daemon.runcli import format_event
-
         style = EVENT_STYLES.get(str(event.get("type")), "cyan" if str(
             event.get("type", "")).startswith("door.") else "white")
         self.console.print(f"  [{style}]{format_event(event)}[/]", highlight=False)
@@ -432,8 +431,6 @@ class Demo:
 
 
 def base64_file(path: Path) -> str:
-    import base64
-
     return base64.b64encode(path.read_bytes()).decode("ascii")
 
 
@@ -458,5 +455,3 @@ def demo(
         code = 0
     raise typer.Exit(code)
 
-
-__all__ = ["demo", "json"]

@@ -162,14 +162,27 @@ class EnrolOutcome:
 def enrol_person(
     cfg: GateConfig, models: FaceModels, store: TemplateStore, person: str, photos: list[Path]
 ) -> EnrolOutcome:
-    """Add templates of ``person`` from ``photos`` to ``store`` (consent already checked).
-
-    Re-enrolling a person adds to their templates.  Raises EnrolRefusedError when no photo is usable
-    or one matches somebody else; then nothing is stored.
-    """
+    """Add templates of ``person`` from photo files to ``store`` (consent already checked)."""
     from vision.enrol import enrol_photos
 
     result = enrol_photos(photos, models.detector, models.embedder, models.thresholds)
+    return store_enrolment(cfg, models, store, person, result, actor=f"cli:{getpass.getuser()}")
+
+
+def store_enrolment(
+    cfg: GateConfig,
+    models: FaceModels,
+    store: TemplateStore,
+    person: str,
+    result: Enrolment,
+    *,
+    actor: str,
+) -> EnrolOutcome:
+    """Persist an enrolment (from files, or from a station ``enrol`` command) and audit it.
+
+    Re-enrolling a person adds to their templates.  Raises EnrolRefusedError when no photo was
+    usable or one matches somebody else; then nothing is stored.
+    """
     if not result.templates:
         raise EnrolRefusedError([*result.rejected.values(), f"{person}: no usable photo"])
     others = store.load_gallery(models.embedder.dim, threshold=models.threshold, margin=0.0)
@@ -179,7 +192,7 @@ def enrol_person(
         raise EnrolRefusedError(clashes)
     total = store.add(person, result.matrix())
     AuditLog(cfg.privacy.audit_path).append(
-        "enrol", actor=f"cli:{getpass.getuser()}", target=person,
+        "enrol", actor=actor, target=person,
         details={"photos_accepted": len(result.accepted), "photos_rejected": len(result.rejected),
                  "templates": total},
     )

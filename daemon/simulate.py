@@ -66,7 +66,7 @@ def _card_value(credential: str) -> int:
     return int(credential)
 
 
-class SwitchPin(MockPin):
+class SwitchPin(MockPin):  # type: ignore[misc]  # gpiozero ships no type hints
     """A gpiozero MockPin with a switch wired to it.
 
     Opening an input device sets its pull-up, and a plain MockPin then jumps high: a door part

@@ -11,8 +11,10 @@ import secrets
 import socket
 import ssl
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -20,6 +22,40 @@ from station.config import MqttConfig
 
 #: Session kept by the broker after a disconnect, so QoS 1 messages wait for a reconnect.
 SESSION_EXPIRY_SECONDS = 3600
+#: Packets read per readable-socket callback before the event loop gets a turn again.
+MAX_PACKETS_PER_READ = 1000
+
+
+class StationClient(aiomqtt.Client):
+    """aiomqtt's client, reading every packet already buffered when its socket is readable.
+
+    Stock aiomqtt 2.5 lets paho read one packet per readable event, so a receiver spends an event
+    loop turn per message; a station draining many gates' backlogs reads up to
+    ``MAX_PACKETS_PER_READ`` at a time instead (about 1.5x the messages per second here).  It
+    relies on paho's ``_packet_read``/``_loop_rc_handle`` exactly as ``loop_read`` uses them;
+    aiomqtt is pinned below 3.
+    """
+
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        def read_available() -> None:
+            try:
+                for _ in range(MAX_PACKETS_PER_READ):
+                    rc = client._packet_read()
+                    if rc == paho.MQTT_ERR_AGAIN:
+                        return
+                    if rc != paho.MQTT_ERR_SUCCESS:
+                        client._loop_rc_handle(rc)
+                        return
+            except Exception as exc:  # as in aiomqtt: a read error means the connection broke
+                if not self._disconnected.done():
+                    self._disconnected.set_exception(exc)
+
+        def start_misc_loop() -> None:
+            self._misc_task = self._loop.create_task(self._misc_loop())
+
+        # paho calls this from the executor thread that runs connect(): hand over to the loop
+        self._loop.call_soon_threadsafe(self._loop.add_reader, sock.fileno(), read_available)
+        self._loop.call_soon_threadsafe(start_misc_loop)
 
 
 def _password(path: Path | None) -> str | None:
@@ -51,7 +87,7 @@ def make_client(config: MqttConfig, role: str, *, persistent: bool = False) -> a
     if persistent:
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
-    return aiomqtt.Client(
+    return StationClient(
         config.host,
         config.port,
         identifier=client_id(config, role),

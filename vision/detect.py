@@ -27,6 +27,7 @@ STRIDES = (8, 16, 32)
 #: Both models need input sides that are multiples of the coarsest stride.
 SIZE_MULTIPLE = 32
 SCRFD_ANCHORS_PER_CELL = 2
+SCRFD_OUTPUTS = 3 * len(STRIDES)
 SCRFD_NMS_IOU = 0.4
 YUNET_NMS_IOU = 0.3
 #: Candidates kept before NMS; a gate camera never sees more faces than this at once.
@@ -134,6 +135,7 @@ class _LetterboxDetector:
         image = bgr
         if self.roi is not None:
             x, y, w, h = self.roi
+            x, y = max(x, 0), max(y, 0)
             image = bgr[y : y + h, x : x + w]
             offset[:] = (x, y)
         if image.size == 0:
@@ -163,6 +165,22 @@ class ScrfdDetector(_LetterboxDetector):
     """
 
     nms_iou = SCRFD_NMS_IOU
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        *,
+        input_size: tuple[int, int],
+        score_threshold: float,
+        roi: tuple[int, int, int, int] | None = None,
+    ) -> None:
+        super().__init__(session, input_size=input_size, score_threshold=score_threshold, roi=roi)
+        outputs = len(session.get_outputs())
+        if outputs != SCRFD_OUTPUTS:
+            raise ValueError(
+                f"this model has {outputs} outputs, SCRFD with landmarks has {SCRFD_OUTPUTS} "
+                "(scores, boxes, landmarks at 3 strides); check the detector kind and file"
+            )
 
     def _decode(self, canvas: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         blob = cv2.dnn.blobFromImage(
@@ -198,8 +216,15 @@ class YunetDetector(_LetterboxDetector):
 
     nms_iou = YUNET_NMS_IOU
 
-    def __init__(self, session: ort.InferenceSession, **kwargs: object) -> None:
-        super().__init__(session, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        *,
+        input_size: tuple[int, int],
+        score_threshold: float,
+        roi: tuple[int, int, int, int] | None = None,
+    ) -> None:
+        super().__init__(session, input_size=input_size, score_threshold=score_threshold, roi=roi)
         self.output_names = [o.name for o in session.get_outputs()]
         expected = {f"{part}_{s}" for part in ("cls", "obj", "bbox", "kps") for s in STRIDES}
         if not expected <= set(self.output_names):

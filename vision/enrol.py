@@ -7,7 +7,8 @@ look-alikes closer to the threshold.  Only templates leave this module, never th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,12 +39,16 @@ class Enrolment:
 
 def read_image(path: Path | str) -> np.ndarray:
     """Decode an image file as BGR; EnrolmentError when it is missing or not an image."""
-    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
-    if data is None:
+    if not Path(path).is_file():
         raise EnrolmentError(f"{path}: file not found")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    return decode_image(Path(path).read_bytes(), str(path))
+
+
+def decode_image(data: bytes, label: str = "photo") -> np.ndarray:
+    """Decode image bytes (a file, or a photo sent by the station) as BGR."""
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR) if data else None
     if image is None:
-        raise EnrolmentError(f"{path}: not a readable image (JPEG or PNG expected)")
+        raise EnrolmentError(f"{label}: not a readable image (JPEG or PNG expected)")
     return image
 
 
@@ -80,13 +85,26 @@ def enrol_photos(
     embedder: Embedder,
     thresholds: QualityThresholds,
 ) -> Enrolment:
-    """Try every photo; a bad one is reported and skipped, never fatal to the others."""
+    """Try every photo file; a bad one is reported and skipped, never fatal to the others."""
+    return enrol_images(
+        ((str(photo), functools.partial(read_image, photo)) for photo in photos),
+        detector, embedder, thresholds,
+    )
+
+
+def enrol_images(
+    images: Iterable[tuple[str, Callable[[], np.ndarray]]],
+    detector: Detector,
+    embedder: Embedder,
+    thresholds: QualityThresholds,
+) -> Enrolment:
+    """Like ``enrol_photos`` for (label, loader) pairs, e.g. base64 photos of a station command:
+    ``(f"photo {i + 1}", lambda: decode_image(data))``.  Loaders run one at a time, so only one
+    decoded photo is in memory at once."""
     result = Enrolment()
-    for photo in photos:
-        label = str(photo)
+    for label, load in images:
         try:
-            bgr = read_image(photo)
-            result.templates.append(template(bgr, detector, embedder, thresholds, label))
+            result.templates.append(template(load(), detector, embedder, thresholds, label))
         except EnrolmentError as exc:
             result.rejected[label] = str(exc)
         else:

@@ -93,20 +93,25 @@ class Gallery:
 
     def add(self, person: str, templates: np.ndarray) -> None:
         """Append templates (n x dim, or one vector) to ``person``."""
-        rows = np.asarray(templates, dtype=np.float32).reshape(-1, self.dim)
-        norms = np.linalg.norm(rows, axis=1, keepdims=True)
-        if not len(rows) or np.any(norms == 0):
-            raise ValueError("templates must be non-empty, non-zero vectors")
-        rows = rows / norms
+        rows = self._unit_rows(templates)
         with self._lock:
             old = self._templates.get(person)
             self._templates[person] = rows if old is None else np.vstack([old, rows])
             self._index = None
 
     def replace(self, person: str, templates: np.ndarray) -> None:
-        """Set ``person``'s templates to exactly these."""
-        self.remove(person)
-        self.add(person, templates)
+        """Set ``person``'s templates to exactly these (searches never see the person missing)."""
+        rows = self._unit_rows(templates)
+        with self._lock:
+            self._templates[person] = rows
+            self._index = None
+
+    def _unit_rows(self, templates: np.ndarray) -> np.ndarray:
+        rows = np.asarray(templates, dtype=np.float32).reshape(-1, self.dim)
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)
+        if not len(rows) or np.any(norms == 0):
+            raise ValueError("templates must be non-empty, non-zero vectors")
+        return np.asarray(rows / norms, dtype=np.float32)
 
     def remove(self, person: str) -> bool:
         """Drop all templates of ``person``; False when there were none."""
@@ -117,14 +122,19 @@ class Gallery:
             return True
 
     def _current(self) -> _Index:
+        """The index of the current templates; after building it, each person's templates become
+        views into the matrix, so a large gallery is held in memory once, not twice."""
         with self._lock:
             if self._index is None:
                 persons = list(self._templates)
                 counts = [len(self._templates[p]) for p in persons]
                 rows = [self._templates[p] for p in persons]
                 matrix = np.vstack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
-                starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.intp)
-                self._index = _Index(np.ascontiguousarray(matrix), starts, persons)
+                matrix = np.ascontiguousarray(matrix)
+                starts = np.cumsum([0, *counts])[:-1].astype(np.intp)
+                for person, start, count in zip(persons, starts, counts, strict=True):
+                    self._templates[person] = matrix[start : start + count]
+                self._index = _Index(matrix, starts, persons)
             return self._index
 
     def person_scores(self, embedding: np.ndarray) -> np.ndarray:
@@ -215,7 +225,7 @@ class TemplateStore:
 
     def save(self, templates: Mapping[str, np.ndarray]) -> None:
         """Replace the whole store with ``templates``."""
-        dims = {np.asarray(t).reshape(len(t), -1).shape[1] for t in templates.values()}
+        dims = {np.atleast_2d(t).shape[1] for t in templates.values()}
         if len(dims) > 1:
             raise ValueError(f"templates of different sizes: {sorted(dims)}")
         doc = {
@@ -254,7 +264,7 @@ class TemplateStore:
     def add(self, person: str, templates: np.ndarray) -> int:
         """Append templates to ``person`` and persist; returns the person's template count."""
         stored = self.load()
-        rows = np.asarray(templates, dtype=np.float32).reshape(len(templates), -1)
+        rows = np.atleast_2d(np.asarray(templates, dtype=np.float32))
         stored[person] = rows if person not in stored else np.vstack([stored[person], rows])
         self.save(stored)
         return len(stored[person])

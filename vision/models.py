@@ -13,13 +13,20 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import onnxruntime as ort
 
 from vision.detect import Detector, ScrfdDetector, YunetDetector
-from vision.embed import Embedder, OnnxEmbedder, arcface_blob, imagenet_blob, paddlex_blob
+from vision.embed import (
+    Embedder,
+    OnnxEmbedder,
+    Preprocess,
+    arcface_blob,
+    imagenet_blob,
+    paddlex_blob,
+)
 from vision.liveness import (
     MINIFAS_CROP_SCALES,
     InsightfaceLiveness,
@@ -37,7 +44,7 @@ DETECTORS: dict[str, type[ScrfdDetector] | type[YunetDetector]] = {
     "scrfd": ScrfdDetector,
     "yunet": YunetDetector,
 }
-EMBEDDER_PREPROCESS: dict[str, Callable[..., object]] = {
+EMBEDDER_PREPROCESS: dict[str, Preprocess] = {
     "arcface": arcface_blob,
     "mobilefacenet_foamliu": imagenet_blob,
     "mobilefacenet_paddlex": paddlex_blob,
@@ -114,7 +121,7 @@ def load_embedder(kind: str, path: Path | str, *, threads: int = 1) -> Embedder:
     if kind not in EMBEDDER_PREPROCESS:
         raise _unknown(kind, "embedder", list(EMBEDDER_PREPROCESS))
     session = create_session(path, threads=threads)
-    return OnnxEmbedder(session, kind=kind, preprocess=EMBEDDER_PREPROCESS[kind])  # type: ignore[arg-type]
+    return OnnxEmbedder(session, kind=kind, preprocess=EMBEDDER_PREPROCESS[kind])
 
 
 def load_liveness(kind: str, paths: Sequence[Path | str], *, threads: int = 1) -> Liveness:

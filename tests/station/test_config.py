@@ -23,8 +23,10 @@ def test_the_example_loads() -> None:
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        ("version: 1\nmqtt:\n  prot: 1883\n", "3:3: mqtt.prot: unknown key 'prot'; did you mean 'port'?"),
-        ("version: 1\nmqtt:\n  port: 0\n", "3:9: mqtt.port: Input should be greater than or equal to 1"),
+        ("version: 1\nmqtt:\n  prot: 1883\n",
+         "3:3: mqtt.prot: unknown key 'prot'; did you mean 'port'?"),
+        ("version: 1\nmqtt:\n  port: 0\n",
+         "3:9: mqtt.port: Input should be greater than or equal to 1"),
         ("mqtt: {}\n", "1:1: version: required key is missing"),
         ("version: 1\nversion: 1\n", "2:1: YAML syntax error: found duplicate key \"version\""),
         ("version: 1\nweb:\n  timezone: Mars/Olympus\n",
@@ -44,8 +46,8 @@ def test_a_public_web_page_needs_a_password(tmp_path: Path) -> None:
     path = tmp_path / "station.yaml"
     path.write_text("version: 1\nweb: {bind: 0.0.0.0}\n")
     config = load_station_config(path)
-    with pytest.raises(WebConfigError, match="web.bind is 0.0.0.0, not loopback: set "
-                       "web.password_file"):
+    with pytest.raises(WebConfigError, match=r"web\.bind is 0\.0\.0\.0, not loopback: set "
+                       r"web\.password_file"):
         web_password(config.web)
     (tmp_path / "pw").write_text("s3cret\n")
     path.write_text("version: 1\nweb: {bind: 0.0.0.0, password_file: pw}\n")

@@ -64,8 +64,9 @@ async def publish_all(broker: Broker, messages: list[tuple[str, bytes]]) -> None
 
 
 async def wait_until(predicate: Any, timeout_s: float = 20.0) -> None:
+    """Poll the database (written by other tasks and threads) until ``predicate`` holds."""
     async with asyncio.timeout(timeout_s):
-        while not await asyncio.to_thread(predicate):
+        while not await asyncio.to_thread(predicate):  # noqa: ASYNC110 - no event to wait on
             await asyncio.sleep(0.05)
 
 

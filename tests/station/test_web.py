@@ -1,4 +1,4 @@
-"""The station's read-only page: filters, escaping, password, and thumbnails in headless Chromium."""
+"""The station's read-only page: filters, escaping, password, thumbnails in headless Chromium."""
 
 from __future__ import annotations
 

@@ -116,6 +116,7 @@ def test_input_size_is_rounded_up_to_the_stride(models_dir: Path) -> None:
     [
         ("retinaface", "det_500m.onnx", "unknown detector kind 'retinaface' (known: scrfd, yunet)"),
         ("yunet", "det_500m.onnx", "does not have YuNet's outputs"),
+        ("scrfd", "face_detection_yunet_2026may.onnx", "has 12 outputs, SCRFD with landmarks"),
         ("scrfd", "missing.onnx", "model file not found"),
     ],
 )

@@ -117,7 +117,7 @@ def test_store_round_trip_survives_a_restart(tmp_path: Path) -> None:
     store = TemplateStore(path, KEY, model="mobilefacenet_paddlex")
     assert store.load() == {}
     assert store.add("alice", np.vstack([A, unit(1, 0.1)])) == 2
-    store.add("bob", B[None])
+    store.add("bob", B)  # one vector is one template
     reopened = TemplateStore(path, KEY, model="mobilefacenet_paddlex")
     gallery = reopened.load_gallery(DIM, threshold=0.5, margin=0.05)
     assert gallery.persons() == ["alice", "bob"] and len(gallery) == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import cv2
@@ -23,7 +24,14 @@ from tests.vision.material import (
     t1_path,
 )
 from vision.embed import DEFAULT_MATCH_MARGIN, default_match_threshold
-from vision.enrol import EnrolmentError, enrol_photos, read_image, single_face
+from vision.enrol import (
+    EnrolmentError,
+    decode_image,
+    enrol_images,
+    enrol_photos,
+    read_image,
+    single_face,
+)
 from vision.quality import QualityThresholds, assess
 
 GATE = QualityThresholds()
@@ -128,3 +136,16 @@ def test_probe_of_an_enrolled_person_is_accepted_with_both_templates(
 def test_read_image_errors(tmp_path: Path) -> None:
     with pytest.raises(EnrolmentError, match="file not found"):
         read_image(tmp_path / "nope.png")
+
+
+def test_enrolment_from_photo_bytes_of_a_station_command(models_dir: Path, faces_dir: Path) -> None:
+    sent = [(faces_dir / "enrol/biden/biden.jpg").read_bytes(), b"\xff\xd8garbage", b""]
+    images = [(f"photo {i + 1}", functools.partial(decode_image, data, f"photo {i + 1}"))
+              for i, data in enumerate(sent)]
+    det, emb = detector(models_dir, "yunet"), embedder(models_dir, "mobilefacenet_paddlex")
+    result = enrol_images(images, det, emb, GATE)
+    assert result.accepted == ["photo 1"]
+    assert result.rejected == {
+        "photo 2": "photo 2: not a readable image (JPEG or PNG expected)",
+        "photo 3": "photo 3: not a readable image (JPEG or PNG expected)",
+    }
