@@ -53,6 +53,7 @@ TARGET_EVENTS_PER_S = 5000
 SESSION_EXPIRY_SECONDS = 3600
 PUBLISH_INFLIGHT = 1000
 POLL_SECONDS = 0.01
+DRAIN_TIMEOUT_SECONDS = 300
 EVENT_TYPES = ("access.granted", "access.granted", "access.denied", "door.opened",
                "door.closed", "door.forced")
 
@@ -68,8 +69,8 @@ def make_messages(events: int, seed: int) -> tuple[list[tuple[str, bytes]], int]
         event = {"v": 1, "id": str(uuid.uuid4()), "seq": seqs[gate], "gate": f"gate-{gate}",
                  "ts_ms": 1_790_000_000_000 + len(unique), "type": rng.choice(EVENT_TYPES),
                  "door": "front", "reader": "front-card", "credential_kind": "card",
-                 "credential_ref": f"{rng.randrange(10**8):08x}", "person": f"p-{rng.randrange(5000)}",
-                 "data": {}}
+                 "credential_ref": f"{rng.randrange(10**8):08x}",
+                 "person": f"p-{rng.randrange(5000)}", "data": {}}
         unique.append((f"{PREFIX}/gate-{gate}/events", json.dumps(event).encode()))
     resent: dict[int, list[tuple[str, bytes]]] = {}
     for original in rng.sample(range(events), int(events * DUPLICATE_SHARE)):
@@ -150,15 +151,20 @@ async def drain_station(config: StationConfig, store: Store, expected: int) -> f
     started = time.perf_counter()
     task = asyncio.create_task(receiver.run())
     try:
-        while receiver.stats.stored + receiver.stats.duplicates < expected:
-            if task.done():
-                task.result()
-            await asyncio.sleep(POLL_SECONDS)
+        async with asyncio.timeout(DRAIN_TIMEOUT_SECONDS):
+            await _until_stored(receiver, task, expected)
         elapsed = time.perf_counter() - started
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     return expected / elapsed
+
+
+async def _until_stored(receiver: Receiver, task: asyncio.Task[None], expected: int) -> None:
+    while receiver.stats.stored + receiver.stats.duplicates < expected:
+        if task.done():
+            task.result()
+        await asyncio.sleep(POLL_SECONDS)
 
 
 async def one_round(
@@ -181,11 +187,13 @@ async def one_round(
         store = Store(config.database.url, portraits_dir=config.portraits_dir)
         if index % 2:  # alternate who drains first
             station = await drain_station(config, store, len(messages))
-            baseline = await drain_baseline(broker, baseline_id,
-                                            workdir / f"baseline-{index}.db", len(messages))
+            baseline = await asyncio.wait_for(drain_baseline(
+                broker, baseline_id, workdir / f"baseline-{index}.db", len(messages)),
+                DRAIN_TIMEOUT_SECONDS)
         else:
-            baseline = await drain_baseline(broker, baseline_id,
-                                            workdir / f"baseline-{index}.db", len(messages))
+            baseline = await asyncio.wait_for(drain_baseline(
+                broker, baseline_id, workdir / f"baseline-{index}.db", len(messages)),
+                DRAIN_TIMEOUT_SECONDS)
             station = await drain_station(config, store, len(messages))
         stored = store.count_events()
         store.close()

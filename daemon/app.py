@@ -23,29 +23,46 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from gpiozero import Factory
 
 from daemon import __version__, logsetup
+from daemon.access import (
+    EMPTY_INDEX,
+    AccessController,
+    Decision,
+    DoorPolicy,
+    decision_events,
+)
 from daemon.commands import CommandProcessor
-from daemon.config import GateConfig, ReaderSection
+from daemon.config import CameraSection, DoorSection, GateConfig, ReaderSection, VisionSection
 from daemon.configfile import EX_CONFIG, ConfigError, load_config
-from daemon.control import ControlError, ControlServer, Request
+from daemon.door import DoorController
 from daemon.events import Event, EventBus
+from daemon.gatecontrol import GateControl
 from daemon.journal import Journal, JournalError
+from daemon.keys import KeyFileError, read_key
 from daemon.notify import WATCHDOG_FRACTION, Notifier, watchdog_loop, watchdog_seconds
-from daemon.simulate import SimInputError, SimulatedBoard
+from daemon.simulate import SimulatedBoard
+from daemon.store import Store, StoreError
 from daemon.supervise import Factory as PartFactory
 from daemon.supervise import PartGaveUpError, PartState, supervise
 from daemon.uplink import Uplink
-from drivers.card import CardRead, mask
+from drivers.card import CardRead
+from drivers.feedback import Feedback
+from drivers.gpio import GpioBackendError, pin_factory
+from drivers.inputs import DoorContact, ExitButton, TamperSwitch
+from drivers.lock import Lock
 
 log = logging.getLogger(__name__)
 
@@ -55,34 +72,76 @@ EXIT_GAVE_UP = 70  # sysexits.h EX_SOFTWARE: a part kept failing; systemd restar
 SHUTDOWN_DEADLINE_SECONDS = 4.5
 READY_TIMEOUT_SECONDS = 30.0
 RECENT_EVENTS = 500
-FOLLOW_QUEUE_EVENTS = 1000
 BYTES_PER_MB = 1024 * 1024
 SERIAL_READERS = frozenset({"em4100", "ascii", "osdp"})
 #: Config sections that cannot change under a running daemon (files, identity, hardware).
 RESTART_ONLY_SECTIONS = ("version", "state_dir", "gate", "hardware", "journal", "access", "control")
 #: Parts that live as long as the process, whatever a reload changes.
-FIXED_PARTS = frozenset({"control"})
-GPIO_BACKEND_HINTS = {
-    "lgpio": "gpio_backend lgpio needs the lgpio module: apt install python3-lgpio "
-             "(or pip install 'menjin[pi]')",
-    "rpigpio": "gpio_backend rpigpio needs RPi.GPIO: apt install python3-rpi.gpio",
-}
+FIXED_PARTS = frozenset({"control", "residents"})
+STORE_POLL_SECONDS = 2.0
+
+
+def door_policies(config: GateConfig) -> dict[str, DoorPolicy]:
+    """Each door's access rule, from its config section."""
+    return {
+        door_id: DoorPolicy(
+            door_id, rule=door.access, multi_factor_seconds=door.multi_factor_seconds,
+            entry_reader=door.anti_passback.entry_reader if door.anti_passback else None,
+            exit_reader=door.anti_passback.exit_reader if door.anti_passback else None,
+        )
+        for door_id, door in config.doors.items()
+    }
+
+
+def build_pipeline(vision: VisionSection, portraits: str) -> Any:
+    """Config → face models, template gallery and pipeline (blocking: model loading)."""
+    from daemon.faces_cli import template_store
+    from vision.embed import default_match_threshold
+    from vision.liveness import LivenessGate
+    from vision.models import load_detector, load_embedder, load_liveness
+    from vision.pipeline import FacePipeline, PipelineSettings
+    from vision.quality import QualityThresholds
+
+    det, q = vision.detector, vision.quality
+    detector = load_detector(det.kind, det.path, input_size=det.input_size,
+                             score_threshold=det.score_threshold, roi=det.roi,
+                             threads=vision.threads)
+    embedder = load_embedder(vision.embedder.kind, vision.embedder.path, threads=vision.threads)
+    liveness = None
+    if vision.liveness is not None:
+        liveness = LivenessGate(load_liveness(vision.liveness.kind, vision.liveness.paths,
+                                              threads=vision.threads), vision.liveness.threshold)
+    threshold = vision.match_threshold or default_match_threshold(vision.embedder.kind)
+    gallery = template_store(vision).load_gallery(embedder.dim, threshold=threshold,
+                                                  margin=vision.match_margin)
+    log.info("vision: %d enrolled person(s), match threshold %.2f", len(gallery), threshold)
+    settings = PipelineSettings(
+        agree_frames=vision.agree_frames, portraits=portraits,
+        portrait_margin=vision.portrait_margin, portrait_size_px=vision.portrait_size,
+        quality=QualityThresholds(
+            min_face_px_recognise=q.min_face_px_recognise,
+            min_face_px_capture=q.min_face_px_capture,
+            min_sharpness_recognise=q.min_sharpness_recognise,
+            min_sharpness_capture=q.min_sharpness_capture,
+        ),
+    )
+    return FacePipeline(detector, embedder, gallery, liveness=liveness, settings=settings)
+
+
+def _file_stamp(path: Path) -> tuple[int, int] | None:
+    """(mtime, size) of a file, None when it does not exist: a cheap "has it changed"."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 def pin_factory_for(backend: str, board: SimulatedBoard | None) -> Factory:
-    """The gpiozero pin factory the config names (MockFactory pins in simulate mode)."""
+    """The gpiozero pin factory the config names (the simulated board's pins in simulate mode)."""
     if board is not None:
         return board.pin_factory
-    try:
-        if backend == "lgpio":
-            from gpiozero.pins.lgpio import LGPIOFactory
-
-            return LGPIOFactory()
-        from gpiozero.pins.rpigpio import RPiGPIOFactory
-
-        return RPiGPIOFactory()
-    except ImportError as exc:
-        raise RuntimeError(GPIO_BACKEND_HINTS[backend]) from exc
+    return pin_factory(backend)
 
 
 @dataclass
@@ -117,12 +176,19 @@ class Gate:
         self.board = SimulatedBoard() if config.hardware.simulate else None
         self.pins = pin_factory_for(config.hardware.gpio_backend, self.board)
         self.journal: Journal | None = None
+        self.access = AccessController(EMPTY_INDEX, door_policies(config))
+        self.store: Store | None = None
+        self._store_lock = asyncio.Lock()
         self.uplink: Uplink | None = None
         self.parts: dict[str, RunningPart] = {}
         self.readers: dict[str, ReaderView] = {}
+        self.cameras: dict[str, Any] = {}  # door → synthetic camera source (simulate mode)
+        self.camera_state = "absent"
+        self.doors: dict[str, DoorController] = {}
+        self._doors_built: dict[str, asyncio.Event] = {}
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
-        self._followers: set[asyncio.Queue[dict[str, Any]]] = set()
-        self._raw_watchers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.last_seq = 0
+        self.control = GateControl(self)
         self._group: asyncio.TaskGroup | None = None
         self._stopping = False
         self._reload_lock = asyncio.Lock()
@@ -135,10 +201,10 @@ class Gate:
         else:  # before the journal opens or after it closed: still visible, not uplinked
             log.warning("event %s not journalled (journal closed)", event.type)
             record = event.to_dict()
+        self.last_seq = int(record.get("seq", self.last_seq))
         self.bus.emit(event)
         self.recent.append(record)
-        for queue in list(self._followers):
-            _offer(queue, record)
+        self.control.event(record)
 
     def audit(self, action: str, *, actor: str, target: str | None = None,
               details: Mapping[str, Any] | None = None) -> None:
@@ -168,9 +234,18 @@ class Gate:
         for reader_id, reader in config.readers.items():
             parts[f"reader:{reader_id}"] = (
                 reader, functools.partial(self._run_reader, reader_id, reader))
+        if config.camera is not None and config.vision is not None and config.vision.enabled:
+            # The template file's stamp is part of the key: after `menjin enrol`, a SIGHUP
+            # (systemctl reload menjin) restarts the pipeline with the new gallery.
+            parts[f"camera:{config.camera.door}"] = (
+                (config.camera, config.vision, config.privacy.portraits,
+                 _file_stamp(config.vision.templates)),
+                functools.partial(self._run_vision, config.camera, config.vision,
+                                  config.privacy.portraits))
         if config.uplink is not None and config.uplink.enabled:
-            key = (config.uplink, config.privacy.portraits, config.privacy.legal_basis)
-            parts["uplink"] = (key, functools.partial(self._run_uplink, config))
+            parts["uplink"] = (
+                (config.uplink, config.privacy.portraits, config.privacy.legal_basis),
+                functools.partial(self._run_uplink, config))
         return parts
 
     async def apply(self, config: GateConfig) -> list[str]:
@@ -188,11 +263,82 @@ class Gate:
         return sorted(set(stale) | set(started))
 
     # ------------------------------------------------------------------ doors
-    async def _run_door(self, door_id: str, section: Any) -> None:
-        raise NotImplementedError
+    async def _run_door(self, door_id: str, s: DoorSection) -> None:
+        """Config → lock, inputs, feedback and the door's state machine; relay idle on exit."""
+        if self.board is not None:
+            for switch in (s.contact, s.exit_button, s.tamper):
+                if switch is not None:
+                    self.board.rest_position(switch)
+        controller = self._build_door(door_id, s)
+        self.doors[door_id] = controller
+        self._door_ready(door_id).set()
+        try:
+            await controller.run()
+        finally:
+            if self.doors.get(door_id) is controller:
+                del self.doors[door_id]
+
+    def _build_door(self, door_id: str, s: DoorSection) -> DoorController:
+        opened: list[Any] = []
+
+        def claim(device: Any) -> Any:
+            opened.append(device)
+            return device
+
+        try:  # the lock first: its pin goes idle as it is claimed
+            lock = claim(Lock(s.lock.pin, active_high=s.lock.active_high,
+                              fail_mode=s.lock.fail_mode.value, pin_factory=self.pins))
+            contact = exit_button = tamper = feedback = None
+            if s.contact is not None:
+                contact = claim(DoorContact(s.contact.pin, wiring=s.contact.wiring.value,
+                                            debounce_ms=s.contact.debounce_ms,
+                                            pin_factory=self.pins))
+            if s.exit_button is not None:
+                exit_button = claim(ExitButton(s.exit_button.pin,
+                                               wiring=s.exit_button.wiring.value,
+                                               debounce_ms=s.exit_button.debounce_ms,
+                                               pin_factory=self.pins))
+            if s.tamper is not None:
+                tamper = claim(TamperSwitch(s.tamper.pin, wiring=s.tamper.wiring.value,
+                                            debounce_ms=s.tamper.debounce_ms,
+                                            pin_factory=self.pins))
+            if s.leds.green is not None or s.leds.red is not None or s.buzzer is not None:
+                feedback = claim(Feedback(green=s.leds.green, red=s.leds.red, buzzer=s.buzzer,
+                                          pin_factory=self.pins))
+            return DoorController(
+                door_id, lock=lock, contact=contact, exit_button=exit_button, tamper=tamper,
+                feedback=feedback, unlock_seconds=s.unlock_seconds,
+                relock_on_close=s.relock_on_close, held_open_seconds=s.held_open_seconds,
+                held_reminder_seconds=s.held_reminder_seconds, egress=s.egress, emit=self.emit,
+                interlock=self._interlock(s.interlock_with),
+            )
+        except BaseException:
+            for device in reversed(opened):  # the lock last: idle until the very end
+                with contextlib.suppress(Exception):
+                    device.close()
+            raise
+
+    def _interlock(self, other: str | None) -> Callable[[], bool] | None:
+        """Sally port: refuse to unlock while the other door is open or unlocked."""
+        if other is None:
+            return None
+
+        def other_unsecured() -> bool:
+            door = self.doors.get(other)
+            return door is not None and not door.secured
+
+        return other_unsecured
+
+    def _door_ready(self, door_id: str) -> asyncio.Event:
+        return self._doors_built.setdefault(door_id, asyncio.Event())
 
     def relays_idle(self) -> None:
         """Every lock relay to its idle state, now (first thing on SIGTERM)."""
+        for controller in list(self.doors.values()):
+            try:
+                controller.close()
+            except Exception:  # one broken door must not keep the others unlocked
+                log.exception("door %s: could not return the relay to idle", controller.door_id)
 
     def doors_alive(self) -> bool:
         """True while every door part runs (the watchdog keep-alive condition)."""
@@ -252,7 +398,33 @@ class Gate:
                           formats=s.formats, **callbacks)
 
     def _on_card(self, reader_id: str, read: CardRead) -> None:
-        raise NotImplementedError
+        """A card at a reader: decide, record the decision, then move the door.
+
+        Hook point for the card-scanning lockout: it screens ``read`` before the decision and
+        counts the denials after it.
+        """
+        view = self.readers.get(reader_id)
+        if view is None:
+            return
+        self._raw(reader_id, "card", f"{read.credential} ({read.format}, {read.bits} bits)")
+        decision = self.access.decide_card(view.door, read.credential, datetime.now(UTC),
+                                           reader=reader_id)
+        self._decided(decision, reader=reader_id,
+                      credential_ref=self.access.card_ref(read.credential))
+
+    def _decided(self, decision: Decision, *, reader: str | None,
+                 credential_ref: str | None) -> None:
+        """Record an access decision, then grant or refuse at the door."""
+        for event in decision_events(decision, reader=reader, credential_ref=credential_ref):
+            self.emit(event)
+        door = self.doors.get(decision.door)
+        if door is None:
+            log.error("door %s: not running; %s decision not carried out", decision.door,
+                      decision.reason.value)
+        elif decision.granted:
+            door.grant(decision.credential_kind, decision.person)
+        else:
+            door.deny()
 
     def _reader_fault(self, reader_id: str, reason: str) -> None:
         view = self.readers.get(reader_id)
@@ -276,9 +448,74 @@ class Gate:
             self._raw(reader_id, "bits", f"{data} ({len(data)} bits)")
 
     def _raw(self, reader_id: str, kind: str, text: str) -> None:
-        item = {"reader": reader_id, "kind": kind, "text": text}
-        for queue in list(self._raw_watchers):
-            _offer(queue, item)
+        self.control.raw({"reader": reader_id, "kind": kind, "text": text})
+
+    # ------------------------------------------------------------------ camera and faces
+    async def _run_vision(self, cam: CameraSection, vision: VisionSection, portraits: str) -> None:
+        """Camera → face pipeline (one inference thread) → access decisions and captures.
+
+        The portrait policy goes to the pipeline itself: with ``off`` no face pixel outlives
+        its frame and no JPEG is ever encoded; ``local`` and ``upload`` hand the best portrait
+        of each passage to the journal with its ``capture`` event.
+        """
+        from drivers.camera import Camera, SyntheticSource, open_source
+        from vision.pipeline import PipelineWorker, loop_delivery
+
+        loop = asyncio.get_running_loop()
+        pipeline = await asyncio.to_thread(build_pipeline, vision, portraits)
+        size = (cam.width, cam.height)
+        synthetic = SyntheticSource(size) if self.board is not None else None
+        source = synthetic or open_source(cam.source, size=size, fps=cam.fps)
+        worker = PipelineWorker(pipeline, loop_delivery(loop, functools.partial(
+            self._on_observation, cam.door)), name=f"vision:{cam.door}")
+        camera = Camera(
+            source, fps=cam.fps, name=f"camera:{cam.door}",
+            on_frame=lambda frame: worker.submit(frame.image, frame.ts),
+            on_fault=functools.partial(_threadsafe, loop, self._camera_fault, cam.door),
+            on_restored=functools.partial(_threadsafe, loop, self._camera_restored, cam.door),
+        )
+        self.camera_state = "ok"
+        if synthetic is not None:
+            self.cameras[cam.door] = synthetic
+        worker.start()
+        camera.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.cameras.pop(cam.door, None)
+            self.camera_state = "absent"
+            camera.stop()
+            worker.stop()
+
+    def _on_observation(self, door_id: str, observation: Any) -> None:
+        from vision.pipeline import LIVENESS_FAILED, FaceRecognised, FaceRefused, TrackCapture
+
+        now = datetime.now(UTC)
+        if isinstance(observation, FaceRecognised):
+            decision = self.access.decide_face(door_id, observation.person, now)
+            self._decided(decision, reader=None, credential_ref=None)
+        elif isinstance(observation, FaceRefused):
+            if observation.reason == LIVENESS_FAILED and observation.person is not None:
+                decision = self.access.decide_face(door_id, observation.person, now, live=False)
+                self._decided(decision, reader=None, credential_ref=None)
+            else:
+                self.emit(Event("access.denied", door=door_id, credential_kind="face",
+                                person=observation.person, reason=observation.reason))
+        elif isinstance(observation, TrackCapture):
+            self.emit(Event("capture", door=door_id, person=observation.person,
+                            data={"recognised": observation.recognised,
+                                  "frames": observation.frames,
+                                  "portrait": observation.jpeg is not None}),
+                      portrait=observation.jpeg)
+
+    def _camera_fault(self, door_id: str, reason: str) -> None:
+        self.camera_state = "fault"
+        self.emit(Event("camera.fault", door=door_id, reason="unavailable",
+                        data={"detail": reason}))
+
+    def _camera_restored(self, door_id: str) -> None:
+        self.camera_state = "ok"
+        self.emit(Event("camera.restored", door=door_id))
 
     # ------------------------------------------------------------------ uplink
     async def _run_uplink(self, config: GateConfig) -> None:
@@ -311,7 +548,28 @@ class Gate:
         )
 
     def _command_handlers(self) -> dict[str, Any]:
-        return {"config": self._command_config}
+        return {"config": self._command_config, "open": self._command_open,
+                "sync": self._command_sync}
+
+    async def _command_sync(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Station credential sync: one transaction, then the new index swapped in."""
+        assert self.store is not None
+        async with self._store_lock:  # a SyncRefusedError becomes an ok=false result
+            result = await asyncio.to_thread(self.store.apply_sync, args)
+        await self.reload_residents()
+        return result.as_dict()
+
+    async def _command_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Signed remote open from the station (verified by the command processor)."""
+        door_id = str(args.get("door"))
+        controller = self.doors.get(door_id)
+        if controller is None:
+            raise ValueError(f"no running door {door_id!r}")
+        seconds = float(args["seconds"]) if "seconds" in args else None
+        refusal = controller.grant("remote", seconds=seconds)
+        self.audit("remote.open", actor="station", target=door_id,
+                   details={"seconds": seconds, "refused": refusal})
+        return {"door": door_id, "opened": refusal is None, "refusal": refusal}
 
     async def _command_config(self, args: dict[str, Any]) -> dict[str, Any]:
         """The running config for the station, without anything secret."""
@@ -320,7 +578,7 @@ class Gate:
     def _health(self) -> dict[str, Any]:
         return {"readers": {rid: ("ok" if v.status == "ok" else "fault")
                             for rid, v in self.readers.items()},
-                "camera": "absent"}
+                "camera": self.camera_state}
 
     # ------------------------------------------------------------------ life cycle
     async def run(self) -> int:
@@ -333,8 +591,14 @@ class Gate:
         loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
         code = EXIT_OK
         try:
+            store = self._open_store()
+        except (StoreError, KeyFileError, OSError) as exc:
+            log.error("cannot open the resident store: %s", exc)
+            return EX_CONFIG
+        try:
             journal = self._open_journal()
         except JournalError as exc:
+            store.close()
             log.error("cannot open the journal: %s", exc)
             return EX_CONFIG
         try:
@@ -354,6 +618,7 @@ class Gate:
             self.relays_idle()
             self.journal = None
             journal.close()
+            store.close()
             if self.board is not None:
                 self.board.close()
         log.info("gate %s stopped", self.config.gate.id)
@@ -363,17 +628,61 @@ class Gate:
         """The root task group: every part, then READY=1 and the watchdog."""
         async with asyncio.TaskGroup() as group:
             self._group = group
-            control = self.control_server()
+            control = self.control.server()
             listening = asyncio.Event()
             self._start_part("control", None, functools.partial(control.serve, listening.set))
+            self._start_part("residents", None, self._watch_store)
             await self.apply(self.config)
-            await asyncio.wait_for(listening.wait(), READY_TIMEOUT_SECONDS)
+            async with asyncio.timeout(READY_TIMEOUT_SECONDS):  # GPIO up: relays idle
+                await listening.wait()
+                for door_id in self.config.doors:
+                    await self._door_ready(door_id).wait()
             self.notifier.ready(self.summary())
             log.info("gate %s ready: %s", self.config.gate.id, self.summary())
             interval = watchdog_seconds()
             if interval is not None:
                 group.create_task(watchdog_loop(self.notifier, self.doors_alive,
                                                 interval * WATCHDOG_FRACTION), name="watchdog")
+
+    def _open_store(self) -> Store:
+        """The resident store and the first decision index (cards work before the broker)."""
+        c = self.config
+        key_file = c.access.card_hash_key_file
+        self.store = Store(c.access.db, card_key=read_key(key_file) if key_file else None,
+                           zone=ZoneInfo(c.gate.timezone))
+        self.access = AccessController(self.store.load_index(), door_policies(c),
+                                       card_key=self.store.card_ref)
+        log.info("resident store %s: version %d, %d person(s)", c.access.db,
+                 self.access.index.version, len(self.access.index.persons))
+        return self.store
+
+    async def _watch_store(self) -> None:
+        """Swap in a new index whenever the store changes (`menjin residents ...`, a sync).
+
+        SQLite's ``data_version`` of a connection of our own changes with every commit made
+        through any other connection, so polling it costs one pragma every few seconds.
+        """
+        assert self.store is not None
+        probe = sqlite3.connect(self.store.path, check_same_thread=False)
+        try:
+            seen = probe.execute("PRAGMA data_version").fetchone()[0]
+            while True:
+                await asyncio.sleep(STORE_POLL_SECONDS)
+                version = probe.execute("PRAGMA data_version").fetchone()[0]
+                if version != seen:
+                    seen = version
+                    await self.reload_residents()
+        finally:
+            probe.close()
+
+    async def reload_residents(self) -> None:
+        """Rebuild the decision index off the loop and swap it in (one assignment)."""
+        assert self.store is not None
+        async with self._store_lock:
+            index = await asyncio.to_thread(self.store.load_index)
+        self.access.replace(index)
+        log.info("residents reloaded: version %d, %d person(s)", index.version,
+                 len(index.persons))
 
     def _open_journal(self) -> Journal:
         c = self.config
@@ -434,143 +743,18 @@ class Gate:
             return False
         logsetup.configure(new.logging.level, new.logging.components)
         self.config = new
+        self.access.set_policies(door_policies(new))
         changed = await self.apply(new)
         log.info("config reloaded; restarted parts: %s", ", ".join(changed) or "none")
         self.emit(Event("config.reloaded", data={"changed": changed}))
         self.audit("config.reload", actor="signal:SIGHUP", details={"changed": changed})
         return True
 
-    # ------------------------------------------------------------------ control commands
-    def control_server(self) -> ControlServer:
-        server = ControlServer(self.config.control.socket, group=self.config.control.group)
-        server.command("status", self._cmd_status)
-        server.stream("events", self._cmd_events)
-        server.stream("readers.watch", self._cmd_readers_watch)
-        if self.board is not None:
-            server.command("sim.swipe", self._sim_swipe)
-            server.command("sim.press", self._sim_press)
-            server.command("sim.door", self._sim_door)
-            server.command("sim.tamper", self._sim_tamper)
-        return server
-
-    async def _cmd_status(self, req: Request) -> dict[str, Any]:
-        return self.status()
-
-    def status(self) -> dict[str, Any]:
-        c = self.config
-        out: dict[str, Any] = {
-            "v": 1, "gate": c.gate.id, "site": c.gate.site, "version": __version__,
-            "simulate": c.hardware.simulate, "uptime_s": int(time.monotonic() - self.started),
-            "portraits": c.privacy.portraits,
-            "doors": {},
-            "readers": {rid: {"type": v.type, "door": v.door, "status": v.status,
-                              "port": v.port, "fault": v.fault, "stats": dict(v.stats)}
-                        for rid, v in self.readers.items()},
-            "camera": "absent",
-            "uplink": self._uplink_status(),
-            "journal": {"backlog": self.journal.queue_depth() if self.journal else None},
-            "parts": {name: p.state.as_dict() for name, p in self.parts.items()},
-        }
-        if c.privacy.portraits == "upload":
-            out["legal_basis"] = c.privacy.legal_basis
-        return out
-
-    def _uplink_status(self) -> dict[str, Any]:
-        up = self.config.uplink
-        if up is None or not up.enabled:
-            return {"state": "disabled"}
-        state = self.uplink.state if self.uplink is not None else None
-        return {
-            "state": "connected" if state is not None and state.connected else "disconnected",
-            "broker": f"{up.host}:{up.port}",
-            "published": state.published if state else 0,
-            "last_error": state.last_error if state else None,
-        }
-
-    async def _cmd_events(self, req: Request) -> AsyncIterator[dict[str, Any]]:
-        count = int(req.args.get("count", 20))
-        follow = bool(req.args.get("follow", False))
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(FOLLOW_QUEUE_EVENTS)
-        if follow:
-            self._followers.add(queue)
-        try:
-            for record in list(self.recent)[-count:] if count > 0 else []:
-                yield record
-            while follow:
-                yield await queue.get()
-        finally:
-            self._followers.discard(queue)
-
-    async def _cmd_readers_watch(self, req: Request) -> AsyncIterator[dict[str, Any]]:
-        only = req.args.get("reader")
-        if only is not None and only not in self.config.readers:
-            raise ControlError(f"no reader {only!r} (readers: {', '.join(self.config.readers)})")
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(FOLLOW_QUEUE_EVENTS)
-        self._raw_watchers.add(queue)
-        try:
-            while True:
-                item = await queue.get()
-                if only is None or item["reader"] == only:
-                    yield item
-        finally:
-            self._raw_watchers.discard(queue)
-
-    def _door_arg(self, req: Request) -> str:
-        door = str(req.args.get("door"))
-        if door not in self.config.doors:
-            raise ControlError(f"no door {door!r} (doors: {', '.join(self.config.doors)})")
-        return door
-
-    # ------------------------------------------------------------------ simulated inputs
-    async def _sim_swipe(self, req: Request) -> dict[str, Any]:
-        assert self.board is not None
-        reader_id = str(req.args.get("reader"))
-        section = self.config.readers.get(reader_id)
-        if section is None:
-            raise ControlError(f"no reader {reader_id!r} (readers: "
-                               f"{', '.join(self.config.readers) or 'none'})")
-        try:
-            message = await self.board.swipe(reader_id, section, str(req.args.get("card", "")))
-        except SimInputError as exc:
-            raise ControlError(str(exc)) from exc
-        log.info("sim: card %s presented at %s", mask(str(req.args.get("card"))), reader_id)
-        return {"message": message}
-
-    def _door_input(self, req: Request, name: str) -> Any:
-        door_id = self._door_arg(req)
-        section = getattr(self.config.doors[door_id], name)
-        if section is None:
-            raise ControlError(f"door {door_id} has no {name.replace('_', ' ')} in the config")
-        return door_id, section
-
-    async def _sim_press(self, req: Request) -> dict[str, Any]:
-        assert self.board is not None
-        door_id, section = self._door_input(req, "exit_button")
-        await self.board.press(section)
-        return {"message": f"exit button of {door_id} pressed and released"}
-
-    async def _sim_door(self, req: Request) -> dict[str, Any]:
-        assert self.board is not None
-        door_id, section = self._door_input(req, "contact")
-        position = req.args.get("position")
-        if position not in ("open", "close"):
-            raise ControlError("position must be 'open' or 'close'")
-        self.board.set_input(section, position == "open")
-        return {"message": f"door {door_id} {'opened' if position == 'open' else 'closed'}"}
-
-    async def _sim_tamper(self, req: Request) -> dict[str, Any]:
-        assert self.board is not None
-        door_id, section = self._door_input(req, "tamper")
-        clear = bool(req.args.get("clear", False))
-        self.board.set_input(section, not clear)
-        return {"message": f"tamper switch of {door_id} {'closed' if clear else 'opened'}"}
-
-
-def _offer(queue: asyncio.Queue[dict[str, Any]], item: dict[str, Any]) -> None:
-    """Queue for a CLI follower; a slow one loses its oldest lines, never stalls the gate."""
-    if queue.full():
-        queue.get_nowait()
-    queue.put_nowait(item)
+def _threadsafe(loop: asyncio.AbstractEventLoop, callback: Callable[..., None],
+                *args: Any) -> None:
+    """Run ``callback(*args)`` on ``loop`` (from a driver's thread); dropped once it closed."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, *args)
 
 
 def redacted(config: GateConfig) -> dict[str, Any]:
@@ -607,5 +791,9 @@ def main(config_path: Path, *, notifier: Notifier | None = None) -> int:
     logsetup.configure(config.logging.level, config.logging.components)
     log.info("menjin %s starting with %s", __version__, config_path)
     log.info("effective config: %s", json.dumps(redacted(config), ensure_ascii=False))
-    gate = Gate(config_path, config, notifier or Notifier.from_env())
+    try:
+        gate = Gate(config_path, config, notifier or Notifier.from_env())
+    except GpioBackendError as exc:  # restarting cannot install a library: stop the loop
+        log.error("cannot start: %s", exc)
+        return EX_CONFIG
     return asyncio.run(gate.run())

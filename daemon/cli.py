@@ -8,6 +8,7 @@ from daemon import __version__
 from daemon.auditcli import audit_app
 from daemon.configcli import check_config, config_app
 from daemon.faces_cli import enrol, faces_app
+from daemon.residents_cli import residents_app
 from daemon.runcli import register as register_run_commands
 from station.cli import station_app
 
@@ -41,6 +42,7 @@ app.add_typer(audit_app, name="audit")
 register_run_commands(app)
 app.command("enrol")(enrol)
 app.add_typer(faces_app, name="faces")
+app.add_typer(residents_app, name="residents")
 app.add_typer(station_app, name="station")
 
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -34,14 +36,17 @@ from rich.table import Table
 from ruamel.yaml import YAML
 
 from daemon import control
-from daemon.runcli import format_event
 from daemon.demoseed import DemoPeople, seed
+from daemon.runcli import format_event
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIG = REPO / "config" / "example.yaml"
+MODELS_PLACEHOLDER = re.compile(r"\$\{MENJIN_MODELS(?::-[^}]*)?\}")
 MOSQUITTO_CANDIDATES = ("mosquitto", "/usr/sbin/mosquitto")
 START_TIMEOUT_SECONDS = 60.0
 STEP_TIMEOUT_SECONDS = 20.0
+#: Face models load and the pipeline agrees over several frames: slower on a busy machine.
+FACE_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 10.0
 #: Short door timings so a held-open door and its alarm show within seconds.
 DEMO_UNLOCK_SECONDS = 2
@@ -83,10 +88,13 @@ def _mosquitto() -> str | None:
     return None
 
 
-def derive_config(workdir: Path, *, broker_port: int | None, faces: bool) -> Path:
+def derive_config(workdir: Path, *, broker_port: int | None, models: Path | None) -> Path:
     """config/example.yaml with demo timings, a temporary state folder and the demo broker."""
     yaml = YAML(typ="rt")
-    data = yaml.load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+    text = EXAMPLE_CONFIG.read_text(encoding="utf-8")
+    if models is not None:
+        text = MODELS_PLACEHOLDER.sub(str(models).replace("\\", "/"), text)
+    data = yaml.load(text)
     data["state_dir"] = str(workdir / "state")
     for door in data["doors"].values():
         door["unlock_seconds"] = DEMO_UNLOCK_SECONDS
@@ -98,7 +106,7 @@ def derive_config(workdir: Path, *, broker_port: int | None, faces: bool) -> Pat
         data["uplink"]["host"] = "127.0.0.1"
         data["uplink"]["port"] = broker_port
         data["uplink"]["health_seconds"] = 30
-    if not faces:
+    if models is None:
         for key in ("camera", "vision"):
             data.pop(key, None)
     data["control"]["socket"] = str(workdir / "control.sock")
@@ -121,24 +129,26 @@ class EventLog:
             self.events.append(event)
             self.changed.notify_all()
 
-    def mark(self) -> int:
-        return len(self.events)
+    def after(self, seq: int, event_type: str, **fields: Any) -> dict[str, Any] | None:
+        """The first recorded event of ``event_type`` (with ``fields``) numbered after ``seq``."""
+        for event in self.events:
+            if event.get("seq", 0) > seq and event.get("type") == event_type and all(
+                event.get(k) == v for k, v in fields.items()
+            ):
+                return event
+        return None
 
-    async def expect(self, since: int, event_type: str, timeout: float = STEP_TIMEOUT_SECONDS,
+    async def expect(self, seq: int, event_type: str, *,
+                     within_seconds: float = STEP_TIMEOUT_SECONDS,
                      **fields: Any) -> dict[str, Any]:
-        """The first event of ``event_type`` (with ``fields``) recorded after ``since``."""
-
-        def found() -> dict[str, Any] | None:
-            for event in self.events[since:]:
-                if event.get("type") == event_type and all(
-                    event.get(k) == v for k, v in fields.items()
-                ):
-                    return event
-            return None
-
-        async with asyncio.timeout(timeout), self.changed:
-            await self.changed.wait_for(lambda: found() is not None)
-        event = found()
+        """Wait for :meth:`after`; TimeoutError names what did not happen."""
+        try:
+            async with asyncio.timeout(within_seconds), self.changed:
+                await self.changed.wait_for(lambda: self.after(seq, event_type, **fields))
+        except TimeoutError:
+            raise TimeoutError(
+                f"no {event_type} {fields or ''} within {within_seconds:g} s") from None
+        event = self.after(seq, event_type, **fields)
         assert event is not None
         return event
 
@@ -182,17 +192,24 @@ class Demo:
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         return port
 
-    async def _daemon(self, config: Path) -> subprocess.Popen[bytes]:
+    def _spawn_daemon(self, config: Path) -> subprocess.Popen[bytes]:
+        """`menjin run` as a child process, its log in the work folder."""
         env = dict(os.environ)
         if self.models is not None:
             env["MENJIN_MODELS"] = str(self.models)
         env.pop("NOTIFY_SOCKET", None)
-        logfile = (self.workdir / "daemon.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "from daemon.cli import main; main()", "run", "-c", str(config)],
-            stdout=logfile, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-        )
+        with (self.workdir / "daemon.log").open("wb") as logfile:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", "from daemon.cli import main; main()", "run", "-c",
+                 str(config)],
+                stdout=logfile, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+            )
         self._procs.append(proc)
+        return proc
+
+    async def _daemon(self, config: Path) -> subprocess.Popen[bytes]:
+        """Start the daemon and wait until its control socket answers."""
+        proc = self._spawn_daemon(config)
         deadline = asyncio.get_running_loop().time() + START_TIMEOUT_SECONDS
         while True:
             if proc.poll() is not None:
@@ -206,28 +223,59 @@ class Demo:
             await asyncio.sleep(0.2)
 
     async def _station(self, port: int) -> None:
-        """What the station receives, via mosquitto_sub (the demo itself speaks no MQTT)."""
+        """What the station receives, via mosquitto_sub (the demo itself speaks no MQTT).
+
+        Two subscribers: JSON topics (status, events, health) print their payload; portraits are
+        JPEG bytes, so only their size and content type are shown.
+        """
         sub = shutil.which("mosquitto_sub")
         if sub is None:
             return
-        proc = await asyncio.create_subprocess_exec(
-            sub, "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5", "-t", "menjin/#",
-            "-F", "%t\t%l\t%C", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        base = [sub, "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5"]
+        await asyncio.gather(
+            self._subscriber([*base, "-t", "menjin/+/status", "-t", "menjin/+/events",
+                              "-t", "menjin/+/health", "-F", "%t\t%p"], self._station_json),
+            self._subscriber([*base, "-t", "menjin/+/captures/+", "-F", "%t\t%l\t%C"],
+                             self._station_capture),
         )
+
+    async def _subscriber(self, argv: list[str], show: Callable[[list[str]], None]) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
         assert proc.stdout is not None
         try:
             while line := await proc.stdout.readline():
-                topic, length, content_type = (line.decode(errors="replace").rstrip("\n")
-                                               .split("\t") + ["", ""])[:3]
-                kind = topic.split("/")[2] if topic.count("/") >= 2 else topic
-                self.station[kind] += 1
-                if kind == "captures":
-                    self.console.print(f"  [magenta]station ← {topic} ({length} bytes "
-                                       f"{content_type})[/]")
+                show(line.decode(errors="replace").rstrip("\n").split("\t"))
         finally:
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
             await proc.wait()
+
+    def _station_json(self, fields: list[str]) -> None:
+        topic, payload = [*fields, ""][:2]
+        kind = topic.split("/")[-1]
+        self.station[kind] += 1
+        try:
+            msg = json.loads(payload)
+        except ValueError:
+            return
+        if kind == "status":
+            basis = f", legal basis: {msg['legal_basis'][:60]}..." if "legal_basis" in msg else ""
+            self.console.print(f"  [blue]station ← status {msg.get('state')} (portraits "
+                               f"{msg.get('portraits')}{basis})[/]", highlight=False)
+        elif kind == "health":
+            self.console.print(f"  [blue]station ← health: backlog {msg.get('queue_depth')}, "
+                               f"readers {msg.get('readers')}, camera {msg.get('camera')}[/]",
+                               highlight=False)
+        else:
+            self.console.print(f"  [dim blue]station ← event #{msg.get('seq')} "
+                               f"{msg.get('type')}[/]", highlight=False)
+
+    def _station_capture(self, fields: list[str]) -> None:
+        topic, length, content_type = [*fields, "", ""][:3]
+        self.station["captures"] += 1
+        self.console.print(f"  [magenta]station ← {topic} ({length} bytes {content_type})[/]",
+                           highlight=False)
 
     # ------------------------------------------------------------------ display
     def _print_event(self, event: dict[str, Any]) -> None:
@@ -258,12 +306,21 @@ class Demo:
     async def sim(self, cmd: str, **args: Any) -> None:
         await control.call(self.socket, cmd, args)
 
-    async def step(self, title: str, body: Callable[[], Awaitable[str]]) -> None:
+    async def settle(self) -> int:
+        """Wait until every door is shut and locked again; returns the last event's seq."""
+        async with asyncio.timeout(STEP_TIMEOUT_SECONDS):
+            while True:
+                status = await control.call(self.socket, "status")
+                if all(d.get("state") == "locked" for d in status["doors"].values()):
+                    return int(status["journal"]["last_seq"])
+                await asyncio.sleep(0.2)
+
+    async def step(self, title: str, body: Callable[[int], Awaitable[str]]) -> None:
         self.console.rule(f"[bold]{title}")
         try:
-            detail = await body()
+            detail = await body(await self.settle())
         except (TimeoutError, control.ControlError) as exc:
-            detail = f"expected event did not happen ({exc or 'timeout'})"
+            detail = f"expected event did not happen: {exc or 'timeout'}"
             self.results.append(StepResult(title, False, detail))
             self.console.print(f"  [red]✗ {detail}[/]")
             return
@@ -271,6 +328,7 @@ class Demo:
         self.console.print(f"  [green]✓ {detail}[/]")
 
     async def _pass_through(self, door: str) -> None:
+        """Someone walks through: the door opens, then shuts behind them."""
         await self.sim("sim.door", door=door, position="open")
         await asyncio.sleep(0.5)
         await self.sim("sim.door", door=door, position="close")
@@ -280,73 +338,70 @@ class Demo:
         assert people is not None
         log = self.log
 
-        async def resident_card() -> str:
-            mark = log.mark()
+        async def resident_card(mark: int) -> str:
             await self.sim("sim.swipe", reader="front-card", card=people.resident_card)
             granted = await log.expect(mark, "access.granted", door="front")
-            await log.expect(mark, "door.unlocked", door="front")
+            unlocked = await log.expect(granted["seq"], "door.unlocked", door="front")
             await self._pass_through("front")
-            await log.expect(mark, "door.closed", door="front")
+            await log.expect(unlocked["seq"], "door.closed", door="front")
             return f"resident {granted.get('person')} let in at the front gate"
 
-        async def unknown_card() -> str:
-            mark = log.mark()
+        async def unknown_card(mark: int) -> str:
             await self.sim("sim.swipe", reader="front-card", card=people.unknown_card)
             denied = await log.expect(mark, "access.denied", door="front")
             return f"unknown card refused (reason: {denied.get('reason')})"
 
-        async def expired_visitor() -> str:
-            mark = log.mark()
+        async def expired_visitor(mark: int) -> str:
             await self.sim("sim.swipe", reader="vehicle-card", card=people.visitor_card)
             denied = await log.expect(mark, "access.denied", door="vehicle")
             return f"visitor {denied.get('person')} refused (reason: {denied.get('reason')})"
 
-        async def face_entry() -> str:
+        async def face_entry(mark: int) -> str:
             assert people.face_photo is not None
-            mark = log.mark()
-            photo = base64_file(people.face_photo)
-            await self.sim("sim.face", door="front", photo=photo, name=people.face_photo.name,
-                           seconds=3.0)
+            await self.sim("sim.face", door="front", photo=base64_file(people.face_photo),
+                           name=people.face_photo.name, seconds=3.0)
             granted = await log.expect(mark, "access.granted", door="front",
-                                       credential_kind="face", timeout=40)
+                                       credential_kind="face", within_seconds=FACE_TIMEOUT_SECONDS)
+            unlocked = await log.expect(granted["seq"], "door.unlocked", door="front")
             await self._pass_through("front")
-            return f"{granted.get('person')} recognised by face, door opened"
+            await log.expect(unlocked["seq"], "door.closed", door="front")
+            capture = await log.expect(mark, "capture", door="front",
+                                       within_seconds=FACE_TIMEOUT_SECONDS)
+            portrait = "with" if capture.get("data", {}).get("portrait") else "without"
+            return (f"{granted.get('person')} recognised by face, door opened; capture "
+                    f"{portrait} portrait (privacy.portraits)")
 
-        async def exit_button() -> str:
-            mark = log.mark()
+        async def exit_button(mark: int) -> str:
             await self.sim("sim.press", door="front")
-            await log.expect(mark, "door.unlocked", door="front")
+            unlocked = await log.expect(mark, "door.unlocked", door="front")
             await self._pass_through("front")
-            await log.expect(mark, "door.closed", door="front")
-            forced = [e for e in log.events[mark:] if e.get("type") == "door.forced"]
-            if forced:
-                raise TimeoutError("an exit-button egress raised door.forced")
+            closed = await log.expect(unlocked["seq"], "door.closed", door="front")
+            if log.after(mark, "door.forced", door="front") is not None:
+                raise TimeoutError(f"an exit-button egress raised door.forced (#{closed['seq']})")
             return "exit button unlocked the door for egress, no alarm"
 
-        async def held_open() -> str:
-            mark = log.mark()
+        async def held_open(mark: int) -> str:
             await self.sim("sim.swipe", reader="front-card", card=people.resident_card)
-            await log.expect(mark, "door.unlocked", door="front")
+            unlocked = await log.expect(mark, "door.unlocked", door="front")
             await self.sim("sim.door", door="front", position="open")
-            await log.expect(mark, "door.held", door="front",
-                             timeout=DEMO_HELD_OPEN_SECONDS + STEP_TIMEOUT_SECONDS)
+            held = await log.expect(unlocked["seq"], "door.held", door="front",
+                                    within_seconds=DEMO_HELD_OPEN_SECONDS + STEP_TIMEOUT_SECONDS)
             await self.sim("sim.door", door="front", position="close")
-            await log.expect(mark, "door.held.cleared", door="front")
+            await log.expect(held["seq"], "door.held.cleared", door="front")
             return f"door.held after {DEMO_HELD_OPEN_SECONDS} s open, cleared when closed"
 
-        async def forced() -> str:
-            mark = log.mark()
+        async def forced(mark: int) -> str:
             await self.sim("sim.door", door="vehicle", position="open")
-            await log.expect(mark, "door.forced", door="vehicle")
+            alarm = await log.expect(mark, "door.forced", door="vehicle")
             await self.sim("sim.door", door="vehicle", position="close")
+            await log.expect(alarm["seq"], "door.closed", door="vehicle")
             return "vehicle gate opened while locked: door.forced alarm"
 
-        async def tamper() -> str:
-            mark = log.mark()
+        async def tamper(mark: int) -> str:
             await self.sim("sim.tamper", door="front")
-            await log.expect(mark, "tamper", door="front")
+            alarm = await log.expect(mark, "tamper", door="front")
             await self.sim("sim.tamper", door="front", clear=True)
-            await log.expect(mark, "tamper.cleared", door="front")
+            await log.expect(alarm["seq"], "tamper.cleared", door="front")
             return "reader housing opened: tamper alarm, then cleared"
 
         await self.step("1. A resident's valid card", resident_card)
@@ -386,7 +441,8 @@ class Demo:
             con.print("[yellow]face models or test photos not found: face-scan entry is skipped "
                       "(set MENJIN_MODELS / MENJIN_FACES)[/]")
         port = self._start_broker()
-        config = derive_config(self.workdir, broker_port=port, faces=face_ok)
+        config = derive_config(self.workdir, broker_port=port,
+                               models=self.models if face_ok else None)
         self.people = await asyncio.to_thread(seed, config, self.faces if face_ok else None)
         proc = await self._daemon(config)
         try:
@@ -402,17 +458,31 @@ class Demo:
                     if self.forever:
                         con.print(f"[bold]--forever[/]: the gate keeps running; drive it with "
                                   f"`menjin sim ... --socket {self.socket}`; Ctrl-C ends")
-                        await asyncio.Event().wait()
+                        await self._interrupted()
                 for task in watchers:
                     task.cancel()
         finally:
             self._stop(proc)
+        con.print()
         con.print(self.summary())
         failed = [r for r in self.results if not r.ok]
         if proc.returncode != 0:
             con.print(f"[red]the daemon exited with status {proc.returncode}[/]")
             return 1
         return 1 if failed else 0
+
+    @staticmethod
+    async def _interrupted() -> None:
+        """Wait for Ctrl-C (or SIGTERM); the summary and the clean-up still run after it."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
 
     def _stop(self, proc: subprocess.Popen[bytes]) -> None:
         if proc.poll() is None:

@@ -2,9 +2,11 @@
 
 Enrolment turns photos into templates and stores only the templates, encrypted, in the gate's
 template store (``vision.templates`` with the key in ``vision.template_key_file``).  It refuses a
-person without a recorded face consent (PIPL art. 29), photos without exactly one good face, and
-photos that already match another enrolled person (two ids for one face would break the margin
-rule and open each other's doors).  Every enrolment is written to the audit log.
+person who is not in the resident store or has no recorded face consent there (a guardian's too
+under 14; PIPL arts. 29 and 31), photos without exactly one good face, and photos that already
+match another enrolled person (two ids for one face would break the margin rule and open each
+other's doors); it warns when the person has no card or PIN.  Every enrolment is written to the
+audit log.
 
 ``faces compare`` prints the similarity of two photos and whether it is a match under the
 configured threshold; installers use it to check a threshold, tests use it too.
@@ -15,15 +17,15 @@ from __future__ import annotations
 import getpass
 import json
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
+from zoneinfo import ZoneInfo
 
 import typer
 
 from daemon.audit import AuditLog
-from daemon.config import ID_PATTERN, GateConfig, VisionSection
+from daemon.config import GateConfig, VisionSection
 from daemon.configfile import EX_CONFIG, ConfigError, load_config
 from daemon.keys import KeyFileError, load_or_create_key, read_key
 
@@ -131,17 +133,41 @@ def template_store(vision: VisionSection) -> TemplateStore:
     return TemplateStore(vision.templates, key, model=vision.embedder.kind)
 
 
-def consent_problem(cfg: GateConfig, person: str) -> str | None:
-    """Why ``person`` may not be enrolled for face entry, or None when their consent is recorded.
+@dataclass(frozen=True)
+class ConsentCheck:
+    """``problem`` refuses the enrolment; ``warning`` is told to the installer."""
 
-    The resident store (issue 5) holds the consent records; until it is wired here, no consent
-    can be verified and every enrolment from the command line is refused.
-    """
-    del cfg
-    return (
-        f"face consent of {person} cannot be verified: the resident store is not available "
-        "(enrol after recording the person's separate face consent in the resident store)"
-    )
+    problem: str | None = None
+    warning: str | None = None
+
+
+def check_consent(cfg: GateConfig, person: str) -> ConsentCheck:
+    """Whether ``person``'s separate face consent (and a guardian's, under 14) is recorded in the
+    resident store (PIPL arts. 29 and 31), and whether they also hold a card or PIN."""
+    from daemon.store import Store, StoreError
+
+    db = cfg.access.db
+    if not db.exists():
+        return ConsentCheck(f"resident store {db} not found: add {person} with their face "
+                            "consent first")
+    try:
+        card_key_file = cfg.access.card_hash_key_file
+        card_key = read_key(card_key_file) if card_key_file is not None else None
+        with Store(db, card_key=card_key, zone=ZoneInfo(cfg.gate.timezone)) as store:
+            record = store.person(person)
+    except (StoreError, KeyFileError, OSError) as exc:
+        return ConsentCheck(f"cannot read the resident store: {exc}")
+    if record is None:
+        return ConsentCheck(f"{person} is not in the resident store: add the person first")
+    if not record.face_consent:
+        return ConsentCheck(f"no face consent recorded for {person} (a separate consent is "
+                            "required)")
+    if not record.may_use_face:
+        return ConsentCheck(f"{person} is under 14: a guardian's face consent is required too")
+    if not record.cards and record.pin_hash is None:
+        return ConsentCheck(warning=f"{person} has no card or PIN: face entry must never be "
+                                    "the only way in; add a card")
+    return ConsentCheck()
 
 
 class EnrolRefusedError(Exception):
@@ -232,15 +258,13 @@ def enrol(
     """
     from vision.gallery import TemplateStoreError
 
-    if not re.fullmatch(ID_PATTERN, person):
-        typer.echo(f"refused: invalid person id {person!r} (lower-case letters, digits, - and _)",
-                   err=True)
-        raise typer.Exit(EX_REFUSED)
     cfg, vision = vision_config(config)
-    problem = consent_problem(cfg, person)
-    if problem is not None:
-        typer.echo(f"refused: {problem}", err=True)
+    consent = check_consent(cfg, person)
+    if consent.problem is not None:
+        typer.echo(f"refused: {consent.problem}", err=True)
         raise typer.Exit(EX_REFUSED)
+    if consent.warning is not None:
+        typer.echo(f"warning: {consent.warning}", err=True)
     models = face_models(vision)
     try:
         outcome = enrol_person(cfg, models, template_store(vision), person, photos)

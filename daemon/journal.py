@@ -544,7 +544,8 @@ class Journal:
     # ------------------------------------------------------------------ erasure and commands
 
     def pseudonymise_person(self, person: str, pseudonym: str) -> int:
-        """Replace ``person`` by ``pseudonym`` in every stored event and delete their portraits.
+        """Replace ``person`` by ``pseudonym`` in every stored event, drop those events' card
+        references, and delete their portraits.
 
         Returns the number of events changed.  Used for an erasure request (``forget``).
         """
@@ -556,14 +557,16 @@ class Journal:
             self._delete_portraits(portrait_ids)
         self._set_synchronous("FULL")
         with self._transaction():
+            # the card reference would lead back to the person: it goes with the id
             cursor = self._db.execute(
-                "UPDATE events SET person = ?1, body = json_set(body, '$.person', ?1) "
-                "WHERE person = ?2", (pseudonym, person))
+                "UPDATE events SET person = ?1, body = json_remove(json_set(body, '$.person', ?1), "
+                "'$.credential_ref') WHERE person = ?2", (pseudonym, person))
             changed = cursor.rowcount
         for row in self._tail:  # events that could not be written yet
             if row.person == person:
                 body = json.loads(row.body)
                 body["person"] = pseudonym
+                body.pop("credential_ref", None)
                 row.person, row.body = pseudonym, json.dumps(body, separators=(",", ":"))
                 changed += 1
         return changed

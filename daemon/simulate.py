@@ -116,6 +116,15 @@ class SimulatedBoard:
         else:
             pin.drive_low()
 
+    def rest_position(self, section: InputSection) -> None:
+        """Before a door's first start: its switch at rest (door shut, button up, housing shut).
+
+        A later start (a reload) keeps whatever position the switch was left in.
+        """
+        pin = self.pin(section.pin)
+        if not isinstance(pin, SwitchPin) or pin.held is None:
+            self.set_input(section, False)
+
     async def press(self, section: InputSection) -> None:
         """Press and release a button, like a finger would."""
         self.set_input(section, True)

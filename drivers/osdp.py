@@ -212,14 +212,10 @@ class OsdpReader:
         data = bytes(event.get("data", b""))
         if kind == _EVENT_CARD_READ:
             length = int(event.get("length", len(data) * 8))
-            if self._on_raw is not None:
-                self._on_raw(f"card {length} bits {data.hex()}")
             self._card(data, length, arrived_ns)
-        elif kind == _EVENT_KEYPRESS:
+        elif kind == _EVENT_KEYPRESS:  # a PIN: counted, handed on, never shown on the raw tap
             keys = "".join(_KEYPAD.get(b, chr(b) if 0x30 <= b <= 0x39 else "?") for b in data)
             self._sink.count("keypresses", len(keys))
-            if self._on_raw is not None:
-                self._on_raw(f"keypad {len(keys)} keys")
             if self._on_keypad is not None:
                 self._on_keypad(keys)
         else:
@@ -230,8 +226,11 @@ class OsdpReader:
             self._sink.malformed("bad_length", f"{length} bits in {len(data)} bytes")
             return
         value = int.from_bytes(data, "big") >> (len(data) * 8 - length)
+        frame = f"{value:0{length}b}"
+        if self._on_raw is not None:
+            self._on_raw(frame)  # the same bit string a wired Wiegand reader shows
         try:
-            card = decode(f"{value:0{length}b}", self.formats)
+            card = decode(frame, self.formats)
         except WiegandError as exc:
             self._sink.malformed(exc.counter, str(exc))
             return

@@ -101,18 +101,16 @@ def check_formats(formats: Iterable[str]) -> list[str]:
 def decode(bits: str | Sequence[int], formats: Iterable[str] = ("h10301",)) -> WiegandCard:
     """Decode one frame with the first of ``formats`` whose length and parity match.
 
-    Raises :class:`WiegandError` (``bad_length`` when no format has this many bits,
-    ``bad_parity`` when one does but its parity fails).
+    ``raw`` takes only lengths that no other listed format claims: a 26-bit frame with bad parity
+    is rejected, never passed off as a raw number.  Raises :class:`WiegandError` (``bad_length``
+    when no format has this many bits, ``bad_parity`` when one does but its parity fails).
     """
     frame = _bits_of(bits)
     names = check_formats(formats)
     parity_failed: list[str] = []
     for name in names:
-        if name == RAW:
-            value = int("".join(map(str, frame)), 2) if frame else 0
-            return WiegandCard(RAW, value, len(frame), None, value)
-        fmt = FORMATS[name]
-        if len(frame) != fmt.length:
+        fmt = FORMATS.get(name)
+        if fmt is None or len(frame) != fmt.length:
             continue
         if sum(frame[: fmt.even_end]) % 2 != 0 or sum(frame[fmt.odd_start:]) % 2 != 1:
             parity_failed.append(name)
@@ -124,6 +122,9 @@ def decode(bits: str | Sequence[int], formats: Iterable[str] = ("h10301",)) -> W
         return WiegandCard(name, value, len(data), facility, number)
     if parity_failed:
         raise WiegandError("bad_parity", f"{len(frame)} bits, parity wrong for {parity_failed[0]}")
+    if RAW in names and frame:
+        value = int("".join(map(str, frame)), 2)
+        return WiegandCard(RAW, value, len(frame), None, value)
     raise WiegandError("bad_length", f"{len(frame)} bits fit none of {', '.join(names)}")
 
 
@@ -186,6 +187,8 @@ class WiegandReader:
 
     # ---------------------------------------------------------------- edges (loop thread)
     def _edge(self, bit: int, edge_ns: int) -> None:
+        if self._loop is None:  # an edge queued just before the reader stopped
+            return
         if self._bits and edge_ns - self._last_edge_ns > self.frame_gap_ns:
             self._finish()
         self._bits.append(bit)
@@ -260,6 +263,7 @@ class WiegandReader:
                     held_since = None
                     self._check_lines(lines)
         finally:
+            self._loop = None
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None

@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,12 +23,12 @@ from station.commands import (
     enrol_args,
     keygen,
     open_args,
-    read_residents,
     send_command,
     signing_key,
     sync,
 )
 from station.config import EX_CONFIG, ConfigError, StationConfig, load_station_config
+from station.residents import ResidentsError, load_residents
 
 if TYPE_CHECKING:
     from station.store import Store
@@ -133,7 +133,7 @@ def keygen_command(
     typer.echo(f"private key: {out} (keep it secret)\npublic key:  {public} (copy to the gates)")
 
 
-Sender = Callable[[StationConfig, Ed25519PrivateKey, "Store"], Awaitable[dict[str, Any]]]
+Sender = Callable[[StationConfig, Ed25519PrivateKey, "Store"], Coroutine[Any, Any, dict[str, Any]]]
 
 
 def _send(config_path: Path, sender: Sender) -> None:
@@ -178,22 +178,26 @@ def open_command(
 @station_app.command("sync")
 def sync_command(
     gate: GateId,
-    residents: Annotated[Path, typer.Argument(help="CSV with a header and a 'person' column.")],
+    residents: Annotated[Path, typer.Argument(
+        help="Residents: a CSV (columns id, name, groups, cards, ...; lists separated by ';') "
+        "or one YAML/JSON file with persons, groups, holidays and revoked.")],
+    groups: Annotated[Path | None, typer.Option(
+        "--groups", help="YAML/JSON with groups (and holidays, revoked) for a CSV.")] = None,
     snapshot: Annotated[bool, typer.Option(help="Send the full list, not a delta.")] = False,
     config_path: ConfigPath = Path("station.yaml"),
 ) -> None:
     """Send the resident list to a gate: a delta since its last sync, else a snapshot.
 
-    Example: menjin station sync xingfuli-north residents.csv -c station.yaml
+    Example: menjin station sync xingfuli-north residents.csv --groups groups.yaml -c station.yaml
     """
     try:
-        persons = read_residents(residents)
-    except CommandError as exc:
+        resident_list = load_residents(residents, groups)
+    except ResidentsError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(EXIT_REFUSED) from None
 
     async def sender(config: StationConfig, key: Ed25519PrivateKey, store: Store) -> dict[str, Any]:
-        return await sync(config, gate, persons, key=key, store=store, snapshot=snapshot)
+        return await sync(config, gate, resident_list, key=key, store=store, snapshot=snapshot)
 
     _send(config_path, sender)
 

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import csv
 import json
 import logging
 import os
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from station.config import StationConfig
 from station.mqtt import make_client
 from station.protocol import command_topic, load_private_key, new_command, result_topic
+from station.residents import ResidentList, sync_args
 
 if TYPE_CHECKING:
     from station.store import Store
@@ -38,7 +37,6 @@ PRIVATE_KEY_MODE = 0o600
 GATE_MAX_ENVELOPE_BYTES = 1024 * 1024
 ENVELOPE_OVERHEAD_BYTES = 1024
 JPEG_MAGIC = b"\xff\xd8"
-PERSON_COLUMN = "person"
 
 
 class CommandError(Exception):
@@ -89,63 +87,6 @@ def signing_key(path: Path) -> Ed25519PrivateKey:
 
 def open_args(door: str, seconds: float) -> dict[str, Any]:
     return {"door": door, "seconds": seconds}
-
-
-def read_residents(path: Path) -> dict[str, dict[str, str]]:
-    """Persons by id from a CSV with a header and a ``person`` column; empty cells are left out.
-
-    Raises :class:`CommandError` naming the line of every bad row; nothing is sent unless the
-    whole file is valid (a half list would revoke everyone missing from it).
-    """
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            if reader.fieldnames is None or PERSON_COLUMN not in reader.fieldnames:
-                raise CommandError(f"{path}:1: the header needs a {PERSON_COLUMN!r} column")
-            persons: dict[str, dict[str, str]] = {}
-            problems: list[str] = []
-            for row in reader:
-                line = reader.line_num
-                if None in row:
-                    problems.append(f"{path}:{line}: more cells than header columns")
-                    continue
-                person = (row.get(PERSON_COLUMN) or "").strip()
-                if not person:
-                    problems.append(f"{path}:{line}: empty {PERSON_COLUMN!r}")
-                elif person in persons:
-                    problems.append(f"{path}:{line}: person {person!r} appears twice")
-                else:
-                    persons[person] = {k: v.strip() for k, v in row.items() if v and v.strip()}
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise CommandError(f"{path}: cannot read: {exc}") from None
-    if problems:
-        raise CommandError("\n".join(problems))
-    return persons
-
-
-def sync_args(
-    persons: Mapping[str, dict[str, str]],
-    previous: tuple[int, Mapping[str, Any]] | None,
-    *,
-    snapshot: bool = False,
-    clock_s: Callable[[], float] = time.time,
-) -> dict[str, Any]:
-    """A snapshot, or a delta against the list the gate last acknowledged.
-
-    Versions grow with the clock as well as by one, so a station whose database was restored from
-    an old backup still sends a version newer than the gate's.
-    """
-    base = previous[0] if previous is not None else 0
-    version = max(base + 1, int(clock_s()))
-    if previous is None or snapshot:
-        return {"mode": "snapshot", "version": version,
-                "persons": [persons[p] for p in sorted(persons)]}
-    known = previous[1]
-    return {
-        "mode": "delta", "base_version": base, "version": version,
-        "upsert": [persons[p] for p in sorted(persons) if known.get(p) != persons[p]],
-        "delete": sorted(set(known) - set(persons)),
-    }
 
 
 def enrol_args(person: str, photos: list[Path]) -> dict[str, Any]:
@@ -222,27 +163,29 @@ async def _answer(client: aiomqtt.Client, command_id: str) -> dict[str, Any]:
 async def sync(
     config: StationConfig,
     gate: str,
-    persons: Mapping[str, dict[str, str]],
+    residents: ResidentList,
     *,
     key: Ed25519PrivateKey,
     store: Store,
     snapshot: bool = False,
     client_factory: Callable[[], aiomqtt.Client] | None = None,
 ) -> dict[str, Any]:
-    """Send the resident list; a refused delta is retried once as a snapshot.
+    """Send the resident list; a refused delta (e.g. ``snapshot_required``) is sent again as
+    a snapshot.
 
     The list the gate acknowledged is remembered per gate, so the next sync is a delta.
     """
-    previous = await asyncio.to_thread(store.sync_state, gate)
-    args = sync_args(persons, previous, snapshot=snapshot)
+    state = await asyncio.to_thread(store.sync_state, gate)
+    previous = (state[0], ResidentList.from_json(state[1])) if state is not None else None
+    args = sync_args(residents, previous, snapshot=snapshot)
     result = await send_command(config, gate, "sync", args, key=key, store=store,
                                 client_factory=client_factory)
     if not result.get("ok") and args["mode"] == "delta":
         log.warning("gate %s refused the delta (%s); sending a snapshot",
                     gate, result.get("reason"))
-        args = sync_args(persons, previous, snapshot=True)
+        args = sync_args(residents, previous, snapshot=True)
         result = await send_command(config, gate, "sync", args, key=key, store=store,
                                     client_factory=client_factory)
     if result.get("ok"):
-        await asyncio.to_thread(store.set_sync_state, gate, args["version"], dict(persons))
+        await asyncio.to_thread(store.set_sync_state, gate, args["version"], residents.to_json())
     return result

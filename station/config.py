@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import MarkedYAMLError
@@ -22,10 +30,12 @@ from ruamel.yaml.error import MarkedYAMLError
 EX_CONFIG = 78  # sysexits.h; systemd's RestartPreventExitStatus stops a restart loop on it
 #: The 2025 Measures require filing once face information of this many persons is stored.
 FACE_FILING_THRESHOLD_PERSONS = 100_000
+SECTIONS = ("mqtt", "database", "web")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # validate_default: default paths are resolved against the config's folder too
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
@@ -113,8 +123,8 @@ class WebConfig(_Strict):
 
 class StationConfig(_Strict):
     version: Literal[1] = Field(description="Config schema version.")
-    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="The gates' broker.")
-    database: DatabaseConfig = Field(default_factory=DatabaseConfig, description="Event store.")
+    mqtt: MqttConfig = Field(description="The gates' broker.")
+    database: DatabaseConfig = Field(description="Event store.")
     portraits_dir: Path = Field(Path("portraits"), description="Folder for received portraits.")
     signing_key: Path = Field(
         Path("station_key.pem"), description="Ed25519 private key (PEM) that signs commands.",
@@ -130,9 +140,17 @@ class StationConfig(_Strict):
         description="Warn when this many persons are enrolled for face entry across all gates "
         f"(filing is required at {FACE_FILING_THRESHOLD_PERSONS}).",
     )
-    web: WebConfig = Field(default_factory=WebConfig, description="Read-only web page.")
+    web: WebConfig = Field(description="Read-only web page.")
 
     _paths = field_validator("portraits_dir", "signing_key")(_resolve)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _absent_sections(cls, data: Any) -> Any:
+        """An absent section is an empty one, so its paths are resolved like a written one."""
+        if isinstance(data, dict):
+            data = {**{name: {} for name in SECTIONS}, **data}
+        return data
 
 
 class ConfigError(Exception):

@@ -35,7 +35,7 @@ def _text(obj: Mapping[str, Any], key: str, *, required: bool) -> str | None:
         if required:
             raise MessageError(f"{key!r} is missing")
         return None
-    if not isinstance(value, str) or len(value) > MAX_TEXT_CHARS:
+    if not isinstance(value, str) or len(value) > MAX_TEXT_CHARS or "\x00" in value:
         raise MessageError(f"{key!r} must be a string of at most {MAX_TEXT_CHARS} characters")
     return value
 

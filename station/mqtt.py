@@ -10,6 +10,7 @@ import os
 import secrets
 import socket
 import ssl
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,17 @@ class StationClient(aiomqtt.Client):
         self._loop.call_soon_threadsafe(self._loop.add_reader, sock.fileno(), read_available)
         self._loop.call_soon_threadsafe(start_misc_loop)
 
+    async def batches(self) -> AsyncIterator[list[aiomqtt.Message]]:
+        """Messages as they arrive, grouped: everything queued at once is one list.
+
+        aiomqtt's iterator creates a task per message; under load a batch costs one.
+        """
+        async for first in self.messages:
+            batch = [first]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            yield batch
+
 
 def _password(path: Path | None) -> str | None:
     return path.read_text(encoding="utf-8").strip() if path is not None else None
@@ -81,11 +93,11 @@ def client_id(config: MqttConfig, role: str) -> str:
     return f"menjin-station-{role}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-def make_client(config: MqttConfig, role: str, *, persistent: bool = False) -> aiomqtt.Client:
+def make_client(config: MqttConfig, role: str, *, persistent: bool = False) -> StationClient:
     """A client for ``config``; ``persistent`` keeps the session (and its queued messages)."""
     properties = None
     if persistent:
-        properties = Properties(PacketTypes.CONNECT)
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
     return StationClient(
         config.host,
@@ -96,5 +108,6 @@ def make_client(config: MqttConfig, role: str, *, persistent: bool = False) -> a
         password=_password(config.password_file),
         tls_context=tls_context(config),
         keepalive=config.keepalive_seconds,
+        clean_start=not persistent,
         properties=properties,
     )

@@ -20,9 +20,16 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import aiomqtt
+from sqlalchemy.exc import (
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
 
 from station.config import FACE_FILING_THRESHOLD_PERSONS, StationConfig
 from station.messages import (
@@ -34,7 +41,7 @@ from station.messages import (
     parse_object,
     topic_gate,
 )
-from station.mqtt import make_client
+from station.mqtt import StationClient, make_client
 from station.store import Range, Store, now_ms
 
 log = logging.getLogger(__name__)
@@ -46,6 +53,8 @@ DEFAULT_GAP_CHECK_SECONDS = 5.0
 DEFAULT_SETTLE_MS = 2_000
 INITIAL_BACKOFF_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 30.0
+DB_RETRY_SECONDS = 2.0
+T = TypeVar("T")
 
 
 def subscriptions(prefix: str, group: str) -> list[str]:
@@ -100,7 +109,7 @@ class Receiver:
         *,
         gap_check_seconds: float = DEFAULT_GAP_CHECK_SECONDS,
         settle_ms: int = DEFAULT_SETTLE_MS,
-        client_factory: Callable[[], aiomqtt.Client] | None = None,
+        client_factory: Callable[[], StationClient] | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -115,6 +124,7 @@ class Receiver:
         )
         self._events: asyncio.Queue[_Pending] = asyncio.Queue()
         self._last_event_ms: dict[str, int] = {}
+        self._db_down = False
         self._checked_before_ms = 0
         self._face_warned = False
 
@@ -138,8 +148,9 @@ class Receiver:
                              "back on" if unavailable else "connected to", broker)
                     unavailable, backoff = False, INITIAL_BACKOFF_SECONDS
                     self.subscribed.set()
-                    async for message in client.messages:
-                        await self._dispatch(client, message)
+                    async for batch in client.batches():
+                        for message in batch:
+                            await self._dispatch(client, message)
             except aiomqtt.MqttError as exc:
                 self.subscribed.clear()
                 if not unavailable:
@@ -148,6 +159,38 @@ class Receiver:
                 unavailable = True
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    async def _db(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a store call in a thread, waiting out an unreachable database.
+
+        Nothing is acknowledged meanwhile, so the broker keeps what the gates send.
+        """
+        while True:
+            try:
+                result = await asyncio.to_thread(call, *args, **kwargs)
+            except (OperationalError, InterfaceError) as exc:
+                if not self._db_down:
+                    log.warning("station: database unavailable (%s); retrying every %s s",
+                                exc.orig or exc, DB_RETRY_SECONDS)
+                    self._db_down = True
+                await asyncio.sleep(DB_RETRY_SECONDS)
+                continue
+            if self._db_down:
+                log.info("station: database back")
+                self._db_down = False
+            return result
+
+    def _insert_batch(self, rows: list[EventRow]) -> list[EventRow]:
+        """Insert a batch; a row the database refuses is dropped alone, not with its batch."""
+        try:
+            return self.store.add_events(rows)
+        except (IntegrityError, DataError):
+            if len(rows) == 1:
+                log.warning("station: gate %s event %s refused by the database; dropped",
+                            rows[0].gate, rows[0].id)
+                self.stats.rejected += 1
+                return []
+        return [new for row in rows for new in self._insert_batch([row])]
 
     @staticmethod
     def _ack(pending: _Pending) -> None:
@@ -171,7 +214,7 @@ class Receiver:
             elif kind == "status":
                 await self._status(gate, parse_object(payload, gate))
             elif kind == "health":
-                await asyncio.to_thread(self.store.set_health, gate, parse_object(payload, gate))
+                await self._db(self.store.set_health, gate, parse_object(payload, gate))
             elif kind.startswith("cmd/") and kind.endswith("/result"):
                 await self._result(gate, parse_object(payload, gate))
             else:
@@ -195,13 +238,13 @@ class Receiver:
             ts_ms = int(props.get("ts_ms", now_ms()))
         except ValueError:
             raise MessageError(f"capture ts_ms {props.get('ts_ms')!r} is not a number") from None
-        if await asyncio.to_thread(
+        if await self._db(
             self.store.add_portrait, event_id=event_id, gate=gate, ts_ms=ts_ms, jpeg=jpeg
         ):
             self.stats.portraits += 1
 
     async def _status(self, gate: str, status: dict[str, Any]) -> None:
-        previous = await asyncio.to_thread(self.store.set_status, gate, status)
+        previous = await self._db(self.store.set_status, gate, status)
         state = status.get("state")
         if state == previous:
             return
@@ -213,12 +256,12 @@ class Receiver:
                      status.get("portraits", "off"), f", legal basis: {basis}" if basis else "")
 
     async def _result(self, gate: str, result: dict[str, Any]) -> None:
-        await asyncio.to_thread(self.store.record_result, gate, result)
+        await self._db(self.store.record_result, gate, result)
         if result.get("ok") is True and result.get("name") == "enrol":
             await self._check_face_persons()
 
     async def _check_face_persons(self) -> None:
-        count = await asyncio.to_thread(self.store.face_person_count)
+        count = await self._db(self.store.face_person_count)
         warn_at = self.config.face_persons_warn_at
         if count >= warn_at and not self._face_warned:
             log.warning(
@@ -234,7 +277,7 @@ class Receiver:
             while len(batch) < self.batch_size and not self._events.empty():
                 batch.append(self._events.get_nowait())
             rows = [p.row for p in batch if p.row is not None]
-            new = await asyncio.to_thread(self.store.add_events, rows)
+            new = await self._db(self._insert_batch, rows)
             for pending in batch:
                 self._ack(pending)
             self.stats.stored += len(new)
@@ -251,7 +294,7 @@ class Receiver:
         if not isinstance(person, str):
             log.warning("gate %s: person.forgotten event %s names no person", row.gate, row.id)
             return
-        count = await asyncio.to_thread(
+        count = await self._db(
             self.store.forget_person, row.gate, person,
             pseudonym if isinstance(pseudonym, str) else None,
         )
@@ -269,7 +312,12 @@ class Receiver:
         gates |= set(self.stats.open_gaps)
         self._checked_before_ms = settled
         for gate in sorted(gates):
-            after = await asyncio.to_thread(self.store.gaps, gate, settled_before_ms=settled)
+            try:
+                after = await asyncio.to_thread(self.store.gaps, gate, settled_before_ms=settled)
+            except SQLAlchemyError as exc:  # only a report: the next round tries again
+                log.debug("station: gap check of gate %s failed: %s", gate, exc)
+                self._last_event_ms[gate] = now_ms()
+                continue
             new, filled = gap_changes(self.stats.open_gaps.get(gate, []), after)
             for low, high in new:
                 log.warning("gate %s: missing seq %s-%s (%s events); waiting for the gate to "

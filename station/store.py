@@ -120,7 +120,7 @@ def _tables(metadata: MetaData) -> dict[str, Table]:
         "sync_state", metadata,
         Column("gate", String(ID_CHARS), primary_key=True),
         Column("version", BigInteger, nullable=False),
-        Column("persons", JSON, nullable=False),
+        Column("residents", JSON, nullable=False),
     )
     return {t.name: t for t in (events, portraits, gates, commands, face_persons, sync_state)}
 
@@ -277,13 +277,16 @@ class Store:
         query only reads the tail above the first gap.
         """
         events, gates = self.t["events"], self.t["gates"]
-        with self.engine.begin() as conn:
+        with self.engine.connect() as conn:
             start = conn.scalar(select(gates.c.contiguous_seq).where(gates.c.gate == gate)) or 0
             query = select(events.c.seq).where(events.c.gate == gate, events.c.seq > start)
             if settled_before_ms is not None:
                 query = query.where(events.c.received_ms <= settled_before_ms)
             ranges, contiguous = missing_ranges(start, conn.scalars(query.order_by(events.c.seq)))
-            if contiguous > start:
+        if contiguous > start:
+            # its own write transaction: a read transaction upgraded to a write fails at once
+            # under SQLite when another receiver wrote meanwhile; the condition keeps it monotonic
+            with self.engine.begin() as conn:
                 conn.execute(
                     update(gates)
                     .where(gates.c.gate == gate, gates.c.contiguous_seq < contiguous)
@@ -425,30 +428,32 @@ class Store:
         credential reference that could re-identify them; their portraits are deleted.
         """
         events, portraits, faces = self.t["events"], self.t["portraits"], self.t["face_persons"]
-        with self.engine.begin() as conn:
-            ids = list(conn.scalars(select(events.c.id).where(events.c.person == person)))
-            paths = list(
-                conn.scalars(select(portraits.c.path).where(portraits.c.event_id.in_(ids)))
-            )
-            conn.execute(delete(portraits).where(portraits.c.event_id.in_(ids)))
-            conn.execute(
+        theirs = select(events.c.id).where(events.c.person == person)
+        with self.engine.begin() as conn:  # writes first: SQLite then waits for its lock
+            paths = list(conn.scalars(
+                delete(portraits).where(portraits.c.event_id.in_(theirs))
+                .returning(portraits.c.path)
+            ))
+            rewritten = conn.execute(
                 update(events).where(events.c.person == person)
                 .values(person=pseudonym, credential_ref=None)
-            )
+            ).rowcount
             conn.execute(delete(faces).where(faces.c.gate == gate, faces.c.person == person))
         for relative in paths:
             (self.portraits_dir / relative).unlink(missing_ok=True)
-        return len(ids)
+        return int(rewritten)
 
-    def sync_state(self, gate: str) -> tuple[int, dict[str, dict[str, Any]]] | None:
-        """The last resident list a gate acknowledged: (version, persons by id)."""
+    def sync_state(self, gate: str) -> tuple[int, dict[str, Any]] | None:
+        """The last resident list a gate acknowledged: (version, its JSON form)."""
         table = self.t["sync_state"]
         with self.engine.connect() as conn:
             row = conn.execute(select(table).where(table.c.gate == gate)).first()
-        return (int(row.version), dict(row.persons)) if row is not None else None
+        return (int(row.version), dict(row.residents)) if row is not None else None
 
-    def set_sync_state(self, gate: str, version: int, persons: Mapping[str, Any]) -> None:
+    def set_sync_state(self, gate: str, version: int, residents: Mapping[str, Any]) -> None:
         table = self.t["sync_state"]
         with self.engine.begin() as conn:
             conn.execute(delete(table).where(table.c.gate == gate))
-            conn.execute(table.insert().values(gate=gate, version=version, persons=dict(persons)))
+            conn.execute(
+                table.insert().values(gate=gate, version=version, residents=dict(residents))
+            )

@@ -56,7 +56,7 @@ class ModelError(Exception):
     """A model file that is missing, unreadable, or configured with an unknown kind."""
 
 
-_sessions: dict[tuple[str, int], ort.InferenceSession] = {}
+_sessions: dict[tuple[str, int, int, int], ort.InferenceSession] = {}
 _sessions_lock = threading.Lock()
 
 
@@ -71,15 +71,18 @@ def session_options(threads: int) -> ort.SessionOptions:
 
 
 def create_session(path: Path | str, *, threads: int = 1) -> ort.InferenceSession:
-    """The shared session of one model file (built on first use)."""
+    """The shared session of one model file (built on first use, and again if the file changed:
+    an installer who replaces a model and reloads the config gets the new one)."""
     path = Path(path)
-    key = (str(path.resolve()), threads)
+    try:
+        stat = path.stat()
+    except OSError:
+        raise ModelError(f"model file not found: {path}") from None
+    key = (str(path.resolve()), threads, stat.st_mtime_ns, stat.st_size)
     with _sessions_lock:
         session = _sessions.get(key)
         if session is not None:
             return session
-        if not path.is_file():
-            raise ModelError(f"model file not found: {path}")
         try:
             session = ort.InferenceSession(
                 str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]

@@ -96,9 +96,10 @@ def test_arbitrary_bytes_never_raise(noise: bytes) -> None:
     assert [i.value for i in parser.feed(b"\nID0A\n") if isinstance(i, AsciiCard)] == [10]
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
+async def wait_for(condition: Callable[[], bool], within_s: float = 10.0) -> None:
+    """Poll state changed by the reader's callbacks until ``condition`` holds."""
+    async with asyncio.timeout(within_s):
+        while not condition():  # noqa: ASYNC110 - callbacks set plain attributes, no event
             await asyncio.sleep(0.005)
 
 
@@ -118,7 +119,7 @@ async def test_reader_on_a_pty_with_garbage_splits_and_a_burst() -> None:
             await wait_for(lambda: len(cards) == 1)
             burst = b"".join(ascii_line(f"ID:{n}") for n in range(1000, 2000))
             await asyncio.to_thread(pty.write, burst)
-            await wait_for(lambda: len(cards) == 1001, timeout=30)
+            await wait_for(lambda: len(cards) == 1001, within_s=30)
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

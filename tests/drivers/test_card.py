@@ -89,7 +89,9 @@ def test_zero_window_never_suppresses() -> None:
     assert repeats.fresh("A")
 
 
-def test_sink_counts_filters_and_survives_a_failing_consumer(caplog: pytest.LogCaptureFixture) -> None:
+def test_sink_counts_filters_and_survives_a_failing_consumer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     clock = FakeClock()
     seen: list[CardRead] = []
 

@@ -19,7 +19,7 @@ def frame(value: int, checksum: int | None = None) -> bytes:
     """An RDM6300 frame computed here, independently of the emitter."""
     data = value.to_bytes(5, "big")
     xor = data[0] ^ data[1] ^ data[2] ^ data[3] ^ data[4]
-    body = "%010X%02X" % (value, xor if checksum is None else checksum)
+    body = f"{value:010X}{xor if checksum is None else checksum:02X}"
     return b"\x02" + body.encode() + b"\x03"
 
 
@@ -106,9 +106,10 @@ def test_a_bit_flip_never_yields_another_card(card: int, bit: int) -> None:
 # --------------------------------------------------------------------------- reader on a pty
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
+async def wait_for(condition: Callable[[], bool], within_s: float = 10.0) -> None:
+    """Poll state changed by the reader's callbacks until ``condition`` holds."""
+    async with asyncio.timeout(within_s):
+        while not condition():  # noqa: ASYNC110 - callbacks set plain attributes, no event
             await asyncio.sleep(0.005)
 
 
@@ -162,7 +163,7 @@ async def test_reader_burst_of_1000_frames_in_order() -> None:
     cards = [0x1000000000 + i * 7919 for i in range(1000)]
     async with running(repeat_window_ms=0) as h:
         await h.write(b"".join(frame(c) for c in cards))
-        await wait_for(lambda: len(h.cards) == 1000, timeout=30)
+        await wait_for(lambda: len(h.cards) == 1000, within_s=30)
     assert [c.value for c in h.cards] == cards
     assert h.reader.stats["frames_ok"] == 1000
     assert sum(v for k, v in h.reader.stats.items() if k != "frames_ok") == 0

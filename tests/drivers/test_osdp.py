@@ -73,9 +73,10 @@ def h10301(facility: int, number: int) -> str:
     return str(data[:12].count("1") % 2) + data + str(1 - data[12:].count("1") % 2)
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
+async def wait_for(condition: Callable[[], bool], within_s: float = 15.0) -> None:
+    """Poll state changed by the reader's callbacks until ``condition`` holds."""
+    async with asyncio.timeout(within_s):
+        while not condition():  # noqa: ASYNC110 - callbacks set plain attributes, no event
             await asyncio.sleep(0.01)
 
 
@@ -83,11 +84,13 @@ class Harness:
     def __init__(self, port: str, scbk: bytes | None) -> None:
         self.cards: list[CardRead] = []
         self.keys: list[str] = []
+        self.raw: list[bytes | str] = []
         self.faults: list[str] = []
         self.restored = 0
         self.reader = OsdpReader(
             port, address=ADDRESS, scbk=scbk, on_card=self.cards.append,
             on_fault=self.faults.append, on_restored=self._restored, on_keypad=self.keys.append,
+            on_raw=self.raw.append,
             name="lobby", repeat_window_ms=0, retry_max_seconds=1.0,
         )
 
@@ -135,6 +138,7 @@ async def test_secure_channel_cards_keypad_led_and_buzzer(pty: PtyEmitter) -> No
     assert h.cards[0].credential == str((18 << 16) | 54919)
     assert h.reader.stats["bad_parity"] == 1
     assert h.keys == ["1234#"]
+    assert h.raw == [h10301(18, 54919), bad[:-1] + ("0" if bad[-1] == "1" else "1"), "1" * 30]
     assert led["command"] == osdp.Command.LED and led["on_color"] == osdp.CommandLEDColor.Green
     assert led["timer_count"] == 20
     assert buzzer["command"] == osdp.Command.Buzzer and buzzer["rep_count"] == 2
@@ -147,12 +151,12 @@ async def test_reader_going_silent_is_one_fault_and_coming_back_is_restored(
 ) -> None:
     async with running(pty, None) as (h, pd):
         pd.stop()  # powered off: nothing answers the polls any more
-        await wait_for(lambda: len(h.faults) == 1, timeout=30)
+        await wait_for(lambda: len(h.faults) == 1, within_s=30)
         assert h.restored == 0
         assert not h.reader.led("red")  # nothing is queued for an offline reader
         again = start_pd(pty.master, None)
         try:
-            await wait_for(lambda: h.restored == 1, timeout=30)
+            await wait_for(lambda: h.restored == 1, within_s=30)
             again.submit_event(wiegand_event(h10301(1, 1)))
             await wait_for(lambda: len(h.cards) == 1)
         finally:
@@ -192,3 +196,27 @@ def test_bad_key_and_format_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown Wiegand format 'h1'"):
         OsdpReader("/dev/null", formats=["h1"], on_card=lambda c: None,
                    on_fault=lambda r: None, on_restored=lambda: None)
+
+
+@pytest.mark.timeout(60)
+async def test_reader_with_the_wrong_key_never_comes_online(pty: PtyEmitter) -> None:
+    """Secure Channel is enforced: a reader (or an impostor on the bus) without the key gets no
+    session, so its card reads never reach access control."""
+    pd = start_pd(pty.master, bytes(16))
+    faults: list[str] = []
+    cards: list[CardRead] = []
+    reader = OsdpReader(pty.port, address=ADDRESS, scbk=KEY, on_card=cards.append,
+                        on_fault=faults.append, on_restored=lambda: None,
+                        online_timeout_seconds=2.0)
+    task = asyncio.create_task(reader.run())
+    try:
+        pd.submit_event(wiegand_event(h10301(18, 54919)))
+        await wait_for(lambda: bool(faults))
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        pd.stop()
+    assert faults == [f"no OSDP reader answering at address {ADDRESS} on {pty.port}"]
+    assert cards == []
+    assert not reader.secure

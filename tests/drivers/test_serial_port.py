@@ -23,9 +23,10 @@ from drivers.sim.serial_emitter import PtyEmitter, em4100_frame
 SOCAT = shutil.which("socat") or "/usr/bin/socat"
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
+async def wait_for(condition: Callable[[], bool], within_s: float = 10.0) -> None:
+    """Poll state changed by the reader's callbacks until ``condition`` holds."""
+    async with asyncio.timeout(within_s):
+        while not condition():  # noqa: ASYNC110 - callbacks set plain attributes, no event
             await asyncio.sleep(0.005)
 
 

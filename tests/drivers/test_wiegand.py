@@ -98,6 +98,18 @@ def test_formats_are_tried_in_order_and_raw_takes_anything() -> None:
     assert decode(frame, ["h10304", "h10302"]).facility == 4660
     raw = decode("1011", ["h10301", "raw"])
     assert (raw.format, raw.value, raw.bits, raw.facility) == ("raw", 0b1011, 4, None)
+    assert decode(frame, ["raw"]).value == int(frame, 2)
+
+
+def test_raw_never_takes_a_frame_another_format_rejected() -> None:
+    good = reference_frame("h10301", 18, 54919)
+    corrupted = good[:-1] + ("0" if good[-1] == "1" else "1")
+    with pytest.raises(WiegandError) as caught:
+        decode(corrupted, ["h10301", "raw"])
+    assert caught.value.counter == "bad_parity"
+    with pytest.raises(WiegandError) as caught:
+        decode(corrupted, ["raw", "h10301"])
+    assert caught.value.counter == "bad_parity"
 
 
 def test_unknown_format_is_named() -> None:
@@ -164,9 +176,10 @@ def factory() -> Iterator[MockFactory]:
         f.close()
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
+async def wait_for(condition: Callable[[], bool], within_s: float = 10.0) -> None:
+    """Poll state changed by the reader's callbacks until ``condition`` holds."""
+    async with asyncio.timeout(within_s):
+        while not condition():  # noqa: ASYNC110 - callbacks set plain attributes, no event
             await asyncio.sleep(0.005)
 
 

@@ -15,22 +15,19 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from daemon.commands import CommandProcessor
 from station.commands import (
     CommandError,
     enrol_args,
     keygen,
-    read_residents,
     send_command,
     signing_key,
     sync,
-    sync_args,
 )
 from station.config import DatabaseConfig, MqttConfig, StationConfig
 from station.protocol import load_public_key, result_topic
+from station.residents import ResidentList
 from station.store import Store
 from tests.broker import Broker
 
@@ -137,53 +134,6 @@ def test_keygen_writes_a_private_key_only_we_can_read_and_refuses_to_overwrite(
         signing_key(tmp_path / "absent.pem")
 
 
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("name,card\nA,1\n", "1: the header needs a 'person' column"),
-        ("person,card\np1,1\n,2\n", "3: empty 'person'"),
-        ("person,card\np1,1\np1,2\n", "3: person 'p1' appears twice"),
-        ("person,card\np1,1,extra\n", "2: more cells than header columns"),
-    ],
-)
-def test_read_residents_reports_each_bad_line(tmp_path: Path, text: str, message: str) -> None:
-    path = tmp_path / "residents.csv"
-    path.write_text(text)
-    with pytest.raises(CommandError) as caught:
-        read_residents(path)
-    assert str(caught.value) == f"{path}:{message}"
-
-
-def test_read_residents_drops_empty_cells(tmp_path: Path) -> None:
-    path = tmp_path / "residents.csv"
-    path.write_text("person,card,pin\np1,0001234,\np2,,1234\n")
-    assert read_residents(path) == {"p1": {"person": "p1", "card": "0001234"},
-                                     "p2": {"person": "p2", "pin": "1234"}}
-
-
-persons_strategy = st.dictionaries(
-    st.sampled_from([f"p{i}" for i in range(8)]),
-    st.sampled_from(["c1", "c2", "c3"]),
-).map(lambda d: {p: {"person": p, "card": c} for p, c in d.items()})
-
-
-@given(persons_strategy, persons_strategy, st.integers(0, 10**10))
-def test_a_delta_applied_to_the_previous_list_gives_the_new_one(
-    old: dict[str, dict[str, str]], new: dict[str, dict[str, str]], version: int
-) -> None:
-    args = sync_args(new, (version, old), clock_s=lambda: 1_800_000_000)
-    assert args["mode"] == "delta" and args["base_version"] == version
-    assert args["version"] > version
-    applied = {p: v for p, v in old.items() if p not in args["delete"]}
-    applied.update({row["person"]: row for row in args["upsert"]})
-    assert applied == new
-
-
-def test_first_sync_is_a_snapshot() -> None:
-    args = sync_args({"p1": {"person": "p1"}}, None, clock_s=lambda: 1_800_000_000.5)
-    assert args == {"mode": "snapshot", "version": 1_800_000_000, "persons": [{"person": "p1"}]}
-
-
 def test_enrol_args_refuses_what_the_gate_would_refuse(tmp_path: Path) -> None:
     text = tmp_path / "photo.jpg"
     text.write_text("not an image")
@@ -243,8 +193,11 @@ async def test_sync_sends_a_snapshot_then_deltas_and_falls_back_to_a_snapshot(
     public = keygen(config.signing_key)
     key = signing_key(config.signing_key)
     store = Store(config.database.url, portraits_dir=config.portraits_dir)
-    first = {"p1": {"person": "p1", "card": "1"}, "p2": {"person": "p2", "card": "2"}}
-    second = {"p1": {"person": "p1", "card": "9"}, "p3": {"person": "p3", "card": "3"}}
+    groups = {"residents": {"id": "residents", "doors": ["front"], "schedule": "always"}}
+    first = ResidentList({"p1": {"id": "p1", "name": "A", "cards": ["1"]},
+                          "p2": {"id": "p2", "name": "B", "cards": ["2"]}}, groups)
+    second = ResidentList({"p1": {"id": "p1", "name": "A", "cards": ["9"]},
+                           "p3": {"id": "p3", "name": "C", "cards": ["3"]}}, groups)
     async with gates(broker, public, "g1") as logs:
         assert (await sync(config, "g1", first, key=key, store=store))["ok"]
         assert (await sync(config, "g1", second, key=key, store=store))["ok"]
@@ -253,10 +206,12 @@ async def test_sync_sends_a_snapshot_then_deltas_and_falls_back_to_a_snapshot(
     modes = [args["mode"] for _, args in logs["g1"].calls]
     assert modes == ["snapshot", "delta", "delta", "snapshot"]
     delta = logs["g1"].calls[1][1]
-    assert delta["upsert"] == [second["p1"], second["p3"]] and delta["delete"] == ["p2"]
+    assert delta["upsert"] == [second.persons["p1"], second.persons["p3"]]
+    assert delta["delete"] == ["p2"] and delta["groups"] == []
     assert delta["base_version"] == logs["g1"].calls[0][1]["version"]
+    assert logs["g1"].calls[0][1]["groups"] == [groups["residents"]]
     state = store.sync_state("g1")
-    assert state is not None and state[1] == first
+    assert state is not None and ResidentList.from_json(state[1]) == first
 
 
 @pytest.mark.timeout(60)
@@ -300,3 +255,16 @@ async def test_cli_open_prints_the_result_and_exits_by_it(broker: Broker, tmp_pa
     assert (tmp_path / "station.db").exists()  # relative to the config file
     assert refused.returncode == 78
     assert b"missing.yaml:1:1: cannot read" in refused_err
+
+
+def test_cli_keygen_prints_both_paths_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from station.cli import station_app
+
+    out = tmp_path / "k.pem"
+    first = CliRunner().invoke(station_app, ["keygen", "-o", str(out)])
+    assert first.exit_code == 0, first.output
+    assert f"public key:  {tmp_path / 'k.pub.pem'} (copy to the gates)" in first.output
+    again = CliRunner().invoke(station_app, ["keygen", "-o", str(out)])
+    assert again.exit_code == 1

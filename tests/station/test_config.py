@@ -52,3 +52,13 @@ def test_a_public_web_page_needs_a_password(tmp_path: Path) -> None:
     (tmp_path / "pw").write_text("s3cret\n")
     path.write_text("version: 1\nweb: {bind: 0.0.0.0, password_file: pw}\n")
     assert web_password(load_station_config(path).web) == "s3cret"
+
+
+def test_defaults_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "station.yaml"
+    path.write_text("version: 1\n")
+    config = load_station_config(path)
+    assert config.database.url == f"sqlite:///{tmp_path / 'station.db'}"
+    assert (config.portraits_dir, config.signing_key) == (
+        tmp_path / "portraits", tmp_path / "station_key.pem")
+    assert (config.mqtt.prefix, config.web.bind) == ("menjin", "127.0.0.1")

@@ -194,6 +194,8 @@ def test_sync_state_round_trips(store: Store) -> None:
          "'data' must be a JSON object"),
         (b'{"v": 1, "id": "a", "gate": "g1", "seq": 1, "ts_ms": 1, "type": "x", "door": 5}',
          "'door' must be a string of at most 256 characters"),
+        (b'{"v": 1, "id": "a", "gate": "g1", "seq": 1, "ts_ms": 1, "type": "x\\u0000"}',
+         "'type' must be a string of at most 256 characters"),
     ],
 )
 def test_parse_event_rejects_what_breaks_the_contract(payload: bytes, message: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import json
 import shutil
 import subprocess
 import sys
@@ -13,6 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
+import aiomqtt
 import cv2
 import numpy as np
 import pytest
@@ -22,7 +25,7 @@ from station.config import WebConfig
 from station.messages import EventRow
 from station.store import Store
 from station.web import create_app
-from tests.broker import free_port
+from tests.broker import Broker, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -190,3 +193,52 @@ async def test_thumbnails_render_in_headless_chromium(store: Store, tmp_path: Pa
     image = cv2.imread(str(screenshot))
     assert image is not None and image.shape[1] == 1280
     assert image.std() > 10  # not a blank page
+
+
+@pytest.mark.timeout(60)
+async def test_face_filing_notice_appears_at_the_warning_count(store: Store) -> None:
+    store.record_command({"id": "c1", "gate": "g1", "name": "enrol", "issued_at_ms": 1,
+                          "args": {"person": "p-0101"}})
+    store.record_result("g1", {"id": "c1", "name": "enrol", "ok": True})
+    async with (serving(store) as url, aiohttp.ClientSession() as http,  # warns at 1 here
+                http.get(url) as response):
+        page = await response.text()
+    assert '<p class="notice" id="face-notice">1 persons are enrolled for face entry' in page
+
+
+@pytest.mark.timeout(90)
+async def test_station_run_serves_the_page_and_stores_what_arrives(
+    broker: Broker, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = tmp_path / "station.yaml"
+    config.write_text(f"version: 1\nmqtt: {{port: {broker.port}}}\nweb: {{port: {port}}}\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "from daemon.cli import main; main()", "station", "run",
+        "-c", str(config), stderr=asyncio.subprocess.PIPE, cwd=REPO)
+    event = {"v": 1, "id": str(uuid.uuid4()), "seq": 1, "gate": "g7", "ts_ms": 1_790_000_000_000,
+             "type": "door.forced", "door": "front"}
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with asyncio.timeout(60):
+                while True:
+                    with contextlib.suppress(aiohttp.ClientError):
+                        async with http.get(f"http://127.0.0.1:{port}/") as response:
+                            if response.status == 200:
+                                break
+                    await asyncio.sleep(0.2)
+                async with aiomqtt.Client(broker.host, broker.port,
+                                          protocol=aiomqtt.ProtocolVersion.V5) as gate:
+                    await gate.publish("menjin/g7/events", json.dumps(event), qos=1)
+                while True:
+                    async with http.get(f"http://127.0.0.1:{port}/api/events") as response:
+                        rows = await response.json()
+                    if rows:
+                        break
+                    await asyncio.sleep(0.2)
+    finally:
+        proc.terminate()
+        _, err = await proc.communicate()
+    assert [(r["id"], r["alarm"]) for r in rows] == [(event["id"], True)]
+    assert (tmp_path / "station.db").exists()
+    assert b"station: web page on http://127.0.0.1:" in err

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.vision.material import DETECTORS, detector, image, t1_path
@@ -29,6 +29,7 @@ def test_crops_equal_insightface_norm_crop(models_dir: Path, kind: str) -> None:
         assert np.abs(ours.astype(int) - reference.astype(int)).max() <= 1
 
 
+@settings(deadline=None)
 @given(
     scale=st.floats(0.2, 5.0),
     angle=st.floats(-np.pi, np.pi),

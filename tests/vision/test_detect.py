@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.vision.material import (
@@ -140,7 +140,8 @@ def test_nms(boxes: list[list[float]], scores: list[float], kept: list[int]) -> 
     assert nms(np.array(boxes, np.float32), np.array(scores, np.float32), 0.4) == kept
 
 
-@given(st.integers(1, 4000), st.integers(1, 4000), st.integers(32, 1024), st.integers(32, 1024))
+@settings(deadline=None)
+@given(st.integers(1, 2000), st.integers(1, 2000), st.integers(32, 1024), st.integers(32, 1024))
 def test_letterbox_fits_and_keeps_aspect(w: int, h: int, in_w: int, in_h: int) -> None:
     canvas, scale = letterbox(np.zeros((h, w, 3), np.uint8) + 1, (in_w, in_h))
     assert canvas.shape == (in_h, in_w, 3)
@@ -148,6 +149,7 @@ def test_letterbox_fits_and_keeps_aspect(w: int, h: int, in_w: int, in_h: int) -
     assert round(w * scale) == in_w or round(h * scale) == in_h or min(w * scale, h * scale) < 1
 
 
+@settings(deadline=None)
 @given(st.integers(1, 5000))
 def test_round_up(value: int) -> None:
     rounded = round_up(value)
@@ -166,3 +168,25 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
     area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
     return float(inter / (area - inter))
+
+
+def test_one_session_per_model_file_reused_until_the_file_changes(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    import os
+    import shutil
+
+    from vision.models import create_session, session_options
+
+    copy = tmp_path / "det.onnx"
+    shutil.copy(models_dir / "det_500m.onnx", copy)
+    first = create_session(copy, threads=1)
+    assert create_session(copy, threads=1) is first
+    assert create_session(copy, threads=2) is not first
+    stat = copy.stat()
+    os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert create_session(copy, threads=1) is not first
+    options = session_options(3)
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (3, 1)
+    assert options.execution_mode.name == "ORT_SEQUENTIAL"
+    assert options.graph_optimization_level.name == "ORT_ENABLE_ALL"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.vision.material import DETECTORS, LIVENESS_FILES, detector, image
@@ -88,6 +88,7 @@ def test_scaled_box_follows_upstream(
     assert scaled_box(frame, np.array(box, np.float32), scale) == expected
 
 
+@settings(deadline=None)
 @given(
     st.integers(80, 2000), st.integers(80, 2000),
     st.floats(0, 1), st.floats(0, 1), st.floats(0.02, 1), st.floats(0.02, 1),

@@ -1,0 +1,502 @@
+"""Who may pass which door when: the access decision, its in-memory index and its short memory.
+
+The gate decides alone, in microseconds, and keeps deciding for days without the station.  So the
+decision is a pure function of (credential, door, time, state) over an immutable
+:class:`AccessIndex` in which every lookup is a dict or set probe (card → person, person → doors →
+schedules shared per group set), never a scan.  A sync or an installer's change builds a new index
+and :meth:`AccessController.replace` swaps it in with one assignment, so a decision sees either
+the old or the new data, never a mix.
+
+The few things a decision must remember between presentations (the first factor of
+``card_and_face``, the side of the last passage for anti-passback) live in
+:class:`PassageMemory`; :func:`decide` only reads it and :class:`AccessController` updates it
+from the decision, which keeps :func:`decide` pure and table-testable.
+
+Checks run in a fixed order and the first failing one names the reason::
+
+    lockdown → revoked → unknown_credential → face_not_consented → liveness_failed → disabled →
+    not_yet_valid → expired → not_allowed_at_door → outside_schedule → credential_not_accepted →
+    second_factor_required (PIN) / wrong_pin → anti_passback → second_factor_required (face/card)
+
+A duress credential (a person's duress card, or their duress PIN) raises ``duress`` on the decision
+whatever the outcome, so the silent ``access.duress`` alarm goes out even when the door stays shut;
+when the person is otherwise valid it grants without waiting for a second factor and ignores
+anti-passback: a person under threat must not be seen to be refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from daemon.config import AccessRule
+from daemon.events import Event
+from daemon.schedule import DEFAULT_TIMEZONE, Schedule, local_time
+
+CredentialKind = Literal["card", "face"]
+Direction = Literal["entry", "exit"]
+#: scrypt cost of PIN hashes: 16 MiB and some tens of milliseconds on a Pi, per guess.
+PIN_SCRYPT_N = 2**14
+PIN_SCRYPT_R = 8
+PIN_SCRYPT_P = 1
+PIN_SALT_BYTES = 16
+PIN_HASH_BYTES = 32
+PIN_SCRYPT_MAXMEM = 64 * 1024 * 1024
+NEVER = float("inf")
+ALWAYS_VALID = float("-inf")
+
+
+class Kind(StrEnum):
+    RESIDENT = "resident"
+    VISITOR = "visitor"
+    STAFF = "staff"
+
+
+class Reason(StrEnum):
+    """Why a credential was granted or refused; goes into the event's ``reason``."""
+
+    GRANTED = "granted"
+    UNKNOWN_CREDENTIAL = "unknown_credential"
+    DISABLED = "disabled"
+    NOT_YET_VALID = "not_yet_valid"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    OUTSIDE_SCHEDULE = "outside_schedule"
+    NOT_ALLOWED_AT_DOOR = "not_allowed_at_door"
+    SECOND_FACTOR_REQUIRED = "second_factor_required"
+    WRONG_PIN = "wrong_pin"
+    ANTI_PASSBACK = "anti_passback"
+    LOCKDOWN = "lockdown"
+    CREDENTIAL_NOT_ACCEPTED = "credential_not_accepted"
+    FACE_NOT_CONSENTED = "face_not_consented"
+    LIVENESS_FAILED = "liveness_failed"
+
+
+# --------------------------------------------------------------------------- model
+@dataclass(frozen=True, slots=True)
+class Person:
+    """One person as the gate knows them (the JSON shape is documented in :mod:`daemon.store`).
+
+    ``valid_from`` is inclusive and ``valid_until`` exclusive: a visitor valid until 18:00:00 is
+    refused from 18:00:00.000 on.  ``cards`` and ``duress_cards`` hold card keys (the canonical
+    card string, or its keyed hash when the gate hashes cards).
+    """
+
+    id: str
+    name: str
+    kind: Kind = Kind.RESIDENT
+    enabled: bool = True
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    groups: tuple[str, ...] = ()
+    cards: tuple[str, ...] = ()
+    duress_cards: tuple[str, ...] = ()
+    pin_hash: str | None = None
+    duress_pin_hash: str | None = None
+    face_consent: bool = False
+    face_consent_date: date | None = None
+    face_consent_source: str | None = None
+    under_14: bool = False
+    guardian_consent_date: date | None = None
+    guardian_consent_source: str | None = None
+
+    @property
+    def may_use_face(self) -> bool:
+        """Separate face consent recorded (and a guardian's, for a child under 14)."""
+        if not self.face_consent:
+            return False
+        return not self.under_14 or self.guardian_consent_date is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """An access group: the doors its members may open, and when."""
+
+    id: str
+    doors: tuple[str, ...]
+    schedule: Schedule
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DoorPolicy:
+    """The access rules of one door, built by the app from the door's YAML section.
+
+    Anti-passback applies when both readers are named: a presentation at ``exit_reader`` is an
+    exit, anything else (the entry reader, the face camera) an entry; the same side twice in a row
+    is refused.  ``pin_required`` asks for the person's PIN together with the card.
+    """
+
+    door: str
+    rule: AccessRule = AccessRule.CARD_OR_FACE
+    multi_factor_seconds: float = 10.0
+    entry_reader: str | None = None
+    exit_reader: str | None = None
+    pin_required: bool = False
+
+    @property
+    def anti_passback(self) -> bool:
+        return self.entry_reader is not None and self.exit_reader is not None
+
+    def direction(self, reader: str | None) -> Direction:
+        return "exit" if reader is not None and reader == self.exit_reader else "entry"
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """What was presented: a card key (``value``) with an optional PIN, or a matched face.
+
+    For a face, ``value`` is the person id the gallery matched and ``live`` the liveness verdict.
+    """
+
+    kind: CredentialKind
+    value: str
+    reader: str | None = None
+    pin: str | None = None
+    live: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one presentation.
+
+    ``awaiting`` names the factor still missing when the reason is ``second_factor_required``
+    (``face``, ``card`` or ``pin``); ``direction`` is the anti-passback side of a granted passage.
+    """
+
+    granted: bool
+    reason: Reason
+    door: str
+    credential_kind: CredentialKind
+    person: str | None = None
+    duress: bool = False
+    awaiting: str | None = None
+    direction: Direction | None = None
+
+
+def face_only_warnings(persons: Iterable[Person],
+                       enrolled: Collection[str] | None = None) -> list[str]:
+    """One line per person set up for face entry without a card or PIN to fall back on.
+
+    Face scan may never be the only way in (PIPL; the 2025 face-recognition measures): every
+    person with a face consent (or, when ``enrolled`` is given, with face templates) needs a
+    non-face credential.  ``residents list`` and ``check-config`` print these lines.
+    """
+    lines = []
+    for person in persons:
+        uses_face = person.id in enrolled if enrolled is not None else person.face_consent
+        if uses_face and not (person.cards or person.pin_hash):
+            lines.append(f"{person.id}: enrolled for face entry without a card or PIN "
+                         "(a non-face credential must remain an alternative)")
+    return lines
+
+
+# --------------------------------------------------------------------------- PINs
+def hash_pin(pin: str) -> str:
+    """A salted scrypt hash of a PIN: ``scrypt$N$r$p$salt_hex$hash_hex``."""
+    salt = secrets.token_bytes(PIN_SALT_BYTES)
+    digest = hashlib.scrypt(pin.encode(), salt=salt, n=PIN_SCRYPT_N, r=PIN_SCRYPT_R,
+                            p=PIN_SCRYPT_P, maxmem=PIN_SCRYPT_MAXMEM, dklen=PIN_HASH_BYTES)
+    return f"scrypt${PIN_SCRYPT_N}${PIN_SCRYPT_R}${PIN_SCRYPT_P}${salt.hex()}${digest.hex()}"
+
+
+def verify_pin(pin: str, stored: str | None) -> bool:
+    """True when ``pin`` matches the stored hash (constant-time compare; False for a bad hash)."""
+    if stored is None:
+        return False
+    try:
+        scheme, n, r, p, salt, expected = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        digest = hashlib.scrypt(pin.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r),
+                                p=int(p), maxmem=PIN_SCRYPT_MAXMEM, dklen=len(expected) // 2)
+    except ValueError:
+        return False
+    return hmac.compare_digest(digest.hex(), expected)
+
+
+# --------------------------------------------------------------------------- index
+DoorSchedules = Mapping[str, tuple[Schedule, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    person: Person
+    not_before: float
+    not_after: float
+    doors: DoorSchedules
+
+
+@dataclass(frozen=True)
+class AccessIndex:
+    """Immutable lookup tables built from the store; replaced whole, never edited."""
+
+    version: int
+    persons: Mapping[str, _Entry]
+    cards: Mapping[str, tuple[str, bool]]  # card key → (person id, is a duress card)
+    revoked: frozenset[str]
+    holidays: frozenset[date]
+    zone: ZoneInfo
+    groups: Mapping[str, Group] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        persons: Iterable[Person],
+        groups: Iterable[Group],
+        *,
+        holidays: Iterable[date] = (),
+        revoked: Iterable[str] = (),
+        version: int = 0,
+        zone: ZoneInfo | None = None,
+    ) -> AccessIndex:
+        """Index ``persons``; persons sharing a set of groups share one door table."""
+        group_map = {g.id: g for g in groups}
+        shared: dict[tuple[str, ...], DoorSchedules] = {}
+        entries: dict[str, _Entry] = {}
+        cards: dict[str, tuple[str, bool]] = {}
+        for person in persons:
+            key = tuple(sorted(set(person.groups)))
+            doors = shared.get(key)
+            if doors is None:
+                doors = shared[key] = _door_table(group_map[g] for g in key if g in group_map)
+            entries[person.id] = _Entry(
+                person,
+                person.valid_from.timestamp() if person.valid_from else ALWAYS_VALID,
+                person.valid_until.timestamp() if person.valid_until else NEVER,
+                doors,
+            )
+            for card in person.cards:
+                cards[card] = (person.id, False)
+            for card in person.duress_cards:
+                cards[card] = (person.id, True)
+        return cls(
+            version=version,
+            persons=MappingProxyType(entries),
+            cards=MappingProxyType(cards),
+            revoked=frozenset(revoked),
+            holidays=frozenset(holidays),
+            zone=zone or ZoneInfo(DEFAULT_TIMEZONE),
+            groups=MappingProxyType(group_map),
+        )
+
+    def person(self, person_id: str) -> Person | None:
+        entry = self.persons.get(person_id)
+        return entry.person if entry else None
+
+
+def _door_table(groups: Iterable[Group]) -> DoorSchedules:
+    table: dict[str, list[Schedule]] = {}
+    for group in groups:
+        for door in group.doors:
+            table.setdefault(door, []).append(group.schedule)
+    return MappingProxyType({door: tuple(s) for door, s in table.items()})
+
+
+EMPTY_INDEX = AccessIndex.build((), ())
+
+
+# --------------------------------------------------------------------------- memory
+@dataclass
+class PassageMemory:
+    """First factors waiting for their second (timestamps) and the last side of each passage."""
+
+    cards: dict[tuple[str, str], float] = field(default_factory=dict)  # (door, person) → when
+    faces: dict[tuple[str, str], float] = field(default_factory=dict)
+    sides: dict[tuple[str, str], Direction] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AccessState:
+    """Everything besides the credential, door and time that a decision depends on."""
+
+    index: AccessIndex
+    memory: PassageMemory
+    lockdown: bool = False
+
+
+# --------------------------------------------------------------------------- decision
+def decide(credential: Credential, door: DoorPolicy, now: datetime, state: AccessState) -> Decision:
+    """Grant or refuse ``credential`` at ``door`` at (aware) ``now``; reads state, never writes."""
+    kind = credential.kind
+
+    def deny(reason: Reason, person: str | None = None, *, duress: bool = False,
+             awaiting: str | None = None) -> Decision:
+        return Decision(False, reason, door.door, kind, person, duress, awaiting)
+
+    if state.lockdown:
+        return deny(Reason.LOCKDOWN)
+    index = state.index
+    duress = False
+    if kind == "card":
+        if credential.value in index.revoked:
+            return deny(Reason.REVOKED, index.cards.get(credential.value, (None, False))[0])
+        found = index.cards.get(credential.value)
+        if found is None:
+            return deny(Reason.UNKNOWN_CREDENTIAL)
+        person_id, duress = found
+        entry = index.persons[person_id]
+    else:
+        person_id = credential.value
+        face_entry = index.persons.get(person_id)
+        if face_entry is None:
+            return deny(Reason.UNKNOWN_CREDENTIAL)
+        entry = face_entry
+        if not entry.person.may_use_face:
+            return deny(Reason.FACE_NOT_CONSENTED, person_id)
+        if not credential.live:
+            return deny(Reason.LIVENESS_FAILED, person_id)
+    person = entry.person
+    if credential.pin is not None and verify_pin(credential.pin, person.duress_pin_hash):
+        duress = True
+    refusal = _validity(entry, door.door, now, index)
+    if refusal is not None:
+        return deny(refusal, person_id, duress=duress)
+    if kind not in _ACCEPTS[door.rule]:
+        return deny(Reason.CREDENTIAL_NOT_ACCEPTED, person_id, duress=duress)
+    if kind == "card" and door.pin_required and not duress:
+        if credential.pin is None:
+            return deny(Reason.SECOND_FACTOR_REQUIRED, person_id, awaiting="pin")
+        if not verify_pin(credential.pin, person.pin_hash):
+            return deny(Reason.WRONG_PIN, person_id)
+    direction = door.direction(credential.reader) if door.anti_passback else None
+    if duress:
+        return Decision(True, Reason.GRANTED, door.door, kind, person_id, True, None, direction)
+    memory = state.memory
+    if direction is not None and memory.sides.get((door.door, person_id)) == direction:
+        return deny(Reason.ANTI_PASSBACK, person_id)
+    if door.rule is AccessRule.CARD_AND_FACE:
+        other = memory.faces if kind == "card" else memory.cards
+        first = other.get((door.door, person_id))
+        if first is None or not 0 <= now.timestamp() - first <= door.multi_factor_seconds:
+            return deny(Reason.SECOND_FACTOR_REQUIRED, person_id,
+                        awaiting="face" if kind == "card" else "card")
+    return Decision(True, Reason.GRANTED, door.door, kind, person_id, False, None, direction)
+
+
+def _validity(entry: _Entry, door: str, now: datetime, index: AccessIndex) -> Reason | None:
+    if not entry.person.enabled:
+        return Reason.DISABLED
+    local = local_time(now, index.zone)  # refuses a naive time before any comparison
+    ts = now.timestamp()
+    if ts < entry.not_before:
+        return Reason.NOT_YET_VALID
+    if ts >= entry.not_after:
+        return Reason.EXPIRED
+    schedules = entry.doors.get(door)
+    if not schedules:
+        return Reason.NOT_ALLOWED_AT_DOOR
+    for schedule in schedules:
+        if schedule.is_open(local, index.holidays):
+            return None
+    return Reason.OUTSIDE_SCHEDULE
+
+
+#: The credential kinds each door rule accepts on their own or as one of two factors.
+_ACCEPTS: Mapping[AccessRule, frozenset[str]] = MappingProxyType({
+    AccessRule.CARD: frozenset({"card"}),
+    AccessRule.FACE: frozenset({"face"}),
+    AccessRule.CARD_OR_FACE: frozenset({"card", "face"}),
+    AccessRule.CARD_AND_FACE: frozenset({"card", "face"}),
+})
+
+
+def decision_events(decision: Decision, *, reader: str | None = None,
+                    credential_ref: str | None = None) -> list[Event]:
+    """The events of a decision: ``access.granted``/``access.denied``, then ``access.duress``."""
+    def event(event_type: str, data: Mapping[str, str]) -> Event:
+        return Event(event_type, door=decision.door, reader=reader,
+                     credential_kind=decision.credential_kind, credential_ref=credential_ref,
+                     person=decision.person, reason=decision.reason.value, data=data)
+
+    main = event("access.granted" if decision.granted else "access.denied",
+                 {"awaiting": decision.awaiting} if decision.awaiting else {})
+    return [main, event("access.duress", {})] if decision.duress else [main]
+
+
+# --------------------------------------------------------------------------- stateful wrapper
+def _identity(card: str) -> str:
+    return card
+
+
+class AccessController:
+    """What the app calls: the current index, the door policies and the passage memory.
+
+    ``card_key`` turns a canonical card string into the key the store uses (identity, or the
+    gate's keyed hash); decisions run on the event loop and take the time as a parameter.
+    """
+
+    def __init__(
+        self,
+        index: AccessIndex,
+        policies: Mapping[str, DoorPolicy],
+        *,
+        card_key: Callable[[str], str] = _identity,
+    ) -> None:
+        self._index = index
+        self._policies = dict(policies)
+        self._card_key = card_key
+        self.memory = PassageMemory()
+
+    @property
+    def index(self) -> AccessIndex:
+        return self._index
+
+    def replace(self, index: AccessIndex) -> None:
+        """Swap in a freshly built index (one assignment: atomic for every later decision)."""
+        self._index = index
+
+    def set_policies(self, policies: Mapping[str, DoorPolicy]) -> None:
+        self._policies = dict(policies)
+
+    def card_ref(self, card: str) -> str:
+        """The key of ``card`` in the store (what events carry as ``credential_ref``)."""
+        return self._card_key(card)
+
+    def decide_card(self, door: str, card: str, now: datetime, *, reader: str | None = None,
+                    pin: str | None = None, lockdown: bool = False) -> Decision:
+        """Decide a card (canonical string) presented at ``door`` through ``reader``."""
+        credential = Credential("card", self._card_key(card), reader, pin)
+        return self._decide(credential, door, now, lockdown)
+
+    def decide_face(self, door: str, person: str, now: datetime, *, live: bool = True,
+                    reader: str | None = None, lockdown: bool = False) -> Decision:
+        """Decide a face the gallery matched to ``person`` at ``door``."""
+        return self._decide(Credential("face", person, reader, live=live), door, now, lockdown)
+
+    def _decide(self, credential: Credential, door: str, now: datetime, lockdown: bool) -> Decision:
+        policy = self._policies.get(door) or DoorPolicy(door)
+        decision = decide(credential, policy, now, AccessState(self._index, self.memory, lockdown))
+        self._remember(decision, policy, now)
+        return decision
+
+    def _remember(self, decision: Decision, policy: DoorPolicy, now: datetime) -> None:
+        if decision.person is None:
+            return
+        key = (decision.door, decision.person)
+        memory = self.memory
+        if decision.granted:
+            memory.cards.pop(key, None)
+            memory.faces.pop(key, None)
+            if decision.direction is not None:
+                memory.sides[key] = decision.direction
+        elif decision.awaiting in ("face", "card"):
+            waiting = memory.cards if decision.credential_kind == "card" else memory.faces
+            ts = now.timestamp()
+            waiting[key] = ts
+            _forget_stale(waiting, ts, policy.multi_factor_seconds)
+
+
+def _forget_stale(waiting: dict[tuple[str, str], float], ts: float, window_seconds: float) -> None:
+    """Drop first factors too old to count, so the table stays as small as the live waits."""
+    stale = [k for k, t in waiting.items() if ts - t > window_seconds]
+    for key in stale:
+        del waiting[key]

@@ -1,0 +1,223 @@
+"""The gate's side of the control socket: what `menjin status|events|door|readers|sim` ask for.
+
+Commands read the running :class:`~daemon.app.Gate` and act only through its real seams: a door
+test goes through the door controller (and the audit hook), simulated inputs through the
+simulated board (MockFactory pins, reader ptys, the synthetic camera), never around the drivers.
+Followers of ``events`` and ``readers.watch`` get bounded queues: a slow terminal loses its oldest
+lines and never holds up a door.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from daemon import __version__
+from daemon.control import ControlError, ControlServer, Request
+from daemon.simulate import SimInputError
+from drivers.card import mask
+
+if TYPE_CHECKING:
+    from daemon.app import Gate
+
+log = logging.getLogger(__name__)
+
+FOLLOW_QUEUE_ITEMS = 1000
+
+
+def _offer(queue: asyncio.Queue[dict[str, Any]], item: dict[str, Any]) -> None:
+    """Queue for a CLI follower; a slow one loses its oldest lines, never stalls the gate."""
+    if queue.full():
+        queue.get_nowait()
+    queue.put_nowait(item)
+
+
+class GateControl:
+    """Control commands of one running gate."""
+
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+        self._followers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._raw_watchers: set[asyncio.Queue[dict[str, Any]]] = set()
+
+    def event(self, record: dict[str, Any]) -> None:
+        """A recorded event, for every `menjin events --follow`."""
+        for queue in list(self._followers):
+            _offer(queue, record)
+
+    def raw(self, item: dict[str, Any]) -> None:
+        """What a reader sent, for every `menjin readers watch`."""
+        for queue in list(self._raw_watchers):
+            _offer(queue, item)
+
+    def server(self) -> ControlServer:
+        """The control socket of the gate's config, with every command registered."""
+        config = self.gate.config
+        server = ControlServer(config.control.socket, group=config.control.group)
+        server.command("status", self._cmd_status)
+        server.stream("events", self._cmd_events)
+        server.stream("readers.watch", self._cmd_readers_watch)
+        server.command("door.test", self._cmd_door_test)
+        if self.gate.board is not None:  # simulated inputs exist only on a simulated board
+            server.command("sim.swipe", self._sim_swipe)
+            server.command("sim.press", self._sim_press)
+            server.command("sim.door", self._sim_door)
+            server.command("sim.tamper", self._sim_tamper)
+            server.command("sim.face", self._sim_face)
+        return server
+
+    async def _cmd_status(self, req: Request) -> dict[str, Any]:
+        return self.status()
+
+    def status(self) -> dict[str, Any]:
+        c = self.gate.config
+        out: dict[str, Any] = {
+            "v": 1, "gate": c.gate.id, "site": c.gate.site, "version": __version__,
+            "simulate": c.hardware.simulate, "uptime_s": int(time.monotonic() - self.gate.started),
+            "portraits": c.privacy.portraits,
+            "doors": {door_id: {"name": c.doors[door_id].name, **door.status()}
+                      for door_id, door in self.gate.doors.items()},
+            "readers": {rid: {"type": v.type, "door": v.door, "status": v.status,
+                              "port": v.port, "fault": v.fault, "stats": dict(v.stats)}
+                        for rid, v in self.gate.readers.items()},
+            "camera": self.gate.camera_state,
+            "uplink": self._uplink_status(),
+            "journal": {"backlog": self.gate.journal.queue_depth() if self.gate.journal else None,
+                        "last_seq": self.gate.last_seq},
+            "parts": {name: p.state.as_dict() for name, p in self.gate.parts.items()},
+        }
+        if c.privacy.portraits == "upload":
+            out["legal_basis"] = c.privacy.legal_basis
+        return out
+
+    def _uplink_status(self) -> dict[str, Any]:
+        up = self.gate.config.uplink
+        if up is None or not up.enabled:
+            return {"state": "disabled"}
+        state = self.gate.uplink.state if self.gate.uplink is not None else None
+        return {
+            "state": "connected" if state is not None and state.connected else "disconnected",
+            "broker": f"{up.host}:{up.port}",
+            "published": state.published if state else 0,
+            "last_error": state.last_error if state else None,
+        }
+
+    async def _cmd_events(self, req: Request) -> AsyncIterator[dict[str, Any]]:
+        count = int(req.args.get("count", 20))
+        follow = bool(req.args.get("follow", False))
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(FOLLOW_QUEUE_ITEMS)
+        if follow:
+            self._followers.add(queue)
+        try:
+            for record in list(self.gate.recent)[-count:] if count > 0 else []:
+                yield record
+            while follow:
+                yield await queue.get()
+        finally:
+            self._followers.discard(queue)
+
+    async def _cmd_readers_watch(self, req: Request) -> AsyncIterator[dict[str, Any]]:
+        only = req.args.get("reader")
+        readers = self.gate.config.readers
+        if only is not None and only not in readers:
+            raise ControlError(f"no reader {only!r} (readers: {', '.join(readers)})")
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(FOLLOW_QUEUE_ITEMS)
+        self._raw_watchers.add(queue)
+        try:
+            while True:
+                item = await queue.get()
+                if only is None or item["reader"] == only:
+                    yield item
+        finally:
+            self._raw_watchers.discard(queue)
+
+    async def _cmd_door_test(self, req: Request) -> dict[str, Any]:
+        """Pulse a relay to check the wiring; an administrative action, so it is audited."""
+        door_id = self._door_arg(req)
+        seconds = float(req.args.get("seconds", 1.0))
+        controller = self.gate.doors.get(door_id)
+        if controller is None:
+            raise ControlError(f"door {door_id} is not running (see `menjin status`)")
+        refusal = controller.unlock("test", seconds)
+        if refusal is not None:
+            raise ControlError(f"door {door_id}: test pulse refused ({refusal})")
+        self.gate.audit("door.test", actor=f"uid:{req.peer.uid}", target=door_id,
+                   details={"seconds": seconds})
+        return {"door": door_id, "seconds": seconds, "note": "the relay clicks twice"}
+
+    def _door_arg(self, req: Request) -> str:
+        door = str(req.args.get("door"))
+        if door not in self.gate.config.doors:
+            raise ControlError(f"no door {door!r} (doors: {', '.join(self.gate.config.doors)})")
+        return door
+
+    # ------------------------------------------------------------------ simulated inputs
+    async def _sim_swipe(self, req: Request) -> dict[str, Any]:
+        assert self.gate.board is not None
+        reader_id = str(req.args.get("reader"))
+        section = self.gate.config.readers.get(reader_id)
+        if section is None:
+            raise ControlError(f"no reader {reader_id!r} (readers: "
+                               f"{', '.join(self.gate.config.readers) or 'none'})")
+        try:
+            message = await self.gate.board.swipe(reader_id, section, str(req.args.get("card", "")))
+        except SimInputError as exc:
+            raise ControlError(str(exc)) from exc
+        log.info("sim: card %s presented at %s", mask(str(req.args.get("card"))), reader_id)
+        return {"message": message}
+
+    def _door_input(self, req: Request, name: str) -> Any:
+        door_id = self._door_arg(req)
+        section = getattr(self.gate.config.doors[door_id], name)
+        if section is None:
+            raise ControlError(f"door {door_id} has no {name.replace('_', ' ')} in the config")
+        return door_id, section
+
+    async def _sim_press(self, req: Request) -> dict[str, Any]:
+        assert self.gate.board is not None
+        door_id, section = self._door_input(req, "exit_button")
+        await self.gate.board.press(section)
+        return {"message": f"exit button of {door_id} pressed and released"}
+
+    async def _sim_door(self, req: Request) -> dict[str, Any]:
+        assert self.gate.board is not None
+        door_id, section = self._door_input(req, "contact")
+        position = req.args.get("position")
+        if position not in ("open", "close"):
+            raise ControlError("position must be 'open' or 'close'")
+        self.gate.board.set_input(section, position == "open")
+        return {"message": f"door {door_id} {'opened' if position == 'open' else 'closed'}"}
+
+    async def _sim_face(self, req: Request) -> dict[str, Any]:
+        """Put a photo in front of a door's synthetic camera for a few seconds."""
+        import cv2
+        import numpy as np
+
+        door_id = self._door_arg(req)
+        camera = self.gate.cameras.get(door_id)
+        if camera is None:
+            raise ControlError(f"door {door_id} has no running camera (camera and vision in the "
+                               "config, face models present?)")
+        try:
+            data = base64.b64decode(str(req.args.get("photo", "")), validate=True)
+        except binascii.Error as exc:
+            raise ControlError(f"photo: not base64 ({exc})") from exc
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise ControlError("photo: not a readable image (JPEG or PNG)")
+        seconds = float(req.args.get("seconds", 2.0))
+        camera.show(image, seconds)
+        return {"message": f"{req.args.get('name', 'photo')} shown to the camera of {door_id} "
+                           f"for {seconds:g} s"}
+
+    async def _sim_tamper(self, req: Request) -> dict[str, Any]:
+        assert self.gate.board is not None
+        door_id, section = self._door_input(req, "tamper")
+        clear = bool(req.args.get("clear", False))
+        self.gate.board.set_input(section, not clear)
+        return {"message": f"tamper switch of {door_id} {'closed' if clear else 'opened'}"}

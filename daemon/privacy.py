@@ -1,0 +1,132 @@
+"""Erasure of a person (PIPL art. 47): one function used by the CLI, the control socket and the
+station's signed ``forget`` command, so every path removes exactly the same things.
+
+What goes: the person's record, cards and PIN (resident store), their face templates (template
+store), their portraits (journal), and every reference to their id in stored events, which is
+replaced by a keyed pseudonym so alarm history and statistics survive without pointing at them.
+What is emitted: ``person.forgotten`` carrying the erased id and its pseudonym (no biometrics), so
+the station can replace the id in its own copy and delete its portraits of them too.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from daemon.config import GateConfig
+from daemon.events import Event
+from daemon.keys import load_or_create_key, read_key
+from daemon.store import Forgotten, Store
+
+if TYPE_CHECKING:
+    from daemon.journal import Journal
+
+log = logging.getLogger(__name__)
+
+
+class Templates(Protocol):
+    """The part of the template store erasure needs (``vision.gallery.TemplateStore``)."""
+
+    def forget(self, person: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """What an erasure removed; ``as_dict`` is the command/CLI result (no personal data)."""
+
+    person: str
+    pseudonym: str
+    found: bool
+    cards_removed: int
+    pin_removed: bool
+    templates_removed: bool
+    events_pseudonymised: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def forget_person(
+    person: str,
+    *,
+    store: Store,
+    pseudonym_key: bytes,
+    templates: Templates | None,
+    journal: Journal | None,
+) -> Erasure:
+    """Erase ``person`` everywhere on this gate; safe to repeat (a second call finds nothing)."""
+    gone: Forgotten = store.forget(person, pseudonym_key)
+    templates_removed = templates.forget(person) if templates is not None else False
+    changed = journal.pseudonymise_person(person, gone.pseudonym) if journal is not None else 0
+    erasure = Erasure(
+        person=person,
+        pseudonym=gone.pseudonym,
+        found=gone.found,
+        cards_removed=gone.cards_removed,
+        pin_removed=gone.pin_removed,
+        templates_removed=templates_removed,
+        events_pseudonymised=changed,
+    )
+    log.info(
+        "erasure: person %s is now %s (%d card(s), templates %s, %d event(s) rewritten)",
+        person, gone.pseudonym, gone.cards_removed,
+        "removed" if templates_removed else "none", changed,
+    )
+    return erasure
+
+
+def forget_offline(config: GateConfig, person: str, *, actor: str) -> Erasure:
+    """Erasure while the daemon is stopped: on the store, template and journal files.
+
+    ``person.forgotten`` is recorded in the journal, so the station hears of it at the next start.
+    """
+    from daemon.audit import AuditLog
+    from daemon.journal import Journal
+
+    key_file = config.access.card_hash_key_file
+    store = Store(config.access.db, card_key=read_key(key_file) if key_file else None)
+    journal = Journal(
+        config.journal.path,
+        gate=config.gate.id,
+        portraits=config.privacy.portraits,
+        retention_days=config.journal.retention_days,
+    )
+    try:
+        templates = None
+        if config.vision is not None and config.vision.templates.exists():
+            from daemon.faces_cli import template_store
+
+            templates = template_store(config.vision)
+        erasure = forget_person(
+            person,
+            store=store,
+            pseudonym_key=load_or_create_key(config.privacy.pseudonym_key_file),
+            templates=templates,
+            journal=journal,
+        )
+        journal.record(forgotten_event(erasure, actor=actor))
+        AuditLog(config.privacy.audit_path).append(
+            "person.forget", actor=actor, target=erasure.pseudonym,
+            details={k: v for k, v in erasure.as_dict().items() if k != "person"},
+        )
+    finally:
+        journal.close()
+        store.close()
+    return erasure
+
+
+def forgotten_event(erasure: Erasure, *, actor: str) -> Event:
+    """The ``person.forgotten`` event telling the station to erase its copy too."""
+    return Event(
+        "person.forgotten",
+        person=erasure.pseudonym,
+        reason=actor,
+        data={
+            "erase": erasure.person,
+            "pseudonym": erasure.pseudonym,
+            "cards_removed": erasure.cards_removed,
+            "templates_removed": erasure.templates_removed,
+            "events_pseudonymised": erasure.events_pseudonymised,
+        },
+    )

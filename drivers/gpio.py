@@ -1,0 +1,52 @@
+"""Pick the gpiozero pin factory that a board's GPIO backend names.
+
+Every GPIO driver (lock relay, door inputs, feedback, Wiegand) takes a ``pin_factory`` keyword,
+so one factory chosen here is shared by all of them: real lines on a board, gpiozero
+``MockFactory`` pins in simulate mode and tests.  A backend whose library is missing fails with
+the exact install hint instead of gpiozero's silent fallback to another library (which on a Pi 5
+would be one that cannot drive its pins).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+from gpiozero import Factory
+from gpiozero.pins.mock import MockFactory
+
+log = logging.getLogger(__name__)
+
+#: Backend names of the config, in the order an installer should prefer them.
+BACKENDS: Final = ("lgpio", "rpigpio", "mock")
+
+INSTALL_HINTS: Final = {
+    "lgpio": "gpio backend lgpio needs the lgpio module: apt install python3-lgpio "
+    "(or pip install 'menjin[pi]')",
+    "rpigpio": "gpio backend rpigpio needs RPi.GPIO: apt install python3-rpi.gpio",
+}
+
+
+class GpioBackendError(RuntimeError):
+    """The configured GPIO backend cannot be used here; the message says how to fix it."""
+
+
+def pin_factory(backend: str) -> Factory:
+    """A new pin factory for ``backend`` ('lgpio' on a Pi 4/5, 'rpigpio' on older Pis, 'mock').
+
+    Raises :class:`GpioBackendError` for an unknown name or a backend whose library is absent.
+    """
+    if backend == "mock":
+        return MockFactory()
+    try:
+        if backend == "lgpio":
+            from gpiozero.pins.lgpio import LGPIOFactory
+
+            return LGPIOFactory()
+        if backend == "rpigpio":
+            from gpiozero.pins.rpigpio import RPiGPIOFactory
+
+            return RPiGPIOFactory()
+    except ImportError as exc:
+        raise GpioBackendError(INSTALL_HINTS[backend]) from exc
+    raise GpioBackendError(f"unknown gpio backend {backend!r} (use one of {', '.join(BACKENDS)})")

@@ -1,0 +1,49 @@
+"""`menjin demo` as a newcomer runs it: a child process that must end with 0 and a summary."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FACES_DIR, MODELS_DIR
+
+REPO = Path(__file__).resolve().parents[2]
+STEPS = [
+    "1. A resident's valid card",
+    "2. An unknown card",
+    "3. An expired visitor's card",
+    "5. Exit button (egress)",
+    "6. Door held open too long",
+    "7. Forced door",
+    "8. Tamper switch",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_demo_plays_the_scenario_and_exits_0() -> None:
+    env = dict(os.environ, COLUMNS="200", NO_COLOR="1", TERM="dumb")
+    result = subprocess.run(
+        [sys.executable, "-c", "from daemon.cli import main; main()", "demo"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=280,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "menjin demo: summary" in out
+    summary = out[out.index("menjin demo: summary"):]
+    for step in STEPS:
+        line = next(line for line in summary.splitlines() if step in line)
+        assert " ok " in line, line
+    assert "FAILED" not in summary
+    assert "reason: unknown_credential" in summary
+    assert "reason: expired" in summary
+    if any(MODELS_DIR.glob("*.onnx")) and (FACES_DIR / "enrol").is_dir():
+        face = next(line for line in summary.splitlines() if "4. Face-scan entry" in line)
+        assert " ok " in face, face
+        assert "captures 1" in summary  # the portrait reached the station (portraits: upload)
+    else:
+        assert "face-scan entry is skipped" in out

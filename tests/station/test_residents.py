@@ -1,0 +1,135 @@
+"""Resident lists from the operator's files, and the snapshot/delta that carries them to a gate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from station.residents import ResidentList, ResidentsError, load_residents, sync_args
+
+GROUPS_YAML = """\
+groups:
+  - {id: residents, name: Residents, doors: [front], schedule: always}
+holidays: ["2026-10-01"]
+revoked: ["0000000001"]
+"""
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_csv_rows_become_the_gates_person_objects(tmp_path: Path) -> None:
+    csv_path = write(tmp_path, "residents.csv",
+                     "id,name,groups,cards,enabled,face_consent_date,face_consent_source\n"
+                     "p-0101,王芳,residents,0004567890;0004567891,yes,2026-11-02,form 118\n"
+                     "p-0102,Li Lei,,,no,,\n")
+    residents = load_residents(csv_path, write(tmp_path, "groups.yaml", GROUPS_YAML))
+    assert residents.persons == {
+        "p-0101": {"id": "p-0101", "name": "王芳", "groups": ["residents"],
+                   "cards": ["0004567890", "0004567891"], "enabled": True,
+                   "face_consent": {"date": "2026-11-02", "source": "form 118"}},
+        "p-0102": {"id": "p-0102", "name": "Li Lei", "enabled": False},
+    }
+    assert list(residents.groups) == ["residents"]
+    assert residents.holidays == ["2026-10-01"] and residents.revoked == ("0000000001",)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name,cards\nA,1\n", "1: the header needs 'id' and 'name'"),
+        ("id,name,card\np1,A,1\n", "1: the header needs 'id' and 'name'; unknown column(s) card"),
+        ("id,name\np1,A\n,B\n", "3: 'id' is empty"),
+        ("id,name\np1,A\np1,B\n", "3: person 'p1' appears twice"),
+        ("id,name\np1,A,extra\n", "2: more cells than header columns"),
+        ("id,name,enabled\np1,A,maybe\n", "2: enabled: 'maybe' is not yes or no"),
+    ],
+)
+def test_each_bad_csv_line_is_reported(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, "residents.csv", text)
+    with pytest.raises(ResidentsError) as caught:
+        load_residents(path)
+    assert str(caught.value).startswith(f"{path}:{message}")
+
+
+def test_a_person_in_an_undefined_group_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "residents.csv", "id,name,groups\np1,A,staff\n")
+    with pytest.raises(ResidentsError, match="person 'p1' is in unknown group 'staff'"):
+        load_residents(path)
+
+
+def test_one_yaml_file_holds_everything(tmp_path: Path) -> None:
+    path = write(tmp_path, "residents.yaml", GROUPS_YAML + "persons:\n"
+                 "  - {id: p1, name: A, groups: [residents], cards: ['1']}\n")
+    residents = load_residents(path)
+    assert residents.persons["p1"]["cards"] == ["1"] and "residents" in residents.groups
+
+
+def test_first_sync_is_a_snapshot_with_groups() -> None:
+    residents = ResidentList({"p1": {"id": "p1", "name": "A"}},
+                             {"g": {"id": "g", "doors": ["front"]}}, None, ("c9",))
+    args = sync_args(residents, None, clock_s=lambda: 1_800_000_000.5)
+    assert args == {"mode": "snapshot", "version": 1_800_000_000,
+                    "persons": [{"id": "p1", "name": "A"}],
+                    "groups": [{"id": "g", "doors": ["front"]}], "revoked": ["c9"]}
+
+
+def lists() -> st.SearchStrategy[ResidentList]:
+    persons = st.dictionaries(st.sampled_from([f"p{i}" for i in range(6)]),
+                              st.sampled_from(["c1", "c2", "c3"]))
+    groups = st.dictionaries(st.sampled_from(["a", "b", "c"]), st.sampled_from(["front", "side"]))
+    revoked = st.sets(st.sampled_from(["r1", "r2", "r3"]))
+    return st.builds(
+        lambda p, g, r: ResidentList(
+            {k: {"id": k, "name": k, "cards": [v]} for k, v in p.items()},
+            {k: {"id": k, "doors": [v]} for k, v in g.items()}, None, tuple(sorted(r))),
+        persons, groups, revoked)
+
+
+def apply_delta(old: ResidentList, args: dict[str, Any]) -> ResidentList:
+    """What the gate's store does with a delta (daemon/store.py)."""
+    persons = {k: v for k, v in old.persons.items() if k not in args["delete"]}
+    persons.update({p["id"]: p for p in args["upsert"]})
+    groups = {k: v for k, v in old.groups.items() if k not in args["delete_groups"]}
+    groups.update({g["id"]: g for g in args["groups"]})
+    revoked = (set(old.revoked) | set(args["revoke"])) - set(args["unrevoke"])
+    return ResidentList(persons, groups, None, tuple(sorted(revoked)))
+
+
+@given(lists(), lists(), st.integers(0, 10**10))
+def test_a_delta_applied_to_the_previous_list_gives_the_new_one(
+    old: ResidentList, new: ResidentList, version: int
+) -> None:
+    args = sync_args(new, (version, old), clock_s=lambda: 1_800_000_000)
+    assert args["mode"] == "delta" and args["base_version"] == version
+    assert args["version"] > version
+    assert apply_delta(old, args) == new
+
+
+def test_the_gates_own_store_applies_the_snapshot_and_the_delta(tmp_path: Path) -> None:
+    """Compatibility with the real receiving end: daemon/store.py's apply_sync."""
+    from zoneinfo import ZoneInfo
+
+    from daemon.store import Store as GateStore
+
+    groups = write(tmp_path, "groups.yaml", GROUPS_YAML)
+    first = load_residents(write(tmp_path, "a.csv", "id,name,groups,cards\n"
+                                 "p1,A,residents,0004567890\np2,B,residents,0004567891\n"), groups)
+    second = load_residents(write(tmp_path, "b.csv", "id,name,groups,cards\n"
+                                  "p1,A,residents,0004567899\np3,C,residents,0004567893\n"), groups)
+    with GateStore(tmp_path / "residents.db", zone=ZoneInfo("Asia/Shanghai")) as gate:
+        snapshot = sync_args(first, None)
+        gate.apply_sync(snapshot)
+        gate.apply_sync(sync_args(second, (snapshot["version"], first)))
+        assert sorted(p.id for p in gate.persons()) == ["p1", "p3"]
+        assert gate.card_owner("0004567899") == "p1"
+        assert gate.card_owner("0004567890") is None
+        assert [g.id for g in gate.groups()] == ["residents"]
+        assert len(gate.revoked()) == 1

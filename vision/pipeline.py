@@ -1,0 +1,404 @@
+"""The face pipeline: frames in, observations out (a resident recognised, a face refused, a
+passage's best portrait).
+
+Per frame: motion gate → detect → track → quality → (only when worth it) align → embed → 1:N
+match.  What keeps it cheap on a small board:
+
+- idle frames stop at the motion gate (detection runs only on motion, while a face is tracked,
+  and every ``idle_detect_seconds`` as a safety net);
+- a track is embedded when its face quality improves on what was already embedded, or to confirm
+  a candidate match; a granted track is never embedded again;
+- a grant needs ``agree_frames`` consecutive embedded frames of one track matching the same
+  person, then a liveness check on the frame that completed the agreement.  A failed liveness
+  check refuses the track for good (reason ``liveness_failed``) but its portrait is still taken.
+
+Portraits obey the privacy policy (``off``, ``local``, ``upload``): with ``off`` no pixel of a face
+is kept past the frame it was seen in; the capture carries metadata only (``jpeg=None``).
+
+:class:`FacePipeline` is synchronous and single-threaded (tests and the benchmark drive it frame
+by frame); :class:`PipelineWorker` runs it in the one inference thread with a latest-frame-wins
+hand-off, and delivers observations through a callback (see :func:`loop_delivery`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from vision.align import align
+from vision.detect import Detector, Face
+from vision.embed import Embedder
+from vision.gallery import Gallery
+from vision.liveness import LivenessGate
+from vision.motion import MotionGate
+from vision.quality import Quality, QualityThresholds, assess
+from vision.track import DEFAULT_TIMEOUT_SECONDS, Track, Tracker
+
+log = logging.getLogger(__name__)
+
+PORTRAIT_POLICIES = ("off", "local", "upload")
+LIVENESS_FAILED = "liveness_failed"
+DEFAULT_AGREE_FRAMES = 3
+DEFAULT_PORTRAIT_MARGIN = 0.4
+DEFAULT_PORTRAIT_SIZE_PX = 256
+DEFAULT_JPEG_QUALITY = 90
+#: Detect at least this often while nothing moves (a person who crept in slowly).
+DEFAULT_IDLE_DETECT_SECONDS = 2.0
+#: A track's face is embedded again only when its quality rank beats the best embedded one by
+#: this factor (a stranger walking past costs a few embeddings, not one per frame).
+DEFAULT_EMBED_IMPROVEMENT = 1.1
+#: A face seen in fewer frames is more likely a false detection than a passage: no capture.
+DEFAULT_MIN_CAPTURE_FRAMES = 2
+
+
+@dataclass(frozen=True, slots=True)
+class FaceRecognised:
+    """``agree_frames`` frames of one track matched ``person`` and liveness passed (or no
+    liveness model is configured: ``liveness`` None); the door may open."""
+
+    track_id: int
+    person: str
+    score: float
+    second_score: float
+    frames: int
+    liveness: float | None
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class FaceRefused:
+    """A track that matched ``person`` but must not open the door (``reason``)."""
+
+    track_id: int
+    reason: str
+    person: str | None
+    score: float
+    liveness: float | None
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class TrackCapture:
+    """The end of one passage: its best portrait (``jpeg`` None when the policy is ``off``)."""
+
+    track_id: int
+    person: str | None
+    recognised: bool
+    jpeg: bytes | None
+    quality: Quality
+    frames: int
+    first_ts: float
+    last_ts: float
+
+
+Observation = FaceRecognised | FaceRefused | TrackCapture
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Decision and portrait settings (daemon/app.py maps ``vision`` and ``privacy`` here)."""
+
+    agree_frames: int = DEFAULT_AGREE_FRAMES
+    portraits: str = "off"
+    portrait_margin: float = DEFAULT_PORTRAIT_MARGIN
+    portrait_size_px: int = DEFAULT_PORTRAIT_SIZE_PX
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY
+    quality: QualityThresholds = field(default_factory=QualityThresholds)
+    idle_detect_seconds: float = DEFAULT_IDLE_DETECT_SECONDS
+    track_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    embed_improvement: float = DEFAULT_EMBED_IMPROVEMENT
+    min_capture_frames: int = DEFAULT_MIN_CAPTURE_FRAMES
+
+    def __post_init__(self) -> None:
+        if self.portraits not in PORTRAIT_POLICIES:
+            raise ValueError(
+                f"portrait policy must be one of {', '.join(PORTRAIT_POLICIES)}, "
+                f"got {self.portraits!r}"
+            )
+        if self.agree_frames < 1:
+            raise ValueError(f"agree_frames must be at least 1, got {self.agree_frames}")
+
+    @property
+    def keeps_portraits(self) -> bool:
+        return self.portraits != "off"
+
+
+@dataclass
+class PipelineStats:
+    """Work done, for the benchmark and the health report."""
+
+    frames: int = 0
+    detections: int = 0
+    embeddings: int = 0
+    liveness_checks: int = 0
+
+
+@dataclass
+class _TrackState:
+    candidate: str | None = None
+    votes: int = 0
+    best_score: float = -1.0
+    embedded_rank: float = 0.0
+    decided: bool = False
+    granted: str | None = None
+    capture_frames: int = 0
+    best_capture_rank: float = -1.0
+    best_quality: Quality | None = None
+    portrait: np.ndarray | None = None
+
+
+def portrait_crop(bgr: np.ndarray, box: np.ndarray, margin: float, size_px: int) -> np.ndarray:
+    """The face box grown by ``margin`` of its size on every side, clipped to the frame, scaled
+    so its long side is ``size_px``."""
+    height, width = bgr.shape[:2]
+    box_w, box_h = float(box[2] - box[0]), float(box[3] - box[1])
+    cx, cy = float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2
+    half_w, half_h = box_w * (1 + 2 * margin) / 2, box_h * (1 + 2 * margin) / 2
+    x1, y1 = max(0, int(cx - half_w)), max(0, int(cy - half_h))
+    x2, y2 = min(width, int(np.ceil(cx + half_w))), min(height, int(np.ceil(cy + half_h)))
+    crop = bgr[y1:y2, x1:x2]
+    if crop.size == 0:
+        return np.zeros((size_px, size_px, 3), dtype=np.uint8)
+    scale = size_px / max(crop.shape[:2])
+    new_size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(crop, new_size, interpolation=interp)
+
+
+def encode_jpeg(bgr: np.ndarray, quality: int = DEFAULT_JPEG_QUALITY) -> bytes:
+    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return data.tobytes()
+
+
+class FacePipeline:
+    """One camera's face pipeline; call :meth:`process` with each frame, in time order."""
+
+    def __init__(
+        self,
+        detector: Detector,
+        embedder: Embedder,
+        gallery: Gallery,
+        *,
+        liveness: LivenessGate | None = None,
+        settings: PipelineSettings | None = None,
+        motion: MotionGate | None = None,
+    ) -> None:
+        self.detector = detector
+        self.embedder = embedder
+        self.gallery = gallery
+        self.liveness = liveness
+        self.settings = settings or PipelineSettings()
+        self.motion = motion if motion is not None else MotionGate()
+        self.tracker = Tracker(timeout_seconds=self.settings.track_timeout_seconds)
+        self.stats = PipelineStats()
+        self._states: dict[int, _TrackState] = {}
+        self._last_detect_ts: float | None = None
+        if liveness is None:
+            log.warning(
+                "vision: no liveness model configured: face grants are not checked against "
+                "photo or screen attacks (use card_and_face on doors that need it)"
+            )
+
+    def process(self, bgr: np.ndarray, ts: float) -> list[Observation]:
+        """Observations caused by one frame taken at ``ts`` (monotonic seconds)."""
+        self.stats.frames += 1
+        moved = self.motion.moved(bgr)
+        due = (
+            self._last_detect_ts is None
+            or ts - self._last_detect_ts >= self.settings.idle_detect_seconds
+        )
+        if not (moved or self.tracker.tracks or due):
+            return []
+        self._last_detect_ts = ts
+        self.stats.detections += 1
+        faces = self.detector.detect(bgr)
+        assigned, ended = self.tracker.update(faces, ts)
+        observations: list[Observation] = []
+        for track, face in assigned:
+            observations.extend(self._observe(bgr, ts, track, face))
+        observations.extend(self._finish(track) for track in ended if self._capturable(track))
+        for track in ended:
+            self._states.pop(track.id, None)
+        return observations
+
+    def flush(self) -> list[Observation]:
+        """End every open track (camera lost or pipeline stopping): their captures."""
+        ended = self.tracker.close_all()
+        observations: list[Observation] = [
+            self._finish(track) for track in ended if self._capturable(track)
+        ]
+        self._states.clear()
+        self.motion.reset()
+        return observations
+
+    def _observe(
+        self, bgr: np.ndarray, ts: float, track: Track, face: Face
+    ) -> list[Observation]:
+        state = self._states.setdefault(track.id, _TrackState())
+        quality = assess(bgr, face)
+        thresholds = self.settings.quality
+        if thresholds.capturable(quality):
+            state.capture_frames += 1
+            if quality.rank > state.best_capture_rank:
+                state.best_capture_rank = quality.rank
+                state.best_quality = quality
+                if self.settings.keeps_portraits:
+                    state.portrait = portrait_crop(
+                        bgr, face.box, self.settings.portrait_margin, self.settings.portrait_size_px
+                    )
+        if state.decided or not thresholds.recognisable(quality):
+            return []
+        confirming = state.candidate is not None
+        if not confirming and quality.rank <= state.embedded_rank * self.settings.embed_improvement:
+            return []
+        state.embedded_rank = max(state.embedded_rank, quality.rank)
+        self.stats.embeddings += 1
+        match = self.gallery.search(self.embedder.embed(align(bgr, face.kps)))
+        if match.person is None or match.person != state.candidate:
+            state.candidate = match.person
+            state.votes = 0
+        if match.person is None:
+            return []
+        state.votes += 1
+        state.best_score = max(state.best_score, match.score)
+        if state.votes < self.settings.agree_frames:
+            return []
+        state.decided = True
+        return [self._decide(bgr, ts, track, face, match.person, match.second_score, state)]
+
+    def _decide(
+        self,
+        bgr: np.ndarray,
+        ts: float,
+        track: Track,
+        face: Face,
+        person: str,
+        second_score: float,
+        state: _TrackState,
+    ) -> Observation:
+        """The agreed person of a track, granted unless the liveness check refuses the face."""
+        live: float | None = None
+        if self.liveness is not None:
+            self.stats.liveness_checks += 1
+            verdict = self.liveness.check(bgr, face)
+            live = verdict.score
+            if not verdict.live:
+                log.info("vision: track %d refused: liveness %.2f", track.id, live)
+                return FaceRefused(track.id, LIVENESS_FAILED, person, state.best_score, live, ts)
+        state.granted = person
+        return FaceRecognised(
+            track.id, person, state.best_score, second_score, state.votes, live, ts
+        )
+
+    def _capturable(self, track: Track) -> bool:
+        state = self._states.get(track.id)
+        return (
+            state is not None
+            and state.best_quality is not None
+            and state.capture_frames >= self.settings.min_capture_frames
+        )
+
+    def _finish(self, track: Track) -> TrackCapture:
+        state = self._states[track.id]
+        assert state.best_quality is not None  # guaranteed by _capturable
+        jpeg = None
+        if self.settings.keeps_portraits and state.portrait is not None:
+            jpeg = encode_jpeg(state.portrait, self.settings.jpeg_quality)
+        return TrackCapture(
+            track.id, state.granted, state.granted is not None, jpeg, state.best_quality,
+            track.frames, track.first_ts, track.last_ts,
+        )
+
+
+Deliver = Callable[[Observation], None]
+
+
+def loop_delivery(loop: asyncio.AbstractEventLoop, handler: Deliver) -> Deliver:
+    """A ``deliver`` callback for :class:`PipelineWorker` that runs ``handler`` on ``loop``."""
+
+    def deliver(observation: Observation) -> None:
+        try:
+            loop.call_soon_threadsafe(handler, observation)
+        except RuntimeError:
+            log.debug("vision: event loop closed, observation dropped: %r", type(observation))
+
+    return deliver
+
+
+class PipelineWorker:
+    """The one inference thread of a camera, fed through a one-frame latest-wins slot.
+
+    ``submit`` never blocks (the camera's grabber thread calls it): a frame still waiting when
+    the next arrives is replaced and counted in ``dropped``, so the pipeline always works on the
+    newest picture and never falls behind the door.
+    """
+
+    def __init__(self, pipeline: FacePipeline, deliver: Deliver, *, name: str = "vision") -> None:
+        self.pipeline = pipeline
+        self.deliver = deliver
+        self.name = name
+        self.processed = 0
+        self.dropped = 0
+        self.errors = 0
+        self._pending: tuple[np.ndarray, float] | None = None
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def submit(self, image: np.ndarray, ts: float) -> None:
+        with self._cond:
+            if self._pending is not None:
+                self.dropped += 1
+            self._pending = (image, ts)
+            self._cond.notify()
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError(f"{self.name} already started")
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=f"infer:{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the frame in progress, end the open tracks (their captures are delivered)."""
+        with self._cond:
+            self._stopping = True
+            self._pending = None
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        for observation in self.pipeline.flush():
+            self.deliver(observation)
+
+    def idle(self) -> bool:
+        """Nothing waiting in the slot (the frame in progress may still be running)."""
+        with self._cond:
+            return self._pending is None
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._stopping or self._pending is not None)
+                if self._stopping:
+                    return
+                assert self._pending is not None
+                image, ts = self._pending
+                self._pending = None
+            try:
+                observations = self.pipeline.process(image, ts)
+            except Exception:
+                self.errors += 1
+                log.exception("%s: frame failed", self.name)
+                continue
+            self.processed += 1
+            for observation in observations:
+                self.deliver(observation)

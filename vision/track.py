@@ -1,0 +1,137 @@
+"""Face tracking: one person passing the camera is one track.
+
+Without tracks every frame is a new face: a resident would be granted fifteen times a second and
+a passer-by captured fifteen times.  Tracks let the pipeline ask "have K frames of *this* person
+agreed?", keep one best portrait per passage, and embed a face only when a better view arrives.
+
+Association is greedy on box overlap (IoU) with a centroid fallback: at 15 fps a face walking
+across a gate camera moves less than its own width between frames, but a frame dropped by the
+latest-frame-wins hand-off can leave boxes that barely overlap, so a centre within
+``max_jump`` box sizes of the track's last centre still continues it.  A track ends when it has
+not been seen for ``timeout_seconds`` (frame timestamps, so dropped frames do not shorten it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from vision.detect import Face
+
+DEFAULT_MIN_IOU = 0.2
+#: Centre distance, in units of the larger box diagonal, that still continues a track.
+DEFAULT_MAX_JUMP = 0.6
+DEFAULT_TIMEOUT_SECONDS = 1.0
+
+
+@dataclass(eq=False)
+class Track:
+    """A face followed across frames (the pipeline keeps its own state per ``id``)."""
+
+    id: int
+    box: np.ndarray
+    first_ts: float
+    last_ts: float
+    frames: int = 1
+
+    @property
+    def centre(self) -> np.ndarray:
+        return np.array(
+            [(self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2], dtype=np.float32
+        )
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two x1y1x2y2 boxes."""
+    w = max(0.0, float(min(a[2], b[2]) - max(a[0], b[0])))
+    h = max(0.0, float(min(a[3], b[3]) - max(a[1], b[1])))
+    inter = w * h
+    union = float((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _diagonal(box: np.ndarray) -> float:
+    return float(np.hypot(box[2] - box[0], box[3] - box[1]))
+
+
+def _centre(box: np.ndarray) -> np.ndarray:
+    return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], dtype=np.float32)
+
+
+class Tracker:
+    """Greedy IoU/centroid association of each frame's faces with the open tracks."""
+
+    def __init__(
+        self,
+        *,
+        min_iou: float = DEFAULT_MIN_IOU,
+        max_jump: float = DEFAULT_MAX_JUMP,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
+        self.min_iou = min_iou
+        self.max_jump = max_jump
+        self.timeout_seconds = timeout_seconds
+        self.tracks: list[Track] = []
+        self._next_id = 1
+
+    def _affinity(self, track: Track, face: Face) -> float:
+        """How well ``face`` continues ``track``: IoU in (min_iou, 1], a jump in (0, min_iou),
+        0 for no match."""
+        overlap = iou(track.box, face.box)
+        if overlap >= self.min_iou:
+            return overlap
+        reach = self.max_jump * max(_diagonal(track.box), _diagonal(face.box))
+        distance = float(np.linalg.norm(_centre(face.box) - track.centre))
+        if reach > 0 and distance <= reach:
+            return self.min_iou * (1.0 - distance / reach) * 0.999 + 1e-6
+        return 0.0
+
+    def update(self, faces: list[Face], ts: float) -> tuple[list[tuple[Track, Face]], list[Track]]:
+        """Assign this frame's faces to tracks (new faces open new tracks).
+
+        Returns the (track, face) pairs of this frame and the tracks that ended (unseen for
+        longer than the timeout)."""
+        ended = self.expire(ts)
+        pairs = sorted(
+            (
+                (self._affinity(track, face), t, f)
+                for t, track in enumerate(self.tracks)
+                for f, face in enumerate(faces)
+            ),
+            key=lambda item: -item[0],
+        )
+        used_tracks: set[int] = set()
+        used_faces: set[int] = set()
+        assigned: list[tuple[Track, Face]] = []
+        for affinity, t, f in pairs:
+            if affinity <= 0:
+                break
+            if t in used_tracks or f in used_faces:
+                continue
+            used_tracks.add(t)
+            used_faces.add(f)
+            track = self.tracks[t]
+            track.box = faces[f].box
+            track.last_ts = ts
+            track.frames += 1
+            assigned.append((track, faces[f]))
+        for f, face in enumerate(faces):
+            if f not in used_faces:
+                track = Track(self._next_id, face.box, ts, ts)
+                self._next_id += 1
+                self.tracks.append(track)
+                assigned.append((track, face))
+        return assigned, ended
+
+    def expire(self, ts: float) -> list[Track]:
+        """Close the tracks not seen for longer than the timeout."""
+        ended = [t for t in self.tracks if ts - t.last_ts > self.timeout_seconds]
+        if ended:
+            self.tracks = [t for t in self.tracks if t not in ended]
+        return ended
+
+    def close_all(self) -> list[Track]:
+        """End every open track (camera stopped or lost)."""
+        ended, self.tracks = self.tracks, []
+        return ended
