@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import deque
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -68,6 +69,9 @@ async def ping(args: dict[str, Any]) -> dict[str, Any]:
     return {"pong": True, "gate_ts_ms": now_ms()}
 
 
+REFUSED_ALARMS_PER_MINUTE = 10
+
+
 class CommandProcessor:
     """Verifies command envelopes for one gate and runs the registered handlers.
 
@@ -95,6 +99,8 @@ class CommandProcessor:
         self.max_bytes = max_bytes
         self.max_skew_ms = int(max_skew_s * 1000)
         self._clock = clock
+        self._refusal_times: deque[int] = deque()
+        self._suppressed = 0
 
     async def process(self, topic_name: str, payload: bytes) -> Outcome:
         """Handle the payload that arrived on ``.../cmd/<topic_name>``; never raises."""
@@ -175,12 +181,34 @@ class CommandProcessor:
     def _refuse(self, name: str, envelope: dict[str, Any] | None, refusal: RefusedError) -> Outcome:
         command_id = envelope.get("id") if envelope is not None else None
         command_id = command_id if isinstance(command_id, str) else None
-        log.warning("command %s refused: %s", name, refusal)
-        self._emit(Event("command.refused", credential_kind="remote", reason=refusal.reason,
-                         data={"command": name, "command_id": command_id,
-                               "detail": refusal.detail}))
+        if self._alarm_allowed():
+            log.warning("command %s refused: %s", name, refusal)
+            data: dict[str, Any] = {"command": name, "command_id": command_id,
+                                    "detail": refusal.detail}
+            if self._suppressed:
+                data["suppressed"], self._suppressed = self._suppressed, 0
+            self._emit(Event("command.refused", credential_kind="remote", reason=refusal.reason,
+                             data=data))
+        else:
+            self._suppressed += 1
+            log.debug("command %s refused (alarm suppressed, flood): %s", name, refusal)
         return self._result(name, command_id, ok=False, reason=refusal.reason,
                             result={"detail": refusal.detail})
+
+    def _alarm_allowed(self) -> bool:
+        """At most REFUSED_ALARMS_PER_MINUTE refusal alarms a minute.
+
+        Alarms are never evicted from the journal, so anyone holding a broker account could
+        otherwise fill the disk with garbage commands; the excess is counted and reported in the
+        next alarm's ``suppressed`` field, and every command still gets its result message.
+        """
+        now = self._clock()
+        while self._refusal_times and self._refusal_times[0] <= now - 60_000:
+            self._refusal_times.popleft()
+        if len(self._refusal_times) >= REFUSED_ALARMS_PER_MINUTE:
+            return False
+        self._refusal_times.append(now)
+        return True
 
     def _result(self, name: str, command_id: str | None, *, ok: bool, reason: str,
                 result: dict[str, Any]) -> Outcome:

@@ -156,14 +156,17 @@ class ImageFolderSource:
             raise CameraError(f"camera {self.folder}: no images in the folder")
 
     def read(self) -> np.ndarray:
-        if self._next >= len(self._files):
-            self.open()
-        path = self._files[self._next]
-        self._next += 1
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise CameraError(f"camera {self.folder}: cannot read {path.name}")
-        return _fit(image, self.size)
+        """The next readable image; one damaged file is skipped, not a lost camera."""
+        for _ in range(len(self._files) + 1):
+            if self._next >= len(self._files):
+                self.open()
+            path = self._files[self._next]
+            self._next += 1
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is not None:
+                return _fit(image, self.size)
+            log.debug("camera %s: skipping unreadable %s", self.folder, path.name)
+        raise CameraError(f"camera {self.folder}: no readable image in the folder")
 
     def close(self) -> None:
         self._files = []
@@ -283,6 +286,7 @@ class Camera:
         self.faulted = False
         self.open_attempts = 0
         self.backoff_seconds = backoff_initial_seconds
+        self._consumer_failed = False
         self._latest: Frame | None = None
         self._seq = 0
         self._cond = threading.Condition()
@@ -363,7 +367,12 @@ class Camera:
                 self._latest = frame
                 self._cond.notify_all()
             if self.on_frame is not None:
-                self.on_frame(frame)
+                try:
+                    self.on_frame(frame)
+                except Exception:  # a consumer's bug is not a camera fault; logged once
+                    if not self._consumer_failed:
+                        log.exception("%s: frame consumer failed", self.name)
+                    self._consumer_failed = True
             if self.source.paced:
                 next_due = max(next_due + self.frame_interval_seconds, now)
                 if self._stop.wait(max(0.0, next_due - time.monotonic())):

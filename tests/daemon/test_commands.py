@@ -278,3 +278,18 @@ async def test_commands_over_mqtt_with_results(tmp_path: Path) -> None:
         (False, "bad_signature"), (True, ""), (False, "replayed")]
     assert [r["id"] for r in results] == [forged["id"], good["id"], good["id"]]
     assert opened == [{"door": "front", "seconds": 3}]
+
+
+async def test_a_flood_of_refused_commands_cannot_fill_the_journal(tmp_path: Path) -> None:
+    """Refusal alarms are never evicted: past 10 a minute they are counted, not journaled."""
+    now = [NOW_MS]
+    events: list[Event] = []
+    processor = CommandProcessor(gate=GATE, station_key=STATION_KEY.public_key(),
+                                 remember_nonce=lambda nonce, until: True, emit=events.append,
+                                 clock=lambda: now[0])
+    results = [(await processor.process("open", unsigned())).result for _ in range(25)]
+    assert all(r["ok"] is False for r in results)  # every command still gets its answer
+    assert len(events) == 10
+    now[0] += 61_000
+    await processor.process("open", unsigned())
+    assert len(events) == 11 and events[-1].data["suppressed"] == 15

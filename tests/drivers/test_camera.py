@@ -187,6 +187,36 @@ def test_video_file_loops_then_removed_faults_then_restored(tmp_path: Path) -> N
     assert len(rec.faults) == 1
 
 
+@pytest.mark.timeout(30)
+def test_a_damaged_image_is_skipped_not_a_fault(tmp_path: Path) -> None:
+    write_images(tmp_path / "imgs")
+    (tmp_path / "imgs" / "01.png").write_bytes(b"not an image")
+    rec = Recorder()
+    with rec.camera(ImageFolderSource(tmp_path / "imgs")):
+        wait_until(lambda: len(rec.frames) >= 4)
+    colours = [tuple(int(c) for c in f.image[0, 0]) for f in rec.frames[:4]]
+    assert colours == [COLOURS[0], COLOURS[2], COLOURS[0], COLOURS[2]]
+    assert rec.faults == []
+
+
+@pytest.mark.timeout(30)
+def test_a_failing_frame_consumer_is_not_a_camera_fault(tmp_path: Path) -> None:
+    write_images(tmp_path / "imgs")
+    rec = Recorder()
+    calls: list[int] = []
+
+    def broken(frame: Frame) -> None:
+        calls.append(frame.seq)
+        raise RuntimeError("consumer bug")
+
+    camera = Camera(ImageFolderSource(tmp_path / "imgs"), fps=200, on_frame=broken,
+                    on_fault=rec.on_fault)
+    with camera:
+        wait_until(lambda: len(calls) >= 5)
+    assert rec.faults == []
+    assert calls[:5] == [1, 2, 3, 4, 5]
+
+
 def test_folder_without_images_cannot_open(tmp_path: Path) -> None:
     with pytest.raises(CameraError, match="no images"):
         ImageFolderSource(tmp_path).open()
