@@ -1,7 +1,7 @@
 """Face pipeline cost on a synthetic gate video: menjin's pipeline against insightface's
 FaceAnalysis on every frame, and 1:N search against a per-person Python loop.
 
-The video (about 60 s at 15 fps, 640x480, written once as Motion-JPEG) is what a gate camera
+The video (60 s at 15 fps, 640x480, written once as Motion-JPEG) is what a gate camera
 sees: idle stretches with sensor noise, then people (the shared test photos) entering, crossing
 and leaving, alone or in twos and threes, and a group of six strangers (insightface's t1.jpg).
 Enrolled: the five people of ``faces/enrol``.
@@ -77,6 +77,8 @@ PASSAGES = [
     ("t1", 330, 5.0, -1),
 ]
 IDLE_SECONDS = 4.0
+#: The full video is padded with a final idle stretch to this length.
+VIDEO_SECONDS = 60.0
 QUICK_PASSAGES = PASSAGES[:1]
 QUICK_IDLE_SECONDS = 2.0
 SEARCH_SIZES = (1_000, 10_000, 50_000, 100_000)
@@ -109,7 +111,7 @@ def build_video(faces: Path, path: Path, *, quick: bool) -> tuple[Path, float]:
         scene.add(photo, start_s=start, duration_s=seconds, height_px=height,
                   direction=direction, top_px=top, label=name)
         start += seconds + idle
-    scene = _with_length(scene, start)
+    scene = _with_length(scene, start if quick else max(start, VIDEO_SECONDS))
     scene.write_video(path)
     return path, scene.seconds
 

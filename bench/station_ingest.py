@@ -54,8 +54,16 @@ SESSION_EXPIRY_SECONDS = 3600
 PUBLISH_INFLIGHT = 1000
 POLL_SECONDS = 0.01
 DRAIN_TIMEOUT_SECONDS = 300
+FIRST_TS_MS = 1_790_000_000_000
 EVENT_TYPES = ("access.granted", "access.granted", "access.denied", "door.opened",
                "door.closed", "door.forced")
+
+
+def uuid7(ts_ms: int, rng: random.Random) -> str:
+    """A UUIDv7 as the gates' journals assign them (time-ordered: the store's key grows)."""
+    rand = rng.getrandbits(74)
+    value = (ts_ms << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (rand & (2**62 - 1))
+    return str(uuid.UUID(int=value))
 
 
 def make_messages(events: int, seed: int) -> tuple[list[tuple[str, bytes]], int]:
@@ -66,8 +74,9 @@ def make_messages(events: int, seed: int) -> tuple[list[tuple[str, bytes]], int]
     for _ in range(events):
         gate = rng.randrange(GATES)
         seqs[gate] += 1
-        event = {"v": 1, "id": str(uuid.uuid4()), "seq": seqs[gate], "gate": f"gate-{gate}",
-                 "ts_ms": 1_790_000_000_000 + len(unique), "type": rng.choice(EVENT_TYPES),
+        ts_ms = FIRST_TS_MS + len(unique)
+        event = {"v": 1, "id": uuid7(ts_ms, rng), "seq": seqs[gate], "gate": f"gate-{gate}",
+                 "ts_ms": ts_ms, "type": rng.choice(EVENT_TYPES),
                  "door": "front", "reader": "front-card", "credential_kind": "card",
                  "credential_ref": f"{rng.randrange(10**8):08x}",
                  "person": f"p-{rng.randrange(5000)}", "data": {}}

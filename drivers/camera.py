@@ -40,7 +40,7 @@ URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
 LIVE_BUFFER_FRAMES = 1
 DEFAULT_BACKOFF_INITIAL_SECONDS = 0.5
 DEFAULT_BACKOFF_MAX_SECONDS = 30.0
-#: A source that yields nothing for this long while open counts as lost (a stalled RTSP stream).
+#: A stream that yields nothing for this long counts as lost (a stalled RTSP/HTTP camera).
 DEFAULT_STALL_SECONDS = 10.0
 SYNTHETIC_BACKGROUND_GREY = 96
 
@@ -98,7 +98,14 @@ class OpenCvSource:
     def open(self) -> None:
         if self.is_file and not Path(str(self.source)).is_file():
             raise CameraError(f"camera {describe(self.source)}: file not found")
-        cap = cv2.VideoCapture(self.source)
+        if isinstance(self.source, str) and self.source.startswith(URL_SCHEMES):
+            # Without timeouts a stalled stream blocks the grabber for FFmpeg's default.
+            stall_ms = int(DEFAULT_STALL_SECONDS * 1000)
+            cap = cv2.VideoCapture(self.source, cv2.CAP_FFMPEG, [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, stall_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, stall_ms,
+            ])
+        else:
+            cap = cv2.VideoCapture(self.source)
         if not cap.isOpened():
             cap.release()
             raise CameraError(f"camera {describe(self.source)}: cannot open")

@@ -289,7 +289,8 @@ class Receiver:
                     await self._forget(row)
 
     async def _forget(self, row: EventRow) -> None:
-        person = row.person or row.data.get("person")
+        # the gate names the erased id in data.erase and already uses the pseudonym as person
+        person = row.data.get("erase") or row.person
         pseudonym = row.data.get("pseudonym")
         if not isinstance(person, str):
             log.warning("gate %s: person.forgotten event %s names no person", row.gate, row.id)

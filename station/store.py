@@ -269,12 +269,15 @@ class Store:
 
     # -- gaps -----------------------------------------------------------------------------------
 
-    def gaps(self, gate: str, *, settled_before_ms: int | None = None) -> list[Range]:
+    def gaps(
+        self, gate: str, *, settled_before_ms: int | None = None, remember: bool = True
+    ) -> list[Range]:
         """Missing ``seq`` ranges of ``gate`` (inclusive), lowest first.
 
         Only events received before ``settled_before_ms`` count, so a batch still in another
-        receiver's hands is not reported as missing.  The contiguous prefix is remembered so the
-        query only reads the tail above the first gap.
+        receiver's hands is not reported as missing.  The contiguous prefix is remembered
+        (unless ``remember`` is False, for read-only callers such as the web page) so the query
+        only reads the tail above the first gap.
         """
         events, gates = self.t["events"], self.t["gates"]
         with self.engine.connect() as conn:
@@ -283,7 +286,7 @@ class Store:
             if settled_before_ms is not None:
                 query = query.where(events.c.received_ms <= settled_before_ms)
             ranges, contiguous = missing_ranges(start, conn.scalars(query.order_by(events.c.seq)))
-        if contiguous > start:
+        if remember and contiguous > start:
             # its own write transaction: a read transaction upgraded to a write fails at once
             # under SQLite when another receiver wrote meanwhile; the condition keeps it monotonic
             with self.engine.begin() as conn:

@@ -132,7 +132,7 @@ class Page:
 
     def _gate_row(self, gate: GateView) -> str:
         status, health = gate.status, gate.health
-        gaps = self.store.gaps(gate.gate)
+        gaps = self.store.gaps(gate.gate, remember=False)
         gap_text = ", ".join(f"{lo}-{hi}" for lo, hi in gaps) or "none"
         age = health.get("oldest_undelivered_age_s")
         backlog = "" if gate.backlog is None else str(gate.backlog)

@@ -8,8 +8,9 @@ match.  What keeps it cheap on a small board:
   and every ``idle_detect_seconds`` as a safety net);
 - a track is embedded when its face quality improves on what was already embedded, or to confirm
   a candidate match; a granted track is never embedded again;
-- a grant needs ``agree_frames`` consecutive embedded frames of one track matching the same
-  person, then a liveness check on the frame that completed the agreement.  A failed liveness
+- a grant needs ``agree_frames`` embedded frames of one track matching the same person (a frame
+  matching another person starts the count again; frames below the threshold do not count), then
+  a liveness check on the frame that completed the agreement.  A failed liveness
   check refuses the track for good (reason ``liveness_failed``) but its portrait is still taken.
 
 Portraits obey the privacy policy (``off``, ``local``, ``upload``): with ``off`` no pixel of a face
@@ -143,6 +144,7 @@ class PipelineStats:
 class _TrackState:
     candidate: str | None = None
     votes: int = 0
+    misses: int = 0
     best_score: float = -1.0
     embedded_rank: float = 0.0
     decided: bool = False
@@ -262,11 +264,17 @@ class FacePipeline:
         state.embedded_rank = max(state.embedded_rank, quality.rank)
         self.stats.embeddings += 1
         match = self.gallery.search(self.embedder.embed(align(bgr, face.kps)))
-        if match.person is None or match.person != state.candidate:
-            state.candidate = match.person
-            state.votes = 0
         if match.person is None:
+            # A frame below the threshold is no vote either way; a candidate that keeps
+            # missing is dropped, so a stranger's one lucky frame does not cost an embedding
+            # per frame for the rest of the passage.
+            state.misses += 1
+            if state.misses > self.settings.agree_frames:
+                state.candidate, state.votes, state.misses = None, 0, 0
             return []
+        if match.person != state.candidate:
+            state.candidate, state.votes, state.misses = match.person, 0, 0
+            state.best_score = -1.0
         state.votes += 1
         state.best_score = max(state.best_score, match.score)
         if state.votes < self.settings.agree_frames:

@@ -208,3 +208,11 @@ def test_parse_event_rejects_what_breaks_the_contract(payload: bytes, message: s
 def test_parse_event_never_fails_otherwise(payload: bytes) -> None:
     with contextlib.suppress(MessageError):
         parse_event(payload, "g1")
+
+
+def test_read_only_gap_lookups_leave_the_checkpoint_alone(store: Store) -> None:
+    store.add_events([row("g1", seq) for seq in (1, 2, 3, 5)])
+    assert store.gaps("g1", remember=False) == [(4, 4)]
+    assert store.gates()[0].contiguous_seq == 0
+    assert store.gaps("g1") == [(4, 4)]
+    assert store.gates()[0].contiguous_seq == 3
