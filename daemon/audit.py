@@ -131,7 +131,9 @@ class AuditLog:
                 if entry.get("prev") != prev:
                     return VerifyResult(False, count, lineno, "does not follow the previous entry")
                 if entry.get("seq") != seq + 1:
-                    return VerifyResult(False, count, lineno, f"sequence {entry.get('seq')} after {seq}")
+                    return VerifyResult(
+                        False, count, lineno, f"sequence {entry.get('seq')} after {seq}"
+                    )
                 if entry.get("hash") != entry_hash(entry):
                     return VerifyResult(False, count, lineno, "content does not match its hash")
                 seq, prev = entry["seq"], entry["hash"]
@@ -147,13 +149,15 @@ class AuditLog:
             return 0
         last = entries[dropped - 1]
         lines = [json.dumps({"anchor": True, "seq": last["seq"], "hash": last["hash"]}) + "\n"]
-        lines += [json.dumps(e, sort_keys=True, ensure_ascii=False) + "\n" for e in entries[dropped:]]
+        lines += [
+            json.dumps(e, sort_keys=True, ensure_ascii=False) + "\n" for e in entries[dropped:]
+        ]
         tmp = self.path.with_name(self.path.name + ".tmp")
         with tmp.open("w", encoding="utf-8") as fh:
             fh.writelines(lines)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        tmp.replace(self.path)
         return dropped
 
 
@@ -175,5 +179,5 @@ def forward_new(audit: AuditLog, cursor: Path, emit: Callable[[Event], None]) ->
     if new:
         tmp = cursor.with_name(cursor.name + ".tmp")
         tmp.write_text(str(new[-1]["seq"]))
-        os.replace(tmp, cursor)
+        tmp.replace(cursor)
     return len(new)

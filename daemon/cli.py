@@ -14,7 +14,7 @@ from station.cli import station_app
 
 app = typer.Typer(
     name="menjin",
-    help="menjin: edge daemon for residential-compound gates (cards, faces, doors, station uplink).",
+    help="menjin: edge daemon for residential-compound gates: cards, faces, doors, uplink.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import deque
 import re
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any

@@ -2,7 +2,8 @@
 
 Every model is frozen and forbids unknown keys: a typo is an error, never a silently ignored
 setting.  Each field has a description (it becomes the JSON Schema an editor shows while the
-installer types).  Loading, line numbers and the cross-field checks live in ``daemon/configfile.py``;
+installer types).  Loading and line numbers live in ``daemon/configfile.py``, cross-field checks in
+``daemon/configcheck.py``;
 this module is only the shape.
 """
 
@@ -76,7 +77,9 @@ class GateSection(Strict):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown timezone {value!r} (use an IANA name such as Asia/Shanghai)") from exc
+            raise ValueError(
+                f"unknown timezone {value!r} (use an IANA name such as Asia/Shanghai)"
+            ) from exc
         return value
 
 
@@ -176,7 +179,9 @@ class ReaderSection(Strict):
         None, description="ascii: regular expression with a named group 'card'."
     )
     osdp_address: int = Field(0, ge=0, le=126, description="osdp: peripheral address.")
-    osdp_key_file: InputPath | None = Field(None, description="osdp: Secure Channel key file (hex).")
+    osdp_key_file: InputPath | None = Field(
+        None, description="osdp: Secure Channel key file (hex)."
+    )
     presentation: Literal["decimal", "hex", "facility_number"] = Field(
         "decimal", description="How card numbers are written as credentials (same for all readers)."
     )
@@ -250,7 +255,9 @@ class LivenessSection(Strict):
 
 
 class QualitySection(Strict):
-    min_face_px_recognise: int = Field(80, ge=16, description="Smallest face (eye line based) to match.")
+    min_face_px_recognise: int = Field(
+        80, ge=16, description="Smallest face (eye line based) to match."
+    )
     min_face_px_capture: int = Field(40, ge=16, description="Smallest face kept as a portrait.")
     min_sharpness_recognise: float = Field(40.0, ge=0, description="Variance of the Laplacian.")
     min_sharpness_capture: float = Field(15.0, ge=0, description="Variance of the Laplacian.")
@@ -270,18 +277,24 @@ class VisionSection(Strict):
     agree_frames: int = Field(3, ge=1, le=30, description="Frames of one track that must agree.")
     threads: int = Field(2, ge=1, le=8, description="ONNX Runtime intra-op threads.")
     quality: QualitySection = Field(default={}, description="Quality gate.")  # type: ignore[assignment]
-    templates: StatePath = Field(Path("templates.bin"), description="Encrypted face template store.")
+    templates: StatePath = Field(
+        Path("templates.bin"), description="Encrypted face template store."
+    )
     template_key_file: StatePath = Field(
         Path("templates.key"),
         description="AES-256-GCM key of the template store, readable only by the service user; "
         "created with the store, and a missing key for an existing store is a start-up error.",
     )
-    portrait_margin: float = Field(0.4, ge=0, le=2, description="Portrait crop margin around the face.")
+    portrait_margin: float = Field(
+        0.4, ge=0, le=2, description="Portrait crop margin around the face."
+    )
     portrait_size: int = Field(256, ge=64, le=1024, description="Portrait long side in pixels.")
 
 
 class AccessSection(Strict):
-    db: StatePath = Field(Path("residents.db"), description="SQLite store of persons and credentials.")
+    db: StatePath = Field(
+        Path("residents.db"), description="SQLite store of persons and credentials."
+    )
     card_hash_key_file: InputPath | None = Field(
         None, description="Store card numbers as HMAC keyed hashes with this per-gate key."
     )
@@ -290,7 +303,9 @@ class AccessSection(Strict):
 class JournalSection(Strict):
     path: StatePath = Field(Path("journal.db"), description="SQLite event journal (WAL).")
     quota_mb: int = Field(512, ge=8, description="Disk quota for events and portraits.")
-    retention_days: int = Field(30, ge=1, description="Delivered events older than this are purged.")
+    retention_days: int = Field(
+        30, ge=1, description="Delivered events older than this are purged."
+    )
     fsync: Literal["alarms_and_access", "all", "batched"] = Field(
         "alarms_and_access", description="Which events are fsynced before they count as recorded."
     )
@@ -313,7 +328,8 @@ class UplinkSection(Strict):
     client_id: str | None = Field(None, description="MQTT client id; default menjin-<gate id>.")
     prefix: str = Field("menjin", pattern=r"^[A-Za-z0-9_/-]+$", description="Topic prefix.")
     station_public_key_file: InputPath | None = Field(
-        None, description="Ed25519 public key (PEM) of the station; commands are refused without it."
+        None,
+        description="Ed25519 public key (PEM) of the station; commands are refused without it.",
     )
     health_seconds: float = Field(60, ge=5, description="Health report interval.")
     inflight: int = Field(32, ge=1, le=1000, description="Unacknowledged QoS 1 messages in flight.")
@@ -342,13 +358,17 @@ class PrivacySection(Strict):
         description="Key of the person-id pseudonyms left in events after an erasure "
         "(created on first use, readable only by the service user).",
     )
-    audit_path: StatePath = Field(Path("audit.log"), description="Append-only, hash-chained audit log.")
+    audit_path: StatePath = Field(
+        Path("audit.log"), description="Append-only, hash-chained audit log."
+    )
     audit_retention_days: int = Field(1095, ge=30, description="Audit log retention (3 years).")
     lockout: LockoutSection = Field(default={}, description="Card-scanning lockout.")  # type: ignore[assignment]
 
 
 class LoggingSection(Strict):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Default level.")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Default level."
+    )
     components: dict[str, Literal["DEBUG", "INFO", "WARNING", "ERROR"]] = Field(
         default_factory=dict, description="Level per component, e.g. drivers.em4100: DEBUG."
     )
@@ -372,7 +392,9 @@ class GateConfig(Strict):
     gate: GateSection = Field(description="This gate.")
     hardware: HardwareSection = Field(default={}, description="GPIO backend.")  # type: ignore[assignment]
     doors: dict[Ident, DoorSection] = Field(min_length=1, description="Doors by id.")
-    readers: dict[Ident, ReaderSection] = Field(default_factory=dict, description="Card readers by id.")
+    readers: dict[Ident, ReaderSection] = Field(
+        default_factory=dict, description="Card readers by id."
+    )
     camera: CameraSection | None = Field(None, description="Camera for face capture.")
     vision: VisionSection | None = Field(None, description="Face detection and recognition.")
     access: AccessSection = Field(default={}, description="Access store.")  # type: ignore[assignment]

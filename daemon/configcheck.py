@@ -63,11 +63,17 @@ def _reader_issues(config: GateConfig) -> Iterator[Issue]:
             yield (*base, "door"), _unknown("door", reader.door, config.doors)
         if reader.type in SERIAL_READERS:
             if reader.port is None:
-                yield base, f"a {reader.type} reader needs 'port' (e.g. /dev/menjin-reader-{reader_id})"
+                yield (
+                    base,
+                    f"a {reader.type} reader needs 'port' (e.g. /dev/menjin-reader-{reader_id})",
+                )
             elif not _plausible_port(reader.port):
-                yield (*base, "port"), (
-                    f"{reader.port!r} cannot be a serial port "
-                    "(use a /dev/... path or a pyserial URL such as socket://host:port)"
+                yield (
+                    (*base, "port"),
+                    (
+                        f"{reader.port!r} cannot be a serial port "
+                        "(use a /dev/... path or a pyserial URL such as socket://host:port)"
+                    ),
                 )
         if reader.type == "wiegand" and (reader.d0_pin is None or reader.d1_pin is None):
             yield base, "a wiegand reader needs both d0_pin and d1_pin"
@@ -93,14 +99,20 @@ def _door_issues(config: GateConfig) -> Iterator[Issue]:
     for door_id, door in config.doors.items():
         base: Loc = ("doors", door_id)
         if door.unlock_seconds > door.held_open_seconds:
-            yield (*base, "unlock_seconds"), (
-                f"unlock time {door.unlock_seconds:g} s is longer than the held-open limit "
-                f"{door.held_open_seconds:g} s (every normal passage would raise door.held)"
+            yield (
+                (*base, "unlock_seconds"),
+                (
+                    f"unlock time {door.unlock_seconds:g} s is longer than the held-open limit "
+                    f"{door.held_open_seconds:g} s (every normal passage would raise door.held)"
+                ),
             )
         if door.access is AccessRule.FACE:
-            yield (*base, "access"), (
-                "face may not be the only way in (PIPL; a card must remain an alternative): "
-                "use card_or_face or card_and_face"
+            yield (
+                (*base, "access"),
+                (
+                    "face may not be the only way in (PIPL; a card must remain an alternative): "
+                    "use card_or_face or card_and_face"
+                ),
             )
         needs_face = door.access in (AccessRule.CARD_AND_FACE,)
         if needs_face and door_id not in cameras:
@@ -108,20 +120,27 @@ def _door_issues(config: GateConfig) -> Iterator[Issue]:
         if door.interlock_with is not None and (
             door.interlock_with == door_id or door.interlock_with not in config.doors
         ):
-            yield (*base, "interlock_with"), (
-                "a door cannot interlock with itself"
-                if door.interlock_with == door_id
-                else _unknown("door", door.interlock_with, config.doors)
+            yield (
+                (*base, "interlock_with"),
+                (
+                    "a door cannot interlock with itself"
+                    if door.interlock_with == door_id
+                    else _unknown("door", door.interlock_with, config.doors)
+                ),
             )
         if door.anti_passback is not None:
             for side in ("entry_reader", "exit_reader"):
                 reader_id = getattr(door.anti_passback, side)
                 reader = config.readers.get(reader_id)
                 if reader is None:
-                    yield (*base, "anti_passback", side), _unknown("reader", reader_id, config.readers)
+                    yield (
+                        (*base, "anti_passback", side),
+                        _unknown("reader", reader_id, config.readers),
+                    )
                 elif reader.door != door_id:
-                    yield (*base, "anti_passback", side), (
-                        f"reader {reader_id!r} serves door {reader.door!r}, not {door_id!r}"
+                    yield (
+                        (*base, "anti_passback", side),
+                        (f"reader {reader_id!r} serves door {reader.door!r}, not {door_id!r}"),
                     )
 
 
@@ -136,9 +155,12 @@ def _privacy_issues(config: GateConfig) -> Iterator[Issue]:
     privacy = config.privacy
     if privacy.portraits == "upload":
         if not privacy.legal_basis or not privacy.legal_basis.strip():
-            yield ("privacy", "portraits"), (
-                "upload needs privacy.legal_basis naming the law, regulation or consent record "
-                "(PIPL art. 29; face images may not leave the device otherwise)"
+            yield (
+                ("privacy", "portraits"),
+                (
+                    "upload needs privacy.legal_basis naming the law, regulation or consent record "
+                    "(PIPL art. 29; face images may not leave the device otherwise)"
+                ),
             )
         if privacy.retention_days is None:
             yield ("privacy", "portraits"), "upload needs privacy.retention_days"
@@ -151,12 +173,19 @@ def _uplink_issues(config: GateConfig) -> Iterator[Issue]:
     if uplink is None or not uplink.enabled:
         return
     if uplink.password_file is not None and uplink.password_env is not None:
-        yield ("uplink", "password_env"), "give the password either as password_file or password_env"
+        yield (
+            ("uplink", "password_env"),
+            "give the password either as password_file or password_env",
+        )
     if uplink.password_env is not None and uplink.password_env not in os.environ:
         yield ("uplink", "password_env"), f"environment variable {uplink.password_env} is not set"
     if uplink.tls is None and uplink.host not in LOCAL_HOSTS:
-        yield ("uplink", "tls"), (
-            f"TLS is required for a broker off this board ({uplink.host}): add uplink.tls.ca_file"
+        yield (
+            ("uplink", "tls"),
+            (
+                f"TLS is required for a broker off this board ({uplink.host}): "
+                "add uplink.tls.ca_file"
+            ),
         )
     if uplink.tls is not None and (uplink.tls.cert_file is None) != (uplink.tls.key_file is None):
         yield ("uplink", "tls"), "cert_file and key_file go together"

@@ -17,11 +17,16 @@ config_app = typer.Typer(help="Configuration tools.", no_args_is_help=True)
 
 
 def check_config(
-    files: list[Path] = typer.Argument(..., help="Gate config file(s); several boards at once are "
-                                        "also checked against each other (gate ids, MQTT client ids)."),
+    files: list[Path] = typer.Argument(
+        ...,
+        help="Gate config file(s); several boards at once are "
+        "also checked against each other (gate ids, MQTT client ids).",
+    ),
     no_files: bool = typer.Option(
-        False, "--no-file-checks", help="Skip checks that model, key and certificate files exist "
-        "(when checking a config away from its board)."
+        False,
+        "--no-file-checks",
+        help="Skip checks that model, key and certificate files exist "
+        "(when checking a config away from its board).",
     ),
 ) -> None:
     """Validate gate configuration(s): every problem at once, as FILE:LINE:COL: key: message.
@@ -57,14 +62,28 @@ def _cross_gate_problems(loaded: list[tuple[Path, GateConfig]]) -> list[Problem]
     seen_clients: dict[str, Path] = {}
     for file, cfg in loaded:
         if cfg.gate.id in seen_ids:
-            problems.append(Problem(str(file), 1, 1, "gate.id",
-                                    f"gate id {cfg.gate.id!r} is also used by {seen_ids[cfg.gate.id]}"))
+            problems.append(
+                Problem(
+                    str(file),
+                    1,
+                    1,
+                    "gate.id",
+                    f"gate id {cfg.gate.id!r} is also used by {seen_ids[cfg.gate.id]}",
+                )
+            )
         seen_ids.setdefault(cfg.gate.id, file)
         cid = client_id(cfg)
         if cid in seen_clients:
-            problems.append(Problem(str(file), 1, 1, "uplink.client_id",
-                                    f"MQTT client id {cid!r} is also used by {seen_clients[cid]} "
-                                    "(the broker would disconnect one of them)"))
+            problems.append(
+                Problem(
+                    str(file),
+                    1,
+                    1,
+                    "uplink.client_id",
+                    f"MQTT client id {cid!r} is also used by {seen_clients[cid]} "
+                    "(the broker would disconnect one of them)",
+                )
+            )
         seen_clients.setdefault(cid, file)
     return problems
 

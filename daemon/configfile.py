@@ -81,13 +81,22 @@ def _position(root: Any, loc: Loc) -> tuple[int, int]:
     node, line, col = root, 0, 0
     for part in loc:
         if isinstance(node, CommentedMap) and part in node:
-            line, col = node.lc.value(part) if not isinstance(node[part], (dict, list)) else node.lc.key(part)
+            line, col = (
+                node.lc.value(part)
+                if not isinstance(node[part], (dict, list))
+                else node.lc.key(part)
+            )
             node = node[part]
         elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
             line, col = node.lc.item(part)
             node = node[part]
         else:
-            if isinstance(node, (CommentedMap, CommentedSeq)) and node.lc.line is not None and loc and node is root:
+            if (
+                isinstance(node, (CommentedMap, CommentedSeq))
+                and node.lc.line is not None
+                and loc
+                and node is root
+            ):
                 line, col = node.lc.line, node.lc.col
             break
     return line, col
@@ -147,7 +156,9 @@ def _dotted(loc: Iterable[str | int]) -> str:
 def _clean_loc(loc: tuple[Any, ...]) -> Loc:
     """Drop pydantic's union-branch markers (``int``, ``str``, ``function-after[...]``)."""
     return tuple(
-        p for p in loc if not (isinstance(p, str) and (p in {"int", "str", "bool", "float"} or "[" in p))
+        p
+        for p in loc
+        if not (isinstance(p, str) and (p in {"int", "str", "bool", "float"} or "[" in p))
     )
 
 
@@ -204,7 +215,9 @@ def parse_yaml(text: str, file: str) -> Any:
             problem = problem.split(" with value")[0] + " (each key may appear once)"
         elif exc.context and exc.context_mark is not None and exc.context_mark is not mark:
             start = exc.context_mark
-            problem += f" ({exc.context.strip()} that starts at {start.line + 1}:{start.column + 1})"
+            problem += (
+                f" ({exc.context.strip()} that starts at {start.line + 1}:{start.column + 1})"
+            )
         raise ConfigError([Problem(file, line, col, "", f"YAML syntax error: {problem}")]) from exc
 
 

@@ -22,7 +22,7 @@ SCHEMA_VERSION = 1
 
 
 class Priority(IntEnum):
-    """Upload and eviction order: alarms first and never evicted, captures last and evicted first."""
+    """Upload and eviction order: alarms first and never evicted, captures last, evicted first."""
 
     CAPTURE = 0
     ROUTINE = 1
@@ -95,7 +95,7 @@ class Event:
         return self.type in ALARM_TYPES
 
     def to_dict(self) -> dict[str, Any]:
-        """The event's own fields as a JSON-ready dict (identity fields are added by the journal)."""
+        """The event's own fields as a JSON-ready dict (the journal adds the identity fields)."""
         out: dict[str, Any] = {"type": self.type, "ts_ms": self.ts_ms}
         for key in ("door", "reader", "credential_kind", "credential_ref", "person", "reason"):
             value = getattr(self, key)

@@ -2,9 +2,9 @@
 
 Someone trying card numbers one after another (a cloner sweeping a range) shows up as many denied
 reads at one reader in a short time.  More than ``max_denied`` denials within ``window_seconds``
-raise ``reader.attack`` once and, for ``cooldown_seconds``, that reader's *unknown* cards are ignored
-(no decision, no feedback to learn from); cards the store knows keep being decided as usual, so
-residents are never locked out by an attacker.  Pure logic with the clock as a parameter.
+raise ``reader.attack`` once and, for ``cooldown_seconds``, that reader's *unknown* cards are
+ignored (no decision, no feedback to learn from); cards the store knows keep being decided as
+usual, so residents are never locked out by an attacker.  Pure logic with the clock as a parameter.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ class _ReaderState:
 class Lockout:
     """Per-reader sliding-window counter of denied reads (monotonic seconds)."""
 
-    def __init__(self, *, max_denied: int = 5, window_seconds: float = 50, cooldown_seconds: float = 300) -> None:
+    def __init__(
+        self, *, max_denied: int = 5, window_seconds: float = 50, cooldown_seconds: float = 300
+    ) -> None:
         self.max_denied = max_denied
         self.window_seconds = window_seconds
         self.cooldown_seconds = cooldown_seconds

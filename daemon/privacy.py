@@ -70,8 +70,11 @@ def forget_person(
     )
     log.info(
         "erasure: person %s is now %s (%d card(s), templates %s, %d event(s) rewritten)",
-        person, gone.pseudonym, gone.cards_removed,
-        "removed" if templates_removed else "none", changed,
+        person,
+        gone.pseudonym,
+        gone.cards_removed,
+        "removed" if templates_removed else "none",
+        changed,
     )
     return erasure
 
@@ -107,7 +110,9 @@ def forget_offline(config: GateConfig, person: str, *, actor: str) -> Erasure:
         )
         journal.record(forgotten_event(erasure, actor=actor))
         AuditLog(config.privacy.audit_path).append(
-            "person.forget", actor=actor, target=erasure.pseudonym,
+            "person.forget",
+            actor=actor,
+            target=erasure.pseudonym,
             details={k: v for k, v in erasure.as_dict().items() if k != "person"},
         )
     finally:

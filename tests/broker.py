@@ -37,7 +37,7 @@ def free_port() -> int:
 
 @dataclass
 class Pki:
-    """A throw-away CA with a server certificate (for 127.0.0.1/localhost) and client certificates."""
+    """A throw-away CA with a server certificate (127.0.0.1, localhost) and client certificates."""
 
     directory: Path
     ca_cert: Path = field(init=False)
@@ -135,7 +135,9 @@ class Broker:
         """(Re)start on the same ports and config, e.g. after :meth:`stop` in a reconnect test."""
         binary = mosquitto_binary()
         if binary is None:  # the Makefile installs it; a missing one is a set-up error
-            raise RuntimeError("mosquitto is not installed: run `make test` or apt-get install mosquitto")
+            raise RuntimeError(
+                "mosquitto is not installed: run `make test` or apt-get install mosquitto"
+            )
         self.process = subprocess.Popen(
             [binary, "-c", str(self.directory / "mosquitto.conf")],
             stdout=subprocess.DEVNULL,

@@ -1,4 +1,4 @@
-"""Architecture rules as tests: dependencies point one way (import-linter contracts in pyproject)."""
+"""Architecture rules as tests: dependencies point one way (import-linter, see pyproject)."""
 
 from __future__ import annotations
 

@@ -53,7 +53,11 @@ def test_deleted_line_is_detected(tmp_path: Path) -> None:
     lines = log.path.read_text().splitlines()
     log.path.write_text("\n".join([lines[0], lines[2]]) + "\n")
     result = log.verify()
-    assert (result.ok, result.line, result.reason) == (False, 2, "does not follow the previous entry")
+    assert (result.ok, result.line, result.reason) == (
+        False,
+        2,
+        "does not follow the previous entry",
+    )
 
 
 def test_no_biometrics_or_card_numbers_are_needed(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Installer configuration: the happy path, and broken files each with its exact message and line."""
+"""Installer configuration: the happy path, and broken files with their exact message and line."""
 
 from __future__ import annotations
 
@@ -85,8 +85,10 @@ BROKEN = [
     ),
     (  # 2 wrong type
         MINIMAL.replace("    lock: {pin: 17}", "    lock: {pin: 17}\n    unlock_seconds: soon"),
-        ["9:21: doors.front.unlock_seconds: Input should be a valid number, unable to parse "
-         "string as a number"],
+        [
+            "9:21: doors.front.unlock_seconds: Input should be a valid number, unable to parse "
+            "string as a number"
+        ],
     ),
     (  # 3 out of range pin
         MINIMAL.replace("{pin: 27}", "{pin: 99}"),
@@ -94,8 +96,10 @@ BROKEN = [
     ),
     (  # 4 the same pin twice
         MINIMAL.replace("{pin: 22}", "{pin: 17}"),
-        ["10:24: doors.front.exit_button.pin: GPIO 17 is already used by doors.front.lock.pin "
-         "(each pin has one job)"],
+        [
+            "10:24: doors.front.exit_button.pin: GPIO 17 is already used by doors.front.lock.pin "
+            "(each pin has one job)"
+        ],
     ),
     (  # 5 reader naming an unknown door
         MINIMAL.replace("    door: front", "    door: frnt"),
@@ -107,36 +111,46 @@ BROKEN = [
     ),
     (  # 7 YAML syntax error
         MINIMAL.replace("    lock: {pin: 17}", "    lock: {pin: 17"),
-        ["9:12: YAML syntax error: expected ',' or '}', but got ':' (while parsing a flow mapping "
-         "that starts at 8:11)"],
+        [
+            "9:12: YAML syntax error: expected ',' or '}', but got ':' "
+            "(while parsing a flow mapping "
+            "that starts at 8:11)"
+        ],
     ),
     (  # 8 duplicate key
         MINIMAL.replace("    contact: {pin: 27}", "    contact: {pin: 27}\n    contact: {pin: 26}"),
-        ["10:5: YAML syntax error: found duplicate key \"contact\" (each key may appear once)"],
+        ['10:5: YAML syntax error: found duplicate key "contact" (each key may appear once)'],
     ),
     (  # 9 serial port that cannot exist
         MINIMAL.replace("/dev/ttyUSB0", "COM3"),
-        ["15:11: readers.r1.port: 'COM3' cannot be a serial port (use a /dev/... path or a "
-         "pyserial URL such as socket://host:port)"],
+        [
+            "15:11: readers.r1.port: 'COM3' cannot be a serial port (use a /dev/... path or a "
+            "pyserial URL such as socket://host:port)"
+        ],
     ),
     (  # 10 unlock longer than the held-open limit
         MINIMAL.replace("    lock: {pin: 17}", "    lock: {pin: 17}\n    unlock_seconds: 40"),
-        ["9:21: doors.front.unlock_seconds: unlock time 40 s is longer than the held-open limit "
-         "30 s (every normal passage would raise door.held)"],
+        [
+            "9:21: doors.front.unlock_seconds: unlock time 40 s is longer than the held-open limit "
+            "30 s (every normal passage would raise door.held)"
+        ],
     ),
     (  # 11 missing TLS CA file
         MINIMAL + "uplink:\n  host: station.example\n  tls:\n    ca_file: missing-ca.crt\n",
         ["19:14: uplink.tls.ca_file: file not found: {dir}/missing-ca.crt"],
     ),
     (  # 12 missing model file
-        MINIMAL + textwrap.dedent("""\
+        MINIMAL
+        + textwrap.dedent("""\
             camera: {source: 0, door: front}
             vision:
               detector: {kind: yunet, path: nothing.onnx}
               embedder: {kind: arcface, path: nothing2.onnx}
             """),
-        ["18:33: vision.detector.path: file not found: {dir}/nothing.onnx",
-         "19:35: vision.embedder.path: file not found: {dir}/nothing2.onnx"],
+        [
+            "18:33: vision.detector.path: file not found: {dir}/nothing.onnx",
+            "19:35: vision.embedder.path: file not found: {dir}/nothing2.onnx",
+        ],
     ),
     (  # 13 bad enum value
         MINIMAL.replace("{pin: 17}", "{pin: 17, fail_mode: sometimes}"),
@@ -148,24 +162,33 @@ BROKEN = [
     ),
     (  # 15 face as the only way in
         MINIMAL.replace("    lock: {pin: 17}", "    lock: {pin: 17}\n    access: face"),
-        ["9:13: doors.front.access: face may not be the only way in (PIPL; a card must remain an "
-         "alternative): use card_or_face or card_and_face"],
+        [
+            "9:13: doors.front.access: face may not be the only way in "
+            "(PIPL; a card must remain an "
+            "alternative): use card_or_face or card_and_face"
+        ],
     ),
     (  # 16 portraits uploaded without a legal basis
         MINIMAL + "privacy:\n  portraits: upload\n",
-        ["17:14: privacy.portraits: upload needs privacy.legal_basis naming the law, regulation "
-         "or consent record (PIPL art. 29; face images may not leave the device otherwise)",
-         "17:14: privacy.portraits: upload needs privacy.retention_days"],
+        [
+            "17:14: privacy.portraits: upload needs privacy.legal_basis naming the law, regulation "
+            "or consent record (PIPL art. 29; face images may not leave the device otherwise)",
+            "17:14: privacy.portraits: upload needs privacy.retention_days",
+        ],
     ),
     (  # 17 broker off the board without TLS
         MINIMAL + "uplink:\n  host: station.example\n",
-        ["16:1: uplink.tls: TLS is required for a broker off this board (station.example): add "
-         "uplink.tls.ca_file"],
+        [
+            "16:1: uplink.tls: TLS is required for a broker off this board (station.example): add "
+            "uplink.tls.ca_file"
+        ],
     ),
     (  # 18 unknown timezone
         MINIMAL.replace("  site: Test compound", "  site: Test compound\n  timezone: Asia/Beijing"),
-        ["6:13: gate.timezone: unknown timezone 'Asia/Beijing' (use an IANA name such as "
-         "Asia/Shanghai)"],
+        [
+            "6:13: gate.timezone: unknown timezone 'Asia/Beijing' (use an IANA name such as "
+            "Asia/Shanghai)"
+        ],
     ),
     (  # 19 bad id
         MINIMAL.replace("  id: g1", "  id: Gate One"),
@@ -182,8 +205,12 @@ BROKEN = [
 ]
 
 
-@pytest.mark.parametrize(("text", "expected"), BROKEN, ids=[f"broken{i + 1}" for i in range(len(BROKEN))])
-def test_broken_configs_are_reported_by_line(tmp_path: Path, text: str, expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("text", "expected"), BROKEN, ids=[f"broken{i + 1}" for i in range(len(BROKEN))]
+)
+def test_broken_configs_are_reported_by_line(
+    tmp_path: Path, text: str, expected: list[str]
+) -> None:
     assert problems(tmp_path, text) == [e.replace("{dir}", str(tmp_path)) for e in expected]
 
 
@@ -195,7 +222,9 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     assert found[1].startswith("14:11: readers.r1.door")
 
 
-def test_secret_from_unset_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secret_from_unset_environment_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("MENJIN_TEST_UNSET", raising=False)
     text = MINIMAL + "uplink:\n  host: localhost\n  password_env: MENJIN_TEST_UNSET\n"
     assert problems(tmp_path, text) == [

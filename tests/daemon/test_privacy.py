@@ -22,16 +22,24 @@ JPEG = b"\xff\xd8\xff\xe0" + b"portrait" * 10 + b"\xff\xd9"
 @pytest.fixture
 def gate(tmp_path: Path) -> tuple[Store, TemplateStore, Journal, bytes]:
     store = Store(tmp_path / "residents.db")
-    store.apply_sync({
-        "mode": "snapshot", "version": 1,
-        "persons": [
-            {"id": "p1", "name": "Li Wei", "cards": ["10:12345"],
-             "face_consent": {"date": "2026-10-01", "source": "form 17"}},
-            {"id": "p2", "name": "Wang Fang", "cards": ["10:777"]},
-        ],
-    })
-    templates = TemplateStore(tmp_path / "templates.bin", load_or_create_key(tmp_path / "t.key"),
-                              model="arcface")
+    store.apply_sync(
+        {
+            "mode": "snapshot",
+            "version": 1,
+            "persons": [
+                {
+                    "id": "p1",
+                    "name": "Li Wei",
+                    "cards": ["10:12345"],
+                    "face_consent": {"date": "2026-10-01", "source": "form 17"},
+                },
+                {"id": "p2", "name": "Wang Fang", "cards": ["10:777"]},
+            ],
+        }
+    )
+    templates = TemplateStore(
+        tmp_path / "templates.bin", load_or_create_key(tmp_path / "t.key"), model="arcface"
+    )
     rng = np.random.default_rng(1)
     for person in ("p1", "p2"):
         vec = rng.normal(size=(2, 512)).astype(np.float32)
@@ -44,15 +52,18 @@ def test_forget_removes_everything_and_leaves_only_pseudonyms(
     gate: tuple[Store, TemplateStore, Journal, bytes],
 ) -> None:
     store, templates, journal, key = gate
-    journal.record(Event("access.granted", person="p1", credential_kind="card",
-                         credential_ref="10:12345"))
+    journal.record(
+        Event("access.granted", person="p1", credential_kind="card", credential_ref="10:12345")
+    )
     capture = journal.record(Event("capture", person="p1"), portrait=JPEG)["id"]
-    journal.record(Event("access.granted", person="p2", credential_kind="card",
-                         credential_ref="10:777"))
+    journal.record(
+        Event("access.granted", person="p2", credential_kind="card", credential_ref="10:777")
+    )
     journal.flush(durable=True)
 
-    erasure = forget_person("p1", store=store, pseudonym_key=key, templates=templates,
-                            journal=journal)
+    erasure = forget_person(
+        "p1", store=store, pseudonym_key=key, templates=templates, journal=journal
+    )
 
     assert erasure.found and erasure.cards_removed == 1 and erasure.templates_removed
     assert erasure.events_pseudonymised == 2
@@ -71,7 +82,8 @@ def test_forget_removes_everything_and_leaves_only_pseudonyms(
     assert event.data["erase"] == "p1"
     assert not any(isinstance(v, (bytes, list)) for v in event.data.values())  # no biometrics
 
-    again = forget_person("p1", store=store, pseudonym_key=key, templates=templates,
-                          journal=journal)
+    again = forget_person(
+        "p1", store=store, pseudonym_key=key, templates=templates, journal=journal
+    )
     assert not again.found and again.pseudonym == erasure.pseudonym
     journal.close()
