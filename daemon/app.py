@@ -17,6 +17,7 @@ simulate mode (:mod:`daemon.simulate`), and owns the life cycle:
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import json
@@ -126,6 +127,23 @@ def build_pipeline(vision: VisionSection, portraits: str) -> Any:
         ),
     )
     return FacePipeline(detector, embedder, gallery, liveness=liveness, settings=settings)
+
+
+def enrol_from_station(config: GateConfig, vision: VisionSection, person: str,
+                       photos_b64: list[str]) -> Any:
+    """Templates from base64 photos of a station ``enrol`` command (blocking: inference)."""
+    from daemon.faces_cli import face_models, store_enrolment, template_store
+    from vision.enrol import decode_image, enrol_images
+
+    models = face_models(vision)
+    images = [
+        (f"photo {i + 1}", functools.partial(decode_image, base64.b64decode(data),
+                                             f"photo {i + 1}"))
+        for i, data in enumerate(photos_b64)
+    ]
+    result = enrol_images(images, models.detector, models.embedder, models.thresholds)
+    return store_enrolment(config, models, template_store(vision), person, result,
+                           actor="station")
 
 
 def _file_stamp(path: Path) -> tuple[int, int] | None:
@@ -549,7 +567,50 @@ class Gate:
 
     def _command_handlers(self) -> dict[str, Any]:
         return {"config": self._command_config, "open": self._command_open,
-                "sync": self._command_sync}
+                "sync": self._command_sync, "enrol": self._command_enrol,
+                "remove": self._command_remove}
+
+    async def _command_enrol(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Station face enrolment: consent checked, templates stored (never the photos), audited.
+
+        The camera part restarts afterwards to load the new gallery (its key holds the template
+        file's stamp).  A refusal raises, which the command processor turns into ok=false.
+        """
+        from daemon.faces_cli import check_consent
+
+        vision = self.config.vision
+        if vision is None:
+            raise ValueError("this gate has no face recognition (no vision section)")
+        person, photos = str(args.get("person", "")), args.get("photos")
+        if not isinstance(photos, list) or not photos:
+            raise ValueError("photos: a non-empty list of base64 JPEG photos is required")
+        consent = await asyncio.to_thread(check_consent, self.config, person)
+        if consent.problem is not None:
+            raise ValueError(consent.problem)
+        outcome = await asyncio.to_thread(enrol_from_station, self.config, vision, person,
+                                          [str(p) for p in photos])
+        await self._reload_faces()
+        return {"person": person, "accepted": outcome.accepted, "rejected": outcome.rejected,
+                "templates": outcome.templates, "warning": consent.warning}
+
+    async def _command_remove(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Station removal of a person's face templates (opt-out); cards are not touched."""
+        from daemon.faces_cli import template_store
+
+        vision = self.config.vision
+        if vision is None:
+            raise ValueError("this gate has no face recognition (no vision section)")
+        person = str(args.get("person", ""))
+        removed = await asyncio.to_thread(lambda: template_store(vision).remove(person))
+        self.audit("face.remove", actor="station", target=person, details={"removed": removed})
+        await self._reload_faces()
+        return {"person": person, "removed": removed}
+
+    async def _reload_faces(self) -> None:
+        """Restart the camera part when the template store changed (and the gate runs)."""
+        if self._group is not None and not self._stopping:
+            changed = await self.apply(self.config)
+            log.info("face templates changed; restarted: %s", ", ".join(changed) or "nothing")
 
     async def _command_sync(self, args: dict[str, Any]) -> dict[str, Any]:
         """Station credential sync: one transaction, then the new index swapped in."""

@@ -433,6 +433,7 @@ class Demo:
 
     # ------------------------------------------------------------------ run
     async def run(self) -> int:
+        """Play the demo; 0 when every step did what it should and the daemon stopped cleanly."""
         con = self.console
         face_ok = self.models is not None and self.faces is not None
         con.print(f"[bold]menjin demo[/]: simulated gate from {EXAMPLE_CONFIG.name}, "
@@ -440,36 +441,47 @@ class Demo:
         if not face_ok:
             con.print("[yellow]face models or test photos not found: face-scan entry is skipped "
                       "(set MENJIN_MODELS / MENJIN_FACES)[/]")
+        try:
+            return await self._play(face_ok)
+        except RuntimeError as exc:  # the daemon did not come up
+            con.print(f"[red]demo stopped: {exc}[/]")
+            log_file = self.workdir / "daemon.log"
+            if log_file.exists():
+                con.print("".join(log_file.read_text(errors="replace").splitlines(True)[-15:]),
+                          highlight=False, markup=False)
+            return 1
+        finally:
+            self._stop_all()
+
+    async def _play(self, face_ok: bool) -> int:
+        con = self.console
         port = self._start_broker()
         config = derive_config(self.workdir, broker_port=port,
                                models=self.models if face_ok else None)
         self.people = await asyncio.to_thread(seed, config, self.faces if face_ok else None)
         proc = await self._daemon(config)
-        try:
-            async with asyncio.TaskGroup() as tasks:
-                watchers = [tasks.create_task(self._events(), name="demo:events")]
-                if port is not None:
-                    watchers.append(tasks.create_task(self._station(port), name="demo:station"))
-                with Live(self.doors_table(), console=con, refresh_per_second=4) as live:
-                    watchers.append(tasks.create_task(self._refresh(live), name="demo:status"))
-                    await asyncio.sleep(0.5)
-                    await self.scenario()
-                    await asyncio.sleep(1.0)  # let the station see the last events
-                    if self.forever:
-                        con.print(f"[bold]--forever[/]: the gate keeps running; drive it with "
-                                  f"`menjin sim ... --socket {self.socket}`; Ctrl-C ends")
-                        await self._interrupted()
-                for task in watchers:
-                    task.cancel()
-        finally:
-            self._stop(proc)
+        async with asyncio.TaskGroup() as tasks:
+            watchers = [tasks.create_task(self._events(), name="demo:events")]
+            if port is not None:
+                watchers.append(tasks.create_task(self._station(port), name="demo:station"))
+            with Live(self.doors_table(), console=con, refresh_per_second=4) as live:
+                watchers.append(tasks.create_task(self._refresh(live), name="demo:status"))
+                await asyncio.sleep(0.5)
+                await self.scenario()
+                await asyncio.sleep(1.0)  # let the station see the last events
+                if self.forever:
+                    con.print(f"[bold]--forever[/]: the gate keeps running; drive it with "
+                              f"`menjin sim ... --socket {self.socket}`; Ctrl-C ends")
+                    await self._interrupted()
+            for task in watchers:
+                task.cancel()
+        code = await asyncio.to_thread(self._stop_daemon, proc)
         con.print()
         con.print(self.summary())
-        failed = [r for r in self.results if not r.ok]
-        if proc.returncode != 0:
-            con.print(f"[red]the daemon exited with status {proc.returncode}[/]")
+        if code != 0:
+            con.print(f"[red]the daemon exited with status {code}[/]")
             return 1
-        return 1 if failed else 0
+        return 1 if any(not r.ok for r in self.results) else 0
 
     @staticmethod
     async def _interrupted() -> None:
@@ -484,7 +496,9 @@ class Demo:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
 
-    def _stop(self, proc: subprocess.Popen[bytes]) -> None:
+    @staticmethod
+    def _stop_daemon(proc: subprocess.Popen[bytes]) -> int:
+        """SIGTERM, as systemd stops it; its exit status (0 = relays idle, journal closed)."""
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -492,10 +506,12 @@ class Demo:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        for other in self._procs:
-            if other is not proc and other.poll() is None:
-                other.terminate()
-                other.wait(STOP_TIMEOUT_SECONDS)
+        return proc.returncode
+
+    def _stop_all(self) -> None:
+        """Every child process this demo started (daemon first), then the temporary folder."""
+        for proc in reversed(self._procs):  # the daemon was started after the broker
+            self._stop_daemon(proc)
         if not self.keep:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

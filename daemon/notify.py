@@ -50,7 +50,10 @@ class Notifier:
             return False
         try:
             if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # Non-blocking: a listener that stops reading must never stall the event loop
+                # (and with it the doors); a lost keep-alive costs less than a frozen gate.
+                self._sock = socket.socket(
+                    socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
             self._sock.sendto("\n".join(fields).encode(), self._target())
         except OSError as exc:
             if not self._warned:  # one line, not one per keep-alive

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.broker import mosquitto_binary
 from tests.conftest import FACES_DIR, MODELS_DIR
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,6 +45,7 @@ def test_demo_plays_the_scenario_and_exits_0() -> None:
     if any(MODELS_DIR.glob("*.onnx")) and (FACES_DIR / "enrol").is_dir():
         face = next(line for line in summary.splitlines() if "4. Face-scan entry" in line)
         assert " ok " in face, face
-        assert "captures 1" in summary  # the portrait reached the station (portraits: upload)
+        if mosquitto_binary() is not None:  # the portrait reached the station (upload policy)
+            assert "captures 1" in summary
     else:
         assert "face-scan entry is skipped" in out

@@ -69,6 +69,18 @@ def test_without_systemd_everything_is_a_no_op() -> None:
     assert not notifier.watchdog()
 
 
+@pytest.mark.timeout(10)
+def test_a_listener_that_stops_reading_never_blocks_the_sender(
+    systemd_socket: tuple[str, socket.socket],
+) -> None:
+    path, _sock = systemd_socket  # bound, never read: its queue fills up
+    notifier = Notifier(path)
+    results = [notifier.watchdog() for _ in range(5000)]
+    assert results[0] is True
+    assert results[-1] is False  # dropped once the queue is full, instead of blocking
+    notifier.close()
+
+
 def test_unreachable_socket_is_reported_not_raised(tmp_path: Path) -> None:
     notifier = Notifier(str(tmp_path / "nobody-listens"))
     assert not notifier.ready()

@@ -58,6 +58,80 @@ def test_matrix_search_equals_per_person_loop(counts: list[int], seed: int) -> N
     assert (match.person is not None) == accepted
 
 
+SCORE_TOLERANCE = 1e-5
+
+
+def reference_top_two(
+    templates: dict[str, np.ndarray], probe: np.ndarray
+) -> tuple[dict[str, float], list[tuple[str, float]]]:
+    """Per-person best cosine in float64, and the persons ranked best first (stable: on a tie the
+    person enrolled first ranks first)."""
+    scores = {
+        person: float((rows.astype(np.float64) @ probe.astype(np.float64)).max())
+        for person, rows in templates.items()
+    }
+    return scores, sorted(scores.items(), key=lambda kv: -kv[1])
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    dim=st.sampled_from([8, 13, 128, 512]),
+    counts=st.one_of(
+        st.lists(st.just(1), min_size=1, max_size=16),
+        st.lists(st.integers(1, 4), min_size=1, max_size=16),
+    ),
+    duplicate_first=st.booleans(),
+    probe_near=st.one_of(st.none(), st.integers(0, 15)),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_fast_search_equals_reference(
+    dim: int, counts: list[int], duplicate_first: bool, probe_near: int | None, seed: int
+) -> None:
+    """Both search paths (one template per person, and several) against a plain reference:
+    best person and score, second person and score, acceptance.  A duplicate of the first person
+    (a re-enrolment under another id) makes exact ties; the probe is sometimes a noisy copy of a
+    template, so that persons are accepted too."""
+    rng = np.random.default_rng(seed)
+    gallery = Gallery(dim, threshold=0.5, margin=0.05)
+    templates: dict[str, np.ndarray] = {}
+    for i, n in enumerate(counts):
+        rows = rng.normal(size=(n, dim)).astype(np.float32)
+        templates[f"p{i}"] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    if duplicate_first:
+        templates["twin"] = templates["p0"].copy()
+    for person, rows in templates.items():
+        gallery.add(person, rows)
+    all_rows = np.vstack(list(templates.values()))
+    probe = rng.normal(size=dim).astype(np.float32)
+    if probe_near is not None:
+        probe = all_rows[probe_near % len(all_rows)] + 0.1 * probe / np.sqrt(dim)
+    probe /= np.linalg.norm(probe)
+    scores, ranked = reference_top_two(templates, probe)
+
+    per_person = gallery.person_scores(probe)
+    match = gallery.search(probe)
+    np.testing.assert_allclose(per_person, list(scores.values()), atol=SCORE_TOLERANCE)
+    assert match.best_person is not None
+    assert match.score == pytest.approx(ranked[0][1], abs=SCORE_TOLERANCE)
+    assert scores[match.best_person] == pytest.approx(ranked[0][1], abs=SCORE_TOLERANCE)
+    best, second = ranked[0][1], ranked[1][1] if len(ranked) > 1 else NO_SCORE
+    if best - second > SCORE_TOLERANCE:
+        assert match.best_person == ranked[0][0]
+    if len(ranked) == 1:
+        assert (match.second_person, match.second_score) == (None, NO_SCORE)
+    else:
+        assert match.second_person is not None and match.second_person != match.best_person
+        assert match.second_score == pytest.approx(second, abs=SCORE_TOLERANCE)
+        assert scores[match.second_person] == pytest.approx(second, abs=SCORE_TOLERANCE)
+    if duplicate_first and match.best_person in ("p0", "twin"):
+        assert {match.best_person, match.second_person} == {"p0", "twin"}
+        assert match.margin == pytest.approx(0.0, abs=SCORE_TOLERANCE) and match.person is None
+    if min(abs(best - 0.5), abs(best - second - 0.05)) > SCORE_TOLERANCE:
+        accepted = best >= 0.5 and best - second >= 0.05
+        assert match.person == (match.best_person if accepted else None)
+    np.testing.assert_allclose(gallery.person_scores(probe), per_person)
+
+
 A, B = unit(1, 0), unit(0, 1)
 
 

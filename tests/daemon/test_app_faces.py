@@ -1,0 +1,78 @@
+"""Station `enrol` / `remove` commands as the app carries them out (real models and photos)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from daemon.app import Gate
+from daemon.configfile import load_config
+from daemon.faces_cli import template_store
+from daemon.notify import Notifier
+from daemon.store import parse_person
+
+CONFIG = """\
+version: 1
+state_dir: {state}
+gate: {{id: faces-gate, site: test}}
+hardware: {{gpio_backend: mock}}
+doors:
+  front: {{lock: {{pin: 17}}, access: card_or_face}}
+camera: {{source: /dev/video0, door: front}}
+vision:
+  detector: {{kind: yunet, path: {models}/face_detection_yunet_2026may.onnx,
+             input_size: [640, 384], score_threshold: 0.8}}
+  embedder: {{kind: mobilefacenet_paddlex, path: {models}/mobilefacenet_paddlex_128d.onnx}}
+  threads: 1
+control: {{socket: {state}/control.sock}}
+"""
+
+
+@pytest.fixture
+def gate(tmp_path: Path, models_dir: Path) -> Gate:
+    config = tmp_path / "gate.yaml"
+    config.write_text(CONFIG.format(state=tmp_path / "state", models=models_dir))
+    g = Gate(config, load_config(config), Notifier(None))
+    store = g._open_store()
+    store.upsert([
+        parse_person({"id": "p-obama", "name": "Obama", "cards": ["1"],
+                      "face_consent": {"date": "2026-10-01", "source": "form 1"}}, zone=store.zone),
+        parse_person({"id": "p-noconsent", "name": "No Consent", "cards": ["2"]}, zone=store.zone),
+    ])
+    return g
+
+
+def photos(faces_dir: Path, person: str) -> list[str]:
+    return [base64.b64encode(p.read_bytes()).decode() for p in
+            sorted((faces_dir / "enrol" / person).glob("*.jpg"))]
+
+
+@pytest.mark.timeout(120)
+async def test_enrol_stores_templates_and_remove_deletes_them(gate: Gate, faces_dir: Path) -> None:
+    assert gate.config.vision is not None
+    try:
+        result = await gate._command_enrol({"person": "p-obama",
+                                            "photos": photos(faces_dir, "obama")})
+        assert result["templates"] >= 1
+        assert "p-obama" in template_store(gate.config.vision).load()
+        removed = await gate._command_remove({"person": "p-obama"})
+        assert removed == {"person": "p-obama", "removed": True}
+        assert "p-obama" not in template_store(gate.config.vision).load()
+    finally:
+        assert gate.store is not None
+        gate.store.close()
+
+
+@pytest.mark.timeout(120)
+async def test_enrol_without_recorded_consent_is_refused(gate: Gate, faces_dir: Path) -> None:
+    try:
+        with pytest.raises(ValueError, match="no face consent recorded for p-noconsent"):
+            await gate._command_enrol({"person": "p-noconsent",
+                                       "photos": photos(faces_dir, "biden")})
+        assert gate.config.vision is not None
+        assert not template_store(gate.config.vision).path.exists()  # nothing stored
+    finally:
+        assert gate.store is not None
+        gate.store.close()
