@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -43,17 +44,21 @@ from daemon.access import (
     AccessController,
     Decision,
     DoorPolicy,
+    Reason,
     decision_events,
 )
+from daemon.audit import AuditLog, forward_new
 from daemon.commands import CommandProcessor
 from daemon.config import CameraSection, DoorSection, GateConfig, ReaderSection, VisionSection
 from daemon.configfile import EX_CONFIG, ConfigError, load_config
 from daemon.door import DoorController
 from daemon.events import Event, EventBus
 from daemon.gatecontrol import GateControl
-from daemon.journal import Journal, JournalError
-from daemon.keys import KeyFileError, read_key
+from daemon.journal import Journal, JournalError, keep_retention
+from daemon.keys import KeyFileError, load_or_create_key, read_key
+from daemon.lockout import Lockout
 from daemon.notify import WATCHDOG_FRACTION, Notifier, watchdog_loop, watchdog_seconds
+from daemon.privacy import forget_person, forgotten_event
 from daemon.simulate import SimulatedBoard
 from daemon.store import Store, StoreError
 from daemon.supervise import Factory as PartFactory
@@ -78,7 +83,9 @@ SERIAL_READERS = frozenset({"em4100", "ascii", "osdp"})
 #: Config sections that cannot change under a running daemon (files, identity, hardware).
 RESTART_ONLY_SECTIONS = ("version", "state_dir", "gate", "hardware", "journal", "access", "control")
 #: Parts that live as long as the process, whatever a reload changes.
-FIXED_PARTS = frozenset({"control", "residents"})
+FIXED_PARTS = frozenset({"control", "residents", "privacy"})
+UPKEEP_SECONDS = 3600.0
+AUDIT_CURSOR = "audit.cursor"
 STORE_POLL_SECONDS = 2.0
 
 
@@ -210,6 +217,11 @@ class Gate:
         self._group: asyncio.TaskGroup | None = None
         self._stopping = False
         self._reload_lock = asyncio.Lock()
+        self.audit_log = AuditLog(config.privacy.audit_path)
+        lockout = config.privacy.lockout
+        self.lockout = Lockout(max_denied=lockout.max_denied,
+                               window_seconds=lockout.window_seconds,
+                               cooldown_seconds=lockout.cooldown_seconds)
 
     # ------------------------------------------------------------------ events
     def emit(self, event: Event, *, portrait: bytes | None = None) -> None:
@@ -226,8 +238,61 @@ class Gate:
 
     def audit(self, action: str, *, actor: str, target: str | None = None,
               details: Mapping[str, Any] | None = None) -> None:
-        """Hook point for the security audit log (door test, config reload, remote open)."""
-        log.info("audit: %s by %s on %s %s", action, actor, target, dict(details or {}))
+        """Append to the hash-chained audit log and uplink the entry as an ``audit`` event."""
+        log.info("audit: %s by %s on %s", action, actor, target)
+        try:
+            self.audit_log.append(action, actor=actor, target=target, details=details)
+        except OSError as exc:  # a full disk must not stop the door
+            log.error("audit log %s: %s", self.audit_log.path, exc)
+            return
+        self._forward_audit()
+
+    def _forward_audit(self) -> None:
+        """Uplink audit entries not yet sent, including those the CLI wrote meanwhile."""
+        if self.journal is not None:
+            forward_new(self.audit_log, self.config.state_dir / AUDIT_CURSOR, self.emit)
+
+    async def _privacy_upkeep(self) -> None:
+        """Retention at start-up and hourly: journal (events, portraits), audit log."""
+        assert self.journal is not None
+        async with asyncio.TaskGroup() as group:
+            group.create_task(keep_retention(self.journal, every_seconds=UPKEEP_SECONDS))
+            while True:
+                self.audit_log.prune(self.config.privacy.audit_retention_days)
+                self._forward_audit()
+                await asyncio.sleep(UPKEEP_SECONDS)
+
+    async def forget(self, person: str, *, actor: str) -> dict[str, Any]:
+        """Erasure of a person everywhere on this gate, then the station is told.
+
+        The running daemon does it (not the CLI on the files) so that the decision index and the
+        face gallery in memory forget the person too.
+        """
+        from daemon.faces_cli import template_store
+
+        assert self.store is not None
+        vision = self.config.vision
+        async with self._store_lock:
+            templates = (template_store(vision) if vision is not None
+                         and vision.templates.exists() else None)
+            erasure = forget_person(
+                person, store=self.store,
+                pseudonym_key=load_or_create_key(self.config.privacy.pseudonym_key_file),
+                templates=templates, journal=self.journal)
+        self.emit(forgotten_event(erasure, actor=actor))
+        self.audit("person.forget", actor=actor, target=erasure.pseudonym,
+                   details={k: v for k, v in erasure.as_dict().items() if k != "person"})
+        await self.reload_residents()
+        if erasure.templates_removed:
+            await self._reload_faces()
+        return erasure.as_dict()
+
+    async def _command_forget(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The station's signed erasure request."""
+        person = args.get("person")
+        if not isinstance(person, str) or not person:
+            raise ValueError("person: a person id is required")
+        return await self.forget(person, actor="station")
 
     # ------------------------------------------------------------------ parts
     def _start_part(self, name: str, key: object, factory: PartFactory) -> None:
@@ -383,6 +448,8 @@ class Gate:
             "on_raw": functools.partial(self._reader_raw, reader_id),
             "name": reader_id,
             "repeat_window_ms": s.repeat_window_ms,
+            "presentation": s.presentation,
+            "keep_bits": s.keep_bits,
         }
         port = s.port
         if s.type in SERIAL_READERS and self.board is not None and s.type != "osdp":
@@ -416,33 +483,60 @@ class Gate:
                           formats=s.formats, **callbacks)
 
     def _on_card(self, reader_id: str, read: CardRead) -> None:
-        """A card at a reader: decide, record the decision, then move the door.
+        """A card at a reader: screen for card scanning, decide, move the door, record.
 
-        Hook point for the card-scanning lockout: it screens ``read`` before the decision and
-        counts the denials after it.
+        While a reader cools down after a card-scanning attack its *unknown* cards are ignored
+        (no decision, no feedback); cards the store knows are decided as always.
         """
         view = self.readers.get(reader_id)
         if view is None:
             return
         self._raw(reader_id, "card", f"{read.credential} ({read.format}, {read.bits} bits)")
+        now = time.monotonic()
         decision = self.access.decide_card(view.door, read.credential, datetime.now(UTC),
-                                           reader=reader_id)
+                                           reader=reader_id, lockdown=self._lockdown(view.door))
+        if (decision.reason is Reason.UNKNOWN_CREDENTIAL
+                and self.lockout.locked(reader_id, now)):
+            ignored = self.lockout.ignore(reader_id)
+            log.debug("reader %s: unknown card ignored during lockout (%d so far)", reader_id,
+                      ignored)
+            return
         self._decided(decision, reader=reader_id,
                       credential_ref=self.access.card_ref(read.credential))
+        if not decision.granted and self.lockout.denied(reader_id, now):
+            log.warning("reader %s: card scanning suspected; unknown cards ignored for %g s",
+                        reader_id, self.lockout.cooldown_seconds)
+            self.emit(Event("reader.attack", door=view.door, reader=reader_id,
+                            reason="card_scanning",
+                            data={"denied": self.lockout.max_denied + 1,
+                                  "window_seconds": self.lockout.window_seconds,
+                                  "cooldown_seconds": self.lockout.cooldown_seconds}))
+
+    def _lockdown(self, door_id: str) -> bool:
+        door = self.doors.get(door_id)
+        return door is not None and door.mode == "lockdown"
 
     def _decided(self, decision: Decision, *, reader: str | None,
                  credential_ref: str | None) -> None:
-        """Record an access decision, then grant or refuse at the door."""
-        for event in decision_events(decision, reader=reader, credential_ref=credential_ref):
-            self.emit(event)
+        """Move the door at once, then record the decision.
+
+        The resident waits for the relay, not for the journal's fsync: the decision is recorded
+        right after (still before anything is published).  A grant the door itself refuses
+        (interlock, stopping) is recorded as a denial with the door's reason.
+        """
+        events = decision_events(decision, reader=reader, credential_ref=credential_ref)
         door = self.doors.get(decision.door)
         if door is None:
             log.error("door %s: not running; %s decision not carried out", decision.door,
                       decision.reason.value)
         elif decision.granted:
-            door.grant(decision.credential_kind, decision.person)
+            refusal = door.grant(decision.credential_kind, decision.person)
+            if refusal is not None:
+                events[0] = dataclasses.replace(events[0], type="access.denied", reason=refusal)
         else:
             door.deny()
+        for event in events:
+            self.emit(event)
 
     def _reader_fault(self, reader_id: str, reason: str) -> None:
         view = self.readers.get(reader_id)
@@ -502,15 +596,16 @@ class Gate:
         finally:
             self.cameras.pop(cam.door, None)
             self.camera_state = "absent"
-            camera.stop()
-            worker.stop()
+            await asyncio.to_thread(camera.stop)  # joins threads: never on the loop
+            await asyncio.to_thread(worker.stop)
 
     def _on_observation(self, door_id: str, observation: Any) -> None:
         from vision.pipeline import LIVENESS_FAILED, FaceRecognised, FaceRefused, TrackCapture
 
         now = datetime.now(UTC)
         if isinstance(observation, FaceRecognised):
-            decision = self.access.decide_face(door_id, observation.person, now)
+            decision = self.access.decide_face(door_id, observation.person, now,
+                                               lockdown=self._lockdown(door_id))
             self._decided(decision, reader=None, credential_ref=None)
         elif isinstance(observation, FaceRefused):
             if observation.reason == LIVENESS_FAILED and observation.person is not None:
@@ -544,7 +639,8 @@ class Gate:
             self.journal, gate=config.gate.id, host=up.host, port=up.port, prefix=up.prefix,
             ca_file=tls.ca_file if tls else None, cert_file=tls.cert_file if tls else None,
             key_file=tls.key_file if tls else None, username=up.username,
-            password_file=up.password_file, client_id=up.client_id,
+            password_file=up.password_file, password_env=up.password_env,
+            client_id=up.client_id,
             commands=self._commands(config), portraits=config.privacy.portraits,
             legal_basis=config.privacy.legal_basis, health_seconds=up.health_seconds,
             health_source=self._health, inflight=up.inflight,
@@ -568,7 +664,7 @@ class Gate:
     def _command_handlers(self) -> dict[str, Any]:
         return {"config": self._command_config, "open": self._command_open,
                 "sync": self._command_sync, "enrol": self._command_enrol,
-                "remove": self._command_remove}
+                "remove": self._command_remove, "forget": self._command_forget}
 
     async def _command_enrol(self, args: dict[str, Any]) -> dict[str, Any]:
         """Station face enrolment: consent checked, templates stored (never the photos), audited.
@@ -693,6 +789,7 @@ class Gate:
             listening = asyncio.Event()
             self._start_part("control", None, functools.partial(control.serve, listening.set))
             self._start_part("residents", None, self._watch_store)
+            self._start_part("privacy", None, self._privacy_upkeep)
             await self.apply(self.config)
             async with asyncio.timeout(READY_TIMEOUT_SECONDS):  # GPIO up: relays idle
                 await listening.wait()

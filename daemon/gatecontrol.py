@@ -63,6 +63,7 @@ class GateControl:
         server.stream("events", self._cmd_events)
         server.stream("readers.watch", self._cmd_readers_watch)
         server.command("door.test", self._cmd_door_test)
+        server.command("forget", self._cmd_forget)
         if self.gate.board is not None:  # simulated inputs exist only on a simulated board
             server.command("sim.swipe", self._sim_swipe)
             server.command("sim.press", self._sim_press)
@@ -149,6 +150,14 @@ class GateControl:
         self.gate.audit("door.test", actor=f"uid:{req.peer.uid}", target=door_id,
                    details={"seconds": seconds})
         return {"door": door_id, "seconds": seconds, "note": "the relay clicks twice"}
+
+    async def _cmd_forget(self, req: Request) -> dict[str, Any]:
+        """Erasure request from `menjin residents forget` (the socket is admin-only)."""
+        person = req.args.get("person")
+        if not isinstance(person, str) or not person:
+            raise ControlError("forget: a person id is required")
+        actor = str(req.args.get("actor") or f"uid:{req.peer.uid}")
+        return await self.gate.forget(person, actor=actor)
 
     def _door_arg(self, req: Request) -> str:
         door = str(req.args.get("door"))

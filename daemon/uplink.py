@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import shutil
 import time
 from collections import deque
@@ -124,6 +125,7 @@ class Uplink:
         key_file: Path | None = None,
         username: str | None = None,
         password_file: Path | None = None,
+        password_env: str | None = None,
         client_id: str | None = None,
         commands: CommandProcessor | None = None,
         portraits: PortraitPolicy = "off",
@@ -145,6 +147,7 @@ class Uplink:
         self.key_file = key_file
         self.username = username
         self.password_file = password_file
+        self.password_env = password_env
         self.client_id = client_id or f"menjin-{gate}"
         self.commands = commands
         self.portraits = portraits
@@ -213,9 +216,11 @@ class Uplink:
                 certfile=str(self.cert_file) if self.cert_file else None,
                 keyfile=str(self.key_file) if self.key_file else None,
             )
-        password = None
+        password = None  # read at every connect: a rotated password needs no restart
         if self.password_file is not None:
             password = self.password_file.read_text(encoding="utf-8").strip()
+        elif self.password_env is not None:
+            password = os.environ.get(self.password_env)
         return _Client(
             self.host, self.port, username=self.username, password=password,
             identifier=self.client_id, protocol=aiomqtt.ProtocolVersion.V5,

@@ -1,0 +1,208 @@
+"""Privacy and abuse controls in a running daemon (`menjin run` in simulate mode, no broker).
+
+Card-scanning lockout, erasure through the running daemon, the audit trail, and the default
+portrait policy `off` leaving no image anywhere after a face-scan entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from daemon import control
+from daemon.audit import AuditLog
+from daemon.store import Store, parse_group, parse_person
+
+REPO = Path(__file__).resolve().parents[2]
+RESIDENT, RESIDENT_CARD = "p-0101", "12345678"
+TIMEOUT_SECONDS = 30.0
+
+CONFIG = """\
+version: 1
+state_dir: {state}
+gate: {{id: privacy-gate, site: test}}
+hardware: {{gpio_backend: mock}}
+doors:
+  front: {{lock: {{pin: 17}}, contact: {{pin: 27}}, access: card_or_face}}
+readers:
+  front-card: {{type: em4100, door: front, port: /dev/menjin-reader-front, repeat_window_ms: 0}}
+control: {{socket: {state}/control.sock}}
+"""
+VISION = """\
+camera: {{source: /dev/video0, door: front}}
+vision:
+  detector: {{kind: yunet, path: {models}/face_detection_yunet_2026may.onnx,
+             input_size: [640, 384], score_threshold: 0.8}}
+  embedder: {{kind: mobilefacenet_paddlex, path: {models}/mobilefacenet_paddlex_128d.onnx}}
+  agree_frames: 2
+  threads: 1
+"""
+
+
+class Daemon:
+    def __init__(self, base: Path, extra: str = "") -> None:
+        self.state, self.config = base / "state", base / "gate.yaml"
+        self.config.write_text(CONFIG.format(state=self.state) + extra)
+        zone = ZoneInfo("Asia/Shanghai")
+        self.state.mkdir(parents=True)
+        with Store(self.state / "residents.db", zone=zone) as store:
+            store.upsert(
+                [parse_person({"id": RESIDENT, "name": "Wang Fang", "groups": ["residents"],
+                               "cards": [RESIDENT_CARD],
+                               "face_consent": {"date": "2026-10-01", "source": "form 17"}},
+                              zone=zone)],
+                groups=[parse_group({"id": "residents", "doors": ["front"],
+                                     "schedule": "always"})],
+            )
+        self.log = base / "daemon.log"
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", "from daemon.cli import main; main()", "run", "-c",
+                 str(self.config)], stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+                env=dict(os.environ),
+            )
+        deadline = time.monotonic() + 60
+        while True:
+            assert self.proc.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, self.log.read_text()
+            try:
+                if self.call("status"):
+                    break
+            except control.ControlError:
+                time.sleep(0.2)
+
+    def call(self, cmd: str, **args: Any) -> Any:
+        return asyncio.run(control.call(self.state / "control.sock", cmd, args))
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", "from daemon.cli import main; main()", *args],
+                              capture_output=True, text=True, cwd=REPO, timeout=120)
+
+    def events(self) -> list[dict[str, Any]]:
+        with sqlite3.connect(self.state / "journal.db") as db:
+            return [json.loads(r[0]) for r in db.execute("SELECT body FROM events ORDER BY seq")]
+
+    def wait_for(self, predicate: Any) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            events = self.events()
+            if predicate(events):
+                return events
+            time.sleep(0.1)
+        raise AssertionError(f"timed out; events: {[e['type'] for e in self.events()]}")
+
+    def swipe(self, card: str) -> None:
+        self.call("sim.swipe", reader="front-card", card=card)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def gate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    daemon = Daemon(tmp_path_factory.mktemp("privacy"))
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+def count(events: list[dict[str, Any]], event_type: str, reason: str | None = None) -> int:
+    return sum(1 for e in events if e["type"] == event_type
+               and (reason is None or e.get("reason") == reason))
+
+
+@pytest.mark.timeout(120)
+def test_lockout_at_the_sixth_unknown_card_and_residents_still_get_in(gate: Daemon) -> None:
+    for i in range(5):
+        gate.swipe(f"9000000{i}")
+        gate.wait_for(lambda ev, n=i + 1: count(ev, "access.denied", "unknown_credential") == n)
+    assert count(gate.events(), "reader.attack") == 0  # the fifth is still tolerated
+    gate.swipe("90000005")
+    events = gate.wait_for(lambda ev: count(ev, "reader.attack") == 1)
+    attack = next(e for e in events if e["type"] == "reader.attack")
+    assert attack["reader"] == "front-card" and attack["reason"] == "card_scanning"
+    gate.swipe("90000006")  # ignored during the cooldown: no decision, no feedback
+    gate.swipe(RESIDENT_CARD)
+    events = gate.wait_for(lambda ev: count(ev, "access.granted") == 1)
+    assert count(events, "access.denied") == 6
+    assert count(events, "door.unlocked") == 1
+
+
+@pytest.mark.timeout(120)
+def test_forget_through_the_running_daemon(tmp_path: Path) -> None:
+    gate = Daemon(tmp_path)
+    try:
+        _forget_and_check(gate)
+    finally:
+        gate.stop()
+
+
+def _forget_and_check(gate: Daemon) -> None:
+    gate.swipe(RESIDENT_CARD)
+    gate.wait_for(lambda ev: count(ev, "access.granted") == 1)
+    result = gate.cli("residents", "forget", RESIDENT, "-c", str(gate.config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    erasure = json.loads(result.stdout)
+    assert erasure["found"] and erasure["cards_removed"] == 1
+    events = gate.wait_for(lambda ev: count(ev, "person.forgotten") == 1
+                           and count(ev, "audit", "person.forget") == 1)
+    forgotten = next(e for e in events if e["type"] == "person.forgotten")
+    assert forgotten["person"] == erasure["pseudonym"] and forgotten["data"]["erase"] == RESIDENT
+    others = [e for e in events if e["type"] not in ("person.forgotten",)]
+    assert not any(e.get("person") == RESIDENT for e in others)
+    assert not any(RESIDENT_CARD in json.dumps(e) for e in events)
+    gate.swipe(RESIDENT_CARD)  # the running daemon's index forgot the card too
+    gate.wait_for(lambda ev: count(ev, "access.denied", "unknown_credential") == 1)
+    audit = AuditLog(gate.state / "audit.log")
+    assert audit.verify().ok
+    assert [e["action"] for e in audit.entries()][-1] == "person.forget"
+
+
+@pytest.mark.timeout(240)
+def test_portraits_off_leaves_no_image_after_a_face_entry(
+    tmp_path: Path, models_dir: Path, faces_dir: Path
+) -> None:
+    daemon = Daemon(tmp_path, VISION.format(models=models_dir))
+    try:
+        photos = sorted(str(p) for p in (faces_dir / "enrol" / "obama").glob("*.jpg"))
+        enrol = daemon.cli("enrol", "--person", RESIDENT, *photos, "-c", str(daemon.config))
+        assert enrol.returncode == 0, enrol.stdout + enrol.stderr
+        daemon.proc.send_signal(1)  # SIGHUP: load the new templates
+        daemon.wait_for(lambda ev: count(ev, "config.reloaded") == 1)
+        photo = faces_dir / "probe" / "obama1.jpg"
+        deadline = time.monotonic() + TIMEOUT_SECONDS * 3
+        while not count(daemon.events(), "access.granted"):
+            assert time.monotonic() < deadline, daemon.log.read_text()[-3000:]
+            daemon.call("sim.face", door="front", name=photo.name, seconds=3.0,
+                        photo=base64.b64encode(photo.read_bytes()).decode())
+            time.sleep(3.5)
+        granted = next(e for e in daemon.events() if e["type"] == "access.granted")
+        assert granted["credential_kind"] == "face" and granted["person"] == RESIDENT
+        daemon.stop()
+        captures = [e for e in daemon.events() if e["type"] == "capture"]
+        assert captures and not any(e["data"]["portrait"] for e in captures)
+        images = [p for p in daemon.state.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg")]
+        assert images == []
+        with sqlite3.connect(daemon.state / "journal.db") as db:
+            assert db.execute("SELECT COUNT(*) FROM portraits").fetchone() == (0,)
+    finally:
+        daemon.stop()
