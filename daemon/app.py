@@ -218,6 +218,7 @@ class Gate:
         self._stopping = False
         self._reload_lock = asyncio.Lock()
         self.audit_log = AuditLog(config.privacy.audit_path)
+        self._held: list[Event] | None = None
         lockout = config.privacy.lockout
         self.lockout = Lockout(max_denied=lockout.max_denied,
                                window_seconds=lockout.window_seconds,
@@ -226,6 +227,9 @@ class Gate:
     # ------------------------------------------------------------------ events
     def emit(self, event: Event, *, portrait: bytes | None = None) -> None:
         """Record an event in the journal first, then tell everyone else (event loop only)."""
+        if self._held is not None and portrait is None:  # a door moving for a decision
+            self._held.append(event)
+            return
         if self.journal is not None:
             record = self.journal.record(event, portrait=portrait)
         else:  # before the journal opens or after it closed: still visible, not uplinked
@@ -518,24 +522,30 @@ class Gate:
 
     def _decided(self, decision: Decision, *, reader: str | None,
                  credential_ref: str | None) -> None:
-        """Move the door at once, then record the decision.
+        """Move the door at once, then record the decision and what the door did, in order.
 
-        The resident waits for the relay, not for the journal's fsync: the decision is recorded
-        right after (still before anything is published).  A grant the door itself refuses
-        (interlock, stopping) is recorded as a denial with the door's reason.
+        The resident waits for the relay, not for the journal's fsync: the door's own events are
+        held while it moves, then the decision is recorded first and the door's events after it
+        (all still before anything is published).  A grant the door itself refuses (interlock,
+        stopping) is recorded as a denial with the door's reason.
         """
         events = decision_events(decision, reader=reader, credential_ref=credential_ref)
         door = self.doors.get(decision.door)
+        held: list[Event] = []
         if door is None:
             log.error("door %s: not running; %s decision not carried out", decision.door,
                       decision.reason.value)
         elif decision.granted:
-            refusal = door.grant(decision.credential_kind, decision.person)
+            self._held = held
+            try:
+                refusal = door.grant(decision.credential_kind, decision.person)
+            finally:
+                self._held = None
             if refusal is not None:
                 events[0] = dataclasses.replace(events[0], type="access.denied", reason=refusal)
         else:
             door.deny()
-        for event in events:
+        for event in (*events, *held):
             self.emit(event)
 
     def _reader_fault(self, reader_id: str, reason: str) -> None:
