@@ -12,9 +12,9 @@ A pty adds no wire time, so the figure is the software's own overhead; beside it
 physical floor a real reader adds, the frame's time on a 9600-baud 8N1 line (14 bytes x 10 bits).
 Also reported: the reader stage alone (last byte -> CardRead handed out).
 
-The daemon records each access decision durably in the journal (SQLite, fsync) before the door
-moves, so the headline figure includes that write; the same path without the journal is reported
-beside it.
+As in the daemon (``Gate._decided``), the door moves first and the decision is recorded durably in
+the journal (SQLite, fsync) right after, before anything is published; the headline figure runs
+with that journal, and the same path without the journal is reported beside it.
 
 Usage: .venv/bin/python bench/card_latency.py [--quick] [--swipes N] [--journal-dir DIR]
 The last line is JSON: p50_overhead_ms, p99_overhead_ms, wire_time_ms, swipes (and the stages).
@@ -155,6 +155,7 @@ class Gate:
         self.probe.when_activated = relay_on
         self.probe.when_deactivated = self.released.set
         self.lock = Lock(RELAY_PIN, pin_factory=factory)
+        self.held: list[Event] = []
         self.door = DoorController(DOOR, lock=self.lock, unlock_seconds=UNLOCK_SECONDS,
                                    emit=self.emit)
         resident = Person("p-0001", "Resident", groups=("residents",),
@@ -164,7 +165,10 @@ class Gate:
                                        {DOOR: DoorPolicy(DOOR, rule=AccessRule.CARD)})
 
     def emit(self, event: Event) -> None:
-        """Journal first (the decision is durable before the door moves), as the daemon does."""
+        """The door's events are held while it moves, then journalled after the decision."""
+        self.held.append(event)
+
+    def record(self, event: Event) -> None:
         if self.journal is not None:
             self.journal.record(event)
         self.events.append(event)
@@ -173,13 +177,15 @@ class Gate:
         self.card_ns.append(time.perf_counter_ns())
         decision = self.access.decide_card(DOOR, read.credential, datetime.now(UTC),
                                            reader=READER)
-        for event in decision_events(decision, reader=READER,
-                                     credential_ref=self.access.card_ref(read.credential)):
-            self.emit(event)
+        events = decision_events(decision, reader=READER,
+                                 credential_ref=self.access.card_ref(read.credential))
+        self.held = []
         if decision.granted:
             self.door.grant(decision.credential_kind, decision.person)
         else:
             self.door.deny()
+        for event in (*events, *self.held):
+            self.record(event)
 
     def before_swipe(self) -> None:
         """Wait for the door to relock (the relay released) before the next card."""
@@ -244,7 +250,7 @@ def main() -> None:
     print(f"{swipes} swipes of a {EM4100_FRAME_BYTES}-byte EM4100 frame over a pty, all granted")
     print(f"{'wire time at 9600 baud (the floor)':<46} {WIRE_TIME_MS:7.3f} ms")
     full = report("last byte -> relay active, as the daemon runs", journalled)
-    report("  of which CardRead -> journal -> relay", journalled_decide)
+    report("  of which CardRead -> relay (journal after)", journalled_decide)
     without = report("last byte -> relay active, no journal", bare)
     report("  of which CardRead -> decision -> relay", bare_decide)
     stage = report("reader alone: last byte -> CardRead", reader)
