@@ -44,4 +44,5 @@ test: $(VENV) test-deps
 
 lint: $(VENV)
 	$(BIN)/ruff check daemon drivers vision station tests bench
+	$(BIN)/mypy --strict drivers daemon
 	$(BIN)/lint-imports

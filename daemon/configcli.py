@@ -7,9 +7,11 @@ from pathlib import Path
 
 import typer
 
+from daemon.access import face_only_warnings
 from daemon.config import GateConfig
 from daemon.configcheck import client_id
 from daemon.configfile import EX_CONFIG, ConfigError, Problem, load_config
+from daemon.store import Store, StoreError
 
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "config" / "schema.json"
 
@@ -47,12 +49,28 @@ def check_config(
         typer.echo(f"{len(problems)} problem(s) found", err=True)
         raise typer.Exit(EX_CONFIG)
     for file, cfg in loaded:
+        for warning in _resident_warnings(cfg):
+            typer.echo(f"{file}: warning: {warning}", err=True)
         typer.echo(
             f"{file}: OK: gate {cfg.gate.id}, {len(cfg.doors)} door(s), {len(cfg.readers)} "
             f"reader(s), camera {'yes' if cfg.camera else 'no'}, "
             f"{'simulate' if cfg.hardware.simulate else cfg.hardware.gpio_backend} mode, "
             f"portraits {cfg.privacy.portraits}"
         )
+
+
+def _resident_warnings(cfg: GateConfig) -> list[str]:
+    """Persons set up for face entry without a card or PIN, when the board's store is here.
+
+    A warning, not an error: the config is fine, the resident data needs fixing.
+    """
+    if not cfg.access.db.exists():
+        return []
+    try:
+        with Store(cfg.access.db) as store:
+            return face_only_warnings(store.persons())
+    except StoreError as exc:
+        return [f"resident store {cfg.access.db} not readable: {exc}"]
 
 
 def _cross_gate_problems(loaded: list[tuple[Path, GateConfig]]) -> list[Problem]:

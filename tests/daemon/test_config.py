@@ -258,3 +258,21 @@ def test_imported_daemon_package_is_ours() -> None:
     import daemon
 
     assert Path(daemon.__file__).resolve().parent == REPO / "daemon"
+
+
+def test_check_config_warns_about_face_only_residents(tmp_path: Path) -> None:
+    from daemon.store import Store
+
+    good = write(tmp_path, MINIMAL)
+    (tmp_path / "state").mkdir()
+    with Store(tmp_path / "state" / "residents.db") as store:
+        store.apply_sync({"mode": "snapshot", "version": 1, "persons": [
+            {"id": "p1", "name": "Li", "face_consent": {"date": "2026-10-01", "source": "f1"}},
+            {"id": "p2", "name": "Wang", "cards": ["1001"],
+             "face_consent": {"date": "2026-10-01", "source": "f2"}},
+        ]})
+    result = CliRunner().invoke(app, ["check-config", str(good)])
+    assert result.exit_code == 0
+    assert (f"{good}: warning: p1: enrolled for face entry without a card or PIN "
+            "(a non-face credential must remain an alternative)") in result.output
+    assert "p2:" not in result.output
