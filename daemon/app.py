@@ -59,6 +59,7 @@ from daemon.keys import KeyFileError, load_or_create_key, read_key
 from daemon.lockout import Lockout
 from daemon.notify import WATCHDOG_FRACTION, Notifier, watchdog_loop, watchdog_seconds
 from daemon.privacy import forget_person, forgotten_event
+from daemon.schedule import local_time, parse_schedule
 from daemon.simulate import SimulatedBoard
 from daemon.store import Store, StoreError
 from daemon.supervise import Factory as PartFactory
@@ -85,6 +86,7 @@ RESTART_ONLY_SECTIONS = ("version", "state_dir", "gate", "hardware", "journal", 
 #: Parts that live as long as the process, whatever a reload changes.
 FIXED_PARTS = frozenset({"control", "residents", "privacy"})
 UPKEEP_SECONDS = 3600.0
+HOLD_OPEN_CHECK_SECONDS = 15
 AUDIT_CURSOR = "audit.cursor"
 STORE_POLL_SECONDS = 2.0
 
@@ -360,10 +362,29 @@ class Gate:
         self.doors[door_id] = controller
         self._door_ready(door_id).set()
         try:
-            await controller.run()
+            if s.hold_open_schedule is None:
+                await controller.run()
+            else:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(controller.run())
+                    group.create_task(self._hold_open_hours(controller, s.hold_open_schedule))
         finally:
             if self.doors.get(door_id) is controller:
                 del self.doors[door_id]
+
+    async def _hold_open_hours(self, door: DoorController, text: str) -> None:
+        """Scheduled unlocked hours: hold_open inside the schedule, normal outside it.
+
+        A door put in lockdown stays there: the schedule never lifts a lockdown.
+        """
+        schedule, zone = parse_schedule(text), ZoneInfo(self.config.gate.timezone)
+        while True:
+            local = local_time(datetime.now(UTC), zone)
+            inside = schedule.is_open(local, self.access.index.holidays)
+            wanted = "hold_open" if inside else "normal"
+            if door.mode != "lockdown" and door.mode != wanted:
+                door.set_mode(wanted)
+            await asyncio.sleep(HOLD_OPEN_CHECK_SECONDS - local.second % HOLD_OPEN_CHECK_SECONDS)
 
     def _build_door(self, door_id: str, s: DoorSection) -> DoorController:
         opened: list[Any] = []

@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from daemon.schedule import ScheduleError, parse_schedule
+
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 Ident = Annotated[str, Field(pattern=ID_PATTERN)]
 Pin = Annotated[int, Field(ge=0, le=53, description="GPIO pin, BCM numbering.")]
@@ -150,9 +152,24 @@ class DoorSection(Strict):
         10, gt=0, le=120, description="card_and_face: both factors within this many seconds."
     )
     anti_passback: AntiPassback | None = Field(None, description="Optional anti-passback pair.")
+    hold_open_schedule: str | None = Field(
+        None,
+        description="Unlocked hours (e.g. market hours), in the schedule syntax of access groups: "
+        "'mon-fri 07:00-09:00; sat 08:00-12:00'.  Holidays follow the resident store.",
+    )
     interlock_with: Ident | None = Field(
         None, description="Sally port: this door may not unlock while that door is open."
     )
+
+    @field_validator("hold_open_schedule")
+    @classmethod
+    def _valid_schedule(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_schedule(value)
+            except ScheduleError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
 
 
 WIEGAND_FORMATS = ("h10301", "34bit", "h10304", "h10302", "raw")
