@@ -695,7 +695,8 @@ class Gate:
     def _command_handlers(self) -> dict[str, Any]:
         return {"config": self._command_config, "open": self._command_open,
                 "sync": self._command_sync, "enrol": self._command_enrol,
-                "remove": self._command_remove, "forget": self._command_forget}
+                "remove": self._command_remove, "forget": self._command_forget,
+                "mode": self._command_mode}
 
     async def _command_enrol(self, args: dict[str, Any]) -> dict[str, Any]:
         """Station face enrolment: consent checked, templates stored (never the photos), audited.
@@ -758,6 +759,18 @@ class Gate:
         self.audit("remote.open", actor="station", target=door_id,
                    details={"seconds": seconds, "refused": refusal})
         return {"door": door_id, "opened": refusal is None, "refusal": refusal}
+
+    async def _command_mode(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Signed door mode change (lockdown, hold_open, normal); audited."""
+        door_id, mode = str(args.get("door")), str(args.get("mode"))
+        controller = self.doors.get(door_id)
+        if controller is None:
+            raise ValueError(f"no running door {door_id!r}")
+        previous = controller.mode
+        controller.set_mode(mode)  # ValueError for an unknown mode: an ok=false result
+        self.audit("door.mode", actor="station", target=door_id,
+                   details={"mode": mode, "previous": previous})
+        return {"door": door_id, "mode": controller.mode, "previous": previous}
 
     async def _command_config(self, args: dict[str, Any]) -> dict[str, Any]:
         """The running config for the station, without anything secret."""

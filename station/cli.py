@@ -22,6 +22,7 @@ from station.commands import (
     CommandError,
     enrol_args,
     keygen,
+    mode_args,
     open_args,
     send_command,
     signing_key,
@@ -173,6 +174,22 @@ def open_command(
     Example: menjin station open xingfuli-north front --seconds 5 -c station.yaml
     """
     _send(config_path, _command(gate, "open", open_args(door, seconds)))
+
+
+@station_app.command("mode")
+def mode_command(
+    gate: GateId,
+    door: Annotated[str, typer.Argument(help="Door id at that gate.")],
+    mode: Annotated[str, typer.Argument(
+        help="normal, hold_open (unlocked hours) or lockdown (only signed remote opens and, on "
+        "egress routes, exit buttons open the door).")],
+    config_path: ConfigPath = Path("station.yaml"),
+) -> None:
+    """Put one door of one gate into normal, hold_open or lockdown mode (signed).
+
+    Example: menjin station mode xingfuli-north front lockdown -c station.yaml
+    """
+    _send(config_path, _command(gate, "mode", mode_args(door, mode)))
 
 
 @station_app.command("sync")

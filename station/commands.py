@@ -89,6 +89,10 @@ def open_args(door: str, seconds: float) -> dict[str, Any]:
     return {"door": door, "seconds": seconds}
 
 
+def mode_args(door: str, mode: str) -> dict[str, Any]:
+    return {"door": door, "mode": mode}
+
+
 def enrol_args(person: str, photos: list[Path]) -> dict[str, Any]:
     """Photos as base64 JPEG; refused here when the gate would refuse the envelope's size."""
     encoded = []

@@ -29,7 +29,9 @@ PROTOCOL_VERSION = 1
 ENVELOPE_FIELDS = frozenset(
     {"v", "id", "name", "gate", "issued_at_ms", "expires_at_ms", "nonce", "args", "sig"}
 )
-COMMAND_NAMES = frozenset({"open", "sync", "enrol", "remove", "forget", "config", "ping"})
+COMMAND_NAMES = frozenset(
+    {"open", "mode", "sync", "enrol", "remove", "forget", "config", "ping"}
+)
 NONCE_HEX_CHARS = 32
 DEFAULT_TTL_S = 60
 
