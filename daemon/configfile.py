@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,13 +91,8 @@ def _position(root: Any, loc: Loc) -> tuple[int, int]:
             line, col = node.lc.item(part)
             node = node[part]
         else:
-            if (
-                isinstance(node, (CommentedMap, CommentedSeq))
-                and node.lc.line is not None
-                and loc
-                and node is root
-            ):
-                line, col = node.lc.line, node.lc.col
+            if node is root and isinstance(root, CommentedMap):  # a missing top-level key:
+                line, col = root.lc.line or 0, root.lc.col or 0  # point at the first key
             break
     return line, col
 
@@ -260,20 +255,3 @@ def load_config(path: Path | str, *, check_files: bool = True) -> GateConfig:
 
 def _pos1(pos: tuple[int, int]) -> tuple[int, int]:
     return pos[0] + 1, pos[1] + 1
-
-
-def iter_paths(model: BaseModel, prefix: Loc = ()) -> Iterator[tuple[Loc, Any]]:
-    """Every (loc, value) of a model tree, for checks that walk all fields."""
-    for name in type(model).model_fields:
-        value = getattr(model, name)
-        loc = (*prefix, name)
-        if isinstance(value, BaseModel):
-            yield from iter_paths(value, loc)
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                if isinstance(item, BaseModel):
-                    yield from iter_paths(item, (*loc, key))
-                else:
-                    yield (*loc, key), item
-        else:
-            yield loc, value

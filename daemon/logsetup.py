@@ -37,8 +37,3 @@ def configure(level: str = "INFO", components: Mapping[str, str] | None = None) 
     for name, component_level in (components or {}).items():
         logging.getLogger(name).setLevel(component_level)
 
-
-def mask_card(number: str) -> str:
-    """``****5678``: enough for an installer to recognise a card, not enough to clone it."""
-    tail = number[-4:] if len(number) > 4 else ""
-    return f"****{tail}"

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from daemon.audit import AuditLog
 from daemon.config import GateConfig
 from daemon.events import Event
+from daemon.journal import Journal
 from daemon.keys import load_or_create_key, read_key
 from daemon.store import Forgotten, Store
-
-if TYPE_CHECKING:
-    from daemon.journal import Journal
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +83,6 @@ def forget_offline(config: GateConfig, person: str, *, actor: str) -> Erasure:
 
     ``person.forgotten`` is recorded in the journal, so the station hears of it at the next start.
     """
-    from daemon.audit import AuditLog
-    from daemon.journal import Journal
-
     key_file = config.access.card_hash_key_file
     store = Store(config.access.db, card_key=read_key(key_file) if key_file else None)
     journal = Journal(

@@ -6,6 +6,7 @@ Never relies on a broker that happens to run on the machine: each test gets its 
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import shutil
 import socket
 import subprocess
@@ -65,8 +66,6 @@ class Pki:
 
     def issue(self, common_name: str, *, server: bool = False) -> tuple[Path, Path]:
         """Write ``<cn>.crt`` and ``<cn>.key``; returns their paths."""
-        import ipaddress
-
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         builder = (
