@@ -105,7 +105,7 @@ def door_policies(config: GateConfig) -> dict[str, DoorPolicy]:
 
 def build_pipeline(vision: VisionSection, portraits: str) -> Any:
     """Config → face models, template gallery and pipeline (blocking: model loading)."""
-    from daemon.faces_cli import template_store
+    from daemon.faces import template_store
     from vision.embed import default_match_threshold
     from vision.liveness import LivenessGate
     from vision.models import load_detector, load_embedder, load_liveness
@@ -141,7 +141,7 @@ def build_pipeline(vision: VisionSection, portraits: str) -> Any:
 def enrol_from_station(config: GateConfig, vision: VisionSection, person: str,
                        photos_b64: list[str]) -> Any:
     """Templates from base64 photos of a station ``enrol`` command (blocking: inference)."""
-    from daemon.faces_cli import face_models, store_enrolment, template_store
+    from daemon.faces import face_models, store_enrolment, template_store
     from vision.enrol import decode_image, enrol_images
 
     models = face_models(vision)
@@ -274,7 +274,7 @@ class Gate:
         The running daemon does it (not the CLI on the files) so that the decision index and the
         face gallery in memory forget the person too.
         """
-        from daemon.faces_cli import template_store
+        from daemon.faces import template_store
 
         assert self.store is not None
         vision = self.config.vision
@@ -704,7 +704,7 @@ class Gate:
         The camera part restarts afterwards to load the new gallery (its key holds the template
         file's stamp).  A refusal raises, which the command processor turns into ok=false.
         """
-        from daemon.faces_cli import check_consent
+        from daemon.faces import check_consent
 
         vision = self.config.vision
         if vision is None:
@@ -723,7 +723,7 @@ class Gate:
 
     async def _command_remove(self, args: dict[str, Any]) -> dict[str, Any]:
         """Station removal of a person's face templates (opt-out); cards are not touched."""
-        from daemon.faces_cli import template_store
+        from daemon.faces import template_store
 
         vision = self.config.vision
         if vision is None:

@@ -9,7 +9,7 @@ import pytest
 
 from daemon.app import Gate
 from daemon.configfile import load_config
-from daemon.faces_cli import template_store
+from daemon.faces import template_store
 from daemon.notify import Notifier
 from daemon.store import parse_person
 

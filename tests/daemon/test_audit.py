@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from daemon.audit import MS_PER_DAY, AuditLog
-from daemon.cli import app
+from menjin.cli import app
 
 
 class Clock:

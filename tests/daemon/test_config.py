@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from daemon.cli import app
-from daemon.configcli import SCHEMA_FILE, schema_text
+from daemon.cli.config import SCHEMA_FILE, schema_text
 from daemon.configfile import ConfigError, load_config
+from menjin.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config" / "example.yaml"

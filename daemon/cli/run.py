@@ -296,6 +296,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(door_app, name="door")
     app.add_typer(readers_app, name="readers")
     app.add_typer(sim_app, name="sim")
-    from daemon.demo import demo  # demo imports this module's formatting helpers
+    from daemon.cli.demo import demo  # demo imports this module's formatting helpers
 
     app.command("demo")(demo)

@@ -13,7 +13,7 @@ from daemon.configcheck import client_id
 from daemon.configfile import EX_CONFIG, ConfigError, Problem, load_config
 from daemon.store import Store, StoreError
 
-SCHEMA_FILE = Path(__file__).resolve().parents[1] / "config" / "schema.json"
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "config" / "schema.json"
 
 config_app = typer.Typer(help="Configuration tools.", no_args_is_help=True)
 
