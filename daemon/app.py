@@ -226,6 +226,7 @@ class Gate:
             store.close()
             log.error("cannot open the journal: %s", exc)
             return EX_CONFIG
+        journal.start_writer(loop)  # from here on no fsync runs on the door's loop
         try:
             try:
                 await self._serve()

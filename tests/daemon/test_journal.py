@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 from unittest import mock
@@ -366,3 +367,29 @@ def test_sigkill_at_random_moments_loses_no_recorded_event(tmp_path: Path) -> No
         finally:
             journal.close()
     assert len(recorded) > 100
+
+
+async def test_writer_thread_group_commits_and_tells_listeners_on_the_loop(tmp_path: Path) -> None:
+    """With the writer thread, record() never commits on the loop: a burst of decisions goes to
+    disk in fewer transactions than events, all of them durable after close()."""
+    journal = Journal(tmp_path / "journal.db", gate="g1")
+    loop = asyncio.get_running_loop()
+    woken = asyncio.Event()
+    threads: list[str] = []
+
+    def listener() -> None:
+        threads.append(threading.current_thread().name)
+        woken.set()
+
+    journal.add_listener(listener)
+    journal.start_writer(loop)
+    ids = [journal.record(Event("access.granted", door="front"))["id"] for _ in range(200)]
+    await asyncio.wait_for(woken.wait(), 10)
+    journal.close()
+    assert 1 <= journal.group_commits < 200
+    assert set(threads) == {threading.current_thread().name}  # called on the loop's thread
+    reopened = Journal(tmp_path / "journal.db", gate="g1")
+    try:
+        assert reopened.all_ids() == set(ids)
+    finally:
+        reopened.close()
