@@ -1,7 +1,7 @@
 """`menjin run`: the composition root, where the configuration becomes a running gate.
 
 This module only composes: it builds the parts of :mod:`daemon.doors`, :mod:`daemon.readers`,
-:mod:`daemon.passage`, :mod:`daemon.vision_part`, :mod:`daemon.station_commands`,
+:mod:`daemon.passage`, :mod:`daemon.vision_link`, :mod:`daemon.station_commands`,
 :mod:`daemon.upkeep` and :mod:`daemon.reload` with their collaborators, owns the event emission
 (journal first, then everyone else) and the life cycle:
 
@@ -51,7 +51,7 @@ from daemon.store import Store, StoreError
 from daemon.supervise import PartGaveUpError
 from daemon.upkeep import AUDIT_CURSOR, AuditTrail, Erasure, Residents, privacy_upkeep
 from daemon.uplink import Uplink
-from daemon.vision_part import VisionPart
+from daemon.vision_link import VisionLink
 from drivers.gpio import GpioBackendError
 
 log = logging.getLogger(__name__)
@@ -103,8 +103,8 @@ class Gate:
                                emit=self.emit)
         self.readers = Readers(pins=self.pins, board=self.board, emit=self.emit,
                                on_card=self.passage.card, raw=self.control.raw)
-        self.vision = VisionPart(passage=self.passage, emit=self.emit, capture=self.capture,
-                                 simulate=self.board is not None)
+        self.vision = VisionLink(config_path=config_path, passage=self.passage, emit=self.emit,
+                                 capture=self.capture)
         self.station_commands = StationCommands(
             config=lambda: self.config, doors=self.doors, residents=self._residents,
             erasure=self._erasure, audit=self.audit_trail, faces_changed=self.faces_changed)
@@ -152,13 +152,13 @@ class Gate:
             parts[f"reader:{reader_id}"] = (
                 reader, functools.partial(self.readers.run, reader_id, reader))
         if config.camera is not None and config.vision is not None and config.vision.enabled:
-            # The template file's stamp is part of the key: after `menjin enrol`, a SIGHUP
-            # (systemctl reload menjin) restarts the pipeline with the new gallery.
+            # The vision process (camera, models) is a child process: its crash never reaches
+            # a relay.  The template file's stamp is part of the key: after `menjin enrol`, a
+            # SIGHUP (systemctl reload menjin) restarts it with the new gallery.
             parts[f"camera:{config.camera.door}"] = (
                 (config.camera, config.vision, config.privacy.portraits,
                  file_stamp(config.vision.templates)),
-                functools.partial(self.vision.run, config.camera, config.vision,
-                                  config.privacy.portraits))
+                functools.partial(self.vision.run, config.camera))
         if config.uplink is not None and config.uplink.enabled:
             parts["uplink"] = (
                 (config.uplink, config.privacy.portraits, config.privacy.legal_basis),
@@ -199,7 +199,8 @@ class Gate:
         await self.uplink.run()
 
     def health(self) -> dict[str, Any]:
-        return {"readers": self.readers.health(), "camera": self.vision.state}
+        return {"readers": self.readers.health(), "camera": self.vision.camera,
+                "vision": self.vision.status()}
 
     def doors_alive(self) -> bool:
         """True while every door part runs (the watchdog keep-alive condition)."""

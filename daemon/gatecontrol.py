@@ -29,12 +29,14 @@ from daemon.readers import Readers
 from daemon.simulate import SimInputError, SimulatedBoard
 from daemon.upkeep import AuditTrail
 from daemon.uplink import Uplink
-from daemon.vision_part import VisionPart
+from daemon.vision_link import VisionLink
 from drivers.card import mask
 
 log = logging.getLogger(__name__)
 
 FOLLOW_QUEUE_ITEMS = 1000
+#: JPEG and PNG signatures: a sim photo is checked here, decoded in the vision process.
+IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
 
 
 def _offer(queue: asyncio.Queue[dict[str, Any]], item: dict[str, Any]) -> None:
@@ -60,7 +62,7 @@ class GateView(Protocol):
     @property
     def readers(self) -> Readers: ...
     @property
-    def vision(self) -> VisionPart: ...
+    def vision(self) -> VisionLink: ...
     @property
     def parts(self) -> Mapping[str, RunningPart]: ...
     @property
@@ -118,7 +120,8 @@ class GateControl:
             "readers": {rid: {"type": v.type, "door": v.door, "status": v.status,
                               "port": v.port, "fault": v.fault, "stats": dict(v.stats)}
                         for rid, v in self.gate.readers.views.items()},
-            "camera": self.gate.vision.state,
+            "camera": self.gate.vision.camera,
+            "vision": self.gate.vision.status(),
             "uplink": self._uplink_status(),
             "journal": {"backlog": self.gate.journal.queue_depth() if self.gate.journal else None,
                         "last_seq": self.gate.last_seq},
@@ -235,24 +238,20 @@ class GateControl:
         return {"message": f"door {door_id} {'opened' if position == 'open' else 'closed'}"}
 
     async def _sim_face(self, req: Request) -> dict[str, Any]:
-        """Put a photo in front of a door's synthetic camera for a few seconds."""
-        import cv2
-        import numpy as np
-
+        """Put a photo in front of a door's synthetic camera (in the vision process)."""
         door_id = self._door_arg(req)
-        camera = self.gate.vision.cameras.get(door_id)
-        if camera is None:
-            raise ControlError(f"door {door_id} has no running camera (camera and vision in the "
-                               "config, face models present?)")
         try:
             data = base64.b64decode(str(req.args.get("photo", "")), validate=True)
         except binascii.Error as exc:
             raise ControlError(f"photo: not base64 ({exc})") from exc
-        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
+        if not data.startswith(IMAGE_MAGIC):
             raise ControlError("photo: not a readable image (JPEG or PNG)")
         seconds = float(req.args.get("seconds", 2.0))
-        camera.show(image, seconds)
+        try:
+            await self.gate.vision.show(door_id, data, seconds)
+        except LookupError as exc:
+            raise ControlError(f"door {door_id}: {exc} (camera and vision in the config, face "
+                               "models present?)") from exc
         return {"message": f"{req.args.get('name', 'photo')} shown to the camera of {door_id} "
                            f"for {seconds:g} s"}
 
