@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from daemon.vision_process import VISION_OOM_SCORE_ADJ
 from tests.daemon import test_app_privacy as privacy
 from tests.daemon.test_app_privacy import RESIDENT_CARD, VISION, Daemon, count
 
@@ -66,6 +67,8 @@ def test_sigkill_of_the_vision_process_never_stops_a_card(tmp_path: Path,
     try:
         first = wait_until("vision ready", lambda: daemon.call("status")["vision"]
                            if daemon.call("status")["vision"]["state"] == "ok" else None, daemon)
+        oom_score = Path(f"/proc/{first['pid']}/oom_score_adj").read_text()
+        assert int(oom_score) == VISION_OOM_SCORE_ADJ  # the OOM killer's first choice
         swipes = 8
         for i in range(swipes):
             if i == 2:
