@@ -701,11 +701,3 @@ class Journal:
         with self._read_lock:
             self._reader.close()
         self._db.close()
-
-
-
-async def keep_retention(journal: Journal, *, every_seconds: float = 3600.0) -> None:
-    """Apply retention at start-up and then every ``every_seconds`` (run it as a part)."""
-    while True:
-        journal.purge()
-        await asyncio.sleep(every_seconds)

@@ -22,7 +22,7 @@ import jsonschema
 import pytest
 
 from daemon.events import Event, Priority
-from daemon.journal import MS_PER_DAY, Journal, JournalError, keep_retention
+from daemon.journal import MS_PER_DAY, Journal, JournalError
 
 REPO = Path(__file__).resolve().parents[2]
 EVENT_SCHEMA = json.loads((REPO / "docs" / "schemas" / "event.json").read_text())
@@ -196,12 +196,17 @@ def test_a_long_disk_failure_sheds_old_routine_events_never_alarms_and_reports_i
     journal.close()
 
 
-async def test_keep_retention_purges_at_start_up(tmp_path: Path) -> None:
+async def test_privacy_upkeep_purges_at_start_up(tmp_path: Path) -> None:
+    from daemon.audit import AuditLog
+    from daemon.upkeep import AuditTrail, privacy_upkeep
+
     now = T0 + 40 * MS_PER_DAY
     journal = open_journal(tmp_path, clock=lambda: now)
     old = journal.record(Event("access.granted", ts_ms=T0))["id"]
     journal.mark_delivered([old])
-    task = asyncio.create_task(keep_retention(journal, every_seconds=3600))
+    audit = AuditTrail(AuditLog(tmp_path / "audit.log"), tmp_path / "audit.cursor",
+                       emit=journal.record, forwarding=lambda: True)
+    task = asyncio.create_task(privacy_upkeep(journal, audit, lambda: 1095))
     try:
         for _ in range(100):
             await asyncio.sleep(0.01)
