@@ -1,7 +1,10 @@
 """The gate's supervised parts: start, stop and match them to a config.
 
 Every part (a door, a reader, vision, the uplink ...) runs as a named task of the root
-``asyncio.TaskGroup`` under :func:`daemon.supervise.supervise`.  :meth:`Parts.apply` starts,
+``asyncio.TaskGroup`` under :func:`daemon.supervise.supervise`.  Parts have a criticality: doors
+and card readers are critical (a door part that keeps failing escalates to a process exit, after
+the relays went idle); every other part is restarted with backoff forever and reported, never by
+exiting (:data:`CRITICAL_PREFIXES`).  :meth:`Parts.apply` starts,
 stops and restarts parts so that they match the desired set (name → (config key, factory)):
 only the parts whose config slice changed restart on a reload.
 """
@@ -10,13 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from daemon.events import Emit
+from daemon.supervise import MAX_FAILURES, PartState, supervise
 from daemon.supervise import Factory as PartFactory
-from daemon.supervise import PartState, supervise
+
+#: Parts whose repeated failure may stop the process (names start with one of these).
+CRITICAL_PREFIXES = ("door:", "reader:")
+#: A non-critical part is restarted for as long as the gate runs.
+NEVER_GIVE_UP = sys.maxsize
 
 #: name → (the config slice the part is built from, how to run it)
 Desired = Mapping[str, tuple[object, PartFactory]]
@@ -59,8 +68,9 @@ class Parts(Mapping[str, RunningPart]):
     def start(self, name: str, key: object, factory: PartFactory) -> None:
         assert self._group is not None
         state = PartState(name)
+        limit = MAX_FAILURES if name.startswith(CRITICAL_PREFIXES) else NEVER_GIVE_UP
         task = self._group.create_task(
-            supervise(name, factory, emit=self._emit, state=state), name=name
+            supervise(name, factory, emit=self._emit, state=state, max_failures=limit), name=name
         )
         self._running[name] = RunningPart(name, key, task, state)
 

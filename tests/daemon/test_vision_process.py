@@ -6,6 +6,7 @@ while cards are swiped, or started on a detector file of garbage bytes that ONNX
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -117,4 +118,24 @@ def test_a_model_onnx_runtime_refuses_never_stops_the_door_daemon(tmp_path: Path
             status["vision"]["state"] == "starting"
         assert daemon.proc.poll() is None  # the door daemon runs on
     finally:
+        daemon.stop()
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.usefixtures("fast_door")
+def test_a_hung_vision_process_is_killed_and_restarted(tmp_path: Path, models_dir: Path) -> None:
+    daemon = Daemon(tmp_path, VISION.format(models=models_dir))
+    try:
+        first = wait_until("vision ready", lambda: daemon.call("status")["vision"]
+                           if daemon.call("status")["vision"]["state"] == "ok" else None, daemon)
+        os.kill(first["pid"], signal.SIGSTOP)  # alive but silent: a wedged driver or model
+        swipe_opens_the_door(daemon)
+        wait_until("vision.restored", lambda: count(daemon.events(), "vision.restored"), daemon)
+        fault = next(e for e in daemon.events() if e["type"] == "vision.fault")
+        assert fault["data"]["detail"].startswith("hung: no heartbeat for 10 s")
+        swipe_opens_the_door(daemon)
+        assert count(daemon.events(), "access.granted") == 2
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(first["pid"], signal.SIGKILL)
         daemon.stop()
