@@ -210,6 +210,8 @@ class Journal:
         self._writer: threading.Thread | None = None
         self._writer_loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
+        self._acks: list[str] = []  # broker acknowledgements waiting for the writer thread
+        self._acked: set[str] = set()  # ... which pending() already leaves out
         self.group_commits = 0
         self.portrait_dir = path.parent / PORTRAIT_DIR
         self.portrait_dir.mkdir(parents=True, exist_ok=True)
@@ -312,17 +314,24 @@ class Journal:
         routine events wait up to ``batch_seconds`` for company, alarms and decisions do not."""
         while True:
             with self._wakeup:
-                while not self._tail and not self._closing:
+                while not self._tail and not self._acks and not self._closing:
                     self._wakeup.wait()
-                if (not self._urgent_waiting and not self._closing
+                if (self._tail and not self._urgent_waiting and not self._closing
                         and len(self._tail) < self.batch_max):
                     self._wakeup.wait(self.batch_seconds)
                 if self._closing:
                     return  # close() commits the rest on its own thread
                 durable, self._urgent_waiting = self._urgent_waiting, False
-            if self.flush(durable=durable):
+                acks, self._acks = self._acks, []
+                rows = bool(self._tail)
+            committed = self.flush(durable=durable)  # first: an ack may name these events
+            if committed and rows:
                 self.group_commits += 1
-            else:
+            if acks:
+                self._mark(acks)
+                with self._tail_lock:
+                    self._acked.difference_update(acks)
+            if not committed:
                 with self._wakeup:
                     self._urgent_waiting = self._urgent_waiting or durable
                     self._wakeup.wait(RETRY_SECONDS)
@@ -460,16 +469,18 @@ class Journal:
 
         ``exclude`` holds seqs already in flight.
         """
+        with self._tail_lock:
+            acked = set(self._acked)
         with self._read_lock:
             rows = self._reader.execute(
                 "SELECT e.seq, e.id, e.type, e.ts_ms, e.priority, e.body, p.id FROM events e "
                 "LEFT JOIN portraits p ON p.seq = e.seq "
                 "WHERE e.delivered = 0 ORDER BY e.priority = 3 DESC, e.seq LIMIT ?",
-                (limit + len(exclude),),
+                (limit + len(exclude) + len(acked),),
             ).fetchall()
         out: list[Pending] = []
         for seq, event_id, etype, ts, prio, body, portrait_id in rows:
-            if seq in exclude:
+            if seq in exclude or event_id in acked:
                 continue
             portrait = (self.portrait_dir / f"{portrait_id}{PORTRAIT_SUFFIX}"
                         if portrait_id is not None else None)
@@ -479,10 +490,24 @@ class Journal:
         return out
 
     def mark_delivered(self, ids: Iterable[str]) -> int:
-        """Record the broker's acknowledgement of these event ids; returns rows changed."""
-        batch = [(i,) for i in ids]
-        if not batch:
+        """Record the broker's acknowledgement of these event ids; returns rows changed.
+
+        With the writer thread, the acknowledgement is queued for its next commit (and returned
+        as if all ids changed); :meth:`pending` leaves these events out meanwhile.
+        """
+        ids = list(ids)
+        if not ids:
             return 0
+        if self._writer is not None:
+            with self._wakeup:
+                self._acks.extend(ids)
+                self._acked.update(ids)
+                self._wakeup.notify()
+            return len(ids)
+        return self._mark(ids)
+
+    def _mark(self, ids: list[str]) -> int:
+        batch = [(i,) for i in ids]
         try:
             with self._db_lock:
                 self._set_synchronous("NORMAL")
@@ -500,7 +525,7 @@ class Journal:
         with self._read_lock:
             row = self._reader.execute(
                 "SELECT count(*) FROM events WHERE delivered = 0").fetchone()
-        return int(row[0]) + len(self._tail)
+        return max(0, int(row[0]) + len(self._tail) - len(self._acked))
 
     def oldest_undelivered_ms(self) -> int | None:
         with self._read_lock:
@@ -696,6 +721,9 @@ class Journal:
             self._writer.join()
             self._writer = None
         self.flush(durable=True)
+        if self._acks:  # after the flush: they may name events that were still in the tail
+            self._mark(self._acks)
+            self._acks, self._acked = [], set()
         if self._tail:
             log.error("journal: closing with %d events that could not be written", len(self._tail))
         with self._read_lock:
