@@ -56,6 +56,7 @@ from daemon.events import Event, EventBus
 from daemon.gatecontrol import GateControl
 from daemon.journal import Journal, JournalError, keep_retention
 from daemon.keys import KeyFileError, load_or_create_key, read_key
+from daemon.liveness import build_liveness, liveness_warnings
 from daemon.lockout import Lockout
 from daemon.notify import WATCHDOG_FRACTION, Notifier, watchdog_loop, watchdog_seconds
 from daemon.privacy import forget_person, forgotten_event
@@ -103,12 +104,12 @@ def door_policies(config: GateConfig) -> dict[str, DoorPolicy]:
     }
 
 
-def build_pipeline(vision: VisionSection, portraits: str) -> Any:
+def build_pipeline(vision: VisionSection, portraits: str, *, camera: CameraSection | None = None,
+                   nir_frames: Any = None) -> Any:
     """Config → face models, template gallery and pipeline (blocking: model loading)."""
     from daemon.faces_cli import template_store
     from vision.embed import default_match_threshold
-    from vision.liveness import LivenessGate
-    from vision.models import load_detector, load_embedder, load_liveness
+    from vision.models import load_detector, load_embedder
     from vision.pipeline import FacePipeline, PipelineSettings
     from vision.quality import QualityThresholds
 
@@ -117,10 +118,7 @@ def build_pipeline(vision: VisionSection, portraits: str) -> Any:
                              score_threshold=det.score_threshold, roi=det.roi,
                              threads=vision.threads)
     embedder = load_embedder(vision.embedder.kind, vision.embedder.path, threads=vision.threads)
-    liveness = None
-    if vision.liveness is not None:
-        liveness = LivenessGate(load_liveness(vision.liveness.kind, vision.liveness.paths,
-                                              threads=vision.threads), vision.liveness.threshold)
+    liveness = build_liveness(vision, camera, nir_frames)
     threshold = vision.match_threshold or default_match_threshold(vision.embedder.kind)
     gallery = template_store(vision).load_gallery(embedder.dim, threshold=threshold,
                                                   margin=vision.match_margin)
@@ -605,7 +603,9 @@ class Gate:
         from vision.pipeline import PipelineWorker, loop_delivery
 
         loop = asyncio.get_running_loop()
-        pipeline = await asyncio.to_thread(build_pipeline, vision, portraits)
+        nir_camera, nir_frames = self._nir_camera(cam)
+        pipeline = await asyncio.to_thread(build_pipeline, vision, portraits, camera=cam,
+                                           nir_frames=nir_frames)
         size = (cam.width, cam.height)
         synthetic = SyntheticSource(size) if self.board is not None else None
         source = synthetic or open_source(cam.source, size=size, fps=cam.fps)
@@ -622,13 +622,39 @@ class Gate:
             self.cameras[cam.door] = synthetic
         worker.start()
         camera.start()
+        if nir_camera is not None:
+            nir_camera.start()
         try:
             await asyncio.Event().wait()
         finally:
             self.cameras.pop(cam.door, None)
             self.camera_state = "absent"
             await asyncio.to_thread(camera.stop)  # joins threads: never on the loop
+            if nir_camera is not None:
+                await asyncio.to_thread(nir_camera.stop)
             await asyncio.to_thread(worker.stop)
+
+    def _nir_camera(self, cam: CameraSection) -> tuple[Any, Any]:
+        """The NIR camera feeding the frame buffer the liveness check pairs with (or Nones)."""
+        from drivers.camera import Camera, SyntheticSource, open_source
+        from vision.nir import NirFrames
+
+        if cam.nir is None:
+            return None, None
+        loop = asyncio.get_running_loop()
+        frames = NirFrames()
+        nir = cam.nir
+        size = (nir.width, nir.height)
+        # Simulate mode has no infrared scene: an empty one, so faces fail NIR (fail closed).
+        source = (SyntheticSource(size) if self.board is not None
+                  else open_source(nir.source, size=size, fps=nir.fps))
+        camera = Camera(
+            source, fps=nir.fps, name=f"camera:{cam.door}:nir",
+            on_frame=lambda frame: frames.push(frame.image, frame.ts),
+            on_fault=functools.partial(_threadsafe, loop, self._camera_fault, cam.door),
+            on_restored=functools.partial(_threadsafe, loop, self._camera_restored, cam.door),
+        )
+        return camera, frames
 
     def _on_observation(self, door_id: str, observation: Any) -> None:
         from vision.pipeline import LIVENESS_FAILED, FaceRecognised, FaceRefused, TrackCapture
@@ -993,6 +1019,8 @@ def main(config_path: Path, *, notifier: Notifier | None = None) -> int:
     logsetup.configure(config.logging.level, config.logging.components)
     log.info("menjin %s starting with %s", __version__, config_path)
     log.info("effective config: %s", json.dumps(redacted(config), ensure_ascii=False))
+    for warning in liveness_warnings(config):
+        log.warning("%s", warning)
     try:
         gate = Gate(config_path, config, notifier or Notifier.from_env())
     except GpioBackendError as exc:  # restarting cannot install a library: stop the loop

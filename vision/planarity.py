@@ -107,9 +107,14 @@ class TrackMotion:
         if self._reference is None or self._points is None or self._previous is None:
             self._start(grey, box)
             return
-        flow = {"winSize": (FLOW_WINDOW_PX, FLOW_WINDOW_PX), "maxLevel": FLOW_LEVELS}
-        moved, status, _ = cv2.calcOpticalFlowPyrLK(self._previous, grey, self._points, None, **flow)
-        back, status_back, _ = cv2.calcOpticalFlowPyrLK(grey, self._previous, moved, None, **flow)
+        window = (FLOW_WINDOW_PX, FLOW_WINDOW_PX)
+        moved, status, _ = cv2.calcOpticalFlowPyrLK(
+            self._previous, grey, self._points, np.empty_like(self._points), winSize=window,
+            maxLevel=FLOW_LEVELS,
+        )
+        back, status_back, _ = cv2.calcOpticalFlowPyrLK(
+            grey, self._previous, moved, np.empty_like(moved), winSize=window, maxLevel=FLOW_LEVELS
+        )
         # Forward-backward check: a point that does not track back to where it came from slid
         # along an edge or onto the background; its residual would read as parallax.
         round_trip = np.linalg.norm((back - self._points).reshape(-1, 2), axis=1)
@@ -130,7 +135,8 @@ class TrackMotion:
         width = max(float(self._box[2] - self._box[0]), 1.0)
         predicted = cv2.perspectiveTransform(self._reference, matrix)
         residual = np.linalg.norm((predicted - self._points).reshape(-1, 2), axis=1)
-        self.parallax = max(self.parallax, float(np.percentile(residual, PARALLAX_PERCENTILE)) / width)
+        parallax = float(np.percentile(residual, PARALLAX_PERCENTILE)) / width
+        self.parallax = max(self.parallax, parallax)
         self.tilt = max(self.tilt, homography_tilt(matrix, self._box))
 
     def _start(self, grey: np.ndarray, box: np.ndarray) -> None:
