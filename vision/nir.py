@@ -9,8 +9,10 @@ Per RGB face: the NIR frame closest in time (within ``max_skew_seconds``) is tak
 :class:`NirFrames`; the RGB face box is mapped into it through the calibration homography
 (:class:`NirCalibration`, measured once by ``menjin camera calibrate``); a face must be detected
 near the mapped spot (centre within ``max_offset`` of the face width, size within
-``SIZE_RATIO_RANGE``), and the mean grey of its box (0–1, the *reflectance*) must reach
-``min_reflectance``.
+``SIZE_RATIO_RANGE``), the mean grey of its box (0–1, the *reflectance*) must reach
+``min_reflectance``, and its *contrast* (standard deviation over mean of the box) must reach
+``min_contrast``: eyes, brows and hair stay dark in NIR while skin is bright, whereas a faded
+print leaves only a faint ghost of the face on bright paper (which a detector may still find).
 
 Limits: carbon-toner prints and some masks do show in NIR; the other checks still apply to them.
 """
@@ -34,6 +36,7 @@ BUFFER_FRAMES = 30
 DEFAULT_MAX_SKEW_SECONDS = 0.06
 DEFAULT_MAX_OFFSET = 0.35
 DEFAULT_MIN_REFLECTANCE = 0.25
+DEFAULT_MIN_CONTRAST = 0.12
 #: The NIR face's width over the mapped RGB face's width.
 SIZE_RATIO_RANGE = (0.6, 1.6)
 #: The detector sees the mapped face box grown by this factor on each side (cheap, small input).
@@ -147,6 +150,7 @@ class NirEvidence:
     found: bool
     reflectance: float
     offset: float
+    contrast: float = 0.0
 
 
 class NirCheck:
@@ -161,6 +165,7 @@ class NirCheck:
         max_skew_seconds: float = DEFAULT_MAX_SKEW_SECONDS,
         max_offset: float = DEFAULT_MAX_OFFSET,
         min_reflectance: float = DEFAULT_MIN_REFLECTANCE,
+        min_contrast: float = DEFAULT_MIN_CONTRAST,
     ) -> None:
         if not 0 < min_reflectance < 1:
             raise ValueError(f"min_reflectance must be in (0, 1), got {min_reflectance}")
@@ -170,6 +175,7 @@ class NirCheck:
         self.max_skew_seconds = max_skew_seconds
         self.max_offset = max_offset
         self.min_reflectance = min_reflectance
+        self.min_contrast = min_contrast
 
     def evaluate(self, face: Face, ts: float) -> NirEvidence | None:
         """The evidence for ``face`` (RGB frame at ``ts``); None when no NIR frame pairs with it."""
@@ -185,11 +191,18 @@ class NirCheck:
         height = max(float(mapped[3] - mapped[1]), 1.0)
         grow_x, grow_y = width * ROI_GROWTH, height * ROI_GROWTH
         rows, cols = nir.shape[:2]
-        x1, y1 = max(int(mapped[0] - grow_x), 0), max(int(mapped[1] - grow_y), 0)
-        x2, y2 = min(int(mapped[2] + grow_x), cols), min(int(mapped[3] + grow_y), rows)
-        if x2 - x1 < 8 or y2 - y1 < 8:
+        x1, y1 = int(mapped[0] - grow_x), int(mapped[1] - grow_y)
+        x2, y2 = int(mapped[2] + grow_x), int(mapped[3] + grow_y)
+        inside = nir[max(y1, 0) : min(y2, rows), max(x1, 0) : min(x2, cols)]
+        if inside.shape[0] < 8 or inside.shape[1] < 8:
             return NirEvidence(False, False, 0.0, float("inf"))
-        roi = cv2.cvtColor(np.ascontiguousarray(nir[y1:y2, x1:x2]), cv2.COLOR_GRAY2BGR)
+        # A face cut by the frame edge sits on the crop's edge, where detectors miss it: pad
+        # the crop back to its full size (replicated edge) instead.
+        padded = cv2.copyMakeBorder(
+            np.ascontiguousarray(inside), max(-y1, 0), max(y2 - rows, 0), max(-x1, 0),
+            max(x2 - cols, 0), cv2.BORDER_REPLICATE,
+        )
+        roi = cv2.cvtColor(padded, cv2.COLOR_GRAY2BGR)
         centre = np.array([(mapped[0] + mapped[2]) / 2 - x1, (mapped[1] + mapped[3]) / 2 - y1])
         best: tuple[float, Face] | None = None
         for candidate in self.detector.detect(roi):
@@ -208,8 +221,12 @@ class NirCheck:
         fx1, fy1 = max(int(found.box[0]), 0), max(int(found.box[1]), 0)
         fx2, fy2 = min(int(found.box[2]), roi.shape[1]), min(int(found.box[3]), roi.shape[0])
         patch = roi[fy1:fy2, fx1:fx2, 0]
-        reflectance = float(patch.mean()) / 255.0 if patch.size else 0.0
-        return NirEvidence(reflectance >= self.min_reflectance, True, reflectance, offset)
+        if not patch.size:
+            return NirEvidence(False, True, 0.0, offset)
+        reflectance = float(patch.mean()) / 255.0
+        contrast = float(patch.std()) / max(float(patch.mean()), 1.0)
+        live = reflectance >= self.min_reflectance and contrast >= self.min_contrast
+        return NirEvidence(live, True, reflectance, offset, contrast)
 
 
 def landmark_pairs(
