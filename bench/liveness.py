@@ -156,7 +156,7 @@ def main() -> None:
             run_track("real", label, list(still_track(image, kind)), path.name)
 
     photos = sorted(p for sub in ("enrol", "probe", "misc")
-                    for p in (args.faces / sub).rglob("*.jpg"))
+                    for p in (args.faces / sub).rglob("*") if p.suffix.lower() in {".jpg", ".jpeg"})
     if not args.quick:
         photos += sorted((args.faces / "east-asian-dev").glob("*/*_0001.jpg"))
     if args.quick:
