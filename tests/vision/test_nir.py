@@ -106,7 +106,7 @@ def test_calibration_is_fitted_from_faces_seen_by_both_cameras(
     # Frame corners, far from every landmark used: within 15 px, well inside the check's
     # tolerance (0.35 face widths: 28 px for the smallest face recognised, 80 px).
     assert np.abs(cv2.perspectiveTransform(probe, calibration.matrix) - expected).max() < 15
-    assert calibration.error_px < 5
+    assert calibration.error_px < 8  # landmark noise of two detections
     path = tmp_path / "nir_calibration.json"
     calibration.save(path)
     loaded = NirCalibration.load(path)
