@@ -6,8 +6,10 @@ Material (see bench/spoof_sim.py for what each simulation does):
   for a short track (stills: the motion check has nothing to judge there); NIR frames are
   synthesised from each label (live skin, dark screen, faded print; masks have no NIR model and
   are left out of the NIR rows);
-- ``sim``: photos of ``faces/`` as a live person (synthetic head turn), on a phone screen and on
-  paper moved by hand.
+- ``sim``: photos of ``faces/`` (enrol, probe, misc) as a live person (synthetic head turn), on
+  a phone screen and on paper moved by hand;
+- ``sim_lfw`` (not with ``--quick``): the same with the first photo of each person of
+  ``faces/east-asian-dev/`` (250x250 LFW crops, upscaled to fill the frame: soft pictures).
 
 APCER: share of attack tracks accepted; BPCER: share of live tracks refused (ISO/IEC 30107-3
 terms, per track).  Checks: passive (MiniFASNet pair, median over the track, threshold 0.5),
@@ -155,13 +157,17 @@ def main() -> None:
             kind = label if label != "mask" else "print"
             run_track("real", label, list(still_track(image, kind)), path.name)
 
-    photos = sorted(p for sub in ("enrol", "probe", "misc")
-                    for p in (args.faces / sub).rglob("*") if p.suffix.lower() in {".jpg", ".jpeg"})
-    if not args.quick:
-        photos += sorted((args.faces / "east-asian-dev").glob("*/*_0001.jpg"))
+    photos = [("sim", p) for p in sorted(
+        p for sub in ("enrol", "probe", "misc") for p in (args.faces / sub).rglob("*")
+        if p.suffix.lower() in {".jpg", ".jpeg"}
+    )]
     if args.quick:
         photos = photos[:4]
-    for n, path in enumerate(photos):
+    else:
+        # 250x250 LFW crops, upscaled 2.6x to fill the frame: kept apart, soft pictures.
+        photos += [("sim_lfw", p)
+                   for p in sorted((args.faces / "east-asian-dev").glob("*/*_0001.jpg"))]
+    for n, (material, path) in enumerate(photos):
         photo = cv2.imread(str(path))
         if photo is None:
             continue
@@ -176,7 +182,7 @@ def main() -> None:
         for kind in KINDS:
             paired = (list(live_track(scene, face.box, face.kps, n)) if kind == "live"
                       else list(spoof_track(photo, kind, n)))
-            run_track("sim", kind, paired, path.name)
+            run_track(material, kind, paired, path.name)
 
     summary: dict[str, dict[str, dict[str, float | int]]] = {}
     print(f"{'material':8s} {'check':22s} {'APCER':>12s} {'BPCER':>12s}")
