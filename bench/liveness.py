@@ -145,7 +145,8 @@ def main() -> None:
                 continue  # no NIR model of masks
             outcome[material][check].append((attack, accepted))
         detail = verdict.details if verdict is not None else {}
-        print(f"{material:5s} {label:7s} {name:28.28s} {'accepted' if not failed else 'refused ':8s} "
+        decided = "accepted" if not failed else "refused "
+        print(f"{material:7s} {label:7s} {name:28.28s} {decided} "
               + "; ".join(f"{k}: {v}" for k, v in detail.items()))
 
     spoof_dir = args.faces / "spoof"

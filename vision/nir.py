@@ -100,7 +100,7 @@ class NirCalibration:
 
     @classmethod
     def fit(cls, rgb_points: np.ndarray, nir_points: np.ndarray) -> NirCalibration:
-        """Fit from corresponding landmarks (N, 2) of faces seen by both cameras (RANSAC, affine)."""
+        """Fit from landmarks (N, 2) of faces seen by both cameras (affine, RANSAC)."""
         rgb = np.asarray(rgb_points, np.float32).reshape(-1, 2)
         nir = np.asarray(nir_points, np.float32).reshape(-1, 2)
         if len(rgb) != len(nir) or len(rgb) < MIN_CALIBRATION_POINTS:
