@@ -6,6 +6,7 @@ import typer
 
 from daemon import __version__
 from daemon.auditcli import audit_app
+from daemon.camera_cli import camera_app
 from daemon.configcli import check_config, config_app
 from daemon.faces_cli import enrol, faces_app
 from daemon.residents_cli import residents_app
@@ -42,6 +43,7 @@ app.add_typer(audit_app, name="audit")
 register_run_commands(app)
 app.command("enrol")(enrol)
 app.add_typer(faces_app, name="faces")
+app.add_typer(camera_app, name="camera")
 app.add_typer(residents_app, name="residents")
 app.add_typer(station_app, name="station")
 
