@@ -16,6 +16,7 @@ from daemon.cli import app
 from vision.models import load_detector
 
 YUNET = "face_detection_yunet_2026may.onnx"
+EMBEDDER = "mobilefacenet_paddlex_128d.onnx"
 PHOTOS = ("enrol/obama/obama.jpg", "enrol/biden/biden.jpg", "probe/alex_lacamoire1.jpg")
 
 
@@ -36,7 +37,7 @@ def gate_config(tmp_path: Path, models: Path, nir_source: str) -> Path:
         vision:
           detector: {{kind: yunet, path: {models / YUNET}, input_size: [640, 480],
                       score_threshold: 0.8}}
-          embedder: {{kind: mobilefacenet_paddlex, path: {models / "mobilefacenet_paddlex_128d.onnx"}}}
+          embedder: {{kind: mobilefacenet_paddlex, path: {models / EMBEDDER}}}
         """), encoding="utf-8")
     return path
 
