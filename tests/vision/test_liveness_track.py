@@ -141,3 +141,47 @@ def test_a_missing_nir_camera_refuses_the_face(models_dir: Path, faces_dir: Path
 def test_a_track_needs_a_check() -> None:
     with pytest.raises(ValueError, match="at least one check"):
         TrackLiveness()
+
+
+@pytest.mark.timeout(300)
+def test_the_pipeline_grants_a_live_resident_and_refuses_their_screen_photo(
+    models_dir: Path, faces_dir: Path
+) -> None:
+    """End to end through FacePipeline: the same resident, live (in both cameras) and on a phone
+    screen (RGB only); the grant waits for the track's NIR evidence."""
+    from tests.vision import material
+    from vision.embed import DEFAULT_MATCH_MARGIN, default_match_threshold
+    from vision.models import load_embedder
+    from vision.pipeline import (
+        LIVENESS_FAILED,
+        FacePipeline,
+        FaceRecognised,
+        FaceRefused,
+        PipelineSettings,
+    )
+
+    rig = Rig(models_dir)
+    embedder = load_embedder("mobilefacenet_paddlex",
+                             models_dir / material.EMBEDDERS["mobilefacenet_paddlex"])
+    gallery = material.gallery(models_dir, faces_dir, "yunet", "mobilefacenet_paddlex",
+                               threshold=default_match_threshold("mobilefacenet_paddlex"),
+                               margin=DEFAULT_MATCH_MARGIN)
+    pipeline = FacePipeline(rig.detector, embedder, gallery, liveness=rig.judge,
+                            settings=PipelineSettings(agree_frames=2, track_timeout_seconds=0.5))
+    photo = cv2.imread(str(faces_dir / "enrol" / "obama" / "obama.jpg"))
+    passages = {"live": live_frames(rig, photo, 5), "screen": list(spoof_track(photo, "screen", 5))}
+    outcome = {}
+    clock = 1000.0
+    for name, frames in passages.items():
+        seen = []
+        for frame in frames:
+            rig.frames.push(frame.nir, clock + frame.ts)
+            seen += pipeline.process(frame.rgb, clock + frame.ts)
+        seen += pipeline.process(np.full_like(frames[0].rgb, 92), clock + 5.0)  # track ends
+        outcome[name] = [o for o in seen if isinstance(o, FaceRecognised | FaceRefused)]
+        clock += 100.0
+    (granted,) = outcome["live"]
+    assert isinstance(granted, FaceRecognised) and granted.person == "obama"
+    (refused,) = outcome["screen"]
+    assert isinstance(refused, FaceRefused)
+    assert (refused.reason, refused.person) == (LIVENESS_FAILED, "obama")
