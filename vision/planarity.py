@@ -47,8 +47,8 @@ PARALLAX_PERCENTILE = 90
 FLOW_WINDOW_PX = 21
 FLOW_LEVELS = 3
 #: Share of the face width: the 90th-percentile point left the plane by this much (a head).
-#: Photos tilted up to 25 degrees stay below 0.010 with this tracker; synthetic heads turned by
-#: 25 degrees reach 0.043 or more (bench/liveness.py).
+#: Simulated screens and prints tilted by hand up to 20 degrees stay at or below 0.014 with this
+#: tracker; synthetic heads turned by up to 15 degrees reach 0.031 or more (bench/liveness.py).
 DEFAULT_LIVE_PARALLAX = 0.02
 #: Share of the face width: the plane turned in depth this much, so a head would have shown
 #: parallax; below it the track is ``still``.

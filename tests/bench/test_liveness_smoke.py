@@ -29,6 +29,7 @@ def test_liveness_bench_quick(models_dir: Path, faces_dir: Path) -> None:
     for row in sim.values():
         assert 0 <= row["apcer"] <= 1 and 0 <= row["bpcer"] <= 1
         assert row["attacks"] == 8 and row["live"] == 4
+    assert doc["material"].get("real", {}).get("motion", {}).get("apcer") is None
     # The simulated screens and prints: none passes the NIR check or all checks together.
     assert sim["nir"]["apcer"] == 0 and sim["all"]["apcer"] == 0
     if (faces_dir / "spoof").is_dir():
