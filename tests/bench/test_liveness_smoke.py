@@ -23,7 +23,7 @@ def test_liveness_bench_quick(models_dir: Path, faces_dir: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     doc = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(doc) == {"material", "cpu_ms_per_track", "tracks"}
+    assert set(doc) == {"material", "cpu_ms_per_track", "cpu_ratio_vs_single_frame", "tracks"}
     sim = doc["material"]["sim"]
     assert set(sim) == CHECKS
     for row in sim.values():
