@@ -39,6 +39,7 @@ from daemon.events import Event, EventBus
 from daemon.gatecontrol import GateControl
 from daemon.journal import Journal, JournalError
 from daemon.keys import KeyFileError, read_key
+from daemon.liveness import liveness_warnings
 from daemon.lockout import Lockout
 from daemon.notify import WATCHDOG_FRACTION, Notifier, watchdog_loop, watchdog_seconds
 from daemon.parts import Desired, Parts
@@ -345,6 +346,8 @@ def main(config_path: Path, *, notifier: Notifier | None = None) -> int:
     logsetup.configure(config.logging.level, config.logging.components)
     log.info("menjin %s starting with %s", __version__, config_path)
     log.info("effective config: %s", json.dumps(redacted(config), ensure_ascii=False))
+    for warning in liveness_warnings(config):
+        log.warning("%s", warning)
     try:
         gate = Gate(config_path, config, notifier or Notifier.from_env())
     except GpioBackendError as exc:  # restarting cannot install a library: stop the loop

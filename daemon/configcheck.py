@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from daemon.config import AccessRule, DoorSection, GateConfig
+from daemon.liveness import liveness_issues
 
 Loc = tuple[str | int, ...]
 Issue = tuple[Loc, str]
@@ -231,6 +232,7 @@ def semantic_problems(config: GateConfig, *, check_files: bool = True) -> list[I
         *_reader_issues(config),
         *_door_issues(config),
         *_vision_issues(config),
+        *liveness_issues(config),
         *_privacy_issues(config),
         *_uplink_issues(config),
     ]

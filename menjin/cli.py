@@ -10,6 +10,7 @@ import typer
 
 from daemon import __version__
 from daemon.cli.audit import audit_app
+from daemon.cli.camera import camera_app
 from daemon.cli.config import check_config, config_app
 from daemon.cli.faces import enrol, faces_app
 from daemon.cli.residents import residents_app
@@ -46,6 +47,7 @@ app.add_typer(audit_app, name="audit")
 register_run_commands(app)
 app.command("enrol")(enrol)
 app.add_typer(faces_app, name="faces")
+app.add_typer(camera_app, name="camera")
 app.add_typer(residents_app, name="residents")
 app.add_typer(station_app, name="station")
 

@@ -11,6 +11,7 @@ from daemon.access import face_only_warnings
 from daemon.config import GateConfig
 from daemon.configcheck import client_id
 from daemon.configfile import EX_CONFIG, ConfigError, Problem, load_config
+from daemon.liveness import liveness_warnings
 from daemon.store import Store, StoreError
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "config" / "schema.json"
@@ -49,7 +50,7 @@ def check_config(
         typer.echo(f"{len(problems)} problem(s) found", err=True)
         raise typer.Exit(EX_CONFIG)
     for file, cfg in loaded:
-        for warning in _resident_warnings(cfg):
+        for warning in [*liveness_warnings(cfg), *_resident_warnings(cfg)]:
             typer.echo(f"{file}: warning: {warning}", err=True)
         typer.echo(
             f"{file}: OK: gate {cfg.gate.id}, {len(cfg.doors)} door(s), {len(cfg.readers)} "

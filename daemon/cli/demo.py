@@ -109,6 +109,12 @@ def derive_config(workdir: Path, *, broker_port: int | None, models: Path | None
     if models is None:
         for key in ("camera", "vision"):
             data.pop(key, None)
+    elif "camera" in data:
+        # The simulated scene has no infrared twin: the demo runs face entry on RGB liveness
+        # only (the start-up log says what that means).
+        data["camera"].pop("nir", None)
+        for door in data["doors"].values():
+            door.pop("liveness", None)
     data["control"]["socket"] = str(workdir / "control.sock")
     data["logging"]["level"] = "INFO"
     path = workdir / "gate.yaml"
