@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from daemon.configfile import EX_CONFIG
 from daemon.cli.faces import DEFAULT_CONFIG, ConfigOpt, vision_config
+from daemon.configfile import EX_CONFIG
 
 if TYPE_CHECKING:
     from vision.detect import Face

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.spoof_sim import NIR_MAPPING, live_track, scene_of
-from daemon.cli import app
+from menjin.cli import app
 from vision.models import load_detector
 
 YUNET = "face_detection_yunet_2026may.onnx"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from daemon.cli import app
 from daemon.configfile import ConfigError, load_config
 from daemon.liveness import liveness_warnings, provided
+from menjin.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = """\
