@@ -484,14 +484,16 @@ class Gate:
             from drivers.em4100 import Em4100Reader
 
             assert port is not None
-            return Em4100Reader(port, baud=s.baud, **callbacks)
+            return Em4100Reader(port, baud=s.baud, inter_char_timeout_ms=s.inter_char_timeout_ms,
+                                **callbacks)
         if s.type == "ascii":
             from drivers.ascii_reader import AsciiReader
 
             assert port is not None
             return AsciiReader(port, baud=s.baud, number_base=s.number_base,
                                byte_order=s.byte_order, strip_prefix=s.strip_prefix,
-                               strip_suffix=s.strip_suffix, pattern=s.pattern, **callbacks)
+                               strip_suffix=s.strip_suffix, pattern=s.pattern,
+                               inter_char_timeout_ms=s.inter_char_timeout_ms, **callbacks)
         if s.type == "wiegand":
             from drivers.wiegand import WiegandReader
 

@@ -212,6 +212,13 @@ class ReaderSection(Strict):
     repeat_window_ms: int = Field(
         1500, ge=0, le=60000, description="The same card within this window is one presentation."
     )
+    inter_char_timeout_ms: int = Field(
+        50,
+        ge=5,
+        le=1000,
+        description="em4100, ascii: a frame or line whose bytes pause this long is dropped, so "
+        "a cut read never joins the next card's digits.",
+    )
 
     @field_validator("baud")
     @classmethod
