@@ -498,7 +498,7 @@ class Gate:
             from drivers.wiegand import WiegandReader
 
             return WiegandReader(s.d0_pin, s.d1_pin, formats=s.formats,  # type: ignore[arg-type]
-                                 pin_factory=self.pins, **callbacks)
+                                 raw_lengths=s.raw_lengths, pin_factory=self.pins, **callbacks)
         return self._build_osdp(s, port, callbacks)
 
     def _build_osdp(self, s: ReaderSection, port: str | None, callbacks: dict[str, Any]) -> Any:

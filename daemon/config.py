@@ -14,9 +14,18 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from daemon.schedule import ScheduleError, parse_schedule
+from drivers.wiegand import check_formats
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 Ident = Annotated[str, Field(pattern=ID_PATTERN)]
@@ -172,7 +181,10 @@ class DoorSection(Strict):
         return value
 
 
-WIEGAND_FORMATS = ("h10301", "34bit", "h10304", "h10302", "raw")
+#: The Wiegand format table of drivers.wiegand (a test keeps both lists equal).
+WiegandFormatName = Literal[
+    "h10301", "32bit", "34bit", "c1000_35", "c15001", "h10304", "h10302", "c1000_48"
+]
 
 
 class ReaderSection(Strict):
@@ -185,8 +197,15 @@ class ReaderSection(Strict):
     baud: int = Field(9600, description="Serial baud rate.")
     d0_pin: Pin | None = Field(None, description="Wiegand D0 pin.")
     d1_pin: Pin | None = Field(None, description="Wiegand D1 pin.")
-    formats: tuple[Literal["h10301", "34bit", "h10304", "h10302", "raw"], ...] = Field(
-        ("h10301",), description="Wiegand formats accepted, tried in order."
+    formats: tuple[WiegandFormatName, ...] = Field(
+        ("h10301",),
+        description="wiegand, osdp: card formats accepted, tried in order; lengths at least 2 "
+        "bits apart (docs/install.md, 'Readers').",
+    )
+    raw_lengths: tuple[int, ...] = Field(
+        (),
+        description="wiegand: frame lengths passed on unchecked as a raw number (no parity); "
+        "each at least 3 bits away from every format listed.",
     )
     number_base: Literal[10, 16] = Field(10, description="ascii: base of the card number.")
     byte_order: Literal["big", "little"] = Field("big", description="ascii: byte order.")
@@ -219,6 +238,14 @@ class ReaderSection(Strict):
         description="em4100, ascii: a frame or line whose bytes pause this long is dropped, so "
         "a cut read never joins the next card's digits.",
     )
+
+    @model_validator(mode="after")
+    def _misread_safe_formats(self) -> ReaderSection:
+        if self.raw_lengths and self.type != "wiegand":
+            raise ValueError("raw_lengths: only a wiegand reader has raw frames")
+        if self.type in ("wiegand", "osdp"):
+            check_formats(self.formats, self.raw_lengths)  # ValueError says why
+        return self
 
     @field_validator("baud")
     @classmethod

@@ -23,7 +23,7 @@ from typing import Any
 import serial
 
 from drivers.card import CardRead, Presentation, ReadSink
-from drivers.wiegand import WiegandError, check_formats, decode
+from drivers.wiegand import WiegandError, WiegandKey, check_formats, decode
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +233,11 @@ class OsdpReader:
             card = decode(frame, self.formats)
         except WiegandError as exc:
             self._sink.malformed(exc.counter, str(exc))
+            return
+        if isinstance(card, WiegandKey):  # a keypad behind an OSDP converter
+            self._sink.count("keypresses")
+            if self._on_keypad is not None:
+                self._on_keypad(card.key)
             return
         self._sink.card(card.value, card_format=card.format, bits=card.bits,
                         facility=card.facility, number=card.number, read_ns=arrived_ns)

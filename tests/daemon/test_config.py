@@ -77,6 +77,8 @@ def test_schema_is_current() -> None:
         "config/schema.json is stale: run `menjin config schema`"
     )
 
+WIEGAND = MINIMAL.replace("type: em4100", "type: wiegand").replace(
+    "    port: /dev/ttyUSB0\n", "    d0_pin: 20\n    d1_pin: 21\n")
 
 BROKEN = [
     (  # 1 unknown key with a suggestion
@@ -201,6 +203,23 @@ BROKEN = [
     (  # 21 interlock naming an unknown door
         MINIMAL.replace("    lock: {pin: 17}", "    lock: {pin: 17}\n    interlock_with: back"),
         ["9:21: doors.front.interlock_with: unknown door 'back' (known: front)"],
+    ),
+    (  # 22 'raw' as a catch-all format (issue 16: a lost pulse read as another resident)
+        WIEGAND + "    formats: [h10301, 34bit, raw]\n",
+        ["17:30: readers.r1.formats[2]: Input should be 'h10301', '32bit', '34bit', 'c1000_35', "
+         "'c15001', 'h10304', 'h10302' or 'c1000_48' (got 'raw')"],
+    ),
+    (  # 23 formats one bit apart
+        WIEGAND + "    formats: [34bit, c1000_35]\n",
+        ["12:3: readers.r1: formats 34bit (34 bits) and c1000_35 (35 bits) are 1 bit apart: a "
+         "34-bit frame that lost or gained one pulse would be read as the other format; keep "
+         "only the one your readers send"],
+    ),
+    (  # 24 raw length next to a parity-checked format
+        WIEGAND + "    formats: [h10301]\n    raw_lengths: [25]\n",
+        ["12:3: readers.r1: raw length 25 is 1 bit(s) from h10301 (26 bits): a h10301 frame "
+         "with lost or extra pulses would pass unchecked as a raw number; raw lengths must be at "
+         "least 3 bits away from every format listed"],
     ),
 ]
 
