@@ -207,8 +207,8 @@ def check_formats(formats: Iterable[str], raw_lengths: Iterable[int] = ()) -> li
                     f"{MIN_RAW_DISTANCE} bits away from every format listed")
     for shorter, longer in itertools.pairwise(raws):
         if longer - shorter < MIN_LENGTH_DISTANCE:
-            raise ValueError(f"raw lengths {shorter} and {longer} are 1 bit apart: one lost pulse turns "
-                             "one into the other")
+            raise ValueError(f"raw lengths {shorter} and {longer} are 1 bit apart: one lost "
+                             "pulse turns one into the other")
     return names
 
 
