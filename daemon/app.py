@@ -473,7 +473,6 @@ class Gate:
             "on_raw": functools.partial(self._reader_raw, reader_id),
             "name": reader_id,
             "repeat_window_ms": s.repeat_window_ms,
-            "presentation": s.presentation,
             "keep_bits": s.keep_bits,
         }
         port = s.port

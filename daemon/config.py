@@ -218,15 +218,13 @@ class ReaderSection(Strict):
     osdp_key_file: InputPath | None = Field(
         None, description="osdp: Secure Channel key file (hex)."
     )
-    presentation: Literal["decimal", "hex", "facility_number"] = Field(
-        "decimal", description="How card numbers are written as credentials (same for all readers)."
-    )
     keep_bits: int | None = Field(
         None,
         ge=8,
         le=64,
         description="Keep only the low N bits of the card number, so one tag read by a serial "
-        "EM4100 reader (40 bits) and a Wiegand-26 reader (24 bits) gives the same credential.",
+        "EM4100 reader (40 bits) and a Wiegand-26 reader (24 bits) gives the same credential "
+        "(32: the 10-digit number printed on EM4100 cards).",
     )
     repeat_window_ms: int = Field(
         1500, ge=0, le=60000, description="The same card within this window is one presentation."

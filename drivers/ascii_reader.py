@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from drivers.card import CardRead, Presentation, ReadSink
+from drivers.card import CardRead, ReadSink
 from drivers.serial_port import SerialTransport
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,6 @@ class AsciiReader:
         pattern: str | None = None,
         name: str = "ascii",
         repeat_window_ms: int = 1500,
-        presentation: Presentation = "decimal",
         keep_bits: int | None = None,
         retry_max_seconds: float = 10.0,
         inter_char_timeout_ms: float | None = INTER_CHAR_TIMEOUT_MS,
@@ -162,7 +161,7 @@ class AsciiReader:
         )
         self._parser = self._new_parser()  # validates the options at construction
         self._sink = ReadSink(name, on_card=on_card, repeat_window_ms=repeat_window_ms,
-                              style=presentation, keep_bits=keep_bits)
+                              keep_bits=keep_bits)
         self.stats = self._sink.stats
         self._on_raw = on_raw
         self.transport = SerialTransport(

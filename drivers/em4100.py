@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from drivers.card import CardRead, Presentation, ReadSink
+from drivers.card import CardRead, ReadSink
 from drivers.serial_port import SerialTransport
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,6 @@ class Em4100Reader:
         baud: int = EM4100_BAUD,
         name: str = "em4100",
         repeat_window_ms: int = 1500,
-        presentation: Presentation = "decimal",
         keep_bits: int | None = None,
         retry_max_seconds: float = 10.0,
         inter_char_timeout_ms: float | None = INTER_CHAR_TIMEOUT_MS,
@@ -196,7 +195,7 @@ class Em4100Reader:
         self.name = name
         self.inter_char_timeout_ms = inter_char_timeout_ms
         self._sink = ReadSink(name, on_card=on_card, repeat_window_ms=repeat_window_ms,
-                              style=presentation, keep_bits=keep_bits)
+                              keep_bits=keep_bits)
         self.stats = self._sink.stats
         self._parser = Em4100Parser(inter_char_timeout_ms=inter_char_timeout_ms)
         self._on_raw = on_raw

@@ -22,7 +22,7 @@ from typing import Any
 
 import serial
 
-from drivers.card import CardRead, Presentation, ReadSink
+from drivers.card import CardRead, ReadSink
 from drivers.wiegand import WiegandError, WiegandKey, check_formats, decode
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,6 @@ class OsdpReader:
         formats: Sequence[str] = ("h10301", "34bit", "h10304"),
         name: str = "osdp",
         repeat_window_ms: int = 1500,
-        presentation: Presentation = "decimal",
         keep_bits: int | None = None,
         online_timeout_seconds: float = ONLINE_TIMEOUT_SECONDS,
         retry_max_seconds: float = RETRY_MAX_SECONDS,
@@ -96,7 +95,7 @@ class OsdpReader:
         self.online_timeout_seconds = online_timeout_seconds
         self.retry_max_seconds = retry_max_seconds
         self._sink = ReadSink(name, on_card=on_card, repeat_window_ms=repeat_window_ms,
-                              style=presentation, keep_bits=keep_bits)
+                              keep_bits=keep_bits)
         self.stats = self._sink.stats
         self._on_fault = on_fault
         self._on_restored = on_restored

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from gpiozero import DigitalInputDevice, Factory
 
-from drivers.card import CardRead, Presentation, ReadSink
+from drivers.card import CardRead, ReadSink
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +332,6 @@ class WiegandReader:
         pin_factory: Factory | None = None,
         name: str = "wiegand",
         repeat_window_ms: int = 1500,
-        presentation: Presentation = "decimal",
         keep_bits: int | None = None,
     ) -> None:
         check_formats(formats, raw_lengths)
@@ -344,7 +343,7 @@ class WiegandReader:
         self.frame_gap_ns = int(frame_gap_ms * 1_000_000)
         self.pin_factory = pin_factory
         self._sink = ReadSink(name, on_card=on_card, repeat_window_ms=repeat_window_ms,
-                              style=presentation, keep_bits=keep_bits)
+                              keep_bits=keep_bits)
         self.stats = self._sink.stats
         self._on_fault = on_fault
         self._on_restored = on_restored

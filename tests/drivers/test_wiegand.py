@@ -26,6 +26,7 @@ from drivers.wiegand import (
     encode_key,
     encode_value,
 )
+from protocol.cards import canonical_card
 
 # ---------------------------------------------------------------- independent test vectors
 # Written from the format descriptions, 1-indexed as in the HID documents, sharing no code with
@@ -364,11 +365,11 @@ async def test_every_format_through_real_pulse_timing(factory: MockFactory) -> N
 
 
 @pytest.mark.timeout(30)
-async def test_facility_number_presentation(factory: MockFactory) -> None:
-    async with running(factory, presentation="facility_number") as h:
+async def test_credential_is_the_canonical_card_number(factory: MockFactory) -> None:
+    async with running(factory) as h:
         await h.send(reference_frame("h10301", 18, 54919))
         await wait_for(lambda: len(h.cards) == 1)
-    assert h.cards[0].credential == "018:54919"
+    assert h.cards[0].credential == canonical_card("018,54919") == str(18 << 16 | 54919)
 
 
 @pytest.mark.timeout(30)
