@@ -95,11 +95,19 @@ class GateSection(Strict):
 
 
 class HardwareSection(Strict):
-    gpio_backend: Literal["lgpio", "rpigpio", "mock"] = Field(
+    gpio_backend: Literal["lgpio", "mock"] = Field(
         "lgpio",
-        description="GPIO library: lgpio (Raspberry Pi 4/5), rpigpio (older Pis), "
+        description="GPIO library: lgpio (every Raspberry Pi), "
         "mock (simulate mode: no hardware, simulated pins and readers).",
     )
+
+    @field_validator("gpio_backend", mode="before")
+    @classmethod
+    def _no_rpigpio(cls, value: object) -> object:
+        if value == "rpigpio":
+            raise ValueError("rpigpio was removed: RPi.GPIO loses door-contact edges after a "
+                             "short glitch; use lgpio, which works on every Raspberry Pi")
+        return value
     pin_numbering: Literal["BCM"] = Field("BCM", description="Pin numbering scheme (BCM only).")
 
     @property

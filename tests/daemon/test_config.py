@@ -204,18 +204,23 @@ BROKEN = [
         MINIMAL.replace("    lock: {pin: 17}", "    lock: {pin: 17}\n    interlock_with: back"),
         ["9:21: doors.front.interlock_with: unknown door 'back' (known: front)"],
     ),
-    (  # 22 'raw' as a catch-all format (issue 16: a lost pulse read as another resident)
+    (  # 22 the removed RPi.GPIO backend (issue 16, finding 8: it lost edges after a glitch)
+        MINIMAL.replace("doors:", "hardware:\n  gpio_backend: rpigpio\ndoors:"),
+        ["7:17: hardware.gpio_backend: rpigpio was removed: RPi.GPIO loses door-contact edges "
+         "after a short glitch; use lgpio, which works on every Raspberry Pi"],
+    ),
+    (  # 23 raw as a catch-all format (issue 16: a lost pulse read as another resident)
         WIEGAND + "    formats: [h10301, 34bit, raw]\n",
         ["17:30: readers.r1.formats[2]: Input should be 'h10301', '32bit', '34bit', 'c1000_35', "
          "'c15001', 'h10304', 'h10302' or 'c1000_48' (got 'raw')"],
     ),
-    (  # 23 formats one bit apart
+    (  # 24 formats one bit apart
         WIEGAND + "    formats: [34bit, c1000_35]\n",
         ["12:3: readers.r1: formats 34bit (34 bits) and c1000_35 (35 bits) are 1 bit apart: a "
          "34-bit frame that lost or gained one pulse would be read as the other format; keep "
          "only the one your readers send"],
     ),
-    (  # 24 raw length next to a parity-checked format
+    (  # 25 raw length next to a parity-checked format
         WIEGAND + "    formats: [h10301]\n    raw_lengths: [25]\n",
         ["12:3: readers.r1: raw length 25 is 1 bit(s) from h10301 (26 bits): a h10301 frame "
          "with lost or extra pulses would pass unchecked as a raw number; raw lengths must be at "
