@@ -50,6 +50,10 @@ PIN_SCRYPT_P = 1
 PIN_SALT_BYTES = 16
 PIN_HASH_BYTES = 32
 PIN_SCRYPT_MAXMEM = 64 * 1024 * 1024
+#: PIN guessing lockout: this many wrong PINs for one person within PIN_LOCK_SECONDS block their
+#: card + PIN at every door until the oldest of them is that old (a duress PIN still works).
+PIN_MAX_WRONG = 3
+PIN_LOCK_SECONDS = 300.0
 NEVER = float("inf")
 ALWAYS_VALID = float("-inf")
 
@@ -78,6 +82,7 @@ class Reason(StrEnum):
     CREDENTIAL_NOT_ACCEPTED = "credential_not_accepted"
     FACE_NOT_CONSENTED = "face_not_consented"
     LIVENESS_FAILED = "liveness_failed"
+    PIN_LOCKED = "pin_locked"
 
 
 # --------------------------------------------------------------------------- model
@@ -184,18 +189,20 @@ class Decision:
 
 def face_only_warnings(persons: Iterable[Person],
                        enrolled: Collection[str] | None = None) -> list[str]:
-    """One line per person set up for face entry without a card or PIN to fall back on.
+    """One line per person set up for face entry without a card to fall back on.
 
     Face scan may never be the only way in (PIPL; the 2025 face-recognition measures): every
     person with a face consent (or, when ``enrolled`` is given, with face templates) needs a
-    non-face credential.  ``residents list`` and ``check-config`` print these lines.
+    non-face credential.  A PIN alone is none: PINs are a second factor after a card (a salted
+    hash cannot identify who typed a PIN), so only a card counts.  ``residents list`` and
+    ``check-config`` print these lines.
     """
     lines = []
     for person in persons:
         uses_face = person.id in enrolled if enrolled is not None else person.face_consent
-        if uses_face and not (person.cards or person.pin_hash):
-            lines.append(f"{person.id}: enrolled for face entry without a card or PIN "
-                         "(a non-face credential must remain an alternative)")
+        if uses_face and not person.cards:
+            lines.append(f"{person.id}: enrolled for face entry without a card (a PIN only "
+                         "works with a card; a non-face credential must remain an alternative)")
     return lines
 
 
@@ -312,6 +319,12 @@ class PassageMemory:
     cards: dict[tuple[str, str], float] = field(default_factory=dict)  # (door, person) → when
     faces: dict[tuple[str, str], float] = field(default_factory=dict)
     sides: dict[tuple[str, str], Direction] = field(default_factory=dict)
+    wrong_pins: dict[str, list[float]] = field(default_factory=dict)  # person → when
+
+    def pin_locked(self, person: str, ts: float) -> bool:
+        """True while ``person`` made too many wrong PIN guesses (PIN guessing lockout)."""
+        recent = [t for t in self.wrong_pins.get(person, ()) if 0 <= ts - t <= PIN_LOCK_SECONDS]
+        return len(recent) >= PIN_MAX_WRONG
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,6 +378,8 @@ def decide(credential: Credential, door: DoorPolicy, now: datetime, state: Acces
     if kind == "card" and door.pin_required and not duress:
         if credential.pin is None:
             return deny(Reason.SECOND_FACTOR_REQUIRED, person_id, awaiting="pin")
+        if state.memory.pin_locked(person_id, now.timestamp()):
+            return deny(Reason.PIN_LOCKED, person_id)
         if not verify_pin(credential.pin, person.pin_hash):
             return deny(Reason.WRONG_PIN, person_id)
     direction = door.direction(credential.reader) if door.anti_passback else None
@@ -483,6 +498,12 @@ class AccessController:
             return
         key = (decision.door, decision.person)
         memory = self.memory
+        if decision.reason is Reason.WRONG_PIN:
+            ts = now.timestamp()
+            guesses = memory.wrong_pins.setdefault(decision.person, [])
+            guesses[:] = [t for t in guesses if 0 <= ts - t <= PIN_LOCK_SECONDS] + [ts]
+        elif decision.granted and decision.credential_kind == "card" and policy.pin_required:
+            memory.wrong_pins.pop(decision.person, None)
         if decision.granted:
             memory.cards.pop(key, None)
             memory.faces.pop(key, None)

@@ -58,6 +58,7 @@ from daemon.journal import Journal, JournalError, keep_retention
 from daemon.keys import KeyFileError, load_or_create_key, read_key
 from daemon.lockout import Lockout
 from daemon.notify import WATCHDOG_FRACTION, Notifier, watchdog_loop, watchdog_seconds
+from daemon.pin_entry import PinEntry
 from daemon.privacy import forget_person, forgotten_event
 from daemon.schedule import local_time, parse_schedule
 from daemon.simulate import SimulatedBoard
@@ -98,6 +99,7 @@ def door_policies(config: GateConfig) -> dict[str, DoorPolicy]:
             door_id, rule=door.access, multi_factor_seconds=door.multi_factor_seconds,
             entry_reader=door.anti_passback.entry_reader if door.anti_passback else None,
             exit_reader=door.anti_passback.exit_reader if door.anti_passback else None,
+            pin_required=door.pin_required,
         )
         for door_id, door in config.doors.items()
     }
@@ -221,6 +223,7 @@ class Gate:
         self._reload_lock = asyncio.Lock()
         self.audit_log = AuditLog(config.privacy.audit_path)
         self._held: list[Event] | None = None
+        self._pins: dict[str, PinEntry] = {}  # reader → card waiting for its PIN, keys typed
         lockout = config.privacy.lockout
         self.lockout = Lockout(max_denied=lockout.max_denied,
                                window_seconds=lockout.window_seconds,
@@ -497,7 +500,9 @@ class Gate:
             from drivers.wiegand import WiegandReader
 
             return WiegandReader(s.d0_pin, s.d1_pin, formats=s.formats,  # type: ignore[arg-type]
-                                 raw_lengths=s.raw_lengths, pin_factory=self.pins, **callbacks)
+                                 raw_lengths=s.raw_lengths, frame_gap_ms=s.frame_gap_ms,
+                                 pin_factory=self.pins,
+                                 on_key=functools.partial(self._on_keys, reader_id), **callbacks)
         return self._build_osdp(s, port, callbacks)
 
     def _build_osdp(self, s: ReaderSection, port: str | None, callbacks: dict[str, Any]) -> Any:
@@ -506,7 +511,8 @@ class Gate:
         assert port is not None
         key = bytes.fromhex(s.osdp_key_file.read_text().strip()) if s.osdp_key_file else None
         return OsdpReader(port, address=s.osdp_address, scbk=key, baud=s.baud,
-                          formats=s.formats, **callbacks)
+                          formats=s.formats, **callbacks,
+                          on_keypad=functools.partial(self._on_keys, callbacks["name"]))
 
     def _on_card(self, reader_id: str, read: CardRead) -> None:
         """A card at a reader: screen for card scanning, decide, move the door, record.
@@ -529,6 +535,9 @@ class Gate:
             return
         self._decided(decision, reader=reader_id,
                       credential_ref=self.access.card_ref(read.credential))
+        if decision.awaiting == "pin":  # a known card: its PIN comes on the keypad next
+            self._pin_entry(reader_id, view.door).card_waiting(read.credential)
+            return
         if not decision.granted and self.lockout.denied(reader_id, now):
             log.warning("reader %s: card scanning suspected; unknown cards ignored for %g s",
                         reader_id, self.lockout.cooldown_seconds)
@@ -537,6 +546,27 @@ class Gate:
                             data={"denied": self.lockout.max_denied + 1,
                                   "window_seconds": self.lockout.window_seconds,
                                   "cooldown_seconds": self.lockout.cooldown_seconds}))
+
+    def _pin_entry(self, reader_id: str, door_id: str) -> PinEntry:
+        door = self.config.doors.get(door_id)
+        window = door.multi_factor_seconds if door is not None else 10.0
+        return self._pins.setdefault(reader_id, PinEntry(reader_id, card_window_s=window))
+
+    def _on_keys(self, reader_id: str, keys: str) -> None:
+        """Keys from a reader's keypad: a PIN completed for a waiting card is decided."""
+        view = self.readers.get(reader_id)
+        if view is None:
+            return
+        entry = self._pin_entry(reader_id, view.door)
+        for key in keys:
+            done = entry.key(key)
+            if done is None:
+                continue
+            card, pin = done
+            decision = self.access.decide_card(view.door, card, datetime.now(UTC),
+                                               reader=reader_id, pin=pin,
+                                               lockdown=self._lockdown(view.door))
+            self._decided(decision, reader=reader_id, credential_ref=self.access.card_ref(card))
 
     def _lockdown(self, door_id: str) -> bool:
         door = self.doors.get(door_id)

@@ -166,7 +166,15 @@ class DoorSection(Strict):
     buzzer: Pin | None = Field(None, description="Buzzer pin.")
     access: AccessRule = Field(AccessRule.CARD_OR_FACE, description="What opens this door.")
     multi_factor_seconds: float = Field(
-        10, gt=0, le=120, description="card_and_face: both factors within this many seconds."
+        10,
+        gt=0,
+        le=120,
+        description="card_and_face, pin_required: both factors within this many seconds.",
+    )
+    pin_required: bool = Field(
+        False,
+        description="Card + PIN: after the card the resident types the PIN and '#' on the "
+        "reader's keypad (Wiegand or OSDP); a duress PIN opens and raises a silent alarm.",
     )
     anti_passback: AntiPassback | None = Field(None, description="Optional anti-passback pair.")
     hold_open_schedule: str | None = Field(
@@ -209,6 +217,12 @@ class ReaderSection(Strict):
         ("h10301",),
         description="wiegand, osdp: card formats accepted, tried in order; lengths at least 2 "
         "bits apart (docs/install.md, 'Readers').",
+    )
+    frame_gap_ms: float = Field(
+        25,
+        ge=5,
+        le=500,
+        description="wiegand: silence on both lines that ends a frame (bits come 0.2-20 ms apart).",
     )
     raw_lengths: tuple[int, ...] = Field(
         (),

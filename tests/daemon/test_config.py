@@ -297,6 +297,6 @@ def test_check_config_warns_about_face_only_residents(tmp_path: Path) -> None:
         ]})
     result = CliRunner().invoke(app, ["check-config", str(good)])
     assert result.exit_code == 0
-    assert (f"{good}: warning: p1: enrolled for face entry without a card or PIN "
-            "(a non-face credential must remain an alternative)") in result.output
+    assert (f"{good}: warning: p1: enrolled for face entry without a card (a PIN only works "
+            "with a card; a non-face credential must remain an alternative)") in result.output
     assert "p2:" not in result.output

@@ -200,8 +200,8 @@ def test_list_warns_about_face_entry_without_a_card(tmp_path: Path, db: Path) ->
     run("import", str(file), "--db", str(db))
     code, _, err = run("list", "--db", str(db), "--json")
     assert code == 0
-    assert err == ("warning: f1: enrolled for face entry without a card or PIN "
-                   "(a non-face credential must remain an alternative)\n")
+    assert err == ("warning: f1: enrolled for face entry without a card (a PIN only works "
+                   "with a card; a non-face credential must remain an alternative)\n")
 
 
 def test_add_disable_enable_remove(db: Path) -> None:
