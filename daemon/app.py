@@ -67,7 +67,7 @@ from daemon.supervise import Factory as PartFactory
 from daemon.supervise import PartGaveUpError, PartState, supervise
 from daemon.uplink import Uplink
 from drivers.card import CardRead
-from drivers.feedback import Feedback
+from drivers.feedback import Feedback, FeedbackFanout
 from drivers.gpio import GpioBackendError, pin_factory
 from drivers.inputs import DoorContact, ExitButton, TamperSwitch
 from drivers.lock import Lock
@@ -224,6 +224,8 @@ class Gate:
         self.audit_log = AuditLog(config.privacy.audit_path)
         self._held: list[Event] | None = None
         self._pins: dict[str, PinEntry] = {}  # reader → card waiting for its PIN, keys typed
+        #: door → its GPIO LEDs plus the LED/buzzer of its OSDP readers
+        self._door_feedback: dict[str, FeedbackFanout] = {}
         lockout = config.privacy.lockout
         self.lockout = Lockout(max_denied=lockout.max_denied,
                                window_seconds=lockout.window_seconds,
@@ -413,9 +415,10 @@ class Gate:
                 tamper = claim(TamperSwitch(s.tamper.pin, wiring=s.tamper.wiring.value,
                                             debounce_ms=s.tamper.debounce_ms,
                                             pin_factory=self.pins))
+            feedback = self._door_feedback.setdefault(door_id, FeedbackFanout())
             if s.leds.green is not None or s.leds.red is not None or s.buzzer is not None:
-                feedback = claim(Feedback(green=s.leds.green, red=s.leds.red, buzzer=s.buzzer,
-                                          pin_factory=self.pins))
+                feedback.local = claim(Feedback(green=s.leds.green, red=s.leds.red,
+                                                buzzer=s.buzzer, pin_factory=self.pins))
             return DoorController(
                 door_id, lock=lock, contact=contact, exit_button=exit_button, tamper=tamper,
                 feedback=feedback, unlock_seconds=s.unlock_seconds,
@@ -462,10 +465,16 @@ class Gate:
         reader = self._build_reader(reader_id, section, view)
         view.stats = reader.stats
         view.status = "ok"
+        fanout = self._door_feedback.setdefault(section.door, FeedbackFanout())
+        sink = reader.feedback() if section.type == "osdp" else None
+        if sink is not None:
+            fanout.add(sink)
         try:
             await reader.run()
         finally:
             view.status = "stopped"
+            if sink is not None:
+                fanout.remove(sink)
 
     def _build_reader(self, reader_id: str, s: ReaderSection, view: ReaderView) -> Any:
         """Config → reader driver (simulated: serial readers read a pty, Wiegand mock pins)."""

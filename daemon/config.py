@@ -206,7 +206,6 @@ WiegandFormatName = Literal[
 class ReaderSection(Strict):
     type: Literal["wiegand", "em4100", "ascii", "osdp"] = Field(description="Reader kind.")
     door: Ident = Field(description="Door this reader serves.")
-    direction: Literal["entry", "exit"] = Field("entry", description="Side of the door.")
     port: str | None = Field(
         None, description="Serial port (em4100, ascii, osdp), e.g. /dev/menjin-reader-front."
     )

@@ -5,7 +5,7 @@ template store (``vision.templates`` with the key in ``vision.template_key_file`
 person who is not in the resident store or has no recorded face consent there (a guardian's too
 under 14; PIPL arts. 29 and 31), photos without exactly one good face, and photos that already
 match another enrolled person (two ids for one face would break the margin rule and open each
-other's doors); it warns when the person has no card or PIN.  Every enrolment is written to the
+other's doors); it warns when the person has no card.  Every enrolment is written to the
 audit log.
 
 ``faces compare`` prints the similarity of two photos and whether it is a match under the
@@ -143,7 +143,7 @@ class ConsentCheck:
 
 def check_consent(cfg: GateConfig, person: str) -> ConsentCheck:
     """Whether ``person``'s separate face consent (and a guardian's, under 14) is recorded in the
-    resident store (PIPL arts. 29 and 31), and whether they also hold a card or PIN."""
+    resident store (PIPL arts. 29 and 31), and whether they also hold a card."""
     from daemon.store import Store, StoreError
 
     db = cfg.access.db
@@ -164,8 +164,8 @@ def check_consent(cfg: GateConfig, person: str) -> ConsentCheck:
                             "required)")
     if not record.may_use_face:
         return ConsentCheck(f"{person} is under 14: a guardian's face consent is required too")
-    if not record.cards and record.pin_hash is None:
-        return ConsentCheck(warning=f"{person} has no card or PIN: face entry must never be "
+    if not record.cards:  # a PIN only works together with a card: no alternative on its own
+        return ConsentCheck(warning=f"{person} has no card: face entry must never be "
                                     "the only way in; add a card")
     return ConsentCheck()
 
