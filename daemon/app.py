@@ -604,7 +604,7 @@ class Gate:
                 self._held = None
             if refusal is not None:
                 events[0] = dataclasses.replace(events[0], type="access.denied", reason=refusal)
-        else:
+        elif decision.awaiting is None:  # waiting for a PIN or a face is no "denied" signal
             door.deny()
         for event in (*events, *held):
             self.emit(event)

@@ -18,6 +18,7 @@ from daemon.app import Gate
 from daemon.configfile import load_config
 from daemon.notify import Notifier
 from daemon.store import Store, parse_group, parse_person
+from drivers.feedback import Feedback
 from drivers.sim.wiegand_emitter import WiegandEmitter
 from drivers.wiegand import encode, encode_key
 
@@ -142,11 +143,17 @@ async def test_keypad_keys_are_never_cards(tmp_path: Path) -> None:
 async def test_card_then_pin_and_the_duress_pin(tmp_path: Path) -> None:
     async with running(tmp_path) as rig:
         front = rig.emitter(5, 6)
+        # a reader-side sink on the door's feedback, as an OSDP reader registers its LED/buzzer
+        reader_leds = Feedback(green=12, red=13, pin_factory=rig.gate.pins)
+        rig.gate._door_feedback["front"].add(reader_leds)
         card = encode("h10301", 1001)
         await rig.send(front, card)
         for key in "1234#":
             await rig.send(front, encode_key(key))
         await rig.wait_for(lambda: len(rig.events("access.")) == 2)
+        assert rig.gate.board is not None
+        denied_then_green = [s.state for s in rig.gate.board.pin(13).states], [
+            s.state for s in rig.gate.board.pin(12).states]
         first = [(e["type"], e.get("person"), e.get("reason")) for e in rig.events("access.")]
         await asyncio.sleep(1.6)  # past the repeat window: the next swipe is a new presentation
         await rig.send(front, card)
@@ -159,3 +166,7 @@ async def test_card_then_pin_and_the_duress_pin(tmp_path: Path) -> None:
         ("access.denied", "second_factor_required"), ("access.granted", "granted"),
         ("access.duress", "granted")]
     assert rig.events("access.")[0]["data"] == {"awaiting": "pin"}
+    red, green = denied_then_green
+    assert True not in red  # the card alone: no "denied" flash while the PIN is awaited
+    assert True in green  # card + PIN: the door unlocked and showed green
+    reader_leds.close()
