@@ -29,7 +29,7 @@ PERSON (only ``id`` and ``name`` are required)::
      "valid_until": "2026-12-01T18:00:00+08:00",  exclusive; a date alone is the end of that day;
                                       times without an offset are gate time; null = unbounded
      "groups": ["residents"],
-     "cards": ["0004567890"],         canonical card strings as the readers produce them
+     "cards": ["0004567890"],         any form protocol.cards reads; kept canonical ("4567890")
      "duress_cards": [],              cards that open and raise a silent access.duress alarm
      "pin_hash": "scrypt$16384$8$1$<salt hex>$<hash hex>",   never a plain PIN; or null
      "duress_pin_hash": null,
