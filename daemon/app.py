@@ -224,6 +224,7 @@ class Gate:
         self.audit_log = AuditLog(config.privacy.audit_path)
         self._held: list[Event] | None = None
         self._pins: dict[str, PinEntry] = {}  # reader → card waiting for its PIN, keys typed
+        self._pin_checks: set[asyncio.Task[None]] = set()
         #: door → its GPIO LEDs plus the LED/buzzer of its OSDP readers
         self._door_feedback: dict[str, FeedbackFanout] = {}
         lockout = config.privacy.lockout
@@ -569,13 +570,17 @@ class Gate:
         entry = self._pin_entry(reader_id, view.door)
         for key in keys:
             done = entry.key(key)
-            if done is None:
-                continue
-            card, pin = done
-            decision = self.access.decide_card(view.door, card, datetime.now(UTC),
-                                               reader=reader_id, pin=pin,
-                                               lockdown=self._lockdown(view.door))
-            self._decided(decision, reader=reader_id, credential_ref=self.access.card_ref(card))
+            if done is not None:
+                task = asyncio.get_running_loop().create_task(
+                    self._decide_pin(reader_id, view.door, *done), name=f"pin:{reader_id}")
+                self._pin_checks.add(task)  # a strong reference until it is done
+                task.add_done_callback(self._pin_checks.discard)
+
+    async def _decide_pin(self, reader_id: str, door: str, card: str, pin: str) -> None:
+        decision = await self.access.decide_card_pin(door, card, pin, datetime.now(UTC),
+                                                     reader=reader_id,
+                                                     lockdown=self._lockdown(door))
+        self._decided(decision, reader=reader_id, credential_ref=self.access.card_ref(card))
 
     def _lockdown(self, door_id: str) -> bool:
         door = self.doors.get(door_id)

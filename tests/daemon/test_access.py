@@ -330,3 +330,15 @@ def test_face_only_warnings_name_persons_without_a_card() -> None:
     assert face_only_warnings([face_only, no_consent], enrolled={"f3"}) == [
         expected[0].replace("f1", "f3")]
     assert face_only_warnings([face_only], enrolled=set()) == []
+
+
+async def test_card_and_pin_checked_off_the_loop_decide_the_same() -> None:
+    controller = AccessController(INDEX, {"front": WITH_PIN})
+    right = await controller.decide_card_pin("front", "1001", "1234", MONDAY_10)
+    duress = await controller.decide_card_pin("front", "1001", "4321", MONDAY_10)
+    wrong = await controller.decide_card_pin("front", "1001", "0000", MONDAY_10)
+    unknown = await controller.decide_card_pin("front", "999999", "1234", MONDAY_10)
+    assert (right.granted, right.duress) == (True, False)
+    assert (duress.granted, duress.duress) == (True, True)
+    assert wrong.reason is Reason.WRONG_PIN
+    assert unknown.reason is Reason.UNKNOWN_CREDENTIAL
