@@ -277,8 +277,8 @@ def test_one_lost_or_extra_pulse_never_reads_as_another_card(name: str) -> None:
         nonlocal tried
         frame = encode_value(name, value)
         for misread in misreads(frame):
+            tried += 1
             for formats, raw_lengths in lists:
-                tried += 1
                 try:
                     card = decode(misread, formats, raw_lengths)
                 except WiegandError:
