@@ -209,6 +209,11 @@ BROKEN = [
         ["7:17: hardware.gpio_backend: rpigpio was removed: RPi.GPIO loses door-contact edges "
          "after a short glitch; use lgpio, which works on every Raspberry Pi"],
     ),
+    (  # 26 card + PIN at a door whose only reader has no keypad
+        MINIMAL.replace("    lock: {pin: 17}", "    lock: {pin: 17}\n    pin_required: true"),
+        ["9:19: doors.front.pin_required: card + PIN needs a keypad: no wiegand or osdp reader "
+         "serves this door"],
+    ),
     (  # 23 raw as a catch-all format (issue 16: a lost pulse read as another resident)
         WIEGAND + "    formats: [h10301, 34bit, raw]\n",
         ["17:30: readers.r1.formats[2]: Input should be 'h10301', '32bit', '34bit', 'c1000_35', "
