@@ -221,7 +221,8 @@ def _parity_ok(frame: Sequence[int], fmt: WiegandFormat) -> bool:
 
 
 def _key(frame: Sequence[int]) -> WiegandKey:
-    if len(frame) == KEY_BITS_LONG:
+    bits = len(frame)
+    if bits == KEY_BITS_LONG:
         high = int("".join(map(str, frame[:4])), 2)
         frame = frame[4:]
         if high != (~int("".join(map(str, frame)), 2)) & 0xF:
@@ -229,7 +230,7 @@ def _key(frame: Sequence[int]) -> WiegandKey:
     code = int("".join(map(str, frame)), 2)
     if code >= len(KEY_NAMES):
         raise WiegandError("bad_length", f"key code {code} is no keypad key")
-    return WiegandKey(KEY_NAMES[code], len(frame) if len(frame) == KEY_BITS_SHORT else 8)
+    return WiegandKey(KEY_NAMES[code], bits)
 
 
 def decode(
@@ -292,7 +293,7 @@ def encode(format_name: str, number: int, facility: int = 0) -> str:
     fmt = FORMATS[format_name]
     if not 0 <= number < 1 << fmt.number_bits:
         raise ValueError(f"card number {number} does not fit {format_name}")
-    if not 0 <= facility < 1 << max(fmt.facility_bits, 0) or (facility and not fmt.facility_bits):
+    if not 0 <= facility < 1 << fmt.facility_bits:
         raise ValueError(f"facility code {facility} does not fit {format_name}")
     return encode_value(format_name, (facility << fmt.number_bits) | number)
 

@@ -206,7 +206,7 @@ def test_unknown_format_is_named() -> None:
 )
 def test_keypad_frames_are_keys_never_cards(frame: str, key: str) -> None:
     decoded = decode(frame, ["h10301", "34bit"], raw_lengths=[40])
-    assert isinstance(decoded, WiegandKey) and decoded.key == key
+    assert decoded == WiegandKey(key, len(frame))
     assert encode_key(key, bits=len(frame)) == frame
 
 
