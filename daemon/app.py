@@ -101,9 +101,10 @@ class Gate:
                            zone=lambda: ZoneInfo(self.config.gate.timezone),
                            holidays=lambda: self.access.index.holidays)
         self.passage = Passage(access=lambda: self.access, doors=self.doors, lockout=self.lockout,
-                               emit=self.emit)
+                               emit=self.emit, multi_factor_seconds=self._multi_factor_seconds)
         self.readers = Readers(pins=self.pins, board=self.board, emit=self.emit,
-                               on_card=self.passage.card, raw=self.control.raw)
+                               on_card=self.passage.card, on_keys=self.passage.keys,
+                               raw=self.control.raw, feedback=self.doors.feedback)
         self.vision = VisionLink(config_path=config_path, passage=self.passage, emit=self.emit,
                                  capture=self.capture)
         self.station_commands = StationCommands(
@@ -114,6 +115,11 @@ class Gate:
                                  summary=self.summary)
 
     # ------------------------------------------------------------------ events
+    def _multi_factor_seconds(self, door_id: str) -> float:
+        """How long a card waits for its PIN at ``door_id`` (the door's multi-factor window)."""
+        door = self.config.doors.get(door_id)
+        return door.multi_factor_seconds if door is not None else 10.0
+
     def emit(self, event: Event) -> None:
         """Record an event in the journal first, then tell everyone else (event loop only)."""
         self.capture(event, None)

@@ -80,6 +80,11 @@ def _reader_issues(config: GateConfig) -> Iterator[Issue]:
             yield base, "a wiegand reader needs both d0_pin and d1_pin"
         if reader.type != "ascii" and reader.pattern is not None:
             yield (*base, "pattern"), "'pattern' applies only to ascii readers"
+    keypads = {r.door for r in config.readers.values() if r.type in ("wiegand", "osdp")}
+    for door_id, door in config.doors.items():
+        if door.pin_required and door_id not in keypads:
+            yield (("doors", door_id, "pin_required"),
+                   "card + PIN needs a keypad: no wiegand or osdp reader serves this door")
 
 
 def _plausible_port(port: str) -> bool:

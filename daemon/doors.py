@@ -22,6 +22,7 @@ from daemon.door import DoorController
 from daemon.events import Emit
 from daemon.schedule import local_time, parse_schedule
 from daemon.simulate import SimulatedBoard
+from drivers.feedback import FeedbackFanout
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class Doors(Mapping[str, DoorController]):
         self._zone = zone
         self._holidays = holidays
         self._running: dict[str, DoorController] = {}
+        #: door → its GPIO LEDs plus the LED/buzzer of the OSDP readers serving it
+        self._feedback: dict[str, FeedbackFanout] = {}
         self._built: dict[str, asyncio.Event] = {}
 
     def __getitem__(self, door_id: str) -> DoorController:
@@ -54,6 +57,10 @@ class Doors(Mapping[str, DoorController]):
         """Set once the door's relay is claimed and idle (start-up waits for every door)."""
         return self._built.setdefault(door_id, asyncio.Event())
 
+    def feedback(self, door_id: str) -> FeedbackFanout:
+        """The door's feedback fan-out (readers add their LED/buzzer before the door runs too)."""
+        return self._feedback.setdefault(door_id, FeedbackFanout())
+
     def in_lockdown(self, door_id: str) -> bool:
         door = self._running.get(door_id)
         return door is not None and door.mode == "lockdown"
@@ -65,7 +72,8 @@ class Doors(Mapping[str, DoorController]):
                 if switch is not None:
                     self._board.rest_position(switch)
         controller = build_door(door_id, s, pins=self._pins, emit=self._emit,
-                                interlock=self._interlock(s.interlock_with))
+                                interlock=self._interlock(s.interlock_with),
+                                feedback=self.feedback(door_id))
         self._running[door_id] = controller
         self.ready(door_id).set()
         try:

@@ -106,7 +106,7 @@ class ConsentCheck:
 
 def check_consent(cfg: GateConfig, person: str) -> ConsentCheck:
     """Whether ``person``'s separate face consent (and a guardian's, under 14) is recorded in the
-    resident store (PIPL arts. 29 and 31), and whether they also hold a card or PIN."""
+    resident store (PIPL arts. 29 and 31), and whether they also hold a card."""
     from daemon.store import Store, StoreError
 
     db = cfg.access.db
@@ -127,8 +127,8 @@ def check_consent(cfg: GateConfig, person: str) -> ConsentCheck:
                             "required)")
     if not record.may_use_face:
         return ConsentCheck(f"{person} is under 14: a guardian's face consent is required too")
-    if not record.cards and record.pin_hash is None:
-        return ConsentCheck(warning=f"{person} has no card or PIN: face entry must never be "
+    if not record.cards:  # a PIN only works together with a card: no alternative on its own
+        return ConsentCheck(warning=f"{person} has no card: face entry must never be "
                                     "the only way in; add a card")
     return ConsentCheck()
 

@@ -9,6 +9,7 @@ the door's reason, because the door is asked before the decision is recorded.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -20,6 +21,7 @@ from daemon.access import AccessController, Decision, Reason, decision_events
 from daemon.door import DoorController
 from daemon.events import Emit, Event
 from daemon.lockout import Lockout
+from daemon.pin_entry import PinEntry
 from drivers.card import CardRead
 
 log = logging.getLogger(__name__)
@@ -35,8 +37,12 @@ class Passage:
 
     def __init__(self, *, access: Callable[[], AccessController],
                  doors: Mapping[str, DoorController], lockout: Lockout, emit: Emit,
+                 multi_factor_seconds: Callable[[str], float] = lambda door_id: 10.0,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._access = access
+        self._multi_factor_seconds = multi_factor_seconds
+        self._pins: dict[str, PinEntry] = {}  # reader → card waiting for its PIN, keys typed
+        self._pin_checks: set[asyncio.Task[None]] = set()
         self._doors = doors
         self._lockout = lockout
         self._emit = emit
@@ -63,6 +69,9 @@ class Passage:
             return
         self.decided(decision, reader=reader_id,
                      credential_ref=self._access().card_ref(read.credential))
+        if decision.awaiting == "pin":  # a known card: its PIN comes on the keypad next
+            self._pin_entry(reader_id, door_id).card_waiting(read.credential)
+            return
         if not decision.granted and self._lockout.denied(reader_id, now):
             lockout = self._lockout
             log.warning("reader %s: card scanning suspected; unknown cards ignored for %g s",
@@ -72,6 +81,28 @@ class Passage:
                              data={"denied": lockout.max_denied + 1,
                                    "window_seconds": lockout.window_seconds,
                                    "cooldown_seconds": lockout.cooldown_seconds}))
+
+    def _pin_entry(self, reader_id: str, door_id: str) -> PinEntry:
+        return self._pins.setdefault(
+            reader_id, PinEntry(reader_id, card_window_s=self._multi_factor_seconds(door_id)))
+
+    def keys(self, reader_id: str, door_id: str, keys: str) -> None:
+        """Keys from a reader's keypad: a PIN completed for a waiting card is decided."""
+        entry = self._pin_entry(reader_id, door_id)
+        for key in keys:
+            done = entry.key(key)
+            if done is not None:
+                task = asyncio.get_running_loop().create_task(
+                    self._decide_pin(reader_id, door_id, *done), name=f"pin:{reader_id}")
+                self._pin_checks.add(task)  # a strong reference until it is done
+                task.add_done_callback(self._pin_checks.discard)
+
+    async def _decide_pin(self, reader_id: str, door_id: str, card: str, pin: str) -> None:
+        access = self._access()
+        decision = await access.decide_card_pin(door_id, card, pin, self._clock(),
+                                                reader=reader_id,
+                                                lockdown=self._lockdown(door_id))
+        self.decided(decision, reader=reader_id, credential_ref=access.card_ref(card))
 
     def face(self, door_id: str, kind: str, person: str | None, reason: str | None) -> None:
         """What the vision process saw at a door's camera; the decision is taken here."""
@@ -105,7 +136,7 @@ class Passage:
             return
         if decision.granted:
             door.grant(decision.credential_kind, decision.person)
-        else:
+        elif decision.awaiting is None:  # waiting for a PIN or a face is no "denied" signal
             door.deny()
 
 

@@ -29,7 +29,7 @@ PERSON (only ``id`` and ``name`` are required)::
      "valid_until": "2026-12-01T18:00:00+08:00",  exclusive; a date alone is the end of that day;
                                       times without an offset are gate time; null = unbounded
      "groups": ["residents"],
-     "cards": ["0004567890"],         canonical card strings as the readers produce them
+     "cards": ["0004567890"],         any form protocol.cards reads; kept canonical ("4567890")
      "duress_cards": [],              cards that open and raise a silent access.duress alarm
      "pin_hash": "scrypt$16384$8$1$<salt hex>$<hash hex>",   never a plain PIN; or null
      "duress_pin_hash": null,
@@ -64,6 +64,8 @@ from zoneinfo import ZoneInfo
 
 from daemon.access import AccessIndex, Group, Kind, Person
 from daemon.schedule import DEFAULT_TIMEZONE, ScheduleError, parse_schedule
+from drivers.card import mask
+from protocol.cards import CardNumberError, canonical_card
 
 log = logging.getLogger(__name__)
 
@@ -145,17 +147,26 @@ CardKey = Callable[[str], str]
 
 
 def card_hasher(key: bytes | None) -> CardKey:
-    """A function canonical card → stored key: identity, or HMAC-SHA256 hex under ``key``."""
+    """A function card (any form :func:`protocol.cards.canonical_card` takes) → stored key: the
+    canonical card string, or its HMAC-SHA256 hex under ``key``.  PersonError for no card number.
+    """
     if key is None:
         return _same
 
     def keyed(card: str) -> str:
-        return hmac.new(key, card.encode(), hashlib.sha256).hexdigest()
+        return hmac.new(key, _same(card).encode(), hashlib.sha256).hexdigest()
     return keyed
 
 
-def _same(card: str) -> str:
+def _as_stored(card: str) -> str:
     return card
+
+
+def _same(card: str) -> str:
+    try:
+        return canonical_card(card)
+    except CardNumberError as exc:
+        raise PersonError(f"cards: {exc}") from None
 
 
 def pseudonym(key: bytes, person_id: str) -> str:
@@ -256,6 +267,8 @@ def parse_person(obj: Any, *, zone: ZoneInfo, card_key: CardKey = _same) -> Pers
     for card in (*cards, *duress_cards):
         if len(card) > MAX_CARD_CHARS or not card.isprintable():
             raise PersonError(f"cards: {card[-4:]!r}... is not a card number")
+    cards = tuple(card_key(c) for c in cards)  # 0012345678 and 12345678 are one card
+    duress_cards = tuple(card_key(c) for c in duress_cards)
     if len(set(cards) | set(duress_cards)) != len(cards) + len(duress_cards):
         raise PersonError("cards: a card is listed twice")
     face_date, face_source = _consent(obj, "face_consent")
@@ -269,8 +282,7 @@ def parse_person(obj: Any, *, zone: ZoneInfo, card_key: CardKey = _same) -> Pers
     return Person(
         id=person_id, name=name.strip(), kind=kind, enabled=_flag(obj, "enabled", True),
         valid_from=valid_from, valid_until=valid_until, groups=_strings(obj, "groups"),
-        cards=tuple(card_key(c) for c in cards),
-        duress_cards=tuple(card_key(c) for c in duress_cards),
+        cards=cards, duress_cards=duress_cards,
         pin_hash=_pin_hash(obj, "pin_hash"), duress_pin_hash=_pin_hash(obj, "duress_pin_hash"),
         face_consent=face_date is not None, face_consent_date=face_date,
         face_consent_source=face_source, under_14=under_14,
@@ -347,6 +359,8 @@ class Store:
         self.path = Path(path)
         self.zone = zone or ZoneInfo(DEFAULT_TIMEZONE)
         self.card_ref = card_hasher(card_key)
+        #: Cards in stored person records: card numbers (canonicalised again) or keyed hashes.
+        self._stored_card: CardKey = _same if card_key is None else _as_stored
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
@@ -365,6 +379,30 @@ class Store:
                     "restore the key file or re-import the residents into a new store"
                 )
             self._set_meta("card_keying", keying)
+            if card_key is None:
+                self._canonical_plain_cards()
+
+    def _canonical_plain_cards(self) -> None:
+        """Rewrite card numbers stored before they were canonical (``0012345678``), once."""
+        for table in ("cards", "revoked"):
+            rows = self._conn.execute(f"SELECT card FROM {table}").fetchall()  # noqa: S608
+            for (card,) in rows:
+                try:
+                    canonical = canonical_card(card)
+                except CardNumberError:
+                    log.warning("store: card %s in %s is no card number; left as it is",
+                                mask(card), table)
+                    continue
+                if canonical == card:
+                    continue
+                try:
+                    self._conn.execute(f"UPDATE {table} SET card = ? WHERE card = ?",  # noqa: S608
+                                       (canonical, card))
+                except sqlite3.IntegrityError:
+                    raise StoreError(
+                        f"{self.path}: card {mask(card)} is stored twice in {table} in two forms "
+                        "(with and without leading zeros); remove one with menjin residents"
+                    ) from None
 
     def close(self) -> None:
         self._conn.close()
@@ -401,11 +439,13 @@ class Store:
 
     def persons(self) -> list[Person]:
         rows = self._conn.execute("SELECT data FROM persons ORDER BY id").fetchall()
-        return [parse_person(json.loads(r[0]), zone=self.zone) for r in rows]
+        return [parse_person(json.loads(r[0]), zone=self.zone, card_key=self._stored_card)
+                for r in rows]
 
     def person(self, person_id: str) -> Person | None:
         row = self._conn.execute("SELECT data FROM persons WHERE id = ?", (person_id,)).fetchone()
-        return None if row is None else parse_person(json.loads(row[0]), zone=self.zone)
+        return None if row is None else parse_person(json.loads(row[0]), zone=self.zone,
+                                                     card_key=self._stored_card)
 
     def groups(self) -> list[Group]:
         rows = self._conn.execute("SELECT data FROM groups ORDER BY id").fetchall()

@@ -61,7 +61,7 @@ def check_config(
 
 
 def _resident_warnings(cfg: GateConfig) -> list[str]:
-    """Persons set up for face entry without a card or PIN, when the board's store is here.
+    """Persons set up for face entry without a card, when the board's store is here.
 
     A warning, not an error: the config is fine, the resident data needs fixing.
     """

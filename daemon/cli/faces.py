@@ -5,7 +5,7 @@ template store (``vision.templates`` with the key in ``vision.template_key_file`
 person who is not in the resident store or has no recorded face consent there (a guardian's too
 under 14; PIPL arts. 29 and 31), photos without exactly one good face, and photos that already
 match another enrolled person (two ids for one face would break the margin rule and open each
-other's doors); it warns when the person has no card or PIN.  Every enrolment is written to the
+other's doors); it warns when the person has no card.  Every enrolment is written to the
 audit log.
 
 ``faces compare`` prints the similarity of two photos and whether it is a match under the

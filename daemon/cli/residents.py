@@ -448,7 +448,7 @@ def list_(
     config: ConfigOpt = None, db: DbOpt = None, card_key: CardKeyOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
-    """List persons (card numbers masked) and warn about face entry without a card or PIN.
+    """List persons (card numbers masked) and warn about face entry without a card.
 
     Example: menjin residents list -c /etc/menjin/gate.yaml
     """

@@ -77,6 +77,8 @@ def test_schema_is_current() -> None:
         "config/schema.json is stale: run `menjin config schema`"
     )
 
+WIEGAND = MINIMAL.replace("type: em4100", "type: wiegand").replace(
+    "    port: /dev/ttyUSB0\n", "    d0_pin: 20\n    d1_pin: 21\n")
 
 BROKEN = [
     (  # 1 unknown key with a suggestion
@@ -202,6 +204,33 @@ BROKEN = [
         MINIMAL.replace("    lock: {pin: 17}", "    lock: {pin: 17}\n    interlock_with: back"),
         ["9:21: doors.front.interlock_with: unknown door 'back' (known: front)"],
     ),
+    (  # 22 the removed RPi.GPIO backend (issue 16, finding 8: it lost edges after a glitch)
+        MINIMAL.replace("doors:", "hardware:\n  gpio_backend: rpigpio\ndoors:"),
+        ["7:17: hardware.gpio_backend: rpigpio was removed: RPi.GPIO loses door-contact edges "
+         "after a short glitch; use lgpio, which works on every Raspberry Pi"],
+    ),
+    (  # 26 card + PIN at a door whose only reader has no keypad
+        MINIMAL.replace("    lock: {pin: 17}", "    lock: {pin: 17}\n    pin_required: true"),
+        ["9:19: doors.front.pin_required: card + PIN needs a keypad: no wiegand or osdp reader "
+         "serves this door"],
+    ),
+    (  # 23 raw as a catch-all format (issue 16: a lost pulse read as another resident)
+        WIEGAND + "    formats: [h10301, 34bit, raw]\n",
+        ["17:30: readers.r1.formats[2]: Input should be 'h10301', '32bit', '34bit', 'c1000_35', "
+         "'c15001', 'h10304', 'h10302' or 'c1000_48' (got 'raw')"],
+    ),
+    (  # 24 formats one bit apart
+        WIEGAND + "    formats: [34bit, c1000_35]\n",
+        ["12:3: readers.r1: formats 34bit (34 bits) and c1000_35 (35 bits) are 1 bit apart: a "
+         "34-bit frame that lost or gained one pulse would be read as the other format; keep "
+         "only the one your readers send"],
+    ),
+    (  # 25 raw length next to a parity-checked format
+        WIEGAND + "    formats: [h10301]\n    raw_lengths: [25]\n",
+        ["12:3: readers.r1: raw length 25 is 1 bit(s) from h10301 (26 bits): a h10301 frame "
+         "with lost or extra pulses would pass unchecked as a raw number; raw lengths must be at "
+         "least 3 bits away from every format listed"],
+    ),
 ]
 
 
@@ -273,6 +302,6 @@ def test_check_config_warns_about_face_only_residents(tmp_path: Path) -> None:
         ]})
     result = CliRunner().invoke(app, ["check-config", str(good)])
     assert result.exit_code == 0
-    assert (f"{good}: warning: p1: enrolled for face entry without a card or PIN "
-            "(a non-face credential must remain an alternative)") in result.output
+    assert (f"{good}: warning: p1: enrolled for face entry without a card (a PIN only works "
+            "with a card; a non-face credential must remain an alternative)") in result.output
     assert "p2:" not in result.output

@@ -153,7 +153,7 @@ def seed_residents(config: Path) -> None:
         ("obama", "enrol/obama/obama.jpg", 0,
          "enrolled obama: 1 photo(s) accepted, 0 rejected, 1 template(s) stored"),
         ("biden", "enrol/biden/biden.jpg", 0,
-         "warning: biden has no card or PIN: face entry must never be the only way in"),
+         "warning: biden has no card: face entry must never be the only way in"),
         ("kit", "enrol/kit_harington/john1.jpeg", 1,
          "refused: no face consent recorded for kit (a separate consent is required)"),
         ("rose", "enrol/rose_leslie/img1.jpg", 1,

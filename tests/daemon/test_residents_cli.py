@@ -59,7 +59,7 @@ def test_csv_import_and_list(tmp_path: Path, db: Path) -> None:
     with Store(db) as store:
         p1 = store.person("p1")
         assert p1 is not None
-        assert p1.cards == ("0004567890", "0004567891")
+        assert p1.cards == ("4567890", "4567891")  # canonical: no leading zeros
         assert p1.pin_hash is not None
         assert "1234" not in p1.pin_hash
         assert verify_pin("1234", p1.pin_hash)
@@ -200,8 +200,8 @@ def test_list_warns_about_face_entry_without_a_card(tmp_path: Path, db: Path) ->
     run("import", str(file), "--db", str(db))
     code, _, err = run("list", "--db", str(db), "--json")
     assert code == 0
-    assert err == ("warning: f1: enrolled for face entry without a card or PIN "
-                   "(a non-face credential must remain an alternative)\n")
+    assert err == ("warning: f1: enrolled for face entry without a card (a PIN only works "
+                   "with a card; a non-face credential must remain an alternative)\n")
 
 
 def test_add_disable_enable_remove(db: Path) -> None:

@@ -33,12 +33,12 @@ def test_csv_rows_become_the_gates_person_objects(tmp_path: Path) -> None:
     residents = load_residents(csv_path, write(tmp_path, "groups.yaml", GROUPS_YAML))
     assert residents.persons == {
         "p-0101": {"id": "p-0101", "name": "王芳", "groups": ["residents"],
-                   "cards": ["0004567890", "0004567891"], "enabled": True,
+                   "cards": ["4567890", "4567891"], "enabled": True,
                    "face_consent": {"date": "2026-11-02", "source": "form 118"}},
         "p-0102": {"id": "p-0102", "name": "Li Lei", "enabled": False},
     }
     assert list(residents.groups) == ["residents"]
-    assert residents.holidays == ["2026-10-01"] and residents.revoked == ("0000000001",)
+    assert residents.holidays == ["2026-10-01"] and residents.revoked == ("1",)
 
 
 @pytest.mark.parametrize(
@@ -63,6 +63,27 @@ def test_a_person_in_an_undefined_group_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path, "residents.csv", "id,name,groups\np1,A,staff\n")
     with pytest.raises(ResidentsError, match="person 'p1' is in unknown group 'staff'"):
         load_residents(path)
+
+
+def test_cards_are_canonical_and_never_shared(tmp_path: Path) -> None:
+    """Issue 16, finding 5, station side: leading zeros, printed forms and duplicates."""
+    path = write(tmp_path, "residents.csv", "id,name,cards\np1,A,0012345678\np2,B,036;02193\n")
+    residents = load_residents(path)
+    assert residents.persons["p1"]["cards"] == ["12345678"]
+    shared = write(tmp_path, "shared.csv", "id,name,cards\np1,A,0012345678\np2,B,12345678\n")
+    with pytest.raises(ResidentsError) as caught:
+        load_residents(shared)
+    assert str(caught.value) == f"{shared}: person 'p2': card ****5678 already belongs to 'p1'"
+    bad = write(tmp_path, "bad.yaml", "revoked: ['12-34']\n")
+    with pytest.raises(ResidentsError, match="revoked '12-34': not a card number"):
+        load_residents(bad)
+
+
+def test_a_revocation_rewritten_with_leading_zeros_is_no_change(tmp_path: Path) -> None:
+    old = load_residents(write(tmp_path, "old.yaml", "revoked: ['12345678']\n"))
+    new = load_residents(write(tmp_path, "new.yaml", "revoked: ['0012345678']\n"))
+    delta = sync_args(new, (4, old), clock_s=lambda: 0.0)
+    assert (delta["revoke"], delta["unrevoke"]) == ([], [])
 
 
 def test_one_yaml_file_holds_everything(tmp_path: Path) -> None:

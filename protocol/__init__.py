@@ -1,0 +1,1 @@
+"""The contract between gate and station: pure data and rules, no I/O."""
