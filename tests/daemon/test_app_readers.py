@@ -88,21 +88,21 @@ async def running(tmp_path: Path) -> AsyncIterator[Rig]:
     config = tmp_path / "gate.yaml"
     config.write_text(CONFIG.format(state=state))
     gate = Gate(config, load_config(config), Notifier(None))
-    gate._open_store()
-    tasks = [asyncio.create_task(gate._run_door(d, s)) for d, s in gate.config.doors.items()]
-    tasks += [asyncio.create_task(gate._run_reader(r, s))
+    gate.open_store()
+    tasks = [asyncio.create_task(gate.doors.run(d, s)) for d, s in gate.config.doors.items()]
+    tasks += [asyncio.create_task(gate.readers.run(r, s))
               for r, s in gate.config.readers.items()]
     try:
         rig = Rig(gate)
         await rig.wait_for(lambda: len(gate.doors) == 2 and all(
-            v.status == "ok" for v in gate.readers.values()) and len(gate.readers) == 2)
+            v.status == "ok" for v in gate.readers.views.values()) and len(gate.readers.views) == 2)
         await asyncio.sleep(0.05)  # the readers claim their pins
         yield rig
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        gate.relays_idle()
+        gate.doors.relays_idle()
         if gate.store is not None:
             gate.store.close()
 
@@ -117,7 +117,7 @@ async def test_a_lost_pulse_never_opens_for_resident_b(tmp_path: Path) -> None:
         await rig.wait_for(lambda: len(rig.events("access.")) == 1)
         await rig.send(vehicle, encode("h10301", 2339, 36))
         await rig.wait_for(lambda: len(rig.events("access.")) == 2)
-        stats = rig.gate.readers["vehicle-card"].stats
+        stats = rig.gate.readers.views["vehicle-card"].stats
     decided = [(e["type"], e.get("person"), e.get("reason")) for e in rig.events("access.")]
     assert decided == [("access.denied", "a", "disabled"), ("access.granted", "b", "granted")]
     assert stats["bad_length"] == 1
@@ -131,7 +131,7 @@ async def test_keypad_keys_are_never_cards(tmp_path: Path) -> None:
             await rig.send(vehicle, encode_key(key, bits=8))
         await rig.send(vehicle, encode("h10301", 2339, 36))
         await rig.wait_for(lambda: len(rig.events("access.")) == 1)
-        stats = rig.gate.readers["vehicle-card"].stats
+        stats = rig.gate.readers.views["vehicle-card"].stats
     assert [(e["type"], e.get("person")) for e in rig.events("access.")] == [
         ("access.granted", "b")]
     assert rig.events("reader.attack") == []
