@@ -679,7 +679,7 @@ class Gate:
         await self.uplink.run()
 
     def _commands(self, config: GateConfig) -> CommandProcessor:
-        from station.protocol import load_public_key
+        from daemon.keys import load_station_key
 
         assert self.journal is not None and config.uplink is not None
         key_file = config.uplink.station_public_key_file
@@ -687,7 +687,7 @@ class Gate:
             log.warning("uplink: no station_public_key_file: every station command is refused")
         return CommandProcessor(
             gate=config.gate.id,
-            station_key=load_public_key(key_file) if key_file is not None else None,
+            station_key=load_station_key(key_file) if key_file is not None else None,
             remember_nonce=self.journal.remember_nonce, emit=self.emit,
             handlers=self._command_handlers(),
         )

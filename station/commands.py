@@ -1,7 +1,7 @@
 """Commands from the station to one gate: sign, publish, and wait for the gate's answer.
 
 The broker is not trusted to decide who may open a door: every command is an envelope signed with
-the station's Ed25519 key (:mod:`station.protocol`), bound to one gate and one action, valid for a
+the station's Ed25519 key (:mod:`protocol.envelope`), bound to one gate and one action, valid for a
 short time.  The sender subscribes to the gate's result topic *before* publishing, so a fast gate
 cannot answer before anyone listens, and matches the answer by command id.
 """
@@ -21,9 +21,10 @@ import aiomqtt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from protocol.envelope import new_command, private_key_from_pem
+from protocol.topics import GateTopics
 from station.config import StationConfig
 from station.mqtt import make_client
-from station.protocol import command_topic, load_private_key, new_command, result_topic
 from station.residents import ResidentList, sync_args
 
 if TYPE_CHECKING:
@@ -70,6 +71,14 @@ def keygen(private_path: Path, *, force: bool = False) -> Path:
         out.write(private_pem)
     public_path.write_bytes(public_pem)
     return public_path
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    """Read a PEM (PKCS#8) Ed25519 private key; ValueError naming ``path`` for anything else."""
+    try:
+        return private_key_from_pem(path.read_bytes())
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def signing_key(path: Path) -> Ed25519PrivateKey:
@@ -126,7 +135,7 @@ async def send_command(
     client_factory: Callable[[], aiomqtt.Client] | None = None,
 ) -> dict[str, Any]:
     """Sign and publish one command, then return the gate's result (or raise on timeout)."""
-    prefix = config.mqtt.prefix
+    topics = GateTopics(config.mqtt.prefix, gate)
     envelope = new_command(name, gate, args, key, ttl_s=config.command_ttl_seconds)
     if store is not None:
         await asyncio.to_thread(store.record_command, envelope)
@@ -134,8 +143,8 @@ async def send_command(
     timeout_s = config.command_timeout_seconds
     try:
         async with factory() as client:
-            await client.subscribe(result_topic(prefix, gate, name), qos=QOS_AT_LEAST_ONCE)
-            await client.publish(command_topic(prefix, gate, name), json.dumps(envelope),
+            await client.subscribe(topics.result(name), qos=QOS_AT_LEAST_ONCE)
+            await client.publish(topics.command(name), json.dumps(envelope),
                                  qos=QOS_AT_LEAST_ONCE)
             log.info("command %s %s sent to gate %s", name, envelope["id"], gate)
             async with asyncio.timeout(timeout_s):

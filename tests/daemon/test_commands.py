@@ -21,7 +21,7 @@ from daemon.commands import CommandProcessor, Handler
 from daemon.events import Event
 from daemon.journal import Journal
 from daemon.uplink import Uplink
-from station.protocol import canonical_bytes, new_command, sign_envelope
+from protocol.envelope import new_command, sign_envelope, signed_bytes
 from tests.broker import mosquitto_binary, start_broker
 
 REPO = Path(__file__).resolve().parents[2]
@@ -198,9 +198,9 @@ async def test_ping_is_built_in_and_missing_or_failing_handlers_answer(tmp_path:
     gate.journal.close()
 
 
-def test_canonical_bytes_are_what_is_signed() -> None:
+def test_signed_bytes_are_what_is_signed() -> None:
     envelope = command()
-    STATION_KEY.public_key().verify(base64.b64decode(envelope["sig"]), canonical_bytes(envelope))
+    STATION_KEY.public_key().verify(base64.b64decode(envelope["sig"]), signed_bytes(envelope))
 
 
 @settings(max_examples=100, deadline=None)

@@ -17,6 +17,8 @@ import aiomqtt
 import pytest
 
 from daemon.commands import CommandProcessor
+from daemon.keys import load_station_key as load_public_key
+from protocol.topics import GateTopics
 from station.commands import (
     CommandError,
     enrol_args,
@@ -26,7 +28,6 @@ from station.commands import (
     sync,
 )
 from station.config import DatabaseConfig, MqttConfig, StationConfig
-from station.protocol import load_public_key, result_topic
 from station.residents import ResidentList
 from station.store import Store
 from tests.broker import Broker
@@ -84,7 +85,7 @@ async def run_gate(broker: Broker, gate: str, public_key_path: Path, log: FakeGa
         async for message in client.messages:
             name = message.topic.value.rsplit("/", 1)[1]
             outcome = await processor.process(name, bytes(message.payload))  # type: ignore[arg-type]
-            await client.publish(result_topic(PREFIX, gate, outcome.name),
+            await client.publish(GateTopics(PREFIX, gate).result(outcome.name),
                                  json.dumps(outcome.result), qos=1)
 
 
