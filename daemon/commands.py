@@ -4,11 +4,12 @@ A broker account alone must never open a door, so every command on ``<prefix>/<g
 is an envelope signed by the station's Ed25519 key (codec in :mod:`protocol.envelope`).  This
 module checks, cheapest first: size, bounded JSON and shape, name against the topic, gate id,
 signature, validity window (with clock skew) and nonce (remembered in the journal until the
-envelope expires, so a restart cannot make a replay look new).  A refusal becomes a ``command.refused`` alarm event with
-the reason and a result with ``ok: false``; an accepted command a ``command.accepted`` event, the
-handler's answer and a result with ``ok: true``.  Handlers are registered by ``daemon/app.py``
-(``open`` → door, ``sync`` → store, ``enrol``/``remove`` → gallery, ``forget`` → privacy,
-``config`` → redacted config); ``ping`` is built in.
+envelope expires, so a restart cannot make a replay look new).  A refusal becomes a
+``command.refused`` alarm event with the reason and a result with ``ok: false``; an accepted
+command a ``command.accepted`` event, the handler's answer and a result with ``ok: true``.
+Handlers are registered by ``daemon/app.py`` (``open`` → door, ``sync`` → store,
+``enrol``/``remove`` → gallery, ``forget`` → privacy, ``config`` → redacted config); ``ping``
+is built in.
 """
 
 from __future__ import annotations

@@ -17,11 +17,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiomqtt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from protocol.bounded_json import PayloadError, loads_bounded
 from protocol.envelope import new_command, private_key_from_pem
+from protocol.mqtt import QOS_AT_LEAST_ONCE, MqttClient, MqttError
 from protocol.topics import GateTopics
 from station.config import StationConfig
 from station.mqtt import make_client
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-QOS_AT_LEAST_ONCE = 1
 PRIVATE_KEY_MODE = 0o600
 #: The gate refuses larger envelopes by default; photos are checked against it before sending.
 GATE_MAX_ENVELOPE_BYTES = 1024 * 1024
@@ -132,7 +132,7 @@ async def send_command(
     *,
     key: Ed25519PrivateKey,
     store: Store | None = None,
-    client_factory: Callable[[], aiomqtt.Client] | None = None,
+    client_factory: Callable[[], MqttClient] | None = None,
 ) -> dict[str, Any]:
     """Sign and publish one command, then return the gate's result (or raise on timeout)."""
     topics = GateTopics(config.mqtt.prefix, gate)
@@ -144,8 +144,7 @@ async def send_command(
     try:
         async with factory() as client:
             await client.subscribe(topics.result(name), qos=QOS_AT_LEAST_ONCE)
-            await client.publish(topics.command(name), json.dumps(envelope),
-                                 qos=QOS_AT_LEAST_ONCE)
+            await client.publish(topics.command(name), json.dumps(envelope).encode())
             log.info("command %s %s sent to gate %s", name, envelope["id"], gate)
             async with asyncio.timeout(timeout_s):
                 result = await _answer(client, envelope["id"])
@@ -153,24 +152,24 @@ async def send_command(
         raise CommandError(
             f"gate {gate} did not answer {name} {envelope['id']} within {timeout_s:g} s "
             "(offline? check `menjin station run` and the gate's status)") from None
-    except aiomqtt.MqttError as exc:
+    except MqttError as exc:
         raise CommandError(f"broker {config.mqtt.host}:{config.mqtt.port}: {exc}") from None
     if store is not None:
         await asyncio.to_thread(store.record_result, gate, result)
     return result
 
 
-async def _answer(client: aiomqtt.Client, command_id: str) -> dict[str, Any]:
-    async for message in client.messages:
-        payload = message.payload if isinstance(message.payload, bytes) else b""
+async def _answer(client: MqttClient, command_id: str) -> dict[str, Any]:
+    async for message in client.messages():
         try:
-            result = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            log.warning("ignoring a result that is not JSON on %s", message.topic.value)
+            result = loads_bounded(message.payload)
+        except PayloadError as exc:
+            log.warning("ignoring a result that is not acceptable JSON on %s: %s",
+                        message.topic, exc)
             continue
         if isinstance(result, dict) and result.get("id") == command_id:
             return result
-    raise aiomqtt.MqttError("disconnected before the gate answered")
+    raise MqttError("disconnected before the gate answered")
 
 
 async def sync(
@@ -181,7 +180,7 @@ async def sync(
     key: Ed25519PrivateKey,
     store: Store,
     snapshot: bool = False,
-    client_factory: Callable[[], aiomqtt.Client] | None = None,
+    client_factory: Callable[[], MqttClient] | None = None,
 ) -> dict[str, Any]:
     """Send the resident list; a refused delta (e.g. ``snapshot_required``) is sent again as
     a snapshot.

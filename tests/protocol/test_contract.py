@@ -159,5 +159,5 @@ def test_an_envelope_integer_beyond_2_53_has_no_canonical_form() -> None:
 def test_public_key_from_pem_refuses_other_keys() -> None:
     ec_pem = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    with pytest.raises(ValueError, match="^not an Ed25519 public key$"):
+    with pytest.raises(ValueError, match=r"^not an Ed25519 public key$"):
         public_key_from_pem(ec_pem)
