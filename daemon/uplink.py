@@ -36,7 +36,7 @@ from daemon import __version__
 from daemon.commands import CommandProcessor
 from daemon.events import SCHEMA_VERSION, now_ms
 from daemon.journal import Journal, Pending, PortraitPolicy
-from daemon.supervise import backoff_seconds
+from protocol.backoff import backoff_seconds
 from protocol.mqtt import (
     QOS_AT_LEAST_ONCE,
     QOS_AT_MOST_ONCE,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -30,6 +29,7 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 
+from protocol.backoff import Backoff
 from protocol.events import PERSON_FORGOTTEN
 from protocol.mqtt import QOS_AT_LEAST_ONCE, Message, MqttClient, MqttError
 from protocol.topics import TopicError, parse_topic, station_subscriptions
@@ -121,7 +121,7 @@ class Receiver:
             tasks.create_task(self._receive(), name="station:receive")
 
     async def _receive(self) -> None:
-        backoff = INITIAL_BACKOFF_SECONDS
+        backoff = Backoff(INITIAL_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS)
         broker = f"{self.config.mqtt.host}:{self.config.mqtt.port}"
         unavailable = False
         while True:
@@ -131,7 +131,8 @@ class Receiver:
                         await client.subscribe(topic, qos=QOS_AT_LEAST_ONCE)
                     log.info("station receiver %s broker %s subscribed",
                              "back on" if unavailable else "connected to", broker)
-                    unavailable, backoff = False, INITIAL_BACKOFF_SECONDS
+                    unavailable = False
+                    backoff.reset()
                     self.subscribed.set()
                     async for batch in client.batches():
                         for message in batch:
@@ -142,8 +143,7 @@ class Receiver:
                     log.warning("station receiver: broker %s unavailable (%s); retrying",
                                 broker, exc)
                 unavailable = True
-                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                await asyncio.sleep(backoff.next())
 
     async def _db(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a store call in a thread, waiting out an unreachable database.
