@@ -44,11 +44,14 @@ def test_csv_rows_become_the_gates_person_objects(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("name,cards\nA,1\n", "1: the header needs 'id' and 'name'"),
-        ("id,name,card\np1,A,1\n", "1: the header needs 'id' and 'name'; unknown column(s) card"),
-        ("id,name\np1,A\n,B\n", "3: 'id' is empty"),
-        ("id,name\np1,A\np1,B\n", "3: person 'p1' appears twice"),
-        ("id,name\np1,A,extra\n", "2: more cells than header columns"),
+        ("name,cards\nA,1\n", "1: the header needs a 'id' column"),
+        ("id,name,card\np1,A,1\n", "1: unknown column 'card'; did you mean 'cards'?"),
+        ("id,name,pin_hash\np1,A,x\n",
+         "1: unknown column 'pin_hash'; write plain PINs in 'pin'; they are hashed on the way in"),
+        ("id,name\np1,A\n,B\n", "3: id: Field required"),
+        ("id,name\np1,A\np1,B\n", "3: id 'p1' is already used on line 2"),
+        ("id,name\np1,A,extra\n", "2: more values than columns"),
+        ("id,name,pin\np1,A,12\n", "2: pin: a PIN is 4 to 8 digits"),
         ("id,name,enabled\np1,A,maybe\n", "2: enabled: 'maybe' is not yes or no"),
     ],
 )
@@ -61,7 +64,7 @@ def test_each_bad_csv_line_is_reported(tmp_path: Path, text: str, message: str) 
 
 def test_a_person_in_an_undefined_group_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path, "residents.csv", "id,name,groups\np1,A,staff\n")
-    with pytest.raises(ResidentsError, match="person 'p1' is in unknown group 'staff'"):
+    with pytest.raises(ResidentsError, match="2: groups: unknown group 'staff'"):
         load_residents(path)
 
 
