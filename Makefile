@@ -43,6 +43,6 @@ test: $(VENV) test-deps
 	$(BIN)/python -m pytest
 
 lint: $(VENV)
-	$(BIN)/ruff check daemon drivers vision station tests bench
-	$(BIN)/mypy --strict drivers daemon
+	$(BIN)/ruff check daemon drivers vision station protocol tests bench
+	$(BIN)/mypy --strict drivers daemon protocol
 	$(BIN)/lint-imports

@@ -184,6 +184,8 @@ class GroupRecord(_Model):
 
 
 class HolidayRecord(_Model):
+    """A named holiday (a bare ISO date is a holiday without a name)."""
+
     date: IsoDate = Field(description="YYYY-MM-DD.")
     name: StrictStr = Field("", description="Name of the holiday.")
 

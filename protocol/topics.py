@@ -19,7 +19,6 @@ from typing import Literal
 #: Gate ids and event ids become folder and file names at the station: no separators, no
 #: leading dot, at most 64 characters.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
-DEFAULT_PREFIX = "menjin"
 
 TopicKind = Literal["status", "events", "health", "capture", "command", "result"]
 
