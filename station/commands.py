@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocol.bounded_json import PayloadError, loads_bounded
 from protocol.envelope import new_command, private_key_from_pem
-from protocol.mqtt import QOS_AT_LEAST_ONCE, MqttClient, MqttError
+from protocol.mqtt import QOS_AT_LEAST_ONCE, REASON_FAILURE, MqttClient, MqttError, reason_text
 from protocol.topics import GateTopics
 from station.config import StationConfig
 from station.mqtt import make_client
@@ -143,8 +143,14 @@ async def send_command(
     timeout_s = config.command_timeout_seconds
     try:
         async with factory() as client:
-            await client.subscribe(topics.result(name), qos=QOS_AT_LEAST_ONCE)
-            await client.publish(topics.command(name), json.dumps(envelope).encode())
+            codes = await client.subscribe(topics.result(name), qos=QOS_AT_LEAST_ONCE)
+            if max(codes, default=0) >= REASON_FAILURE:
+                raise CommandError(f"broker refused the subscription to {topics.result(name)} "
+                                   f"({reason_text('SUBACK', max(codes))}); check its ACL")
+            code = await client.publish(topics.command(name), json.dumps(envelope).encode())
+            if code >= REASON_FAILURE:
+                raise CommandError(f"broker refused the command on {topics.command(name)} "
+                                   f"({reason_text('PUBACK', code)}); check its ACL")
             log.info("command %s %s sent to gate %s", name, envelope["id"], gate)
             async with asyncio.timeout(timeout_s):
                 result = await _answer(client, envelope["id"])
