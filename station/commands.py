@@ -26,7 +26,7 @@ from protocol.mqtt import QOS_AT_LEAST_ONCE, REASON_FAILURE, MqttClient, MqttErr
 from protocol.topics import GateTopics
 from station.config import StationConfig
 from station.mqtt import make_client
-from station.residents import ResidentList, sync_args
+from station.residents import ResidentList, hash_pins, sync_args
 
 if TYPE_CHECKING:
     from station.store import Store
@@ -195,6 +195,8 @@ async def sync(
     """
     state = await asyncio.to_thread(store.sync_state, gate)
     previous = (state[0], ResidentList.from_json(state[1])) if state is not None else None
+    residents = await asyncio.to_thread(hash_pins, residents,
+                                        previous[1] if previous is not None else None)
     args = sync_args(residents, previous, snapshot=snapshot)
     result = await send_command(config, gate, "sync", args, key=key, store=store,
                                 client_factory=client_factory)

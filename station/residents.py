@@ -16,19 +16,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter
 
-from protocol.pins import hash_pin
+from protocol.pins import hash_pin, verify_pin
 from protocol.residents import (
     ResidentFile,
     ResidentFileError,
     check,
     parse_resident_file,
-    with_pins,
 )
 from protocol.sync import Holiday, SyncPayloadError, parse_sync
 
@@ -47,6 +46,9 @@ class ResidentList:
     groups: dict[str, dict[str, Any]]
     holidays: list[Any] | None = None
     revoked: tuple[str, ...] = ()
+    #: Plain PINs read from the file and not hashed yet: person id → {"pin_hash": "1234", ...}.
+    #: Kept in memory only (never in :meth:`to_json`); :func:`hash_pins` turns them into hashes.
+    pins: Mapping[str, Mapping[str, str]] = field(default_factory=dict, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"persons": self.persons, "groups": self.groups, "holidays": self.holidays,
@@ -89,13 +91,28 @@ def load_residents(path: Path, groups_path: Path | None = None) -> ResidentList:
     problems += [f"{path}:{line}: {msg}" for line, msg in checked.problems]
     if problems:
         raise ResidentsError("\n".join(problems))
-    persons = {item.record.id: with_pins(item, hash_pin).model_dump(mode="json",
-                                                                    exclude_unset=True)
+    persons = {item.record.id: item.record.model_dump(mode="json", exclude_unset=True)
                for item in checked.persons}
     return ResidentList(
         persons, {g.id: g.model_dump(mode="json", exclude_unset=True) for g in groups},
         _HOLIDAYS.dump_python(holidays, mode="json") if holidays is not None else None,
-        tuple(revoked))
+        tuple(revoked), {item.record.id: dict(item.pins) for item in checked.persons
+                         if item.pins})
+
+
+def hash_pins(current: ResidentList, previous: ResidentList | None) -> ResidentList:
+    """``current`` with its plain PINs hashed, reusing the hash the gate already holds when the
+    PIN did not change (each hash has a fresh salt: a new one would put the person in every
+    delta).  Either way it costs one scrypt per PIN, the price of hashing it anyway."""
+    persons = dict(current.persons)
+    for person_id, pins in current.pins.items():
+        before = previous.persons.get(person_id, {}) if previous is not None else {}
+        person = dict(persons[person_id])
+        for key, pin in pins.items():
+            known = before.get(key)
+            person[key] = known if verify_pin(pin, known) else hash_pin(pin)
+        persons[person_id] = person
+    return replace(current, persons=persons, pins={})
 
 
 def _changed(new: Mapping[str, Any], old: Mapping[str, Any]) -> list[Any]:
@@ -114,6 +131,8 @@ def sync_args(
     Versions grow with the clock as well as by one, so a station whose database was restored from
     an old backup still sends a version newer than the gate's.
     """
+    if current.pins:
+        raise ResidentsError("the list still holds plain PINs: hash them first (hash_pins)")
     args = _sync_args(current, previous, snapshot=snapshot, clock_s=clock_s)
     try:
         parse_sync(args)  # what the gate will check, checked before it leaves

@@ -12,7 +12,7 @@ import pytest
 from daemon.store import Store, person_from_record
 from protocol.pins import verify_pin
 from protocol.residents import ResidentFileError, check, parse_resident_file
-from station.residents import load_residents, sync_args
+from station.residents import hash_pins, load_residents, sync_args
 
 CSV = """\
 id,name,groups,cards,pin,enabled,under_14,face_consent_date,face_consent_source
@@ -56,7 +56,7 @@ def test_the_gate_and_the_station_store_the_same_person(tmp_path: Path) -> None:
     """The station's sync of a file gives the gate what its own import of the file gives."""
     (tmp_path / "r.csv").write_text(CSV, encoding="utf-8")
     (tmp_path / "g.yaml").write_text(GROUPS, encoding="utf-8")
-    station = load_residents(tmp_path / "r.csv", tmp_path / "g.yaml")
+    station = hash_pins(load_residents(tmp_path / "r.csv", tmp_path / "g.yaml"), None)
     assert verify_pin("1234", station.persons["p1"]["pin_hash"])  # hashed before it is sent
     zone = ZoneInfo("Asia/Shanghai")
     with Store(tmp_path / "gate.db", zone=zone) as gate:

@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from station.residents import ResidentList, ResidentsError, load_residents, sync_args
+from protocol.pins import verify_pin
+from station.residents import (
+    ResidentList,
+    ResidentsError,
+    hash_pins,
+    load_residents,
+    sync_args,
+)
 
 GROUPS_YAML = """\
 groups:
@@ -136,3 +143,26 @@ def test_the_gates_own_store_applies_the_snapshot_and_the_delta(tmp_path: Path) 
         assert gate.card_owner("0004567890") is None
         assert [g.id for g in gate.groups()] == ["residents"]
         assert len(gate.revoked()) == 1
+
+
+def test_pins_are_hashed_before_sending_and_an_unchanged_pin_keeps_its_hash(
+    tmp_path: Path,
+) -> None:
+    """A fresh salt per hash would put every PIN holder in every delta."""
+    groups = write(tmp_path, "groups.yaml", GROUPS_YAML)
+    path = write(tmp_path, "r.csv", "id,name,groups,pin\np1,A,residents,1234\np2,B,residents,\n")
+    loaded = load_residents(path, groups)
+    assert "pin_hash" not in loaded.persons["p1"]
+    with pytest.raises(ResidentsError, match="still holds plain PINs"):
+        sync_args(loaded, None)
+    first = hash_pins(loaded, None)
+    assert verify_pin("1234", first.persons["p1"]["pin_hash"])
+    again = hash_pins(load_residents(path, groups), first)
+    assert again.persons == first.persons
+    args = sync_args(again, (7, first), clock_s=lambda: 1)
+    assert (args["mode"], args["upsert"]) == ("delta", [])
+    changed = write(tmp_path, "r.csv", "id,name,groups,pin\np1,A,residents,4321\n"
+                                       "p2,B,residents,\n")
+    new = hash_pins(load_residents(changed, groups), first)
+    assert [p["id"] for p in sync_args(new, (7, first))["upsert"]] == ["p1"]
+    assert verify_pin("4321", new.persons["p1"]["pin_hash"])
