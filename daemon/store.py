@@ -5,7 +5,8 @@ The station keeps it in sync with signed ``sync`` commands; installers edit it w
 crash, a SIGKILL or a power cut in the middle leaves the previous version whole; the daemon then
 builds a new :class:`~daemon.access.AccessIndex` from the committed rows and swaps it in.
 
-Sync payloads (the ``args`` of the ``sync`` command)::
+Sync payloads (the ``args`` of the ``sync`` command; validated by the pydantic models of
+:mod:`protocol.sync`, JSON Schema in ``docs/schemas/sync.json``)::
 
     {"mode": "snapshot", "version": 8, "persons": [PERSON, ...], "groups": [GROUP, ...],
      "holidays": ["2026-10-01", {"date": "2026-10-02", "name": "National Day"}, ...],

@@ -18,6 +18,7 @@ Shapes::
 
 from __future__ import annotations
 
+import difflib
 import re
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
@@ -220,6 +221,8 @@ class Delta(_Model):
 
 
 SyncPayload = Annotated[Snapshot | Delta, Field(discriminator="mode")]
+_FIELD_NAMES = frozenset(name for model in (PersonRecord, GroupRecord, Consent, HolidayRecord,
+                                            Snapshot, Delta) for name in model.model_fields)
 _SYNC: TypeAdapter[Snapshot | Delta] = TypeAdapter(SyncPayload)
 
 
@@ -237,8 +240,11 @@ def describe(error: ValidationError, *, skip: int = 0) -> str:
         loc = tuple(p for p in item["loc"][skip:]
                     if not (isinstance(p, str) and p.startswith("function-")))
         where = _where(loc)
-        message = "unknown field" if item["type"] == "extra_forbidden" else \
-            str(item["msg"]).removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(loc[-1]), sorted(_FIELD_NAMES), n=1)
+            message = "unknown field" + (f"; did you mean {close[0]!r}?" if close else "")
+        else:
+            message = str(item["msg"]).removeprefix("Value error, ")
         field, _, rest = message.partition(": ")
         if rest and field.isidentifier():  # a model rule names its own field
             lines.append(f"{where}.{message}" if where else message)

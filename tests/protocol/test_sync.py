@@ -69,6 +69,8 @@ def test_valid_payloads_pass_models_and_schema(payload: dict[str, Any]) -> None:
          "groups[0].doors[0]: 'Front Door' is not a door id"),
         ({"revoked": [""]}, "revoked[0]: a card number must not be empty"),
         ({"extra": 1}, "extra: unknown field"),
+        ({"persons": [{**FULL_PERSON, "card": ["1"]}]},
+         "persons[0].card: unknown field; did you mean 'cards'?"),
     ],
 )
 def test_refusals_name_the_field(change: dict[str, Any], message: str) -> None:
