@@ -31,6 +31,7 @@ import errno
 import json
 import logging
 import sqlite3
+import threading
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
