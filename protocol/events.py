@@ -24,6 +24,7 @@ EVENT_TYPES = frozenset(
         "door.unlocked", "door.locked", "door.opened", "door.closed", "door.forced", "door.held",
         "door.held.cleared", "tamper", "tamper.cleared",
         "reader.fault", "reader.restored", "reader.attack", "camera.fault", "camera.restored",
+        "vision.fault", "vision.restored",
         "capture", "journal.dropped", "command.accepted", "command.refused", "person.forgotten",
         "part.failed", "part.restored", "config.reloaded", "config.rejected", "audit",
     }
