@@ -20,6 +20,7 @@ import json
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,19 @@ SECURITY_HEADERS = {
 }
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ANONYMOUS = User("local", "viewer")
+
+
+@dataclass(frozen=True)
+class Visit:
+    """Who asks, in which language, with which CSRF token (set by the session middleware)."""
+
+    user: User | None
+    token: str
+    lang: str
+    csrf: str
+
+
+VISIT = web.RequestKey("visit", Visit)
 
 
 class WebConfigError(Exception):
@@ -131,17 +145,17 @@ class StationWeb:
 
     def render(self, request: web.Request, name: str, status: int = 200,
                **values: Any) -> web.Response:
-        env = self.envs[request["lang"]]
-        user: User | None = request["user"]
+        env = self.envs[request[VISIT].lang]
+        user: User | None = request[VISIT].user
         body = env.get_template(name).render(
-            user=user, csrf=request["csrf"], path=request.path_qs, **values)
+            user=user, csrf=request[VISIT].csrf, path=request.path_qs, **values)
         response = web.Response(text=body, content_type="text/html", charset="utf-8",
                                 status=status)
         return self._cookies(request, response)
 
     def _cookies(self, request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
-        if request.cookies.get(COOKIE_CSRF) != request["csrf"]:
-            self._set_cookie(request, response, COOKIE_CSRF, request["csrf"])
+        if request.cookies.get(COOKIE_CSRF) != request[VISIT].csrf:
+            self._set_cookie(request, response, COOKIE_CSRF, request[VISIT].csrf)
         return response
 
     def _set_cookie(self, request: web.Request, response: web.StreamResponse, name: str,
@@ -173,11 +187,9 @@ class StationWeb:
         user = await asyncio.to_thread(self.accounts.session_user, token) if token else None
         if user is None and not self.web.login:
             user = ANONYMOUS
-        request["user"] = user
-        request["token"] = token
-        request["lang"] = pick_language(request.cookies.get(COOKIE_LANG))
         cookie_csrf = request.cookies.get(COOKIE_CSRF, "")
-        request["csrf"] = cookie_csrf or secrets.token_urlsafe(24)
+        request[VISIT] = Visit(user, token, pick_language(request.cookies.get(COOKIE_LANG)),
+                               cookie_csrf or secrets.token_urlsafe(24))
         if request.method not in ("GET", "HEAD"):
             form = await request.post()
             supplied = str(form.get("csrf", ""))
@@ -211,8 +223,8 @@ class StationWeb:
         return response
 
     async def logout(self, request: web.Request) -> web.Response:
-        if request["token"]:
-            await asyncio.to_thread(self.accounts.end_session, request["token"])
+        if request[VISIT].token:
+            await asyncio.to_thread(self.accounts.end_session, request[VISIT].token)
         response = self._redirect(request, "/login")
         response.del_cookie(COOKIE_SESSION, path="/")
         return response
@@ -311,7 +323,7 @@ class StationWeb:
         if view == "admin":
             self._need(request, "admin")
         f = self._filter(request, view)
-        await self._record(request["user"], "export.csv", view, request.query_string[:256])
+        await self._record(request[VISIT].user, "export.csv", view, request.query_string[:256])
         response = web.StreamResponse(headers={
             "Content-Type": "text/csv; charset=utf-8",
             "Content-Disposition": f'attachment; filename="menjin-{view}.csv"'})
@@ -355,8 +367,8 @@ class StationWeb:
         self._need(request, "operator")
         form = await request.post()
         alarm_id = str(form.get("alarm", ""))
-        if await asyncio.to_thread(self.alarms.acknowledge, alarm_id, request["user"].name):
-            await self._record(request["user"], "alarm.ack", alarm_id, None)
+        if await asyncio.to_thread(self.alarms.acknowledge, alarm_id, request[VISIT].user.name):
+            await self._record(request[VISIT].user, "alarm.ack", alarm_id, None)
         return self._redirect(request, _safe_next(str(form.get("next", ""))))
 
     async def live_stream(self, request: web.Request) -> web.StreamResponse:
@@ -366,9 +378,9 @@ class StationWeb:
             "X-Accel-Buffering": "no"})
         await response.prepare(request)
         await response.write(b": live\n\n")
-        env = self.envs[request["lang"]]
+        env = self.envs[request[VISIT].lang]
         fragments = env.get_template("fragments.html").module
-        user, csrf = request["user"], request["csrf"]
+        user, csrf = request[VISIT].user, request[VISIT].csrf
         with self.live.client() as queue:
             while True:
                 try:
@@ -400,13 +412,13 @@ class StationWeb:
         self._need(request, "operator")
         form = await request.post()
         gate, door = str(form.get("gate", "")), str(form.get("door", ""))
-        _ = translations(request["lang"]).gettext
+        _ = translations(request[VISIT].lang).gettext
         try:
             name, args = command_args(str(form.get("action", "")), door,
                                       mode=str(form.get("mode", "")))
             await asyncio.to_thread(check_target, self.store, gate, door)
             key = await asyncio.to_thread(signing_key, self.config.signing_key)
-            await self._record(request["user"], f"command.{name}", f"{gate}/{door}",
+            await self._record(request[VISIT].user, f"command.{name}", f"{gate}/{door}",
                                json.dumps(args, ensure_ascii=False))
             result = await send_command(self.config, gate, name, args, key=key, store=self.store)
         except CommandError as exc:
@@ -445,12 +457,12 @@ class StationWeb:
             path = await asyncio.to_thread(self.store.portrait_file, event_id)
         if path is None:
             raise web.HTTPNotFound(text="no portrait for this event")
-        await self._record(request["user"], "portrait.view", event_id, None)
+        await self._record(request[VISIT].user, "portrait.view", event_id, None)
         return web.FileResponse(path, headers={"Content-Type": "image/jpeg"})
 
     @staticmethod
     def _need(request: web.Request, role: str) -> None:
-        user: User | None = request["user"]
+        user: User | None = request[VISIT].user
         if user is None or not user.may(role):
             raise web.HTTPForbidden(text=f"this needs the {role} role")
 
