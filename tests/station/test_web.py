@@ -139,6 +139,26 @@ async def test_passages_escape_mask_cards_and_keep_admin_rows_apart(store: Store
 
 
 @pytest.mark.timeout(60)
+async def test_face_filing_notice_appears_at_the_warning_count(store: Store, tmp_path: Path
+                                                               ) -> None:
+    config = station_config(tmp_path, extra="face_persons_warn_at: 1\n")
+    async with serving(store, config) as url, client() as http:
+        await sign_in(http, url, "viewer1")
+        async with http.get(url + "/passages") as response:
+            before = await response.text()
+        store.record_command({"id": "c1", "gate": "g1", "name": "enrol", "issued_at_ms": 1,
+                              "args": {"person": "p-0101"}})
+        store.record_result("g1", {"id": "c1", "name": "enrol", "ok": True})
+        async with http.get(url + "/passages") as response:
+            after = await response.text()
+        async with http.get(url + "/people") as response:
+            people = await response.text()
+    assert 'id="face-notice"' not in before
+    assert '<p class="notice" id="face-notice">所有闸机共录入 1 人的人脸信息' in after
+    assert "<td>王芳</td><td>p-0101</td><td>g1</td><td>已录入</td>" in people
+
+
+@pytest.mark.timeout(60)
 async def test_csv_export_of_a_filtered_range(store: Store, tmp_path: Path) -> None:
     store.add_events([event("g1", seq, person="p-0101", ref="87654321", kind="card")
                       for seq in range(10, 20)])
