@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 
 from station.gatehealth import problems_of
 from station.messages import ALARM_TYPES
@@ -32,6 +32,13 @@ def is_alarm_event(event_type: str) -> bool:
     return event_type.startswith(ALARM_EVENT_PREFIXES) and event_type not in CLOCK_OK_TYPES
 
 
+def alarm_event_clause(event_type: ColumnElement[str]) -> ColumnElement[bool]:
+    """:func:`is_alarm_event` as SQL, for an event type column."""
+    prefixed = or_(*(event_type.startswith(p) for p in ALARM_EVENT_PREFIXES))
+    return or_(event_type.in_(sorted(ALARM_TYPES)),
+               and_(prefixed, event_type.not_in(sorted(CLOCK_OK_TYPES))))
+
+
 class Alarms:
     """The alarms table; every method blocks (call from a thread)."""
 
@@ -42,12 +49,17 @@ class Alarms:
     def _insert(self, rows: list[dict[str, Any]]) -> None:
         self.store.insert_new("alarms", rows, "id")
 
-    def raise_for_events(self, events: list[dict[str, Any]]) -> None:
-        """Raise an alarm for each alarm event (idempotent)."""
+    def raise_for_events(self, received_since_ms: int) -> None:
+        """Raise an alarm for each alarm event received since then (idempotent, however many)."""
+        e = self.store.t["events"]
+        query = select(e.c.id, e.c.gate, e.c.door, e.c.type, e.c.ts_ms, e.c.reason).where(
+            e.c.received_ms >= received_since_ms, alarm_event_clause(e.c.type))
+        with self.store.engine.connect() as conn:
+            events = conn.execute(query).all()
         self._insert([
-            {"id": f"event:{e['id']}", "gate": e["gate"], "door": e["door"], "kind": e["type"],
-             "event_id": e["id"], "ts_ms": e["ts_ms"], "detail": e["reason"]}
-            for e in events if is_alarm_event(e["type"])
+            {"id": f"event:{r.id}", "gate": r.gate, "door": r.door, "kind": r.type,
+             "event_id": r.id, "ts_ms": r.ts_ms, "detail": r.reason}
+            for r in events
         ])
 
     def raise_for_gates(self) -> None:

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 DEFAULT_POLL_SECONDS = 1.0
 #: Events are looked up again this far back: a transaction may commit a row stamped earlier.
 OVERLAP_MS = 5_000
+#: On start, alarm events received this long ago still raise their alarm (the page was down).
+ALARM_CATCH_UP_MS = 7 * 24 * 3_600_000
 CLIENT_QUEUE = 256
 
 
@@ -68,10 +70,11 @@ class LiveFeed:
     def _poll(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Blocking: new events, alarms raised for them and the gates, unseen open alarms."""
         started = now_ms()
+        since = self._cursor_ms - (OVERLAP_MS if self._primed else ALARM_CATCH_UP_MS)
+        self.alarms.raise_for_events(since)
+        self.alarms.raise_for_gates()
         rows = self.passages.since(self._cursor_ms - OVERLAP_MS)
         fresh = [r for r in rows if r["id"] not in self._seen_events]
-        self.alarms.raise_for_events(fresh)
-        self.alarms.raise_for_gates()
         for row in fresh:
             self._seen_events[row["id"]] = row["received_ms"]
         self._cursor_ms = started

@@ -173,15 +173,18 @@ class Passages:
         return dict(row._mapping) if row else None
 
     def since(self, received_ms: int, *, limit: int = 500) -> list[dict[str, Any]]:
-        """Events received at or after ``received_ms``, oldest first (the live feed)."""
+        """The newest ``limit`` events received at or after ``received_ms``, oldest first (the
+        live feed: a burst larger than a page shows its end, the page shows the rest)."""
         e = self.events
         query = (self._select().where(e.c.received_ms >= received_ms)
-                 .order_by(e.c.received_ms, e.c.ts_ms, e.c.id).limit(limit))
+                 .order_by(e.c.received_ms.desc(), e.c.ts_ms.desc(), e.c.id.desc()).limit(limit))
         with self.store.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(query)]
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+        rows.reverse()
+        return rows
 
-    def export(self, f: Filter) -> Iterator[dict[str, Any]]:
-        """Every row of the filter, oldest first, in pages (for CSV; at most CSV_MAX_ROWS)."""
+    def export(self, f: Filter, *, chunk: int = 1000) -> Iterator[list[dict[str, Any]]]:
+        """Every row of the filter, oldest first, in chunks (for CSV; at most CSV_MAX_ROWS)."""
         e = self.events
         after: tuple[int, str] | None = None
         sent = 0
@@ -190,10 +193,10 @@ class Passages:
             if after is not None:
                 query = query.where(tuple_(e.c.ts_ms, e.c.id) > tuple_(*after))
             with self.store.engine.connect() as conn:
-                rows = [dict(r._mapping) for r in conn.execute(query.limit(1000))]
+                rows = [dict(r._mapping) for r in conn.execute(query.limit(chunk))]
             if not rows:
                 return
-            yield from rows[:CSV_MAX_ROWS - sent]
+            yield rows[:CSV_MAX_ROWS - sent]
             sent += len(rows)
             after = (rows[-1]["ts_ms"], rows[-1]["id"])
 

@@ -108,6 +108,12 @@ def _safe_next(target: str) -> str:
     return "/passages"
 
 
+def _csv_line(values: list[Any]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(["" if v is None else v for v in values])
+    return buffer.getvalue()
+
+
 class StationWeb:
     """The page's handlers and what they share; :meth:`app` builds the aiohttp application."""
 
@@ -151,12 +157,13 @@ class StationWeb:
             user=user, csrf=request[VISIT].csrf, path=request.path_qs, **values)
         response = web.Response(text=body, content_type="text/html", charset="utf-8",
                                 status=status)
-        return self._cookies(request, response)
+        self._cookies(request, response)
+        return response
 
-    def _cookies(self, request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    def _cookies(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Hand out the CSRF cookie with the first response that needs it."""
         if request.cookies.get(COOKIE_CSRF) != request[VISIT].csrf:
             self._set_cookie(request, response, COOKIE_CSRF, request[VISIT].csrf)
-        return response
 
     def _set_cookie(self, request: web.Request, response: web.StreamResponse, name: str,
                     value: str, max_age: int | None = None) -> None:
@@ -283,7 +290,7 @@ class StationWeb:
             raise web.HTTPBadRequest(text=str(exc)) from None
 
     def _links(self, request: web.Request, newer: str | None, older: str | None
-               ) -> dict[str, str | None]:
+               ) -> dict[str, Any]:
         base = {k: v for k in FILTER_FIELDS if (v := request.query.get(k, ""))}
 
         def link(key: str, cursor: str | None) -> str | None:
@@ -323,28 +330,21 @@ class StationWeb:
         if view == "admin":
             self._need(request, "admin")
         f = self._filter(request, view)
-        await self._record(request[VISIT].user, "export.csv", view, request.query_string[:256])
+        await self._record(self._need(request), "export.csv", view, request.query_string[:256])
         response = web.StreamResponse(headers={
             "Content-Type": "text/csv; charset=utf-8",
             "Content-Disposition": f'attachment; filename="menjin-{view}.csv"'})
         await response.prepare(request)
-        rows = await asyncio.to_thread(lambda: list(self.passages.export(f)))
-        buffer = io.StringIO()
-        buffer.write("\ufeff")  # so spreadsheet programs read the Chinese names as UTF-8
-        writer = csv.writer(buffer)
-        writer.writerow(["time", "gate", "seq", "door", "type", "person", "name", "credential",
-                         "reason"])
-        for row in rows:
-            writer.writerow([self.time(row["ts_ms"]), row["gate"], row["seq"], row["door"],
-                             row["type"], row["person"], row["name"],
-                             " ".join(x for x in (row["credential_kind"],
-                                                  mask_card(row["credential_ref"])) if x),
-                             row["reason"]])
-            if buffer.tell() > 65536:
-                await response.write(buffer.getvalue().encode())
-                buffer = io.StringIO()
-                writer = csv.writer(buffer)
-        await response.write(buffer.getvalue().encode())
+        chunks = self.passages.export(f)
+        header = ["time", "gate", "seq", "door", "type", "person", "name", "credential", "reason"]
+        # the BOM makes spreadsheet programs read the Chinese names as UTF-8
+        await response.write(("\ufeff" + _csv_line(header)).encode())
+        while (rows := await asyncio.to_thread(next, chunks, None)) is not None:
+            await response.write("".join(_csv_line([
+                self.time(r["ts_ms"]), r["gate"], r["seq"], r["door"], r["type"], r["person"],
+                r["name"], " ".join(x for x in (r["credential_kind"],
+                                                mask_card(r["credential_ref"])) if x),
+                r["reason"]]) for r in rows).encode())
         await response.write_eof()
         return response
 
@@ -364,11 +364,11 @@ class StationWeb:
                            open_alarms=await self._open_alarms())
 
     async def acknowledge(self, request: web.Request) -> web.Response:
-        self._need(request, "operator")
+        user = self._need(request, "operator")
         form = await request.post()
         alarm_id = str(form.get("alarm", ""))
-        if await asyncio.to_thread(self.alarms.acknowledge, alarm_id, request[VISIT].user.name):
-            await self._record(request[VISIT].user, "alarm.ack", alarm_id, None)
+        if await asyncio.to_thread(self.alarms.acknowledge, alarm_id, user.name):
+            await self._record(user, "alarm.ack", alarm_id, None)
         return self._redirect(request, _safe_next(str(form.get("next", ""))))
 
     async def live_stream(self, request: web.Request) -> web.StreamResponse:
@@ -409,7 +409,7 @@ class StationWeb:
 
     async def command(self, request: web.Request) -> web.Response:
         """Open a door or change its mode, signed like ``menjin station open/mode``."""
-        self._need(request, "operator")
+        user = self._need(request, "operator")
         form = await request.post()
         gate, door = str(form.get("gate", "")), str(form.get("door", ""))
         _ = translations(request[VISIT].lang).gettext
@@ -418,7 +418,7 @@ class StationWeb:
                                       mode=str(form.get("mode", "")))
             await asyncio.to_thread(check_target, self.store, gate, door)
             key = await asyncio.to_thread(signing_key, self.config.signing_key)
-            await self._record(request[VISIT].user, f"command.{name}", f"{gate}/{door}",
+            await self._record(user, f"command.{name}", f"{gate}/{door}",
                                json.dumps(args, ensure_ascii=False))
             result = await send_command(self.config, gate, name, args, key=key, store=self.store)
         except CommandError as exc:
@@ -457,14 +457,16 @@ class StationWeb:
             path = await asyncio.to_thread(self.store.portrait_file, event_id)
         if path is None:
             raise web.HTTPNotFound(text="no portrait for this event")
-        await self._record(request[VISIT].user, "portrait.view", event_id, None)
+        await self._record(self._need(request), "portrait.view", event_id, None)
         return web.FileResponse(path, headers={"Content-Type": "image/jpeg"})
 
     @staticmethod
-    def _need(request: web.Request, role: str) -> None:
-        user: User | None = request[VISIT].user
+    def _need(request: web.Request, role: str = "viewer") -> User:
+        """The signed-in user when their role includes ``role``, else 403."""
+        user = request[VISIT].user
         if user is None or not user.may(role):
             raise web.HTTPForbidden(text=f"this needs the {role} role")
+        return user
 
     # -- application ----------------------------------------------------------------------------
 

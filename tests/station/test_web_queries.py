@@ -13,6 +13,7 @@ from babel.messages.extract import extract_from_dir
 from station.alarms import Alarms, is_alarm_event
 from station.gatehealth import gate_health
 from station.i18n import translations
+from station.live import LiveFeed
 from station.queries import Filter, Passages, QueryError, cursor_of, mask_card
 from station.results import describe
 from station.store import Store
@@ -109,9 +110,8 @@ def test_alarms_from_events_and_gate_health_are_raised_once_and_acknowledged(sto
     alarms = Alarms(store)
     forced = event("g1", 1, "door.forced")
     store.add_events([forced])
-    rows = Passages(store).since(0)
-    alarms.raise_for_events(rows)
-    alarms.raise_for_events(rows)
+    alarms.raise_for_events(0)
+    alarms.raise_for_events(0)
     store.set_status("g1", {"gate": "g1", "state": "offline"})
     store.set_health("g1", {"gate": "g1", "disk_free_bytes": 10_000_000, "tamper": True,
                             "clock": {"trusted": False}, "journal": "error", "cpu_temp_c": 85.2})
@@ -192,3 +192,23 @@ def test_every_page_text_has_a_chinese_translation() -> None:
         str(REPO), method_map, options, keywords={"_": None, "gettext": None})]
     assert len(messages) > 100  # the templates were read
     assert [m for m in messages if catalog.gettext(m) == m] == []
+
+
+async def test_the_live_feed_pushes_new_passages_and_alarms_once(store: Store) -> None:
+    store.add_events([event("g1", 1, "door.forced")])  # before the page started: raised, not pushed
+    feed = LiveFeed(Passages(store), Alarms(store))
+    with feed.client() as queue:
+        await feed.tick()
+        assert queue.empty()
+        assert [a["kind"] for a in Alarms(store).recent()] == ["door.forced"]
+        burst = [event("g1", seq) for seq in range(2, 102)]
+        burst[0] = event("g1", 2, "tamper")
+        store.add_events(burst)
+        await feed.tick()
+        await feed.tick()
+        items = [queue.get_nowait() for _ in range(queue.qsize())]
+    passages = [i.row["seq"] for i in items if i.kind == "passage"]
+    assert passages == list(range(2, 102))  # oldest first, each once
+    assert [i.row["kind"] for i in items if i.kind == "alarm"] == ["tamper"]
+    # a burst larger than one poll shows: its newest end, oldest first
+    assert [r["seq"] for r in Passages(store).since(0, limit=5)] == [97, 98, 99, 100, 101]
