@@ -507,7 +507,11 @@ def create_app(store: Store, config: StationConfig, *,
                live_poll_seconds: float = DEFAULT_POLL_SECONDS) -> web.Application:
     """The aiohttp application of the page (raises :class:`WebConfigError` for an unsafe one)."""
     check_web_config(config.web)
-    return StationWeb(store, config, live_poll_seconds=live_poll_seconds).app()
+    page = StationWeb(store, config, live_poll_seconds=live_poll_seconds)
+    if config.web.login and not page.accounts.list():
+        log.warning("station web: no operator account yet; create one with "
+                    "`menjin station user add NAME --role admin`")
+    return page.app()
 
 
 async def serve(app: web.Application, config: WebConfig) -> None:

@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import aiomqtt
@@ -205,27 +206,10 @@ async def test_an_operator_opens_a_door_from_the_page(broker: Broker, tmp_path: 
     add_users(store)
     store.add_events([event("g1", 1)])
     config = station_config(tmp_path, broker_port=broker.port)
-    received: list[dict[str, object]] = []
-
-    async def gate() -> None:
-        async with aiomqtt.Client(broker.host, broker.port,
-                                  protocol=aiomqtt.ProtocolVersion.V5) as mqtt:
-            await mqtt.subscribe("menjin/g1/cmd/+", qos=1)
-            ready.set()
-            async for message in mqtt.messages:
-                envelope = json.loads(message.payload)  # type: ignore[arg-type]
-                received.append(envelope)
-                answer = ({"ok": True, "result": {"door": "front", "opened": True}}
-                          if envelope["name"] == "open" else
-                          {"ok": False, "reason": "failed",
-                           "detail": "ValueError: unknown mode 'x'"})
-                await mqtt.publish(f"menjin/g1/cmd/{envelope['name']}/result", json.dumps(
-                    {"v": 1, "gate": "g1", "id": envelope["id"], "name": envelope["name"],
-                     **answer}), qos=1)
-
+    received: list[dict[str, Any]] = []
     ready = asyncio.Event()
     async with serving(store, config) as url, client() as http, asyncio.TaskGroup() as tasks:
-        responder = tasks.create_task(gate())
+        responder = tasks.create_task(answering_gate(broker, ready, received))
         await ready.wait()
         await sign_in(http, url, "duty")
         async with http.post(url + "/commands", data={
@@ -247,6 +231,47 @@ async def test_an_operator_opens_a_door_from_the_page(broker: Broker, tmp_path: 
         done = [(r.operator, r.action, r.target) for r in conn.execute(actions.select())]
     assert ("duty", "command.open", "g1/front") in done
     assert ("duty", "command.mode", "g1/front") in done
+
+
+async def answering_gate(broker: Broker, ready: asyncio.Event,
+                         received: list[dict[str, Any]]) -> None:
+    """Gate g1's command side: opens accepted, a mode change failing with a Python error."""
+    async with aiomqtt.Client(broker.host, broker.port,
+                              protocol=aiomqtt.ProtocolVersion.V5) as mqtt:
+        await mqtt.subscribe("menjin/g1/cmd/+", qos=1)
+        ready.set()
+        async for message in mqtt.messages:
+            envelope = json.loads(message.payload)  # type: ignore[arg-type]
+            received.append(envelope)
+            answer = ({"ok": True, "result": {"door": "front", "opened": True}}
+                      if envelope["name"] == "open" else
+                      {"ok": False, "reason": "failed", "detail": "ValueError: unknown mode 'x'"})
+            await mqtt.publish(f"menjin/g1/cmd/{envelope['name']}/result", json.dumps(
+                {"v": 1, "gate": "g1", "id": envelope["id"], "name": envelope["name"],
+                 **answer}), qos=1)
+
+
+@pytest.mark.timeout(120)
+async def test_cli_results_in_words_and_raw_with_json(broker: Broker, tmp_path: Path) -> None:
+    keygen(tmp_path / "station_key.pem")
+    config = tmp_path / "station.yaml"
+    config.write_text(f"version: 1\nmqtt: {{port: {broker.port}}}\n")
+    store = Store(f"sqlite:///{tmp_path / 'station.db'}", portraits_dir=tmp_path / "p")
+    store.add_events([event("g1", 1)])
+    received: list[dict[str, Any]] = []
+    ready = asyncio.Event()
+    async with asyncio.TaskGroup() as tasks:
+        responder = tasks.create_task(answering_gate(broker, ready, received))
+        await ready.wait()
+        c = ("-c", str(config))
+        words = await asyncio.to_thread(_menjin, "open", "g1", "front", *c)
+        raw = await asyncio.to_thread(_menjin, "open", "g1", "front", "--json", *c)
+        failed = await asyncio.to_thread(_menjin, "mode", "g1", "front", "lockdown", *c)
+        responder.cancel()
+    assert (words.returncode, words.stdout) == (0, "Door front opened.\n")
+    assert json.loads(raw.stdout)["result"] == {"door": "front", "opened": True}
+    assert failed.returncode == 1
+    assert failed.stdout == "Refused: the gate could not carry it out (unknown mode 'x')\n"
 
 
 def _menjin(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
