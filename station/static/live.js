@@ -30,6 +30,11 @@
     if (empty) empty.remove();
     body.insertAdjacentHTML("afterbegin", item.html);
     body.firstElementChild.classList.add("fresh");
+    const total = document.getElementById("total");
+    if (total) {
+      total.dataset.count = String(Number(total.dataset.count) + 1);
+      total.textContent = total.dataset.template.replace("{n}", total.dataset.count);
+    }
   });
 
   source.addEventListener("alarm", function (message) {

@@ -266,6 +266,7 @@ async def test_a_forced_door_appears_live_and_is_acknowledged(
             seen["row"] = row.find_element(By.CSS_SELECTOR, "td.type").text
             seen["alarm"] = alarm.find_element(By.CSS_SELECTOR, ".kind").text
             seen["no_reload"] = driver.execute_script("return window.stillThisPage === true;")
+            seen["total"] = driver.find_element(By.ID, "total").text
             seen["panel_shown"] = driver.find_element(By.ID, "alarm-panel").is_displayed()
             seen["tones"] = driver.execute_script("return document.body.dataset.tones || '0';")
             screenshot(driver, tmp_path / "live-forced.png")
@@ -283,6 +284,7 @@ async def test_a_forced_door_appears_live_and_is_acknowledged(
         seen = await asyncio.to_thread(browse, url)
     assert seen["row"] == "门被强行打开" and seen["alarm"] == "门被强行打开"
     assert seen["no_reload"] is True and seen["panel_shown"] is True
+    assert seen["total"] == "共 2 条"  # counted up without a reload
     assert seen["tones"] == "1"  # the alarm tone was played once
     assert seen["left"] == 0
     assert seen["acked"].startswith("已由 duty 于 ")
