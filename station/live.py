@@ -33,7 +33,7 @@ CLIENT_QUEUE = 256
 
 @dataclass(frozen=True)
 class Item:
-    kind: Literal["passage", "alarm"]
+    kind: Literal["passage", "alarm", "end"]  # "end": the server shuts down
     row: dict[str, Any]
 
 
@@ -60,6 +60,10 @@ class LiveFeed:
             yield queue
         finally:
             self._clients.discard(queue)
+
+    def end_streams(self) -> None:
+        """Tell every open page's stream to finish (the web server is shutting down)."""
+        self._publish(Item("end", {}))
 
     def _publish(self, item: Item) -> None:
         for queue in self._clients:

@@ -388,6 +388,8 @@ class StationWeb:
                 except TimeoutError:
                     await response.write(b": keep-alive\n\n")
                     continue
+                if item.kind == "end":
+                    return response
                 if item.kind == "passage":
                     if item.row["type"].startswith(ADMIN_TYPE_PREFIXES):
                         continue
@@ -470,6 +472,10 @@ class StationWeb:
 
     # -- application ----------------------------------------------------------------------------
 
+    async def _close_streams(self, _app: web.Application) -> None:
+        """Open pages' event streams never end by themselves: end them so shutdown is quick."""
+        self.live.end_streams()
+
     async def _live_task(self, _app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(self.live.run(), name="station:live")
         yield
@@ -481,6 +487,7 @@ class StationWeb:
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._headers, self._session])
         app.cleanup_ctx.append(self._live_task)
+        app.on_shutdown.append(self._close_streams)
         r = app.router
         r.add_get("/", self._root)
         r.add_get("/login", self.login_page)

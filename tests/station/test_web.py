@@ -160,6 +160,35 @@ async def test_face_filing_notice_appears_at_the_warning_count(store: Store, tmp
 
 
 @pytest.mark.timeout(60)
+async def test_live_stream_sends_rendered_rows_and_ends_at_shutdown(store: Store, tmp_path: Path
+                                                                    ) -> None:
+    config = station_config(tmp_path)
+    async with client() as http:
+        async with serving(store, config) as url:
+            await sign_in(http, url, "duty")
+            stream = await http.get(url + "/live")
+            assert stream.headers["Content-Type"] == "text/event-stream"
+            assert await stream.content.readline() == b": live\n"
+            await asyncio.sleep(0.5)  # the feed's first poll learns what is there
+            forced = event("g1", 9, "door.forced")
+            store.add_events([forced])
+            lines: list[str] = []
+            while len([x for x in lines if x.startswith("data: ")]) < 2:
+                line = (await stream.content.readline()).decode()
+                if line.strip():
+                    lines.append(line.strip())
+            stopped = time.monotonic()
+        assert time.monotonic() - stopped < 10  # the open stream did not hold the shutdown up
+        assert (await stream.content.read()).strip() == b""  # and it was ended
+    kinds = [x.removeprefix("event: ") for x in lines if x.startswith("event: ")]
+    data = [json.loads(x.removeprefix("data: ")) for x in lines if x.startswith("data: ")]
+    assert sorted(kinds) == ["alarm", "passage"]
+    passage = data[kinds.index("passage")]
+    assert passage["id"] == forced.id and "门被强行打开" in passage["html"]
+    assert f'value="event:{forced.id}"' in data[kinds.index("alarm")]["html"]
+
+
+@pytest.mark.timeout(60)
 async def test_csv_export_of_a_filtered_range(store: Store, tmp_path: Path) -> None:
     store.add_events([event("g1", seq, person="p-0101", ref="87654321", kind="card")
                       for seq in range(10, 20)])
