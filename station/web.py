@@ -149,12 +149,13 @@ class StationWeb:
             return ""
         return datetime.fromtimestamp(ts_ms / 1000, self.zone).strftime("%Y-%m-%d %H:%M:%S")
 
-    def render(self, request: web.Request, name: str, status: int = 200,
-               **values: Any) -> web.Response:
+    def render(self, request: web.Request, name: str, status: int = 200, *,
+               back: str | None = None, **values: Any) -> web.Response:
+        """Render a template; ``back`` is where the page's forms return (default: this URL)."""
         env = self.envs[request[VISIT].lang]
         user: User | None = request[VISIT].user
         body = env.get_template(name).render(
-            user=user, csrf=request[VISIT].csrf, path=request.path_qs, **values)
+            user=user, csrf=request[VISIT].csrf, path=back or request.path_qs, **values)
         response = web.Response(text=body, content_type="text/html", charset="utf-8",
                                 status=status)
         self._cookies(request, response)
@@ -405,7 +406,8 @@ class StationWeb:
     async def gates_view(self, request: web.Request, message: str = "", failed: bool = False
                          ) -> web.Response:
         views = await asyncio.to_thread(self.store.gates)
-        return self.render(request, "gates.html", gates=[gate_health(v) for v in views],
+        return self.render(request, "gates.html", back="/gates",
+                           gates=[gate_health(v) for v in views],
                            view="gates", message=message, failed=failed,
                            open_alarms=await self._open_alarms())
 

@@ -251,6 +251,7 @@ async def test_an_operator_opens_a_door_from_the_page(broker: Broker, tmp_path: 
             refused = await response.text()
         responder.cancel()
     assert 'id="command-result" class="ok">门 front 已开启。' in opened
+    assert '<input type="hidden" name="next" value="/gates">' in opened  # not the POST's URL
     assert "被拒绝：闸机执行失败 (unknown mode &#39;x&#39;)" in refused
     assert "ValueError" not in refused
     assert [e["name"] for e in received] == ["open", "mode"]
