@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from babel.messages.extract import extract_from_dir
 
+from station.accounts import Accounts, User
 from station.alarms import Alarms, is_alarm_event
 from station.gatehealth import gate_health
 from station.i18n import translations
@@ -212,3 +213,23 @@ async def test_the_live_feed_pushes_new_passages_and_alarms_once(store: Store) -
     assert [i.row["kind"] for i in items if i.kind == "alarm"] == ["tamper"]
     # a burst larger than one poll shows: its newest end, oldest first
     assert [r["seq"] for r in Passages(store).since(0, limit=5)] == [97, 98, 99, 100, 101]
+
+
+def test_accounts_and_sessions(store: Store) -> None:
+    accounts = Accounts(store, session_hours=1)
+    accounts.add("duty", "operator", "correct horse battery")
+    user = accounts.verify("duty", "correct horse battery")
+    assert user == User("duty", "operator") and user.may("viewer") and not user.may("admin")
+    assert accounts.verify("duty", "wrong password!") is None
+    assert accounts.verify("nobody", "correct horse battery") is None
+    token = accounts.start_session(user)
+    assert accounts.session_user(token) == user
+    assert accounts.session_user(token + "x") is None
+    with store.engine.connect() as conn:
+        stored = conn.execute(store.t["sessions"].select()).one()
+    assert stored.token_hash != token and token not in stored.token_hash  # only its hash
+    accounts.passwd("duty", "another long secret")
+    assert accounts.session_user(token) is None  # a new password ends the sessions
+    expired = Accounts(store, session_hours=1e-9)
+    old = expired.start_session(user)
+    assert expired.session_user(old) is None
