@@ -58,14 +58,19 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def _doors(raw: Any) -> list[DoorHealth]:
-    if not isinstance(raw, dict):
-        return []
+def _doors(raw: Any, known: set[str], station_modes: dict[str, str]) -> list[DoorHealth]:
+    """The reported doors, plus doors only seen in events; a mode the gate does not report is
+    the one the station last set, if any."""
+    reported = raw if isinstance(raw, dict) else {}
     doors = []
-    for door, info in sorted(raw.items()):
+    for door in sorted({str(d) for d in reported} | known):
+        info = reported.get(door)
         info = info if isinstance(info, dict) else {}
-        doors.append(DoorHealth(str(door), _text(info.get("state"), "unknown"),
-                                _text(info.get("mode"), "unknown"), _text(info.get("mode_source"))))
+        mode, source = _text(info.get("mode")), _text(info.get("mode_source"))
+        if not mode and door in station_modes:
+            mode, source = station_modes[door], "station"
+        doors.append(DoorHealth(door, _text(info.get("state"), "unknown"), mode or "unknown",
+                                source))
     return doors
 
 
@@ -90,7 +95,10 @@ def problems_of(state: str, health: dict[str, Any]) -> list[str]:
     return found
 
 
-def gate_health(view: GateView) -> GateHealth:
+def gate_health(view: GateView, *, known_doors: set[str] | None = None,
+                station_modes: dict[str, str] | None = None) -> GateHealth:
+    """The view of one gate; ``known_doors`` are doors its events named, ``station_modes`` the
+    modes the station's accepted ``mode`` commands set (door -> mode)."""
     status, health = view.status, view.health
     title = " ".join(t for t in (_text(status.get("site")), _text(status.get("name"))) if t)
     clock = health.get("clock")
@@ -104,7 +112,7 @@ def gate_health(view: GateView) -> GateHealth:
         state=view.state,
         version=_text(status.get("version")),
         last_seen_ms=max(seen) if seen else None,
-        doors=_doors(health.get("doors")),
+        doors=_doors(health.get("doors"), known_doors or set(), station_modes or {}),
         readers={str(k): str(v) for k, v in readers.items()} if isinstance(readers, dict) else {},
         camera=_text(health.get("camera"), "unknown"),
         vision=_text(health.get("vision"), ""),

@@ -36,7 +36,7 @@ from station.alarms import Alarms
 from station.commands import CommandError, send_command, signing_key
 from station.config import FACE_FILING_THRESHOLD_PERSONS, StationConfig, WebConfig
 from station.doorcontrol import MODES, check_target, command_args
-from station.gatehealth import gate_health
+from station.gatehealth import GateHealth, gate_health
 from station.i18n import HTML_LANG, LANGUAGES, pick_language, translations
 from station.live import DEFAULT_POLL_SECONDS, Item, LiveFeed
 from station.messages import SAFE_NAME
@@ -405,11 +405,24 @@ class StationWeb:
 
     async def gates_view(self, request: web.Request, message: str = "", failed: bool = False
                          ) -> web.Response:
-        views = await asyncio.to_thread(self.store.gates)
-        return self.render(request, "gates.html", back="/gates",
-                           gates=[gate_health(v) for v in views],
+        gates = await asyncio.to_thread(self._gates)
+        return self.render(request, "gates.html", back="/gates", gates=gates,
                            view="gates", message=message, failed=failed,
                            open_alarms=await self._open_alarms())
+
+    def _gates(self) -> list[GateHealth]:
+        """Every gate with its doors: reported, seen in events, and modes this station set."""
+        c = self.store.t["commands"]
+        modes: dict[str, dict[str, str]] = {}
+        with self.store.engine.connect() as conn:
+            results = conn.execute(select(c.c.gate, c.c.result).where(
+                c.c.name == "mode", c.c.ok.is_(True)).order_by(c.c.result_ms)).all()
+        for gate, result in results:
+            if isinstance(result, dict) and isinstance(result.get("mode"), str):
+                modes.setdefault(gate, {})[str(result.get("door"))] = result["mode"]
+        return [gate_health(v, known_doors=self.passages.known_doors(v.gate),
+                            station_modes=modes.get(v.gate))
+                for v in self.store.gates()]
 
     async def command(self, request: web.Request) -> web.Response:
         """Open a door or change its mode, signed like ``menjin station open/mode``."""

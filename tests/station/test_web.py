@@ -241,20 +241,29 @@ async def test_an_operator_opens_a_door_from_the_page(broker: Broker, tmp_path: 
         responder = tasks.create_task(answering_gate(broker, ready, received))
         await ready.wait()
         await sign_in(http, url, "duty")
+        async with http.get(url + "/gates") as response:
+            before = await response.text()
         async with http.post(url + "/commands", data={
                 "gate": "g1", "door": "front", "action": "open",
                 "csrf": csrf_of(http, url)}) as response:
             opened = await response.text()
         async with http.post(url + "/commands", data={
-                "gate": "g1", "door": "front", "action": "mode", "mode": "lockdown",
+                "gate": "g1", "door": "front", "action": "mode", "mode": "hold_open",
                 "csrf": csrf_of(http, url)}) as response:
             refused = await response.text()
+        async with http.post(url + "/commands", data={
+                "gate": "g1", "door": "front", "action": "mode", "mode": "lockdown",
+                "csrf": csrf_of(http, url)}) as response:
+            locked = await response.text()
         responder.cancel()
+    # a door only seen in events is listed with its commands before the gate reports its state
+    assert '<tr class="door" data-door="front">' in before and 'value="open">开门' in before
+    assert '<td class="mode mode-lockdown">封锁</td><td>管理站</td>' in locked
     assert 'id="command-result" class="ok">门 front 已开启。' in opened
     assert '<input type="hidden" name="next" value="/gates">' in opened  # not the POST's URL
     assert "被拒绝：闸机执行失败 (unknown mode &#39;x&#39;)" in refused
     assert "ValueError" not in refused
-    assert [e["name"] for e in received] == ["open", "mode"]
+    assert [e["name"] for e in received] == ["open", "mode", "mode"]
     assert all(len(str(e["sig"])) > 40 for e in received)  # signed envelopes
     actions = store.t["operator_actions"]
     with store.engine.connect() as conn:
@@ -265,7 +274,8 @@ async def test_an_operator_opens_a_door_from_the_page(broker: Broker, tmp_path: 
 
 async def answering_gate(broker: Broker, ready: asyncio.Event,
                          received: list[dict[str, Any]]) -> None:
-    """Gate g1's command side: opens accepted, a mode change failing with a Python error."""
+    """Gate g1's command side: open and lockdown accepted, hold_open failing with a Python
+    error."""
     async with aiomqtt.Client(broker.host, broker.port,
                               protocol=aiomqtt.ProtocolVersion.V5) as mqtt:
         await mqtt.subscribe("menjin/g1/cmd/+", qos=1)
@@ -273,9 +283,14 @@ async def answering_gate(broker: Broker, ready: asyncio.Event,
         async for message in mqtt.messages:
             envelope = json.loads(message.payload)  # type: ignore[arg-type]
             received.append(envelope)
-            answer = ({"ok": True, "result": {"door": "front", "opened": True}}
-                      if envelope["name"] == "open" else
-                      {"ok": False, "reason": "failed", "detail": "ValueError: unknown mode 'x'"})
+            args = envelope["args"]
+            answer: dict[str, Any] = {
+                "ok": False, "reason": "failed", "detail": "ValueError: unknown mode 'x'"}
+            if envelope["name"] == "open":
+                answer = {"ok": True, "result": {"door": args["door"], "opened": True}}
+            elif args.get("mode") == "lockdown":
+                answer = {"ok": True, "result": {"door": args["door"], "mode": "lockdown",
+                                                 "previous": "normal"}}
             await mqtt.publish(f"menjin/g1/cmd/{envelope['name']}/result", json.dumps(
                 {"v": 1, "gate": "g1", "id": envelope["id"], "name": envelope["name"],
                  **answer}), qos=1)
@@ -296,7 +311,7 @@ async def test_cli_results_in_words_and_raw_with_json(broker: Broker, tmp_path: 
         c = ("-c", str(config))
         words = await asyncio.to_thread(_menjin, "open", "g1", "front", *c)
         raw = await asyncio.to_thread(_menjin, "open", "g1", "front", "--json", *c)
-        failed = await asyncio.to_thread(_menjin, "mode", "g1", "front", "lockdown", *c)
+        failed = await asyncio.to_thread(_menjin, "mode", "g1", "front", "hold_open", *c)
         responder.cancel()
     assert (words.returncode, words.stdout) == (0, "Door front opened.\n")
     assert json.loads(raw.stdout)["result"] == {"door": "front", "opened": True}

@@ -153,7 +153,8 @@ def test_gate_health_reads_what_the_gate_reports(store: Store) -> None:
         "doors": {"front": {"state": "closed", "mode": "lockdown", "mode_source": "station"},
                   "back": "garbage"}})
     store.set_status("old", {"gate": "old", "state": "online"})  # a gate that reports little
-    north, old = (gate_health(v) for v in store.gates())
+    north_view, old_view = store.gates()
+    north, old = gate_health(north_view), gate_health(old_view)
     assert north.title == "幸福里小区 北门" and north.version == "0.3.0"
     assert [(d.door, d.state, d.mode, d.mode_source) for d in north.doors] == [
         ("back", "unknown", "unknown", ""), ("front", "closed", "lockdown", "station")]
@@ -161,6 +162,11 @@ def test_gate_health_reads_what_the_gate_reports(store: Store) -> None:
     assert (north.backlog, north.clock_trusted, north.problems) == (12, True, [])
     assert north.last_seen_ms is not None
     assert (old.title, old.doors, old.clock_trusted, old.camera) == ("old", [], None, "unknown")
+    seen = gate_health(old_view, known_doors={"gate1"}, station_modes={"gate1": "hold_open"})
+    assert [(d.door, d.state, d.mode, d.mode_source) for d in seen.doors] == [
+        ("gate1", "unknown", "hold_open", "station")]
+    reported = gate_health(north_view, station_modes={"front": "normal"})
+    assert reported.doors[1].mode == "lockdown"  # what the gate reports wins
 
 
 @pytest.mark.parametrize(("result", "en", "zh"), [
