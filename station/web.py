@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -63,6 +64,9 @@ ONE_YEAR_S = 365 * 24 * 3600
 PUBLIC_PATHS = ("/login", "/lang", "/static/")
 FILTER_FIELDS = ("gate", "door", "person", "card", "type", "since", "until", "alarms")
 SSE_KEEPALIVE_SECONDS = 15.0
+#: Failed sign-ins of one user name within the window after which it is refused for the window.
+MAX_FAILED_SIGN_INS = 5
+SIGN_IN_WINDOW_S = 300.0
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; "
@@ -129,6 +133,7 @@ class StationWeb:
         self.alarms = Alarms(store)
         self.live = LiveFeed(self.passages, self.alarms, poll_seconds=live_poll_seconds)
         self.envs = {lang: self._environment(lang) for lang in LANGUAGES}
+        self._failed_sign_ins: dict[str, list[float]] = {}
 
     # -- rendering ------------------------------------------------------------------------------
 
@@ -219,10 +224,16 @@ class StationWeb:
         form = await request.post()
         name, password = str(form.get("user", "")), str(form.get("password", ""))
         target = _safe_next(str(form.get("next", "")))
+        now = time.monotonic()
+        failures = [t for t in self._failed_sign_ins.get(name, []) if now - t < SIGN_IN_WINDOW_S]
+        if len(failures) >= MAX_FAILED_SIGN_INS:
+            return self.render(request, "login.html", status=429, next=target, locked=True)
         user = await asyncio.to_thread(self.accounts.verify, name, password)
         if user is None:
+            self._failed_sign_ins[name] = [*failures, now][-MAX_FAILED_SIGN_INS:]
             log.warning("station web: failed sign-in for %r from %s", name, request.remote)
             return self.render(request, "login.html", status=401, next=target, failed=True)
+        self._failed_sign_ins.pop(name, None)
         token = await asyncio.to_thread(self.accounts.start_session, user)
         await self._record(user, "login", None, None)
         response = self._redirect(request, target)

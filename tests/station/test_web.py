@@ -93,6 +93,25 @@ async def test_every_page_needs_sign_in_and_a_session_cookie(store: Store, tmp_p
 
 
 @pytest.mark.timeout(60)
+async def test_repeated_failed_sign_ins_lock_the_name_for_a_while(store: Store, tmp_path: Path
+                                                                  ) -> None:
+    config = station_config(tmp_path)
+    async with serving(store, config) as url, client() as http:
+        async with http.get(url + "/login"):
+            pass
+        statuses = []
+        for password in ["wrong password"] * 5 + [PASSWORD]:
+            async with http.post(url + "/login", data={
+                    "user": "chief", "password": password, "csrf": csrf_of(http, url)},
+                    allow_redirects=False) as response:
+                statuses.append(response.status)
+                page = await response.text()
+        await sign_in(http, url, "duty")  # another name is not affected
+    assert statuses == [401] * 5 + [429]
+    assert 'id="login-locked">失败次数过多：请等待五分钟后再试。' in page
+
+
+@pytest.mark.timeout(60)
 async def test_roles_limit_what_a_user_may_do(store: Store, tmp_path: Path) -> None:
     config = station_config(tmp_path)
     async with serving(store, config) as url:
