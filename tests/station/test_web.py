@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import hashlib
+import hmac
 import io
 import json
 import subprocess
@@ -20,6 +22,7 @@ import pytest
 
 from station.accounts import AccountError, Accounts
 from station.commands import keygen
+from station.queries import QueryError, read_card_key
 from station.store import Store
 from tests.broker import Broker, free_port
 from tests.station.webpage import (
@@ -205,6 +208,24 @@ async def test_live_stream_sends_rendered_rows_and_ends_at_shutdown(store: Store
     passage = data[kinds.index("passage")]
     assert passage["id"] == forced.id and "门被强行打开" in passage["html"]
     assert f'value="event:{forced.id}"' in data[kinds.index("alarm")]["html"]
+
+
+@pytest.mark.timeout(60)
+async def test_cards_are_found_through_the_sites_card_hash_key(store: Store, tmp_path: Path
+                                                               ) -> None:
+    key = bytes(range(32))
+    (tmp_path / "card.key").write_text(key.hex() + "\n")
+    ref = hmac.new(key, b"0004567890", hashlib.sha256).hexdigest()
+    store.add_events([event("g1", 7, ref=ref, kind="card")])
+    config = station_config(tmp_path, extra="card_hash_key_file: card.key\n")
+    async with serving(store, config) as url, client() as http:
+        await sign_in(http, url, "duty")
+        async with http.get(url + "/passages", params={"card": "0004567890"}) as response:
+            page = await response.text()
+    assert page.count('class="event') == 1 and f"卡 #{ref[:8]}" in page and ref not in page
+    (tmp_path / "card.key").write_text("not a key")
+    with pytest.raises(QueryError, match=r"card\.key: expected 32 raw bytes or 64 hex"):
+        read_card_key(tmp_path / "card.key")
 
 
 @pytest.mark.timeout(60)
