@@ -777,9 +777,14 @@ class Gate:
         return redacted(self.config)
 
     def _health(self) -> dict[str, Any]:
+        doors = {door_id: c.status() for door_id, c in self.doors.items()}
         return {"readers": {rid: ("ok" if v.status == "ok" else "fault")
                             for rid, v in self.readers.items()},
-                "camera": self.camera_state}
+                "camera": self.camera_state,
+                "doors": {door_id: {"state": next((a for a in ("forced", "held")
+                                                   if a in s["alarms"]), s["state"]),
+                                    "mode": s["mode"]} for door_id, s in doors.items()},
+                "tamper": any("tamper" in s["alarms"] for s in doors.values())}
 
     # ------------------------------------------------------------------ life cycle
     async def run(self) -> int:
