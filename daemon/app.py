@@ -206,8 +206,13 @@ class Gate:
         await self.uplink.run()
 
     def health(self) -> dict[str, Any]:
+        doors = {door_id: c.status() for door_id, c in self.doors.items()}
         return {"readers": self.readers.health(), "camera": self.vision.camera,
-                "vision": self.vision.status()}
+                "vision": self.vision.status(),
+                "doors": {door_id: {"state": next((a for a in ("forced", "held")
+                                                   if a in s["alarms"]), s["state"]),
+                                    "mode": s["mode"]} for door_id, s in doors.items()},
+                "tamper": any("tamper" in s["alarms"] for s in doors.values())}
 
     def doors_alive(self) -> bool:
         """True while every door part runs (the watchdog keep-alive condition)."""

@@ -172,6 +172,8 @@ class Uplink:
             "camera": extra.get("camera", "absent"),
             "cpu_temp_c": _cpu_temp_c(),
             "disk_free_bytes": disk_free,
+            # the station's gates view shows each door's state and mode, and raises tamper
+            **{key: extra[key] for key in ("doors", "tamper") if key in extra},
         }
 
     @staticmethod

@@ -90,13 +90,14 @@ class DatabaseConfig(_Strict):
 
 
 class WebConfig(_Strict):
-    enabled: bool = Field(True, description="Serve the read-only web page.")
+    enabled: bool = Field(True, description="Serve the web page.")
     bind: str = Field("127.0.0.1", description="Address to listen on; loopback by default.")
     port: int = Field(8080, ge=1, le=65535, description="TCP port of the web page.")
-    username: str = Field("station", description="HTTP basic-auth user name.")
-    password_file: Path | None = Field(
-        None, description="HTTP basic-auth password file; required when bind is not loopback.",
+    login: bool = Field(
+        True, description="Require an operator account (menjin station user add); false is "
+        "allowed only on a loopback bind and gives read-only access to whoever reaches it.",
     )
+    session_hours: float = Field(12.0, gt=0, le=720, description="Sign-in lifetime.")
     page_size: int = Field(200, ge=1, le=5000, description="Passages shown per page.")
     timezone: str = Field("Asia/Shanghai", description="Time zone of the times shown and filtered.")
 
@@ -108,8 +109,6 @@ class WebConfig(_Strict):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r} (e.g. Asia/Shanghai, UTC)") from None
         return value
-
-    _paths = field_validator("password_file")(_resolve)
 
     @property
     def is_loopback(self) -> bool:
@@ -140,9 +139,13 @@ class StationConfig(_Strict):
         description="Warn when this many persons are enrolled for face entry across all gates "
         f"(filing is required at {FACE_FILING_THRESHOLD_PERSONS}).",
     )
-    web: WebConfig = Field(description="Read-only web page.")
+    web: WebConfig = Field(description="Web page.")
+    card_hash_key_file: Path | None = Field(
+        None, description="The site's card-hash key (the gates' access.card_hash_key_file), so "
+        "the page finds passages by card number; absent = only unhashed references match.",
+    )
 
-    _paths = field_validator("portraits_dir", "signing_key")(_resolve)
+    _paths = field_validator("portraits_dir", "signing_key", "card_hash_key_file")(_resolve)
 
     @model_validator(mode="before")
     @classmethod

@@ -241,9 +241,15 @@ async def test_cli_open_prints_the_result_and_exits_by_it(broker: Broker, tmp_pa
         f"version: 1\nmqtt: {{port: {broker.port}}}\ndatabase: {{url: 'sqlite:///station.db'}}\n"
         "signing_key: station_key.pem\ncommand_timeout_seconds: 20\n")
     menjin = [sys.executable, "-c", "from menjin.cli import main; main()"]
+    # the station knows gate g1 and its door (commands to unknown ones are refused at once); the
+    # CLI finds it only in the database relative to its config file
+    known = Store(f"sqlite:///{tmp_path / 'station.db'}", portraits_dir=tmp_path / "portraits")
+    known.set_health("g1", {"gate": "g1", "doors": {"front": {"state": "closed"}}})
+    known.close()
     async with gates(broker, public, "g1"):
         proc = await asyncio.create_subprocess_exec(
-            *menjin, "station", "open", "g1", "front", "--seconds", "3", "-c", str(config_file),
+            *menjin, "station", "open", "g1", "front", "--seconds", "3", "--json",
+            "-c", str(config_file),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO)
         out, err = await proc.communicate()
         refused = await asyncio.create_subprocess_exec(
@@ -253,7 +259,6 @@ async def test_cli_open_prints_the_result_and_exits_by_it(broker: Broker, tmp_pa
     assert proc.returncode == 0, err.decode()
     printed = json.loads(out)
     assert printed["ok"] is True and printed["result"]["door"] == "front"
-    assert (tmp_path / "station.db").exists()  # relative to the config file
     assert refused.returncode == 78
     assert b"missing.yaml:1:1: cannot read" in refused_err
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from station.config import ConfigError, load_station_config
-from station.web import WebConfigError, web_password
+from station.web import WebConfigError, check_web_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -17,7 +17,7 @@ def test_the_example_loads() -> None:
     assert config.mqtt.share_group == "station"
     assert config.signing_key == REPO / "config" / "station_key.pem"
     assert config.database.url == f"sqlite:///{REPO / 'config' / 'station.db'}"
-    assert web_password(config.web) is None  # loopback needs no password
+    assert config.web.login  # operator accounts by default
 
 
 @pytest.mark.parametrize(
@@ -42,16 +42,16 @@ def test_problems_are_reported_with_their_line(tmp_path: Path, text: str, proble
     assert caught.value.problems == [f"{path}:{problem}"]
 
 
-def test_a_public_web_page_needs_a_password(tmp_path: Path) -> None:
+def test_a_public_web_page_needs_sign_in(tmp_path: Path) -> None:
     path = tmp_path / "station.yaml"
+    path.write_text("version: 1\nweb: {bind: 0.0.0.0, login: false}\n")
+    with pytest.raises(WebConfigError, match=r"web\.bind is 0\.0\.0\.0, not loopback: "
+                       r"web\.login: false is only allowed on 127\.0\.0\.1"):
+        check_web_config(load_station_config(path).web)
+    path.write_text("version: 1\nweb: {bind: 127.0.0.1, login: false}\n")
+    check_web_config(load_station_config(path).web)
     path.write_text("version: 1\nweb: {bind: 0.0.0.0}\n")
-    config = load_station_config(path)
-    with pytest.raises(WebConfigError, match=r"web\.bind is 0\.0\.0\.0, not loopback: set "
-                       r"web\.password_file"):
-        web_password(config.web)
-    (tmp_path / "pw").write_text("s3cret\n")
-    path.write_text("version: 1\nweb: {bind: 0.0.0.0, password_file: pw}\n")
-    assert web_password(load_station_config(path).web) == "s3cret"
+    check_web_config(load_station_config(path).web)
 
 
 def test_defaults_are_relative_to_the_config_file(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from protocol.envelope import new_command
 from protocol.topics import GateTopics
 from station.commands import keygen, send_command, signing_key
 from station.config import DatabaseConfig, MqttConfig, StationConfig
+from station.gatehealth import gate_health
 from station.receiver import Receiver
 from station.store import Store
 from tests.broker import Broker, start_broker
@@ -341,3 +342,17 @@ async def replay_on(station: Station, gate: str, envelope: dict[str, Any]) -> di
                 if result.get("id") == envelope["id"]:
                     return dict(result)
     raise AssertionError("no result")
+
+
+@pytest.mark.timeout(120)
+def test_the_gates_view_shows_each_running_gates_doors(
+    station: Station, gates: dict[str, GateProcess]
+) -> None:
+    """A running gate's health carries its doors' state and mode, as the page shows them."""
+    wait_for(lambda: all("front" in (g.health.get("doors") or {}) for g in station.store.gates()),
+             "doors in both gates' health", list(gates.values()))
+    for view in station.store.gates():
+        shown = gate_health(view)
+        assert [(d.door, d.mode) for d in shown.doors] == [("front", "normal")], view.gate
+        assert shown.doors[0].state in ("locked", "unlocked", "open")
+        assert view.health["tamper"] is False and shown.problems == []
