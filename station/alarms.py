@@ -14,8 +14,8 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, or_, select, update
 
+from protocol.events import ALARM_TYPES
 from station.gatehealth import problems_of
-from station.messages import ALARM_TYPES
 from station.store import Store, now_ms
 
 #: Event types that raise an alarm besides the contract's alarm types.
