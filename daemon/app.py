@@ -51,6 +51,7 @@ from daemon.audit import AuditLog, forward_new
 from daemon.commands import CommandProcessor
 from daemon.config import CameraSection, DoorSection, GateConfig, ReaderSection, VisionSection
 from daemon.configfile import EX_CONFIG, ConfigError, load_config
+from daemon.credentials import load_osdp_key, load_station_key
 from daemon.door import DoorController
 from daemon.events import Event, EventBus
 from daemon.gatecontrol import GateControl
@@ -503,7 +504,7 @@ class Gate:
         from drivers.osdp import OsdpReader  # fails with the install hint without the extra
 
         assert port is not None
-        key = bytes.fromhex(s.osdp_key_file.read_text().strip()) if s.osdp_key_file else None
+        key = load_osdp_key(s.osdp_key_file) if s.osdp_key_file else None
         return OsdpReader(port, address=s.osdp_address, scbk=key, baud=s.baud,
                           formats=s.formats, **callbacks)
 
@@ -679,15 +680,13 @@ class Gate:
         await self.uplink.run()
 
     def _commands(self, config: GateConfig) -> CommandProcessor:
-        from station.protocol import load_public_key
-
         assert self.journal is not None and config.uplink is not None
         key_file = config.uplink.station_public_key_file
         if key_file is None:
             log.warning("uplink: no station_public_key_file: every station command is refused")
         return CommandProcessor(
             gate=config.gate.id,
-            station_key=load_public_key(key_file) if key_file is not None else None,
+            station_key=load_station_key(key_file) if key_file is not None else None,
             remember_nonce=self.journal.remember_nonce, emit=self.emit,
             handlers=self._command_handlers(),
         )
@@ -943,14 +942,27 @@ class Gate:
             self.emit(Event("config.rejected", reason="needs_restart",
                             data={"problems": [message], "sections": fixed}))
             return False
-        logsetup.configure(new.logging.level, new.logging.components)
-        self.config = new
-        self.access.set_policies(door_policies(new))
-        changed = await self.apply(new)
+        old = self.config
+        try:
+            changed = await self._switch_config(new)
+        except Exception as exc:  # a part that cannot be set up: back to what ran before
+            await self._switch_config(old)
+            problem = f"{self.config_path}:1:1: cannot apply: {exc}"
+            log.error("config reload rejected, still running on the previous config: %s", problem)
+            self.emit(Event("config.rejected", reason="apply_failed",
+                            data={"problems": [problem]}))
+            return False
         log.info("config reloaded; restarted parts: %s", ", ".join(changed) or "none")
         self.emit(Event("config.reloaded", data={"changed": changed}))
         self.audit("config.reload", actor="signal:SIGHUP", details={"changed": changed})
         return True
+
+    async def _switch_config(self, config: GateConfig) -> list[str]:
+        logsetup.configure(config.logging.level, config.logging.components)
+        self.config = config
+        self.access.set_policies(door_policies(config))
+        return await self.apply(config)
+
 
 def _threadsafe(loop: asyncio.AbstractEventLoop, callback: Callable[..., None],
                 *args: Any) -> None:

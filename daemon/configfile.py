@@ -47,7 +47,7 @@ EX_CONFIG = 78  # sysexits.h: systemd's RestartPreventExitStatus stops a restart
 #: doors was given to the wrong command.
 STATION_KEYS = frozenset({"mqtt", "database", "web", "signing_key", "portraits_dir"})
 #: Stand-ins for required values that failed validation, so the cross-checks can still run.
-PLACEHOLDERS: dict[tuple[str, ...], Any] = {
+PLACEHOLDERS: dict[tuple[str | int, ...], Any] = {
     ("version",): 1,
     ("gate",): {"id": "invalid", "site": "invalid"},
     ("gate", "id"): "invalid",
@@ -118,7 +118,8 @@ def load_config_file(path: Path | str, *, check_files: bool = True) -> LoadedCon
     if not state_dir.is_absolute():
         state_dir = config_dir / state_dir
     context = {"config_dir": config_dir, "state_dir": state_dir}
-    problems, config, invalid_ids = _validate(root, file, context, env)
+    problems, config, pruned = _validate(root, file, context, env)
+    invalid_ids = {str(loc[1]) for loc in pruned if len(loc) == 2 and loc[0] in ("doors", "readers")}
     warnings: list[Problem] = []
     if config is not None:
         if check_files:
@@ -127,7 +128,7 @@ def load_config_file(path: Path | str, *, check_files: bool = True) -> LoadedCon
         for loc, message in semantic_problems(config, check_files=check_files,
                                               invalid_ids=invalid_ids):
             line, col = _position(root, loc)
-            if (line + 1, col + 1) not in taken:
+            if (line + 1, col + 1) not in taken and not _near(loc, pruned):
                 problems.append(Problem(file, line + 1, col + 1, dotted(loc), message))
     for loc, names in env.missing.items():
         line, col = _position(root, loc)
@@ -200,29 +201,34 @@ def _node(root: Any, loc: Loc) -> Any:
 
 
 # ------------------------------------------------------------------ validation
+def _near(loc: Loc, pruned: Iterable[Loc]) -> bool:
+    """``loc`` is inside, or contains, a value left out as invalid (its problem is known)."""
+    return any(loc[: len(p)] == p or p[: len(loc)] == loc for p in pruned)
+
+
 def _validate(
     root: Any, file: str, context: Mapping[str, Any], env: EnvUse,
-) -> tuple[list[Problem], GateConfig | None, frozenset[str]]:
+) -> tuple[list[Problem], GateConfig | None, set[Loc]]:
     """Schema problems, and a config from what is valid (``None`` when too little is).
 
     The first validation reports every schema problem; the values at fault are then left out
     one round at a time (an entry missing a required key goes as a whole) until the rest
-    validates, so the cross-checks see everything else.  Returns the ids of doors and readers
-    that were left out: references to them are not "unknown".
+    validates, so the cross-checks see everything else.  Also returns the locations left out
+    (or replaced): cross-checks near them would only repeat the problem.
     """
     data = _plain(root)
     problems: list[Problem] = []
-    invalid_ids: set[str] = set()
+    pruned: set[Loc] = set()
     for round_ in range(MAX_REPAIR_ROUNDS):
         try:
-            return problems, GateConfig.model_validate(data, context=context), frozenset(invalid_ids)
+            return problems, GateConfig.model_validate(data, context=context), pruned
         except ValidationError as exc:
             errors = exc.errors()
             if round_ == 0:
                 problems = _validation_problems(errors, root, file, env)
-            if not all(_repair(data, err, invalid_ids) for err in errors):
+            if not all(_repair(data, err, pruned) for err in errors):
                 break
-    return problems, None, frozenset(invalid_ids)
+    return problems, None, pruned
 
 
 def _plain(node: Any) -> Any:
@@ -234,27 +240,18 @@ def _plain(node: Any) -> Any:
     return node
 
 
-def _repair(data: dict[str, Any], err: Mapping[str, Any], invalid_ids: set[str]) -> bool:
+def _repair(data: dict[str, Any], err: Mapping[str, Any], pruned: set[Loc]) -> bool:
     """Leave out the value of one error (or use a stand-in); False when nothing can be done."""
     loc = _clean_loc(tuple(err["loc"]))
-    if err["type"] == "missing":
-        if tuple(loc) in PLACEHOLDERS:
-            parent = _node(data, loc[:-1])
-            if isinstance(parent, dict):
-                parent[str(loc[-1])] = copy.deepcopy(PLACEHOLDERS[tuple(str(p) for p in loc)])
-                return True
-            return False
+    if err["type"] == "missing" and loc not in PLACEHOLDERS:
         loc = loc[:-1]  # the entry without its required key goes
     while loc and isinstance(loc[-1], int):  # a bad list item: the whole list goes
         loc = loc[:-1]
     if not loc:
         return False
-    if tuple(loc) in PLACEHOLDERS and loc != ("gate",):
-        return _set(data, loc, copy.deepcopy(PLACEHOLDERS[tuple(str(p) for p in loc)]))
-    if loc == ("gate",):
-        return _set(data, loc, copy.deepcopy(PLACEHOLDERS[("gate",)]))
-    if len(loc) == 2 and loc[0] in ("doors", "readers"):
-        invalid_ids.add(str(loc[1]))
+    pruned.add(loc)
+    if loc in PLACEHOLDERS:
+        return _set(data, loc, copy.deepcopy(PLACEHOLDERS[loc]))
     parent = _node(data, loc[:-1])
     if isinstance(parent, dict) and loc[-1] in parent:
         del parent[loc[-1]]

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from daemon.cli import app
-from daemon.configcli import SCHEMA_FILE, schema_text
+from daemon.configschema import SCHEMA_FILE, schema_text
 from daemon.configfile import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[2]

@@ -243,7 +243,7 @@ async def test_cli_open_prints_the_result_and_exits_by_it(broker: Broker, tmp_pa
     async with gates(broker, public, "g1"):
         proc = await asyncio.create_subprocess_exec(
             *menjin, "station", "open", "g1", "front", "--seconds", "3", "-c", str(config_file),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO)
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=tmp_path)
         out, err = await proc.communicate()
         refused = await asyncio.create_subprocess_exec(
             *menjin, "station", "open", "g1", "front", "-c", str(tmp_path / "missing.yaml"),
@@ -252,7 +252,7 @@ async def test_cli_open_prints_the_result_and_exits_by_it(broker: Broker, tmp_pa
     assert proc.returncode == 0, err.decode()
     printed = json.loads(out)
     assert printed["ok"] is True and printed["result"]["door"] == "front"
-    assert (tmp_path / "station.db").exists()  # relative to the config file
+    assert (tmp_path / "station.db").exists()  # relative to the working directory
     assert refused.returncode == 78
     assert b"missing.yaml:1:1: cannot read" in refused_err
 
