@@ -219,6 +219,11 @@ def _validate(
     data = _plain(root)
     problems: list[Problem] = []
     pruned: set[Loc] = set()
+    for loc in env.missing:  # an unset variable is reported as such, not by what "" breaks
+        parent = _node(data, loc[:-1])
+        if isinstance(parent, dict):
+            del parent[loc[-1]]
+            pruned.add(loc)
     for round_ in range(MAX_REPAIR_ROUNDS):
         try:
             return problems, GateConfig.model_validate(data, context=context), pruned
@@ -273,6 +278,8 @@ def _validation_problems(
     problems: dict[tuple[int, int, str], Problem] = {}
     for err in errors:
         loc = _clean_loc(tuple(err["loc"]))
+        if loc in env.missing:
+            continue
         if err["type"] == "extra_forbidden":
             line, col = _key_position(root, loc)
         elif err["type"] == "missing":
