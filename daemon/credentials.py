@@ -47,7 +47,8 @@ def load_station_key(path: Path) -> Ed25519PublicKey:
         ) from None
     if not isinstance(key, Ed25519PublicKey):
         raise CredentialError(
-            f"{path} holds a {type(key).__name__.removeprefix('_')} key, not Ed25519; "
+            f"{path} holds a public key of type {type(key).__name__.removesuffix('PublicKey')}, "
+            "not Ed25519; "
             "the station signs with Ed25519 (menjin station keygen)"
         )
     return key
