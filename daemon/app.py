@@ -946,8 +946,11 @@ class Gate:
         try:
             changed = await self._switch_config(new)
         except Exception as exc:  # a part that cannot be set up: back to what ran before
-            await self._switch_config(old)
             problem = f"{self.config_path}:1:1: cannot apply: {exc}"
+            try:
+                await self._switch_config(old)
+            except Exception:
+                log.exception("could not return every part to the previous config")
             log.error("config reload rejected, still running on the previous config: %s", problem)
             self.emit(Event("config.rejected", reason="apply_failed",
                             data={"problems": [problem]}))

@@ -91,7 +91,14 @@ def load_config(path: Path | str, *, check_files: bool = True) -> GateConfig:
 
     Warnings (see :func:`load_config_file`) are logged once.
     """
-    loaded = load_config_file(path, check_files=check_files)
+    try:
+        loaded = load_config_file(path, check_files=check_files)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a loader bug must not stop a running gate on SIGHUP either
+        log.exception("loading %s failed", path)
+        raise ConfigError([Problem(str(path), 1, 1, "", f"cannot load: {exc!r} (a bug in "
+                                                          "menjin: please report it)")]) from exc
     for warning in loaded.warnings:
         log.warning("%s", warning)
     return loaded.config
