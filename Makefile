@@ -43,6 +43,6 @@ test: $(VENV) test-deps
 	$(BIN)/python -m pytest
 
 lint: $(VENV)
-	$(BIN)/ruff check daemon drivers vision station tests bench
-	$(BIN)/mypy --strict drivers daemon
+	$(BIN)/ruff check daemon drivers vision station yamlconfig tests bench
+	$(BIN)/mypy --strict drivers daemon yamlconfig
 	$(BIN)/lint-imports

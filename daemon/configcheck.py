@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Callable, Collection, Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +165,7 @@ def _door_issues(config: GateConfig, invalid: Collection[str]) -> Iterator[Issue
 def _vision_issues(config: GateConfig, invalid: Collection[str]) -> Iterator[Issue]:
     camera = config.camera
     if camera is not None and camera.door not in config.doors and camera.door not in invalid:
-        yield ("camera", "door"), _unknown("door", config.camera.door, config.doors)
+        yield ("camera", "door"), _unknown("door", camera.door, config.doors)
     if config.vision is not None and config.vision.enabled and config.camera is None:
         yield ("vision",), "vision is enabled but no camera is configured"
 
@@ -218,7 +219,8 @@ def _model_files(config: GateConfig) -> list[tuple[Loc, Path]]:
         (("vision", "embedder", "path"), vision.embedder.path),
     ]
     if vision.liveness is not None:
-        files += [(("vision", "liveness", "paths", i), p) for i, p in enumerate(vision.liveness.paths)]
+        files += [(("vision", "liveness", "paths", i), p)
+                  for i, p in enumerate(vision.liveness.paths)]
     return files
 
 
@@ -233,21 +235,20 @@ def _credential_loaders(config: GateConfig) -> Iterator[tuple[Loc, Callable[[], 
     if uplink is not None and uplink.enabled:
         tls = uplink.tls
         if tls is not None:
-            yield ("uplink", "tls", "ca_file"), lambda: tls_context(
-                tls.ca_file, tls.cert_file, tls.key_file)
+            yield ("uplink", "tls", "ca_file"), partial(
+                tls_context, tls.ca_file, tls.cert_file, tls.key_file)
         if uplink.password_file is not None:
-            password_file = uplink.password_file
-            yield ("uplink", "password_file"), lambda: read_password(password_file)
+            yield ("uplink", "password_file"), partial(read_password, uplink.password_file)
         if uplink.station_public_key_file is not None:
-            station_key = uplink.station_public_key_file
-            yield ("uplink", "station_public_key_file"), lambda: load_station_key(station_key)
+            yield ("uplink", "station_public_key_file"), partial(
+                load_station_key, uplink.station_public_key_file)
     if config.access.card_hash_key_file is not None:
-        card_key = config.access.card_hash_key_file
-        yield ("access", "card_hash_key_file"), lambda: load_card_hash_key(card_key)
+        yield ("access", "card_hash_key_file"), partial(
+            load_card_hash_key, config.access.card_hash_key_file)
     for reader_id, reader in config.readers.items():
         if reader.osdp_key_file is not None:
-            osdp_key = reader.osdp_key_file
-            yield ("readers", reader_id, "osdp_key_file"), lambda: load_osdp_key(osdp_key)
+            yield ("readers", reader_id, "osdp_key_file"), partial(
+                load_osdp_key, reader.osdp_key_file)
 
 
 def _file_issues(config: GateConfig) -> Iterator[Issue]:

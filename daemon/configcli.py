@@ -53,14 +53,14 @@ def check_config(
         typer.echo(f"{len(problems)} problem(s) found", err=True)
         raise typer.Exit(EX_CONFIG)
     for item in loaded:
-        file, cfg = item.file, item.config
+        cfg = item.config
         for problem in item.warnings:
             typer.echo(f"{problem.file}:{problem.line}:{problem.column}: warning: "
                        f"{problem.path}: {problem.message}", err=True)
         for warning in [] if no_files else _resident_warnings(cfg):
-            typer.echo(f"{file}: warning: {warning}", err=True)
+            typer.echo(f"{item.file}: warning: {warning}", err=True)
         typer.echo(
-            f"{file}: OK: gate {cfg.gate.id}, {len(cfg.doors)} door(s), {len(cfg.readers)} "
+            f"{item.file}: OK: gate {cfg.gate.id}, {len(cfg.doors)} door(s), {len(cfg.readers)} "
             f"reader(s), camera {'yes' if cfg.camera else 'no'}, "
             f"{'simulate' if cfg.hardware.simulate else cfg.hardware.gpio_backend} mode, "
             f"portraits {cfg.privacy.portraits}, "

@@ -126,7 +126,8 @@ def load_config_file(path: Path | str, *, check_files: bool = True) -> LoadedCon
         state_dir = config_dir / state_dir
     context = {"config_dir": config_dir, "state_dir": state_dir}
     problems, config, pruned = _validate(root, file, context, env)
-    invalid_ids = {str(loc[1]) for loc in pruned if len(loc) == 2 and loc[0] in ("doors", "readers")}
+    invalid_ids = {str(loc[1]) for loc in pruned
+                   if len(loc) == 2 and loc[0] in ("doors", "readers")}
     warnings: list[Problem] = []
     if config is not None:
         if check_files:

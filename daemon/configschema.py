@@ -29,7 +29,7 @@ def _needs_reference(node: dict[str, Any]) -> bool:
     kind = node.get("type")
     if kind in ("integer", "number", "boolean"):
         return True
-    return kind == "string" and any(key in node for key in _CHECKED) or (
+    return (kind == "string" and any(key in node for key in _CHECKED)) or (
         kind is None and "enum" in node
     )
 

@@ -32,7 +32,8 @@ def _tool(name: str) -> str:
 
 def test_ruff_is_clean() -> None:
     result = subprocess.run(
-        [_tool("ruff"), "check", "daemon", "drivers", "vision", "station", "tests", "bench"],
+        [_tool("ruff"), "check", "daemon", "drivers", "vision", "station", "yamlconfig", "tests",
+         "bench"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -41,7 +42,7 @@ def test_ruff_is_clean() -> None:
 @pytest.mark.timeout(600)
 def test_mypy_strict_on_drivers_and_daemon() -> None:
     result = subprocess.run(
-        [_tool("mypy"), "--strict", "drivers", "daemon"],
+        [_tool("mypy"), "--strict", "drivers", "daemon", "yamlconfig"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -10,6 +10,7 @@ The same pass finds every duplicated key and names both places, which ruamel's o
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -293,7 +294,9 @@ def _indent_message(lines: list[str], row: int) -> str:
             "with spaces to the column of the key it belongs under")
 
 
-def _colon_problem(lines: list[str], row: int, col: int, at: Any) -> Problem:
+def _colon_problem(
+    lines: list[str], row: int, col: int, at: Callable[[int, int, str], Problem],
+) -> Problem:
     """``mapping values are not allowed here``: a ``key:`` where no key can start."""
     text = lines[row] if row < len(lines) else ""
     above = _previous(lines, row)

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from daemon.cli import app
-from daemon.configschema import SCHEMA_FILE, schema_text
 from daemon.configfile import ConfigError, load_config
+from daemon.configschema import SCHEMA_FILE, schema_text
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config" / "example.yaml"

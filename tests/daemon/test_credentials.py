@@ -85,7 +85,7 @@ def test_a_station_key_the_daemon_cannot_use_fails_the_check(
     code, lines = check(tmp_path)
     assert code == 78
     assert lines[0] == f"8:28: uplink.station_public_key_file: {key} {message}"
-    with pytest.raises(CredentialError, match="Ed25519|PEM public key"):
+    with pytest.raises(CredentialError, match=r"Ed25519|PEM public key"):
         load_station_key(key)
 
 
@@ -153,7 +153,8 @@ def test_other_secret_files_are_loaded_as_the_daemon_loads_them(tmp_path: Path) 
     config = CONFIG.replace("  station_public_key_file: station.pub\n",
                             "  password_file: mqtt-password\n")
     config = config.replace("uplink:", "access: {card_hash_key_file: card.key}\nuplink:")
-    config += "readers:\n  r1: {type: osdp, door: front, port: /dev/ttyUSB0, osdp_key_file: sc.key}\n"
+    config += ("readers:\n"
+               "  r1: {type: osdp, door: front, port: /dev/ttyUSB0, osdp_key_file: sc.key}\n")
     (tmp_path / "mqtt-password").write_text("\n")
     (tmp_path / "card.key").write_text("abcd\n")
     (tmp_path / "sc.key").write_text("0011\n")

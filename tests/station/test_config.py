@@ -41,7 +41,7 @@ def test_the_example_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         ("version: 1\nmqtt:\n  host: ${MENJIN_TEST_UNSET}\n",
          "3:9: mqtt.host: environment variable MENJIN_TEST_UNSET is not set (set it, or give a "
          "default: ${MENJIN_TEST_UNSET:-value})"),
-        ("version: 1\nmqtt: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]\n",
+        ("version: 1\nmqtt: " + "[" * 36 + "]" * 36 + "\n",
          "2:38: nested more than 32 levels deep (a config needs a few; is an indentation or a "
          "bracket wrong?)"),
         ("version: 1\nweb:\n  timezone: Mars/Olympus\n",

@@ -129,7 +129,8 @@ def test_ordinary_aliases_still_work() -> None:
     ("text", "where"),
     [
         ("a: " + "[" * 1000 + "]" * 1000 + "\n", f"1:{3 + MAX_DEPTH}"),  # the top level counts
-        ("".join("  " * i + f"k{i}:\n" for i in range(1000)), f"{MAX_DEPTH + 1}:{2 * MAX_DEPTH + 1}"),
+        ("".join("  " * i + f"k{i}:\n" for i in range(1000)),
+         f"{MAX_DEPTH + 1}:{2 * MAX_DEPTH + 1}"),
     ],
     ids=["flow", "block"],
 )
