@@ -451,7 +451,7 @@ def _without_missing_models(
     names = ", ".join(path.name for _, path in missing)
     line, col = _position(root, loc)
     warning = Problem(
-        file, line + 1, col + 1, "vision",
+        file, line + 1, col + 1, dotted(loc),
         f"face recognition disabled: model file(s) not found in {first.parent}: {names}; "
         "to enable it, put the models there or set MENJIN_MODELS to the folder holding them "
         "(vision.enabled: false silences this)",
