@@ -21,6 +21,12 @@ EXAMPLE = REPO / "config" / "example.yaml"
 START_TIMEOUT_SECONDS = 60.0
 
 
+def detector_line() -> int:
+    """Line of the detector's model path in the example (where the vision warning points)."""
+    lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
+    return next(i for i, line in enumerate(lines, 1) if "face_detection_yunet" in line)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -58,7 +64,7 @@ def test_example_runs_in_simulate_mode_without_models(tmp_path: Path) -> None:
         notify.close()
     lines = [line for line in log.read_text().splitlines() if "face recognition" in line]
     assert lines == [
-        f"{EXAMPLE}:83:11: vision.detector.path: face recognition disabled: model file(s) not "
+        f"{EXAMPLE}:{detector_line()}:11: vision.detector.path: face recognition disabled: model file(s) not "
         f"found in {tmp_path / 'no-models-here'}: face_detection_yunet_2026may.onnx, "
         "mobilefacenet_paddlex_128d.onnx, 2.7_80x80_MiniFASNetV2.onnx, "
         "4_0_0_80x80_MiniFASNetV1SE.onnx; to enable it, put the models there or set "
