@@ -489,7 +489,8 @@ def test_example_runs_without_models_with_vision_off_and_one_line_saying_why(
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
         f"{EXAMPLE}:{detector_line()}:11: warning: vision.detector.path: face recognition "
-        f"disabled: model file(s) not found in {tmp_path / 'no-models-here'}: face_detection_yunet_2026may.onnx, "
+        f"disabled: model file(s) not found in {tmp_path / 'no-models-here'}: "
+        "face_detection_yunet_2026may.onnx, "
         "mobilefacenet_paddlex_128d.onnx, 2.7_80x80_MiniFASNetV2.onnx, "
         "4_0_0_80x80_MiniFASNetV1SE.onnx; to enable it, put the models there or set "
         "MENJIN_MODELS to the folder holding them (vision.enabled: false silences this)",

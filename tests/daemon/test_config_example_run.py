@@ -65,7 +65,8 @@ def test_example_runs_in_simulate_mode_without_models(tmp_path: Path) -> None:
     lines = [line for line in log.read_text().splitlines() if "face recognition" in line]
     assert lines == [
         f"{EXAMPLE}:{detector_line()}:11: vision.detector.path: face recognition disabled: "
-        f"model file(s) not found in {tmp_path / 'no-models-here'}: face_detection_yunet_2026may.onnx, "
+        f"model file(s) not found in {tmp_path / 'no-models-here'}: "
+        "face_detection_yunet_2026may.onnx, "
         "mobilefacenet_paddlex_128d.onnx, 2.7_80x80_MiniFASNetV2.onnx, "
         "4_0_0_80x80_MiniFASNetV1SE.onnx; to enable it, put the models there or set "
         "MENJIN_MODELS to the folder holding them (vision.enabled: false silences this)"
