@@ -60,6 +60,10 @@ UNITS = {"_seconds": "seconds", "_ms": "milliseconds", "_mb": "megabytes", "_day
          "_px": "pixels"}
 PIN_KEYS = frozenset({"pin", "d0_pin", "d1_pin", "green", "red", "buzzer"})
 
+PYDANTIC_MARKERS = frozenset({"int", "str", "bool", "float", "[key]"})
+PYDANTIC_WRAPPER = re.compile(r"(function-(after|before|wrap|plain)|lax-or-strict|json-or-python|"
+                              r"nullable|union|tagged-union|chain|default|constrained-\w+)\[")
+
 Loc = tuple[str | int, ...]
 
 
@@ -255,7 +259,7 @@ def _plain(node: Any) -> Any:
 
 def _repair(data: dict[str, Any], err: Mapping[str, Any], pruned: set[Loc]) -> bool:
     """Leave out the value of one error (or use a stand-in); False when nothing can be done."""
-    loc = _clean_loc(tuple(err["loc"]))
+    loc = _clean_loc(err)
     if err["type"] == "missing" and loc not in PLACEHOLDERS:
         loc = loc[:-1]  # the entry without its required key goes
     while loc and isinstance(loc[-1], int):  # a bad list item: the whole list goes
@@ -285,7 +289,7 @@ def _validation_problems(
 ) -> list[Problem]:
     problems: dict[tuple[int, int, str], Problem] = {}
     for err in errors:
-        loc = _clean_loc(tuple(err["loc"]))
+        loc = _clean_loc(err)
         if loc in env.missing:
             continue
         if err["type"] == "extra_forbidden":
@@ -365,18 +369,23 @@ def _inner_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _clean_loc(loc: tuple[Any, ...]) -> Loc:
-    """Drop pydantic's union-branch markers (``int``, ``str``, ``function-after[...]``)."""
+def _clean_loc(err: Mapping[str, Any]) -> Loc:
+    """An error's location without pydantic's markers (``int``, ``function-after[...]``, ...).
+
+    The last element of an unknown key's location is the installer's key, whatever it reads.
+    """
+    loc = tuple(err["loc"])
+    last = len(loc) - 1 if err["type"] == "extra_forbidden" else -1
     return tuple(
-        p
-        for p in loc
-        if not (isinstance(p, str) and (p in {"int", "str", "bool", "float"} or "[" in p))
+        p for i, p in enumerate(loc)
+        if i == last or not (isinstance(p, str) and (
+            p in PYDANTIC_MARKERS or PYDANTIC_WRAPPER.match(p)))
     )
 
 
 def _message(err: Mapping[str, Any], loc: Loc) -> str:
     kind = err["type"]
-    if kind == "extra_forbidden":
+    if kind == "extra_forbidden" and loc:
         model = _model_at(loc[:-1])
         key = str(loc[-1])
         msg = f"unknown key {key!r}"

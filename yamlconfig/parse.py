@@ -96,7 +96,7 @@ def parse_yaml(text: str, file: str) -> Any:
         return yaml.load(text)
     except MarkedYAMLError as exc:
         raise ProblemError([_syntax_problem(exc, text, file)]) from None
-    except (YAMLError, ValueError, RecursionError) as exc:  # the scan should have caught these
+    except (YAMLError, ValueError, TypeError, RecursionError) as exc:  # the scan catches these
         raise ProblemError([Problem(file, 1, 1, "", f"cannot parse: {exc}")]) from None
 
 
@@ -176,6 +176,9 @@ def _scan(events: Any, file: str) -> list[Problem]:
             if event.anchor:
                 anchors[event.anchor] = (1, 0)
             finished(1, 0)
+        elif is_key:
+            raise fail(event, "a key must be a plain name, not a list, a mapping or an alias "
+                              "(is a ':' or an indentation misplaced?)")
         elif isinstance(event, AliasEvent):
             weight, below = anchors.get(event.anchor or "", (1, 0))
             total += weight
@@ -185,8 +188,6 @@ def _scan(events: Any, file: str) -> list[Problem]:
                                   "nesting aliases")
             if len(frames) + below > MAX_DEPTH:
                 raise fail(event, f"nested more than {MAX_DEPTH} levels deep through this alias")
-            if is_key and top is not None:
-                top.key = None
             finished(weight, below)
         elif isinstance(event, CollectionStartEvent):
             total += 1
@@ -194,8 +195,6 @@ def _scan(events: Any, file: str) -> list[Problem]:
                 raise fail(event, f"nested more than {MAX_DEPTH} levels deep (a config needs "
                                   "a few; is an indentation or a bracket wrong?)")
             loc: Loc = () if top is None else (*top.loc, _child_key(top))
-            if is_key and top is not None:
-                top.key = None
             frames.append(_Frame(loc, isinstance(event, MappingStartEvent), event.anchor))
         if total > MAX_NODES:
             raise fail(event, f"the file holds more than {MAX_NODES} values")

@@ -6,6 +6,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from daemon.cli import app
@@ -542,3 +544,24 @@ def test_no_file_checks_opens_no_file_but_the_config(tmp_path: Path) -> None:
         f"{path}:19:28: uplink.station_public_key_file: file not found: {tmp_path}/missing.pub "
         "(copy station_key.pub.pem from the station: menjin station keygen)",
     ]
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    start=st.integers(0, len(MINIMAL)),
+    length=st.integers(0, 12),
+    insert=st.text(alphabet=st.sampled_from(list("ab17:- \n{}[]'\"&*#${}x")), max_size=12),
+)
+def test_any_damaged_config_gives_problems_never_a_crash(
+    tmp_path: Path, start: int, length: int, insert: str
+) -> None:
+    """Every edit of a valid file either loads or raises ConfigError with positioned lines."""
+    path = tmp_path / "fuzz.yaml"
+    path.write_text(MINIMAL[:start] + insert + MINIMAL[start + length:], encoding="utf-8")
+    try:
+        load_config(path, check_files=False)
+    except ConfigError as exc:
+        assert exc.problems
+        assert all(p.line >= 1 and p.column >= 1 and "a bug in menjin" not in p.message
+                   for p in exc.problems), exc.problems
