@@ -210,8 +210,10 @@ def test_environment_values_are_expanded_and_remembered() -> None:
     assert expand_env(parse_yaml("a: ${NOPE}\n", "f.yaml"), {}).missing == {("a",): ["NOPE"]}
 
 
-@pytest.mark.parametrize(("text", "where"), [("? [a, b]\n: 1\n", "1:3"), ("a: &x 1\n*x : 2\n", "2:1"),
-                                             ("{a: 1}: x\n", "1:1")])
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [("? [a, b]\n: 1\n", "1:3"), ("a: &x 1\n*x : 2\n", "2:1"), ("{a: 1}: x\n", "1:1")],
+)
 def test_a_key_that_is_not_a_name_is_refused(text: str, where: str) -> None:
     assert problems_of(text) == [
         f"{where}: a key must be a plain name, not a list, a mapping or an alias (is a ':' or an "
