@@ -249,6 +249,11 @@ def _syntax_problem(exc: MarkedYAMLError, text: str, file: str) -> Problem:
             and start is not None:
         bracket = opener(start.line, start.column)
         close = _CLOSERS.get(bracket, "]")
+        text = lines[line] if line < len(lines) else ""
+        if "${" in text[max(0, col - 2): col + 1]:  # '{' of ${VAR} read as a flow mapping
+            return at(line, col - 1 if text[col - 1: col] == "$" else col,
+                      f"a ${{VAR}} inside '{bracket} {close}' must be quoted ('${{VAR}}'), or "
+                      "write the values on indented lines")
         return at(start.line, start.column,
                   f"the '{bracket}' opened here is not closed: expected ',' or '{close}' "
                   f"before line {line + 1}, column {col + 1}")

@@ -57,6 +57,11 @@ SYNTAX = [
         "line 2, column 5",
     ),
     (
+        "uplink: {host: h, port: ${MENJIN_BROKER_PORT:-1883}}\n",
+        "1:25: YAML syntax error: a ${VAR} inside '{ }' must be quoted ('${VAR}'), or write the "
+        "values on indented lines",
+    ),
+    (
         "gate:\n  id: g1 site: x\n",
         "2:14: YAML syntax error: a second 'key: value' on one line: put each key on its own "
         "line, or quote a value that contains ': '",
