@@ -58,6 +58,9 @@ NUMBER_ERRORS = frozenset({"float_parsing", "float_type", "int_parsing", "int_ty
                            "int_from_float", "finite_number"})
 UNITS = {"_seconds": "seconds", "_ms": "milliseconds", "_mb": "megabytes", "_days": "days",
          "_px": "pixels"}
+TYPE_NAMES = {"int_type": "a whole number", "int_parsing": "a whole number",
+              "float_type": "a number", "float_parsing": "a number", "string_type": "text",
+              "bool_type": "true or false", "bool_parsing": "true or false"}
 PIN_KEYS = frozenset({"pin", "d0_pin", "d1_pin", "green", "red", "buzzer"})
 
 PYDANTIC_MARKERS = frozenset({"int", "str", "bool", "float", "[key]"})
@@ -288,10 +291,19 @@ def _validation_problems(
     errors: Iterable[Mapping[str, Any]], root: Any, file: str, env: EnvUse,
 ) -> list[Problem]:
     problems: dict[tuple[int, int, str], Problem] = {}
+    errors = list(errors)
+    branches: dict[Loc, list[str]] = {}  # a value fitting no branch of `int | str`: one line
+    for err in errors:
+        if err["type"] in TYPE_NAMES:
+            branches.setdefault(_clean_loc(err), []).append(TYPE_NAMES[err["type"]])
     for err in errors:
         loc = _clean_loc(err)
         if loc in env.missing:
             continue
+        kinds = branches.get(loc, [])
+        if len(kinds) > 1:
+            err = {**err, "type": "union_type", "msg": (
+                f"{err.get('input')!r} is not {' or '.join(dict.fromkeys(kinds))}")}
         if err["type"] == "extra_forbidden":
             line, col = _key_position(root, loc)
         elif err["type"] == "missing":

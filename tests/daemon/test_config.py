@@ -565,3 +565,9 @@ def test_any_damaged_config_gives_problems_never_a_crash(
         assert exc.problems
         assert all(p.line >= 1 and p.column >= 1 and "a bug in menjin" not in p.message
                    for p in exc.problems), exc.problems
+
+
+def test_a_value_fitting_no_allowed_type_is_one_line(tmp_path: Path) -> None:
+    assert problems(tmp_path, MINIMAL + "camera: {source: [0], door: front}\n") == [
+        "16:10: camera.source: [0] is not a whole number or text"
+    ]
