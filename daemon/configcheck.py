@@ -20,6 +20,7 @@ from daemon.credentials import (
     CredentialError,
     load_card_hash_key,
     load_osdp_key,
+    load_state_key,
     load_station_key,
     read_password,
     tls_context,
@@ -245,6 +246,11 @@ def _credential_loaders(config: GateConfig) -> Iterator[tuple[Loc, Callable[[], 
     if config.access.card_hash_key_file is not None:
         yield ("access", "card_hash_key_file"), partial(
             load_card_hash_key, config.access.card_hash_key_file)
+    yield ("privacy", "pseudonym_key_file"), partial(
+        load_state_key, config.privacy.pseudonym_key_file)
+    if config.vision is not None and config.vision.enabled:
+        yield ("vision", "template_key_file"), partial(
+            load_state_key, config.vision.template_key_file)
     for reader_id, reader in config.readers.items():
         if reader.osdp_key_file is not None:
             yield ("readers", reader_id, "osdp_key_file"), partial(

@@ -63,6 +63,21 @@ def load_card_hash_key(path: Path) -> bytes:
         raise CredentialError(str(exc)) from None
 
 
+def load_state_key(path: Path) -> bytes | None:
+    """A key menjin created in its state folder (templates, pseudonyms): ``None`` until it exists.
+
+    The daemon creates a missing one on first use (:func:`daemon.keys.load_or_create_key`) and
+    reads an existing one with :func:`daemon.keys.read_key`, as here.
+    """
+    if not path.exists():
+        return None
+    _read(path, "")
+    try:
+        return read_key(path)
+    except KeyFileError as exc:
+        raise CredentialError(f"{exc} (a damaged key: restore it from the backup)") from None
+
+
 def load_osdp_key(path: Path) -> bytes:
     """An OSDP reader's Secure Channel base key: 32 hex characters (16 bytes)."""
     text = _read(path, "write the reader's 16-byte Secure Channel key there as 32 hex digits")

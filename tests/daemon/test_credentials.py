@@ -173,3 +173,16 @@ def test_other_secret_files_are_loaded_as_the_daemon_loads_them(tmp_path: Path) 
     assert load_osdp_key(tmp_path / "sc.key") == bytes.fromhex("00112233445566778899aabbccddeeff")
     (tmp_path / "mqtt-password").write_text(" s3cret \n")
     assert read_password(tmp_path / "mqtt-password") == "s3cret"
+
+
+def test_a_damaged_key_in_the_state_folder_fails_the_check(tmp_path: Path) -> None:
+    config = CONFIG.replace("  station_public_key_file: station.pub\n", "")
+    (tmp_path / "state").mkdir()
+    code, lines = check(tmp_path, config)
+    assert code == 0, lines  # not created yet: the daemon creates it on first use
+    (tmp_path / "state" / "pseudonym.key").write_text("too short\n")
+    code, lines = check(tmp_path, config)
+    assert code == 78
+    assert lines[0] == (f"1:1: privacy.pseudonym_key_file: {tmp_path / 'state' / 'pseudonym.key'}"
+                        ": expected 32 raw bytes or 64 hex characters (a damaged key: restore it "
+                        "from the backup)")
