@@ -40,7 +40,7 @@ class _Strict(BaseModel):
 
 
 def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
-    base = (info.context or {}).get("config_dir")
+    base = (info.context or {}).get("base_dir")
     if value is None or value.is_absolute() or base is None:
         return value
     return Path(base) / value
@@ -82,7 +82,7 @@ class DatabaseConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _sqlite_relative(cls, value: str, info: ValidationInfo) -> str:
-        base = (info.context or {}).get("config_dir")
+        base = (info.context or {}).get("base_dir")
         prefix = "sqlite:///"
         if base is None or not value.startswith(prefix) or value == "sqlite:///:memory:":
             return value
@@ -236,14 +236,14 @@ def load_station_config(path: Path | str) -> StationConfig:
                            f"{', '.join(sorted(GATE_KEYS & set(root)))}): check it with "
                            f"menjin check-config {file}"])
     env = expand_env(root)
-    problems = [
-        f"{file}:{_position(root, loc, key=False)[0]}:{_position(root, loc, key=False)[1]}: "
-        f"{'.'.join(str(p) for p in loc)}: environment variable {name} is not set "
-        f"(set it, or give a default: ${{{name}:-value}})"
-        for loc, names in env.missing.items() for name in names
-    ]
+    problems = []
+    for loc, names in env.missing.items():
+        line, col = _position(root, loc, key=False)
+        problems += [f"{file}:{line}:{col}: {'.'.join(str(p) for p in loc)}: environment "
+                     f"variable {name} is not set (set it, or give a default: ${{{name}:-value}})"
+                     for name in names]
     try:
-        config = StationConfig.model_validate(root, context={"config_dir": Path.cwd()})
+        config = StationConfig.model_validate(root, context={"base_dir": Path.cwd()})
     except ValidationError as exc:
         problems += [_problem(file, root, err, env.describe) for err in exc.errors()]
         raise ConfigError(problems) from exc
