@@ -3,28 +3,35 @@
 An installer's whole experience of menjin is this module's error messages, so each problem is one
 line ``FILE:LINE:COL: key.path: message (hint)`` pointing at the offending value, all problems are
 reported together, and a typo gets a "did you mean" suggestion.  Reading and parsing (positions,
-duplicated keys, alias bombs, plain-word syntax errors) is :mod:`yamlconfig`'s job; this module
-validates against :class:`~daemon.config.GateConfig` and runs the cross-checks of
-:mod:`daemon.configcheck`, also when parts of the file are invalid: the values at fault are left
-out (a default takes their place) so that a typo does not hide a pin used twice.
+duplicated keys, alias bombs, plain-word syntax errors) is :mod:`yamlconfig`'s job, the wording
+and place of each schema problem :mod:`daemon.configerrors`'; this module validates against
+:class:`~daemon.config.GateConfig` and runs the cross-checks of :mod:`daemon.configcheck`, also
+when parts of the file are invalid: the values at fault are left out (a default takes their
+place) so that a typo does not hide a pin used twice.
 """
 
 from __future__ import annotations
 
 import copy
-import difflib
 import logging
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from daemon.config import GateConfig
 from daemon.configcheck import client_id, missing_model_files, semantic_problems
+from daemon.configerrors import (
+    Loc,
+    clean_loc,
+    model_at,
+    node,
+    position,
+    validation_problems,
+)
 from yamlconfig import EnvUse, Problem, ProblemError, expand_env, read_yaml
 from yamlconfig import parse_yaml as _parse_yaml
 from yamlconfig.parse import dotted
@@ -54,20 +61,6 @@ PLACEHOLDERS: dict[tuple[str | int, ...], Any] = {
     ("gate", "site"): "invalid",
 }
 MAX_REPAIR_ROUNDS = 50
-NUMBER_ERRORS = frozenset({"float_parsing", "float_type", "int_parsing", "int_type",
-                           "int_from_float", "finite_number"})
-UNITS = {"_seconds": "seconds", "_ms": "milliseconds", "_mb": "megabytes", "_days": "days",
-         "_px": "pixels"}
-TYPE_NAMES = {"int_type": "a whole number", "int_parsing": "a whole number",
-              "float_type": "a number", "float_parsing": "a number", "string_type": "text",
-              "bool_type": "true or false", "bool_parsing": "true or false"}
-PIN_KEYS = frozenset({"pin", "d0_pin", "d1_pin", "green", "red", "buzzer"})
-
-PYDANTIC_MARKERS = frozenset({"int", "str", "bool", "float", "[key]"})
-PYDANTIC_WRAPPER = re.compile(r"(function-(after|before|wrap|plain)|lax-or-strict|json-or-python|"
-                              r"nullable|union|tagged-union|chain|default|constrained-\w+)\[")
-
-Loc = tuple[str | int, ...]
 
 
 class ConfigError(ProblemError):
@@ -89,7 +82,7 @@ class LoadedConfig:
 
     def problem(self, loc: Loc, message: str) -> Problem:
         """A problem at the value of ``loc`` (or the nearest key above it present in the file)."""
-        line, col = _position(self.root, loc)
+        line, col = position(self.root, loc)
         return Problem(self.file, line + 1, col + 1, dotted(loc), message)
 
 
@@ -142,11 +135,11 @@ def load_config_file(path: Path | str, *, check_files: bool = True) -> LoadedCon
         taken = {(p.line, p.column) for p in problems}
         for loc, message in semantic_problems(config, check_files=check_files,
                                               invalid_ids=invalid_ids):
-            line, col = _position(root, loc)
+            line, col = position(root, loc)
             if (line + 1, col + 1) not in taken and not _near(loc, pruned):
                 problems.append(Problem(file, line + 1, col + 1, dotted(loc), message))
     for loc, names in env.missing.items():
-        line, col = _position(root, loc)
+        line, col = position(root, loc)
         for name in names:
             problems.append(Problem(
                 file, line + 1, col + 1, dotted(loc),
@@ -192,27 +185,17 @@ def _anchor_env_paths(root: Any, env: EnvUse) -> None:
     for loc in env.leading:
         if not _is_path_field(loc):
             continue
-        parent = _node(root, loc[:-1])
+        parent = node(root, loc[:-1])
         value = parent[loc[-1]] if parent is not None else None
         if isinstance(value, str) and value and not Path(value).is_absolute():
             parent[loc[-1]] = str(Path.cwd() / value)
 
 
 def _is_path_field(loc: Loc) -> bool:
-    model = _model_at(loc[:-1]) if not isinstance(loc[-1], int) else _model_at(loc[:-2])
+    model = model_at(loc[:-1]) if not isinstance(loc[-1], int) else model_at(loc[:-2])
     name = loc[-1] if not isinstance(loc[-1], int) else loc[-2]
     info = model.model_fields.get(str(name)) if model is not None else None
     return info is not None and "Path" in str(info.annotation)
-
-
-def _node(root: Any, loc: Loc) -> Any:
-    node = root
-    for part in loc:
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return node
 
 
 # ------------------------------------------------------------------ validation
@@ -235,7 +218,7 @@ def _validate(
     problems: list[Problem] = []
     pruned: set[Loc] = set()
     for loc in env.missing:  # an unset variable is reported as such, not by what "" breaks
-        parent = _node(data, loc[:-1])
+        parent = node(data, loc[:-1])
         if isinstance(parent, dict):
             del parent[loc[-1]]
             pruned.add(loc)
@@ -245,7 +228,7 @@ def _validate(
         except ValidationError as exc:
             errors = exc.errors()
             if round_ == 0:
-                problems = _validation_problems(errors, root, file, env)
+                problems = validation_problems(errors, root, file, env)
             if not all(_repair(data, err, pruned) for err in errors):
                 break
     return problems, None, pruned
@@ -262,7 +245,7 @@ def _plain(node: Any) -> Any:
 
 def _repair(data: dict[str, Any], err: Mapping[str, Any], pruned: set[Loc]) -> bool:
     """Leave out the value of one error (or use a stand-in); False when nothing can be done."""
-    loc = _clean_loc(err)
+    loc = clean_loc(err)
     if err["type"] == "missing" and loc not in PLACEHOLDERS:
         loc = loc[:-1]  # the entry without its required key goes
     while loc and isinstance(loc[-1], int):  # a bad list item: the whole list goes
@@ -272,7 +255,7 @@ def _repair(data: dict[str, Any], err: Mapping[str, Any], pruned: set[Loc]) -> b
     pruned.add(loc)
     if loc in PLACEHOLDERS:
         return _set(data, loc, copy.deepcopy(PLACEHOLDERS[loc]))
-    parent = _node(data, loc[:-1])
+    parent = node(data, loc[:-1])
     if isinstance(parent, dict) and loc[-1] in parent:
         del parent[loc[-1]]
         return True
@@ -280,184 +263,11 @@ def _repair(data: dict[str, Any], err: Mapping[str, Any], pruned: set[Loc]) -> b
 
 
 def _set(data: dict[str, Any], loc: Loc, value: Any) -> bool:
-    parent = _node(data, loc[:-1])
+    parent = node(data, loc[:-1])
     if isinstance(parent, dict):
         parent[str(loc[-1])] = value
         return True
     return False
-
-
-def _validation_problems(
-    errors: Iterable[Mapping[str, Any]], root: Any, file: str, env: EnvUse,
-) -> list[Problem]:
-    problems: dict[tuple[int, int, str], Problem] = {}
-    errors = list(errors)
-    branches: dict[Loc, list[str]] = {}  # a value fitting no branch of `int | str`: one line
-    for err in errors:
-        if err["type"] in TYPE_NAMES:
-            branches.setdefault(_clean_loc(err), []).append(TYPE_NAMES[err["type"]])
-    for err in errors:
-        loc = _clean_loc(err)
-        if loc in env.missing:
-            continue
-        kinds = branches.get(loc, [])
-        if len(kinds) > 1:
-            err = {**err, "type": "union_type", "msg": (
-                f"{err.get('input')!r} is not {' or '.join(dict.fromkeys(kinds))}")}
-        if err["type"] == "extra_forbidden":
-            line, col = _key_position(root, loc)
-        elif err["type"] == "missing":
-            line, col = _position(root, loc[:-1])
-        else:
-            line, col = _position(root, loc)
-        message = _message(err, loc)
-        source = env.describe(loc)
-        if source:
-            message += f" (the value comes from the environment: {source})"
-        problem = Problem(file, line + 1, col + 1, dotted(loc), message)
-        problems.setdefault((problem.line, problem.column, problem.path), problem)
-    return sorted(problems.values(), key=lambda p: (p.line, p.column))
-
-
-# ------------------------------------------------------------------ positions
-def _position(root: Any, loc: Loc) -> tuple[int, int]:
-    """0-based (line, col) of the deepest node of ``loc`` present in the YAML tree."""
-    node, line, col = root, 0, 0
-    for part in loc:
-        if isinstance(node, CommentedMap) and part in node:
-            line, col = (
-                node.lc.value(part)
-                if not isinstance(node[part], (dict, list))
-                else node.lc.key(part)
-            )
-            node = node[part]
-        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
-            line, col = node.lc.item(part)
-            node = node[part]
-        else:
-            if node is root and isinstance(root, CommentedMap):  # a missing top-level key:
-                line, col = root.lc.line or 0, root.lc.col or 0  # point at the first key
-            break
-    return int(line), int(col)
-
-
-def _key_position(root: Any, loc: Loc) -> tuple[int, int]:
-    """Position of the key named by the last element of ``loc`` (for unknown keys)."""
-    parent = _node(root, loc[:-1])
-    if isinstance(parent, CommentedMap) and loc and loc[-1] in parent:
-        line, col = parent.lc.key(loc[-1])
-        return int(line), int(col)
-    return _position(root, loc[:-1])
-
-
-# ------------------------------------------------------------------ messages
-def _model_at(loc: Loc) -> type[BaseModel] | None:
-    """The pydantic model class whose fields live at ``loc`` (for 'did you mean')."""
-    model: type[BaseModel] = GateConfig
-    keyed = False  # the previous field was a dict: this part is a door or reader id
-    for part in loc:
-        if keyed or isinstance(part, int):
-            keyed = False
-            continue
-        info = model.model_fields.get(str(part))
-        if info is None:
-            return None
-        inner = _inner_model(info.annotation)
-        if inner is None:
-            return None
-        keyed = getattr(info.annotation, "__origin__", None) is dict
-        model = inner
-    return model
-
-
-def _inner_model(annotation: Any) -> type[BaseModel] | None:
-    """The model inside ``X | None`` or ``dict[str, X]``."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()) or ():
-        found = _inner_model(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _clean_loc(err: Mapping[str, Any]) -> Loc:
-    """An error's location without pydantic's markers (``int``, ``function-after[...]``, ...).
-
-    The last element of an unknown key's location is the installer's key, whatever it reads.
-    """
-    loc = tuple(err["loc"])
-    last = len(loc) - 1 if err["type"] == "extra_forbidden" else -1
-    return tuple(
-        p for i, p in enumerate(loc)
-        if i == last or not (isinstance(p, str) and (
-            p in PYDANTIC_MARKERS or PYDANTIC_WRAPPER.match(p)))
-    )
-
-
-def _message(err: Mapping[str, Any], loc: Loc) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden" and loc:
-        model = _model_at(loc[:-1])
-        key = str(loc[-1])
-        msg = f"unknown key {key!r}"
-        if model is not None:
-            close = difflib.get_close_matches(key, list(model.model_fields), n=1, cutoff=0.6)
-            if close:
-                return f"{msg}; did you mean {close[0]!r}?"
-            return f"{msg} (allowed: {', '.join(model.model_fields)})"
-        return msg
-    if kind == "missing":
-        return "required key is missing"
-    text = str(err["msg"])
-    for prefix in ("Value error, ", "Assertion failed, "):
-        text = text.removeprefix(prefix)
-    if kind == "string_pattern_mismatch" and loc and (loc[-1] == "id" or "[key]" in err["loc"]):
-        return "ids use lower-case letters, digits, '-' and '_' (at most 32 characters)"
-    typed = _type_message(kind, err.get("input"), loc)
-    if typed is not None:
-        return typed
-    if kind in ("literal_error", "enum") or kind.startswith(("greater_than", "less_than")):
-        return f"{text} (got {err.get('input')!r})"
-    return text
-
-
-def _type_message(kind: str, value: Any, loc: Loc) -> str | None:
-    """A value of the wrong type: echo it, say the expected form, give an example."""
-    key = next((str(p) for p in reversed(loc) if isinstance(p, str)), "value")
-    if kind in NUMBER_ERRORS:
-        number = re.search(r"\d+(?:\.\d+)?", str(value)) if value is not None else None
-        example = number.group() if number else _example(loc)
-        if key in PIN_KEYS:
-            return (f"{value!r} is not a GPIO number; write the BCM number alone, "
-                    f"e.g. {key}: {number.group() if number else 17}")
-        whole = kind.startswith("int")
-        if kind == "int_from_float":
-            return f"{value!r} is not a whole number; e.g. {key}: {round(float(value))}"
-        unit = next((u for suffix, u in UNITS.items() if key.endswith(suffix)), None)
-        if unit is not None:
-            return (f"{value!r} is not a number; write the number of {unit} alone, "
-                    f"e.g. {key}: {example}")
-        what = "a whole number" if whole else "a number"
-        return f"{value!r} is not {what}; e.g. {key}: {example}"
-    if kind in ("bool_parsing", "bool_type"):
-        return f"{value!r} is not true or false; e.g. {key}: true"
-    if kind == "string_type":
-        return f"{value!r} is not text; put it in quotes, e.g. {key}: \"{value}\""
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return (f"expected 'key: value' settings under {key}, not {value!r} "
-                f"(indent them on the lines below {key}:)")
-    if kind in ("list_type", "tuple_type"):
-        return f"expected a list ([a, b] or '- ' lines), not {value!r}"
-    return None
-
-
-def _example(loc: Loc) -> str:
-    model = _model_at(loc[:-1])
-    info = model.model_fields.get(str(loc[-1])) if model is not None and loc else None
-    default = info.default if info is not None else None
-    return f"{default:g}" if isinstance(default, (int, float)) and not isinstance(
-        default, bool) else "1"
 
 
 # ------------------------------------------------------------------ files
@@ -470,7 +280,7 @@ def _without_missing_models(
         return config, []
     loc, first = missing[0]
     names = ", ".join(path.name for _, path in missing)
-    line, col = _position(root, loc)
+    line, col = position(root, loc)
     warning = Problem(
         file, line + 1, col + 1, dotted(loc),
         f"face recognition disabled: model file(s) not found in {first.parent}: {names}; "
