@@ -43,6 +43,6 @@ test: $(VENV) test-deps
 	$(BIN)/python -m pytest
 
 lint: $(VENV)
-	$(BIN)/ruff check daemon drivers vision station yamlconfig tests bench
-	$(BIN)/mypy --strict drivers daemon yamlconfig
-	$(BIN)/lint-imports
+	$(BIN)/ruff check menjin daemon drivers vision station yamlconfig tests bench
+	$(BIN)/mypy --strict menjin drivers daemon yamlconfig
+	$(BIN)/python -m pytest -q tests/test_architecture.py -k contracts

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from daemon.events import Event, now_ms
+from daemon.events import now_ms
 
 GENESIS = "0" * 64
 MS_PER_DAY = 86_400_000
@@ -159,25 +159,3 @@ class AuditLog:
             os.fsync(fh.fileno())
         tmp.replace(self.path)
         return dropped
-
-
-def forward_new(audit: AuditLog, cursor: Path, emit: Callable[[Event], None]) -> int:
-    """Hand audit entries not yet uplinked to ``emit`` as ``audit`` events; returns how many.
-
-    The CLI appends entries while the daemon may be stopped, so the daemon forwards by sequence
-    number from a cursor file rather than at append time; the cursor is written after the events
-    are recorded, so a crash repeats an entry (the station deduplicates by its hash) rather than
-    losing one.
-    """
-    try:
-        done = int(cursor.read_text().strip() or 0)
-    except FileNotFoundError:
-        done = 0
-    new = [e for e in audit.entries() if int(e["seq"]) > done]
-    for entry in new:
-        emit(Event("audit", reason=str(entry["action"]), data=entry))
-    if new:
-        tmp = cursor.with_name(cursor.name + ".tmp")
-        tmp.write_text(str(new[-1]["seq"]))
-        tmp.replace(cursor)
-    return len(new)

@@ -160,6 +160,13 @@ class DoorSection(Strict):
     interlock_with: Ident | None = Field(
         None, description="Sally port: this door may not unlock while that door is open."
     )
+    liveness: Literal["none", "rgb", "nir"] | None = Field(
+        None,
+        description="Liveness a face must prove here: nir (NIR camera: stops screens and most "
+        "prints), rgb (passive models and motion only: a printed or on-screen photo may pass), "
+        "none.  The gate must provide it (check-config).  Unset: whatever the gate has, with a "
+        "warning when that is weaker than nir on a door a face alone opens.",
+    )
 
     @field_validator("hold_open_schedule")
     @classmethod
@@ -234,6 +241,26 @@ class ReaderSection(Strict):
         return value
 
 
+class NirCameraSection(Strict):
+    source: int | str = Field(
+        description="The NIR (infrared) lens of a dual-lens module: V4L2 index, device path, "
+        "stream URL, video file or image folder."
+    )
+    width: int = Field(640, ge=160, le=3840, description="Capture width in pixels.")
+    height: int = Field(480, ge=120, le=2160, description="Capture height in pixels.")
+    fps: float = Field(15, gt=0, le=60, description="Capture frame rate.")
+    calibration: StatePath = Field(
+        Path("nir_calibration.json"),
+        description="RGB-to-NIR pixel mapping written by `menjin camera calibrate`.",
+    )
+    max_skew_ms: int = Field(
+        60, ge=1, le=1000, description="An NIR frame pairs with an RGB frame this close in time."
+    )
+    min_reflectance: float = Field(
+        0.25, gt=0, lt=1, description="Mean grey (0-1) of the face in the NIR frame for live skin."
+    )
+
+
 class CameraSection(Strict):
     source: int | str = Field(
         description="V4L2 index (0), device path (/dev/video0), rtsp:// or http:// URL, "
@@ -243,6 +270,9 @@ class CameraSection(Strict):
     width: int = Field(1280, ge=160, le=3840, description="Capture width in pixels.")
     height: int = Field(720, ge=120, le=2160, description="Capture height in pixels.")
     fps: float = Field(15, gt=0, le=60, description="Capture frame rate.")
+    nir: NirCameraSection | None = Field(
+        None, description="Second, near-infrared camera of the same module (liveness)."
+    )
 
 
 class ModelSection(Strict):
@@ -268,7 +298,14 @@ class EmbedderSection(ModelSection):
 class LivenessSection(Strict):
     kind: Literal["minifasnet", "insightface"] = Field("minifasnet", description="Liveness model.")
     paths: tuple[InputPath, ...] = Field(description="Model file(s): both MiniFASNet files.")
-    threshold: float = Field(0.5, gt=0, lt=1, description="Minimum live probability.")
+    threshold: float = Field(
+        0.5, gt=0, lt=1, description="Minimum median live probability over a track's frames."
+    )
+    frames: int = Field(5, ge=1, le=30, description="Frames of a track scored by the models.")
+    motion: bool = Field(
+        True, description="Refuse tracks that move as one plane (a photo tilted in front of the "
+        "camera)."
+    )
 
 
 class QualitySection(Strict):

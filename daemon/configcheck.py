@@ -25,6 +25,7 @@ from daemon.credentials import (
     read_password,
     tls_context,
 )
+from daemon.liveness import liveness_issues
 
 Loc = tuple[str | int, ...]
 Issue = tuple[Loc, str]
@@ -282,6 +283,7 @@ def semantic_problems(
         *_reader_issues(config, invalid_ids),
         *_door_issues(config, invalid_ids),
         *_vision_issues(config, invalid_ids),
+        *liveness_issues(config),
         *_privacy_issues(config),
         *_uplink_issues(config),
     ]

@@ -132,6 +132,8 @@ def load_config_file(path: Path | str, *, check_files: bool = True) -> LoadedCon
     if config is not None:
         if check_files:
             config, warnings = _without_missing_models(config, root, file)
+        if warnings:  # no face opens a door until the models are there: its liveness is moot
+            pruned |= {("doors", door_id, "liveness") for door_id in config.doors}
         taken = {(p.line, p.column) for p in problems}
         for loc, message in semantic_problems(config, check_files=check_files,
                                               invalid_ids=invalid_ids):

@@ -169,6 +169,13 @@ class DoorController:
                 self._feedback.denied()
         return refusal
 
+    def refusal(self, credential_kind: str) -> str | None:
+        """Why :meth:`grant` for ``credential_kind`` would refuse now; None when it would open.
+
+        Lets the passage record the decision (with the door's refusal) before the door moves.
+        """
+        return self._refusal("remote" if credential_kind == "remote" else "grant")
+
     def deny(self) -> None:
         """An access decision said no: feedback only, the lock does not move."""
         if self._feedback is not None:

@@ -1,6 +1,7 @@
 """The gate's side of the control socket: what `menjin status|events|door|readers|sim` ask for.
 
-Commands read the running :class:`~daemon.app.Gate` and act only through its real seams: a door
+Commands read the running gate (anything shaped like :class:`GateView`; the composition root
+:class:`daemon.app.Gate` in the daemon) and act only through its real seams: a door
 test goes through the door controller (and the audit hook), simulated inputs through the
 simulated board (MockFactory pins, reader ptys, the synthetic camera), never around the drivers.
 Followers of ``events`` and ``readers.watch`` get bounded queues: a slow terminal loses its oldest
@@ -14,20 +15,28 @@ import base64
 import binascii
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
 
 from daemon import __version__
+from daemon.config import GateConfig
 from daemon.control import ControlError, ControlServer, Request
-from daemon.simulate import SimInputError
+from daemon.door import DoorController
+from daemon.journal import Journal
+from daemon.parts import RunningPart
+from daemon.readers import Readers
+from daemon.simulate import SimInputError, SimulatedBoard
+from daemon.upkeep import AuditTrail
+from daemon.uplink import Uplink
+from daemon.vision_link import VisionLink
 from drivers.card import mask
-
-if TYPE_CHECKING:
-    from daemon.app import Gate
 
 log = logging.getLogger(__name__)
 
 FOLLOW_QUEUE_ITEMS = 1000
+#: JPEG and PNG signatures: a sim photo is checked here, decoded in the vision process.
+IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
 
 
 def _offer(queue: asyncio.Queue[dict[str, Any]], item: dict[str, Any]) -> None:
@@ -37,10 +46,35 @@ def _offer(queue: asyncio.Queue[dict[str, Any]], item: dict[str, Any]) -> None:
     queue.put_nowait(item)
 
 
+class GateView(Protocol):
+    """What the control commands read and use of the running gate."""
+
+    config: GateConfig
+    started: float
+    board: SimulatedBoard | None
+    journal: Journal | None
+    uplink: Uplink | None
+    last_seq: int
+    recent: deque[dict[str, Any]]
+
+    @property
+    def doors(self) -> Mapping[str, DoorController]: ...
+    @property
+    def readers(self) -> Readers: ...
+    @property
+    def vision(self) -> VisionLink: ...
+    @property
+    def parts(self) -> Mapping[str, RunningPart]: ...
+    @property
+    def audit_trail(self) -> AuditTrail: ...
+
+    async def forget(self, person: str, *, actor: str) -> dict[str, Any]: ...
+
+
 class GateControl:
     """Control commands of one running gate."""
 
-    def __init__(self, gate: Gate) -> None:
+    def __init__(self, gate: GateView) -> None:
         self.gate = gate
         self._followers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._raw_watchers: set[asyncio.Queue[dict[str, Any]]] = set()
@@ -85,8 +119,9 @@ class GateControl:
                       for door_id, door in self.gate.doors.items()},
             "readers": {rid: {"type": v.type, "door": v.door, "status": v.status,
                               "port": v.port, "fault": v.fault, "stats": dict(v.stats)}
-                        for rid, v in self.gate.readers.items()},
-            "camera": self.gate.camera_state,
+                        for rid, v in self.gate.readers.views.items()},
+            "camera": self.gate.vision.camera,
+            "vision": self.gate.vision.status(),
             "uplink": self._uplink_status(),
             "journal": {"backlog": self.gate.journal.queue_depth() if self.gate.journal else None,
                         "last_seq": self.gate.last_seq},
@@ -147,8 +182,8 @@ class GateControl:
         refusal = controller.unlock("test", seconds)
         if refusal is not None:
             raise ControlError(f"door {door_id}: test pulse refused ({refusal})")
-        self.gate.audit("door.test", actor=f"uid:{req.peer.uid}", target=door_id,
-                   details={"seconds": seconds})
+        await self.gate.audit_trail.record("door.test", actor=f"uid:{req.peer.uid}",
+                                           target=door_id, details={"seconds": seconds})
         return {"door": door_id, "seconds": seconds, "note": "the relay clicks twice"}
 
     async def _cmd_forget(self, req: Request) -> dict[str, Any]:
@@ -203,24 +238,20 @@ class GateControl:
         return {"message": f"door {door_id} {'opened' if position == 'open' else 'closed'}"}
 
     async def _sim_face(self, req: Request) -> dict[str, Any]:
-        """Put a photo in front of a door's synthetic camera for a few seconds."""
-        import cv2
-        import numpy as np
-
+        """Put a photo in front of a door's synthetic camera (in the vision process)."""
         door_id = self._door_arg(req)
-        camera = self.gate.cameras.get(door_id)
-        if camera is None:
-            raise ControlError(f"door {door_id} has no running camera (camera and vision in the "
-                               "config, face models present?)")
         try:
             data = base64.b64decode(str(req.args.get("photo", "")), validate=True)
         except binascii.Error as exc:
             raise ControlError(f"photo: not base64 ({exc})") from exc
-        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
+        if not data.startswith(IMAGE_MAGIC):
             raise ControlError("photo: not a readable image (JPEG or PNG)")
         seconds = float(req.args.get("seconds", 2.0))
-        camera.show(image, seconds)
+        try:
+            await self.gate.vision.show(door_id, data, seconds)
+        except LookupError as exc:
+            raise ControlError(f"door {door_id}: {exc} (camera and vision in the config, face "
+                               "models present?)") from exc
         return {"message": f"{req.args.get('name', 'photo')} shown to the camera of {door_id} "
                            f"for {seconds:g} s"}
 

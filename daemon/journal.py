@@ -9,6 +9,13 @@ alarm the station never hears of is the failure this module exists to prevent; r
 captures are batched (committed together a few milliseconds later), which is what makes thousands
 of events per second possible on an SD card.
 
+In the daemon the journal commits on a writer thread of its own (:meth:`Journal.start_writer`):
+:meth:`record` only numbers the event and hands it over, so the door's event loop never waits for
+a disk; the writer commits what arrived together in one transaction (group commit: one fsync for a
+burst, durable when an alarm or access decision is among it).  Reads for the uplink and the status
+use a second connection (WAL readers never wait for the writer).  Without a writer thread (tools,
+tests) :meth:`record` commits inline as before.
+
 The door path calls :meth:`record` synchronously, so it never raises for a full disk: the event
 stays in an in-memory tail, the failure is logged once and counted, and the write is retried.
 Retention (:meth:`purge`) and the disk quota (:meth:`enforce_quota`) delete portraits first, then
@@ -157,8 +164,9 @@ def is_disk_full(exc: BaseException) -> bool:
 class Journal:
     """SQLite journal of one gate's events, outbox of the uplink and store of its portraits.
 
-    All methods are called from one thread (the event loop); none blocks for longer than one
-    SQLite commit.  ``clock`` gives wall-clock milliseconds (injectable for retention tests).
+    Thread-safe: the event loop records and reads, the writer thread (once started) commits,
+    upkeep threads purge and pseudonymise.  ``clock`` gives wall-clock milliseconds (injectable
+    for retention tests).
     """
 
     def __init__(
@@ -194,6 +202,17 @@ class Journal:
         self._since_quota_check = 0
         self._evicting = False
         self._tail_drops_reported = 0
+        self._tail_lock = threading.Lock()  # held only for list operations, never for I/O
+        self._db_lock = threading.RLock()  # the write connection
+        self._read_lock = threading.Lock()  # the read connection
+        self._wakeup = threading.Condition(self._tail_lock)
+        self._urgent_waiting = False
+        self._writer: threading.Thread | None = None
+        self._writer_loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
+        self._acks: list[str] = []  # broker acknowledgements waiting for the writer thread
+        self._acked: set[str] = set()  # ... which pending() already leaves out
+        self.group_commits = 0
         self.portrait_dir = path.parent / PORTRAIT_DIR
         self.portrait_dir.mkdir(parents=True, exist_ok=True)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -207,6 +226,7 @@ class Journal:
                 file.chmod(0o600)  # events name persons: readable only by the service user
         self._seq = self._open_meta()
         self._remove_orphan_portraits()
+        self._reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
 
     # ------------------------------------------------------------------ opening
 
@@ -252,22 +272,77 @@ class Journal:
         A JPEG ``portrait`` is kept (and linked to the event) only when portraits are not
         ``off``.  Never raises for a full disk.
         """
-        self._seq += 1
-        seq = self._seq
         event_id = self._ids.new(event.ts_ms)
-        payload: dict[str, Any] = {"v": SCHEMA_VERSION, "id": event_id, "seq": seq,
-                                   "gate": self.gate, **event.to_dict()}
-        row = _Row(seq, event_id, event.ts_ms, event.type, int(event.priority), event.person,
-                   json.dumps(payload, separators=(",", ":"), ensure_ascii=False))
+        portrait_bytes = None
         if portrait is not None and self.portraits != "off":
-            row.portrait_bytes = self._write_portrait(event_id, portrait)
-        self._tail.append(row)
-        self.stats.recorded += 1
-        if self._urgent(event) or len(self._tail) >= self.batch_max:
-            self.flush(durable=self._urgent(event))
+            portrait_bytes = self._write_portrait(event_id, portrait)
+        urgent = self._urgent(event)
+        with self._tail_lock:  # numbered and queued together: the tail stays in seq order
+            self._seq += 1
+            payload: dict[str, Any] = {"v": SCHEMA_VERSION, "id": event_id, "seq": self._seq,
+                                       "gate": self.gate, **event.to_dict()}
+            row = _Row(self._seq, event_id, event.ts_ms, event.type, int(event.priority),
+                       event.person,
+                       json.dumps(payload, separators=(",", ":"), ensure_ascii=False),
+                       portrait_bytes)
+            self._tail.append(row)
+            self.stats.recorded += 1
+            if self._writer is not None:
+                self._urgent_waiting = self._urgent_waiting or urgent
+                self._wakeup.notify()
+                return payload
+            waiting = len(self._tail)
+        if urgent or waiting >= self.batch_max:
+            self.flush(durable=urgent)
         else:
             self._schedule_flush(self.batch_seconds)
         return payload
+
+    # ------------------------------------------------------------------ writer thread
+
+    def start_writer(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Commit on a thread of its own from now on; listeners are called on ``loop``."""
+        if self._writer is not None:
+            return
+        self._writer_loop = loop if loop is not None else asyncio.get_running_loop()
+        self._writer = threading.Thread(target=self._write_loop, name="journal-writer",
+                                        daemon=True)
+        self._writer.start()
+
+    def _write_loop(self) -> None:
+        """Group commit: everything that arrived while the last commit ran goes in the next one;
+        routine events wait up to ``batch_seconds`` for company, alarms and decisions do not."""
+        while True:
+            with self._wakeup:
+                while not self._tail and not self._acks and not self._closing:
+                    self._wakeup.wait()
+                if (self._tail and not self._urgent_waiting and not self._closing
+                        and len(self._tail) < self.batch_max):
+                    self._wakeup.wait(self.batch_seconds)
+                if self._closing:
+                    return  # close() commits the rest on its own thread
+                durable, self._urgent_waiting = self._urgent_waiting, False
+                acks, self._acks = self._acks, []
+                rows = bool(self._tail)
+            committed = self.flush(durable=durable)  # first: an ack may name these events
+            if committed and rows:
+                self.group_commits += 1
+            if acks:
+                self._mark(acks)
+                with self._tail_lock:
+                    self._acked.difference_update(acks)
+            if not committed:
+                with self._wakeup:
+                    self._urgent_waiting = self._urgent_waiting or durable
+                    self._wakeup.wait(RETRY_SECONDS)
+
+    def _notify_listeners(self) -> None:
+        for callback in list(self._listeners):
+            if self._writer_loop is not None and threading.current_thread() is self._writer:
+                with contextlib.suppress(RuntimeError):  # the loop closed: nobody listens
+                    self._writer_loop.call_soon_threadsafe(callback)
+            else:
+                callback()
 
     def _write_portrait(self, event_id: str, jpeg: bytes) -> int | None:
         final = self.portrait_dir / f"{event_id}{PORTRAIT_SUFFIX}"
@@ -283,6 +358,8 @@ class Journal:
         return len(jpeg)
 
     def _schedule_flush(self, delay: float) -> None:
+        if self._writer is not None:  # the writer thread retries by itself
+            return
         if self._flush_handle is not None:
             return
         try:
@@ -301,9 +378,14 @@ class Journal:
         ``durable`` commits with ``synchronous=FULL`` (fsync); otherwise NORMAL, which survives a
         crash of the process but not necessarily a power cut.
         """
-        if not self._tail:
+        with self._db_lock:
+            return self._flush(durable)
+
+    def _flush(self, durable: bool) -> bool:
+        with self._tail_lock:
+            rows, self._tail = self._tail, []
+        if not rows:
             return True
-        rows = self._tail
         try:
             self._set_synchronous("FULL" if durable or self.fsync == "all" else "NORMAL")
             with self._transaction():
@@ -320,9 +402,10 @@ class Journal:
                 self._db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'",
                                  (str(rows[-1].seq),))
         except (sqlite3.Error, OSError) as exc:  # full disk above all: the door must go on
+            with self._tail_lock:
+                self._tail[:0] = rows
             self._write_failed(exc)
             return False
-        self._tail = []
         if self._failing:
             self._failing = False
             log.info("journal: writes back; %d events committed", len(rows))
@@ -332,8 +415,7 @@ class Journal:
                 self._report_dropped({"portraits": 0, "delivered_events": 0,
                                       "undelivered_events": lost}, reason="disk_full")
         self._since_quota_check += len(rows)
-        for callback in list(self._listeners):
-            callback()
+        self._notify_listeners()
         if self._since_quota_check >= QUOTA_CHECK_EVERY and not self._evicting:
             self._since_quota_check = 0
             self.enforce_quota()
@@ -363,8 +445,9 @@ class Journal:
             log.error("journal: unavailable, cannot write %s (%s: %s); keeping %d events in "
                       "memory and retrying every %g s", self.path, cause, exc, len(self._tail),
                       RETRY_SECONDS)
-        if len(self._tail) > TAIL_MAX:
-            self._shed_tail()
+        with self._tail_lock:
+            if len(self._tail) > TAIL_MAX:
+                self._shed_tail()
         self._schedule_flush(RETRY_SECONDS)
 
     def _shed_tail(self) -> None:
@@ -386,15 +469,18 @@ class Journal:
 
         ``exclude`` holds seqs already in flight.
         """
-        rows = self._db.execute(
-            "SELECT e.seq, e.id, e.type, e.ts_ms, e.priority, e.body, p.id FROM events e "
-            "LEFT JOIN portraits p ON p.seq = e.seq "
-            "WHERE e.delivered = 0 ORDER BY e.priority = 3 DESC, e.seq LIMIT ?",
-            (limit + len(exclude),),
-        ).fetchall()
+        with self._tail_lock:
+            acked = set(self._acked)
+        with self._read_lock:
+            rows = self._reader.execute(
+                "SELECT e.seq, e.id, e.type, e.ts_ms, e.priority, e.body, p.id FROM events e "
+                "LEFT JOIN portraits p ON p.seq = e.seq "
+                "WHERE e.delivered = 0 ORDER BY e.priority = 3 DESC, e.seq LIMIT ?",
+                (limit + len(exclude) + len(acked),),
+            ).fetchall()
         out: list[Pending] = []
         for seq, event_id, etype, ts, prio, body, portrait_id in rows:
-            if seq in exclude:
+            if seq in exclude or event_id in acked:
                 continue
             portrait = (self.portrait_dir / f"{portrait_id}{PORTRAIT_SUFFIX}"
                         if portrait_id is not None else None)
@@ -404,16 +490,31 @@ class Journal:
         return out
 
     def mark_delivered(self, ids: Iterable[str]) -> int:
-        """Record the broker's acknowledgement of these event ids; returns rows changed."""
-        batch = [(i,) for i in ids]
-        if not batch:
+        """Record the broker's acknowledgement of these event ids; returns rows changed.
+
+        With the writer thread, the acknowledgement is queued for its next commit (and returned
+        as if all ids changed); :meth:`pending` leaves these events out meanwhile.
+        """
+        ids = list(ids)
+        if not ids:
             return 0
+        if self._writer is not None:
+            with self._wakeup:
+                self._acks.extend(ids)
+                self._acked.update(ids)
+                self._wakeup.notify()
+            return len(ids)
+        return self._mark(ids)
+
+    def _mark(self, ids: list[str]) -> int:
+        batch = [(i,) for i in ids]
         try:
-            self._set_synchronous("NORMAL")
-            with self._transaction():
-                before = self._db.total_changes
-                self._db.executemany("UPDATE events SET delivered = 1 WHERE id = ?", batch)
-                return self._db.total_changes - before
+            with self._db_lock:
+                self._set_synchronous("NORMAL")
+                with self._transaction():
+                    before = self._db.total_changes
+                    self._db.executemany("UPDATE events SET delivered = 1 WHERE id = ?", batch)
+                    return self._db.total_changes - before
         except sqlite3.OperationalError as exc:
             # Losing an acknowledgement only means the event is sent again (duplicates allowed).
             self._write_failed(exc)
@@ -421,20 +522,28 @@ class Journal:
 
     def queue_depth(self) -> int:
         """Events not yet acknowledged by the broker (including those still in memory)."""
-        row = self._db.execute("SELECT count(*) FROM events WHERE delivered = 0").fetchone()
-        return int(row[0]) + len(self._tail)
+        with self._read_lock:
+            row = self._reader.execute(
+                "SELECT count(*) FROM events WHERE delivered = 0").fetchone()
+        return max(0, int(row[0]) + len(self._tail) - len(self._acked))
 
     def oldest_undelivered_ms(self) -> int | None:
-        row = self._db.execute("SELECT min(ts_ms) FROM events WHERE delivered = 0").fetchone()
-        times = [t for t in (row[0], self._tail[0].ts_ms if self._tail else None) if t is not None]
+        with self._read_lock:
+            row = self._reader.execute(
+                "SELECT min(ts_ms) FROM events WHERE delivered = 0").fetchone()
+        tail = list(self._tail[:1])
+        times = [t for t in (row[0], tail[0].ts_ms if tail else None) if t is not None]
         return min(times) if times else None
 
     def all_ids(self) -> set[str]:
         """Every stored event id (tests and the benchmark compare it with what arrived)."""
-        return {row[0] for row in self._db.execute("SELECT id FROM events")}
+        with self._read_lock:
+            return {row[0] for row in self._reader.execute("SELECT id FROM events")}
 
     def portrait_file(self, event_id: str) -> Path | None:
-        found = self._db.execute("SELECT 1 FROM portraits WHERE id = ?", (event_id,)).fetchone()
+        with self._read_lock:
+            found = self._reader.execute("SELECT 1 FROM portraits WHERE id = ?",
+                                         (event_id,)).fetchone()
         return self.portrait_dir / f"{event_id}{PORTRAIT_SUFFIX}" if found else None
 
     # ------------------------------------------------------------------ retention and quota
@@ -449,6 +558,10 @@ class Journal:
         return int(page_size) * (int(pages) - int(free)) + int(portraits[0])
 
     def enforce_quota(self) -> dict[str, int] | None:
+        with self._db_lock:
+            return self._enforce_quota()
+
+    def _enforce_quota(self) -> dict[str, int] | None:
         """Evict until the journal fits its quota; returns the counts (None when nothing went).
 
         Order: portraits (oldest first), delivered events (oldest first), then undelivered
@@ -523,6 +636,10 @@ class Journal:
     def purge(self, now: int | None = None) -> dict[str, int] | None:
         """Apply retention at wall time ``now`` (ms): old portraits, old delivered events, expired
         nonces; then the quota.  Returns the counts of the retention step (None when nothing)."""
+        with self._db_lock:
+            return self._purge(now)
+
+    def _purge(self, now: int | None) -> dict[str, int] | None:
         now = self._clock() if now is None else now
         counts = {"portraits": 0, "delivered_events": 0, "undelivered_events": 0}
         try:
@@ -549,7 +666,11 @@ class Journal:
 
         Returns the number of events changed.  Used for an erasure request (``forget``).
         """
-        self.flush(durable=True)
+        with self._db_lock:
+            return self._pseudonymise(person, pseudonym)
+
+    def _pseudonymise(self, person: str, pseudonym: str) -> int:
+        self._flush(durable=True)
         portrait_ids = [r[0] for r in self._db.execute(
             "SELECT p.id FROM portraits p JOIN events e ON e.seq = p.seq WHERE e.person = ?",
             (person,))]
@@ -562,7 +683,9 @@ class Journal:
                 "UPDATE events SET person = ?1, body = json_remove(json_set(body, '$.person', ?1), "
                 "'$.credential_ref') WHERE person = ?2", (pseudonym, person))
             changed = cursor.rowcount
-        for row in self._tail:  # events that could not be written yet
+        with self._tail_lock:
+            tail = list(self._tail)
+        for row in tail:  # events that could not be written yet
             if row.person == person:
                 body = json.loads(row.body)
                 body["person"] = pseudonym
@@ -576,12 +699,13 @@ class Journal:
 
         Committed with fsync before returning, so a restart cannot make a replay look new.
         """
-        self._set_synchronous("FULL")
-        with self._transaction():
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO nonces (nonce, expires_at_ms) VALUES (?, ?)",
-                (nonce, expires_at_ms))
-            return cursor.rowcount == 1
+        with self._db_lock:
+            self._set_synchronous("FULL")
+            with self._transaction():
+                cursor = self._db.execute(
+                    "INSERT OR IGNORE INTO nonces (nonce, expires_at_ms) VALUES (?, ?)",
+                    (nonce, expires_at_ms))
+                return cursor.rowcount == 1
 
     # ------------------------------------------------------------------ shutdown
 
@@ -590,15 +714,18 @@ class Journal:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        if self._writer is not None:
+            with self._wakeup:
+                self._closing = True
+                self._wakeup.notify()
+            self._writer.join()
+            self._writer = None
         self.flush(durable=True)
+        if self._acks:  # after the flush: they may name events that were still in the tail
+            self._mark(self._acks)
+            self._acks, self._acked = [], set()
         if self._tail:
             log.error("journal: closing with %d events that could not be written", len(self._tail))
+        with self._read_lock:
+            self._reader.close()
         self._db.close()
-
-
-
-async def keep_retention(journal: Journal, *, every_seconds: float = 3600.0) -> None:
-    """Apply retention at start-up and then every ``every_seconds`` (run it as a part)."""
-    while True:
-        journal.purge()
-        await asyncio.sleep(every_seconds)

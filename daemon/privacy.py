@@ -94,7 +94,7 @@ def forget_offline(config: GateConfig, person: str, *, actor: str) -> Erasure:
     try:
         templates = None
         if config.vision is not None and config.vision.templates.exists():
-            from daemon.faces_cli import template_store
+            from daemon.faces import template_store
 
             templates = template_store(config.vision)
         erasure = forget_person(

@@ -1,6 +1,6 @@
 """``menjin station ...``: run the receiver and web page, create the signing key, send commands.
 
-Registered by ``daemon/cli.py`` (``app.add_typer(station_app, name="station")``).  Command
+Registered by ``menjin/cli.py`` (``app.add_typer(station_app, name="station")``).  Command
 results are printed as JSON; the exit status is 0 when the gate accepted, 1 when it refused or did
 not answer, 78 for a bad ``station.yaml``.
 """

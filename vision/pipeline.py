@@ -10,7 +10,8 @@ match.  What keeps it cheap on a small board:
   a candidate match; a granted track is never embedded again;
 - a grant needs ``agree_frames`` embedded frames of one track matching the same person (a frame
   matching another person starts the count again; frames below the threshold do not count), then
-  a liveness check on the frame that completed the agreement.  A failed liveness
+  the track's liveness verdict (:mod:`vision.liveness_track`: evidence of every frame of the
+  track, waiting a few frames more when it is not complete yet).  A failed liveness
   check refuses the track for good (reason ``liveness_failed``) but its portrait is still taken.
 
 Portraits obey the privacy policy (``off``, ``local``, ``upload``): with ``off`` no pixel of a face
@@ -37,6 +38,7 @@ from vision.detect import Detector, Face
 from vision.embed import Embedder
 from vision.gallery import Gallery
 from vision.liveness import LivenessGate
+from vision.liveness_track import TrackLiveness
 from vision.motion import MotionGate
 from vision.quality import Quality, QualityThresholds, assess
 from vision.track import DEFAULT_TIMEOUT_SECONDS, Track, Tracker
@@ -148,6 +150,8 @@ class _TrackState:
     best_score: float = -1.0
     embedded_rank: float = 0.0
     decided: bool = False
+    agreed: bool = False
+    second_score: float = 0.0
     granted: str | None = None
     capture_frames: int = 0
     best_capture_rank: float = -1.0
@@ -189,13 +193,15 @@ class FacePipeline:
         embedder: Embedder,
         gallery: Gallery,
         *,
-        liveness: LivenessGate | None = None,
+        liveness: TrackLiveness | LivenessGate | None = None,
         settings: PipelineSettings | None = None,
         motion: MotionGate | None = None,
     ) -> None:
         self.detector = detector
         self.embedder = embedder
         self.gallery = gallery
+        if isinstance(liveness, LivenessGate):
+            liveness = TrackLiveness(passive=liveness)
         self.liveness = liveness
         self.settings = settings or PipelineSettings()
         self.motion = motion if motion is not None else MotionGate()
@@ -226,18 +232,24 @@ class FacePipeline:
         observations: list[Observation] = []
         for track, face in assigned:
             observations.extend(self._observe(bgr, ts, track, face))
+        observations.extend(self._unsettled(ts, track) for track in ended if self._pending(track))
         observations.extend(self._finish(track) for track in ended if self._capturable(track))
         for track in ended:
             self._states.pop(track.id, None)
+            if self.liveness is not None:
+                self.liveness.forget(track.id)
         return observations
 
     def flush(self) -> list[Observation]:
         """End every open track (camera lost or pipeline stopping): their captures."""
         ended = self.tracker.close_all()
         observations: list[Observation] = [
-            self._finish(track) for track in ended if self._capturable(track)
+            self._unsettled(track.last_ts, track) for track in ended if self._pending(track)
         ]
+        observations += [self._finish(track) for track in ended if self._capturable(track)]
         self._states.clear()
+        if self.liveness is not None:
+            self.liveness.reset()
         self.motion.reset()
         return observations
 
@@ -256,6 +268,10 @@ class FacePipeline:
                     state.portrait = portrait_crop(
                         bgr, face.box, self.settings.portrait_margin, self.settings.portrait_size_px
                     )
+        if self.liveness is not None and not state.decided:
+            self.liveness.observe(track.id, bgr, face, ts)
+        if state.agreed and not state.decided:
+            return self._settle(ts, track, state)
         if state.decided or not thresholds.recognisable(quality):
             return []
         confirming = state.candidate is not None
@@ -279,32 +295,40 @@ class FacePipeline:
         state.best_score = max(state.best_score, match.score)
         if state.votes < self.settings.agree_frames:
             return []
-        state.decided = True
-        return [self._decide(bgr, ts, track, face, match.person, match.second_score, state)]
+        state.agreed, state.second_score = True, match.second_score
+        return self._settle(ts, track, state)
 
-    def _decide(
-        self,
-        bgr: np.ndarray,
-        ts: float,
-        track: Track,
-        face: Face,
-        person: str,
-        second_score: float,
-        state: _TrackState,
-    ) -> Observation:
-        """The agreed person of a track, granted unless the liveness check refuses the face."""
+    def _settle(self, ts: float, track: Track, state: _TrackState) -> list[Observation]:
+        """The agreed person of a track, granted unless the track's liveness verdict refuses it
+        (nothing yet while the verdict waits for evidence)."""
+        person = state.candidate
+        assert person is not None  # agreed implies a candidate
         live: float | None = None
         if self.liveness is not None:
+            verdict = self.liveness.verdict(track.id)
+            if verdict is None:
+                return []
             self.stats.liveness_checks += 1
-            verdict = self.liveness.check(bgr, face)
             live = verdict.score
             if not verdict.live:
-                log.info("vision: track %d refused: liveness %.2f", track.id, live)
-                return FaceRefused(track.id, LIVENESS_FAILED, person, state.best_score, live, ts)
+                state.decided = True
+                log.info("vision: track %d refused: liveness failed (%s)", track.id, verdict.reason)
+                return [FaceRefused(track.id, LIVENESS_FAILED, person, state.best_score, live, ts)]
+        state.decided = True
         state.granted = person
-        return FaceRecognised(
-            track.id, person, state.best_score, second_score, state.votes, live, ts
-        )
+        return [FaceRecognised(
+            track.id, person, state.best_score, state.second_score, state.votes, live, ts
+        )]
+
+    def _pending(self, track: Track) -> bool:
+        state = self._states.get(track.id)
+        return state is not None and state.agreed and not state.decided
+
+    def _unsettled(self, ts: float, track: Track) -> Observation:
+        """A track that left while its liveness verdict still waited for evidence: refused."""
+        state = self._states[track.id]
+        log.info("vision: track %d refused: left before liveness evidence was complete", track.id)
+        return FaceRefused(track.id, LIVENESS_FAILED, state.candidate, state.best_score, None, ts)
 
     def _capturable(self, track: Track) -> bool:
         state = self._states.get(track.id)

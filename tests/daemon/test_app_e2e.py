@@ -110,7 +110,7 @@ def gate(tmp_path_factory: pytest.TempPathFactory, broker: Broker) -> Iterator[G
     log = base / "daemon.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from daemon.cli import main; main()", "run", "-c", str(config)],
+            [sys.executable, "-c", "from menjin.cli import main; main()", "run", "-c", str(config)],
             stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO,
         )
     g = Gate(proc, config, sock, state, notify, log)
@@ -161,7 +161,7 @@ async def events_after(broker: Broker, action: Any, want: set[str], *,
 def swipe(gate: Gate, card: str) -> None:
     """`menjin sim swipe` as the installer types it (the card goes through the reader's pty)."""
     result = subprocess.run(
-        [sys.executable, "-c", "from daemon.cli import main; main()", "sim", "swipe",
+        [sys.executable, "-c", "from menjin.cli import main; main()", "sim", "swipe",
          "front-card", card, "--socket", str(gate.socket)],
         capture_output=True, text=True, cwd=REPO, timeout=60,
     )

@@ -9,7 +9,7 @@ import pytest
 
 from daemon.app import Gate
 from daemon.configfile import load_config
-from daemon.faces_cli import template_store
+from daemon.faces import template_store
 from daemon.notify import Notifier
 from daemon.store import parse_person
 
@@ -35,7 +35,7 @@ def gate(tmp_path: Path, models_dir: Path) -> Gate:
     config = tmp_path / "gate.yaml"
     config.write_text(CONFIG.format(state=tmp_path / "state", models=models_dir))
     g = Gate(config, load_config(config), Notifier(None))
-    store = g._open_store()
+    store = g.open_store()
     store.upsert([
         parse_person({"id": "p-obama", "name": "Obama", "cards": ["1"],
                       "face_consent": {"date": "2026-10-01", "source": "form 1"}}, zone=store.zone),
@@ -53,11 +53,11 @@ def photos(faces_dir: Path, person: str) -> list[str]:
 async def test_enrol_stores_templates_and_remove_deletes_them(gate: Gate, faces_dir: Path) -> None:
     assert gate.config.vision is not None
     try:
-        result = await gate._command_enrol({"person": "p-obama",
+        result = await gate.station_commands.enrol({"person": "p-obama",
                                             "photos": photos(faces_dir, "obama")})
         assert result["templates"] >= 1
         assert "p-obama" in template_store(gate.config.vision).load()
-        removed = await gate._command_remove({"person": "p-obama"})
+        removed = await gate.station_commands.remove({"person": "p-obama"})
         assert removed == {"person": "p-obama", "removed": True}
         assert "p-obama" not in template_store(gate.config.vision).load()
     finally:
@@ -69,7 +69,7 @@ async def test_enrol_stores_templates_and_remove_deletes_them(gate: Gate, faces_
 async def test_enrol_without_recorded_consent_is_refused(gate: Gate, faces_dir: Path) -> None:
     try:
         with pytest.raises(ValueError, match="no face consent recorded for p-noconsent"):
-            await gate._command_enrol({"person": "p-noconsent",
+            await gate.station_commands.enrol({"person": "p-noconsent",
                                        "photos": photos(faces_dir, "biden")})
         assert gate.config.vision is not None
         assert not template_store(gate.config.vision).path.exists()  # nothing stored

@@ -32,7 +32,7 @@ def gate(tmp_path: Path, schedule: str) -> Gate:
 async def test_door_is_held_open_inside_the_schedule_and_lockdown_wins(tmp_path: Path) -> None:
     g = gate(tmp_path, "always")
     cfg = g.config.doors["market"]
-    task = asyncio.create_task(g._run_door("market", cfg))
+    task = asyncio.create_task(g.doors.run("market", cfg))
     try:
         async with asyncio.timeout(10):
             while g.doors.get("market") is None or g.doors["market"].mode != "hold_open":  # noqa: ASYNC110 (polls another task's door)
@@ -60,17 +60,17 @@ async def test_signed_mode_command_locks_the_door_down(tmp_path: Path) -> None:
     config.write_text(CONFIG.format(state=tmp_path / "state", schedule="mon 00:00-00:01")
                       .replace(', hold_open_schedule: "mon 00:00-00:01"', ""))
     g = Gate(config, load_config(config), Notifier(None))
-    task = asyncio.create_task(g._run_door("market", g.config.doors["market"]))
+    task = asyncio.create_task(g.doors.run("market", g.config.doors["market"]))
     try:
         async with asyncio.timeout(10):
             while "market" not in g.doors:  # noqa: ASYNC110 (waits for another task's door)
                 await asyncio.sleep(0.01)
-        result = await g._command_mode({"door": "market", "mode": "lockdown"})
+        result = await g.station_commands.mode({"door": "market", "mode": "lockdown"})
         assert result == {"door": "market", "mode": "lockdown", "previous": "normal"}
         assert g.doors["market"].grant("card", "p1") == "lockdown"
         assert g.doors["market"].grant("remote") is None  # a signed remote open still works
         with pytest.raises(ValueError, match="door mode must be one of"):
-            await g._command_mode({"door": "market", "mode": "party"})
+            await g.station_commands.mode({"door": "market", "mode": "party"})
         assert [e["action"] for e in g.audit_log.entries()] == ["door.mode"]
     finally:
         task.cancel()

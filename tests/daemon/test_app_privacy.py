@@ -69,7 +69,7 @@ class Daemon:
         self.log = base / "daemon.log"
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", "from daemon.cli import main; main()", "run", "-c",
+                [sys.executable, "-c", "from menjin.cli import main; main()", "run", "-c",
                  str(self.config)], stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
                 env=dict(os.environ),
             )
@@ -87,7 +87,7 @@ class Daemon:
         return asyncio.run(control.call(self.state / "control.sock", cmd, args))
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-c", "from daemon.cli import main; main()", *args],
+        return subprocess.run([sys.executable, "-c", "from menjin.cli import main; main()", *args],
                               capture_output=True, text=True, cwd=REPO, timeout=120)
 
     def events(self) -> list[dict[str, Any]]:

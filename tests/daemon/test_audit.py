@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from daemon.audit import MS_PER_DAY, AuditLog
-from daemon.cli import app
+from menjin.cli import app
 
 
 class Clock:
@@ -88,16 +88,19 @@ def test_cli_verify(tmp_path: Path) -> None:
     assert f"{log.path}:1: audit chain broken: content does not match its hash" in bad.output
 
 
-def test_entries_are_forwarded_once_as_audit_events(tmp_path: Path) -> None:
-    from daemon.audit import forward_new
+async def test_entries_are_forwarded_once_as_audit_events(tmp_path: Path) -> None:
     from daemon.events import Event
+    from daemon.upkeep import AuditTrail
 
     log = filled(tmp_path)
     cursor = tmp_path / "audit.cursor"
     events: list[Event] = []
-    assert forward_new(log, cursor, events.append) == 3
+    trail = AuditTrail(log, cursor, emit=events.append, forwarding=lambda: True)
+    assert await trail.forward() == 3
     assert [e.reason for e in events] == ["enrol", "remote_open", "forget"]
     assert all(e.type == "audit" and e.data["hash"] for e in events)
-    assert forward_new(log, cursor, events.append) == 0
-    log.append("door_test", actor="cli:root", target="front")
-    assert forward_new(log, cursor, events.append) == 1 and events[-1].reason == "door_test"
+    assert await trail.forward() == 0
+    log.append("door_test", actor="cli:root", target="front")  # the CLI, meanwhile
+    assert await trail.forward() == 1 and events[-1].reason == "door_test"
+    await trail.record("door.mode", actor="station", target="front")
+    assert events[-1].reason == "door.mode" and cursor.read_text() == "5"

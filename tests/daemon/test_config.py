@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from daemon.cli import app
 from daemon.configfile import ConfigError, load_config
 from daemon.configschema import SCHEMA_FILE, schema_text
+from menjin.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config" / "example.yaml"

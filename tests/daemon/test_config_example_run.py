@@ -44,7 +44,7 @@ def test_example_runs_in_simulate_mode_without_models(tmp_path: Path) -> None:
     log = tmp_path / "daemon.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from daemon.cli import main; main()", "run", "-c",
+            [sys.executable, "-c", "from menjin.cli import main; main()", "run", "-c",
              str(EXAMPLE)], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
     try:
         deadline = time.monotonic() + START_TIMEOUT_SECONDS

@@ -85,14 +85,14 @@ async def test_every_kind_of_bad_file_is_rejected_and_the_old_config_runs(
         for before, after, expected in BROKEN:
             gate.config_path.write_text(good.replace(before, after, 1))
             async with asyncio.timeout(30):
-                assert await gate.reload() is False
+                assert await gate.reloader.reload() is False
             problems = rejected(gate)["data"]["problems"]
             assert len(problems) == 1 and problems[0].startswith(f"{gate.config_path}:"), problems
             assert expected in problems[0], problems
             assert gate.config is old
             assert gate.doors["front"].grant("card", "p1") is None  # the door still opens
         gate.config_path.write_text(good.replace("unlock_seconds: 5", "unlock_seconds: 3"))
-        assert await gate.reload() is True
+        assert await gate.reloader.reload() is True
         assert gate.config.doors["front"].unlock_seconds == 3
 
 
@@ -112,7 +112,7 @@ async def test_a_failure_while_applying_returns_to_the_old_config(tmp_path: Path
             return await real_apply(self, config)
 
         with mock.patch.object(Gate, "apply", autospec=True, side_effect=apply_once_failing):
-            assert await gate.reload() is False
+            assert await gate.reloader.reload() is False
         assert rejected(gate)["reason"] == "apply_failed"
         assert rejected(gate)["data"]["problems"] == [
             f"{gate.config_path}:1:1: cannot apply: [Errno 24] Too many open files"]

@@ -13,8 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
-from daemon import app as gate_app
-from daemon.cli import app
+from daemon import builders, station_commands
 from daemon.credentials import (
     CredentialError,
     load_osdp_key,
@@ -22,6 +21,7 @@ from daemon.credentials import (
     read_password,
     tls_context,
 )
+from menjin.cli import app
 
 CONFIG = """\
 version: 1
@@ -48,8 +48,8 @@ def check(tmp_path: Path, config: str = CONFIG) -> tuple[int, list[str]]:
 
 
 def test_the_daemon_loads_keys_with_the_same_functions() -> None:
-    assert gate_app.load_station_key is load_station_key
-    assert gate_app.load_osdp_key is load_osdp_key
+    assert station_commands.load_station_key is load_station_key
+    assert builders.load_osdp_key is load_osdp_key
 
 
 def test_an_ed25519_station_key_passes(tmp_path: Path) -> None:

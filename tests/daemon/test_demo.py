@@ -29,7 +29,7 @@ STEPS = [
 def test_demo_plays_the_scenario_and_exits_0() -> None:
     env = dict(os.environ, COLUMNS="200", NO_COLOR="1", TERM="dumb")
     result = subprocess.run(
-        [sys.executable, "-c", "from daemon.cli import main; main()", "demo"],
+        [sys.executable, "-c", "from menjin.cli import main; main()", "demo"],
         capture_output=True, text=True, cwd=REPO, env=env, timeout=280,
     )
     out = result.stdout

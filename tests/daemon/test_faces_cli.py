@@ -10,17 +10,17 @@ from zoneinfo import ZoneInfo
 import pytest
 from typer.testing import CliRunner
 
-from daemon.cli import app
-from daemon.configfile import EX_CONFIG, load_config
-from daemon.faces_cli import (
+from daemon.cli.faces import (
     EnrolRefusedError,
     StoreKeyError,
     enrol_person,
     face_models,
     template_store,
 )
+from daemon.configfile import EX_CONFIG, load_config
 from daemon.keys import read_key
 from daemon.store import Store, parse_person
+from menjin.cli import app
 from vision.embed import ARCFACE_MATCH_THRESHOLD, MOBILEFACENET_PADDLEX_MATCH_THRESHOLD
 from vision.gallery import TemplateStore
 

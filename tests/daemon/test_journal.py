@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 from unittest import mock
@@ -21,7 +22,7 @@ import jsonschema
 import pytest
 
 from daemon.events import Event, Priority
-from daemon.journal import MS_PER_DAY, Journal, JournalError, keep_retention
+from daemon.journal import MS_PER_DAY, Journal, JournalError
 
 REPO = Path(__file__).resolve().parents[2]
 EVENT_SCHEMA = json.loads((REPO / "docs" / "schemas" / "event.json").read_text())
@@ -195,12 +196,17 @@ def test_a_long_disk_failure_sheds_old_routine_events_never_alarms_and_reports_i
     journal.close()
 
 
-async def test_keep_retention_purges_at_start_up(tmp_path: Path) -> None:
+async def test_privacy_upkeep_purges_at_start_up(tmp_path: Path) -> None:
+    from daemon.audit import AuditLog
+    from daemon.upkeep import AuditTrail, privacy_upkeep
+
     now = T0 + 40 * MS_PER_DAY
     journal = open_journal(tmp_path, clock=lambda: now)
     old = journal.record(Event("access.granted", ts_ms=T0))["id"]
     journal.mark_delivered([old])
-    task = asyncio.create_task(keep_retention(journal, every_seconds=3600))
+    audit = AuditTrail(AuditLog(tmp_path / "audit.log"), tmp_path / "audit.cursor",
+                       emit=journal.record, forwarding=lambda: True)
+    task = asyncio.create_task(privacy_upkeep(journal, audit, lambda: 1095))
     try:
         for _ in range(100):
             await asyncio.sleep(0.01)
@@ -366,3 +372,33 @@ def test_sigkill_at_random_moments_loses_no_recorded_event(tmp_path: Path) -> No
         finally:
             journal.close()
     assert len(recorded) > 100
+
+
+async def test_writer_thread_group_commits_and_tells_listeners_on_the_loop(tmp_path: Path) -> None:
+    """With the writer thread, record() never commits on the loop: a burst of decisions goes to
+    disk in fewer transactions than events, all of them durable after close()."""
+    journal = Journal(tmp_path / "journal.db", gate="g1")
+    loop = asyncio.get_running_loop()
+    woken = asyncio.Event()
+    threads: list[str] = []
+
+    def listener() -> None:
+        threads.append(threading.current_thread().name)
+        woken.set()
+
+    journal.add_listener(listener)
+    journal.start_writer(loop)
+    ids = [journal.record(Event("access.granted", door="front"))["id"] for _ in range(200)]
+    await asyncio.wait_for(woken.wait(), 10)
+    # A broker acknowledgement is committed by the writer too; pending() never offers it again.
+    journal.mark_delivered(ids[:50])
+    assert not {p.id for p in journal.pending(500)} & set(ids[:50])
+    journal.close()
+    assert 1 <= journal.group_commits < 200
+    assert set(threads) == {threading.current_thread().name}  # called on the loop's thread
+    reopened = Journal(tmp_path / "journal.db", gate="g1")
+    try:
+        assert reopened.all_ids() == set(ids)
+        assert {p.id for p in reopened.pending(500)} == set(ids[50:])
+    finally:
+        reopened.close()

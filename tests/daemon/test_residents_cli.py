@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from daemon.access import verify_pin
 from daemon.audit import AuditLog
-from daemon.cli import app
 from daemon.keys import KEY_BYTES
 from daemon.store import Store, pseudonym
+from menjin.cli import app
 
 runner = CliRunner()
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from daemon.cli import app
-from daemon.runcli import EX_UNAVAILABLE, format_event, socket_path
+from daemon.cli.run import EX_UNAVAILABLE, format_event, socket_path
+from menjin.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -239,7 +239,7 @@ async def test_cli_open_prints_the_result_and_exits_by_it(broker: Broker, tmp_pa
     config_file.write_text(
         f"version: 1\nmqtt: {{port: {broker.port}}}\ndatabase: {{url: 'sqlite:///station.db'}}\n"
         "signing_key: station_key.pem\ncommand_timeout_seconds: 20\n")
-    menjin = [sys.executable, "-c", "from daemon.cli import main; main()"]
+    menjin = [sys.executable, "-c", "from menjin.cli import main; main()"]
     async with gates(broker, public, "g1"):
         proc = await asyncio.create_subprocess_exec(
             *menjin, "station", "open", "g1", "front", "--seconds", "3", "-c", str(config_file),

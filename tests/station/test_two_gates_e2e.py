@@ -226,7 +226,7 @@ def gates(
             log = base / "daemon.log"
             with log.open("wb") as out:
                 proc = subprocess.Popen(
-                    [sys.executable, "-c", "from daemon.cli import main; main()", "run",
+                    [sys.executable, "-c", "from menjin.cli import main; main()", "run",
                      "-c", str(config)], stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
             running[gate] = GateProcess(gate, proc, base / "control.sock",
                                         base / "state" / "journal.db", relay, log)

@@ -146,7 +146,7 @@ def test_run_refuses_a_public_page_without_password(tmp_path: Path) -> None:
     config = tmp_path / "station.yaml"
     config.write_text("version: 1\nweb: {bind: 0.0.0.0}\n")
     result = subprocess.run(
-        [sys.executable, "-c", "from daemon.cli import main; main()", "station", "run",
+        [sys.executable, "-c", "from menjin.cli import main; main()", "station", "run",
          "-c", str(config)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 78
     assert "web.bind is 0.0.0.0, not loopback: set web.password_file" in result.stderr
@@ -214,7 +214,7 @@ async def test_station_run_serves_the_page_and_stores_what_arrives(
     config = tmp_path / "station.yaml"
     config.write_text(f"version: 1\nmqtt: {{port: {broker.port}}}\nweb: {{port: {port}}}\n")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from daemon.cli import main; main()", "station", "run",
+        sys.executable, "-c", "from menjin.cli import main; main()", "station", "run",
         "-c", str(config), stderr=asyncio.subprocess.PIPE, cwd=tmp_path)
     event = {"v": 1, "id": str(uuid.uuid4()), "seq": 1, "gate": "g7", "ts_ms": 1_790_000_000_000,
              "type": "door.forced", "door": "front"}

@@ -79,3 +79,10 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     output = [line for line in (result.stdout + result.stderr).splitlines() if "menjin" in line]
     assert result.returncode == 0, result.stdout + result.stderr
     assert output == []
+
+
+def test_the_door_daemon_is_the_oom_killers_last_choice_and_vision_its_first() -> None:
+    from daemon.vision_process import VISION_OOM_SCORE_ADJ
+
+    (value,) = directives()["OOMScoreAdjust"]
+    assert int(value) < 0 < VISION_OOM_SCORE_ADJ

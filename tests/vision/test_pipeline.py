@@ -24,6 +24,7 @@ from tests.vision import material
 from vision.detect import Detector, Face
 from vision.embed import DEFAULT_MATCH_MARGIN, default_match_threshold
 from vision.liveness import LivenessGate
+from vision.liveness_track import TrackLiveness
 from vision.models import load_detector, load_embedder, load_liveness
 from vision.motion import MotionGate
 from vision.pipeline import (
@@ -188,7 +189,7 @@ class SpoofEverything:
 @pytest.mark.timeout(120)
 def test_failed_liveness_refuses_but_still_captures(models_dir: Path, faces_dir: Path) -> None:
     pipeline = build(models_dir, faces_dir, portraits="local")
-    pipeline.liveness = LivenessGate(SpoofEverything(), 0.5)
+    pipeline.liveness = TrackLiveness(passive=LivenessGate(SpoofEverything(), 0.5))
     seen = run(pipeline, scene(faces_dir, PASSAGES[:1]))
     assert of_type(seen, FaceRecognised) == []
     (refused,) = of_type(seen, FaceRefused)

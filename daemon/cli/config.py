@@ -17,6 +17,7 @@ from daemon.configfile import (
     load_config_file,
 )
 from daemon.configschema import SCHEMA_FILE, schema_text
+from daemon.liveness import liveness_warnings
 from daemon.store import Store, StoreError
 
 config_app = typer.Typer(help="Configuration tools.", no_args_is_help=True)
@@ -57,7 +58,8 @@ def check_config(
         for problem in item.warnings:
             typer.echo(f"{problem.file}:{problem.line}:{problem.column}: warning: "
                        f"{problem.path}: {problem.message}", err=True)
-        for warning in [] if no_files else _resident_warnings(cfg):
+        residents = [] if no_files else _resident_warnings(cfg)
+        for warning in [*liveness_warnings(cfg), *residents]:
             typer.echo(f"{item.file}: warning: {warning}", err=True)
         typer.echo(
             f"{item.file}: OK: gate {cfg.gate.id}, {len(cfg.doors)} door(s), {len(cfg.readers)} "

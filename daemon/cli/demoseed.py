@@ -65,7 +65,7 @@ def seed(config_path: Path, faces: Path | None) -> DemoPeople:
 
 def _enrol_face(config_path: Path, faces: Path) -> Path | None:
     """Enrol the opted-in resident from their photos, as `menjin enrol` does; None on failure."""
-    from daemon.faces_cli import face_models, template_store
+    from daemon.faces import face_models, template_store
     from vision.enrol import enrol_photos
 
     config = load_config(config_path)

@@ -101,6 +101,22 @@ def run(
     raise typer.Exit(app_main(config))
 
 
+def vision(
+    config: Annotated[Path, typer.Option("-c", "--config", help="Gate config file (YAML).")],
+    fd: Annotated[int, typer.Option("--fd", help="Inherited UNIX socket to the door daemon.")],
+) -> None:
+    """Run the vision process (camera and face models) for the door daemon.
+
+    `menjin run` starts it by itself as a child process holding one end of a UNIX socket pair,
+    and restarts it when it fails; by hand it is only useful to debug a camera or a model.
+
+    Example: menjin vision -c /etc/menjin/gate.yaml --fd 3
+    """
+    from daemon.vision_process import main as vision_main
+
+    raise typer.Exit(vision_main(config, fd))
+
+
 def status(
     config: Path | None = ConfigOpt, sock: Path | None = SocketOpt, as_json: bool = JsonOpt
 ) -> None:
@@ -137,6 +153,13 @@ def render_status(st: dict[str, Any], console: Console) -> None:
     journal = st.get("journal", {})
     console.print(f"camera: {st.get('camera', 'absent')}   uplink: {uplink.get('state', '?')}   "
                   f"journal backlog: {journal.get('backlog', '?')}")
+    vision = st.get("vision") or {}
+    if vision.get("state", "absent") != "absent":
+        error = f", last error: {vision['last_error']}" if vision.get("last_error") else ""
+        console.print(f"vision: {vision['state']} (pid {vision.get('pid')}, "
+                      f"{vision.get('restarts', 0)} restart(s), frames {vision.get('frames', 0)}, "
+                      f"dropped {vision.get('dropped', 0)}, pipeline errors "
+                      f"{vision.get('errors', 0)}{error})")
 
 
 def format_event(event: dict[str, Any]) -> str:
@@ -291,11 +314,12 @@ def sim_face(
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root `menjin` app."""
     app.command("run")(run)
+    app.command("vision")(vision)
     app.command("status")(status)
     app.command("events")(events)
     app.add_typer(door_app, name="door")
     app.add_typer(readers_app, name="readers")
     app.add_typer(sim_app, name="sim")
-    from daemon.demo import demo  # demo imports this module's formatting helpers
+    from daemon.cli.demo import demo  # demo imports this module's formatting helpers
 
     app.command("demo")(demo)

@@ -36,10 +36,10 @@ from rich.table import Table
 from ruamel.yaml import YAML
 
 from daemon import control
-from daemon.demoseed import DemoPeople, seed
-from daemon.runcli import format_event
+from daemon.cli.demoseed import DemoPeople, seed
+from daemon.cli.run import format_event
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_CONFIG = REPO / "config" / "example.yaml"
 MODELS_PLACEHOLDER = re.compile(r"\$\{MENJIN_MODELS(?::-[^}]*)?\}")
 MOSQUITTO_CANDIDATES = ("mosquitto", "/usr/sbin/mosquitto")
@@ -109,6 +109,12 @@ def derive_config(workdir: Path, *, broker_port: int | None, models: Path | None
     if models is None:
         for key in ("camera", "vision"):
             data.pop(key, None)
+    elif "camera" in data:
+        # The simulated scene has no infrared twin: the demo runs face entry on RGB liveness
+        # only (the start-up log says what that means).
+        data["camera"].pop("nir", None)
+        for door in data["doors"].values():
+            door.pop("liveness", None)
     data["control"]["socket"] = str(workdir / "control.sock")
     data["logging"]["level"] = "INFO"
     path = workdir / "gate.yaml"
@@ -200,7 +206,7 @@ class Demo:
         env.pop("NOTIFY_SOCKET", None)
         with (self.workdir / "daemon.log").open("wb") as logfile:
             proc = subprocess.Popen(
-                [sys.executable, "-c", "from daemon.cli import main; main()", "run", "-c",
+                [sys.executable, "-c", "from menjin.cli import main; main()", "run", "-c",
                  str(config)],
                 stdout=logfile, stderr=subprocess.STDOUT, env=env, cwd=REPO,
             )

@@ -1,15 +1,20 @@
-"""The `menjin` command line: one typer app; each feature area registers its own sub-commands."""
+"""The `menjin` command line: one typer app composing the gate's and the station's commands.
+
+Each feature area registers its own sub-commands (:mod:`daemon.cli` for the gate,
+:mod:`station.cli` for the station); this module is the only place where both meet.
+"""
 
 from __future__ import annotations
 
 import typer
 
 from daemon import __version__
-from daemon.auditcli import audit_app
-from daemon.configcli import check_config, config_app
-from daemon.faces_cli import enrol, faces_app
-from daemon.residents_cli import residents_app
-from daemon.runcli import register as register_run_commands
+from daemon.cli.audit import audit_app
+from daemon.cli.camera import camera_app
+from daemon.cli.config import check_config, config_app
+from daemon.cli.faces import enrol, faces_app
+from daemon.cli.residents import residents_app
+from daemon.cli.run import register as register_run_commands
 from station.cli import station_app
 
 app = typer.Typer(
@@ -42,6 +47,7 @@ app.add_typer(audit_app, name="audit")
 register_run_commands(app)
 app.command("enrol")(enrol)
 app.add_typer(faces_app, name="faces")
+app.add_typer(camera_app, name="camera")
 app.add_typer(residents_app, name="residents")
 app.add_typer(station_app, name="station")
 

@@ -1,0 +1,192 @@
+"""Face templates on the gate: the encrypted template store, consent checks, storing enrolments.
+
+Runtime code shared by the daemon (station ``enrol``/``remove``/``forget`` commands, the vision
+process loading its gallery) and the installer's CLI (:mod:`daemon.cli.faces`).  Enrolment stores
+only templates, never photos; it refuses a person without a recorded face consent (a guardian's
+too under 14; PIPL arts. 29 and 31) and photos that already match another enrolled person (two ids
+for one face would break the margin rule and open each other's doors).  Every stored enrolment is
+written to the audit log.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+from daemon.audit import AuditLog
+from daemon.config import GateConfig, VisionSection
+from daemon.keys import KeyFileError, load_or_create_key, read_key
+
+if TYPE_CHECKING:  # the vision stack (OpenCV, ONNX Runtime) loads only when faces are used
+    from vision.detect import Detector
+    from vision.embed import Embedder
+    from vision.enrol import Enrolment
+    from vision.gallery import Gallery, TemplateStore
+    from vision.quality import QualityThresholds
+
+log = logging.getLogger(__name__)
+
+
+class StoreKeyError(Exception):
+    """The template store exists but its key cannot be read: a start-up error, never a reset."""
+
+
+@dataclass
+class FaceModels:
+    """The detector, embedder and gates a config names, built once for a command."""
+
+    detector: Detector
+    embedder: Embedder
+    thresholds: QualityThresholds
+    threshold: float
+    margin: float
+
+
+def face_models(vision: VisionSection) -> FaceModels:
+    """Map the vision config to the model objects (heavy imports only when faces are used).
+
+    Raises :class:`vision.models.ModelError` for a missing or unloadable model file.
+
+    No region of interest here: enrolment and compare photos are not camera frames.
+    """
+    from vision.embed import default_match_threshold
+    from vision.models import load_detector, load_embedder
+    from vision.quality import QualityThresholds
+
+    q = vision.quality
+    detector = load_detector(
+        vision.detector.kind, vision.detector.path, input_size=vision.detector.input_size,
+        score_threshold=vision.detector.score_threshold, threads=vision.threads,
+    )
+    embedder = load_embedder(vision.embedder.kind, vision.embedder.path, threads=vision.threads)
+    return FaceModels(
+        detector=detector,
+        embedder=embedder,
+        thresholds=QualityThresholds(
+            min_face_px_recognise=q.min_face_px_recognise,
+            min_face_px_capture=q.min_face_px_capture,
+            min_sharpness_recognise=q.min_sharpness_recognise,
+            min_sharpness_capture=q.min_sharpness_capture,
+        ),
+        threshold=vision.match_threshold or default_match_threshold(vision.embedder.kind),
+        margin=vision.match_margin,
+    )
+
+
+def template_store(vision: VisionSection) -> TemplateStore:
+    """The gate's encrypted template store.
+
+    The key is created together with a new store; for an existing store a missing or unreadable
+    key is an error (creating a fresh key would silently unenrol everybody).
+    """
+    from vision.gallery import TemplateStore
+
+    key_file = vision.template_key_file
+    if vision.templates.exists() and not key_file.exists():
+        raise StoreKeyError(
+            f"{vision.templates} exists but its key {key_file} is missing: restore the key file "
+            "(the templates cannot be read without it)"
+        )
+    try:
+        key = read_key(key_file) if key_file.exists() else load_or_create_key(key_file)
+    except (KeyFileError, OSError) as exc:
+        raise StoreKeyError(f"template key {key_file}: {exc}") from exc
+    return TemplateStore(vision.templates, key, model=vision.embedder.kind)
+
+
+@dataclass(frozen=True)
+class ConsentCheck:
+    """``problem`` refuses the enrolment; ``warning`` is told to the installer."""
+
+    problem: str | None = None
+    warning: str | None = None
+
+
+def check_consent(cfg: GateConfig, person: str) -> ConsentCheck:
+    """Whether ``person``'s separate face consent (and a guardian's, under 14) is recorded in the
+    resident store (PIPL arts. 29 and 31), and whether they also hold a card or PIN."""
+    from daemon.store import Store, StoreError
+
+    db = cfg.access.db
+    if not db.exists():
+        return ConsentCheck(f"resident store {db} not found: add {person} with their face "
+                            "consent first")
+    try:
+        card_key_file = cfg.access.card_hash_key_file
+        card_key = read_key(card_key_file) if card_key_file is not None else None
+        with Store(db, card_key=card_key, zone=ZoneInfo(cfg.gate.timezone)) as store:
+            record = store.person(person)
+    except (StoreError, KeyFileError, OSError) as exc:
+        return ConsentCheck(f"cannot read the resident store: {exc}")
+    if record is None:
+        return ConsentCheck(f"{person} is not in the resident store: add the person first")
+    if not record.face_consent:
+        return ConsentCheck(f"no face consent recorded for {person} (a separate consent is "
+                            "required)")
+    if not record.may_use_face:
+        return ConsentCheck(f"{person} is under 14: a guardian's face consent is required too")
+    if not record.cards and record.pin_hash is None:
+        return ConsentCheck(warning=f"{person} has no card or PIN: face entry must never be "
+                                    "the only way in; add a card")
+    return ConsentCheck()
+
+
+class EnrolRefusedError(Exception):
+    """Nothing was stored; ``messages`` say why, one line each."""
+
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__("; ".join(messages))
+        self.messages = messages
+
+
+@dataclass(frozen=True)
+class EnrolOutcome:
+    accepted: int
+    rejected: dict[str, str]
+    templates: int
+
+
+def store_enrolment(
+    cfg: GateConfig,
+    models: FaceModels,
+    store: TemplateStore,
+    person: str,
+    result: Enrolment,
+    *,
+    actor: str,
+) -> EnrolOutcome:
+    """Persist an enrolment (from files, or from a station ``enrol`` command) and audit it.
+
+    Re-enrolling a person adds to their templates.  Raises EnrolRefusedError when no photo was
+    usable or one matches somebody else; then nothing is stored.
+    """
+    if not result.templates:
+        raise EnrolRefusedError([*result.rejected.values(), f"{person}: no usable photo"])
+    others = store.load_gallery(models.embedder.dim, threshold=models.threshold, margin=0.0)
+    others.remove(person)
+    clashes = _clashes(others, result, person)
+    if clashes:
+        raise EnrolRefusedError(clashes)
+    total = store.add(person, result.matrix())
+    AuditLog(cfg.privacy.audit_path).append(
+        "enrol", actor=actor, target=person,
+        details={"photos_accepted": len(result.accepted), "photos_rejected": len(result.rejected),
+                 "templates": total},
+    )
+    log.info("face enrolment of %s: %d template(s) stored", person, total)
+    return EnrolOutcome(len(result.accepted), result.rejected, total)
+
+
+def _clashes(others: Gallery, result: Enrolment, person: str) -> list[str]:
+    """Photos that already match someone else: one face must not be enrolled under two ids."""
+    messages = []
+    for label, row in zip(result.accepted, result.templates, strict=True):
+        match = others.search(row)
+        if match.person is not None:
+            messages.append(
+                f"{label}: matches already enrolled person {match.person} "
+                f"(similarity {match.score:.2f}), not {person}; check the person id"
+            )
+    return messages

@@ -1,0 +1,121 @@
+"""A passage: a credential (card or face) → lockout screen → access decision → door → events.
+
+The order of the record is explicit and by construction: the decision is emitted first (the
+journal numbers it in memory and hands it to its writer thread, so nothing here waits for a disk),
+then the door is told, and what the door does (``door.unlocked`` ...) is emitted by the door
+after it.  A grant the door refuses (lockdown, interlock, stopping) is recorded as a denial with
+the door's reason, because the door is asked before the decision is recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from daemon.access import AccessController, Decision, Reason, decision_events
+from daemon.door import DoorController
+from daemon.events import Emit, Event
+from daemon.lockout import Lockout
+from drivers.card import CardRead
+
+log = logging.getLogger(__name__)
+
+#: Observation kinds the vision process reports (see :mod:`daemon.vision_link`).
+FACE_RECOGNISED = "recognised"
+FACE_REFUSED = "refused"
+LIVENESS_FAILED = "liveness_failed"
+
+
+class Passage:
+    """Turns credentials into decisions and door movements, and records them in order."""
+
+    def __init__(self, *, access: Callable[[], AccessController],
+                 doors: Mapping[str, DoorController], lockout: Lockout, emit: Emit,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._access = access
+        self._doors = doors
+        self._lockout = lockout
+        self._emit = emit
+        self._clock = clock
+
+    def _lockdown(self, door_id: str) -> bool:
+        door = self._doors.get(door_id)
+        return door is not None and door.mode == "lockdown"
+
+    def card(self, reader_id: str, door_id: str, read: CardRead) -> None:
+        """A card at a reader: screen for card scanning, decide, move the door, record.
+
+        While a reader cools down after a card-scanning attack its *unknown* cards are ignored
+        (no decision, no feedback); cards the store knows are decided as always.
+        """
+        now = time.monotonic()
+        decision = self._access().decide_card(door_id, read.credential, self._clock(),
+                                            reader=reader_id, lockdown=self._lockdown(door_id))
+        if (decision.reason is Reason.UNKNOWN_CREDENTIAL
+                and self._lockout.locked(reader_id, now)):
+            ignored = self._lockout.ignore(reader_id)
+            log.debug("reader %s: unknown card ignored during lockout (%d so far)", reader_id,
+                      ignored)
+            return
+        self.decided(decision, reader=reader_id,
+                     credential_ref=self._access().card_ref(read.credential))
+        if not decision.granted and self._lockout.denied(reader_id, now):
+            lockout = self._lockout
+            log.warning("reader %s: card scanning suspected; unknown cards ignored for %g s",
+                        reader_id, lockout.cooldown_seconds)
+            self._emit(Event("reader.attack", door=door_id, reader=reader_id,
+                             reason="card_scanning",
+                             data={"denied": lockout.max_denied + 1,
+                                   "window_seconds": lockout.window_seconds,
+                                   "cooldown_seconds": lockout.cooldown_seconds}))
+
+    def face(self, door_id: str, kind: str, person: str | None, reason: str | None) -> None:
+        """What the vision process saw at a door's camera; the decision is taken here."""
+        now = self._clock()
+        if kind == FACE_RECOGNISED and person is not None:
+            decision = self._access().decide_face(door_id, person, now,
+                                                lockdown=self._lockdown(door_id))
+            self.decided(decision, reader=None, credential_ref=None)
+        elif kind == FACE_REFUSED and reason == LIVENESS_FAILED and person is not None:
+            decision = self._access().decide_face(door_id, person, now, live=False)
+            self.decided(decision, reader=None, credential_ref=None)
+        else:
+            self._emit(Event("access.denied", door=door_id, credential_kind="face",
+                             person=person, reason=reason))
+
+    def decided(self, decision: Decision, *, reader: str | None,
+                credential_ref: str | None) -> None:
+        """Record the decision, then move the door (whose own events follow in the record)."""
+        events = decision_events(decision, reader=reader, credential_ref=credential_ref)
+        door = self._doors.get(decision.door)
+        if door is None:
+            log.error("door %s: not running; %s decision not carried out", decision.door,
+                      decision.reason.value)
+        elif decision.granted:
+            refusal = door.refusal(decision.credential_kind)
+            if refusal is not None:
+                events[0] = dataclasses.replace(events[0], type="access.denied", reason=refusal)
+        for event in events:
+            self._emit(event)
+        if door is None:
+            return
+        if decision.granted:
+            door.grant(decision.credential_kind, decision.person)
+        else:
+            door.deny()
+
+
+def observation_fields(observation: Mapping[str, Any]) -> tuple[str, str | None, str | None]:
+    """(kind, person, reason) of an observation message, each checked for its type."""
+    kind, person, reason = (observation.get(k) for k in ("kind", "person", "reason"))
+    if not isinstance(kind, str):
+        raise ValueError("observation: 'kind' must be a string")
+    if person is not None and not isinstance(person, str):
+        raise ValueError("observation: 'person' must be a string or null")
+    if reason is not None and not isinstance(reason, str):
+        raise ValueError("observation: 'reason' must be a string or null")
+    return kind, person, reason

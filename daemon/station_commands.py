@@ -1,0 +1,155 @@
+"""Handlers of the station's signed commands (``config``, ``open``, ``mode``, ``sync``,
+``enrol``, ``remove``, ``forget``).
+
+The command processor (:mod:`daemon.commands`) checks signature, expiry and replay; these
+handlers only carry out a verified command.  A refusal raises (``ValueError`` and friends), which
+the processor turns into an ``ok: false`` result.  Administrative actions are audited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from daemon.builders import redacted
+from daemon.commands import CommandProcessor
+from daemon.config import GateConfig, VisionSection
+from daemon.credentials import load_station_key
+from daemon.door import DoorController
+from daemon.events import Emit
+from daemon.faces import EnrolOutcome, check_consent, face_models, store_enrolment, template_store
+from daemon.journal import Journal
+from daemon.upkeep import AuditTrail, Erasure, Residents
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def enrol_from_station(config: GateConfig, vision: VisionSection, person: str,
+                       photos_b64: list[str]) -> EnrolOutcome:
+    """Templates from base64 photos of a station ``enrol`` command (blocking: inference)."""
+    from vision.enrol import decode_image, enrol_images
+
+    models = face_models(vision)
+    images = [
+        (f"photo {i + 1}", functools.partial(decode_image, base64.b64decode(data),
+                                             f"photo {i + 1}"))
+        for i, data in enumerate(photos_b64)
+    ]
+    result = enrol_images(images, models.detector, models.embedder, models.thresholds)
+    return store_enrolment(config, models, template_store(vision), person, result,
+                           actor="station")
+
+
+class StationCommands:
+    """What a verified station command does on this gate."""
+
+    def __init__(self, *, config: Callable[[], GateConfig], doors: Mapping[str, DoorController],
+                 residents: Callable[[], Residents], erasure: Callable[[], Erasure],
+                 audit: AuditTrail, faces_changed: Callable[[], Awaitable[None]]) -> None:
+        self._config = config
+        self._doors = doors
+        self._residents = residents
+        self._erasure = erasure
+        self._audit = audit
+        self._faces_changed = faces_changed
+
+    def handlers(self) -> dict[str, Handler]:
+        return {"config": self.config, "open": self.open, "sync": self.sync,
+                "enrol": self.enrol, "remove": self.remove, "forget": self.forget,
+                "mode": self.mode}
+
+    def processor(self, config: GateConfig, journal: Journal, emit: Emit) -> CommandProcessor:
+        """The command processor of ``config``'s uplink, with the station's public key."""
+        assert config.uplink is not None
+        key_file = config.uplink.station_public_key_file
+        if key_file is None:
+            log.warning("uplink: no station_public_key_file: every station command is refused")
+        return CommandProcessor(
+            gate=config.gate.id,
+            station_key=load_station_key(key_file) if key_file is not None else None,
+            remember_nonce=journal.remember_nonce, emit=emit, handlers=self.handlers(),
+        )
+
+    async def config(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The running config for the station, without anything secret."""
+        return redacted(self._config())
+
+    def _door(self, args: dict[str, Any]) -> tuple[str, DoorController]:
+        door_id = str(args.get("door"))
+        controller = self._doors.get(door_id)
+        if controller is None:
+            raise ValueError(f"no running door {door_id!r}")
+        return door_id, controller
+
+    async def open(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Signed remote open from the station (verified by the command processor)."""
+        door_id, controller = self._door(args)
+        seconds = float(args["seconds"]) if "seconds" in args else None
+        refusal = controller.grant("remote", seconds=seconds)
+        await self._audit.record("remote.open", actor="station", target=door_id,
+                                 details={"seconds": seconds, "refused": refusal})
+        return {"door": door_id, "opened": refusal is None, "refusal": refusal}
+
+    async def mode(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Signed door mode change (lockdown, hold_open, normal); audited."""
+        door_id, controller = self._door(args)
+        mode = str(args.get("mode"))
+        previous = controller.mode
+        controller.set_mode(mode)  # ValueError for an unknown mode: an ok=false result
+        await self._audit.record("door.mode", actor="station", target=door_id,
+                                 details={"mode": mode, "previous": previous})
+        return {"door": door_id, "mode": controller.mode, "previous": previous}
+
+    async def sync(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Station credential sync: one transaction, then the new index swapped in."""
+        residents = self._residents()
+        async with residents.lock:  # a SyncRefusedError becomes an ok=false result
+            result = await asyncio.to_thread(residents.store.apply_sync, args)
+        await residents.reload()
+        return result.as_dict()
+
+    async def enrol(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Station face enrolment: consent checked, templates stored (never the photos), audited.
+
+        The vision part restarts afterwards to load the new gallery.
+        """
+        config = self._config()
+        vision = config.vision
+        if vision is None:
+            raise ValueError("this gate has no face recognition (no vision section)")
+        person, photos = str(args.get("person", "")), args.get("photos")
+        if not isinstance(photos, list) or not photos:
+            raise ValueError("photos: a non-empty list of base64 JPEG photos is required")
+        consent = await asyncio.to_thread(check_consent, config, person)
+        if consent.problem is not None:
+            raise ValueError(consent.problem)
+        outcome = await asyncio.to_thread(enrol_from_station, config, vision, person,
+                                          [str(p) for p in photos])
+        await self._faces_changed()
+        return {"person": person, "accepted": outcome.accepted, "rejected": outcome.rejected,
+                "templates": outcome.templates, "warning": consent.warning}
+
+    async def remove(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Station removal of a person's face templates (opt-out); cards are not touched."""
+        vision = self._config().vision
+        if vision is None:
+            raise ValueError("this gate has no face recognition (no vision section)")
+        person = str(args.get("person", ""))
+        removed = await asyncio.to_thread(lambda: template_store(vision).remove(person))
+        await self._audit.record("face.remove", actor="station", target=person,
+                                 details={"removed": removed})
+        await self._faces_changed()
+        return {"person": person, "removed": removed}
+
+    async def forget(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The station's signed erasure request."""
+        person = args.get("person")
+        if not isinstance(person, str) or not person:
+            raise ValueError("person: a person id is required")
+        return await self._erasure().forget(person, actor="station")

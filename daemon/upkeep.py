@@ -1,0 +1,168 @@
+"""Work of the gate that is not a passage: audit trail, resident store, erasure, privacy upkeep.
+
+Everything here touches files (the audit log, the resident store, the template store, the
+journal's rows), so it runs in worker threads (``asyncio.to_thread``) and never on the event loop
+that drives the doors; only the resulting events are emitted on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from daemon.access import AccessController
+from daemon.audit import AuditLog
+from daemon.config import GateConfig
+from daemon.events import Emit, Event
+from daemon.faces import template_store
+from daemon.journal import Journal
+from daemon.keys import load_or_create_key
+from daemon.privacy import forget_person, forgotten_event
+from daemon.store import Store
+
+log = logging.getLogger(__name__)
+
+UPKEEP_SECONDS = 3600.0
+STORE_POLL_SECONDS = 2.0
+AUDIT_CURSOR = "audit.cursor"
+
+
+class AuditTrail:
+    """The hash-chained audit log, appended off the loop and forwarded as ``audit`` events.
+
+    The CLI appends entries while the daemon may be stopped, so entries are forwarded by sequence
+    number from a cursor file rather than at append time; the cursor is written after the events
+    are recorded, so a crash repeats an entry (the station deduplicates by its hash) rather than
+    losing one.
+    """
+
+    def __init__(self, log_file: AuditLog, cursor: Path, *, emit: Emit,
+                 forwarding: Callable[[], bool]) -> None:
+        self.log = log_file
+        self._cursor = cursor
+        self._emit = emit
+        self._forwarding = forwarding  # False while no journal is open
+        self._lock = asyncio.Lock()
+
+    async def record(self, action: str, *, actor: str, target: str | None = None,
+                     details: Mapping[str, Any] | None = None) -> None:
+        """Append an entry (in a thread) and uplink what is new; a full disk never raises."""
+        log.info("audit: %s by %s on %s", action, actor, target)
+        try:
+            await asyncio.to_thread(self.log.append, action, actor=actor, target=target,
+                                    details=details)
+        except OSError as exc:  # a full disk must not stop the door
+            log.error("audit log %s: %s", self.log.path, exc)
+            return
+        await self.forward()
+
+    async def forward(self) -> int:
+        """Uplink entries not yet sent, including those the CLI wrote meanwhile."""
+        if not self._forwarding():
+            return 0
+        async with self._lock:
+            new = await asyncio.to_thread(self._unsent)
+            for entry in new:
+                self._emit(Event("audit", reason=str(entry["action"]), data=entry))
+            if new:
+                await asyncio.to_thread(self._advance, int(new[-1]["seq"]))
+            return len(new)
+
+    def _unsent(self) -> list[dict[str, Any]]:
+        try:
+            done = int(self._cursor.read_text().strip() or 0)
+        except FileNotFoundError:
+            done = 0
+        return [e for e in self.log.entries() if int(e["seq"]) > done]
+
+    def _advance(self, seq: int) -> None:
+        tmp = self._cursor.with_name(self._cursor.name + ".tmp")
+        tmp.write_text(str(seq))
+        tmp.replace(self._cursor)
+
+
+class Residents:
+    """The resident store behind the decision index: reload, watch for changes, erase."""
+
+    def __init__(self, store: Store, access: AccessController) -> None:
+        self.store = store
+        self._access = access
+        self.lock = asyncio.Lock()  # one writer of the store at a time (sync, erasure)
+
+    async def reload(self) -> None:
+        """Rebuild the decision index off the loop and swap it in (one assignment)."""
+        async with self.lock:
+            index = await asyncio.to_thread(self.store.load_index)
+        self._access.replace(index)
+        log.info("residents reloaded: version %d, %d person(s)", index.version,
+                 len(index.persons))
+
+    async def watch(self) -> None:
+        """Swap in a new index whenever the store changes (`menjin residents ...`, a sync).
+
+        SQLite's ``data_version`` of a connection of our own changes with every commit made
+        through any other connection, so polling it costs one pragma every few seconds.
+        """
+        probe = sqlite3.connect(self.store.path, check_same_thread=False)
+        try:
+            seen = probe.execute("PRAGMA data_version").fetchone()[0]
+            while True:
+                await asyncio.sleep(STORE_POLL_SECONDS)
+                version = await asyncio.to_thread(
+                    lambda: probe.execute("PRAGMA data_version").fetchone()[0])
+                if version != seen:
+                    seen = version
+                    await self.reload()
+        finally:
+            probe.close()
+
+
+class Erasure:
+    """Erasure of a person everywhere on this gate (PIPL art. 47), then the station is told.
+
+    The running daemon does it (not the CLI on the files) so that the decision index and the
+    face gallery in memory forget the person too.
+    """
+
+    def __init__(self, *, config: Callable[[], GateConfig], residents: Residents,
+                 journal: Callable[[], Journal | None], audit: AuditTrail, emit: Emit,
+                 faces_changed: Callable[[], Awaitable[None]]) -> None:
+        self._config = config
+        self._residents = residents
+        self._journal = journal
+        self._audit = audit
+        self._emit = emit
+        self._faces_changed = faces_changed
+
+    async def forget(self, person: str, *, actor: str) -> dict[str, Any]:
+        config = self._config()
+        vision = config.vision
+        async with self._residents.lock:
+            templates = (template_store(vision) if vision is not None
+                         and vision.templates.exists() else None)
+            erasure = await asyncio.to_thread(
+                forget_person, person, store=self._residents.store,
+                pseudonym_key=load_or_create_key(config.privacy.pseudonym_key_file),
+                templates=templates, journal=self._journal())
+        self._emit(forgotten_event(erasure, actor=actor))
+        await self._audit.record("person.forget", actor=actor, target=erasure.pseudonym,
+                                 details={k: v for k, v in erasure.as_dict().items()
+                                          if k != "person"})
+        await self._residents.reload()
+        if erasure.templates_removed:
+            await self._faces_changed()
+        return erasure.as_dict()
+
+
+async def privacy_upkeep(journal: Journal, audit: AuditTrail,
+                         retention_days: Callable[[], int]) -> None:
+    """Retention at start-up and hourly, in threads: journal (events, portraits), audit log."""
+    while True:
+        await asyncio.to_thread(journal.purge)
+        await asyncio.to_thread(audit.log.prune, retention_days())
+        await audit.forward()
+        await asyncio.sleep(UPKEEP_SECONDS)

@@ -1,0 +1,261 @@
+"""The door daemon's side of the vision process: start it, listen to it, survive it.
+
+:class:`VisionLink` runs ``menjin vision`` as a child process (:mod:`daemon.vision_process`)
+with one end of a UNIX socket pair, and turns its messages into what the door daemon does:
+recognitions go to the passage (the access decision is taken here, never in the vision process),
+captures become ``capture`` events with their portrait, camera faults ``camera.fault`` /
+``camera.restored``.  The child's crash, hang (no heartbeat for :data:`HANG_SECONDS`), OOM kill or
+garbage on the socket never reaches a relay: the link marks vision faulted (``vision.fault``),
+restarts the child with a jittered, capped backoff, forever, and says ``vision.restored`` when a
+new child is ready.  Cards never wait for any of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from daemon.config import CameraSection
+from daemon.events import Emit, Event
+from daemon.passage import FACE_RECOGNISED, FACE_REFUSED, Passage
+from daemon.supervise import backoff_seconds
+from daemon.vision_wire import MAX_MESSAGE_BYTES, WireError, count, decode, encode, text
+
+log = logging.getLogger(__name__)
+
+#: No message (the heartbeat comes every second) for this long: the child is hung, and killed.
+HANG_SECONDS = 10.0
+#: Model loading may take a while on a small board before ``ready``; heartbeats still flow.
+INITIAL_BACKOFF_SECONDS = 0.5
+MAX_BACKOFF_SECONDS = 30.0
+#: A child that stayed ready this long resets the backoff.
+STABLE_SECONDS = 30.0
+#: On a stop, the child gets this long after SIGTERM before SIGKILL.
+TERM_GRACE_SECONDS = 2.0
+#: A `sim face` waits this long for a (re)starting vision process to be ready.
+SHOW_WAIT_SECONDS = 30.0
+
+
+class VisionEndedError(Exception):
+    """Why one vision process ended (exit status, signal, hang, bad message)."""
+
+
+class VisionLink:
+    """Supervises the vision process of one camera; ``status()`` for health and `menjin status`."""
+
+    def __init__(self, *, config_path: Path, passage: Passage, emit: Emit,
+                 capture: Any) -> None:
+        self._config_path = config_path
+        self._passage = passage
+        self._emit = emit
+        self._capture = capture  # capture(event, jpeg | None): a capture event with a portrait
+        self.state = "absent"  # absent | starting | ok | fault
+        self.camera = "absent"
+        self.door: str | None = None
+        self.pid: int | None = None
+        self.restarts = 0
+        self.faults = 0
+        self.last_error: str | None = None
+        self.health: dict[str, int] = {}
+        self._writer: asyncio.StreamWriter | None = None
+        self._ready = asyncio.Event()
+        self._faulted = False
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> dict[str, Any]:
+        """Vision state, restarts and pipeline counters (frames, processed, dropped, errors)."""
+        return {"state": self.state, "camera": self.camera, "door": self.door, "pid": self.pid,
+                "restarts": self.restarts, "faults": self.faults,
+                "last_error": self.last_error, **self.health}
+
+    # ------------------------------------------------------------------ the part
+    async def run(self, cam: CameraSection) -> None:
+        """The vision part: run the child, restart it after any end, forever (non-critical)."""
+        self.door = cam.door
+        attempt = 0
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    await self._run_child(cam)
+                    reason = "exited"
+                except VisionEndedError as exc:
+                    reason = str(exc)
+                except OSError as exc:  # cannot even start a process (no memory, no fds)
+                    reason = f"cannot start: {exc}"
+                attempt = 1 if time.monotonic() - started > STABLE_SECONDS else attempt + 1
+                delay = backoff_seconds(attempt, initial=INITIAL_BACKOFF_SECONDS,
+                                        cap=MAX_BACKOFF_SECONDS)
+                self._fault(cam.door, reason, delay)
+                await asyncio.sleep(delay)
+                self.restarts += 1
+        finally:
+            self.state, self.camera, self.pid = "absent", "absent", None
+
+    def _fault(self, door: str, reason: str, delay: float) -> None:
+        self.state, self.camera, self.last_error = "fault", "absent", reason
+        self.faults += 1
+        self._ready.clear()
+        if not self._faulted:
+            self._faulted = True
+            log.warning("vision: faulted (%s); cards keep working; restarting in %.1f s",
+                        reason, delay)
+            self._emit(Event("vision.fault", door=door, reason="unavailable",
+                             data={"detail": reason, "restart_in_s": round(delay, 3)}))
+        else:
+            log.debug("vision: failed again (%s); restarting in %.1f s", reason, delay)
+
+    async def _run_child(self, cam: CameraSection) -> None:
+        ours, theirs = socket.socketpair()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "daemon.vision_process", "-c", str(self._config_path),
+                "--fd", str(theirs.fileno()), pass_fds=(theirs.fileno(),),
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        self.pid, self.state = proc.pid, "starting"
+        reader: asyncio.StreamReader | None = None
+        try:
+            reader, self._writer = await asyncio.open_unix_connection(
+                sock=ours, limit=MAX_MESSAGE_BYTES)
+            await self._listen(reader, cam.door)
+            try:
+                code = await asyncio.wait_for(proc.wait(), TERM_GRACE_SECONDS)
+            except TimeoutError:
+                raise VisionEndedError("closed its socket but did not exit") from None
+            raise VisionEndedError(_exit_text(code) + (f": {self.last_error}"
+                                                       if self.last_error else ""))
+        finally:
+            self._ready.clear()
+            if proc.returncode is None:
+                # A stop or reload: the child ends its open tracks (their captures) and exits.
+                with contextlib.suppress(ProcessLookupError):
+                    proc.terminate()
+                if reader is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(self._listen(reader, cam.door),
+                                               TERM_GRACE_SECONDS)
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+            ours.close()
+            await _end(proc)
+            self.pid = None
+
+    async def _listen(self, reader: asyncio.StreamReader, door: str) -> None:
+        """Read messages until the child closes the socket; VisionEndedError: hang, garbage."""
+        while True:
+            try:
+                line = await asyncio.wait_for(reader.readline(), HANG_SECONDS)
+            except TimeoutError:
+                raise VisionEndedError(f"hung: no heartbeat for {HANG_SECONDS:g} s") from None
+            except ValueError as exc:  # asyncio's LimitOverrunError: a line over the bound
+                raise VisionEndedError(f"message over {MAX_MESSAGE_BYTES} bytes") from exc
+            if not line:
+                return
+            try:
+                self._handle(decode(line), door)
+            except (WireError, binascii.Error) as exc:
+                raise VisionEndedError(f"bad message: {exc}") from exc
+
+    def _handle(self, message: dict[str, Any], door: str) -> None:
+        kind = message["type"]
+        if kind == "health":
+            self.health = {k: count(message, k)
+                           for k in ("frames", "processed", "dropped", "errors")}
+            error = text(message, "last_error")
+            if error is not None:
+                self.last_error = error
+        elif kind == "ready":
+            self.state, self.camera, self.last_error = "ok", "ok", None
+            self._ready.set()
+            if self._faulted:
+                self._faulted = False
+                log.info("vision: back")
+                self._emit(Event("vision.restored", door=door,
+                                 data={"restarts": self.restarts}))
+        elif kind == "observation":
+            what = text(message, "kind")
+            person, reason = text(message, "person"), text(message, "reason")
+            if what == "recognised":
+                self._passage.face(door, FACE_RECOGNISED, person, None)
+            elif what == "refused":
+                self._passage.face(door, FACE_REFUSED, person, reason)
+            else:
+                raise WireError(f"unknown observation kind {what!r}")
+        elif kind == "capture":
+            portrait = text_or_none(message, "portrait")
+            jpeg = base64.b64decode(portrait, validate=True) if portrait is not None else None
+            self._capture(Event("capture", door=door, person=text(message, "person"),
+                                data={"recognised": bool(message.get("recognised")),
+                                      "frames": count(message, "frames"),
+                                      "portrait": jpeg is not None}), jpeg)
+        elif kind == "camera":
+            if text(message, "state") == "fault":
+                self.camera = "fault"
+                self._emit(Event("camera.fault", door=door, reason="unavailable",
+                                 data={"detail": text(message, "detail")}))
+            else:
+                self.camera = "ok"
+                self._emit(Event("camera.restored", door=door))
+        elif kind == "fatal":
+            self.last_error = text(message, "error")
+        elif kind != "hello":
+            raise WireError(f"unknown message type {kind!r}")
+
+    # ------------------------------------------------------------------ simulate mode
+    async def show(self, door: str, photo: bytes, seconds: float) -> None:
+        """Put a photo in front of the synthetic camera of the vision process (simulate mode).
+
+        Raises LookupError when this door has no vision process or it does not become ready.
+        """
+        if self.door != door:
+            raise LookupError(f"door {door} has no camera with vision")
+        try:
+            await asyncio.wait_for(self._ready.wait(), SHOW_WAIT_SECONDS)
+        except TimeoutError:
+            raise LookupError(f"the vision process of {door} is not ready "
+                              f"({self.state}: {self.last_error})") from None
+        assert self._writer is not None
+        self._writer.write(encode({"type": "show", "seconds": seconds,
+                                   "photo": base64.b64encode(photo).decode()}))
+        await self._writer.drain()
+
+
+def text_or_none(message: dict[str, Any], key: str) -> str | None:
+    """A possibly long string field (a base64 portrait), bounded by the line limit only."""
+    value = message.get(key)
+    if value is not None and not isinstance(value, str):
+        raise WireError(f"{key}: a string expected")
+    return value
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exited with status {code}"
+
+
+async def _end(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM, a short grace, then SIGKILL; always reaped (no zombie)."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            await asyncio.wait_for(asyncio.shield(proc.wait()), TERM_GRACE_SECONDS)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.shield(proc.wait())

@@ -1,0 +1,272 @@
+"""`menjin vision`: the vision process, child of the door daemon, owner of camera and models.
+
+It runs camera → face pipeline (:mod:`vision.pipeline`, on its own inference thread) and sends
+what it saw to the door daemon over the UNIX socket it inherited (file descriptor ``--fd``),
+one bounded JSON line per message (:mod:`daemon.vision_wire`).  It decides nothing: the door
+daemon takes every access decision.  Its health line every second is the heartbeat.
+
+It raises its own ``oom_score_adj`` first thing, so that on a board short of memory the kernel
+kills it (the largest process: it holds the models) rather than the process holding the relays.
+When the daemon goes away (end of file on the socket) it exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from daemon import logsetup
+from daemon.config import CameraSection, GateConfig, VisionSection
+from daemon.configfile import EX_CONFIG, ConfigError, load_config
+from daemon.faces import template_store
+from daemon.liveness import build_liveness
+from daemon.vision_wire import HEALTH_SECONDS, MAX_MESSAGE_BYTES, WireError, decode, encode
+
+log = logging.getLogger("daemon.vision_process")  # also when run as __main__
+
+#: Above the door daemon's (systemd/menjin.service sets OOMScoreAdjust=-500): killed first.
+VISION_OOM_SCORE_ADJ = 800
+EXIT_FAILED = 1
+
+
+def raise_oom_score(value: int = VISION_OOM_SCORE_ADJ) -> None:
+    """Make this process the OOM killer's first choice (raising needs no privilege)."""
+    try:
+        Path("/proc/self/oom_score_adj").write_text(str(value))
+    except OSError as exc:
+        log.warning("vision: cannot set oom_score_adj (%s)", exc)
+
+
+def build_pipeline(vision: VisionSection, portraits: str, *, camera: CameraSection | None = None,
+                   nir_frames: Any = None) -> Any:
+    """Config → face models, template gallery and pipeline (blocking: model loading)."""
+    from vision.embed import default_match_threshold
+    from vision.models import load_detector, load_embedder
+    from vision.pipeline import FacePipeline, PipelineSettings
+    from vision.quality import QualityThresholds
+
+    det, q = vision.detector, vision.quality
+    detector = load_detector(det.kind, det.path, input_size=det.input_size,
+                             score_threshold=det.score_threshold, roi=det.roi,
+                             threads=vision.threads)
+    embedder = load_embedder(vision.embedder.kind, vision.embedder.path, threads=vision.threads)
+    liveness = build_liveness(vision, camera, nir_frames)
+    threshold = vision.match_threshold or default_match_threshold(vision.embedder.kind)
+    gallery = template_store(vision).load_gallery(embedder.dim, threshold=threshold,
+                                                  margin=vision.match_margin)
+    log.info("vision: %d enrolled person(s), match threshold %.2f", len(gallery), threshold)
+    settings = PipelineSettings(
+        agree_frames=vision.agree_frames, portraits=portraits,
+        portrait_margin=vision.portrait_margin, portrait_size_px=vision.portrait_size,
+        quality=QualityThresholds(
+            min_face_px_recognise=q.min_face_px_recognise,
+            min_face_px_capture=q.min_face_px_capture,
+            min_sharpness_recognise=q.min_sharpness_recognise,
+            min_sharpness_capture=q.min_sharpness_capture,
+        ),
+    )
+    return FacePipeline(detector, embedder, gallery, liveness=liveness, settings=settings)
+
+
+class Session:
+    """One vision process's camera, pipeline and link to the daemon."""
+
+    def __init__(self, config: GateConfig, writer: asyncio.StreamWriter) -> None:
+        assert config.camera is not None and config.vision is not None
+        self.config = config
+        self.camera_section = config.camera
+        self.vision_section = config.vision
+        self.writer = writer
+        self.frames = 0
+        self.worker: Any = None
+        self.synthetic: Any = None
+        self.last_error: str | None = None
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Queue a message for the daemon (event loop only)."""
+        try:
+            self.writer.write(encode(message))
+        except WireError as exc:
+            log.error("vision: message not sent: %s", exc)
+
+    def send_threadsafe(self, loop: asyncio.AbstractEventLoop, message: dict[str, Any]) -> None:
+        """:meth:`send` from a camera thread; dropped once the loop closed."""
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self.send, message)
+
+    def health(self) -> dict[str, Any]:
+        w = self.worker
+        return {"type": "health", "frames": self.frames,
+                "processed": w.processed if w else 0, "dropped": w.dropped if w else 0,
+                "errors": w.errors if w else 0, "last_error": self.last_error}
+
+    async def heartbeat(self) -> None:
+        while True:
+            self.send(self.health())
+            await self.writer.drain()
+            await asyncio.sleep(HEALTH_SECONDS)
+
+    def observation(self, observation: Any) -> None:
+        from vision.pipeline import FaceRecognised, FaceRefused, TrackCapture
+
+        if isinstance(observation, FaceRecognised):
+            self.send({"type": "observation", "kind": "recognised", "person": observation.person,
+                       "score": round(float(observation.score), 4)})
+        elif isinstance(observation, FaceRefused):
+            self.send({"type": "observation", "kind": "refused", "person": observation.person,
+                       "reason": observation.reason})
+        elif isinstance(observation, TrackCapture):
+            jpeg = observation.jpeg
+            self.send({"type": "capture", "person": observation.person,
+                       "recognised": bool(observation.recognised),
+                       "frames": int(observation.frames),
+                       "portrait": base64.b64encode(jpeg).decode() if jpeg else None})
+
+    def frame(self, frame: Any) -> None:
+        self.frames += 1
+        self.worker.submit(frame.image, frame.ts)
+
+    async def run(self, reader: asyncio.StreamReader) -> None:
+        from drivers.camera import Camera, SyntheticSource, open_source
+        from vision.pipeline import PipelineWorker, loop_delivery
+
+        loop = asyncio.get_running_loop()
+        cam, vision = self.camera_section, self.vision_section
+        heartbeat = asyncio.create_task(self.heartbeat(), name="heartbeat")
+        try:
+            nir_camera, nir_frames = self.nir_camera(loop)
+            pipeline = await asyncio.to_thread(build_pipeline, vision,
+                                               self.config.privacy.portraits, camera=cam,
+                                               nir_frames=nir_frames)
+            size = (cam.width, cam.height)
+            self.synthetic = SyntheticSource(size) if self.config.hardware.simulate else None
+            source = self.synthetic or open_source(cam.source, size=size, fps=cam.fps)
+            self.worker = PipelineWorker(pipeline, loop_delivery(loop, self.observation),
+                                         name=f"vision:{cam.door}")
+            camera = Camera(
+                source, fps=cam.fps, name=f"camera:{cam.door}", on_frame=self.frame,
+                on_fault=lambda reason: self.send_threadsafe(
+                    loop, {"type": "camera", "state": "fault", "detail": reason}),
+                on_restored=lambda: self.send_threadsafe(loop, {"type": "camera", "state": "ok"}),
+            )
+            self.worker.start()
+            camera.start()
+            if nir_camera is not None:
+                nir_camera.start()
+            try:
+                self.send({"type": "ready", "door": cam.door})
+                await self.commands(reader)  # returns at end of file: the daemon went away
+            finally:
+                await asyncio.to_thread(camera.stop)
+                if nir_camera is not None:
+                    await asyncio.to_thread(nir_camera.stop)
+                await asyncio.to_thread(self.worker.stop)  # ends open tracks: their captures
+                await asyncio.sleep(0)  # run the deliveries queued by the stop
+                with contextlib.suppress(ConnectionError):
+                    await self.writer.drain()
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await heartbeat
+
+    def nir_camera(self, loop: asyncio.AbstractEventLoop) -> tuple[Any, Any]:
+        """The NIR camera feeding the frame buffer the liveness check pairs with (or Nones)."""
+        from drivers.camera import Camera, SyntheticSource, open_source
+        from vision.nir import NirFrames
+
+        cam = self.camera_section
+        if cam.nir is None:
+            return None, None
+        frames = NirFrames()
+        nir = cam.nir
+        size = (nir.width, nir.height)
+        # Simulate mode has no infrared scene: an empty one, so faces fail NIR (fail closed).
+        source = (SyntheticSource(size) if self.config.hardware.simulate
+                  else open_source(nir.source, size=size, fps=nir.fps))
+        camera = Camera(
+            source, fps=nir.fps, name=f"camera:{cam.door}:nir",
+            on_frame=lambda frame: frames.push(frame.image, frame.ts),
+            on_fault=lambda reason: self.send_threadsafe(
+                loop, {"type": "camera", "state": "fault", "detail": f"NIR: {reason}"}),
+            on_restored=lambda: self.send_threadsafe(loop, {"type": "camera", "state": "ok"}),
+        )
+        return camera, frames
+
+    async def commands(self, reader: asyncio.StreamReader) -> None:
+        while line := await reader.readline():
+            message = decode(line)
+            if message["type"] == "show" and self.synthetic is not None:
+                self.show(message)
+
+    def show(self, message: dict[str, Any]) -> None:
+        import cv2
+        import numpy as np
+
+        data = base64.b64decode(str(message.get("photo", "")))
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            log.warning("vision: sim photo is not a readable image")
+            return
+        self.synthetic.show(image, float(message.get("seconds", 2.0)))
+
+
+async def serve(config: GateConfig, fd: int) -> int:
+    """Run until the daemon closes the socket; EXIT_FAILED when the pipeline cannot start."""
+    sock = socket.socket(fileno=fd)
+    reader, writer = await asyncio.open_unix_connection(sock=sock, limit=MAX_MESSAGE_BYTES)
+    session = Session(config, writer)
+    session.send({"type": "hello", "pid": os.getpid()})
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
+    try:
+        await session.run(reader)
+    except asyncio.CancelledError:  # SIGTERM from the daemon: tracks ended, captures sent
+        return 0
+    except Exception as error:  # the models, the camera: told to the daemon, then exit
+        session.last_error = f"{type(error).__name__}: {error}"
+        log.error("vision: %s", session.last_error)
+        session.send({"type": "fatal", "error": session.last_error})
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        return EXIT_FAILED
+    finally:
+        writer.close()
+    return 0
+
+
+def main(config_path: Path, fd: int) -> int:
+    """The vision process of the gate configured in ``config_path``, talking over ``fd``."""
+    raise_oom_score()
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        logsetup.configure("INFO")
+        log.error("vision: %s: cannot start with this config:\n%s", config_path, exc)
+        return EX_CONFIG
+    logsetup.configure(config.logging.level, config.logging.components)
+    if config.camera is None or config.vision is None:
+        log.error("vision: %s has no camera and vision sections", config_path)
+        return EX_CONFIG
+    return asyncio.run(serve(config, fd))
+
+
+def cli(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="menjin vision", description=__doc__)
+    parser.add_argument("-c", "--config", type=Path, required=True)
+    parser.add_argument("--fd", type=int, required=True)
+    args = parser.parse_args(argv)
+    return main(args.config, args.fd)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

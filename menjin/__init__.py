@@ -1,0 +1,1 @@
+"""The ``menjin`` command: composes the gate's (``daemon.cli``) and the station's commands."""

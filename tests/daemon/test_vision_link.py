@@ -1,0 +1,78 @@
+"""The daemon's side of the vision wire: bounded lines, checked fields, one bad message = a restart.
+
+Fed through a real asyncio StreamReader, as the socket to the vision process would feed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from daemon.events import Event
+from daemon.vision_link import VisionEndedError, VisionLink
+from daemon.vision_wire import MAX_MESSAGE_BYTES, MAX_TEXT, WireError, decode, encode
+from tests.daemon.test_passage import rig
+
+
+def link(events: list[Event]) -> VisionLink:
+    passage, _door, _factory = rig(events)
+    return VisionLink(config_path=Path("gate.yaml"), passage=passage, emit=events.append,
+                      capture=lambda event, jpeg: events.append(event))
+
+
+async def listen(vision: VisionLink, *lines: bytes) -> None:
+    reader = asyncio.StreamReader(limit=MAX_MESSAGE_BYTES)
+    for line in lines:
+        reader.feed_data(line)
+    reader.feed_eof()
+    await vision._listen(reader, "front")
+
+
+def line(message: dict[str, object]) -> bytes:
+    return json.dumps(message).encode() + b"\n"
+
+
+async def test_a_recognition_goes_to_the_passage_which_decides() -> None:
+    events: list[Event] = []
+    await listen(link(events), line({"type": "hello", "pid": 1}), line({"type": "ready"}),
+                 line({"type": "observation", "kind": "refused", "person": None,
+                       "reason": "unknown_face"}),
+                 line({"type": "health", "frames": 30, "processed": 20, "dropped": 10,
+                       "errors": 1, "last_error": "ValueError: bad frame"}))
+    assert [(e.type, e.reason) for e in events] == [("access.denied", "unknown_face")]
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        (b"not json\n", "bad message: not a JSON line"),
+        (line({"no": "type"}), "bad message: not a message object"),
+        (line({"type": "observation", "kind": "opened_the_door"}), "unknown observation kind"),
+        (line({"type": "observation", "kind": "recognised", "person": "p" * (MAX_TEXT + 1)}),
+         f"person: a string of at most {MAX_TEXT} characters"),
+        (line({"type": "health", "frames": -1}), "frames: a non-negative integer"),
+        (line({"type": "health", "frames": 10**30}), "frames: a non-negative integer"),
+        (line({"type": "capture", "portrait": "***"}), "bad message"),
+        (line({"type": "grant", "door": "front"}), "unknown message type 'grant'"),
+    ],
+)
+async def test_a_bad_message_ends_the_vision_process_and_decides_nothing(
+        message: bytes, error: str) -> None:
+    events: list[Event] = []
+    with pytest.raises(VisionEndedError, match=error.replace("(", r"\(")):
+        await listen(link(events), message)
+    assert not any(e.type.startswith(("access.", "door.")) for e in events)
+
+
+async def test_a_line_over_the_bound_is_refused_before_it_is_parsed() -> None:
+    with pytest.raises(VisionEndedError, match=f"message over {MAX_MESSAGE_BYTES} bytes"):
+        await listen(link([]), b"x" * (MAX_MESSAGE_BYTES + 1) + b"\n")
+
+
+def test_the_wire_refuses_to_send_an_oversized_message() -> None:
+    with pytest.raises(WireError, match="exceeds"):
+        encode({"type": "show", "photo": "x" * MAX_MESSAGE_BYTES})
+    assert decode(encode({"type": "ready"})) == {"type": "ready"}
