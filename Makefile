@@ -45,8 +45,8 @@ test: $(VENV) test-deps
 	$(BIN)/python -m pytest
 
 lint: $(VENV)
-	$(BIN)/ruff check menjin daemon drivers vision station protocol tests bench
-	$(BIN)/mypy --strict menjin drivers daemon protocol
+	$(BIN)/ruff check menjin daemon drivers vision station protocol yamlconfig tests bench
+	$(BIN)/mypy --strict menjin drivers daemon protocol yamlconfig
 	$(BIN)/python -m pytest -q tests/test_architecture.py -k contracts
 
 # Re-extract the station page's messages and merge them into the Chinese catalog (then translate

@@ -16,6 +16,7 @@ from gpiozero import Factory
 
 from daemon.access import DoorPolicy
 from daemon.config import DoorSection, GateConfig, ReaderSection
+from daemon.credentials import load_osdp_key
 from daemon.door import DoorController
 from daemon.events import Emit
 from daemon.simulate import SimulatedBoard
@@ -137,7 +138,7 @@ def build_reader(s: ReaderSection, *, port: str | None, pins: Factory,
     from drivers.osdp import OsdpReader  # fails with the install hint without the extra
 
     assert port is not None
-    key = bytes.fromhex(s.osdp_key_file.read_text().strip()) if s.osdp_key_file else None
+    key = load_osdp_key(s.osdp_key_file) if s.osdp_key_file else None
     return OsdpReader(port, address=s.osdp_address, scbk=key, baud=s.baud,
                       formats=s.formats, on_keypad=on_keys, **callbacks)
 

@@ -34,9 +34,10 @@ def provided(config: GateConfig, door_id: str) -> str:
 
 
 def _face_opens(config: GateConfig, door_id: str) -> bool:
-    door = config.doors[door_id]
+    door, vision = config.doors[door_id], config.vision
     return door.access in (AccessRule.FACE, AccessRule.CARD_OR_FACE) and (
         config.camera is not None and config.camera.door == door_id
+        and vision is not None and vision.enabled  # vision off (no models): no face opens it
     )
 
 
@@ -76,8 +77,10 @@ def liveness_warnings(config: GateConfig) -> list[str]:
                 f"door {door_id}: face-only entry without any liveness check: a printed or "
                 "on-screen photo opens this door; use card_and_face or add an NIR camera"
             )
-    camera = config.camera
-    if camera is not None and camera.nir is not None and not camera.nir.calibration.exists():
+    camera, vision = config.camera, config.vision
+    faces_on = vision is not None and vision.enabled
+    if camera is not None and camera.nir is not None and faces_on and \
+            not camera.nir.calibration.exists():
         warnings.append(
             f"camera.nir: no calibration at {camera.nir.calibration} yet: faces are refused until "
             "`menjin camera calibrate` has run"

@@ -59,6 +59,20 @@ def _config(path: Path) -> StationConfig:
         raise typer.Exit(EX_CONFIG) from None
 
 
+@station_app.command("check-config")
+def check_config_command(
+    config: Annotated[Path, typer.Argument(help="The station's config file (station.yaml).")],
+) -> None:
+    """Validate station.yaml: every problem at once, as FILE:LINE:COL: key: message.
+
+    Example: menjin station check-config /etc/menjin/station.yaml
+    """
+    loaded = _config(config)
+    typer.echo(f"{config}: OK: broker {loaded.mqtt.host}:{loaded.mqtt.port}, "
+               f"signing key {loaded.signing_key}, web page "
+               f"{f'{loaded.web.bind}:{loaded.web.port}' if loaded.web.enabled else 'off'}")
+
+
 def _logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT,
                         stream=sys.stderr)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from daemon.config import GateConfig, VisionSection
-from daemon.configfile import EX_CONFIG, ConfigError, load_config
+from daemon.configfile import EX_CONFIG, ConfigError, load_config_file
 from daemon.faces import (
     EnrolOutcome,
     EnrolRefusedError,
@@ -54,10 +54,14 @@ ConfigOpt = Annotated[
 def vision_config(config: Path) -> tuple[GateConfig, VisionSection]:
     """Load the config (exit 78 with every problem listed) and insist on a vision section."""
     try:
-        cfg = load_config(config)
+        loaded = load_config_file(config)
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(EX_CONFIG) from exc
+    cfg = loaded.config
+    if loaded.warnings:  # the models are missing: face tools cannot work without them
+        typer.echo("\n".join(str(w) for w in loaded.warnings), err=True)
+        raise typer.Exit(EX_CONFIG)
     if cfg.vision is None:
         typer.echo(f"{config}: no 'vision' section: face tools need a detector and an embedder",
                    err=True)

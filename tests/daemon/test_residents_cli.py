@@ -181,7 +181,8 @@ def test_yaml_import_reports_the_line_of_the_bad_field(tmp_path: Path, db: Path)
         ("r.csv", "id,name,card\n", "{file}:1: unknown column 'card'; did you mean 'cards'?"),
         ("r.csv", "name,cards\n", "{file}:1: the header needs a 'id' column"),
         ("r.yaml", "persons:\n  - id: a\n    id: b\n",
-         "{file}:3:5: YAML syntax error: found duplicate key \"id\" (each key may appear once)"),
+         "{file}:3:5: persons[0].id: key 'id' appears twice, first at line 2, column 5 (each key "
+         "may appear once: delete or merge one of them)"),
         ("r.yaml", "people: []\n",
          "{file}:1: unknown section 'people' (persons, groups, holidays, revoked)"),
         ("r.txt", "x", "{file}: use a .csv, .yaml or .json file"),

@@ -242,7 +242,7 @@ async def test_cli_open_prints_the_result_and_exits_by_it(broker: Broker, tmp_pa
         "signing_key: station_key.pem\ncommand_timeout_seconds: 20\n")
     menjin = [sys.executable, "-c", "from menjin.cli import main; main()"]
     # the station knows gate g1 and its door (commands to unknown ones are refused at once); the
-    # CLI finds it only in the database relative to its config file
+    # CLI finds it in the database relative to its working directory
     known = Store(f"sqlite:///{tmp_path / 'station.db'}", portraits_dir=tmp_path / "portraits")
     known.set_health("g1", {"gate": "g1", "doors": {"front": {"state": "closed"}}})
     known.close()
@@ -250,7 +250,7 @@ async def test_cli_open_prints_the_result_and_exits_by_it(broker: Broker, tmp_pa
         proc = await asyncio.create_subprocess_exec(
             *menjin, "station", "open", "g1", "front", "--seconds", "3", "--json",
             "-c", str(config_file),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO)
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=tmp_path)
         out, err = await proc.communicate()
         refused = await asyncio.create_subprocess_exec(
             *menjin, "station", "open", "g1", "front", "-c", str(tmp_path / "missing.yaml"),
@@ -259,6 +259,7 @@ async def test_cli_open_prints_the_result_and_exits_by_it(broker: Broker, tmp_pa
     assert proc.returncode == 0, err.decode()
     printed = json.loads(out)
     assert printed["ok"] is True and printed["result"]["door"] == "front"
+    assert (tmp_path / "station.db").exists()  # relative to the working directory
     assert refused.returncode == 78
     assert b"missing.yaml:1:1: cannot read" in refused_err
 

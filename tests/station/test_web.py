@@ -422,7 +422,7 @@ async def test_station_run_serves_the_page_and_stores_what_arrives(
                       f"web: {{port: {port}, login: false}}\n")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", "from menjin.cli import main; main()", "station", "run",
-        "-c", str(config), stderr=asyncio.subprocess.PIPE, cwd=REPO)
+        "-c", str(config), stderr=asyncio.subprocess.PIPE, cwd=tmp_path)
     sent = {"v": 1, "id": str(uuid.uuid4()), "seq": 1, "gate": "g7", "ts_ms": 1_790_000_000_000,
             "type": "door.forced", "door": "front"}
     try:
