@@ -18,7 +18,6 @@ from typing import Any
 from daemon.builders import redacted
 from daemon.commands import CommandProcessor
 from daemon.config import GateConfig, VisionSection
-from daemon.credentials import load_station_key
 from daemon.door import DoorController
 from daemon.events import Emit
 from daemon.faces import EnrolOutcome, check_consent, face_models, store_enrolment, template_store
