@@ -108,7 +108,7 @@ def build_pipeline(vision: VisionSection, portraits: str) -> Any:
     from daemon.faces_cli import template_store
     from vision.embed import default_match_threshold
     from vision.liveness import LivenessGate
-    from vision.models import load_detector, load_embedder, load_liveness
+    from vision.models import load_detector, load_embedder, load_liveness, load_refiner
     from vision.pipeline import FacePipeline, PipelineSettings
     from vision.quality import QualityThresholds
 
@@ -116,7 +116,8 @@ def build_pipeline(vision: VisionSection, portraits: str) -> Any:
     detector = load_detector(det.kind, det.path, input_size=det.input_size,
                              score_threshold=det.score_threshold, roi=det.roi,
                              threads=vision.threads)
-    embedder = load_embedder(vision.embedder.kind, vision.embedder.path, threads=vision.threads)
+    embedder = load_embedder(vision.embedder.kind, vision.embedder.path, threads=vision.threads,
+                             mirror=vision.embedder.mirror_average)
     liveness = None
     if vision.liveness is not None:
         liveness = LivenessGate(load_liveness(vision.liveness.kind, vision.liveness.paths,
@@ -125,8 +126,11 @@ def build_pipeline(vision: VisionSection, portraits: str) -> Any:
     gallery = template_store(vision).load_gallery(embedder.dim, threshold=threshold,
                                                   margin=vision.match_margin)
     log.info("vision: %d enrolled person(s), match threshold %.2f", len(gallery), threshold)
+    refiner = (load_refiner(det.kind, det.path, threads=vision.threads)
+               if vision.refine_landmarks else None)
     settings = PipelineSettings(
-        agree_frames=vision.agree_frames, portraits=portraits,
+        agree_frames=vision.agree_frames, fuse_frames=vision.fuse_frames, detector_kind=det.kind,
+        portraits=portraits,
         portrait_margin=vision.portrait_margin, portrait_size_px=vision.portrait_size,
         quality=QualityThresholds(
             min_face_px_recognise=q.min_face_px_recognise,
@@ -135,7 +139,8 @@ def build_pipeline(vision: VisionSection, portraits: str) -> Any:
             min_sharpness_capture=q.min_sharpness_capture,
         ),
     )
-    return FacePipeline(detector, embedder, gallery, liveness=liveness, settings=settings)
+    return FacePipeline(detector, embedder, gallery, liveness=liveness, settings=settings,
+                        refiner=refiner)
 
 
 def enrol_from_station(config: GateConfig, vision: VisionSection, person: str,

@@ -6,11 +6,12 @@ match.  What keeps it cheap on a small board:
 
 - idle frames stop at the motion gate (detection runs only on motion, while a face is tracked,
   and every ``idle_detect_seconds`` as a safety net);
-- a track is embedded when its face quality improves on what was already embedded, or to confirm
-  a candidate match; a granted track is never embedded again;
-- a grant needs ``agree_frames`` embedded frames of one track matching the same person (a frame
-  matching another person starts the count again; frames below the threshold do not count), then
-  a liveness check on the frame that completed the agreement.  A failed liveness
+- once a track holds ``fuse_frames`` embeddings, a frame is embedded only when its quality beats
+  the worst one kept; a decided track is never embedded again;
+- a track's recognisable frames are embedded (landmarks refined first when a refiner is given)
+  and fused over its best ``fuse_frames`` by quality (vision/fusion.py); once ``agree_frames``
+  frames are fused, the fused embedding is searched after each new frame, and a match is checked
+  for liveness on the frame that completed it.  A failed liveness
   check refuses the track for good (reason ``liveness_failed``) but its portrait is still taken.
 
 Portraits obey the privacy policy (``off``, ``local``, ``upload``): with ``off`` no pixel of a face
@@ -32,10 +33,11 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from vision.align import align
 from vision.detect import Detector, Face
 from vision.embed import Embedder
+from vision.fusion import DEFAULT_KEEP, TrackFusion
 from vision.gallery import Gallery
+from vision.landmarks import Refiner
 from vision.liveness import LivenessGate
 from vision.motion import MotionGate
 from vision.quality import Quality, QualityThresholds, assess
@@ -51,8 +53,9 @@ DEFAULT_PORTRAIT_SIZE_PX = 256
 DEFAULT_JPEG_QUALITY = 90
 #: Detect at least this often while nothing moves (a person who crept in slowly).
 DEFAULT_IDLE_DETECT_SECONDS = 2.0
-#: A track's face is embedded again only when its quality rank beats the best embedded one by
-#: this factor (a stranger walking past costs a few embeddings, not one per frame).
+#: Once ``fuse_frames`` frames are kept, a frame is embedded only when its quality rank beats the
+#: worst kept one by this factor (a stranger walking past costs a few embeddings, not one per
+#: frame).
 DEFAULT_EMBED_IMPROVEMENT = 1.1
 #: A face seen in fewer frames is more likely a false detection than a passage: no capture.
 DEFAULT_MIN_CAPTURE_FRAMES = 2
@@ -60,8 +63,8 @@ DEFAULT_MIN_CAPTURE_FRAMES = 2
 
 @dataclass(frozen=True, slots=True)
 class FaceRecognised:
-    """``agree_frames`` frames of one track matched ``person`` and liveness passed (or no
-    liveness model is configured: ``liveness`` None); the door may open."""
+    """The fused embedding of ``frames`` frames of one track matched ``person`` and liveness
+    passed (or no liveness model is configured: ``liveness`` None); the door may open."""
 
     track_id: int
     person: str
@@ -115,6 +118,9 @@ class PipelineSettings:
     track_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     embed_improvement: float = DEFAULT_EMBED_IMPROVEMENT
     min_capture_frames: int = DEFAULT_MIN_CAPTURE_FRAMES
+    fuse_frames: int = DEFAULT_KEEP
+    #: Kind of the detector ('scrfd', 'yunet'): the pose check corrects for its nose placement.
+    detector_kind: str | None = None
 
     def __post_init__(self) -> None:
         if self.portraits not in PORTRAIT_POLICIES:
@@ -124,6 +130,11 @@ class PipelineSettings:
             )
         if self.agree_frames < 1:
             raise ValueError(f"agree_frames must be at least 1, got {self.agree_frames}")
+        if self.fuse_frames < self.agree_frames:
+            raise ValueError(
+                f"fuse_frames ({self.fuse_frames}) must be at least agree_frames "
+                f"({self.agree_frames})"
+            )
 
     @property
     def keeps_portraits(self) -> bool:
@@ -142,11 +153,8 @@ class PipelineStats:
 
 @dataclass
 class _TrackState:
-    candidate: str | None = None
-    votes: int = 0
-    misses: int = 0
+    fusion: TrackFusion
     best_score: float = -1.0
-    embedded_rank: float = 0.0
     decided: bool = False
     granted: str | None = None
     capture_frames: int = 0
@@ -192,8 +200,10 @@ class FacePipeline:
         liveness: LivenessGate | None = None,
         settings: PipelineSettings | None = None,
         motion: MotionGate | None = None,
+        refiner: Refiner | None = None,
     ) -> None:
         self.detector = detector
+        self.refiner = refiner
         self.embedder = embedder
         self.gallery = gallery
         self.liveness = liveness
@@ -244,8 +254,10 @@ class FacePipeline:
     def _observe(
         self, bgr: np.ndarray, ts: float, track: Track, face: Face
     ) -> list[Observation]:
-        state = self._states.setdefault(track.id, _TrackState())
-        quality = assess(bgr, face)
+        state = self._states.get(track.id)
+        if state is None:
+            state = self._states[track.id] = _TrackState(TrackFusion(self.settings.fuse_frames))
+        quality = assess(bgr, face, detector=self.settings.detector_kind)
         thresholds = self.settings.quality
         if thresholds.capturable(quality):
             state.capture_frames += 1
@@ -258,28 +270,20 @@ class FacePipeline:
                     )
         if state.decided or not thresholds.recognisable(quality):
             return []
-        confirming = state.candidate is not None
-        if not confirming and quality.rank <= state.embedded_rank * self.settings.embed_improvement:
+        fusion = state.fusion
+        if fusion.full() and quality.rank <= fusion.worst_rank() * self.settings.embed_improvement:
             return []
-        state.embedded_rank = max(state.embedded_rank, quality.rank)
+        if self.refiner is not None:
+            face = self.refiner.refine(bgr, face)
         self.stats.embeddings += 1
-        match = self.gallery.search(self.embedder.embed(align(bgr, face.kps)))
-        if match.person is None:
-            # A frame below the threshold is no vote either way; a candidate that keeps
-            # missing is dropped, so a stranger's one lucky frame does not cost an embedding
-            # per frame for the rest of the passage.
-            state.misses += 1
-            if state.misses > self.settings.agree_frames:
-                state.candidate, state.votes, state.misses = None, 0, 0
+        fusion.add(self.embedder.embed_face(bgr, face.kps), quality.rank)
+        if len(fusion) < self.settings.agree_frames:
             return []
-        if match.person != state.candidate:
-            state.candidate, state.votes, state.misses = match.person, 0, 0
-            state.best_score = -1.0
-        state.votes += 1
-        state.best_score = max(state.best_score, match.score)
-        if state.votes < self.settings.agree_frames:
+        match = self.gallery.search(fusion.fused())
+        if match.person is None:
             return []
         state.decided = True
+        state.best_score = match.score
         return [self._decide(bgr, ts, track, face, match.person, match.second_score, state)]
 
     def _decide(
@@ -303,7 +307,7 @@ class FacePipeline:
                 return FaceRefused(track.id, LIVENESS_FAILED, person, state.best_score, live, ts)
         state.granted = person
         return FaceRecognised(
-            track.id, person, state.best_score, second_score, state.votes, live, ts
+            track.id, person, state.best_score, second_score, len(state.fusion), live, ts
         )
 
     def _capturable(self, track: Track) -> bool:
