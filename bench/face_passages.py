@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -379,6 +380,8 @@ def main() -> None:
     parser.add_argument("--routes", nargs="*", choices=[*ROUTES, BASELINE], default=None)
     args = parser.parse_args()
     cv2.setNumThreads(1)
+    # Every passage builds a pipeline without liveness; its start-up warning is not news here.
+    logging.getLogger("vision.pipeline").setLevel(logging.ERROR)
     identities = folder_set(args.faces / DEV_SET)
     frames, folds = FRAMES, list(range(DEFAULT_FOLDS))
     routes = args.routes or [*ROUTES, BASELINE]

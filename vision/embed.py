@@ -29,20 +29,22 @@ ARCFACE_STD = 127.5
 IMAGENET_MEAN_RGB = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD_RGB = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
-#: Cosine similarity a probe needs to match a template, per embedder kind: the larger of (highest
-#: impostor score measured + 0.20) and (impostor mean + 6 standard deviations), rounded up to 0.05
-#: (bench/face_scores.py; distributions in docs/vision.md).  The margin is for what the test photos
-#: cannot show: small models separate East-Asian faces less well, and a gallery of thousands meets
-#: far more impostors.  A false accept opens the door to a stranger, so true accepts are won back
-#: with several enrolment photos, several agreeing frames and the quality gate, never by lowering
-#: these.
-ARCFACE_MATCH_THRESHOLD = 0.45
-MOBILEFACENET_FOAMLIU_MATCH_THRESHOLD = 0.55
+#: Cosine similarity a probe needs to match a person, per embedder kind: what the threshold rule of
+#: vision/calibration.py gives on the East-Asian dev set (gallery protocol, YuNet landmarks refined,
+#: mirror-averaged embeddings, mean-of-templates person score; SCRFD for arcface) for a gallery of
+#: 1,000 persons at FPIR 1e-3, never below the highest impostor score + 0.10 (docs/vision.md).  A
+#: false accept opens the door to a stranger, so true accepts are won back with several enrolment
+#: photos, fused frames and the quality gate, never by lowering these.  foamliu's old 0.55 sat
+#: 0.003 above an East-Asian impostor pair; face_reid_0095 needs 0.75 and is not recommended.
+ARCFACE_MATCH_THRESHOLD = 0.52
+MOBILEFACENET_FOAMLIU_MATCH_THRESHOLD = 0.60
 MOBILEFACENET_PADDLEX_MATCH_THRESHOLD = 0.60
+FACE_REID_0095_MATCH_THRESHOLD = 0.75
 DEFAULT_MATCH_THRESHOLDS: dict[str, float] = {
     "arcface": ARCFACE_MATCH_THRESHOLD,
     "mobilefacenet_foamliu": MOBILEFACENET_FOAMLIU_MATCH_THRESHOLD,
     "mobilefacenet_paddlex": MOBILEFACENET_PADDLEX_MATCH_THRESHOLD,
+    "face_reid_0095": FACE_REID_0095_MATCH_THRESHOLD,
 }
 #: Lead the best person needs over the best other person.
 DEFAULT_MATCH_MARGIN = 0.05

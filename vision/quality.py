@@ -79,7 +79,7 @@ class QualityThresholds:
     to recognition only: a turned or dim face still makes a useful portrait.  Calibrated on
     degraded copies of the East-Asian dev set with paddlex (mean genuine score drop; docs/vision.md):
     faces of 60 px lose 0.017 and of 45 px 0.049 (minimum 64); Gaussian blur of 1.2 px (sharpness
-    median 37) loses 0.019 and of 2.4 px (median 14) 0.113 (minimum 20); faces darkened to a
+    median 31) loses 0.019 and of 2.4 px (median 12) 0.113 (minimum 20); faces darkened to a
     brightness of 38 lose 0.037 and to 18 lose 0.126 (minimum 25).
     """
 
