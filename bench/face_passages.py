@@ -47,6 +47,7 @@ sys.path.insert(0, str(REPO))
 from vision.calibration import CalibrationError, recommend_threshold  # noqa: E402
 from vision.detect import Detector, Face  # noqa: E402
 from vision.embed import DEFAULT_MATCH_MARGIN, Embedder, default_match_threshold  # noqa: E402
+from vision.enrol import read_image  # noqa: E402
 from vision.evaluate import (  # noqa: E402
     DEFAULT_FOLDS,
     Route,
@@ -150,10 +151,10 @@ class CachedDetector:
 class CachedEmbedder:
     inner: Embedder
     cache: dict[bytes, np.ndarray] = field(default_factory=dict)
+    dim: int = field(init=False)
 
-    @property
-    def dim(self) -> int:
-        return self.inner.dim
+    def __post_init__(self) -> None:
+        self.dim = self.inner.dim
 
     def embed(self, aligned_bgr: np.ndarray) -> np.ndarray:
         return self.inner.embed(aligned_bgr)
@@ -210,9 +211,10 @@ def passages(
             enrolled = identity not in strangers
             items = probe[identity] + ([] if enrolled else enrol[identity])
             for sample in items:
-                photo = cv2.imread(str(by_label[sample.label]))
+                photo = read_image(by_label[sample.label])
                 seed = int.from_bytes(_key(np.frombuffer(sample.label.encode(), np.uint8))[:4])
-                yield fold, strangers, enrol, identity, enrolled, passage_frames(photo, frames, seed)
+                clip = passage_frames(photo, frames, seed)
+                yield fold, strangers, enrol, identity, enrolled, clip
 
 
 def fold_gallery(
@@ -333,15 +335,15 @@ def run_baseline(
         samples = []
         for identity, photos in identities.items():
             for photo in photos:
-                vector = embed(cv2.imread(str(photo)))
+                vector = embed(read_image(photo))
                 samples.append(Sample(identity, f"{identity}/{photo.name}", vector, None,
                                       None if vector is not None else "no face found"))
         probe = gallery_protocol(samples, threshold=1.0, margin=DEFAULT_MATCH_MARGIN,
                                  scoring="max")
         # --quick has too few identities for the rule: the insightface route's shipped default.
         threshold = rule_for(probe.pair_scores(), 0.0)[0] or default_match_threshold("arcface")
-        photo = gallery_protocol(samples, threshold=threshold, margin=DEFAULT_MATCH_MARGIN,
-                                 scoring="max")
+        at_rule = gallery_protocol(samples, threshold=threshold, margin=DEFAULT_MATCH_MARGIN,
+                                   scoring="max")
         counts = Counts()
         for fold, strangers, enrol, identity, enrolled, clip in passages(
             identities, samples, folds, frames
@@ -362,7 +364,7 @@ def run_baseline(
                 counts.timed += 1
             counts.count(identity, enrolled, accepted)
     return {"detector": "scrfd", "embedder": "arcface", "threshold": threshold,
-            "rule_threshold": threshold, "photo": _photo_figures(photo),
+            "rule_threshold": threshold, "photo": _photo_figures(at_rule),
             "passage": counts.as_dict()}
 
 

@@ -357,8 +357,14 @@ def evaluate(
     Example: menjin faces evaluate /srv/consented-photos --gallery-size 800 -c /etc/menjin/gate.yaml
     """
     from vision.calibration import DEFAULT_GALLERY_SIZE
-    from vision.evaluate import EvaluationError, Route, folder_set, gallery_protocol, report
-    from vision.evaluate import sample_set
+    from vision.evaluate import (
+        EvaluationError,
+        Route,
+        folder_set,
+        gallery_protocol,
+        report,
+        sample_set,
+    )
 
     _cfg, vision = vision_config(config)
     models = face_models(vision)

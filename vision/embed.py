@@ -56,7 +56,7 @@ class Embedder(Protocol):
     dim: int
 
     def embed(self, aligned_bgr: np.ndarray) -> np.ndarray:
-        """L2-normalised float32 vector of shape (dim,) of a crop aligned to the model's template."""
+        """Unit float32 vector of shape (dim,) of a crop aligned to the model's template."""
         ...
 
     def embed_face(self, bgr: np.ndarray, kps: np.ndarray) -> np.ndarray:

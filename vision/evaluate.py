@@ -235,7 +235,8 @@ def gallery_protocol(
         gallery = Gallery(dim, threshold=threshold, margin=margin, scoring=scoring)
         for identity in identities:
             if identity not in strangers and enrol[identity]:
-                gallery.add(identity, np.vstack([s.embedding for s in enrol[identity]]))
+                rows = [s.embedding for s in enrol[identity] if s.embedding is not None]
+                gallery.add(identity, np.vstack(rows))
         result.enrolled_templates += len(gallery)
         persons = gallery.persons()
         for identity in identities:
@@ -263,7 +264,7 @@ def search(
     embedding: np.ndarray,
     pairs: list[np.ndarray],
 ) -> Probe:
-    """One 1:N search of ``identity``'s probe; its impostor pair scores are appended to ``pairs``."""
+    """One 1:N search of ``identity``'s probe; its impostor pair scores go to ``pairs``."""
     scores = gallery.person_scores(embedding)
     enrolled = identity in persons
     own = persons.index(identity) if enrolled else -1

@@ -77,7 +77,7 @@ class QualityThresholds:
 
     Defaults equal the config defaults (``vision.quality``); the pose and brightness limits apply
     to recognition only: a turned or dim face still makes a useful portrait.  Calibrated on
-    degraded copies of the East-Asian dev set with paddlex (mean genuine score drop; docs/vision.md):
+    degraded copies of the East-Asian dev set with paddlex (mean genuine score loss, vision.md):
     faces of 60 px lose 0.017 and of 45 px 0.049 (minimum 64); Gaussian blur of 1.2 px (sharpness
     median 31) loses 0.019 and of 2.4 px (median 12) 0.113 (minimum 20); faces darkened to a
     brightness of 38 lose 0.037 and to 18 lose 0.126 (minimum 25).

@@ -63,11 +63,14 @@ def test_folds_leave_every_identity_out_exactly_once() -> None:
 
 
 def test_enrolment_keeps_a_probe_for_everybody() -> None:
-    samples = synthetic(3, 4, 0.1) + synthetic(1, 2, 0.1, seed=5)[:2]
+    pair = [Sample("solo", f"solo/{i}.jpg", s.embedding, None)
+            for i, s in enumerate(synthetic(1, 2, 0.1, seed=5))]
+    samples = synthetic(3, 5, 0.1) + pair
     enrol, probe = enrolment_split(samples)
     assert [len(enrol[f"id{p:02d}"]) for p in range(3)] == [3, 3, 3]
-    assert [len(probe[f"id{p:02d}"]) for p in range(3)] == [1, 1, 1]
-    assert len(enrol["id00"]) == 3
+    assert [len(probe[f"id{p:02d}"]) for p in range(3)] == [2, 2, 2]
+    assert [s.label for s in enrol["solo"]] == ["solo/0.jpg"]
+    assert [s.label for s in probe["solo"]] == ["solo/1.jpg"]
 
 
 def test_clean_clusters_are_all_accepted_and_strangers_never() -> None:

@@ -94,7 +94,7 @@ def test_a_dark_face_keeps_its_sharpness_and_stays_recognisable(
     models_dir: Path, faces_dir: Path, kind: str, photo: str
 ) -> None:
     """Issue 23: the gate refused night photos every model matches.  Sharpness is measured at a
-    fixed contrast, so a face at 30 % exposure (brightness above 25) reads as sharp as in daylight."""
+    fixed contrast, so a face at 30 % exposure (brightness above 25) reads as sharp as by day."""
     bgr = image(faces_dir / photo)
     face = only_face(models_dir, kind, bgr)
     day = assess(bgr, face)
