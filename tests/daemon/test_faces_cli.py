@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import cv2
 import pytest
 from typer.testing import CliRunner
 
@@ -230,9 +231,11 @@ def test_enrol_with_no_usable_photo_stores_nothing(
 ) -> None:
     cfg = load_config(write_config(tmp_path, models_dir))
     assert cfg.vision is not None
+    far = tmp_path / "far.jpg"  # the 240p frame at half size: a face of about 38 px
+    frame = cv2.imread(str(faces_dir / "misc/obama-240p.jpg"))
+    cv2.imwrite(str(far), cv2.resize(frame, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA))
     with pytest.raises(EnrolRefusedError) as info:
-        enrol_person(cfg, face_models(cfg.vision), template_store(cfg.vision), "obama",
-                     [faces_dir / "misc/obama-240p.jpg"])
+        enrol_person(cfg, face_models(cfg.vision), template_store(cfg.vision), "obama", [far])
     assert info.value.messages[-1] == "obama: no usable photo"
     assert "quality too low: face too small" in info.value.messages[0]
     assert not cfg.vision.templates.exists()
