@@ -200,7 +200,8 @@ def enrol_person(
     """Add templates of ``person`` from photo files to ``store`` (consent already checked)."""
     from vision.enrol import enrol_photos
 
-    result = enrol_photos(photos, models.detector, models.embedder, models.thresholds)
+    result = enrol_photos(photos, models.detector, models.embedder, models.thresholds,
+                          models.refiner)
     return store_enrolment(cfg, models, store, person, result, actor=f"cli:{getpass.getuser()}")
 
 
@@ -306,7 +307,6 @@ def compare(
 
     Example: menjin faces compare alice-2024.jpg alice-gate.jpg --json -c /etc/menjin/gate.yaml
     """
-    from vision.align import align
     from vision.enrol import EnrolmentError, read_image
     from vision.quality import face_px
 
@@ -326,7 +326,9 @@ def compare(
         face = max(faces, key=lambda f: face_px(f.kps))
         if len(faces) > 1 and not as_json:
             typer.echo(f"{path}: {len(faces)} faces, using the largest")
-        vectors.append(models.embedder.embed(align(bgr, face.kps)))
+        if models.refiner is not None:
+            face = models.refiner.refine(bgr, face)
+        vectors.append(models.embedder.embed_face(bgr, face.kps))
     similarity = round(float(vectors[0] @ vectors[1]), 4)
     match = similarity >= models.threshold
     if as_json:
