@@ -343,8 +343,11 @@ class DetectorSection(ModelSection):
 
 
 class EmbedderSection(ModelSection):
-    kind: Literal["arcface", "mobilefacenet_foamliu", "mobilefacenet_paddlex"] = Field(
-        description="Embedding model kind."
+    kind: Literal[
+        "arcface", "mobilefacenet_foamliu", "mobilefacenet_paddlex", "face_reid_0095"
+    ] = Field(description="Embedding model kind.")
+    mirror_average: bool = Field(
+        True, description="Embed each face and its mirror image and average (re-enrol on change)."
     )
 
 
@@ -363,11 +366,15 @@ class LivenessSection(Strict):
 
 class QualitySection(Strict):
     min_face_px_recognise: int = Field(
-        80, ge=16, description="Smallest face (eye line based) to match."
+        64, ge=16, description="Smallest face (eye line based) to match."
     )
     min_face_px_capture: int = Field(40, ge=16, description="Smallest face kept as a portrait.")
-    min_sharpness_recognise: float = Field(40.0, ge=0, description="Variance of the Laplacian.")
-    min_sharpness_capture: float = Field(15.0, ge=0, description="Variance of the Laplacian.")
+    min_sharpness_recognise: float = Field(
+        20.0, ge=0, description="Variance of the Laplacian at a fixed contrast."
+    )
+    min_sharpness_capture: float = Field(
+        10.0, ge=0, description="Variance of the Laplacian at a fixed contrast."
+    )
 
 
 class VisionSection(Strict):
@@ -381,7 +388,15 @@ class VisionSection(Strict):
         None, gt=0, lt=1, description="Cosine similarity to accept; default calibrated per model."
     )
     match_margin: float = Field(0.05, ge=0, lt=1, description="Lead over the second-best person.")
-    agree_frames: int = Field(3, ge=1, le=30, description="Frames of one track that must agree.")
+    agree_frames: int = Field(
+        3, ge=1, le=30, description="Frames of one track fused before the first decision."
+    )
+    fuse_frames: int = Field(
+        5, ge=1, le=30, description="Best frames of a track (by quality) fused into one embedding."
+    )
+    refine_landmarks: bool = Field(
+        True, description="Second detector pass on the face crop and its mirror (YuNet noise)."
+    )
     threads: int = Field(2, ge=1, le=8, description="ONNX Runtime intra-op threads.")
     quality: QualitySection = Field(default={}, description="Quality gate.")  # type: ignore[assignment]
     templates: StatePath = Field(

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # the vision stack (OpenCV, ONNX Runtime) loads only when fac
     from vision.embed import Embedder
     from vision.enrol import Enrolment
     from vision.gallery import Gallery, TemplateStore
+    from vision.landmarks import Refiner
     from vision.quality import QualityThresholds
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class FaceModels:
     thresholds: QualityThresholds
     threshold: float
     margin: float
+    refiner: Refiner | None = None
 
 
 def face_models(vision: VisionSection) -> FaceModels:
@@ -52,7 +54,7 @@ def face_models(vision: VisionSection) -> FaceModels:
     No region of interest here: enrolment and compare photos are not camera frames.
     """
     from vision.embed import default_match_threshold
-    from vision.models import load_detector, load_embedder
+    from vision.models import load_detector, load_embedder, load_refiner
     from vision.quality import QualityThresholds
 
     q = vision.quality
@@ -60,7 +62,10 @@ def face_models(vision: VisionSection) -> FaceModels:
         vision.detector.kind, vision.detector.path, input_size=vision.detector.input_size,
         score_threshold=vision.detector.score_threshold, threads=vision.threads,
     )
-    embedder = load_embedder(vision.embedder.kind, vision.embedder.path, threads=vision.threads)
+    embedder = load_embedder(vision.embedder.kind, vision.embedder.path, threads=vision.threads,
+                             mirror=vision.embedder.mirror_average)
+    refiner = (load_refiner(vision.detector.kind, vision.detector.path, threads=vision.threads)
+               if vision.refine_landmarks else None)
     return FaceModels(
         detector=detector,
         embedder=embedder,
@@ -72,6 +77,7 @@ def face_models(vision: VisionSection) -> FaceModels:
         ),
         threshold=vision.match_threshold or default_match_threshold(vision.embedder.kind),
         margin=vision.match_margin,
+        refiner=refiner,
     )
 
 

@@ -40,7 +40,8 @@ def enrol_from_station(config: GateConfig, vision: VisionSection, person: str,
                                              f"photo {i + 1}"))
         for i, data in enumerate(photos_b64)
     ]
-    result = enrol_images(images, models.detector, models.embedder, models.thresholds)
+    result = enrol_images(images, models.detector, models.embedder, models.thresholds,
+                          models.refiner)
     return store_enrolment(config, models, template_store(vision), person, result,
                            actor="station")
 

@@ -50,7 +50,7 @@ def build_pipeline(vision: VisionSection, portraits: str, *, camera: CameraSecti
                    nir_frames: Any = None) -> Any:
     """Config → face models, template gallery and pipeline (blocking: model loading)."""
     from vision.embed import default_match_threshold
-    from vision.models import load_detector, load_embedder
+    from vision.models import load_detector, load_embedder, load_refiner
     from vision.pipeline import FacePipeline, PipelineSettings
     from vision.quality import QualityThresholds
 
@@ -58,14 +58,18 @@ def build_pipeline(vision: VisionSection, portraits: str, *, camera: CameraSecti
     detector = load_detector(det.kind, det.path, input_size=det.input_size,
                              score_threshold=det.score_threshold, roi=det.roi,
                              threads=vision.threads)
-    embedder = load_embedder(vision.embedder.kind, vision.embedder.path, threads=vision.threads)
+    embedder = load_embedder(vision.embedder.kind, vision.embedder.path, threads=vision.threads,
+                             mirror=vision.embedder.mirror_average)
+    refiner = (load_refiner(det.kind, det.path, threads=vision.threads)
+               if vision.refine_landmarks else None)
     liveness = build_liveness(vision, camera, nir_frames)
     threshold = vision.match_threshold or default_match_threshold(vision.embedder.kind)
     gallery = template_store(vision).load_gallery(embedder.dim, threshold=threshold,
                                                   margin=vision.match_margin)
     log.info("vision: %d enrolled person(s), match threshold %.2f", len(gallery), threshold)
     settings = PipelineSettings(
-        agree_frames=vision.agree_frames, portraits=portraits,
+        agree_frames=vision.agree_frames, fuse_frames=vision.fuse_frames, detector_kind=det.kind,
+        portraits=portraits,
         portrait_margin=vision.portrait_margin, portrait_size_px=vision.portrait_size,
         quality=QualityThresholds(
             min_face_px_recognise=q.min_face_px_recognise,
@@ -74,7 +78,8 @@ def build_pipeline(vision: VisionSection, portraits: str, *, camera: CameraSecti
             min_sharpness_capture=q.min_sharpness_capture,
         ),
     )
-    return FacePipeline(detector, embedder, gallery, liveness=liveness, settings=settings)
+    return FacePipeline(detector, embedder, gallery, liveness=liveness, settings=settings,
+                        refiner=refiner)
 
 
 class Session:

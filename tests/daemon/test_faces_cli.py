@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import cv2
 import pytest
 from typer.testing import CliRunner
 
@@ -230,9 +231,11 @@ def test_enrol_with_no_usable_photo_stores_nothing(
 ) -> None:
     cfg = load_config(write_config(tmp_path, models_dir))
     assert cfg.vision is not None
+    far = tmp_path / "far.jpg"  # the 240p frame at half size: a face of about 38 px
+    frame = cv2.imread(str(faces_dir / "misc/obama-240p.jpg"))
+    cv2.imwrite(str(far), cv2.resize(frame, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA))
     with pytest.raises(EnrolRefusedError) as info:
-        enrol_person(cfg, face_models(cfg.vision), template_store(cfg.vision), "obama",
-                     [faces_dir / "misc/obama-240p.jpg"])
+        enrol_person(cfg, face_models(cfg.vision), template_store(cfg.vision), "obama", [far])
     assert info.value.messages[-1] == "obama: no usable photo"
     assert "quality too low: face too small" in info.value.messages[0]
     assert not cfg.vision.templates.exists()
@@ -251,3 +254,44 @@ def test_a_store_without_its_key_is_an_error_not_a_reset(
         template_store(cfg.vision)
     assert not cfg.vision.template_key_file.exists()
     assert cfg.vision.templates.read_bytes() == before
+
+
+def small_set(tmp_path: Path, faces: Path, persons: int = 6) -> Path:
+    """A folder-per-identity set of a few East-Asian dev identities (symlinks, nothing copied)."""
+    dev = faces / "east-asian-dev"
+    if not dev.is_dir():
+        pytest.skip(f"{dev} not found (the East-Asian dev set)")
+    root = tmp_path / "residents"
+    root.mkdir()
+    for folder in sorted(p for p in dev.iterdir() if p.is_dir())[:persons]:
+        (root / folder.name).symlink_to(folder.resolve())
+    return root
+
+
+@pytest.mark.timeout(300)
+def test_evaluate_reports_accepts_impostors_and_the_rule(
+    tmp_path: Path, models_dir: Path, faces_dir: Path
+) -> None:
+    config = write_config(tmp_path, models_dir)
+    folder = small_set(tmp_path, faces_dir)
+    result = runner.invoke(app, ["faces", "evaluate", str(folder), "--json", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout.strip().splitlines()[-1])
+    assert doc["identities"] == 6 and doc["photos"] == 28
+    assert doc["threshold"] == THRESHOLDS["permissive"]
+    assert doc["wrong_person_accepts"] == doc["stranger_accepts"] == 0
+    assert 0 < doc["true_accepts"] <= doc["genuine_probes"]
+    assert doc["impostor_pairs"]["max"] < doc["threshold"] - 0.1
+    # six persons give too few impostor pairs to extrapolate the tail: said, not guessed
+    assert "the tail estimate needs at least 2000" in doc["recommended"]["error"]
+    text = runner.invoke(app, ["faces", "evaluate", str(folder), "-c", str(config)])
+    assert text.exit_code == 0
+    assert "6 persons, 28 photos" in text.stdout
+    assert "wrong-person accepts" in text.stdout and "no recommendation:" in text.stdout
+
+
+def test_evaluate_refuses_a_folder_that_is_not_a_set(tmp_path: Path, models_dir: Path) -> None:
+    config = write_config(tmp_path, models_dir)
+    result = runner.invoke(app, ["faces", "evaluate", str(tmp_path / "nope"), "-c", str(config)])
+    assert result.exit_code == 1
+    assert f"error: {tmp_path / 'nope'}: not a folder" in result.output
