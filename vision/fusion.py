@@ -27,7 +27,7 @@ def fuse(embeddings: np.ndarray, weights: np.ndarray | None = None) -> np.ndarra
     w = np.ones(len(rows), np.float32) if weights is None else np.asarray(weights, np.float32)
     if w.shape != (len(rows),) or np.any(w <= 0):
         raise ValueError("one positive weight per embedding expected")
-    mean = (w[:, None] * rows).sum(axis=0)
+    mean: np.ndarray = (w[:, None] * rows).sum(axis=0)
     norm = float(np.linalg.norm(mean))
     return mean / norm if norm > 0 else mean
 
