@@ -18,6 +18,7 @@ from typing import Any
 from daemon.builders import redacted
 from daemon.commands import CommandProcessor
 from daemon.config import GateConfig, VisionSection
+from daemon.credentials import load_station_key
 from daemon.door import DoorController
 from daemon.events import Emit
 from daemon.faces import EnrolOutcome, check_consent, face_models, store_enrolment, template_store
@@ -66,8 +67,6 @@ class StationCommands:
 
     def processor(self, config: GateConfig, journal: Journal, emit: Emit) -> CommandProcessor:
         """The command processor of ``config``'s uplink, with the station's public key."""
-        from daemon.keys import load_station_key
-
         assert config.uplink is not None
         key_file = config.uplink.station_public_key_file
         if key_file is None:

@@ -17,7 +17,7 @@ import aiomqtt
 import pytest
 
 from daemon.commands import CommandProcessor
-from daemon.keys import load_station_key as load_public_key
+from daemon.credentials import load_station_key as load_public_key
 from protocol.topics import GateTopics
 from station.commands import (
     CommandError,
