@@ -13,6 +13,7 @@ from daemon.cli.audit import audit_app
 from daemon.cli.camera import camera_app
 from daemon.cli.config import check_config, config_app
 from daemon.cli.faces import enrol, faces_app
+from daemon.cli.models import models_app
 from daemon.cli.residents import residents_app
 from daemon.cli.run import register as register_run_commands
 from station.cli import station_app
@@ -47,6 +48,7 @@ app.add_typer(audit_app, name="audit")
 register_run_commands(app)
 app.command("enrol")(enrol)
 app.add_typer(faces_app, name="faces")
+app.add_typer(models_app, name="models")
 app.add_typer(camera_app, name="camera")
 app.add_typer(residents_app, name="residents")
 app.add_typer(station_app, name="station")
