@@ -106,7 +106,7 @@ def test_install_from_archive(tmp_path: Path, kind: str) -> None:
             for name in NEEDED:
                 tf.add(MODELS / name, f"menjin-models/{name}")
     cfg = gate_config(tmp_path, tmp_path / "models")
-    code, out, err = run("install", str(archive), "-c", str(cfg))
+    code, _, err = run("install", str(archive), "-c", str(cfg))
     assert code == 0, err
     assert run("verify", "-c", str(cfg))[0] == 0
 
