@@ -16,6 +16,7 @@ from daemon.cli.faces import enrol, faces_app
 from daemon.cli.models import models_app
 from daemon.cli.residents import residents_app
 from daemon.cli.run import register as register_run_commands
+from daemon.cli.system import system_app
 from station.cli import station_app
 
 app = typer.Typer(
@@ -52,6 +53,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(camera_app, name="camera")
 app.add_typer(residents_app, name="residents")
 app.add_typer(station_app, name="station")
+app.add_typer(system_app, name="system")
 
 
 def main() -> None:
