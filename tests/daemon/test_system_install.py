@@ -1,4 +1,4 @@
-"""`menjin system install --root DIR`: user, groups, folders and modes, unit, udev, PATH; idempotent."""
+"""`menjin system install --root DIR`: user, groups, folder modes, unit, udev, PATH; idempotent."""
 
 from __future__ import annotations
 
