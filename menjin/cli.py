@@ -12,6 +12,7 @@ from daemon import __version__
 from daemon.cli.audit import audit_app
 from daemon.cli.camera import camera_app
 from daemon.cli.config import check_config, config_app
+from daemon.cli.doctor import doctor
 from daemon.cli.faces import enrol, faces_app
 from daemon.cli.models import models_app
 from daemon.cli.residents import residents_app
@@ -50,6 +51,7 @@ register_run_commands(app)
 app.command("enrol")(enrol)
 app.add_typer(faces_app, name="faces")
 app.add_typer(models_app, name="models")
+app.command("doctor")(doctor)
 app.add_typer(camera_app, name="camera")
 app.add_typer(residents_app, name="residents")
 app.add_typer(station_app, name="station")
