@@ -25,6 +25,7 @@ from daemon.control import ControlError, ControlServer, Request
 from daemon.door import DoorController
 from daemon.journal import Journal
 from daemon.parts import RunningPart
+from daemon.passage import Passage
 from daemon.readers import Readers
 from daemon.simulate import SimInputError, SimulatedBoard
 from daemon.upkeep import AuditTrail
@@ -61,6 +62,8 @@ class GateView(Protocol):
     def doors(self) -> Mapping[str, DoorController]: ...
     @property
     def readers(self) -> Readers: ...
+    @property
+    def passage(self) -> Passage: ...
     @property
     def vision(self) -> VisionLink: ...
     @property
@@ -117,9 +120,7 @@ class GateControl:
             "portraits": c.privacy.portraits,
             "doors": {door_id: {"name": c.doors[door_id].name, **door.status()}
                       for door_id, door in self.gate.doors.items()},
-            "readers": {rid: {"type": v.type, "door": v.door, "status": v.status,
-                              "port": v.port, "fault": v.fault, "stats": dict(v.stats)}
-                        for rid, v in self.gate.readers.views.items()},
+            "readers": self._readers_status(),
             "camera": self.gate.vision.camera,
             "vision": self.gate.vision.status(),
             "uplink": self._uplink_status(),
@@ -129,6 +130,17 @@ class GateControl:
         }
         if c.privacy.portraits == "upload":
             out["legal_basis"] = c.privacy.legal_basis
+        return out
+
+    def _readers_status(self) -> dict[str, Any]:
+        """Each reader's state; one cooling down after card scanning shows as ``lockout``."""
+        locked = self.gate.passage.lockout_status(time.monotonic())
+        out: dict[str, Any] = {}
+        for rid, v in self.gate.readers.views.items():
+            out[rid] = {"type": v.type, "door": v.door, "status": v.status, "port": v.port,
+                        "fault": v.fault, "stats": dict(v.stats), "lockout": locked.get(rid)}
+            if rid in locked and v.status == "ok":
+                out[rid]["status"] = "lockout"
         return out
 
     def _uplink_status(self) -> dict[str, Any]:

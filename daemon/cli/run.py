@@ -147,7 +147,7 @@ def render_status(st: dict[str, Any], console: Console) -> None:
     readers = Table("reader", "door", "type", "status", title="Readers")
     for reader_id, reader in st.get("readers", {}).items():
         readers.add_row(reader_id, reader.get("door", "?"), reader.get("type", "?"),
-                        reader.get("status", "?"))
+                        reader_state(reader))
     console.print(readers)
     uplink = st.get("uplink", {})
     journal = st.get("journal", {})
@@ -160,6 +160,15 @@ def render_status(st: dict[str, Any], console: Console) -> None:
                       f"{vision.get('restarts', 0)} restart(s), frames {vision.get('frames', 0)}, "
                       f"dropped {vision.get('dropped', 0)}, pipeline errors "
                       f"{vision.get('errors', 0)}{error})")
+
+
+def reader_state(reader: dict[str, Any]) -> str:
+    """A reader's status cell: ``lockout`` says for how long unknown cards are ignored."""
+    lockout = reader.get("lockout")
+    if not lockout:
+        return str(reader.get("status", "?"))
+    return (f"[yellow]lockout[/]: unknown cards ignored for {lockout['seconds_left']:.0f} s more "
+            f"({lockout['ignored']} so far; card scanning suspected)")
 
 
 def format_event(event: dict[str, Any]) -> str:
