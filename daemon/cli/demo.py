@@ -312,9 +312,11 @@ class Demo:
         return table
 
     async def _events(self) -> None:
-        async for event in control.follow(self.socket, "events", {"follow": True, "count": 0}):
-            self._print_event(event)
-            await self.log.add(event)
+        with contextlib.suppress(control.DaemonStoppedError):  # the demo's end stops it
+            async for event in control.follow(self.socket, "events",
+                                              {"follow": True, "count": 0}):
+                self._print_event(event)
+                await self.log.add(event)
 
     async def _refresh(self, live: Live) -> None:
         while True:

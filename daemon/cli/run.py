@@ -65,6 +65,9 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a client coroutine; daemon errors become one clear line and an exit status."""
     try:
         return asyncio.run(coro)
+    except control.DaemonStoppedError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EX_UNAVAILABLE) from exc
     except control.ControlUnavailableError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EX_UNAVAILABLE) from exc
