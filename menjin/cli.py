@@ -25,6 +25,8 @@ app = typer.Typer(
     help="menjin: edge daemon for residential-compound gates: cards, faces, doors, uplink.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain click help: paragraphs rewrapped to the terminal, no type label after a flag.
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

@@ -688,6 +688,7 @@ def group_add(
     """Add or change an access group.
 
     Example: menjin residents group add residents -c /etc/menjin/gate.yaml
+
     Example: menjin residents group add office --door front --schedule "mon-fri 08:00-18:00"
     """
     doors = _config_doors(config)
