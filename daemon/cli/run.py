@@ -174,19 +174,51 @@ def reader_state(reader: dict[str, Any]) -> str:
             f"({lockout['ignored']} so far; card scanning suspected)")
 
 
+def _text(value: Any) -> str:
+    """A field value as a person reads it: lists joined, text with spaces quoted, no reprs."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ",".join(_text(v) for v in value) or "-"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False) if (" " in value or not value) else value
+    return str(value)
+
+
+def _pairs(data: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key=value`` words; nested objects become dotted keys (``details.cards=1``)."""
+    words: list[str] = []
+    for key, value in data.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            words += _pairs(value, f"{prefix}{key}.")
+        else:
+            words.append(f"{prefix}{key}={_text(value)}")
+    return words
+
+
 def format_event(event: dict[str, Any]) -> str:
-    """One readable line per event: `12:01:02 #42 access.granted door=front person=p1 ...`."""
+    """One readable line per event: `12:01:02 #42 access.granted door=front person=p1 ...`.
+
+    An audit entry reads as a sentence: `#9 audit residents.add by cli:root on p12: cards=1`.
+    """
     import datetime as dt
 
     ts = dt.datetime.fromtimestamp(event.get("ts_ms", 0) / 1000).strftime("%H:%M:%S")
     seq = f"#{event['seq']} " if "seq" in event else ""
+    data = event.get("data") or {}
+    if event.get("type") == "audit" and "action" in data:
+        target = f" on {data['target']}" if data.get("target") else ""
+        details = ", ".join(_pairs(data.get("details") or {}))
+        return (f"{ts} {seq}audit {data['action']} by {data.get('actor', '?')}{target}"
+                f"{': ' + details if details else ''}")
     fields = [
-        f"{key}={event[key]}"
+        f"{key}={_text(event[key])}"
         for key in ("door", "reader", "credential_kind", "credential_ref", "person", "reason")
         if event.get(key) is not None
     ]
-    data = event.get("data") or {}
-    fields += [f"{key}={value}" for key, value in data.items()]
+    fields += _pairs(data)
     return f"{ts} {seq}{event.get('type')} {' '.join(fields)}".rstrip()
 
 
