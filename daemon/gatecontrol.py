@@ -73,6 +73,8 @@ class GateView(Protocol):
 
     async def forget(self, person: str, *, actor: str) -> dict[str, Any]: ...
 
+    async def faces_changed(self) -> None: ...
+
 
 class GateControl:
     """Control commands of one running gate."""
@@ -101,6 +103,7 @@ class GateControl:
         server.stream("readers.watch", self._cmd_readers_watch)
         server.command("door.test", self._cmd_door_test)
         server.command("forget", self._cmd_forget)
+        server.command("faces.changed", self._cmd_faces_changed)
         if self.gate.board is not None:  # simulated inputs exist only on a simulated board
             server.command("sim.swipe", self._sim_swipe)
             server.command("sim.press", self._sim_press)
@@ -108,6 +111,11 @@ class GateControl:
             server.command("sim.tamper", self._sim_tamper)
             server.command("sim.face", self._sim_face)
         return server
+
+    async def _cmd_faces_changed(self, req: Request) -> dict[str, Any]:
+        """`menjin enrol` changed the template store: the vision part reloads it now."""
+        await self.gate.faces_changed()
+        return {"reloaded": self.gate.config.vision is not None}
 
     async def _cmd_status(self, req: Request) -> dict[str, Any]:
         return self.status()

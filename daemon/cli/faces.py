@@ -127,6 +127,23 @@ def enrol(
         typer.echo(f"rejected: {message}", err=True)
     typer.echo(f"enrolled {person}: {outcome.accepted} photo(s) accepted, "
                f"{len(outcome.rejected)} rejected, {outcome.templates} template(s) stored")
+    typer.echo(tell_daemon(cfg))
+
+
+def tell_daemon(cfg: GateConfig) -> str:
+    """Make a running daemon load the changed template store now; says what happened."""
+    import asyncio
+
+    from daemon import control
+
+    try:
+        asyncio.run(control.call(cfg.control.socket, "faces.changed"))
+    except control.ControlUnavailableError:
+        return "the daemon is not running: it loads the new templates when it starts"
+    except control.ControlError as exc:
+        return (f"the running daemon did not reload the templates ({exc}): reload it with "
+                "sudo systemctl reload menjin")
+    return "the running daemon reloaded the face templates: the new face opens at once"
 
 
 @faces_app.command("compare")
