@@ -247,12 +247,16 @@ def door_test(
     seconds: float = typer.Option(1.0, "--seconds", min=0.1, max=10, help="Pulse length."),
     config: Path | None = ConfigOpt,
     sock: Path | None = SocketOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Pulse a door's lock relay to check the wiring (recorded in the audit log).
 
     Example: menjin door test front --seconds 2
     """
     result = _call(socket_path(config, sock), "door.test", {"door": door, "seconds": seconds})
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False))
+        return
     typer.echo(f"door {door}: relay pulsed for {result['seconds']:g} s "
                f"({result.get('note', 'listen for the lock')})")
 
@@ -262,6 +266,7 @@ def readers_watch(
     reader: str | None = typer.Argument(None, help="Only this reader (default: all)."),
     config: Path | None = ConfigOpt,
     sock: Path | None = SocketOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Print exactly what each reader sends (raw bytes, decoded card) to check wiring and format.
 
@@ -269,6 +274,9 @@ def readers_watch(
     """
 
     def show(item: dict[str, Any]) -> None:
+        if as_json:
+            typer.echo(json.dumps(item, ensure_ascii=False))
+            return
         typer.echo(f"{item.get('reader')}: {item.get('kind')}: {item.get('text')}")
 
     _follow(socket_path(config, sock), "readers.watch", {"reader": reader}, show)
