@@ -19,6 +19,9 @@ def doctor(
         "-c", "--config", envvar="MENJIN_CONFIG", help="Gate config.")] = Path(
             "/etc/menjin/gate.yaml"),
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    root: Annotated[Path, typer.Option(
+        "--root", help="Look for the unit and udev rules under this folder (as installed by "
+        "menjin system install --root).")] = Path("/"),
 ) -> None:
     """Check config, models, keys, file modes, GPIO, serial readers, camera, broker (TLS),
     station key, clock, disk, systemd unit and udev rules, and the running daemon; say what to
@@ -26,7 +29,7 @@ def doctor(
 
     Example: sudo -u menjin menjin doctor -c /etc/menjin/gate.yaml
     """
-    findings = run_checks(load(config))
+    findings = run_checks(load(config, root=root))
     failed = sum(1 for f in findings if f.status == "fail")
     if as_json:
         typer.echo(json.dumps([f.as_json() for f in findings], indent=2, ensure_ascii=False))
