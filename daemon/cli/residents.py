@@ -75,6 +75,12 @@ DbOpt = Annotated[Path | None, typer.Option(
     "--db", help="Resident store file, instead of -c (no card hashing unless --card-key).")]
 CardKeyOpt = Annotated[Path | None, typer.Option(
     "--card-key", help="With --db: the card hash key file the store was written with.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")]
+
+
+def _done(text: str, result: Mapping[str, Any], as_json: bool) -> None:
+    """The outcome of an edit: a sentence, or with --json the same as one JSON object."""
+    typer.echo(json.dumps(result, ensure_ascii=False) if as_json else text)
 
 
 # --------------------------------------------------------------------------- opening the store
@@ -415,6 +421,7 @@ def import_(
     skip_bad: Annotated[bool, typer.Option(
         "--skip-bad", help="Import the good rows even when some are bad.")] = False,
     config: ConfigOpt = None, db: DbOpt = None, card_key: CardKeyOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Import persons from CSV or YAML: all rows valid, or nothing (unless --skip-bad).
 
@@ -452,7 +459,9 @@ def import_(
             "file": file.name, "imported": count, "skipped": len(checked.errors),
             "groups": len(checked.groups)})
         skipped = f", {len(checked.errors)} bad row(s) skipped" if checked.errors else ""
-        typer.echo(f"imported {count} person(s), {len(checked.groups)} group(s){skipped}")
+        _done(f"imported {count} person(s), {len(checked.groups)} group(s){skipped}",
+              {"imported": count, "groups": len(checked.groups),
+               "skipped": len(checked.errors)}, as_json)
 
 
 @residents_app.command("list")
@@ -510,6 +519,7 @@ def add(
     guardian_consent_source: Annotated[str | None, typer.Option(help="Form or record.")] = None,
     set_pin: Annotated[bool, typer.Option("--set-pin", help="Ask for a PIN (hidden).")] = False,
     config: ConfigOpt = None, db: DbOpt = None, card_key: CardKeyOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Add one person.
 
@@ -538,7 +548,7 @@ def add(
         _audit(target, "residents.add", person_id, {"cards": len(card or [])})
         for warning in face_only_warnings(checked.persons):
             typer.echo(f"warning: {warning}", err=True)
-        typer.echo(f"added {person_id}")
+        _done(f"added {person_id}", {"added": person_id}, as_json)
 
 
 def _target_args(config: Path | None, db: Path | None) -> str:
@@ -556,43 +566,47 @@ def _unknown_group(group: str, known: set[str], config: Path | None, db: Path | 
             f"{_target_args(config, db)}")
 
 
-def _set_enabled(person_id: str, enabled: bool, target: Target) -> None:
+def _set_enabled(person_id: str, enabled: bool, target: Target, as_json: bool) -> None:
     if not target.store.set_enabled(person_id, enabled):
         raise _fail(f"no person {person_id!r} in {target.store.path}", EX_NOTFOUND)
     _audit(target, "residents.enable" if enabled else "residents.disable", person_id, {})
-    typer.echo(f"{'enabled' if enabled else 'disabled'} {person_id}")
+    _done(f"{'enabled' if enabled else 'disabled'} {person_id}",
+          {"person": person_id, "enabled": enabled}, as_json)
 
 
 @residents_app.command("disable")
 def disable(
     person_id: Annotated[str, typer.Argument(help="Person id.")],
     config: ConfigOpt = None, db: DbOpt = None, card_key: CardKeyOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Disable a person at once (their cards and face stop opening; the record is kept).
 
     Example: menjin residents disable p12 -c /etc/menjin/gate.yaml
     """
     with open_target(config, db, card_key) as target:
-        _set_enabled(person_id, False, target)
+        _set_enabled(person_id, False, target, as_json)
 
 
 @residents_app.command("enable")
 def enable(
     person_id: Annotated[str, typer.Argument(help="Person id.")],
     config: ConfigOpt = None, db: DbOpt = None, card_key: CardKeyOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Enable a disabled person again.
 
     Example: menjin residents enable p12 -c /etc/menjin/gate.yaml
     """
     with open_target(config, db, card_key) as target:
-        _set_enabled(person_id, True, target)
+        _set_enabled(person_id, True, target, as_json)
 
 
 @residents_app.command("remove")
 def remove(
     person_id: Annotated[str, typer.Argument(help="Person id.")],
     config: ConfigOpt = None, db: DbOpt = None, card_key: CardKeyOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Remove a person and their cards (use `forget` for an erasure request).
 
@@ -603,7 +617,9 @@ def remove(
         if person is None:
             raise _fail(f"no person {person_id!r} in {target.store.path}", EX_NOTFOUND)
         _audit(target, "residents.remove", person_id, {"cards": len(person.cards)})
-        typer.echo(f"removed {person_id} ({len(person.cards) + len(person.duress_cards)} card(s))")
+        cards = len(person.cards) + len(person.duress_cards)
+        _done(f"removed {person_id} ({cards} card(s))", {"removed": person_id, "cards": cards},
+              as_json)
 
 
 @residents_app.command("forget")
@@ -684,6 +700,7 @@ def group_add(
         help='When: "always" or e.g. "mon-fri 07:00-19:00; sat 08:00-12:00".')] = "always",
     name: Annotated[str, typer.Option(help="Readable name.")] = "",
     config: ConfigOpt = None, db: DbOpt = None, card_key: CardKeyOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Add or change an access group.
 
@@ -708,8 +725,10 @@ def group_add(
         existed = any(g.id == group_id for g in target.store.groups())
         target.store.upsert([], groups=[group])
         _audit(target, "residents.group_add", None, {"group": group_id, "doors": list(chosen)})
-    typer.echo(f"{'changed' if existed else 'added'} group {group_id}: doors "
-               f"{', '.join(chosen)}; {group.schedule.text}")
+    _done(f"{'changed' if existed else 'added'} group {group_id}: doors "
+          f"{', '.join(chosen)}; {group.schedule.text}",
+          {"group": group_id, "changed": existed, "doors": list(chosen),
+           "schedule": group.schedule.text}, as_json)
 
 
 def _unknown(what: str, name: str, known: list[str]) -> str:
@@ -745,6 +764,7 @@ def group_list(
 def group_remove(
     group_id: Annotated[str, typer.Argument(help="Group id.")],
     config: ConfigOpt = None, db: DbOpt = None, card_key: CardKeyOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Remove an access group that has no members.
 
@@ -759,4 +779,4 @@ def group_remove(
         if not removed:
             raise _fail(f"no group {group_id!r} in {target.store.path}", EX_NOTFOUND)
         _audit(target, "residents.group_remove", None, {"group": group_id})
-    typer.echo(f"removed group {group_id}")
+    _done(f"removed group {group_id}", {"removed_group": group_id}, as_json)

@@ -12,6 +12,7 @@ Example: sudo menjin system install
 from __future__ import annotations
 
 import grp
+import json
 import os
 import shutil
 import subprocess
@@ -232,6 +233,8 @@ def install(
         "--root", help="Install into this folder instead of / (an image, or a test).")] = Path("/"),
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Only list what would be done.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the steps as a JSON list.")] = False,
 ) -> None:
     """Create the menjin user and groups, /etc/menjin and /var/lib/menjin with their modes,
     install the systemd unit and udev rules, and put `menjin` on PATH. Safe to run again.
@@ -248,6 +251,9 @@ def install(
     except RuntimeError as exc:
         typer.echo(f"menjin system install: {exc}", err=True)
         raise typer.Exit(EX_SOFTWARE) from exc
+    if as_json:
+        typer.echo(json.dumps({"root": str(root), "dry_run": dry_run, "steps": lines}))
+        return
     for line in lines:
         typer.echo(line)
     if not dry_run:

@@ -96,3 +96,17 @@ def test_import_help_shows_both_formats() -> None:
     assert "face_consent_source, under_14, guardian_consent_date, guardian_consent_source" in text
     assert 'YAML: "persons:" a list of the same fields' in text
     assert "config/residents.example.csv" in text
+
+
+def test_edits_print_json_with_json(cfg: str) -> None:
+    assert json.loads(run("group", "add", "residents", "-c", cfg, "--json")[1]) == {
+        "group": "residents", "changed": False, "doors": ["front", "vehicle"],
+        "schedule": "always"}
+    assert json.loads(run("add", "p1", "--name", "Wang", "--card", "0004567890", "--group",
+                          "residents", "-c", cfg, "--json")[1]) == {"added": "p1"}
+    assert json.loads(run("disable", "p1", "-c", cfg, "--json")[1]) == {
+        "person": "p1", "enabled": False}
+    assert json.loads(run("import", str(REPO / "config" / "residents.example.csv"), "-c", cfg,
+                          "--json")[1]) == {"imported": 3, "groups": 0, "skipped": 0}
+    assert json.loads(run("remove", "p1", "-c", cfg, "--json")[1]) == {
+        "removed": "p1", "cards": 1}

@@ -96,3 +96,13 @@ def test_installed_config_checks_clean(tmp_path: Path) -> None:
     result = runner.invoke(app, ["check-config", "--no-file-checks",
                                  str(tmp_path / "etc/menjin/gate.yaml")])
     assert result.exit_code == 0, result.stderr
+
+
+def test_json_lists_the_steps(tmp_path: Path) -> None:
+    import json
+
+    result = runner.invoke(app, ["system", "install", "--root", str(tmp_path), "--dry-run",
+                                 "--json"])
+    out = json.loads(result.stdout)
+    assert out["dry_run"] is True
+    assert out["steps"][0] == "would have created /usr/lib/sysusers.d/menjin.conf"
