@@ -157,8 +157,9 @@ def check_file_modes(ctx: Context) -> list[Finding]:
                                 "by the service user)"))
     elif stat.S_IMODE(cfg.state_dir.stat().st_mode) & 0o007:
         mode = stat.S_IMODE(cfg.state_dir.stat().st_mode)
-        findings.append(Finding("file modes", "fail", f"state folder {cfg.state_dir} is open to "
-                                f"every user (mode {mode:o})", f"chmod 750 {cfg.state_dir}"))
+        findings.append(Finding("file modes", "fail", f"state folder {cfg.state_dir} is "
+                                f"accessible to every user (mode {mode:o})",
+                                f"chmod 750 {cfg.state_dir}"))
     for name, path, _ in _key_files(cfg):
         if path.exists() and stat.S_IMODE(path.stat().st_mode) & 0o077:
             mode = stat.S_IMODE(path.stat().st_mode)

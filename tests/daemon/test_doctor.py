@@ -91,7 +91,7 @@ def test_keys_and_file_modes(tmp_path: Path) -> None:
     key.chmod(0o644)
     assert doctor.check_keys(c)[0].status == "ok"
     assert doctor.check_file_modes(c) == [
-        Finding("file modes", "fail", f"state folder {tmp_path}/state is open to every user "
+        Finding("file modes", "fail", f"state folder {tmp_path}/state is accessible to every user "
                 "(mode 777)", f"chmod 750 {tmp_path}/state"),
         Finding("file modes", "fail", f"access.card_hash_key_file: {key} is readable by others "
                 "(mode 644)", f"chmod 600 {key}")]
