@@ -25,6 +25,7 @@ from daemon.control import ControlError, ControlServer, Request
 from daemon.door import DoorController
 from daemon.journal import Journal
 from daemon.parts import RunningPart
+from daemon.passage import Passage
 from daemon.readers import Readers
 from daemon.simulate import SimInputError, SimulatedBoard
 from daemon.upkeep import AuditTrail
@@ -62,6 +63,8 @@ class GateView(Protocol):
     @property
     def readers(self) -> Readers: ...
     @property
+    def passage(self) -> Passage: ...
+    @property
     def vision(self) -> VisionLink: ...
     @property
     def parts(self) -> Mapping[str, RunningPart]: ...
@@ -69,6 +72,8 @@ class GateView(Protocol):
     def audit_trail(self) -> AuditTrail: ...
 
     async def forget(self, person: str, *, actor: str) -> dict[str, Any]: ...
+
+    async def faces_changed(self) -> None: ...
 
 
 class GateControl:
@@ -98,6 +103,7 @@ class GateControl:
         server.stream("readers.watch", self._cmd_readers_watch)
         server.command("door.test", self._cmd_door_test)
         server.command("forget", self._cmd_forget)
+        server.command("faces.changed", self._cmd_faces_changed)
         if self.gate.board is not None:  # simulated inputs exist only on a simulated board
             server.command("sim.swipe", self._sim_swipe)
             server.command("sim.press", self._sim_press)
@@ -105,6 +111,11 @@ class GateControl:
             server.command("sim.tamper", self._sim_tamper)
             server.command("sim.face", self._sim_face)
         return server
+
+    async def _cmd_faces_changed(self, req: Request) -> dict[str, Any]:
+        """`menjin enrol` changed the template store: the vision part reloads it now."""
+        await self.gate.faces_changed()
+        return {"reloaded": self.gate.config.vision is not None}
 
     async def _cmd_status(self, req: Request) -> dict[str, Any]:
         return self.status()
@@ -117,9 +128,7 @@ class GateControl:
             "portraits": c.privacy.portraits,
             "doors": {door_id: {"name": c.doors[door_id].name, **door.status()}
                       for door_id, door in self.gate.doors.items()},
-            "readers": {rid: {"type": v.type, "door": v.door, "status": v.status,
-                              "port": v.port, "fault": v.fault, "stats": dict(v.stats)}
-                        for rid, v in self.gate.readers.views.items()},
+            "readers": self._readers_status(),
             "camera": self.gate.vision.camera,
             "vision": self.gate.vision.status(),
             "uplink": self._uplink_status(),
@@ -129,6 +138,17 @@ class GateControl:
         }
         if c.privacy.portraits == "upload":
             out["legal_basis"] = c.privacy.legal_basis
+        return out
+
+    def _readers_status(self) -> dict[str, Any]:
+        """Each reader's state; one cooling down after card scanning shows as ``lockout``."""
+        locked = self.gate.passage.lockout_status(time.monotonic())
+        out: dict[str, Any] = {}
+        for rid, v in self.gate.readers.views.items():
+            out[rid] = {"type": v.type, "door": v.door, "status": v.status, "port": v.port,
+                        "fault": v.fault, "stats": dict(v.stats), "lockout": locked.get(rid)}
+            if rid in locked and v.status == "ok":
+                out[rid]["status"] = "lockout"
         return out
 
     def _uplink_status(self) -> dict[str, Any]:

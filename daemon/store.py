@@ -454,6 +454,19 @@ class Store:
                 self._put_person(person)
         return len(batch)
 
+    def remove_group(self, group_id: str) -> tuple[bool, list[str]]:
+        """Remove a group no person belongs to: ``(removed, ids of its members)``.
+
+        A group with members is kept (its members would silently lose their doors); the ids say
+        whom to move first.
+        """
+        members = [p.id for p in self.persons() if group_id in p.groups]
+        if members:
+            return False, members
+        with self._transaction():
+            gone = self._conn.execute("DELETE FROM groups WHERE id = ?", (group_id,)).rowcount
+        return gone > 0, []
+
     def set_enabled(self, person_id: str, enabled: bool) -> bool:
         """Enable or disable a person; False when there is no such person."""
         person = self.person(person_id)

@@ -32,6 +32,17 @@ def test_explicit_socket_wins(tmp_path: Path) -> None:
          "access.denied door=front reason=expired"),
         ({"type": "part.failed", "data": {"part": "camera"}, "ts_ms": 0},
          "part.failed part=camera"),
+        ({"type": "audit", "seq": 9, "reason": "residents.add", "ts_ms": 0,
+          "data": {"seq": 3, "ts_ms": 0, "action": "residents.add", "actor": "cli:root",
+                   "target": "p12", "details": {"cards": 1, "groups": ["a", "b"]},
+                   "prev": "ab" * 32, "hash": "cd" * 32}},
+         "#9 audit residents.add by cli:root on p12: cards=1, groups=a,b"),
+        ({"type": "audit", "ts_ms": 0,
+          "data": {"action": "door.test", "actor": "cli:ops", "target": None, "details": {}}},
+         "audit door.test by cli:ops"),
+        ({"type": "config.rejected", "ts_ms": 0,
+          "data": {"error": "bad pin", "ok": False, "counts": {"doors": 2}}},
+         'config.rejected error="bad pin" ok=no counts.doors=2'),
     ],
 )
 def test_format_event(event: dict[str, object], expected: str) -> None:
