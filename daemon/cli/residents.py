@@ -12,6 +12,7 @@ The file dialect (CSV or YAML, plain PINs, ``;`` between list items) is the one 
 from __future__ import annotations
 
 import asyncio
+import difflib
 import getpass
 import json
 from collections.abc import Iterator, Mapping
@@ -36,6 +37,7 @@ from daemon.store import (
     StoreError,
     group_from_record,
     holidays_from_records,
+    parse_group,
     person_from_record,
 )
 from drivers.card import mask
