@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -28,8 +29,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from daemon import __version__, logsetup
-from daemon.access import EMPTY_INDEX, AccessController
+from daemon import __version__, logsetup, recovery
+from daemon.access import EMPTY_INDEX, AccessController, AccessIndex
 from daemon.audit import AuditLog
 from daemon.builders import door_policies, file_stamp, pin_factory_for, redacted
 from daemon.config import GateConfig
@@ -47,6 +48,7 @@ from daemon.passage import Passage
 from daemon.readers import Readers
 from daemon.reload import Reloader
 from daemon.simulate import SimulatedBoard
+from daemon.statelock import StateDirBusyError, StateLock
 from daemon.station_commands import StationCommands
 from daemon.store import Store, StoreError
 from daemon.supervise import PartGaveUpError
@@ -59,6 +61,7 @@ log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_GAVE_UP = 70  # sysexits.h EX_SOFTWARE: a part kept failing; systemd restarts the unit
+EXIT_BUSY = 75  # sysexits.h EX_TEMPFAIL: another daemon holds the state directory
 #: The whole stop (relays, offline status, journal) must fit in the issue's 5 s.
 SHUTDOWN_DEADLINE_SECONDS = 4.5
 READY_TIMEOUT_SECONDS = 30.0
@@ -86,6 +89,8 @@ class Gate:
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
         self.last_seq = 0
         self._stopping = False
+        #: start-up repairs to report once the journal is open (event type → data or None)
+        self.recovered: dict[str, dict[str, Any] | None] = {}
         self.access = AccessController(EMPTY_INDEX, door_policies(config))
         self.control = GateControl(self)
         self.parts = Parts(emit=self.emit, fixed=FIXED_PARTS)
@@ -235,6 +240,7 @@ class Gate:
             log.error("cannot open the journal: %s", exc)
             return EX_CONFIG
         journal.start_writer(loop)  # from here on no fsync runs on the door's loop
+        self._report_recoveries()
         try:
             try:
                 await self._serve()
@@ -287,24 +293,51 @@ class Gate:
         """The resident store and the first decision index (cards work before the broker)."""
         c = self.config
         key_file = c.access.card_hash_key_file
-        self.store = Store(c.access.db, card_key=read_key(key_file) if key_file else None,
-                           zone=ZoneInfo(c.gate.timezone))
-        self.access = AccessController(self.store.load_index(), door_policies(c),
-                                       card_key=self.store.card_ref)
-        self.residents = Residents(self.store, self.access)
+        card_key = read_key(key_file) if key_file else None
+
+        def opener() -> tuple[Store, AccessIndex]:
+            store = Store(c.access.db, card_key=card_key, zone=ZoneInfo(c.gate.timezone))
+            try:
+                return store, store.load_index()
+            except BaseException:
+                store.close()
+                raise
+
+        (self.store, index), self.recovered["store.recovered"] = recovery.open_store(
+            c.access.db, opener)
+        try:
+            self.store.snapshot(recovery.snapshot_path(c.access.db))
+        except (OSError, sqlite3.Error) as exc:  # a full disk keeps the older snapshot
+            log.warning("resident store snapshot not refreshed: %s", exc)
+        self.access = AccessController(index, door_policies(c), card_key=self.store.card_ref)
+        self.residents = Residents(self.store, self.access,
+                                   snapshot=recovery.snapshot_path(c.access.db))
         log.info("resident store %s: version %d, %d person(s)", c.access.db,
                  self.access.index.version, len(self.access.index.persons))
         return self.store
 
     def _open_journal(self) -> Journal:
         c = self.config
-        self.journal = Journal(
-            c.journal.path, gate=c.gate.id, fsync=c.journal.fsync,
-            quota_bytes=c.journal.quota_mb * BYTES_PER_MB,
-            retention_days=c.journal.retention_days, portraits=c.privacy.portraits,
-            portrait_retention_days=c.privacy.retention_days,
-        )
-        return self.journal
+        journal, self.recovered["journal.recovered"] = recovery.open_journal(
+            c.journal.path, lambda: Journal(
+                c.journal.path, gate=c.gate.id, fsync=c.journal.fsync,
+                quota_bytes=c.journal.quota_mb * BYTES_PER_MB,
+                retention_days=c.journal.retention_days, portraits=c.privacy.portraits,
+                portrait_retention_days=c.privacy.retention_days,
+            ))
+        self.journal = journal
+        return journal
+
+    def _report_recoveries(self) -> None:
+        """Tell the station what start-up found damaged and repaired (journal open by now)."""
+        if self.audit_log.repaired is not None:
+            log.error("audit log %s: torn last entry cut off (%d bytes kept in %s)",
+                      self.audit_log.path, self.audit_log.repaired["bytes"],
+                      self.audit_log.repaired["kept_in"])
+            self.emit(Event("audit.repaired", reason="torn_tail", data=self.audit_log.repaired))
+        for event_type, data in self.recovered.items():
+            if data is not None:
+                self.emit(Event(event_type, reason="corrupt", data=data))
 
     def request_stop(self, why: str, main_task: asyncio.Task[Any]) -> None:
         """SIGTERM/SIGINT: relays idle at once, then cancel everything (cleanup in finally)."""
@@ -354,9 +387,18 @@ def main(config_path: Path, *, notifier: Notifier | None = None) -> int:
     log.info("effective config: %s", json.dumps(redacted(config), ensure_ascii=False))
     for warning in liveness_warnings(config):
         log.warning("%s", warning)
-    try:
-        gate = Gate(config_path, config, notifier or Notifier.from_env())
-    except GpioBackendError as exc:  # restarting cannot install a library: stop the loop
+    lock = StateLock(config.state_dir)
+    try:  # before anything is opened: a second daemon touches no relay, socket or file
+        lock.acquire()
+    except StateDirBusyError as exc:
         log.error("cannot start: %s", exc)
-        return EX_CONFIG
-    return asyncio.run(gate.run())
+        return EXIT_BUSY
+    try:
+        try:
+            gate = Gate(config_path, config, notifier or Notifier.from_env())
+        except GpioBackendError as exc:  # restarting cannot install a library: stop the loop
+            log.error("cannot start: %s", exc)
+            return EX_CONFIG
+        return asyncio.run(gate.run())
+    finally:
+        lock.release()

@@ -60,6 +60,10 @@ TAIL_MAX = 50_000
 QUOTA_CHECK_EVERY = 1000
 #: Rows deleted per step while evicting for the quota.
 EVICT_CHUNK = 500
+#: Space set aside beside the journal and given up when the disk is full, so that the alarms
+#: still find room while portraits and delivered events are evicted (a ballast file).
+RESERVE_BYTES = 1024 * 1024
+RESERVE_SUFFIX = ".reserve"
 PORTRAIT_DIR = "portraits"
 PORTRAIT_SUFFIX = ".jpg"
 
@@ -202,6 +206,7 @@ class Journal:
         self._since_quota_check = 0
         self._evicting = False
         self._tail_drops_reported = 0
+        self._pending_drop_report: dict[str, int] = {}  # evicted on a full disk, to be told
         self._tail_lock = threading.Lock()  # held only for list operations, never for I/O
         self._db_lock = threading.RLock()  # the write connection
         self._read_lock = threading.Lock()  # the read connection
@@ -226,6 +231,8 @@ class Journal:
                 file.chmod(0o600)  # events name persons: readable only by the service user
         self._seq = self._open_meta()
         self._remove_orphan_portraits()
+        self.reserve = path.with_name(path.name + RESERVE_SUFFIX)
+        self._make_reserve()
         self._reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
 
     # ------------------------------------------------------------------ opening
@@ -406,9 +413,13 @@ class Journal:
                 self._tail[:0] = rows
             self._write_failed(exc)
             return False
+        if any(self._pending_drop_report.values()):
+            counts, self._pending_drop_report = self._pending_drop_report, {}
+            self._report_dropped(counts, reason="disk_full")
         if self._failing:
             self._failing = False
             log.info("journal: writes back; %d events committed", len(rows))
+            self._make_reserve()
             if self.stats.tail_dropped > self._tail_drops_reported:
                 lost = self.stats.tail_dropped - self._tail_drops_reported
                 self._tail_drops_reported = self.stats.tail_dropped
@@ -437,8 +448,55 @@ class Journal:
             self._db.execute(f"PRAGMA synchronous={mode}")
             self._synchronous = mode
 
+    def _make_reserve(self) -> None:
+        """(Re)create the ballast file; quietly nothing while the disk is short of space."""
+        if self.reserve.exists():
+            return
+        try:
+            with self.reserve.open("wb") as fh:
+                fh.truncate(0)
+                for _ in range(RESERVE_BYTES // 65536):
+                    fh.write(bytes(65536))  # real blocks, not a sparse file
+                fh.flush()
+        except OSError:
+            self.reserve.unlink(missing_ok=True)
+
+    def _free_space(self) -> None:
+        """The disk is full: give up the reserve, then evict portraits, then delivered events
+        (never an alarm), so that the tail, alarms first, can be written again."""
+        released = self.reserve.exists()
+        self.reserve.unlink(missing_ok=True)
+        counts = {"portraits": 0, "delivered_events": 0, "undelivered_events": 0}
+        self._evicting = True
+        try:
+            ids = [r[0] for r in self._db.execute(
+                f"SELECT id FROM portraits ORDER BY seq LIMIT {EVICT_CHUNK}")]  # noqa: S608
+            # The files first: unlinking frees space at once, while deleting their rows needs
+            # room in the WAL (a row whose file is gone goes with the next eviction).
+            for event_id in ids:
+                (self.portrait_dir / f"{event_id}{PORTRAIT_SUFFIX}").unlink(missing_ok=True)
+            counts["portraits"] += len(ids)
+            self.stats.evicted_portraits += len(ids)
+            with contextlib.suppress(sqlite3.Error, OSError):
+                if ids:
+                    self._delete_portraits(ids)
+                else:
+                    self._evict_events("delivered = 1", counts, "delivered_events")
+        except (sqlite3.Error, OSError) as exc:
+            log.debug("journal: eviction on a full disk failed too (%s)", exc)
+        finally:
+            self._evicting = False
+        if released or any(counts.values()):
+            freed = (["the reserve"] if released else []) + [
+                f"{v} {k}" for k, v in counts.items() if v]
+            log.warning("journal: disk full; gave up %s", ", ".join(freed))
+        self._pending_drop_report = {k: self._pending_drop_report.get(k, 0) + v
+                                     for k, v in counts.items()}
+
     def _write_failed(self, exc: BaseException) -> None:
         self.stats.write_failures += 1
+        if is_disk_full(exc) and not self._evicting:
+            self._free_space()
         if not self._failing:
             self._failing = True
             cause = "disk full" if is_disk_full(exc) else "database error"
@@ -544,7 +602,8 @@ class Journal:
         with self._read_lock:
             found = self._reader.execute("SELECT 1 FROM portraits WHERE id = ?",
                                          (event_id,)).fetchone()
-        return self.portrait_dir / f"{event_id}{PORTRAIT_SUFFIX}" if found else None
+        file = self.portrait_dir / f"{event_id}{PORTRAIT_SUFFIX}"
+        return file if found and file.exists() else None  # evicted on a full disk
 
     # ------------------------------------------------------------------ retention and quota
 

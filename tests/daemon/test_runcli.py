@@ -30,8 +30,8 @@ def test_explicit_socket_wins(tmp_path: Path) -> None:
          "#7 access.granted door=front person=p1"),
         ({"type": "access.denied", "door": "front", "reason": "expired", "ts_ms": 0},
          "access.denied door=front reason=expired"),
-        ({"type": "part.failed", "data": {"part": "camera"}, "ts_ms": 0},
-         "part.failed part=camera"),
+        ({"type": "part.fault", "data": {"part": "camera"}, "ts_ms": 0},
+         "part.fault part=camera"),
     ],
 )
 def test_format_event(event: dict[str, object], expected: str) -> None:
