@@ -35,6 +35,7 @@ from daemon.audit import AuditLog
 from daemon.builders import door_policies, file_stamp, pin_factory_for, redacted
 from daemon.config import GateConfig
 from daemon.configfile import EX_CONFIG, ConfigError, load_config
+from daemon.door_modes import MODES_FILE, ModeBook
 from daemon.doors import Doors
 from daemon.events import Event, EventBus
 from daemon.gatecontrol import GateControl
@@ -104,7 +105,8 @@ class Gate:
                                cooldown_seconds=lockout.cooldown_seconds)
         self.doors = Doors(pins=self.pins, board=self.board, emit=self.emit,
                            zone=lambda: ZoneInfo(self.config.gate.timezone),
-                           holidays=lambda: self.access.index.holidays)
+                           holidays=lambda: self.access.index.holidays,
+                           modes=ModeBook(config.state_dir / MODES_FILE))
         self.passage = Passage(access=lambda: self.access, doors=self.doors, lockout=self.lockout,
                                emit=self.emit, multi_factor_seconds=self._multi_factor_seconds)
         self.readers = Readers(pins=self.pins, board=self.board, emit=self.emit,
@@ -185,7 +187,9 @@ class Gate:
         """A reloaded config becomes the running one; returns the restarted parts."""
         self.config = config
         self.access.set_policies(door_policies(config))
-        return await self.apply(config)
+        changed = await self.apply(config)
+        self.doors.release_unused(config.doors)
+        return changed
 
     async def faces_changed(self) -> None:
         """Restart the camera part when the template store changed (and the gate runs)."""
@@ -212,7 +216,9 @@ class Gate:
 
     def health(self) -> dict[str, Any]:
         return {"readers": self.readers.health(), "camera": self.vision.camera,
-                "vision": self.vision.status()}
+                "vision": self.vision.status(),
+                "parts": {name: part.state.as_dict() for name, part in self.parts.items()
+                          if not part.state.running or part.state.failed}}
 
     def doors_alive(self) -> bool:
         """True while every door part runs (the watchdog keep-alive condition)."""
@@ -256,6 +262,7 @@ class Gate:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             self.doors.relays_idle()
+            self.doors.release_pins()
             self.journal = None
             journal.close()
             store.close()

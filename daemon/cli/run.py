@@ -138,12 +138,19 @@ def render_status(st: dict[str, Any], console: Console) -> None:
         f"[bold]gate {st.get('gate')}[/] ({mode}), up {st.get('uptime_s', 0)} s, "
         f"portraits {st.get('portraits')}"
     )
-    doors = Table("door", "state", "relay", "contact", "alarms", title="Doors")
+    doors = Table("door", "state", "mode", "relay", "contact", "alarms", title="Doors")
     for door_id, door in st.get("doors", {}).items():
         alarms = ", ".join(door.get("alarms", [])) or "-"
-        doors.add_row(door_id, door.get("state", "?"), door.get("relay", "?"),
+        doors.add_row(door_id, door.get("state", "?"), _mode_text(door), door.get("relay", "?"),
                       door.get("contact", "?"), f"[red]{alarms}[/]" if alarms != "-" else alarms)
     console.print(doors)
+    faulted = {name: part for name, part in st.get("parts", {}).items()
+               if part.get("state") != "running"}
+    if faulted:
+        console.print("[red]parts not running:[/] " + "; ".join(
+            f"{name} {part.get('state')} ({part.get('restarts', 0)} restart(s)"
+            + (f", {part['last_error']}" if part.get("last_error") else "") + ")"
+            for name, part in faulted.items()))
     readers = Table("reader", "door", "type", "status", title="Readers")
     for reader_id, reader in st.get("readers", {}).items():
         readers.add_row(reader_id, reader.get("door", "?"), reader.get("type", "?"),
@@ -160,6 +167,18 @@ def render_status(st: dict[str, Any], console: Console) -> None:
                       f"{vision.get('restarts', 0)} restart(s), frames {vision.get('frames', 0)}, "
                       f"dropped {vision.get('dropped', 0)}, pipeline errors "
                       f"{vision.get('errors', 0)}{error})")
+
+
+def _mode_text(door: dict[str, Any]) -> str:
+    """``lockdown (station, until 18:00)``: the door's mode and where it comes from."""
+    mode, source = door.get("mode", "?"), door.get("mode_source")
+    extra = [source] if source else []
+    if door.get("mode_until_ms"):
+        import datetime as dt
+
+        extra.append("until " + dt.datetime.fromtimestamp(door["mode_until_ms"] / 1000)
+                     .strftime("%Y-%m-%d %H:%M"))
+    return f"{mode} ({', '.join(extra)})" if extra else str(mode)
 
 
 def format_event(event: dict[str, Any]) -> str:
@@ -211,6 +230,36 @@ def door_test(
     result = _call(socket_path(config, sock), "door.test", {"door": door, "seconds": seconds})
     typer.echo(f"door {door}: relay pulsed for {result['seconds']:g} s "
                f"({result.get('note', 'listen for the lock')})")
+
+
+@door_app.command("mode")
+def door_mode(
+    door: str = typer.Argument(..., help="Door id, as in the config."),
+    mode: str = typer.Argument(
+        ..., help="lockdown, hold_open, normal, or schedule (cancel: back to the schedule)."),
+    until: str | None = typer.Option(
+        None, "--until", help="End time, local ISO 8601 (2026-12-01T18:00); default: until "
+        "cancelled."),
+    config: Path | None = ConfigOpt,
+    sock: Path | None = SocketOpt,
+) -> None:
+    """Set a door's mode as a local admin; it survives restarts (recorded in the audit log).
+
+    Precedence: lockdown > a mode set by the station or an admin > the hold-open schedule >
+    normal.  A hold_open during a lockdown is refused: lift the lockdown first.
+
+    Example: menjin door mode front lockdown --until 2026-12-01T18:00
+    """
+    args: dict[str, Any] = {"door": door, "mode": mode}
+    if until is not None:
+        import datetime as dt
+
+        try:
+            args["until_ms"] = int(dt.datetime.fromisoformat(until).timestamp() * 1000)
+        except ValueError as exc:
+            raise typer.BadParameter(f"--until: {exc}") from None
+    result = _call(socket_path(config, sock), "door.mode", args)
+    typer.echo(f"door {door}: {_mode_text(result)}")
 
 
 @readers_app.command("watch")
