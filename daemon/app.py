@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from daemon import __version__, logsetup, recovery
+from daemon import __version__, logsetup, recovery, runmark
 from daemon.access import EMPTY_INDEX, AccessController, AccessIndex
 from daemon.audit import AuditLog
 from daemon.builders import door_policies, file_stamp, pin_factory_for, redacted
@@ -37,7 +37,7 @@ from daemon.config import GateConfig
 from daemon.configfile import EX_CONFIG, ConfigError, load_config
 from daemon.door_modes import MODES_FILE, ModeBook
 from daemon.doors import Doors
-from daemon.events import Event, EventBus
+from daemon.events import Event, EventBus, now_ms
 from daemon.gatecontrol import GateControl
 from daemon.journal import Journal, JournalError
 from daemon.keys import KeyFileError, read_key
@@ -66,6 +66,9 @@ EXIT_BUSY = 75  # sysexits.h EX_TEMPFAIL: another daemon holds the state directo
 #: The whole stop (relays, offline status, journal) must fit in the issue's 5 s.
 SHUTDOWN_DEADLINE_SECONDS = 4.5
 READY_TIMEOUT_SECONDS = 30.0
+#: On SIGTERM the last events get this long to reach a reachable broker (within the deadline).
+STOP_FLUSH_SECONDS = 1.0
+STOP_FLUSH_POLL_SECONDS = 0.02
 RECENT_EVENTS = 500
 BYTES_PER_MB = 1024 * 1024
 #: Parts that live as long as the process, whatever a reload changes.
@@ -90,6 +93,7 @@ class Gate:
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
         self.last_seq = 0
         self._stopping = False
+        self._flush_task: asyncio.Task[None] | None = None
         #: start-up repairs to report once the journal is open (event type → data or None)
         self.recovered: dict[str, dict[str, Any] | None] = {}
         self.access = AccessController(EMPTY_INDEX, door_policies(config))
@@ -247,9 +251,11 @@ class Gate:
             return EX_CONFIG
         journal.start_writer(loop)  # from here on no fsync runs on the door's loop
         self._report_recoveries()
+        started_ms = now_ms()
+        previous = runmark.begin(self.config.state_dir, started_ms=started_ms)
         try:
             try:
-                await self._serve()
+                await self._serve(previous)
             except* PartGaveUpError as failed:
                 log.error("stopping: %s", failed.exceptions[0])
                 code = EXIT_GAVE_UP
@@ -266,12 +272,14 @@ class Gate:
             self.journal = None
             journal.close()
             store.close()
+            runmark.end(self.config.state_dir, started_ms=started_ms, stopped_ms=now_ms(),
+                        last_seq=self.last_seq)
             if self.board is not None:
                 self.board.close()
         log.info("gate %s stopped", self.config.gate.id)
         return code
 
-    async def _serve(self) -> None:
+    async def _serve(self, previous: runmark.PreviousRun | None) -> None:
         """The root task group: every part, then READY=1 and the watchdog."""
         async with asyncio.TaskGroup() as group:
             self.parts.bind(group)
@@ -289,12 +297,31 @@ class Gate:
                 await listening.wait()
                 for door_id in self.config.doors:
                     await self.doors.ready(door_id).wait()
+            self._report_restart(previous, journal.seq_at_open)
             self.notifier.ready(self.summary())
             log.info("gate %s ready: %s", self.config.gate.id, self.summary())
             interval = watchdog_seconds()
             if interval is not None:
                 group.create_task(watchdog_loop(self.notifier, self.doors_alive,
                                                 interval * WATCHDOG_FRACTION), name="watchdog")
+
+    def _report_restart(self, previous: runmark.PreviousRun | None, last_seq: int) -> None:
+        """``gate.restarted``: whether the previous run stopped cleanly, its last seq, and each
+        door's relay as this start set it (after an unclean stop the record may have a hole
+        between the previous run's last event and now, and the station must be told)."""
+        if previous is None:
+            return
+        doors = {door_id: {k: v for k, v in self.doors.status(door_id).items()
+                           if k in ("relay", "lock", "mode", "mode_source")}
+                 for door_id in self.doors}
+        if not previous.clean:
+            log.warning("the previous run (pid %s) did not stop cleanly; its last recorded event "
+                        "is seq %d", previous.pid, last_seq)
+        self.emit(Event("gate.restarted", reason="clean" if previous.clean else "unclean",
+                        data={"clean": previous.clean, "previous_last_seq": last_seq,
+                              "previous_pid": previous.pid,
+                              "previous_started_ms": previous.started_ms,
+                              "previous_stopped_ms": previous.stopped_ms, "doors": doors}))
 
     def open_store(self) -> Store:
         """The resident store and the first decision index (cards work before the broker)."""
@@ -355,7 +382,25 @@ class Gate:
         self.notifier.stopping()
         self.doors.relays_idle()
         _arm_shutdown_deadline()
-        main_task.cancel()
+        self._flush_task = asyncio.get_running_loop().create_task(
+            self._flush_then_stop(main_task), name="stop")
+
+    async def _flush_then_stop(self, main_task: asyncio.Task[Any]) -> None:
+        """Give the uplink at most :data:`STOP_FLUSH_SECONDS` to deliver the last events (the
+        relays' ``door.locked`` ``stopped`` among them) while the broker is reachable, then
+        cancel everything."""
+        try:
+            uplink, journal = self.uplink, self.journal
+            if uplink is not None and journal is not None and uplink.state.connected:
+                deadline = time.monotonic() + STOP_FLUSH_SECONDS
+                while journal.queue_depth() > 0 and time.monotonic() < deadline:  # noqa: ASYNC110 (acks arrive on the uplink task)
+                    await asyncio.sleep(STOP_FLUSH_POLL_SECONDS)
+                left = journal.queue_depth()
+                if left:
+                    log.warning("stop: %d event(s) not delivered yet; they stay in the journal "
+                                "and go at the next start", left)
+        finally:
+            main_task.cancel()
 
     def summary(self) -> str:
         c = self.config

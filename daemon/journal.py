@@ -230,6 +230,8 @@ class Journal:
             with contextlib.suppress(FileNotFoundError):
                 file.chmod(0o600)  # events name persons: readable only by the service user
         self._seq = self._open_meta()
+        #: the last seq of the previous run (what a restart reports as ``previous_last_seq``)
+        self.seq_at_open = self._seq
         self._remove_orphan_portraits()
         self.reserve = path.with_name(path.name + RESERVE_SUFFIX)
         self._make_reserve()
