@@ -43,6 +43,6 @@ test: $(VENV) test-deps
 	$(BIN)/python -m pytest
 
 lint: $(VENV)
-	$(BIN)/ruff check menjin daemon drivers vision station tests bench
-	$(BIN)/mypy --strict menjin drivers daemon
+	$(BIN)/ruff check menjin daemon drivers vision station protocol tests bench
+	$(BIN)/mypy --strict menjin drivers daemon protocol
 	$(BIN)/python -m pytest -q tests/test_architecture.py -k contracts

@@ -27,9 +27,6 @@ anti-passback: a person under threat must not be seen to be refused.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-import secrets
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -41,16 +38,11 @@ from zoneinfo import ZoneInfo
 from daemon.config import AccessRule
 from daemon.events import Event
 from daemon.schedule import DEFAULT_TIMEZONE, Schedule, local_time
+from protocol.pins import hash_pin as hash_pin  # re-exported: the PIN hash is part of the contract
+from protocol.pins import verify_pin
 
 CredentialKind = Literal["card", "face"]
 Direction = Literal["entry", "exit"]
-#: scrypt cost of PIN hashes: 16 MiB and some tens of milliseconds on a Pi, per guess.
-PIN_SCRYPT_N = 2**14
-PIN_SCRYPT_R = 8
-PIN_SCRYPT_P = 1
-PIN_SALT_BYTES = 16
-PIN_HASH_BYTES = 32
-PIN_SCRYPT_MAXMEM = 64 * 1024 * 1024
 #: PIN guessing lockout: this many wrong PINs for one person within PIN_LOCK_SECONDS block their
 #: card + PIN at every door until the oldest of them is that old (a duress PIN still works).
 PIN_MAX_WRONG = 3
@@ -208,30 +200,6 @@ def face_only_warnings(persons: Iterable[Person],
             lines.append(f"{person.id}: enrolled for face entry without a card (a PIN only "
                          "works with a card; a non-face credential must remain an alternative)")
     return lines
-
-
-# --------------------------------------------------------------------------- PINs
-def hash_pin(pin: str) -> str:
-    """A salted scrypt hash of a PIN: ``scrypt$N$r$p$salt_hex$hash_hex``."""
-    salt = secrets.token_bytes(PIN_SALT_BYTES)
-    digest = hashlib.scrypt(pin.encode(), salt=salt, n=PIN_SCRYPT_N, r=PIN_SCRYPT_R,
-                            p=PIN_SCRYPT_P, maxmem=PIN_SCRYPT_MAXMEM, dklen=PIN_HASH_BYTES)
-    return f"scrypt${PIN_SCRYPT_N}${PIN_SCRYPT_R}${PIN_SCRYPT_P}${salt.hex()}${digest.hex()}"
-
-
-def verify_pin(pin: str, stored: str | None) -> bool:
-    """True when ``pin`` matches the stored hash (constant-time compare; False for a bad hash)."""
-    if stored is None:
-        return False
-    try:
-        scheme, n, r, p, salt, expected = stored.split("$")
-        if scheme != "scrypt":
-            return False
-        digest = hashlib.scrypt(pin.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r),
-                                p=int(p), maxmem=PIN_SCRYPT_MAXMEM, dklen=len(expected) // 2)
-    except ValueError:
-        return False
-    return hmac.compare_digest(digest.hex(), expected)
 
 
 # --------------------------------------------------------------------------- index

@@ -30,16 +30,15 @@ import contextlib
 import errno
 import json
 import logging
-import secrets
 import sqlite3
 import threading
-import uuid
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from daemon.events import SCHEMA_VERSION, Event, Priority, now_ms
+from protocol.uuid7 import Uuid7
 
 log = logging.getLogger(__name__)
 
@@ -134,30 +133,6 @@ class _Row:
     portrait_bytes: int | None = None
 
 
-@dataclass
-class _Uuid7:
-    """UUIDv7 (RFC 9562) ids, monotonic within one millisecond (method 1: counter in rand_a)."""
-
-    last_ms: int = -1
-    counter: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def new(self, ms: int) -> str:
-        with self.lock:
-            if ms <= self.last_ms:
-                ms = self.last_ms
-                self.counter += 1
-                if self.counter > 0xFFF:
-                    ms += 1
-                    self.counter = 0
-            else:
-                self.counter = secrets.randbits(10)
-            self.last_ms = ms
-            rand_b = secrets.randbits(62)
-            value = (ms & (2**48 - 1)) << 80 | 0x7 << 76 | self.counter << 64 | 0b10 << 62 | rand_b
-            return str(uuid.UUID(int=value))
-
-
 def is_disk_full(exc: BaseException) -> bool:
     """True for the failures a full disk (or a journal over SQLite's page limit) produces."""
     if isinstance(exc, sqlite3.OperationalError):
@@ -198,7 +173,6 @@ class Journal:
         self.batch_max = batch_max
         self.stats = JournalStats()
         self._clock = clock
-        self._ids = _Uuid7()
         self._tail: list[_Row] = []
         self._listeners: list[Callable[[], None]] = []
         self._flush_handle: asyncio.TimerHandle | None = None
@@ -232,6 +206,8 @@ class Journal:
         self._seq = self._open_meta()
         #: the last seq of the previous run (what a restart reports as ``previous_last_seq``)
         self.seq_at_open = self._seq
+        # ids stay monotonic across restarts: none below the newest one already recorded
+        self._ids = Uuid7(floor=self._db.execute("SELECT max(id) FROM events").fetchone()[0])
         self._remove_orphan_portraits()
         self.reserve = path.with_name(path.name + RESERVE_SUFFIX)
         self._make_reserve()

@@ -66,7 +66,7 @@ class StationCommands:
 
     def processor(self, config: GateConfig, journal: Journal, emit: Emit) -> CommandProcessor:
         """The command processor of ``config``'s uplink, with the station's public key."""
-        from station.protocol import load_public_key
+        from daemon.keys import load_station_key
 
         assert config.uplink is not None
         key_file = config.uplink.station_public_key_file
@@ -74,7 +74,7 @@ class StationCommands:
             log.warning("uplink: no station_public_key_file: every station command is refused")
         return CommandProcessor(
             gate=config.gate.id,
-            station_key=load_public_key(key_file) if key_file is not None else None,
+            station_key=load_station_key(key_file) if key_file is not None else None,
             remember_nonce=journal.remember_nonce, emit=emit, handlers=self.handlers(),
         )
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from daemon.events import Emit, Event
+from protocol.backoff import backoff_seconds
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +60,6 @@ class PartState:
         if self.last_error is not None:
             out["last_error"] = self.last_error
         return out
-
-
-def backoff_seconds(attempt: int, *, initial: float, cap: float) -> float:
-    """Delay before restart number ``attempt`` (1-based): doubling, capped, with jitter.
-
-    The jitter (a uniform draw between half and all of the delay) keeps parts that failed together
-    (say every serial reader after a USB hub reset) from retrying in lock-step.
-    """
-    delay = min(cap, initial * 2 ** max(0, attempt - 1))
-    return random.uniform(delay / 2, delay)
 
 
 async def supervise(

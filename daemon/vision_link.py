@@ -27,8 +27,8 @@ from typing import Any
 from daemon.config import CameraSection
 from daemon.events import Emit, Event
 from daemon.passage import FACE_RECOGNISED, FACE_REFUSED, Passage
-from daemon.supervise import backoff_seconds
 from daemon.vision_wire import MAX_MESSAGE_BYTES, WireError, count, decode, encode, text
+from protocol.backoff import backoff_seconds
 
 log = logging.getLogger(__name__)
 

@@ -32,6 +32,8 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from protocol.backoff import Backoff
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
@@ -292,7 +294,9 @@ class Camera:
         self.backoff_max_seconds = backoff_max_seconds
         self.faulted = False
         self.open_attempts = 0
-        self.backoff_seconds = backoff_initial_seconds
+        #: The delay before the current reconnect attempt (0 while frames flow).
+        self.backoff_seconds = 0.0
+        self._backoff = Backoff(backoff_initial_seconds, backoff_max_seconds)
         self._consumer_failed = False
         self._latest: Frame | None = None
         self._seq = 0
@@ -340,7 +344,7 @@ class Camera:
         return latest if latest is not None and latest.seq > after_seq else None
 
     def _run(self) -> None:
-        self.backoff_seconds = self.backoff_initial_seconds
+        self._backoff.reset()
         while not self._stop.is_set():
             try:
                 self.open_attempts += 1
@@ -352,9 +356,9 @@ class Camera:
                 self._fault(f"camera {self.name}: {exc}")
             finally:
                 self.source.close()
+            self.backoff_seconds = self._backoff.next()
             if self._stop.wait(self.backoff_seconds):
                 return
-            self.backoff_seconds = min(self.backoff_seconds * 2, self.backoff_max_seconds)
 
     def _stream(self) -> None:
         """Read until the source fails or the camera is stopped."""
@@ -362,7 +366,7 @@ class Camera:
         while not self._stop.is_set():
             image = self.source.read()
             now = time.monotonic()
-            self.backoff_seconds = self.backoff_initial_seconds
+            self._backoff.reset()
             if self.faulted:
                 self.faulted = False
                 log.info("%s: back", self.name)

@@ -24,6 +24,7 @@ import serial
 
 from drivers.card import CardRead, ReadSink
 from drivers.wiegand import WiegandError, WiegandKey, check_formats, decode
+from protocol.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -155,14 +156,13 @@ class OsdpReader:
     # ------------------------------------------------------------------ life cycle
     async def run(self) -> None:
         osdp = load_libosdp()
-        delay = RETRY_INITIAL_SECONDS
+        backoff = Backoff(RETRY_INITIAL_SECONDS, self.retry_max_seconds)
         while True:
             reason = await self._session(osdp)
             self._fault(reason)
             if self._was_online:  # it worked until now: try again soon
-                delay = RETRY_INITIAL_SECONDS
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.retry_max_seconds)
+                backoff.reset()
+            await asyncio.sleep(backoff.next())
 
     async def _session(self, osdp: ModuleType) -> str:
         """Open the port and poll the reader until it fails; returns why it ended."""

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from daemon.access import verify_pin
 from daemon.audit import AuditLog
 from daemon.keys import KEY_BYTES
 from daemon.store import Store, pseudonym
 from menjin.cli import app
+from protocol.pins import verify_pin
 
 runner = CliRunner()
 
@@ -109,7 +109,7 @@ def test_bad_rows_are_all_reported_and_nothing_is_imported(tmp_path: Path, db: P
         f"{file}:6: groups: unknown group 'residnets'; did you mean 'residents'?",
         f"{file}:7: card ****7890 is already given to p1 on line 2",
         f"{file}:8: pin: a PIN is 4 to 8 digits",
-        f"{file}:9: face_consent: the source (form, record or witness) must be given",
+        f"{file}:9: face_consent.source: the form, record or witness must be given",
         "nothing imported: 7 bad row(s); fix them or use --skip-bad",
     ]
     with Store(db) as store:
@@ -183,8 +183,8 @@ def test_yaml_import_reports_the_line_of_the_bad_field(tmp_path: Path, db: Path)
         ("r.yaml", "persons:\n  - id: a\n    id: b\n",
          "{file}:3:5: YAML syntax error: found duplicate key \"id\" (each key may appear once)"),
         ("r.yaml", "people: []\n",
-         "{file}:1: unknown section 'people' (persons, groups, holidays)"),
-        ("r.txt", "x", "{file}: use a .csv or .yaml file"),
+         "{file}:1: unknown section 'people' (persons, groups, holidays, revoked)"),
+        ("r.txt", "x", "{file}: use a .csv, .yaml or .json file"),
     ],
 )
 def test_unreadable_files(tmp_path: Path, db: Path, name: str, text: str, message: str) -> None:

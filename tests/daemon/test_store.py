@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.access import AccessController, DoorPolicy, Reason, hash_pin
+from daemon.access import AccessController, DoorPolicy, Reason
 from daemon.store import (
     PersonError,
     Store,
@@ -28,6 +28,7 @@ from daemon.store import (
     person_json,
     pseudonym,
 )
+from protocol.pins import hash_pin
 
 REPO = Path(__file__).resolve().parents[2]
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -92,8 +93,9 @@ def test_delta_on_the_right_base(store: Store) -> None:
         (snapshot(2, []), "stale_version", "snapshot version 2 is older than 3"),
         ({"mode": "replace", "version": 9}, "bad_payload",
          "mode must be snapshot or delta, not 'replace'"),
-        ({**snapshot(4, []), "extra": 1}, "bad_payload", "unknown field 'extra' in a snapshot"),
-        (snapshot(True, []), "bad_payload", "version must be a positive integer"),
+        ({**snapshot(4, []), "extra": 1}, "bad_payload", "extra: unknown field"),
+        (snapshot(True, []), "bad_payload", "version: Input should be a valid integer"),
+        (snapshot(0, []), "bad_payload", "version: Input should be greater than or equal to 1"),
         (snapshot(4, [resident("p1", "1"), {"id": "p2", "name": "x", "kind": "guest"}]),
          "bad_payload", "persons[1].kind: 'guest' is not resident, visitor or staff"),
         (snapshot(4, [resident("p1", "1"), resident("p2", "1")]), "bad_payload",
@@ -146,16 +148,15 @@ def test_person_json_round_trip() -> None:
         ({"valid_from": "2026-12-02", "valid_until": "2026-12-01"},
          "valid_until: must be later than valid_from"),
         ({"face_consent": {"date": "2026-11-02"}},
-         'face_consent: expected {"date": "YYYY-MM-DD", "source": "..."} or null'),
+         "face_consent.source: Field required"),
         ({"face_consent": {"date": "2026-11-02", "source": ""}},
-         "face_consent: the source (form, record or witness) must be given"),
+         "face_consent.source: the form, record or witness must be given"),
         ({"under_14": True, "face_consent": {"date": "2026-11-02", "source": "form"}},
          "guardian_consent: face consent of a child under 14 needs a guardian's"),
-        ({"enabled": "yes"}, "enabled: expected true or false, not 'yes'"),
+        ({"enabled": "yes"}, "enabled: Input should be a valid boolean"),
+        ({"cards": [1234]}, "cards[0]: Input should be a valid string"),
         ({"cards": ["1", "1"]}, "cards: a card is listed twice"),
-        ({"photo": "x"}, "photo: unknown field (known: cards, duress_cards, duress_pin_hash, "
-                         "enabled, face_consent, groups, guardian_consent, id, kind, name, "
-                         "pin_hash, under_14, valid_from, valid_until)"),
+        ({"photo": "x"}, "photo: unknown field"),
     ],
 )
 def test_person_errors(fields: dict[str, Any], message: str) -> None:

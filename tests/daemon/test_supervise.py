@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from daemon.events import Event
-from daemon.supervise import PartGaveUpError, PartState, backoff_seconds, supervise
+from daemon.supervise import PartGaveUpError, PartState, supervise
+from protocol.backoff import backoff_seconds
 
 FAST = {"initial_backoff_seconds": 0.001, "max_backoff_seconds": 0.002, "stable_seconds": 0.05}
 

@@ -17,6 +17,8 @@ import aiomqtt
 import pytest
 
 from daemon.commands import CommandProcessor
+from daemon.keys import load_station_key as load_public_key
+from protocol.topics import GateTopics
 from station.commands import (
     CommandError,
     enrol_args,
@@ -26,10 +28,9 @@ from station.commands import (
     sync,
 )
 from station.config import DatabaseConfig, MqttConfig, StationConfig
-from station.protocol import load_public_key, result_topic
 from station.residents import ResidentList
 from station.store import Store
-from tests.broker import Broker
+from tests.broker import Broker, start_broker
 
 PREFIX = "menjin"
 REPO = Path(__file__).resolve().parents[2]
@@ -84,7 +85,7 @@ async def run_gate(broker: Broker, gate: str, public_key_path: Path, log: FakeGa
         async for message in client.messages:
             name = message.topic.value.rsplit("/", 1)[1]
             outcome = await processor.process(name, bytes(message.payload))  # type: ignore[arg-type]
-            await client.publish(result_topic(PREFIX, gate, outcome.name),
+            await client.publish(GateTopics(PREFIX, gate).result(outcome.name),
                                  json.dumps(outcome.result), qos=1)
 
 
@@ -268,3 +269,22 @@ def test_cli_keygen_prints_both_paths_and_refuses_to_overwrite(tmp_path: Path) -
     assert f"public key:  {tmp_path / 'k.pub.pem'} (copy to the gates)" in first.output
     again = CliRunner().invoke(station_app, ["keygen", "-o", str(out)])
     assert again.exit_code == 1
+
+
+async def test_a_command_the_broker_refuses_is_reported_not_waited_for(tmp_path: Path) -> None:
+    """A PUBACK 0x87 (ACL) is an error at once, never a silent wait for the gate's answer."""
+    broker = start_broker(tmp_path / "acl", passwords={"station": "pw"},
+                          acl=f"user station\ntopic read {PREFIX}/+/cmd/+/result\n")
+    try:
+        (tmp_path / "pw").write_text("pw\n")
+        config = make_config(broker, tmp_path, timeout_s=30.0)
+        config = config.model_copy(update={"mqtt": config.mqtt.model_copy(
+            update={"username": "station", "password_file": tmp_path / "pw"})})
+        keygen(tmp_path / "k.pem")
+        key = signing_key(tmp_path / "k.pem")
+        with pytest.raises(CommandError, match=r"broker refused the command on "
+                           rf"{PREFIX}/g1/cmd/ping \(Not authorized\); check its ACL"):
+            async with asyncio.timeout(10):
+                await send_command(config, "g1", "ping", {}, key=key)
+    finally:
+        broker.stop()

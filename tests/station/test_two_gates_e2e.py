@@ -27,9 +27,10 @@ import aiomqtt
 import pytest
 
 from daemon import control
+from protocol.envelope import new_command
+from protocol.topics import GateTopics
 from station.commands import keygen, send_command, signing_key
 from station.config import DatabaseConfig, MqttConfig, StationConfig
-from station.protocol import command_topic, new_command, result_topic
 from station.receiver import Receiver
 from station.store import Store
 from tests.broker import Broker, start_broker
@@ -332,8 +333,8 @@ def test_a_signed_open_reaches_the_right_gate_and_only_that_gate(
 async def replay_on(station: Station, gate: str, envelope: dict[str, Any]) -> dict[str, Any]:
     async with aiomqtt.Client("127.0.0.1", station.config.mqtt.port,
                               protocol=aiomqtt.ProtocolVersion.V5) as client:
-        await client.subscribe(result_topic(PREFIX, gate, "open"), qos=1)
-        await client.publish(command_topic(PREFIX, gate, "open"), json.dumps(envelope), qos=1)
+        await client.subscribe(GateTopics(PREFIX, gate).result("open"), qos=1)
+        await client.publish(GateTopics(PREFIX, gate).command("open"), json.dumps(envelope), qos=1)
         async with asyncio.timeout(WAIT_SECONDS):
             async for message in client.messages:
                 result = json.loads(bytes(message.payload))  # type: ignore[arg-type]
