@@ -30,6 +30,7 @@ import contextlib
 import errno
 import json
 import logging
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterable
@@ -64,6 +65,11 @@ EVICT_CHUNK = 500
 RESERVE_BYTES = 1024 * 1024
 RESERVE_SUFFIX = ".reserve"
 PORTRAIT_DIR = "portraits"
+#: Errors of a row itself, not of the disk: retrying the same row can never succeed.
+UNWRITABLE_ROW = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
+                  ValueError)
+#: Code points UTF-8 cannot encode (a lone surrogate from a decoder with surrogate escapes).
+_SURROGATES = re.compile("[\ud800-\udfff]")
 PORTRAIT_SUFFIX = ".jpg"
 
 _SCHEMA = """
@@ -119,6 +125,7 @@ class JournalStats:
     tail_dropped: int = 0
     evicted_portraits: int = 0
     evicted_events: int = 0
+    rejected: int = 0  # rows no retry could write (never expected: record() cleans its input)
 
 
 @dataclass
@@ -266,10 +273,14 @@ class Journal:
             self._seq += 1
             payload: dict[str, Any] = {"v": SCHEMA_VERSION, "id": event_id, "seq": self._seq,
                                        "gate": self.gate, **event.to_dict()}
-            row = _Row(self._seq, event_id, event.ts_ms, event.type, int(event.priority),
-                       event.person,
-                       json.dumps(payload, separators=(",", ":"), ensure_ascii=False),
-                       portrait_bytes)
+            body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+            person = event.person
+            if _SURROGATES.search(body):  # never stored as is: it would fail every write after
+                body = _SURROGATES.sub("\ufffd", body)
+                payload = json.loads(body)
+                person = _SURROGATES.sub("\ufffd", person) if person is not None else None
+            row = _Row(self._seq, event_id, event.ts_ms, _SURROGATES.sub("\ufffd", event.type),
+                       int(event.priority), person, body, portrait_bytes)
             self._tail.append(row)
             self.stats.recorded += 1
             if self._writer is not None:
@@ -373,19 +384,10 @@ class Journal:
             return True
         try:
             self._set_synchronous("FULL" if durable or self.fsync == "all" else "NORMAL")
-            with self._transaction():
-                self._db.executemany(
-                    "INSERT INTO events (seq, id, ts_ms, type, priority, person, body) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(r.seq, r.id, r.ts_ms, r.type, r.priority, r.person, r.body) for r in rows],
-                )
-                self._db.executemany(
-                    "INSERT INTO portraits (seq, id, ts_ms, bytes) VALUES (?, ?, ?, ?)",
-                    [(r.seq, r.id, r.ts_ms, r.portrait_bytes)
-                     for r in rows if r.portrait_bytes is not None],
-                )
-                self._db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'",
-                                 (str(rows[-1].seq),))
+            try:
+                self._insert(rows)
+            except UNWRITABLE_ROW:  # one row no retry can write must not wedge the rest
+                rows = self._insert_one_by_one(rows)
         except (sqlite3.Error, OSError) as exc:  # full disk above all: the door must go on
             with self._tail_lock:
                 self._tail[:0] = rows
@@ -409,6 +411,41 @@ class Journal:
             self._since_quota_check = 0
             self.enforce_quota()
         return True
+
+    def _insert(self, rows: list[_Row]) -> None:
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO events (seq, id, ts_ms, type, priority, person, body) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(r.seq, r.id, r.ts_ms, r.type, r.priority, r.person, r.body) for r in rows],
+            )
+            self._db.executemany(
+                "INSERT INTO portraits (seq, id, ts_ms, bytes) VALUES (?, ?, ?, ?)",
+                [(r.seq, r.id, r.ts_ms, r.portrait_bytes)
+                 for r in rows if r.portrait_bytes is not None],
+            )
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'",
+                             (str(rows[-1].seq),))
+
+    def _insert_one_by_one(self, rows: list[_Row]) -> list[_Row]:
+        """Write ``rows`` one at a time, leaving out (and logging) those that cannot be written
+        whatever the disk does; returns the rows written.  A disk failure propagates with the
+        rows not yet written put back at the head of the tail."""
+        written: list[_Row] = []
+        for index, row in enumerate(rows):
+            try:
+                self._insert([row])
+            except UNWRITABLE_ROW as exc:
+                self.stats.rejected += 1
+                log.error("journal: event seq %d (%s) cannot be stored and is left out: %s",
+                          row.seq, row.type[:64], exc)
+                continue
+            except (sqlite3.Error, OSError):
+                with self._tail_lock:
+                    self._tail[:0] = rows[index + 1:]
+                raise
+            written.append(row)
+        return written
 
     @contextlib.contextmanager
     def _transaction(self) -> Any:
