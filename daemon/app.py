@@ -171,11 +171,13 @@ class Gate:
                 reader, functools.partial(self.readers.run, reader_id, reader))
         if config.camera is not None and config.vision is not None and config.vision.enabled:
             # The vision process (camera, models) is a child process: its crash never reaches
-            # a relay.  The template file's stamp is part of the key: after `menjin enrol`, a
-            # SIGHUP (systemctl reload menjin) restarts it with the new gallery.
+            # a relay.  The stamps of the template and model files are part of the key: after
+            # `menjin enrol` or a model update, a SIGHUP (systemctl reload menjin) restarts it
+            # with the new files (and a model it cannot load faults vision, never the gate).
             parts[f"camera:{config.camera.door}"] = (
                 (config.camera, config.vision, config.privacy.portraits,
-                 file_stamp(config.vision.templates)),
+                 file_stamp(config.vision.templates), file_stamp(config.vision.detector.path),
+                 file_stamp(config.vision.embedder.path)),
                 functools.partial(self.vision.run, config.camera))
         if config.uplink is not None and config.uplink.enabled:
             parts["uplink"] = (

@@ -106,6 +106,7 @@ class GateControl:
             server.command("sim.door", self._sim_door)
             server.command("sim.tamper", self._sim_tamper)
             server.command("sim.face", self._sim_face)
+            server.command("sim.camera", self._sim_camera)
         return server
 
     async def _cmd_status(self, req: Request) -> dict[str, Any]:
@@ -276,6 +277,16 @@ class GateControl:
                                "models present?)") from exc
         return {"message": f"{req.args.get('name', 'photo')} shown to the camera of {door_id} "
                            f"for {seconds:g} s"}
+
+    async def _sim_camera(self, req: Request) -> dict[str, Any]:
+        """Unplug (``present: false``) or plug back a door's simulated camera."""
+        door_id = self._door_arg(req)
+        present = req.args.get("present") is True
+        try:
+            await self.gate.vision.plug(door_id, present)
+        except LookupError as exc:
+            raise ControlError(str(exc)) from None
+        return {"message": f"door {door_id}: camera {'plugged in' if present else 'unplugged'}"}
 
     async def _sim_tamper(self, req: Request) -> dict[str, Any]:
         assert self.gate.board is not None

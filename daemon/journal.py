@@ -477,10 +477,14 @@ class Journal:
             self.reserve.unlink(missing_ok=True)
 
     def _free_space(self) -> None:
-        """The disk is full: give up the reserve, then evict portraits, then delivered events
-        (never an alarm), so that the tail, alarms first, can be written again."""
-        released = self.reserve.exists()
-        self.reserve.unlink(missing_ok=True)
+        """The disk is full: give up what may go, one step per failed write, so that the tail
+        (alarms and decisions above all) can be written again: first the reserve, then
+        portraits (oldest first), then delivered routine events, then delivered decisions;
+        never an alarm, never an undelivered event."""
+        if self.reserve.exists():
+            self.reserve.unlink(missing_ok=True)
+            log.warning("journal: disk full; gave up the reserve of %d bytes", RESERVE_BYTES)
+            return
         counts = {"portraits": 0, "delivered_events": 0, "undelivered_events": 0}
         self._evicting = True
         try:
@@ -495,16 +499,17 @@ class Journal:
             with contextlib.suppress(sqlite3.Error, OSError):
                 if ids:
                     self._delete_portraits(ids)
-                else:
-                    self._evict_events("delivered = 1", counts, "delivered_events")
+                elif not self._evict_events(f"delivered = 1 AND priority < {int(Priority.ACCESS)}",
+                                            counts, "delivered_events"):
+                    self._evict_events(f"delivered = 1 AND priority < {int(Priority.ALARM)}",
+                                       counts, "delivered_events")
         except (sqlite3.Error, OSError) as exc:
             log.debug("journal: eviction on a full disk failed too (%s)", exc)
         finally:
             self._evicting = False
-        if released or any(counts.values()):
-            freed = (["the reserve"] if released else []) + [
-                f"{v} {k}" for k, v in counts.items() if v]
-            log.warning("journal: disk full; gave up %s", ", ".join(freed))
+        if any(counts.values()):
+            log.warning("journal: disk full; gave up %s",
+                        ", ".join(f"{v} {k}" for k, v in counts.items() if v))
         self._pending_drop_report = {k: self._pending_drop_report.get(k, 0) + v
                                      for k, v in counts.items()}
 

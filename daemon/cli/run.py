@@ -341,6 +341,20 @@ def sim_tamper(
     _sim(config, sock, "sim.tamper", {"door": door, "clear": clear})
 
 
+@sim_app.command("camera")
+def sim_camera(
+    door: str = typer.Argument(..., help="Door id (its camera)."),
+    unplug: bool = typer.Option(False, "--unplug/--plug", help="Pull the camera out, or back."),
+    config: Path | None = ConfigOpt,
+    sock: Path | None = SocketOpt,
+) -> None:
+    """Unplug (or plug back) a door's simulated camera, as a USB camera pulled out.
+
+    Example: menjin sim camera front --unplug
+    """
+    _sim(config, sock, "sim.camera", {"door": door, "present": not unplug})
+
+
 @sim_app.command("face")
 def sim_face(
     door: Annotated[str, typer.Argument(help="Door id (its camera).")],
