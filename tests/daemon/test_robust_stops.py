@@ -90,3 +90,31 @@ def test_sigterm_delivers_the_last_events_and_sigkill_is_told_at_the_next_start(
                                                     "mode_source": "default"}}
     assert restarted["seq"] > last_seq
     gate.stop()
+
+
+@pytest.mark.timeout(180)
+def test_a_retained_hostile_command_is_ignored_at_every_start(tmp_path: Path,
+                                                              broker: Broker) -> None:
+    envelope = {"v": 1, "id": "x", "name": "open", "gate": "robust-gate", "nonce": "0" * 32,
+                "issued_at_ms": 1, "expires_at_ms": 2, "args": {}, "sig": "AAAA"}
+    payload = json.dumps(envelope).replace('"issued_at_ms": 1',
+                                           '"issued_at_ms": ' + "9" * 4301).encode()
+
+    async def retain() -> None:
+        async with aiomqtt.Client(broker.host, broker.port,
+                                  protocol=aiomqtt.ProtocolVersion.V5) as client:
+            await client.publish("menjin/robust-gate/cmd/open", payload, qos=1, retain=True)
+
+    asyncio.run(retain())
+    gate = Gate(tmp_path, UPLINK.format(port=broker.port))
+    for run in range(1, 3):  # the daemon used to stop after every restart
+        gate.start()
+        gate.wait_for("the retained command to be ignored",
+                      lambda run=run: gate.log.read_text().count(
+                          "retained message on menjin/robust-gate/cmd/open ignored") == run)
+        gate.swipe_opens()
+        status = gate.call("status")
+        assert status["uplink"]["state"] == "connected"
+        assert status["parts"]["uplink"] == {"state": "running", "restarts": 0}
+        assert count(gate.events(), "command.refused") == 0  # not even a refusal: never read
+        assert gate.stop() == 0
