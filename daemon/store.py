@@ -357,6 +357,19 @@ class Store:
     def close(self) -> None:
         self._conn.close()
 
+    def snapshot(self, target: Path) -> None:
+        """Copy the committed store to ``target`` (SQLite online backup, then an atomic rename):
+        the last good copy a corrupt store falls back to at start-up."""
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        copy = sqlite3.connect(tmp)
+        try:
+            self._conn.backup(copy)
+        finally:
+            copy.close()
+        tmp.chmod(0o600)
+        tmp.replace(target)
+
     def __enter__(self) -> Store:
         return self
 

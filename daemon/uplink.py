@@ -121,6 +121,7 @@ class Uplink:
         self.password_env = password_env
         self.client_id = client_id or f"menjin-{gate}"
         self.commands = commands
+        self._retained_ignored = 0
         self.portraits = portraits
         self.legal_basis = legal_basis
         self.health_seconds = health_seconds
@@ -338,6 +339,12 @@ class Uplink:
         async for message in client.messages():
             name = self._command_name(message.topic)
             if name is None or self.commands is None:
+                continue
+            if message.retain:  # a command is for now: a retained one would replay each start
+                self._retained_ignored += 1
+                log.log(logging.WARNING if self._retained_ignored == 1 else logging.DEBUG,
+                        "uplink: retained message on %s ignored (commands are never retained;"
+                        " clear it on the broker)", message.topic[:200])
                 continue
             outcome = await self.commands.process(name, message.payload)
             await client.publish(self.topics.result(name), self._json(outcome.result))

@@ -26,7 +26,8 @@ EVENT_TYPES = frozenset(
         "reader.fault", "reader.restored", "reader.attack", "camera.fault", "camera.restored",
         "vision.fault", "vision.restored",
         "capture", "journal.dropped", "command.accepted", "command.refused", "person.forgotten",
-        "part.failed", "part.restored", "config.reloaded", "config.rejected", "audit",
+        "part.fault", "part.restored", "config.reloaded", "config.rejected", "audit",
+        "audit.repaired", "journal.recovered", "store.recovered", "door.mode", "gate.restarted",
     }
 )
 #: Event types that are alarms: fsynced, uplinked ahead of backlog, never evicted, highlighted.

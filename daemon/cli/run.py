@@ -141,12 +141,19 @@ def render_status(st: dict[str, Any], console: Console) -> None:
         f"[bold]gate {st.get('gate')}[/] ({mode}), up {st.get('uptime_s', 0)} s, "
         f"portraits {st.get('portraits')}"
     )
-    doors = Table("door", "state", "relay", "contact", "alarms", title="Doors")
+    doors = Table("door", "state", "mode", "relay", "contact", "alarms", title="Doors")
     for door_id, door in st.get("doors", {}).items():
         alarms = ", ".join(door.get("alarms", [])) or "-"
-        doors.add_row(door_id, door.get("state", "?"), door.get("relay", "?"),
+        doors.add_row(door_id, door.get("state", "?"), _mode_text(door), door.get("relay", "?"),
                       door.get("contact", "?"), f"[red]{alarms}[/]" if alarms != "-" else alarms)
     console.print(doors)
+    faulted = {name: part for name, part in st.get("parts", {}).items()
+               if part.get("state") != "running"}
+    if faulted:
+        console.print("[red]parts not running:[/] " + "; ".join(
+            f"{name} {part.get('state')} ({part.get('restarts', 0)} restart(s)"
+            + (f", {part['last_error']}" if part.get("last_error") else "") + ")"
+            for name, part in faulted.items()))
     readers = Table("reader", "door", "type", "status", title="Readers")
     for reader_id, reader in st.get("readers", {}).items():
         readers.add_row(reader_id, reader.get("door", "?"), reader.get("type", "?"),
@@ -196,6 +203,18 @@ def _pairs(data: dict[str, Any], prefix: str = "") -> list[str]:
         else:
             words.append(f"{prefix}{key}={_text(value)}")
     return words
+
+
+def _mode_text(door: dict[str, Any]) -> str:
+    """``lockdown (station, until 18:00)``: the door's mode and where it comes from."""
+    mode, source = door.get("mode", "?"), door.get("mode_source")
+    extra = [source] if source else []
+    if door.get("mode_until_ms"):
+        import datetime as dt
+
+        extra.append("until " + dt.datetime.fromtimestamp(door["mode_until_ms"] / 1000)
+                     .strftime("%Y-%m-%d %H:%M"))
+    return f"{mode} ({', '.join(extra)})" if extra else str(mode)
 
 
 def format_event(event: dict[str, Any]) -> str:
@@ -259,6 +278,36 @@ def door_test(
         return
     typer.echo(f"door {door}: relay pulsed for {result['seconds']:g} s "
                f"({result.get('note', 'listen for the lock')})")
+
+
+@door_app.command("mode")
+def door_mode(
+    door: str = typer.Argument(..., help="Door id, as in the config."),
+    mode: str = typer.Argument(
+        ..., help="lockdown, hold_open, normal, or schedule (cancel: back to the schedule)."),
+    until: str | None = typer.Option(
+        None, "--until", help="End time, local ISO 8601 (2026-12-01T18:00); default: until "
+        "cancelled."),
+    config: Path | None = ConfigOpt,
+    sock: Path | None = SocketOpt,
+) -> None:
+    """Set a door's mode as a local admin; it survives restarts (recorded in the audit log).
+
+    Precedence: lockdown > a mode set by the station or an admin > the hold-open schedule >
+    normal.  A hold_open during a lockdown is refused: lift the lockdown first.
+
+    Example: menjin door mode front lockdown --until 2026-12-01T18:00
+    """
+    args: dict[str, Any] = {"door": door, "mode": mode}
+    if until is not None:
+        import datetime as dt
+
+        try:
+            args["until_ms"] = int(dt.datetime.fromisoformat(until).timestamp() * 1000)
+        except ValueError as exc:
+            raise typer.BadParameter(f"--until: {exc}") from None
+    result = _call(socket_path(config, sock), "door.mode", args)
+    typer.echo(f"door {door}: {_mode_text(result)}")
 
 
 @readers_app.command("watch")
@@ -342,6 +391,20 @@ def sim_tamper(
     Example: menjin sim tamper front
     """
     _sim(config, sock, "sim.tamper", {"door": door, "clear": clear})
+
+
+@sim_app.command("camera")
+def sim_camera(
+    door: str = typer.Argument(..., help="Door id (its camera)."),
+    unplug: bool = typer.Option(False, "--unplug/--plug", help="Pull the camera out, or back."),
+    config: Path | None = ConfigOpt,
+    sock: Path | None = SocketOpt,
+) -> None:
+    """Unplug (or plug back) a door's simulated camera, as a USB camera pulled out.
+
+    Example: menjin sim camera front --unplug
+    """
+    _sim(config, sock, "sim.camera", {"door": door, "present": not unplug})
 
 
 @sim_app.command("face")
