@@ -209,3 +209,36 @@ async def sync(
     if result.get("ok"):
         await asyncio.to_thread(store.set_sync_state, gate, args["version"], residents.to_json())
     return result
+
+
+async def erase(
+    config: StationConfig,
+    gates: list[str],
+    name: str,
+    person: str,
+    *,
+    key: Ed25519PrivateKey,
+    store: Store,
+    client_factory: Callable[[], MqttClient] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Send ``forget`` or ``remove`` of ``person`` to each gate at once; each gate's result.
+
+    A gate that does not answer gets ``{"ok": false, "reason": "no_answer", "detail": ...}``;
+    every command is recorded with its answer (:meth:`station.store.Store.erasures`), and an
+    answer that comes later is recorded by the running receiver.
+    """
+    if name not in ("forget", "remove"):
+        raise CommandError(f"not an erasure command: {name!r}")
+    if not person:
+        raise CommandError("a person id is required")
+
+    async def one(gate: str) -> dict[str, Any]:
+        try:
+            return await send_command(config, gate, name, {"person": person}, key=key,
+                                      store=store, client_factory=client_factory)
+        except CommandError as exc:
+            return {"ok": False, "gate": gate, "name": name, "reason": "no_answer",
+                    "detail": str(exc)}
+
+    results = await asyncio.gather(*(one(gate) for gate in gates))
+    return dict(zip(gates, results, strict=True))

@@ -18,7 +18,6 @@ from protocol.mqtt import tls_context as _tls_context
 from station.config import MqttConfig
 
 
-
 def _password(path: Path | None) -> str | None:
     return path.read_text(encoding="utf-8").strip() if path is not None else None
 

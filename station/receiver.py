@@ -260,9 +260,8 @@ class Receiver:
             for low, high in lost:
                 log.warning("gate %s: seq %s-%s no longer held by the gate (pruned); recorded "
                             "as lost", gate, low, high)
-        follow = answer.get("next")
-        to = answer.get("to")
-        if _is_seq(follow) and _is_seq(to) and follow <= to:
+        follow, to = answer.get("next"), answer.get("to")
+        if isinstance(follow, int) and isinstance(to, int) and _is_seq(follow) and follow <= to:
             await self.send_resend(gate, follow, to)
 
     async def _watch_gaps(self) -> None:

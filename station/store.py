@@ -152,17 +152,7 @@ def _repair_tables(metadata: MetaData) -> dict[str, Table]:
         Column("high", BigInteger, nullable=False),
         Column("recorded_ms", BigInteger, nullable=False),
     )
-    erasures = Table(
-        "erasures", metadata,
-        Column("command_id", String(ID_CHARS), primary_key=True),
-        Column("gate", String(ID_CHARS), nullable=False),
-        Column("person", String(NAME_CHARS), nullable=False),
-        Column("action", String(16), nullable=False),
-        Column("requested_ms", BigInteger, nullable=False),
-        Column("confirmed_ms", BigInteger),
-        Column("outcome", String(NAME_CHARS)),
-    )
-    return {t.name: t for t in (quarantine, lost, erasures)}
+    return {t.name: t for t in (quarantine, lost)}
 
 
 @dataclass(frozen=True)
@@ -598,25 +588,17 @@ class Store:
                 select(table.c.low, table.c.high).where(table.c.gate == gate)
                 .order_by(table.c.low))]
 
-    def record_erasure(self, command_id: str, gate: str, person: str, action: str) -> None:
-        """An erasure (``forget``/``remove``) the station sent to a gate, not yet confirmed."""
-        with self.engine.begin() as conn:
-            conn.execute(self.t["erasures"].insert().values(
-                command_id=command_id, gate=gate, person=person, action=action,
-                requested_ms=now_ms()))
-
-    def confirm_erasure(self, command_id: str, *, ok: bool, outcome: str) -> None:
-        """The gate's answer: confirmed (``ok``) with the time, or the reason it was not."""
-        table = self.t["erasures"]
-        with self.engine.begin() as conn:
-            conn.execute(update(table).where(table.c.command_id == command_id).values(
-                confirmed_ms=now_ms() if ok else None, outcome=outcome[:NAME_CHARS]))
-
     def erasures(self, person: str | None = None) -> list[dict[str, Any]]:
-        """Erasure requests, newest first: command_id, gate, person, action, requested_ms,
-        confirmed_ms (None while the gate has not confirmed), outcome."""
-        table = self.t["erasures"]
-        query = select(table).order_by(table.c.requested_ms.desc(), table.c.gate)
+        """Erasure commands (``forget``, ``remove``) sent to the gates, newest first: id, gate,
+        name, person, issued_ms, ok (None while the gate has not answered), reason, result_ms.
+
+        A result that arrives after the sender gave up is still recorded by the receiver.
+        """
+        table = self.t["commands"]
+        query = (select(table.c.id, table.c.gate, table.c.name, table.c.person,
+                        table.c.issued_ms, table.c.ok, table.c.reason, table.c.result_ms)
+                 .where(table.c.name.in_(("forget", "remove")))
+                 .order_by(table.c.issued_ms.desc(), table.c.gate))
         if person is not None:
             query = query.where(table.c.person == person)
         with self.engine.connect() as conn:
