@@ -140,11 +140,17 @@ class Ingest:
         quarantined_before = len(bad)
         new = await self.db(self._insert_batch, rows, bad) if rows else []
         refused = len(bad) - quarantined_before
+        health: dict[str, dict[str, Any]] = {}  # a newer report replaces an older one
         for message, gate, kind, name in later:
             try:
-                await self._other(message, gate, kind, name)
+                if kind == "health":
+                    health[gate] = parse_object(message.payload, gate)
+                else:
+                    await self._other(message, gate, kind, name)
             except (MessageError, ValueError, DataError, IntegrityError) as exc:
                 bad.append(self._reject(message, gate, str(exc), None))
+        for gate, report in health.items():
+            await self.db(self.store.set_health, gate, report)
         if bad:
             await self.db(self.store.add_quarantined, bad)
         self.stats.stored += len(new)
@@ -176,8 +182,6 @@ class Ingest:
             await self._portrait(gate, name or "", payload, message)
         elif kind == "status":
             await self._status(gate, parse_status(payload, gate))
-        elif kind == "health":
-            await self.db(self.store.set_health, gate, parse_object(payload, gate))
         else:
             result = parse_object(payload, gate, max_bytes=RESULT_MAX_BYTES)
             await self.db(self.store.record_result, gate, result)

@@ -97,6 +97,7 @@ class Receiver:
         self.config = config
         self.store = store
         self.prefix = config.mqtt.prefix
+        self.batch_size = config.database.batch_size
         self.gap_check_seconds = gap_check_seconds
         self.settle_ms = settle_ms
         self.resend_retry_seconds = resend_retry_seconds
@@ -153,7 +154,7 @@ class Receiver:
                     backoff.reset()
                     self._client = client
                     self.subscribed.set()
-                    async for batch in client.batches():
+                    async for batch in client.batches(self.batch_size):
                         await self.ingest.handle(batch)
                         for message in batch:  # in arrival order, after the commit
                             client.ack(message)
