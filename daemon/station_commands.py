@@ -1,5 +1,5 @@
 """Handlers of the station's signed commands (``config``, ``open``, ``mode``, ``sync``,
-``enrol``, ``remove``, ``forget``, ``resend``).
+``sync_part``, ``enrol``, ``remove``, ``forget``, ``resend``).
 
 The command processor (:mod:`daemon.commands`) checks signature, expiry and replay; these
 handlers only carry out a verified command.  A refusal raises (``ValueError`` and friends), which
@@ -22,6 +22,7 @@ from daemon.door import DoorController
 from daemon.events import Emit
 from daemon.faces import EnrolOutcome, check_consent, face_models, store_enrolment, template_store
 from daemon.journal import Journal
+from daemon.sync_transfer import STAGING_FILE, SyncStaging
 from daemon.upkeep import AuditTrail, Erasure, Residents
 from protocol.envelope import RESEND_MAX_EVENTS
 
@@ -58,9 +59,11 @@ class StationCommands:
         self._erasure = erasure
         self._audit = audit
         self._faces_changed = faces_changed
+        self._staging: SyncStaging | None = None
 
     def handlers(self) -> dict[str, Handler]:
         return {"config": self.config, "open": self.open, "sync": self.sync,
+                "sync_part": self.sync_part,
                 "enrol": self.enrol, "remove": self.remove, "forget": self.forget,
                 "mode": self.mode}
 
@@ -116,6 +119,27 @@ class StationCommands:
             result = await asyncio.to_thread(residents.store.apply_sync, args)
         await residents.reload()
         return result.as_dict()
+
+    async def sync_part(self, args: dict[str, Any]) -> dict[str, Any]:
+        """One signed piece of a large sync (:mod:`daemon.sync_transfer`): staged; the last one
+        applies them all in one transaction and swaps the new index in."""
+        if self._staging is None:
+            self._staging = SyncStaging(self._config().state_dir / STAGING_FILE)
+        staging = self._staging
+        transfer, have, count = await asyncio.to_thread(staging.stage, args)
+        answer: dict[str, Any] = {"transfer": transfer, "received": have, "count": count,
+                                  "complete": have >= count}
+        if have < count:
+            return answer
+        residents = self._residents()
+        async with residents.lock:
+            try:
+                result = await asyncio.to_thread(
+                    lambda: residents.store.apply_sync_parts(staging.pieces(transfer)))
+            finally:
+                await asyncio.to_thread(staging.discard, transfer)
+        await residents.reload()
+        return {**answer, **result.as_dict()}
 
     async def enrol(self, args: dict[str, Any]) -> dict[str, Any]:
         """Station face enrolment: consent checked, templates stored (never the photos), audited.

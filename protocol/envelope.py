@@ -31,7 +31,8 @@ ENVELOPE_FIELDS = frozenset(
     {"v", "id", "name", "gate", "issued_at_ms", "expires_at_ms", "nonce", "args", "sig"}
 )
 COMMAND_NAMES = frozenset(
-    {"open", "mode", "sync", "enrol", "remove", "forget", "config", "ping", "resend"}
+    {"open", "mode", "sync", "sync_part", "enrol", "remove", "forget", "config", "ping",
+     "resend"}
 )
 #: At most this many events are queued again per ``resend`` command; the result says where to
 #: continue.
