@@ -74,6 +74,14 @@ def residents(count: int, *, changed: int = 0) -> ResidentList:
     return ResidentList(persons=persons, groups=groups)
 
 
+def start_gate(config: Path, log_file: Path) -> subprocess.Popen[bytes]:
+    """The real door daemon on a simulated board, logging to ``log_file``."""
+    with log_file.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-c", "from menjin.cli import main; main()", "run", "-c",
+             str(config)], stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+
+
 def peak_rss_mb(pid: int) -> float:
     """The process's peak resident set (VmHWM) in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -112,10 +120,7 @@ async def run(count: int, workdir: Path) -> dict[str, Any]:
         state=gate_dir / "state", gate=GATE, port=broker.port, prefix=PREFIX, key=public,
         socket=gate_dir / "control.sock"))
     log_file = gate_dir / "daemon.log"
-    with log_file.open("wb") as out:
-        gate = subprocess.Popen(
-            [sys.executable, "-c", "from menjin.cli import main; main()", "run",
-             "-c", str(gate_dir / "gate.yaml")], stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+    gate = start_gate(gate_dir / "gate.yaml", log_file)
     config = StationConfig(
         version=1, mqtt=MqttConfig(port=broker.port, prefix=PREFIX),
         database=DatabaseConfig(url=f"sqlite:///{workdir / 'station.db'}"),
