@@ -497,6 +497,11 @@ class Journal:
             self._write_failed(exc)
             return 0
 
+    @property
+    def last_seq(self) -> int:
+        """The seq of the newest event recorded (0 before the first)."""
+        return self._seq
+
     def queue_depth(self) -> int:
         """Events not yet acknowledged by the broker (including those still in memory)."""
         with self._read_lock:

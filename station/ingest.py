@@ -151,6 +151,8 @@ class Ingest:
                 bad.append(self._reject(message, gate, str(exc), None))
         for gate, report in health.items():
             await self.db(self.store.set_health, gate, report)
+            # its last_seq may reveal events lost after the newest one stored: look for gaps
+            self.last_event_ms[gate] = self._clock()
         if bad:
             await self.db(self.store.add_quarantined, bad)
         self.stats.stored += len(new)

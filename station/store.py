@@ -351,9 +351,12 @@ class Store:
             seqs = list(heapq.merge(conn.scalars(query.order_by(events.c.seq)),
                                     conn.scalars(held.order_by(quarantine.c.seq))))
             ranges, contiguous = missing_ranges(start, seqs)
+            tail = self._tail_gap(conn, gate, seqs[-1] if seqs else start, settled_before_ms)
             gone = [(r.low, r.high) for r in conn.execute(
                 select(lost.c.low, lost.c.high).where(lost.c.gate == gate, lost.c.high > start)
                 .order_by(lost.c.low))]
+        if tail is not None:
+            ranges.append(tail)
         if gone:  # the gate no longer holds them: nothing to wait for
             ranges = subtract_ranges(ranges, gone)
             top = max(seqs[-1] if seqs else start, max(high for _, high in gone))
@@ -368,6 +371,23 @@ class Store:
                     .values(contiguous_seq=contiguous)
                 )
         return ranges
+
+    def _tail_gap(self, conn: Connection, gate: str, highest: int,
+                  settled_before_ms: int | None) -> Range | None:
+        """Events lost after the newest one stored: the gate's settled health report says it
+        recorded up to ``last_seq`` and has nothing left to send (``queue_depth`` 0)."""
+        gates = self.t["gates"]
+        row = conn.execute(select(gates.c.health, gates.c.health_ms)
+                           .where(gates.c.gate == gate)).first()
+        if row is None or not isinstance(row.health, dict):
+            return None
+        last, depth = row.health.get("last_seq"), row.health.get("queue_depth")
+        if (not isinstance(last, int) or isinstance(last, bool) or depth != 0
+                or not highest < last <= 2**53):
+            return None
+        if settled_before_ms is not None and (row.health_ms or 0) > settled_before_ms:
+            return None
+        return (highest + 1, last)
 
     # -- portraits ------------------------------------------------------------------------------
 

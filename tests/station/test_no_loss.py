@@ -54,7 +54,8 @@ async def gate_uplink(broker: Broker, tmp_path: Path, journal: Journal) -> Async
         handlers={"resend": functools.partial(resend, journal)},
     )
     uplink = Uplink(journal, gate=GATE, host=broker.host, port=broker.port, prefix=PREFIX,
-                    commands=processor, initial_backoff_seconds=0.1, max_backoff_seconds=0.5)
+                    commands=processor, initial_backoff_seconds=0.1, max_backoff_seconds=0.5,
+                    health_seconds=1.0)
     task = asyncio.create_task(uplink.run())
     try:
         yield uplink
@@ -183,4 +184,32 @@ async def test_a_gap_the_gate_no_longer_holds_is_recorded_as_lost_not_waited_for
     assert store.gaps(GATE) == []
     assert "gate north: seq 5-9 no longer held by the gate (pruned); recorded as lost" \
         in caplog.text
+    journal.close()
+
+
+@pytest.mark.timeout(180)
+async def test_events_lost_at_the_tail_are_found_from_the_gates_health_and_fetched(
+    broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="station")
+    config = station_config(broker, tmp_path)
+    store = Store(config.database.url, portraits_dir=config.portraits_dir)
+    journal = Journal(tmp_path / "gate" / "journal.db", gate=GATE)
+    receiver = Receiver(config, store, gap_check_seconds=0.3, settle_ms=300,
+                        resend_retry_seconds=2)
+    async with gate_uplink(broker, tmp_path, journal):
+        async with receiving(receiver):
+            for n in range(10):
+                journal.record(routine(n))
+            await wait_until(lambda: store.count_events() >= 10)
+        for n in range(10, 20):  # the last events the gate records for a while
+            journal.record(routine(n))
+        await wait_until(lambda: journal.queue_depth() == 0)
+        broker.stop()  # ... and the broker forgets them
+        broker.start()
+        async with receiving(receiver):
+            await wait_until(lambda: set(store.event_ids(GATE)) >= journal.all_ids())
+    assert "gate north: missing seq 11-20 (10 events); asking the gate to re-send them" \
+        in caplog.text
+    assert store.gaps(GATE) == []
     journal.close()
