@@ -249,6 +249,15 @@ class Receiver:
         self.resends_sent += 1
 
     async def _resend_result(self, gate: str, result: dict[str, Any]) -> None:
+        """A gate's answer to ``resend``: record what it no longer holds, continue where it
+        stopped.  Only answers to a ``resend`` the station sent to that gate count, so a gate
+        cannot make the station send commands by answering what was never asked."""
+        command_id = result.get("id")
+        sent = (await self.ingest.db(self.store.command_result, command_id)
+                if isinstance(command_id, str) else None)
+        if sent is None or sent["gate"] != gate or sent["name"] != "resend":
+            log.debug("gate %s: a resend result for no resend of ours; ignored", gate)
+            return
         answer = result.get("result")
         if result.get("ok") is not True or not isinstance(answer, dict):
             log.warning("gate %s: refused to re-send events (%s)", gate,
@@ -261,8 +270,9 @@ class Receiver:
             for low, high in lost:
                 log.warning("gate %s: seq %s-%s no longer held by the gate (pruned); recorded "
                             "as lost", gate, low, high)
-        follow, to = answer.get("next"), answer.get("to")
-        if isinstance(follow, int) and isinstance(to, int) and _is_seq(follow) and follow <= to:
+        follow, low, to = answer.get("next"), answer.get("from"), answer.get("to")
+        if (isinstance(follow, int) and isinstance(low, int) and isinstance(to, int)
+                and _is_seq(follow) and low < follow <= to):
             await self.send_resend(gate, follow, to)
 
     async def _watch_gaps(self) -> None:
