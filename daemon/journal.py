@@ -70,6 +70,7 @@ UNWRITABLE_ROW = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.Progra
                   ValueError)
 #: Code points UTF-8 cannot encode (a lone surrogate from a decoder with surrogate escapes).
 _SURROGATES = re.compile("[\ud800-\udfff]")
+Range = tuple[int, int]
 PORTRAIT_SUFFIX = ".jpg"
 
 _SCHEMA = """
@@ -598,6 +599,11 @@ class Journal:
             self._write_failed(exc)
             return 0
 
+    @property
+    def last_seq(self) -> int:
+        """The seq of the newest event recorded (0 before the first)."""
+        return self._seq
+
     def queue_depth(self) -> int:
         """Events not yet acknowledged by the broker (including those still in memory)."""
         with self._read_lock:
@@ -643,7 +649,8 @@ class Journal:
     def _enforce_quota(self) -> dict[str, int] | None:
         """Evict until the journal fits its quota; returns the counts (None when nothing went).
 
-        Order: portraits (oldest first), delivered events (oldest first), then undelivered
+        Order: portraits (oldest first), delivered events (oldest first, alarms after every
+        other delivered event), then undelivered
         captures, routine events and access decisions; never an undelivered alarm.
         """
         if self.used_bytes() <= self.quota_bytes:
@@ -654,7 +661,9 @@ class Journal:
             while self.used_bytes() > self.quota_bytes:
                 if self._evict_portraits(counts):
                     continue
-                if self._evict_events("delivered = 1", counts, "delivered_events"):
+                # delivered alarms go last: the station may still ask for them again
+                if self._evict_events("delivered = 1", counts, "delivered_events",
+                                      order=f"priority = {int(Priority.ALARM)}, seq"):
                     continue
                 if self._evict_events(f"delivered = 0 AND priority < {int(Priority.ALARM)}",
                                       counts, "undelivered_events", order="priority, seq"):
@@ -772,6 +781,39 @@ class Journal:
                 row.person, row.body = pseudonym, json.dumps(body, separators=(",", ":"))
                 changed += 1
         return changed
+
+    def redeliver(self, low: int, high: int, *, limit: int) -> tuple[list[int], list[Range]]:
+        """Mark the events ``low..high`` (seq, inclusive) undelivered again, so the uplink
+        re-publishes them; at most ``limit`` of them, oldest first.
+
+        For the station's ``resend`` command: the station saw a gap (a broker that lost its
+        state, a receiver session that expired).  Returns (the seqs queued again, the ranges
+        within ``low..`` the last seq examined that this journal no longer holds: pruned by
+        retention or the quota, so the station stops waiting for them).
+        """
+        with self._db_lock:
+            self._flush(durable=False)
+            rows = self._db.execute(
+                "SELECT seq, id FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq LIMIT ?",
+                (low, high, limit)).fetchall()
+            seqs = [seq for seq, _ in rows]
+            end = seqs[-1] if len(seqs) >= limit else min(high, self._seq)
+            with self._wakeup:  # an acknowledgement still queued must not undo this
+                ids = {event_id for _, event_id in rows}
+                self._acks = [i for i in self._acks if i not in ids]
+                self._acked -= ids
+            with self._transaction():
+                self._db.executemany("UPDATE events SET delivered = 0 WHERE seq = ?",
+                                     [(seq,) for seq in seqs])
+        missing: list[Range] = []
+        expected = low
+        for seq in [*seqs, end + 1]:
+            if seq > expected:
+                missing.append((expected, seq - 1))
+            expected = seq + 1
+        if seqs:
+            self._notify_listeners()
+        return seqs, missing
 
     def remember_nonce(self, nonce: str, expires_at_ms: int) -> bool:
         """Store a command nonce until it expires; False when it was seen before (a replay).

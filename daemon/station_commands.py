@@ -1,5 +1,5 @@
 """Handlers of the station's signed commands (``config``, ``open``, ``mode``, ``sync``,
-``enrol``, ``remove``, ``forget``).
+``sync_part``, ``enrol``, ``remove``, ``forget``, ``resend``).
 
 The command processor (:mod:`daemon.commands`) checks signature, expiry and replay; these
 handlers only carry out a verified command.  A refusal raises (``ValueError`` and friends), which
@@ -24,7 +24,9 @@ from daemon.doors import Doors
 from daemon.events import Emit
 from daemon.faces import EnrolOutcome, check_consent, face_models, store_enrolment, template_store
 from daemon.journal import Journal
+from daemon.sync_transfer import STAGING_FILE, SyncStaging
 from daemon.upkeep import AuditTrail, Erasure, Residents
+from protocol.envelope import RESEND_MAX_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +62,11 @@ class StationCommands:
         self._erasure = erasure
         self._audit = audit
         self._faces_changed = faces_changed
+        self._staging: SyncStaging | None = None
 
     def handlers(self) -> dict[str, Handler]:
         return {"config": self.config, "open": self.open, "sync": self.sync,
+                "sync_part": self.sync_part,
                 "enrol": self.enrol, "remove": self.remove, "forget": self.forget,
                 "mode": self.mode}
 
@@ -75,7 +79,8 @@ class StationCommands:
         return CommandProcessor(
             gate=config.gate.id,
             station_key=load_station_key(key_file) if key_file is not None else None,
-            remember_nonce=journal.remember_nonce, emit=emit, handlers=self.handlers(),
+            remember_nonce=journal.remember_nonce, emit=emit,
+            handlers={**self.handlers(), "resend": functools.partial(resend, journal)},
         )
 
     async def config(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -122,6 +127,27 @@ class StationCommands:
         await residents.reload()
         return result.as_dict()
 
+    async def sync_part(self, args: dict[str, Any]) -> dict[str, Any]:
+        """One signed piece of a large sync (:mod:`daemon.sync_transfer`): staged; the last one
+        applies them all in one transaction and swaps the new index in."""
+        if self._staging is None:
+            self._staging = SyncStaging(self._config().state_dir / STAGING_FILE)
+        staging = self._staging
+        transfer, have, count = await asyncio.to_thread(staging.stage, args)
+        answer: dict[str, Any] = {"transfer": transfer, "received": have, "count": count,
+                                  "complete": have >= count}
+        if have < count:
+            return answer
+        residents = self._residents()
+        async with residents.lock:
+            try:
+                result = await asyncio.to_thread(
+                    lambda: residents.store.apply_sync_parts(staging.pieces(transfer)))
+            finally:
+                await asyncio.to_thread(staging.discard, transfer)
+        await residents.reload()
+        return {**answer, **result.as_dict()}
+
     async def enrol(self, args: dict[str, Any]) -> dict[str, Any]:
         """Station face enrolment: consent checked, templates stored (never the photos), audited.
 
@@ -161,3 +187,29 @@ class StationCommands:
         if not isinstance(person, str) or not person:
             raise ValueError("person: a person id is required")
         return await self._erasure().forget(person, actor="station")
+
+
+def _seq_arg(args: dict[str, Any], key: str) -> int:
+    value = args.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 2**53:
+        raise ValueError(f"{key}: a seq number between 1 and 2^53 is required")
+    return value
+
+
+async def resend(journal: Journal, args: dict[str, Any]) -> dict[str, Any]:
+    """The station saw a gap in this gate's ``seq``: publish ``from..to`` again from the journal.
+
+    Answers ``{"from", "to", "resent", "missing": [[low, high], ...], "next"}``: ``missing`` are
+    ranges the journal no longer holds (retention, quota), ``next`` the seq to ask for next when
+    more than :data:`~protocol.envelope.RESEND_MAX_EVENTS` were asked at once (else null).
+    """
+    low, high = _seq_arg(args, "from"), _seq_arg(args, "to")
+    if high < low:
+        raise ValueError("to: must not be below from")
+    seqs, missing = await asyncio.to_thread(journal.redeliver, low, high,
+                                            limit=RESEND_MAX_EVENTS)
+    more = len(seqs) >= RESEND_MAX_EVENTS and seqs[-1] < high
+    log.info("station asked for seq %s-%s again: %s events queued, %s ranges no longer held",
+             low, high, len(seqs), len(missing))
+    return {"from": low, "to": high, "resent": len(seqs),
+            "missing": [list(r) for r in missing], "next": seqs[-1] + 1 if more else None}

@@ -168,6 +168,7 @@ class Uplink:
         return {
             "v": SCHEMA_VERSION, "gate": self.gate, "ts_ms": now,
             "queue_depth": self.journal.queue_depth(),
+            "last_seq": self.journal.last_seq,
             "oldest_undelivered_age_s": None if oldest is None else round((now - oldest) / 1000, 3),
             "readers": dict(extra.get("readers", {})),
             "camera": extra.get("camera", "absent"),
