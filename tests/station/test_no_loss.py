@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from daemon.commands import CommandProcessor
+from daemon.credentials import load_station_key
 from daemon.events import Event
 from daemon.journal import Journal
-from daemon.keys import load_station_key
 from daemon.station_commands import resend
 from daemon.uplink import Uplink
 from station.commands import keygen

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from daemon.commands import CommandProcessor
-from daemon.keys import load_station_key
+from daemon.credentials import load_station_key
 from daemon.store import Store as GateStore
 from daemon.sync_transfer import SyncStaging, TransferRefusedError
 from protocol.mqtt import MqttClient
