@@ -48,8 +48,8 @@ class _Good:
 
 
 def _reason(problem: str) -> str:
-    """The kind of a quality problem ("face too small: 40 px < 64" -> "face too small")."""
-    return problem.split(":")[0]
+    """The kind of a quality problem ("face too small (40 px < 64)" -> "face too small")."""
+    return problem.split(" (")[0]
 
 
 def enrol_burst(

@@ -19,6 +19,8 @@ from vision.evaluate import (
     enrolment_split,
     folder_set,
     gallery_protocol,
+    look_groups,
+    passage_protocol,
     report,
     sample_set,
     strangers_of_fold,
@@ -105,6 +107,44 @@ def test_folder_set_errors(tmp_path: Path) -> None:
     with pytest.raises(EvaluationError, match=r"3 identity folder\(s\) with 2 or more photos; "
                        r"the gallery protocol needs at least 4"):
         folder_set(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("photos", "sizes"),
+    [(0, []), (1, [1]), (2, [2]), (3, [3]), (4, [2, 2]), (5, [3, 2]), (7, [3, 2, 2]),
+     (9, [3, 3, 3]), (10, [3, 3, 2, 2])],
+)
+def test_probe_photos_are_cut_into_even_disjoint_passages_of_up_to_three_looks(
+        photos: int, sizes: list[int]) -> None:
+    items = synthetic(1, photos, 0.1)
+    groups = look_groups(items)
+    assert [len(g) for g in groups] == sizes
+    assert [s.label for g in groups for s in g] == [s.label for s in items]  # order, no reuse
+
+
+def test_looks_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="looks must be at least 1, got 0"):
+        look_groups(synthetic(1, 3, 0.1), 0)
+
+
+def test_a_passage_never_probes_with_an_enrolment_photo() -> None:
+    samples = synthetic(8, 8, 0.3)
+    enrol, _probe = enrolment_split(samples)
+    enrolled = {s.label for items in enrol.values() for s in items}
+    result = passage_protocol(samples, threshold=0.5, margin=DEFAULT_MATCH_MARGIN)
+    for probe in result.genuine:
+        assert not set(probe.label.split(" + ")) & enrolled
+    # 5 probe photos per person: passages of 3 + 2 looks, in each of the 3 folds it is enrolled.
+    assert len(result.genuine) == 8 * 3 * 2
+    # Strangers pass with all 8 photos: 3 + 3 + 2.
+    assert sum(not p.enrolled for p in result.probes) == 8 * 3
+
+
+def test_fusing_looks_raises_genuine_scores_of_noisy_photos() -> None:
+    samples = synthetic(12, 10, 0.1, seed=3)
+    photo = gallery_protocol(samples, threshold=0.5, margin=DEFAULT_MATCH_MARGIN)
+    passage = passage_protocol(samples, threshold=0.5, margin=DEFAULT_MATCH_MARGIN)
+    assert np.median(passage.genuine_scores()) > np.median(photo.genuine_scores()) + 0.05
 
 
 @functools.cache
