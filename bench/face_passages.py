@@ -52,7 +52,12 @@ sys.path.insert(0, str(REPO))
 
 from vision.calibration import CalibrationError, recommend_threshold  # noqa: E402
 from vision.detect import Detector, Face  # noqa: E402
-from vision.embed import DEFAULT_MATCH_MARGIN, Embedder, default_match_threshold  # noqa: E402
+from vision.embed import (  # noqa: E402
+    DEFAULT_MATCH_MARGIN,
+    Embedder,
+    default_match_threshold,
+    route_choices,
+)
 from vision.enrol import read_image  # noqa: E402
 from vision.evaluate import (  # noqa: E402
     DEFAULT_FOLDS,
@@ -69,7 +74,7 @@ from vision.evaluate import (  # noqa: E402
     sample_set,
     strangers_of_fold,
 )
-from vision.gallery import DEFAULT_SCORING, Gallery  # noqa: E402
+from vision.gallery import Gallery  # noqa: E402
 from vision.landmarks import Refiner  # noqa: E402
 from vision.models import load_detector, load_embedder, load_refiner  # noqa: E402
 from vision.motion import MotionGate  # noqa: E402
@@ -278,20 +283,23 @@ def run_route(
     det_file, det_threshold = DETECTORS[det_kind]
     detector = load_detector(det_kind, models / det_file, input_size=DETECTOR_INPUT,
                              score_threshold=det_threshold)
-    embedder = load_embedder(emb_kind, models / EMBEDDERS[emb_kind], mirror=True)
-    refiner = load_refiner(det_kind, models / det_file)
+    choices = route_choices(emb_kind)
+    embedder = load_embedder(emb_kind, models / EMBEDDERS[emb_kind],
+                             mirror=choices.mirror_average)
+    refiner = load_refiner(det_kind, models / det_file) if choices.refine_landmarks else None
     thresholds = QualityThresholds()
     threshold = default_match_threshold(emb_kind)
     samples = sample_set(Route(detector, embedder, thresholds, refiner, det_kind), identities)
     photo = gallery_protocol(samples, threshold=threshold, margin=DEFAULT_MATCH_MARGIN,
-                             folds=DEFAULT_FOLDS)
+                             scoring=choices.scoring, folds=DEFAULT_FOLDS)
     rule_threshold, rule_fpir = rule_for(photo.pair_scores(), threshold)
     cached_det, cached_emb = CachedDetector(detector), CachedEmbedder(embedder)
-    cached_refiner = Refiner(CachedDetector(refiner.detector))
+    cached_refiner = Refiner(CachedDetector(refiner.detector)) if refiner is not None else None
     settings = PipelineSettings(agree_frames=AGREE_FRAMES, quality=thresholds,
                                 detector_kind=det_kind)
     looks = passage_protocol(samples, threshold=threshold, margin=DEFAULT_MATCH_MARGIN,
-                             folds=DEFAULT_FOLDS)
+                             scoring=choices.scoring, folds=DEFAULT_FOLDS)
+    looks_rule, looks_fpir = rule_for(looks.pair_scores(), threshold)
     counts = Counts()
     fused_pairs: list[np.ndarray] = []
     stranger_best: list[float] = []
@@ -300,7 +308,7 @@ def run_route(
         identities, samples, folds, frames
     ):
         gallery = RecordingGallery(
-            fold_gallery(enrol, strangers, embedder.dim, threshold, DEFAULT_SCORING))
+            fold_gallery(enrol, strangers, embedder.dim, threshold, choices.scoring))
         pipeline = FacePipeline(cached_det, cached_emb, gallery,  # type: ignore[arg-type]
                                 settings=settings, motion=MotionGate(), refiner=cached_refiner)
         cpu0 = time.process_time()
@@ -329,7 +337,11 @@ def run_route(
     return {
         "detector": det_kind, "embedder": emb_kind, "threshold": threshold,
         "rule_threshold": rule_threshold, "rule_fpir_at_threshold": rule_fpir,
-        "photo": _photo_figures(photo), "looks": _photo_figures(looks),
+        "scoring": choices.scoring, "mirror_average": choices.mirror_average,
+        "refine_landmarks": choices.refine_landmarks,
+        "photo": _photo_figures(photo),
+        "looks": {**_photo_figures(looks), "rule_threshold": looks_rule,
+                  "rule_fpir_at_threshold": looks_fpir},
         "passage": {
             **counts.as_dict(), "rule_threshold": fused_rule,
             "rule_fpir_at_threshold": fused_fpir,
@@ -412,6 +424,8 @@ def run_baseline(
         threshold = rule_for(probe.pair_scores(), 0.0)[0] or default_match_threshold("arcface")
         at_rule = gallery_protocol(samples, threshold=threshold, margin=DEFAULT_MATCH_MARGIN,
                                    scoring="max")
+        looks = passage_protocol(samples, threshold=threshold, margin=DEFAULT_MATCH_MARGIN,
+                                 scoring="max")
         counts = Counts()
         for fold, strangers, enrol, identity, enrolled, clip in passages(
             identities, samples, folds, frames
@@ -433,6 +447,8 @@ def run_baseline(
             counts.count(identity, enrolled, accepted)
     return {"detector": "scrfd", "embedder": "arcface", "threshold": threshold,
             "rule_threshold": threshold, "photo": _photo_figures(at_rule),
+            "looks": {**_photo_figures(looks),
+                      "rule_threshold": rule_for(looks.pair_scores(), threshold)[0]},
             "passage": counts.as_dict()}
 
 

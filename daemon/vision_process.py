@@ -29,7 +29,7 @@ from typing import Any
 from daemon import logsetup
 from daemon.config import CameraSection, GateConfig, VisionSection
 from daemon.configfile import EX_CONFIG, ConfigError, load_config
-from daemon.faces import template_store
+from daemon.faces import route_choices, template_store
 from daemon.liveness import build_liveness
 from daemon.vision_wire import (
     HEALTH_SECONDS,
@@ -66,17 +66,19 @@ def build_pipeline(vision: VisionSection, portraits: str, *, camera: CameraSecti
     from vision.quality import QualityThresholds
 
     det, q = vision.detector, vision.quality
+    choices = route_choices(vision)
     detector = load_detector(det.kind, det.path, input_size=det.input_size,
                              score_threshold=det.score_threshold, roi=det.roi,
                              threads=vision.threads)
     embedder = load_embedder(vision.embedder.kind, vision.embedder.path, threads=vision.threads,
-                             mirror=vision.embedder.mirror_average)
+                             mirror=choices.mirror_average)
     refiner = (load_refiner(det.kind, det.path, threads=vision.threads)
-               if vision.refine_landmarks else None)
+               if choices.refine_landmarks else None)
     liveness = build_liveness(vision, camera, nir_frames)
     threshold = vision.match_threshold or default_match_threshold(vision.embedder.kind)
     gallery = template_store(vision).load_gallery(embedder.dim, threshold=threshold,
-                                                  margin=vision.match_margin)
+                                                  margin=vision.match_margin,
+                                                  scoring=choices.scoring)
     log.info("vision: %d enrolled person(s), match threshold %.2f", len(gallery), threshold)
     settings = PipelineSettings(
         agree_frames=vision.agree_frames, fuse_frames=vision.fuse_frames, detector_kind=det.kind,

@@ -269,6 +269,7 @@ def evaluate(
         Route,
         folder_set,
         gallery_protocol,
+        passage_protocol,
         report,
         sample_set,
     )
@@ -283,16 +284,27 @@ def evaluate(
     route = Route(models.detector, models.embedder, models.thresholds, models.refiner,
                   vision.detector.kind)
     samples = sample_set(route, identities)
-    result = gallery_protocol(samples, threshold=models.threshold, margin=models.margin)
-    figures = report(result, samples, threshold=models.threshold,
-                     gallery_size=gallery_size or DEFAULT_GALLERY_SIZE)
+    size = gallery_size or DEFAULT_GALLERY_SIZE
+    result = gallery_protocol(samples, threshold=models.threshold, margin=models.margin,
+                              scoring=models.scoring)
+    figures = report(result, samples, threshold=models.threshold, gallery_size=size)
+    passages = passage_protocol(samples, threshold=models.threshold, margin=models.margin,
+                                scoring=models.scoring)
+    fused = report(passages, samples, threshold=models.threshold, gallery_size=size)
+    figures["passages"] = {key: fused[key] for key in PASSAGE_KEYS}
     if as_json:
         typer.echo(json.dumps(figures))
     else:
         for line in describe_report(figures):
             typer.echo(line)
-    if result.wrong_person_accepts or result.stranger_accepts:
+    if (result.wrong_person_accepts or result.stranger_accepts
+            or passages.wrong_person_accepts or passages.stranger_accepts):
         raise typer.Exit(EX_REFUSED)
+
+
+#: What ``faces evaluate`` reports of the passage protocol (passages of up to 3 photos, fused).
+PASSAGE_KEYS = ("genuine_probes", "true_accepts", "true_accept_rate", "wrong_person_accepts",
+                "stranger_probes", "stranger_accepts", "impostor_pairs", "recommended")
 
 
 def describe_report(figures: dict[str, object]) -> list[str]:
@@ -324,6 +336,20 @@ def describe_report(figures: dict[str, object]) -> list[str]:
             f"persons at FPIR {rec['fpir']:g} (stranger accepts per search); the configured "
             f"threshold gives FPIR {rec['fpir_at_threshold']:g}"
         )
+    passages = figures.get("passages")
+    if isinstance(passages, dict):
+        lines.append(
+            f"passages of up to 3 photos, fused: {passages['true_accepts']}/"
+            f"{passages['genuine_probes']} accepted ({passages['true_accept_rate']:.1%}), "
+            f"{passages['wrong_person_accepts']} wrong-person accepts, "
+            f"{passages['stranger_accepts']}/{passages['stranger_probes']} stranger accepts"
+        )
+        fused = passages["recommended"]
+        if "threshold" in fused:
+            lines.append(
+                f"recommended threshold for fused passages {fused['threshold']:.2f} (configured "
+                f"threshold: FPIR {fused['fpir_at_threshold']:g}); use the higher of the two"
+            )
     for label, problem in dict(figures["refusals"]).items():  # type: ignore[call-overload]
         lines.append(f"refused: {label}: {problem}")
     return lines
