@@ -4,8 +4,9 @@ A single frame carries its own noise (landmarks a pixel off, motion blur, a blin
 averaging the unit embeddings of several frames of the same track cancels much of it, for genuine
 and impostor probes alike: genuine scores rise, and the impostor tail narrows.  Frames are weighted
 by their quality rank (bigger, sharper, more frontal weighs more) and only the best ``keep`` are
-kept, so a passage's blurred first frames do not dilute its good ones.  The threshold is calibrated
-on single frames (vision/calibration.py), which is conservative for a fused probe.
+kept, so a passage's blurred first frames do not dilute its good ones.  Fusion lifts the impostor
+tail a little too, so the threshold is calibrated on fused passages as well as on single photos
+(vision/calibration.py).
 """
 
 from __future__ import annotations
