@@ -38,9 +38,9 @@ EMBEDDER_FILES = {
 #: Route -> (detector, embedder, minimum share of genuine photos, and of genuine passages of up to
 #: 3 photos, accepted at the shipped threshold; measured 2026-11-30, docs/vision.md).
 ROUTES = {
-    "paddlex": ("yunet", "mobilefacenet_paddlex", 0.83, 0.98),
+    "paddlex": ("yunet", "mobilefacenet_paddlex", 0.75, 0.98),
     "foamliu": ("yunet", "mobilefacenet_foamliu", 0.78, 0.95),
-    "insightface": ("scrfd", "arcface", 0.93, 0.98),
+    "insightface": ("scrfd", "arcface", 0.91, 0.98),
     "0095": ("yunet", "face_reid_0095", 0.35, 0.60),
 }
 
