@@ -39,7 +39,7 @@ EMBEDDER_FILES = {
 #: 3 photos, accepted at the shipped threshold; measured 2026-11-30, docs/vision.md).
 ROUTES = {
     "paddlex": ("yunet", "mobilefacenet_paddlex", 0.75, 0.98),
-    "foamliu": ("yunet", "mobilefacenet_foamliu", 0.78, 0.95),
+    "foamliu": ("yunet", "mobilefacenet_foamliu", 0.74, 0.93),
     "insightface": ("scrfd", "arcface", 0.91, 0.98),
     "0095": ("yunet", "face_reid_0095", 0.35, 0.60),
 }
