@@ -41,7 +41,7 @@ ROUTES = {
     "paddlex": ("yunet", "mobilefacenet_paddlex", 0.75, 0.98),
     "foamliu": ("yunet", "mobilefacenet_foamliu", 0.74, 0.93),
     "insightface": ("scrfd", "arcface", 0.91, 0.98),
-    "0095": ("yunet", "face_reid_0095", 0.35, 0.60),
+    "0095": ("yunet", "face_reid_0095", 0.25, 0.59),
 }
 
 
