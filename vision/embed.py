@@ -37,7 +37,7 @@ IMAGENET_STD_RGB = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 #: Fusing looks lifts the impostor tail a little (paddlex: 0.59 for photos, 0.62 for passages).  A
 #: false accept opens the door to a stranger, so true accepts are won back with several enrolment
 #: photos, fused frames and the quality gate, never by lowering these.  foamliu's old 0.55 sat
-#: 0.003 above an East-Asian impostor pair; face_reid_0095 needs 0.75 and is not recommended.
+#: 0.003 above an East-Asian impostor pair; face_reid_0095 needs 0.78 and is not recommended.
 ARCFACE_MATCH_THRESHOLD = 0.55
 MOBILEFACENET_FOAMLIU_MATCH_THRESHOLD = 0.62
 MOBILEFACENET_PADDLEX_MATCH_THRESHOLD = 0.62
