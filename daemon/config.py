@@ -393,7 +393,8 @@ class VisionSection(Strict):
         3, ge=1, le=30, description="Frames of one track fused before the first decision."
     )
     fuse_frames: int = Field(
-        5, ge=1, le=30, description="Best frames of a track (by quality) fused into one embedding."
+        12, ge=1, le=30, description="Best frames of a track (by quality) fused into one "
+        "embedding: enough to hold every look of a passage."
     )
     refine_landmarks: bool | None = Field(
         None, description="Second detector pass on the face crop and its mirror (YuNet noise); "
