@@ -17,7 +17,7 @@ import numpy as np
 
 #: A passage of a second or two at 15 fps gives a few looks of 3-5 usable frames each; keeping 12
 #: fuses every look instead of the last look's biggest frames (East-Asian passages, paddlex at its
-#: threshold: 5 kept: 177/195 accepted, 12 kept: see docs/vision.md).
+#: threshold: 177 of 195 accepted with 5 kept, 186 with 12; docs/vision.md).
 DEFAULT_KEEP = 12
 
 
