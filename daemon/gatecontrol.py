@@ -201,9 +201,11 @@ class GateControl:
         chooses the templates and stores them."""
         door_id = self._door_arg(req)
         frames, seconds = req.args.get("frames"), req.args.get("seconds")
-        if not isinstance(frames, int) or not 1 <= frames <= MAX_BURST_FRAMES:
+        if (not isinstance(frames, int) or isinstance(frames, bool)
+                or not 1 <= frames <= MAX_BURST_FRAMES):
             raise ControlError(f"frames: 1 to {MAX_BURST_FRAMES} expected")
-        if not isinstance(seconds, int | float) or not 0 < seconds <= MAX_BURST_SECONDS:
+        if (not isinstance(seconds, int | float) or isinstance(seconds, bool)
+                or not 0 < seconds <= MAX_BURST_SECONDS):
             raise ControlError(f"seconds: more than 0 and at most {MAX_BURST_SECONDS:g}")
         try:
             jpegs = await self.gate.vision.burst(door_id, frames, float(seconds))
