@@ -120,7 +120,8 @@ class Gate:
                                  capture=self.capture)
         self.station_commands = StationCommands(
             config=lambda: self.config, doors=self.doors, residents=self._residents,
-            erasure=self._erasure, audit=self.audit_trail, faces_changed=self.faces_changed)
+            erasure=self._erasure, audit=self.audit_trail, faces_changed=self.faces_changed,
+            burst=self.vision.burst)
         self.reloader = Reloader(config_path, current=lambda: self.config, adopt=self.adopt,
                                  emit=self.emit, audit=self.audit_trail, notifier=notifier,
                                  summary=self.summary)

@@ -32,6 +32,7 @@ from daemon.simulate import SimInputError, SimulatedBoard
 from daemon.upkeep import AuditTrail
 from daemon.uplink import Uplink
 from daemon.vision_link import VisionLink
+from daemon.vision_wire import MAX_BURST_FRAMES, MAX_BURST_SECONDS
 from drivers.card import mask
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ class GateControl:
         server.command("forget", self._cmd_forget)
         server.command("faces.changed", self._cmd_faces_changed)
         server.command("door.mode", self._cmd_door_mode)
+        server.command("faces.burst", self._cmd_faces_burst)
         if self.gate.board is not None:  # simulated inputs exist only on a simulated board
             server.command("sim.swipe", self._sim_swipe)
             server.command("sim.press", self._sim_press)
@@ -236,6 +238,25 @@ class GateControl:
             raise ControlError("forget: a person id is required")
         actor = str(req.args.get("actor") or f"uid:{req.peer.uid}")
         return await self.gate.forget(person, actor=actor)
+
+    async def _cmd_faces_burst(self, req: Request) -> dict[str, Any]:
+        """Frames of a door's camera for `menjin enrol --at-door` (base64 JPEG); the CLI
+        chooses the templates and stores them."""
+        door_id = self._door_arg(req)
+        frames, seconds = req.args.get("frames"), req.args.get("seconds")
+        if (not isinstance(frames, int) or isinstance(frames, bool)
+                or not 1 <= frames <= MAX_BURST_FRAMES):
+            raise ControlError(f"frames: 1 to {MAX_BURST_FRAMES} expected")
+        if (not isinstance(seconds, int | float) or isinstance(seconds, bool)
+                or not 0 < seconds <= MAX_BURST_SECONDS):
+            raise ControlError(f"seconds: more than 0 and at most {MAX_BURST_SECONDS:g}")
+        try:
+            jpegs = await self.gate.vision.burst(door_id, frames, float(seconds))
+        except LookupError as exc:
+            raise ControlError(f"door {door_id}: {exc}") from exc
+        log.info("door %s: enrolment burst of %d frame(s) for pid %d", door_id, len(jpegs),
+                 req.peer.pid)
+        return {"frames": [base64.b64encode(j).decode() for j in jpegs]}
 
     def _door_arg(self, req: Request) -> str:
         door = str(req.args.get("door"))

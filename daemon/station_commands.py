@@ -50,12 +50,35 @@ def enrol_from_station(config: GateConfig, vision: VisionSection, person: str,
                            actor="station")
 
 
+def enrol_burst_from_station(config: GateConfig, vision: VisionSection, person: str,
+                             frames: list[bytes]) -> EnrolOutcome:
+    """Templates from a burst of the door camera (a station ``enrol`` naming a ``door``)."""
+    from vision.burst import enrol_burst
+    from vision.enrol import decode_image
+
+    models = face_models(vision)
+    images = ((f"frame {i + 1}", decode_image(data, f"frame {i + 1}"))
+              for i, data in enumerate(frames))
+    result = enrol_burst(images, models.detector, models.embedder, models.thresholds,
+                         same_person=models.threshold, refiner=models.refiner,
+                         detector_kind=vision.detector.kind)
+    return store_enrolment(config, models, template_store(vision), person, result,
+                           actor="station")
+
+
+#: A station enrolment at the door: this many frames over this many seconds.
+STATION_BURST_FRAMES = 10
+STATION_BURST_SECONDS = 2.0
+Burst = Callable[[str, int, float], Awaitable[list[bytes]]]
+
+
 class StationCommands:
     """What a verified station command does on this gate."""
 
     def __init__(self, *, config: Callable[[], GateConfig], doors: Doors,
                  residents: Callable[[], Residents], erasure: Callable[[], Erasure],
-                 audit: AuditTrail, faces_changed: Callable[[], Awaitable[None]]) -> None:
+                 audit: AuditTrail, faces_changed: Callable[[], Awaitable[None]],
+                 burst: Burst | None = None) -> None:
         self._config = config
         self._doors = doors
         self._residents = residents
@@ -63,6 +86,7 @@ class StationCommands:
         self._audit = audit
         self._faces_changed = faces_changed
         self._staging: SyncStaging | None = None
+        self._burst = burst  # burst(door, frames, seconds): the door camera's frames
 
     def handlers(self) -> dict[str, Handler]:
         return {"config": self.config, "open": self.open, "sync": self.sync,
@@ -151,20 +175,40 @@ class StationCommands:
     async def enrol(self, args: dict[str, Any]) -> dict[str, Any]:
         """Station face enrolment: consent checked, templates stored (never the photos), audited.
 
-        The vision part restarts afterwards to load the new gallery.
+        ``photos`` (base64 JPEG) or ``door``: a burst of that door's camera while the resident
+        looks at it (vision/burst.py).  The vision part restarts afterwards to load the new
+        gallery.
         """
+        from vision.burst import BurstRefusedError
+
         config = self._config()
         vision = config.vision
         if vision is None:
             raise ValueError("this gate has no face recognition (no vision section)")
-        person, photos = str(args.get("person", "")), args.get("photos")
-        if not isinstance(photos, list) or not photos:
-            raise ValueError("photos: a non-empty list of base64 JPEG photos is required")
+        person, photos, door = str(args.get("person", "")), args.get("photos"), args.get("door")
+        if door is None and (not isinstance(photos, list) or not photos):
+            raise ValueError("photos: a non-empty list of base64 JPEG photos is required "
+                             "(or door: enrol at that door's camera)")
         consent = await asyncio.to_thread(check_consent, config, person)
         if consent.problem is not None:
             raise ValueError(consent.problem)
-        outcome = await asyncio.to_thread(enrol_from_station, config, vision, person,
-                                          [str(p) for p in photos])
+        if door is not None:
+            if self._burst is None or str(door) not in config.doors:
+                raise ValueError(f"door {door!r}: no such door with a camera on this gate")
+            try:
+                frames = await self._burst(str(door), STATION_BURST_FRAMES,
+                                           STATION_BURST_SECONDS)
+            except LookupError as exc:
+                raise ValueError(f"door {door}: {exc}") from exc
+            try:
+                outcome = await asyncio.to_thread(enrol_burst_from_station, config, vision,
+                                                  person, frames)
+            except BurstRefusedError as exc:
+                raise ValueError(f"{person}: {exc}") from exc
+        else:
+            assert isinstance(photos, list)
+            outcome = await asyncio.to_thread(enrol_from_station, config, vision, person,
+                                              [str(p) for p in photos])
         await self._faces_changed()
         return {"person": person, "accepted": outcome.accepted, "rejected": outcome.rejected,
                 "templates": outcome.templates, "warning": consent.warning}

@@ -8,6 +8,9 @@ captures become ``capture`` events with their portrait, camera faults ``camera.f
 garbage on the socket never reaches a relay: the link marks vision faulted (``vision.fault``),
 restarts the child with a jittered, capped backoff, forever, and says ``vision.restored`` when a
 new child is ready.  Cards never wait for any of it.
+
+Enrolment at the door (:meth:`VisionLink.burst`) asks the running child for a burst of its camera
+frames: the child owns the camera, so nothing else may open it while the daemon runs.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ STABLE_SECONDS = 30.0
 TERM_GRACE_SECONDS = 2.0
 #: A `sim face` waits this long for a (re)starting vision process to be ready.
 SHOW_WAIT_SECONDS = 30.0
+#: A burst of S seconds is awaited S + this long (JPEG encoding, a slow first frame).
+BURST_GRACE_SECONDS = 5.0
 
 
 class VisionEndedError(Exception):
@@ -69,6 +74,7 @@ class VisionLink:
         self._writer: asyncio.StreamWriter | None = None
         self._ready = asyncio.Event()
         self._faulted = False
+        self._burst: asyncio.Future[list[bytes]] | None = None
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
@@ -209,6 +215,8 @@ class VisionLink:
             else:
                 self.camera = "ok"
                 self._emit(Event("camera.restored", door=door))
+        elif kind == "burst":
+            self._burst_done(message)
         elif kind == "fatal":
             self.last_error = text(message, "error")
         elif kind != "hello":
@@ -241,6 +249,48 @@ class VisionLink:
             raise LookupError(f"door {door} has no running vision process")
         self._writer.write(encode({"type": "plug", "present": present}))
         await self._writer.drain()
+
+
+    # ------------------------------------------------------------------ enrolment at the door
+    async def burst(self, door: str, frames: int, seconds: float) -> list[bytes]:
+        """``frames`` JPEG frames of the door's camera, spread over ``seconds`` (enrolment).
+
+        Raises LookupError when this door has no ready vision process, the burst does not come
+        (the camera delivers no frames) or the vision process refused it."""
+        if self.door != door:
+            raise LookupError(f"door {door} has no camera with vision")
+        if self._burst is not None and not self._burst.done():
+            raise LookupError(f"an enrolment burst is already running at {door}")
+        try:
+            await asyncio.wait_for(self._ready.wait(), SHOW_WAIT_SECONDS)
+        except TimeoutError:
+            raise LookupError(f"the vision process of {door} is not ready "
+                              f"({self.state}: {self.last_error})") from None
+        assert self._writer is not None
+        future = self._burst = asyncio.get_running_loop().create_future()
+        try:
+            self._writer.write(encode({"type": "burst", "frames": frames, "seconds": seconds}))
+            await self._writer.drain()
+            return await asyncio.wait_for(future, seconds + BURST_GRACE_SECONDS)
+        except TimeoutError:
+            raise LookupError(f"the camera of {door} delivered no burst within "
+                              f"{seconds + BURST_GRACE_SECONDS:g} s ({self.camera})") from None
+        finally:
+            self._burst = None
+
+    def _burst_done(self, message: dict[str, Any]) -> None:
+        error = text(message, "error")
+        frames = message.get("frames", [])
+        if not isinstance(frames, list) or not all(isinstance(f, str) for f in frames):
+            raise WireError("frames: a list of base64 strings expected")
+        jpegs = [base64.b64decode(f, validate=True) for f in frames]
+        future = self._burst
+        if future is None or future.done():
+            return  # nobody waits any more (timed out): the frames are dropped
+        if error is not None:
+            future.set_exception(LookupError(f"the vision process refused the burst: {error}"))
+        else:
+            future.set_result(jpegs)
 
 
 def text_or_none(message: dict[str, Any], key: str) -> str | None:

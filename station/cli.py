@@ -289,15 +289,30 @@ def sync_command(
 def enrol_command(
     gate: GateId,
     person: Annotated[str, typer.Argument(help="Person id (with a recorded face consent).")],
-    photos: Annotated[list[Path], typer.Argument(help="One or more JPEG photos of the face.")],
+    photos: Annotated[
+        list[Path] | None, typer.Argument(help="One or more JPEG photos of the face.")
+    ] = None,
+    at_door: Annotated[
+        str | None,
+        typer.Option("--at-door", help="Enrol from a burst of this door's camera instead of "
+                                       "photos (the resident stands at the door)."),
+    ] = None,
     config_path: ConfigPath = Path("station.yaml"),
 ) -> None:
-    """Enrol a person's face at a gate from photos; the gate keeps only the template.
+    """Enrol a person's face at a gate from photos or at a door's camera; the gate keeps only
+    the template.
 
-    Example: menjin station enrol xingfuli-north p-0101 front.jpg left.jpg -c station.yaml
+    Examples: menjin station enrol xingfuli-north p-0101 front.jpg left.jpg -c station.yaml
+              menjin station enrol xingfuli-north p-0101 --at-door front -c station.yaml
     """
+    if bool(photos) == (at_door is not None):
+        typer.echo("give either photos or --at-door DOOR", err=True)
+        raise typer.Exit(EXIT_REFUSED)
+    if at_door is not None:
+        _send(config_path, _command(gate, "enrol", {"person": person, "door": at_door}))
+        return
     try:
-        args = enrol_args(person, photos)
+        args = enrol_args(person, photos or [])
     except CommandError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(EXIT_REFUSED) from None

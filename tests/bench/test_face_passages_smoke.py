@@ -27,7 +27,7 @@ def test_face_passages_bench_quick(models_dir: Path, faces_dir: Path) -> None:
     doc = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(doc["routes"]) == {"paddlex", "faceanalysis"}
     for route in doc["routes"].values():
-        for level in ("photo", "passage"):
+        for level in ("photo", "looks", "passage"):
             figures = route[level]
             assert figures["wrong_person_accepts"] == figures["stranger_accepts"] == 0
             assert 0 < figures["true_accepts"] <= figures["genuine"]

@@ -6,7 +6,9 @@ Fed through a real asyncio StreamReader, as the socket to the vision process wou
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,9 @@ async def test_a_recognition_goes_to_the_passage_which_decides() -> None:
         (line({"type": "health", "frames": 10**30}), "frames: a non-negative integer"),
         (line({"type": "capture", "portrait": "***"}), "bad message"),
         (line({"type": "grant", "door": "front"}), "unknown message type 'grant'"),
+        (line({"type": "burst", "frames": "not a list"}),
+         "frames: a list of base64 strings expected"),
+        (line({"type": "burst", "frames": ["***"]}), "bad message"),
     ],
 )
 async def test_a_bad_message_ends_the_vision_process_and_decides_nothing(
@@ -76,3 +81,45 @@ def test_the_wire_refuses_to_send_an_oversized_message() -> None:
     with pytest.raises(WireError, match="exceeds"):
         encode({"type": "show", "photo": "x" * MAX_MESSAGE_BYTES})
     assert decode(encode({"type": "ready"})) == {"type": "ready"}
+
+
+async def burst_rig(
+    vision: VisionLink,
+) -> tuple[asyncio.StreamReader, list[object]]:
+    """The vision process's end of the socket, with the link ready to write to it (and the
+    objects to keep alive while the test runs)."""
+    ours, theirs = socket.socketpair()
+    link_reader, vision._writer = await asyncio.open_unix_connection(sock=ours)
+    vision.door = "front"
+    vision._ready.set()
+    reader, writer = await asyncio.open_unix_connection(sock=theirs)
+    return reader, [link_reader, writer, ours, theirs]
+
+
+async def test_an_enrolment_burst_is_asked_of_the_vision_process_and_its_frames_come_back(
+) -> None:
+    vision = link([])
+    child, _alive = await burst_rig(vision)
+    asked = asyncio.create_task(vision.burst("front", 2, 1.0))
+    assert decode(await child.readline()) == {"type": "burst", "frames": 2, "seconds": 1.0}
+    frames = [b"\xff\xd8\xff one", b"\xff\xd8\xff two"]
+    await listen(vision, line({"type": "burst",
+                               "frames": [base64.b64encode(f).decode() for f in frames]}))
+    assert await asked == frames
+
+
+async def test_a_refused_burst_and_a_door_without_camera_say_why() -> None:
+    vision = link([])
+    _child, _alive = await burst_rig(vision)
+    with pytest.raises(LookupError, match="door back has no camera with vision"):
+        await vision.burst("back", 2, 1.0)
+    asked = asyncio.create_task(vision.burst("front", 2, 1.0))
+    await asyncio.sleep(0)
+    await listen(vision, line({"type": "burst", "error": "frames: 1 to 12 expected"}))
+    with pytest.raises(LookupError, match="the vision process refused the burst: frames: 1 to 12"):
+        await asked
+
+
+async def test_frames_nobody_waits_for_any_more_are_dropped() -> None:
+    vision = link([])
+    await listen(vision, line({"type": "burst", "frames": []}))  # no error, nothing to resolve
