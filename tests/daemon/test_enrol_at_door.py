@@ -6,6 +6,7 @@ empty scene are refused with a clear message."""
 from __future__ import annotations
 
 import base64
+import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -35,6 +36,7 @@ def test_enrolment_at_the_door_through_the_running_daemon(
     try:
         photo = (faces_dir / "probe" / "obama1.jpg").read_bytes()
         show(daemon, photo, 120.0)  # the resident stays in front of the camera
+        before = daemon.call("status")["vision"]["pid"]
         enrolled = daemon.cli("enrol", "--person", RESIDENT, "--at-door", "front", "-c", config)
         assert enrolled.returncode == 0, enrolled.stdout + enrolled.stderr
         assert f"enrolled {RESIDENT}: 3 frame(s) kept, 0 rejected, 3 template(s) stored" in \
@@ -48,6 +50,14 @@ def test_enrolment_at_the_door_through_the_running_daemon(
                 {"id": OTHER, "name": "Li Lei", "groups": ["residents"], "cards": ["87654321"],
                  "face_consent": {"date": "2026-10-01", "source": "form 18"}},
                 zone=ZoneInfo("Asia/Shanghai"))])
+        # The enrolment made the daemon reload the templates: a new vision process, whose
+        # simulated camera starts with an empty scene. The resident steps up again.
+        deadline = time.monotonic() + 120
+        while not (daemon.call("status")["vision"]["pid"] != before
+                   and daemon.call("status")["vision"]["state"] == "ok"):
+            assert time.monotonic() < deadline, "the vision process did not come back"
+            time.sleep(0.2)
+        show(daemon, photo, 120.0)
         duplicate = daemon.cli("enrol", "--person", OTHER, "--at-door", "front", "-c", config)
         assert duplicate.returncode == 1
         assert f"matches already enrolled person {RESIDENT}" in duplicate.stderr
