@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Literal
+from typing import Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
 from daemon.config import AccessRule
@@ -148,11 +148,12 @@ class DoorPolicy:
         return "exit" if reader is not None and reader == self.exit_reader else "entry"
 
 
-@dataclass(frozen=True, slots=True)
-class Credential:
+class Credential(NamedTuple):
     """What was presented: a card key (``value``) with an optional PIN, or a matched face.
 
     For a face, ``value`` is the person id the gallery matched and ``live`` the liveness verdict.
+    Immutable; a named tuple rather than a frozen dataclass because one is built per presentation
+    and a frozen dataclass costs a ``object.__setattr__`` per field (``bench/access_decision.py``).
     """
 
     kind: CredentialKind
@@ -165,9 +166,9 @@ class Credential:
     pin_checked: tuple[str, bool, bool] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The outcome of one presentation.
+class Decision(NamedTuple):
+    """The outcome of one presentation (immutable; a named tuple for the reason given at
+    :class:`Credential`).
 
     ``awaiting`` names the factor still missing when the reason is ``second_factor_required``
     (``face``, ``card`` or ``pin``); ``direction`` is the anti-passback side of a granted passage.
@@ -277,7 +278,9 @@ def _door_table(groups: Iterable[Group]) -> DoorSchedules:
     for group in groups:
         for door in group.doors:
             table.setdefault(door, []).append(group.schedule)
-    return MappingProxyType({door: tuple(s) for door, s in table.items()})
+    # A door open always through one group needs no other schedule (and no clock: see _validity).
+    return MappingProxyType({
+        door: next(((x,) for x in s if x.always), tuple(s)) for door, s in table.items()})
 
 
 EMPTY_INDEX = AccessIndex.build((), ())
@@ -340,7 +343,8 @@ def decide(credential: Credential, door: DoorPolicy, now: datetime, state: Acces
         if not credential.live:
             return deny(Reason.LIVENESS_FAILED, person_id)
     person = entry.person
-    pin_ok, duress_pin = _pin_matches(credential, person)
+    pin_ok, duress_pin = (False, False) if credential.pin is None else _pin_matches(credential,
+                                                                                    person)
     if duress_pin:
         duress = True
     refusal = _validity(entry, door.door, now, index)
@@ -390,7 +394,8 @@ def pin_matches(pin: str, person: Person | None) -> tuple[bool, bool]:
 def _validity(entry: _Entry, door: str, now: datetime, index: AccessIndex) -> Reason | None:
     if not entry.person.enabled:
         return Reason.DISABLED
-    local = local_time(now, index.zone)  # refuses a naive time before any comparison
+    if now.tzinfo is None:  # refuse a naive time before any comparison
+        local_time(now, index.zone)
     ts = now.timestamp()
     if ts < entry.not_before:
         return Reason.NOT_YET_VALID
@@ -399,6 +404,9 @@ def _validity(entry: _Entry, door: str, now: datetime, index: AccessIndex) -> Re
     schedules = entry.doors.get(door)
     if not schedules:
         return Reason.NOT_ALLOWED_AT_DOOR
+    if schedules[0].always:  # the door table keeps an always-open schedule alone
+        return None
+    local = local_time(now, index.zone)
     for schedule in schedules:
         if schedule.is_open(local, index.holidays):
             return None
@@ -450,6 +458,12 @@ class AccessController:
         self._policies = dict(policies)
         self._card_key = card_key
         self.memory = PassageMemory()
+        self._states = self._build_states()
+
+    def _build_states(self) -> tuple[AccessState, AccessState]:
+        """The decision state without and with lockdown (built once: decisions are hot)."""
+        return (AccessState(self._index, self.memory, False),
+                AccessState(self._index, self.memory, True))
 
     @property
     def index(self) -> AccessIndex:
@@ -458,6 +472,7 @@ class AccessController:
     def replace(self, index: AccessIndex) -> None:
         """Swap in a freshly built index (one assignment: atomic for every later decision)."""
         self._index = index
+        self._states = self._build_states()
 
     def set_policies(self, policies: Mapping[str, DoorPolicy]) -> None:
         self._policies = dict(policies)
@@ -492,7 +507,7 @@ class AccessController:
 
     def _decide(self, credential: Credential, door: str, now: datetime, lockdown: bool) -> Decision:
         policy = self._policies.get(door) or DoorPolicy(door)
-        decision = decide(credential, policy, now, AccessState(self._index, self.memory, lockdown))
+        decision = decide(credential, policy, now, self._states[lockdown])
         self._remember(decision, policy, now)
         return decision
 
@@ -508,8 +523,10 @@ class AccessController:
         elif decision.granted and decision.credential_kind == "card" and policy.pin_required:
             memory.wrong_pins.pop(decision.person, None)
         if decision.granted:
-            memory.cards.pop(key, None)
-            memory.faces.pop(key, None)
+            if memory.cards:  # most gates have no first factor waiting: skip the probes
+                memory.cards.pop(key, None)
+            if memory.faces:
+                memory.faces.pop(key, None)
             if decision.direction is not None:
                 memory.sides[key] = decision.direction
         elif decision.awaiting in ("face", "card"):
