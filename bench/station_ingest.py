@@ -40,6 +40,7 @@ from paho.mqtt.properties import Properties
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.machine import with_machine  # noqa: E402
 from station.config import DatabaseConfig, MqttConfig, StationConfig  # noqa: E402
 from station.receiver import Receiver  # noqa: E402
 from station.store import Store  # noqa: E402
@@ -241,7 +242,7 @@ async def main() -> None:
     print(f"median: station {station:.0f} events/s with dedup, plain subscriber "
           f"{baseline:.0f} events/s without; ratio {station / baseline:.2f}; "
           f"target >= {TARGET_EVENTS_PER_S}")
-    print(json.dumps({
+    print(json.dumps(with_machine({
         "events_per_s": round(station, 1),
         "baseline_events_per_s": round(baseline, 1),
         "ratio_vs_baseline": round(station / baseline, 3),
@@ -254,7 +255,7 @@ async def main() -> None:
         "rounds": rounds,
         "target_events_per_s": TARGET_EVENTS_PER_S,
         "meets_target": station >= TARGET_EVENTS_PER_S and duplicates_stored == 0,
-    }))
+    }, libraries=("paho-mqtt", "psycopg"))))
 
 
 if __name__ == "__main__":
