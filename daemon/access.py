@@ -209,7 +209,12 @@ DoorSchedules = Mapping[str, tuple[Schedule, ...]]
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
+    """What a decision reads of one person, in one object: at 100k persons every further object
+    a decision touches is a likely cache miss (``bench/access_decision.py``)."""
+
     person: Person
+    id: str
+    enabled: bool
     not_before: float
     not_after: float
     doors: DoorSchedules
@@ -226,6 +231,10 @@ class AccessIndex:
     holidays: frozenset[date]
     zone: ZoneInfo
     groups: Mapping[str, Group] = field(default_factory=dict)
+    #: card key → the holder's entry (the decision's lookup: one probe, no person-id hop)
+    card_entries: Mapping[str, _Entry] = field(default_factory=dict)
+    #: card keys that are duress cards
+    duress: frozenset[str] = frozenset()
 
     @classmethod
     def build(
@@ -243,21 +252,25 @@ class AccessIndex:
         shared: dict[tuple[str, ...], DoorSchedules] = {}
         entries: dict[str, _Entry] = {}
         cards: dict[str, tuple[str, bool]] = {}
+        card_entries: dict[str, _Entry] = {}
+        bounds: dict[float, float] = {}  # one float object per distinct bound: fewer to fetch
         for person in persons:
             key = tuple(sorted(set(person.groups)))
             doors = shared.get(key)
             if doors is None:
                 doors = shared[key] = _door_table(group_map[g] for g in key if g in group_map)
-            entries[person.id] = _Entry(
-                person,
-                person.valid_from.timestamp() if person.valid_from else ALWAYS_VALID,
-                person.valid_until.timestamp() if person.valid_until else NEVER,
-                doors,
+            not_before = person.valid_from.timestamp() if person.valid_from else ALWAYS_VALID
+            not_after = person.valid_until.timestamp() if person.valid_until else NEVER
+            entry = entries[person.id] = _Entry(
+                person, person.id, person.enabled, bounds.setdefault(not_before, not_before),
+                bounds.setdefault(not_after, not_after), doors,
             )
             for card in person.cards:
                 cards[card] = (person.id, False)
+                card_entries[card] = entry
             for card in person.duress_cards:
                 cards[card] = (person.id, True)
+                card_entries[card] = entry
         return cls(
             version=version,
             persons=MappingProxyType(entries),
@@ -266,6 +279,8 @@ class AccessIndex:
             holidays=frozenset(holidays),
             zone=zone or ZoneInfo(DEFAULT_TIMEZONE),
             groups=MappingProxyType(group_map),
+            card_entries=MappingProxyType(card_entries),
+            duress=frozenset(c for c, (_, duress) in cards.items() if duress),
         )
 
     def person(self, person_id: str) -> Person | None:
@@ -327,11 +342,12 @@ def decide(credential: Credential, door: DoorPolicy, now: datetime, state: Acces
     if kind == "card":
         if credential.value in index.revoked:
             return deny(Reason.REVOKED, index.cards.get(credential.value, (None, False))[0])
-        found = index.cards.get(credential.value)
+        found = index.card_entries.get(credential.value)
         if found is None:
             return deny(Reason.UNKNOWN_CREDENTIAL)
-        person_id, duress = found
-        entry = index.persons[person_id]
+        entry = found
+        person_id = entry.id
+        duress = credential.value in index.duress
     else:
         person_id = credential.value
         face_entry = index.persons.get(person_id)
@@ -392,7 +408,7 @@ def pin_matches(pin: str, person: Person | None) -> tuple[bool, bool]:
 
 
 def _validity(entry: _Entry, door: str, now: datetime, index: AccessIndex) -> Reason | None:
-    if not entry.person.enabled:
+    if not entry.enabled:
         return Reason.DISABLED
     if now.tzinfo is None:  # refuse a naive time before any comparison
         local_time(now, index.zone)

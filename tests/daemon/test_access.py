@@ -379,3 +379,14 @@ def test_decisions_and_credentials_are_immutable() -> None:
         decision.granted = False  # type: ignore[misc]
     with pytest.raises(AttributeError):
         card("1001").value = "1002"  # type: ignore[misc]
+
+
+def test_the_decision_lookup_agrees_with_the_card_table() -> None:
+    """``card_entries``/``duress`` (what a decision reads) say what ``cards`` says."""
+    assert set(INDEX.card_entries) == set(INDEX.cards)
+    for key, (person, duress) in INDEX.cards.items():
+        entry = INDEX.card_entries[key]
+        assert entry.id == person and entry.person.id == person
+        assert entry.enabled == entry.person.enabled
+        assert (key in INDEX.duress) is duress
+    assert INDEX.duress == {"9001"}
