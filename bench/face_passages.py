@@ -50,6 +50,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.machine import with_machine  # noqa: E402
 from vision.calibration import CalibrationError, recommend_threshold  # noqa: E402
 from vision.detect import Detector, Face  # noqa: E402
 from vision.embed import (  # noqa: E402
@@ -492,11 +493,11 @@ def main() -> None:
         name: round(r["passage"]["cpu_ms_per_passage"] / base_cpu, 3)
         for name, r in results.items() if base_cpu and name != BASELINE
     }
-    print(json.dumps({
+    print(json.dumps(with_machine({
         "set": DEV_SET, "identities": len(identities), "folds": len(folds), "frames": frames,
         "routes": results, "cpu_ratio_vs_faceanalysis": ratios,
         "seconds": round(time.perf_counter() - started, 1),
-    }))
+    }, libraries=("insightface", "onnxruntime"))))
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ import sqlalchemy as sa
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.machine import with_machine  # noqa: E402
 from protocol.topics import parse_topic  # noqa: E402
 from station.config import DatabaseConfig, MqttConfig, StationConfig  # noqa: E402
 from station.messages import parse_event  # noqa: E402
@@ -313,7 +314,7 @@ async def main() -> None:
     if pg_station is not None and pg_baseline is not None:
         print(f"median PostgreSQL: station {pg_station:.0f} events/s, plain {pg_baseline:.0f} "
               f"events/s; ratio {pg_station / pg_baseline:.2f}")
-    print(json.dumps({
+    print(json.dumps(with_machine({
         "events_per_s": round(station, 1),
         "baseline_events_per_s": round(baseline, 1),
         "ratio_vs_baseline": round(station / baseline, 3),
@@ -334,7 +335,7 @@ async def main() -> None:
         "batch_size": BATCH_SIZE,
         "target_events_per_s": TARGET_EVENTS_PER_S,
         "meets_target": station >= TARGET_EVENTS_PER_S and duplicates_stored == 0,
-    }))
+    }, libraries=("paho-mqtt", "psycopg"))))
 
 
 if __name__ == "__main__":

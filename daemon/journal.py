@@ -285,8 +285,15 @@ class Journal:
             self._tail.append(row)
             self.stats.recorded += 1
             if self._writer is not None:
+                # Wake the writer only when it must act now: it may be idle (first row), a
+                # decision or alarm must not wait, or the batch is full.  Waking it for every
+                # routine event costs a thread switch per event and breaks the batch up.
+                wake = ((len(self._tail) == 1 and not self._acks)
+                        or (urgent and not self._urgent_waiting)
+                        or len(self._tail) >= self.batch_max)
                 self._urgent_waiting = self._urgent_waiting or urgent
-                self._wakeup.notify()
+                if wake:
+                    self._wakeup.notify()
                 return payload
             waiting = len(self._tail)
         if urgent or waiting >= self.batch_max:
@@ -579,9 +586,11 @@ class Journal:
             return 0
         if self._writer is not None:
             with self._wakeup:
+                idle = not self._acks and not self._tail  # else the writer comes by anyway
                 self._acks.extend(ids)
                 self._acked.update(ids)
-                self._wakeup.notify()
+                if idle:
+                    self._wakeup.notify()
             return len(ids)
         return self._mark(ids)
 

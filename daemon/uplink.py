@@ -290,7 +290,8 @@ class Uplink:
                 await self._wake.wait()
                 continue
             item, futures = inflight.popleft()
-            codes = await asyncio.gather(*futures)
+            # One future per event unless a portrait goes with it: no gather for the common case.
+            codes = [await futures[0]] if len(futures) == 1 else await asyncio.gather(*futures)
             if max(codes) < REASON_FAILURE:
                 acked.append(item.id)
                 self.state.published += 1
