@@ -66,6 +66,8 @@ class VisionLink:
         self.faults = 0
         self.last_error: str | None = None
         self.health: dict[str, int] = {}
+        #: why the door refuses every face although vision runs (a missing NIR calibration)
+        self.faces_refused: str | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._ready = asyncio.Event()
         self._faulted = False
@@ -75,7 +77,8 @@ class VisionLink:
         """Vision state, restarts and pipeline counters (frames, processed, dropped, errors)."""
         return {"state": self.state, "camera": self.camera, "door": self.door, "pid": self.pid,
                 "restarts": self.restarts, "faults": self.faults,
-                "last_error": self.last_error, **self.health}
+                "last_error": self.last_error, "faces_refused": self.faces_refused,
+                **self.health}
 
     # ------------------------------------------------------------------ the part
     async def run(self, cam: CameraSection) -> None:
@@ -103,6 +106,7 @@ class VisionLink:
 
     def _fault(self, door: str, reason: str, delay: float) -> None:
         self.state, self.camera, self.last_error = "fault", "absent", reason
+        self.faces_refused = None
         self.faults += 1
         self._ready.clear()
         if not self._faulted:
@@ -125,6 +129,7 @@ class VisionLink:
         finally:
             theirs.close()
         self.pid, self.state = proc.pid, "starting"
+        self.faces_refused = None  # the new process tells its own
         reader: asyncio.StreamReader | None = None
         try:
             reader, self._writer = await asyncio.open_unix_connection(
@@ -177,6 +182,7 @@ class VisionLink:
             error = text(message, "last_error")
             if error is not None:
                 self.last_error = error
+            self.faces_refused = text_or_none(message, "faces_refused")
         elif kind == "ready":
             self.state, self.camera, self.last_error = "ok", "ok", None
             self._ready.set()

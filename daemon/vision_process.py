@@ -95,6 +95,8 @@ class Session:
         self.worker: Any = None
         self.synthetic: Any = None
         self.last_error: str | None = None
+        #: why this door refuses every face while vision runs (fail closed), else None
+        self.faces_refused: str | None = None
 
     def send(self, message: dict[str, Any]) -> None:
         """Queue a message for the daemon (event loop only)."""
@@ -112,7 +114,8 @@ class Session:
         w = self.worker
         return {"type": "health", "frames": self.frames,
                 "processed": w.processed if w else 0, "dropped": w.dropped if w else 0,
-                "errors": w.errors if w else 0, "last_error": self.last_error}
+                "errors": w.errors if w else 0, "last_error": self.last_error,
+                "faces_refused": self.faces_refused}
 
     async def heartbeat(self) -> None:
         while True:
@@ -152,6 +155,10 @@ class Session:
             pipeline = await asyncio.to_thread(build_pipeline, vision,
                                                self.config.privacy.portraits, camera=cam,
                                                nir_frames=nir_frames)
+            from vision.nir import NirUnavailable
+            nir = getattr(pipeline.liveness, "nir", None)
+            if isinstance(nir, NirUnavailable):
+                self.faces_refused = nir.reason
             size = (cam.width, cam.height)
             self.synthetic = SyntheticSource(size) if self.config.hardware.simulate else None
             source = self.synthetic or open_source(cam.source, size=size, fps=cam.fps)
@@ -169,6 +176,7 @@ class Session:
                 nir_camera.start()
             try:
                 self.send({"type": "ready", "door": cam.door})
+                self.send(self.health())  # the door's refusal, if any, at once
                 await self.commands(reader)  # returns at end of file: the daemon went away
             finally:
                 await asyncio.to_thread(camera.stop)
