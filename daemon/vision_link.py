@@ -221,8 +221,11 @@ class VisionLink:
             raise WireError(f"unknown message type {kind!r}")
 
     # ------------------------------------------------------------------ simulate mode
-    async def show(self, door: str, photo: bytes, seconds: float) -> None:
-        """Put a photo in front of the synthetic camera of the vision process (simulate mode).
+    async def show(self, door: str, photo: bytes, seconds: float, *, frames: int = 0,
+                   max_seconds: float | None = None) -> None:
+        """Put a photo in front of the synthetic camera of the vision process (simulate mode):
+        for ``seconds``, and then until the pipeline processed ``frames`` frames since it was
+        shown, but at most ``max_seconds``.
 
         Raises LookupError when this door has no vision process or it does not become ready.
         """
@@ -234,7 +237,8 @@ class VisionLink:
             raise LookupError(f"the vision process of {door} is not ready "
                               f"({self.state}: {self.last_error})") from None
         assert self._writer is not None
-        self._writer.write(encode({"type": "show", "seconds": seconds,
+        self._writer.write(encode({"type": "show", "seconds": seconds, "frames": frames,
+                                   "max_seconds": max_seconds or seconds,
                                    "photo": base64.b64encode(photo).decode()}))
         await self._writer.drain()
 

@@ -231,7 +231,14 @@ class Session:
         if image is None:
             log.warning("vision: sim photo is not a readable image")
             return
-        self.synthetic.show(image, float(message.get("seconds", 2.0)))
+        frames = int(message.get("frames", 0))
+        done = None
+        if frames > 0 and self.worker is not None:
+            # until the pipeline handled that many frames of it, not only for wall-clock time
+            worker, target = self.worker, self.worker.processed + frames
+            done = lambda: worker.processed >= target  # noqa: E731
+        self.synthetic.show(image, float(message.get("seconds", 2.0)), done=done,
+                            max_seconds=float(message.get("max_seconds", 0.0)) or None)
 
 
 async def serve(config: GateConfig, fd: int) -> int:
