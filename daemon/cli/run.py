@@ -170,6 +170,9 @@ def render_status(st: dict[str, Any], console: Console) -> None:
                       f"{vision.get('restarts', 0)} restart(s), frames {vision.get('frames', 0)}, "
                       f"dropped {vision.get('dropped', 0)}, pipeline errors "
                       f"{vision.get('errors', 0)}{error})")
+        if vision.get("faces_refused"):
+            console.print(f"[red]faces refused[/] at door {vision.get('door')}: "
+                          f"{vision['faces_refused']}")
 
 
 def reader_state(reader: dict[str, Any]) -> str:

@@ -76,3 +76,19 @@ def test_the_wire_refuses_to_send_an_oversized_message() -> None:
     with pytest.raises(WireError, match="exceeds"):
         encode({"type": "show", "photo": "x" * MAX_MESSAGE_BYTES})
     assert decode(encode({"type": "ready"})) == {"type": "ready"}
+
+
+async def test_status_tells_a_door_refusing_faces_and_a_down_vision_is_no_absent_camera(
+        ) -> None:
+    events: list[Event] = []
+    vision = link(events)
+    reason = "no NIR calibration at /x/nir.json: run `menjin camera calibrate`"
+    await listen(vision, line({"type": "ready"}),
+                 line({"type": "health", "frames": 3, "processed": 3, "dropped": 0,
+                       "errors": 0, "last_error": None, "faces_refused": reason}))
+    status = vision.status()
+    assert (status["state"], status["camera"], status["faces_refused"]) == ("ok", "ok", reason)
+    vision._fault("front", "exit 1", 1.0)  # the process died: the camera is not "absent"
+    status = vision.status()
+    assert (status["state"], status["camera"], status["faces_refused"]) == (
+        "fault", "unknown", None)
