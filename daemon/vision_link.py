@@ -105,9 +105,9 @@ class VisionLink:
             self.state, self.camera, self.pid = "absent", "absent", None
 
     def _fault(self, door: str, reason: str, delay: float) -> None:
-        # "unknown", not "absent": the camera is configured, only its vision process is down
-        # (`menjin status` said "camera: absent" while vision crash-looped)
-        self.state, self.camera, self.last_error = "fault", "unknown", reason
+        # "fault", not "absent": the camera is configured, its vision process is down (`menjin
+        # status` said "camera: absent" while vision crash-looped); health.json's enum has both
+        self.state, self.camera, self.last_error = "fault", "fault", reason
         self.faces_refused = None
         self.faults += 1
         self._ready.clear()

@@ -91,4 +91,4 @@ async def test_status_tells_a_door_refusing_faces_and_a_down_vision_is_no_absent
     vision._fault("front", "exit 1", 1.0)  # the process died: the camera is not "absent"
     status = vision.status()
     assert (status["state"], status["camera"], status["faces_refused"]) == (
-        "fault", "unknown", None)
+        "fault", "fault", None)
