@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 FOLLOW_QUEUE_ITEMS = 1000
 #: JPEG and PNG signatures: a sim photo is checked here, decoded in the vision process.
 IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
+#: Longest a simulated face stays in front of the camera.
+SIM_FACE_MAX_SECONDS = 120.0
 
 
 def _offer(queue: asyncio.Queue[dict[str, Any]], item: dict[str, Any]) -> None:
@@ -310,14 +312,25 @@ class GateControl:
             raise ControlError(f"photo: not base64 ({exc})") from exc
         if not data.startswith(IMAGE_MAGIC):
             raise ControlError("photo: not a readable image (JPEG or PNG)")
-        seconds = float(req.args.get("seconds", 2.0))
         try:
-            await self.gate.vision.show(door_id, data, seconds)
+            seconds = float(req.args.get("seconds", 2.0))
+            frames = int(req.args.get("frames", 0))
+            max_seconds = float(req.args.get("max_seconds", seconds))
+        except (TypeError, ValueError) as exc:
+            raise ControlError(f"seconds, frames, max_seconds: numbers ({exc})") from exc
+        if not (0 < seconds <= max_seconds <= SIM_FACE_MAX_SECONDS) or not 0 <= frames <= 1000:
+            raise ControlError(f"need 0 < seconds <= max_seconds <= {SIM_FACE_MAX_SECONDS:g} "
+                               "and 0 <= frames <= 1000")
+        try:
+            await self.gate.vision.show(door_id, data, seconds, frames=frames,
+                                        max_seconds=max_seconds)
         except LookupError as exc:
             raise ControlError(f"door {door_id}: {exc} (camera and vision in the config, face "
                                "models present?)") from exc
+        until = (f", then until {frames} frame(s) were processed (at most {max_seconds:g} s)"
+                 if frames else "")
         return {"message": f"{req.args.get('name', 'photo')} shown to the camera of {door_id} "
-                           f"for {seconds:g} s"}
+                           f"for {seconds:g} s{until}"}
 
     async def _sim_camera(self, req: Request) -> dict[str, Any]:
         """Unplug (``present: false``) or plug back a door's simulated camera."""

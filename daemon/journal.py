@@ -153,7 +153,10 @@ class Journal:
 
     Thread-safe: the event loop records and reads, the writer thread (once started) commits,
     upkeep threads purge and pseudonymise.  ``clock`` gives wall-clock milliseconds (injectable
-    for retention tests).
+    for retention tests).  ``seq_floor`` is the highest seq this gate is known to have given out
+    elsewhere (the run marker, a damaged journal moved aside): numbering continues after it even
+    when this file knows less (a new journal after a recovery), because the station dedups and
+    gap-checks by gate and seq and a seq given out twice would be dropped as a duplicate.
     """
 
     def __init__(
@@ -169,6 +172,7 @@ class Journal:
         batch_seconds: float = DEFAULT_BATCH_SECONDS,
         batch_max: int = DEFAULT_BATCH_MAX,
         clock: Callable[[], int] = now_ms,
+        seq_floor: int = 0,
     ) -> None:
         self.path = path
         self.gate = gate
@@ -211,9 +215,14 @@ class Journal:
         for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
             with contextlib.suppress(FileNotFoundError):
                 file.chmod(0o600)  # events name persons: readable only by the service user
-        self._seq = self._open_meta()
-        #: the last seq of the previous run (what a restart reports as ``previous_last_seq``)
-        self.seq_at_open = self._seq
+        #: the last seq this file had recorded when it was opened
+        self.seq_at_open = self._open_meta()
+        self._seq = self.seq_at_open
+        if seq_floor > self._seq:
+            log.warning("journal %s: numbering continues after seq %d (known from before; "
+                        "this file only reached %d)", path, seq_floor, self._seq)
+            self._seq = seq_floor
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (str(self._seq),))
         # ids stay monotonic across restarts: none below the newest one already recorded
         self._ids = Uuid7(floor=self._db.execute("SELECT max(id) FROM events").fetchone()[0])
         self._remove_orphan_portraits()

@@ -71,6 +71,8 @@ class VisionLink:
         self.faults = 0
         self.last_error: str | None = None
         self.health: dict[str, int] = {}
+        #: why the door refuses every face although vision runs (a missing NIR calibration)
+        self.faces_refused: str | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._ready = asyncio.Event()
         self._faulted = False
@@ -81,7 +83,8 @@ class VisionLink:
         """Vision state, restarts and pipeline counters (frames, processed, dropped, errors)."""
         return {"state": self.state, "camera": self.camera, "door": self.door, "pid": self.pid,
                 "restarts": self.restarts, "faults": self.faults,
-                "last_error": self.last_error, **self.health}
+                "last_error": self.last_error, "faces_refused": self.faces_refused,
+                **self.health}
 
     # ------------------------------------------------------------------ the part
     async def run(self, cam: CameraSection) -> None:
@@ -108,7 +111,10 @@ class VisionLink:
             self.state, self.camera, self.pid = "absent", "absent", None
 
     def _fault(self, door: str, reason: str, delay: float) -> None:
-        self.state, self.camera, self.last_error = "fault", "absent", reason
+        # "fault", not "absent": the camera is configured, its vision process is down (`menjin
+        # status` said "camera: absent" while vision crash-looped); health.json's enum has both
+        self.state, self.camera, self.last_error = "fault", "fault", reason
+        self.faces_refused = None
         self.faults += 1
         self._ready.clear()
         if not self._faulted:
@@ -131,6 +137,7 @@ class VisionLink:
         finally:
             theirs.close()
         self.pid, self.state = proc.pid, "starting"
+        self.faces_refused = None  # the new process tells its own
         reader: asyncio.StreamReader | None = None
         try:
             reader, self._writer = await asyncio.open_unix_connection(
@@ -183,6 +190,7 @@ class VisionLink:
             error = text(message, "last_error")
             if error is not None:
                 self.last_error = error
+            self.faces_refused = text_or_none(message, "faces_refused")
         elif kind == "ready":
             self.state, self.camera, self.last_error = "ok", "ok", None
             self._ready.set()
@@ -223,8 +231,11 @@ class VisionLink:
             raise WireError(f"unknown message type {kind!r}")
 
     # ------------------------------------------------------------------ simulate mode
-    async def show(self, door: str, photo: bytes, seconds: float) -> None:
-        """Put a photo in front of the synthetic camera of the vision process (simulate mode).
+    async def show(self, door: str, photo: bytes, seconds: float, *, frames: int = 0,
+                   max_seconds: float | None = None) -> None:
+        """Put a photo in front of the synthetic camera of the vision process (simulate mode):
+        for ``seconds``, and then until the pipeline processed ``frames`` frames since it was
+        shown, but at most ``max_seconds``.
 
         Raises LookupError when this door has no vision process or it does not become ready.
         """
@@ -236,7 +247,8 @@ class VisionLink:
             raise LookupError(f"the vision process of {door} is not ready "
                               f"({self.state}: {self.last_error})") from None
         assert self._writer is not None
-        self._writer.write(encode({"type": "show", "seconds": seconds,
+        self._writer.write(encode({"type": "show", "seconds": seconds, "frames": frames,
+                                   "max_seconds": max_seconds or seconds,
                                    "photo": base64.b64encode(photo).decode()}))
         await self._writer.drain()
 

@@ -137,6 +137,8 @@ class Session:
         self.burst: Burst | None = None
         self.burst_lock = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
+        #: why this door refuses every face while vision runs (fail closed), else None
+        self.faces_refused: str | None = None
 
     def send(self, message: dict[str, Any]) -> None:
         """Queue a message for the daemon (event loop only)."""
@@ -154,7 +156,8 @@ class Session:
         w = self.worker
         return {"type": "health", "frames": self.frames,
                 "processed": w.processed if w else 0, "dropped": w.dropped if w else 0,
-                "errors": w.errors if w else 0, "last_error": self.last_error}
+                "errors": w.errors if w else 0, "last_error": self.last_error,
+                "faces_refused": self.faces_refused}
 
     async def heartbeat(self) -> None:
         while True:
@@ -224,6 +227,10 @@ class Session:
             pipeline = await asyncio.to_thread(build_pipeline, vision,
                                                self.config.privacy.portraits, camera=cam,
                                                nir_frames=nir_frames)
+            from vision.nir import NirUnavailable
+            nir = getattr(pipeline.liveness, "nir", None)
+            if isinstance(nir, NirUnavailable):
+                self.faces_refused = nir.reason
             size = (cam.width, cam.height)
             self.synthetic = SyntheticSource(size) if self.config.hardware.simulate else None
             source = self.synthetic or open_source(cam.source, size=size, fps=cam.fps)
@@ -241,6 +248,7 @@ class Session:
                 nir_camera.start()
             try:
                 self.send({"type": "ready", "door": cam.door})
+                self.send(self.health())  # the door's refusal, if any, at once
                 await self.commands(reader)  # returns at end of file: the daemon went away
             finally:
                 await asyncio.to_thread(camera.stop)
@@ -297,7 +305,14 @@ class Session:
         if image is None:
             log.warning("vision: sim photo is not a readable image")
             return
-        self.synthetic.show(image, float(message.get("seconds", 2.0)))
+        frames = int(message.get("frames", 0))
+        done = None
+        if frames > 0 and self.worker is not None:
+            # until the pipeline handled that many frames of it, not only for wall-clock time
+            worker, target = self.worker, self.worker.processed + frames
+            done = lambda: worker.processed >= target  # noqa: E731
+        self.synthetic.show(image, float(message.get("seconds", 2.0)), done=done,
+                            max_seconds=float(message.get("max_seconds", 0.0)) or None)
 
 
 async def serve(config: GateConfig, fd: int) -> int:

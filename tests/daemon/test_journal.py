@@ -480,3 +480,19 @@ async def test_a_burst_of_routine_events_goes_to_disk_in_a_few_group_commits(
         assert journal.group_commits <= 500 // 100 + 2
     finally:
         journal.close()
+
+
+def test_numbering_continues_after_a_seq_floor_known_from_elsewhere(tmp_path: Path) -> None:
+    """A new journal after a recovery: seq 1 again would be dropped by the station as a
+    duplicate of the lost journal's seq 1 (it dedups by gate and seq)."""
+    journal = open_journal(tmp_path, seq_floor=29)
+    assert journal.seq_at_open == 0
+    assert journal.record(Event("door.opened", door="front", ts_ms=T0))["seq"] == 30
+    journal.close()
+    journal = open_journal(tmp_path)  # the floor was stored: no floor needed on reopening
+    assert journal.seq_at_open == 30
+    assert journal.record(Event("door.opened", door="front", ts_ms=T0 + 1))["seq"] == 31
+    journal.close()
+    journal = open_journal(tmp_path, seq_floor=5)  # a lower floor changes nothing
+    assert journal.record(Event("door.opened", door="front", ts_ms=T0 + 2))["seq"] == 32
+    journal.close()

@@ -123,3 +123,19 @@ async def test_a_refused_burst_and_a_door_without_camera_say_why() -> None:
 async def test_frames_nobody_waits_for_any_more_are_dropped() -> None:
     vision = link([])
     await listen(vision, line({"type": "burst", "frames": []}))  # no error, nothing to resolve
+
+
+async def test_status_tells_a_door_refusing_faces_and_a_down_vision_is_no_absent_camera(
+        ) -> None:
+    events: list[Event] = []
+    vision = link(events)
+    reason = "no NIR calibration at /x/nir.json: run `menjin camera calibrate`"
+    await listen(vision, line({"type": "ready"}),
+                 line({"type": "health", "frames": 3, "processed": 3, "dropped": 0,
+                       "errors": 0, "last_error": None, "faces_refused": reason}))
+    status = vision.status()
+    assert (status["state"], status["camera"], status["faces_refused"]) == ("ok", "ok", reason)
+    vision._fault("front", "exit 1", 1.0)  # the process died: the camera is not "absent"
+    status = vision.status()
+    assert (status["state"], status["camera"], status["faces_refused"]) == (
+        "fault", "fault", None)
