@@ -87,14 +87,15 @@ kill_guests() {  # processes whose root is $1 (mosquitto or daemons a test left 
 }
 cleanup() {
   local rc=$? i
+  set +e  # undo every mount whatever fails on the way
   for root in "${ROOTS[@]}"; do kill_guests "$root"; done
   for ((i=${#MOUNTS[@]}-1; i>=0; i--)); do
     umount "${MOUNTS[i]}" 2>/dev/null || umount -l "${MOUNTS[i]}" 2>/dev/null \
       || log "could not unmount ${MOUNTS[i]}"
   done
   MOUNTS=()
-  [ -n "${WORK:-}" ] && rm -rf "$WORK"
-  [ -n "${BUILDING:-}" ] && rm -rf "$BUILDING"
+  [ -n "${WORK:-}" ] && rm -rf --one-file-system "$WORK"
+  [ -n "${BUILDING:-}" ] && rm -rf --one-file-system "$BUILDING"
   exit "$rc"
 }
 ROOTS=()
@@ -133,7 +134,7 @@ guest() {  # guest ROOT COMMAND: a login-free shell in the chroot with a clean e
 copy_tree() {  # the working tree (tracked and untracked, not ignored) into ROOT/opt/menjin
   local dest=$1/${GUEST_REPO#/}
   mkdir -p "$dest"
-  find "$dest" -mindepth 1 -maxdepth 1 ! -name .venv -exec rm -rf {} +
+  find "$dest" -mindepth 1 -maxdepth 1 ! -name .venv -exec rm -rf --one-file-system {} +
   (cd "$REPO" && git ls-files -z --cached --others --exclude-standard \
      | xargs -0 -I{} sh -c 'test -e "{}" && printf "%s\0" "{}"' \
      | tar --null -T - -cf -) | tar -xf - -C "$dest"
@@ -143,7 +144,7 @@ copy_tree() {  # the working tree (tracked and untracked, not ignored) into ROOT
 build_base() {
   local dir=$1
   BUILDING="$dir.partial"
-  rm -rf "$BUILDING"
+  rm -rf --one-file-system "$BUILDING"
   log "debootstrap $SUITE arm64 (minbase)"
   local t0=$SECONDS
   debootstrap --arch=arm64 --variant=minbase --include=python3,python3-venv,python3-pip \
@@ -154,7 +155,8 @@ build_base() {
   mount_system "$BUILDING"
   log "docs/install.md step 1 (Debian stand-in for Raspberry Pi OS): $apt_cmd"
   guest "$BUILDING" "apt-get update -qq && $apt_cmd -qq --no-install-recommends && \
-    apt-get install -y -qq --no-install-recommends $TEST_PACKAGES && apt-get clean"
+    apt-get install -y -qq --no-install-recommends $TEST_PACKAGES && apt-get clean" \
+    >"$CACHE/apt.log" 2>&1 || { tail -30 "$CACHE/apt.log" >&2; die "apt-get in the root file system failed"; }
   unmount_all
   log "system packages took $((SECONDS - t0)) s"
   mv "$BUILDING" "$dir"
@@ -165,14 +167,15 @@ build_base() {
 build_venv() {
   local base=$1 dir=$2
   BUILDING="$dir.partial"
-  rm -rf "$BUILDING"
+  rm -rf --one-file-system "$BUILDING"
   log "copying the base layer"
   cp -a "$base" "$BUILDING"
   mount_system "$BUILDING"
   copy_tree "$BUILDING"
   local t0=$SECONDS
   log "docs/install.md step 2: $venv_cmd; $pip_cmd"
-  guest "$BUILDING" "cd $GUEST_REPO && $venv_cmd && $pip_cmd"
+  guest "$BUILDING" "cd $GUEST_REPO && $venv_cmd && $pip_cmd && \
+    .venv/bin/python -c 'import cv2, onnxruntime, lgpio; print(\"board venv: cv2\", cv2.__version__)'"
   log "install as documented took $((SECONDS - t0)) s"
   t0=$SECONDS
   log "test tools: .[dev], then the headless OpenCV (see tools/headless-opencv.sh)"
@@ -251,7 +254,7 @@ main() {
   if [ ! -d "$venv" ]; then
     build_venv "$base" "$venv"
     # Older venv layers are dead weight once pyproject.toml changed.
-    find "$CACHE" -maxdepth 1 -name 'venv-*' ! -path "$venv" -exec rm -rf {} +
+    find "$CACHE" -maxdepth 1 -name 'venv-*' ! -path "$venv" -exec rm -rf --one-file-system {} +
   else
     log "cached venv layer: $venv"
   fi
