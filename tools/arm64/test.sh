@@ -7,12 +7,13 @@
 #    /var/cache/menjin-arm64) in two layers: the Debian base (debootstrap plus the system packages
 #    that docs/install.md names), keyed by the package list, and the project's venv on top of it,
 #    keyed by a hash of pyproject.toml. A changed pyproject.toml rebuilds only the venv.
-# 2. Each run mounts an overlay on the cached tree (the cache is never modified by tests), copies the
-#    working tree in, installs it as docs/install.md says, bind-mounts the models and photos (../shared, or
-#    MENJIN_MODELS / MENJIN_FACES) read-only, and runs the named subset in tools/arm64/subset.txt, timing each part.
+# 2. Each run mounts an overlay on the cached tree (the cache is never modified by tests), copies
+#    the working tree in, installs it as docs/install.md says, bind-mounts the models and photos
+#    (../shared, or MENJIN_MODELS / MENJIN_FACES) read-only, and runs the named subset in
+#    tools/arm64/subset.txt, timing each part.
 # 3. Everything mounted is unmounted on exit, also on failure or Ctrl-C.
 #
-# Emulated timings are not board timings: under qemu the CPU is several times slower than a Pi 4.
+# Emulated timings are not board timings (docs/performance.md): they prove nothing about speed.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
