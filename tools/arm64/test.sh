@@ -32,6 +32,9 @@ PI_OS_ONLY="python3-lgpio"
 # What the test subset needs beyond the install instructions (the Makefile's TEST_DEPS less the
 # browser, which only station page tests use).
 TEST_PACKAGES="mosquitto socat"
+# pytest's per-test limit under emulation (pyproject's 300 s is for native speed; one face test
+# that takes 20 s on x86 takes minutes emulated on a busy machine).
+EMULATED_TEST_TIMEOUT=1800
 GUEST_REPO=/opt/menjin
 GUEST_SHARED=/opt/shared
 
@@ -259,7 +262,8 @@ print(platform.machine(), \"cv2\", cv2.__version__, \"onnxruntime\", onnxruntime
     set +e
     guest "$root" "cd $GUEST_REPO && $(select_files "$paths") && \
       if [ \${#files[@]} = 0 ]; then echo 'no test files match: $paths' >&2; exit 4; fi && \
-      .venv/bin/python -m pytest -q -p no:cacheprovider \"\${files[@]}\""
+      .venv/bin/python -m pytest -q -p no:cacheprovider --timeout=$EMULATED_TEST_TIMEOUT \
+      \"\${files[@]}\""
     rc=$?
     set -e
     took=$((SECONDS - start)) cpu=$(($(cpu_seconds) - cpu_start))
