@@ -270,7 +270,7 @@ print(platform.machine(), \"cv2\", cv2.__version__, \"onnxruntime\", onnxruntime
     summary+=$(printf '\n  %-10s %5d s wall %5d s CPU  %s' "$name" "$took" "$cpu" \
       "$([ $rc = 0 ] && echo passed || echo "FAILED ($rc)")")
     [ $rc = 0 ] || FAILED=1
-  done <"$HERE/subset.txt"
+  done <"${MENJIN_ARM64_SUBSET:-$HERE/subset.txt}"
   log "parts:$summary"
 }
 
