@@ -10,7 +10,7 @@
 # 2. Each run mounts an overlay on the cached tree (the cache is never modified by tests), copies
 #    the working tree in, installs it as docs/install.md says, bind-mounts the models and photos
 #    (../shared, or MENJIN_MODELS / MENJIN_FACES) read-only, and runs the named subset in
-#    tools/arm64/subset.txt, timing each part.
+#    tools/arm64/subset.txt (or the file in MENJIN_ARM64_SUBSET), timing each part.
 # 3. Everything mounted is unmounted on exit, also on failure or Ctrl-C.
 #
 # Emulated timings are not board timings (docs/performance.md): they prove nothing about speed.
