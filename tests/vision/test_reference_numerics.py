@@ -101,24 +101,54 @@ def test_the_reference_is_far_enough_from_every_threshold(
             assert best - second - DEFAULT_MATCH_MARGIN > 2 * COSINE_TOLERANCE, (key, best, second)
 
 
+def deviations(got: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
+    """The largest absolute difference of each quantity over all faces, and where it is.
+
+    Returns ``{"landmarks_px": (max, face), "head": (max, face), "cosine": (max, face),
+    "decisions": [(face, expected, got), ...]}``; faces found in only one of them are left to
+    the caller."""
+    worst: dict[str, Any] = {"landmarks_px": (0.0, ""), "head": (0.0, ""), "cosine": (0.0, "")}
+    changed = []
+    for key in sorted(set(expected["faces"]) & set(got["faces"])):
+        want, have = expected["faces"][key], got["faces"][key]
+        for name, a, b in (
+            ("landmarks_px", have["landmarks"], want["landmarks"]),
+            ("head", have["head"], want["head"]),
+            ("cosine", [have["scores"].get(p, np.nan) for p in want["scores"]],
+             list(want["scores"].values())),
+        ):
+            d = float(np.max(np.abs(np.subtract(a, b, dtype=float))))
+            if not d <= worst[name][0]:  # NaN (a missing person) counts as worst
+                worst[name] = (d, key)
+        if have["decision"] != want["decision"]:
+            changed.append((key, want["decision"], have["decision"]))
+    return {**worst, "decisions": changed}
+
+
 @pytest.mark.parametrize(("det", "emb"), ROUTES)
 def test_numerics_match_the_x86_reference(
-    models_dir: Path, faces_dir: Path, reference: dict[str, Any], det: str, emb: str
+    models_dir: Path, faces_dir: Path, reference: dict[str, Any], det: str, emb: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """Every face's landmarks, embedding head and cosines within tolerance, the same decisions.
+
+    The measured maxima are printed (also when the test passes), so that a run on another CPU
+    shows how far it is from the x86 reference, not only whether it is within tolerance."""
     expected = reference["routes"][route_name(det, emb)]
     got = measure(models_dir, faces_dir, det, emb)
+    dev = deviations(got, expected)
+    with capsys.disabled():
+        print(f"\n{route_name(det, emb)} on {platform.machine()} vs {reference['recorded_on']}: "
+              f"max |d landmark| {dev['landmarks_px'][0]:.3f} px ({dev['landmarks_px'][1]}), "
+              f"max |d head| {dev['head'][0]:.5f} ({dev['head'][1]}), "
+              f"max |d cosine| {dev['cosine'][0]:.5f} ({dev['cosine'][1]}), "
+              f"decisions changed: {dev['decisions'] or 'none'}")
     assert got["persons"] == expected["persons"]
     assert sorted(got["faces"]) == sorted(expected["faces"]), "other faces were found"
-    for key, want in expected["faces"].items():
-        have = got["faces"][key]
-        np.testing.assert_allclose(have["landmarks"], want["landmarks"], rtol=0,
-                                   atol=LANDMARK_TOLERANCE_PX, err_msg=key)
-        np.testing.assert_allclose(have["head"], want["head"], rtol=0, atol=COMPONENT_TOLERANCE,
-                                   err_msg=key)
-        for person, score in want["scores"].items():
-            assert have["scores"][person] == pytest.approx(score, abs=COSINE_TOLERANCE), (
-                key, person)
-        assert have["decision"] == want["decision"], key
+    assert dev["decisions"] == [], "other decisions"
+    assert dev["landmarks_px"][0] <= LANDMARK_TOLERANCE_PX, dev
+    assert dev["head"][0] <= COMPONENT_TOLERANCE, dev
+    assert dev["cosine"][0] <= COSINE_TOLERANCE, dev
 
 
 @pytest.mark.parametrize(("det", "emb"), ROUTES)
