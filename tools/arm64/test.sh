@@ -208,10 +208,13 @@ build_venv() {
   BUILDING=""
 }
 
-cpu_seconds() {  # CPU seconds (user + system) of all finished child processes so far
-  times >"$CACHE/times"  # in this shell: a subshell would count its own children only
-  awk 'END { split($1, u, /[ms]/); split($2, s, /[ms]/); print int(u[1]*60 + u[2] + s[1]*60 + s[2]) }' \
-    "$CACHE/times"
+cpu_now() {  # sets CPU_NOW: CPU seconds (user + system) of all finished child processes so far
+  # `times` must run in this shell, not in a $(...) subshell: a forked shell starts with no
+  # finished children, so it would report 0.
+  times >"$CACHE/times.$$"
+  CPU_NOW=$(awk 'END { split($1, u, /[ms]/); split($2, s, /[ms]/); print int(u[1]*60 + u[2] + s[1]*60 + s[2]) }' \
+    "$CACHE/times.$$")
+  rm -f "$CACHE/times.$$"
 }
 
 select_files() {  # shell code that sets the array `files`: the globs' matches less the !globs
@@ -258,7 +261,8 @@ print(platform.machine(), \"cv2\", cv2.__version__, \"onnxruntime\", onnxruntime
   while read -r name paths; do
     case "$name" in ''|'#'*) continue ;; esac
     log "part '$name': $paths"
-    start=$SECONDS cpu_start=$(cpu_seconds)
+    cpu_now
+    start=$SECONDS cpu_start=$CPU_NOW
     set +e
     guest "$root" "cd $GUEST_REPO && $(select_files "$paths") && \
       if [ \${#files[@]} = 0 ]; then echo 'no test files match: $paths' >&2; exit 4; fi && \
@@ -266,7 +270,8 @@ print(platform.machine(), \"cv2\", cv2.__version__, \"onnxruntime\", onnxruntime
       \"\${files[@]}\""
     rc=$?
     set -e
-    took=$((SECONDS - start)) cpu=$(($(cpu_seconds) - cpu_start))
+    cpu_now
+    took=$((SECONDS - start)) cpu=$((CPU_NOW - cpu_start))
     summary+=$(printf '\n  %-10s %5d s wall %5d s CPU  %s' "$name" "$took" "$cpu" \
       "$([ $rc = 0 ] && echo passed || echo "FAILED ($rc)")")
     [ $rc = 0 ] || FAILED=1
@@ -299,7 +304,8 @@ main() {
   log "root file system ready after $((SECONDS - t_all)) s"
   FAILED=0
   run_subset "$venv"
-  log "test-arm64 took $((SECONDS - t_all)) s in all, $(cpu_seconds) s of CPU"
+  cpu_now
+  log "test-arm64 took $((SECONDS - t_all)) s in all, $CPU_NOW s of CPU"
   return $FAILED
 }
 
