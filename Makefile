@@ -14,12 +14,13 @@ TEST_DEPS := $(DEMO_DEPS) chromium:chromium chromedriver:chromium-driver \
 export MENJIN_MODELS ?= $(abspath $(CURDIR)/../shared/models)
 export MENJIN_FACES ?= $(abspath $(CURDIR)/../shared/faces)
 
-.PHONY: demo test lint demo-deps test-deps i18n
+.PHONY: demo test test-arm64 lint demo-deps test-deps i18n
 
 $(VENV): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e '.[dev]'
+	tools/headless-opencv.sh $(VENV)
 	touch $(VENV)
 
 define apt_install
@@ -43,6 +44,11 @@ demo: $(VENV) demo-deps
 
 test: $(VENV) test-deps
 	$(BIN)/python -m pytest
+
+# The named test subset on aarch64 in an emulated Debian arm64 root file system (root only; cached in
+# /var/cache/menjin-arm64; see tools/arm64/test.sh and docs/performance.md).
+test-arm64:
+	tools/arm64/test.sh
 
 lint: $(VENV)
 	$(BIN)/ruff check menjin daemon drivers vision station protocol yamlconfig tests bench
