@@ -15,13 +15,20 @@ from the decision, which keeps :func:`decide` pure and table-testable.
 Checks run in a fixed order and the first failing one names the reason::
 
     lockdown → revoked → unknown_credential → face_not_consented → liveness_failed → disabled →
-    not_yet_valid → expired → not_allowed_at_door → outside_schedule → credential_not_accepted →
+    not_yet_valid → expired → not_allowed_at_door → time_untrusted → outside_schedule →
+    credential_not_accepted →
     second_factor_required (PIN) / wrong_pin → anti_passback → second_factor_required (face/card)
 
 A duress credential (a person's duress card, or their duress PIN) raises ``duress`` on the decision
 whatever the outcome, so the silent ``access.duress`` alarm goes out even when the door stays shut;
 when the person is otherwise valid it grants without waiting for a second factor and ignores
 anti-passback: a person under threat must not be seen to be refused.
+
+Time the gate cannot trust (:mod:`daemon.trusted_time`) never extends a validity period or opens
+a schedule: validity is checked against the clock *and* the floor (not yet valid or expired by
+either → refused), and while the clock is untrusted a door reached only through a time-restricted
+schedule is refused with ``time_untrusted`` (policy ``always_only``, the default: groups with the
+``always`` schedule keep working); policy ``clock`` evaluates schedules on the clock anyway.
 """
 
 from __future__ import annotations
@@ -38,10 +45,13 @@ from zoneinfo import ZoneInfo
 from daemon.config import AccessRule
 from daemon.events import Event
 from daemon.schedule import DEFAULT_TIMEZONE, Schedule, local_time
+from daemon.trusted_time import TimeView
 from protocol.pins import hash_pin as hash_pin  # re-exported: the PIN hash is part of the contract
 from protocol.pins import verify_pin
 
 CredentialKind = Literal["card", "face"]
+#: What schedules do while the clock is untrusted (config ``clock.untrusted_schedules``).
+UntrustedPolicy = Literal["always_only", "clock"]
 Direction = Literal["entry", "exit"]
 #: PIN guessing lockout: this many wrong PINs for one person within PIN_LOCK_SECONDS block their
 #: card + PIN at every door until the oldest of them is that old (a duress PIN still works).
@@ -76,6 +86,7 @@ class Reason(StrEnum):
     FACE_NOT_CONSENTED = "face_not_consented"
     LIVENESS_FAILED = "liveness_failed"
     PIN_LOCKED = "pin_locked"
+    TIME_UNTRUSTED = "time_untrusted"
 
 
 # --------------------------------------------------------------------------- model
@@ -225,6 +236,8 @@ class AccessIndex:
     holidays: frozenset[date]
     zone: ZoneInfo
     groups: Mapping[str, Group] = field(default_factory=dict)
+    #: make-up working days (调休): weekend dates that count as a working day
+    workdays: frozenset[date] = frozenset()
 
     @classmethod
     def build(
@@ -233,6 +246,7 @@ class AccessIndex:
         groups: Iterable[Group],
         *,
         holidays: Iterable[date] = (),
+        workdays: Iterable[date] = (),
         revoked: Iterable[str] = (),
         version: int = 0,
         zone: ZoneInfo | None = None,
@@ -265,6 +279,7 @@ class AccessIndex:
             holidays=frozenset(holidays),
             zone=zone or ZoneInfo(DEFAULT_TIMEZONE),
             groups=MappingProxyType(group_map),
+            workdays=frozenset(workdays),
         )
 
     def person(self, person_id: str) -> Person | None:
@@ -306,6 +321,10 @@ class AccessState:
     index: AccessIndex
     memory: PassageMemory
     lockdown: bool = False
+    #: a lower bound of the true time (the floor); None: the clock alone
+    floor: datetime | None = None
+    time_trusted: bool = True
+    untrusted_policy: UntrustedPolicy = "always_only"
 
 
 # --------------------------------------------------------------------------- decision
@@ -343,7 +362,7 @@ def decide(credential: Credential, door: DoorPolicy, now: datetime, state: Acces
     pin_ok, duress_pin = _pin_matches(credential, person)
     if duress_pin:
         duress = True
-    refusal = _validity(entry, door.door, now, index)
+    refusal = _validity(entry, door.door, now, index, state)
     if refusal is not None:
         return deny(refusal, person_id, duress=duress)
     if kind not in _ACCEPTS[door.rule]:
@@ -387,20 +406,25 @@ def pin_matches(pin: str, person: Person | None) -> tuple[bool, bool]:
     return verify_pin(pin, person.pin_hash), verify_pin(pin, person.duress_pin_hash)
 
 
-def _validity(entry: _Entry, door: str, now: datetime, index: AccessIndex) -> Reason | None:
+def _validity(entry: _Entry, door: str, now: datetime, index: AccessIndex,
+              state: AccessState) -> Reason | None:
     if not entry.person.enabled:
         return Reason.DISABLED
     local = local_time(now, index.zone)  # refuses a naive time before any comparison
-    ts = now.timestamp()
-    if ts < entry.not_before:
+    times = [now.timestamp()]
+    if state.floor is not None:  # the true time is not earlier than the floor
+        times.append(state.floor.timestamp())
+    if min(times) < entry.not_before:
         return Reason.NOT_YET_VALID
-    if ts >= entry.not_after:
+    if max(times) >= entry.not_after:
         return Reason.EXPIRED
     schedules = entry.doors.get(door)
     if not schedules:
         return Reason.NOT_ALLOWED_AT_DOOR
+    if not state.time_trusted and state.untrusted_policy == "always_only":
+        return None if any(s.always for s in schedules) else Reason.TIME_UNTRUSTED
     for schedule in schedules:
-        if schedule.is_open(local, index.holidays):
+        if schedule.is_open(local, index.holidays, index.workdays):
             return None
     return Reason.OUTSIDE_SCHEDULE
 
@@ -445,8 +469,12 @@ class AccessController:
         policies: Mapping[str, DoorPolicy],
         *,
         card_key: Callable[[str], str] = _identity,
+        time: Callable[[], TimeView] | None = None,
+        untrusted_policy: UntrustedPolicy = "always_only",
     ) -> None:
         self._index = index
+        self._time = time
+        self.untrusted_policy: UntrustedPolicy = untrusted_policy
         self._policies = dict(policies)
         self._card_key = card_key
         self.memory = PassageMemory()
@@ -492,7 +520,12 @@ class AccessController:
 
     def _decide(self, credential: Credential, door: str, now: datetime, lockdown: bool) -> Decision:
         policy = self._policies.get(door) or DoorPolicy(door)
-        decision = decide(credential, policy, now, AccessState(self._index, self.memory, lockdown))
+        view = self._time() if self._time is not None else None
+        state = AccessState(self._index, self.memory, lockdown,
+                            floor=view.floor if view is not None else None,
+                            time_trusted=view.trusted if view is not None else True,
+                            untrusted_policy=self.untrusted_policy)
+        decision = decide(credential, policy, now, state)
         self._remember(decision, policy, now)
         return decision
 

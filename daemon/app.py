@@ -50,6 +50,7 @@ from daemon.simulate import SimulatedBoard
 from daemon.station_commands import StationCommands
 from daemon.store import Store, StoreError
 from daemon.supervise import PartGaveUpError
+from daemon.trusted_time import CLOCK_FLOOR_FILE, TrustedTime
 from daemon.upkeep import AUDIT_CURSOR, AuditTrail, Erasure, Residents, privacy_upkeep
 from daemon.uplink import Uplink
 from daemon.vision_link import VisionLink
@@ -65,7 +66,7 @@ READY_TIMEOUT_SECONDS = 30.0
 RECENT_EVENTS = 500
 BYTES_PER_MB = 1024 * 1024
 #: Parts that live as long as the process, whatever a reload changes.
-FIXED_PARTS = frozenset({"control", "residents", "privacy"})
+FIXED_PARTS = frozenset({"control", "residents", "privacy", "clock"})
 
 
 class Gate:
@@ -86,7 +87,10 @@ class Gate:
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
         self.last_seq = 0
         self._stopping = False
-        self.access = AccessController(EMPTY_INDEX, door_policies(config))
+        self.time = TrustedTime(emit=self.emit, floor_file=config.state_dir / CLOCK_FLOOR_FILE,
+                                rtc=config.clock.rtc)
+        self.access = AccessController(EMPTY_INDEX, door_policies(config), time=self.time.view,
+                                       untrusted_policy=config.clock.untrusted_schedules)
         self.control = GateControl(self)
         self.parts = Parts(emit=self.emit, fixed=FIXED_PARTS)
         self.audit_log = AuditLog(config.privacy.audit_path)
@@ -99,7 +103,8 @@ class Gate:
                                cooldown_seconds=lockout.cooldown_seconds)
         self.doors = Doors(pins=self.pins, board=self.board, emit=self.emit,
                            zone=lambda: ZoneInfo(self.config.gate.timezone),
-                           holidays=lambda: self.access.index.holidays)
+                           holidays=lambda: self.access.index.holidays,
+                           workdays=lambda: self.access.index.workdays, time=self.time.view)
         self.passage = Passage(access=lambda: self.access, doors=self.doors, lockout=self.lockout,
                                emit=self.emit, multi_factor_seconds=self._multi_factor_seconds)
         self.readers = Readers(pins=self.pins, board=self.board, emit=self.emit,
@@ -180,6 +185,7 @@ class Gate:
         """A reloaded config becomes the running one; returns the restarted parts."""
         self.config = config
         self.access.set_policies(door_policies(config))
+        self.access.untrusted_policy = config.clock.untrusted_schedules
         return await self.apply(config)
 
     async def faces_changed(self) -> None:
@@ -198,7 +204,8 @@ class Gate:
             key_file=tls.key_file if tls else None, username=up.username,
             password_file=up.password_file, password_env=up.password_env,
             client_id=up.client_id,
-            commands=self.station_commands.processor(config, self.journal, self.emit),
+            commands=self.station_commands.processor(config, self.journal, self.emit,
+                                                     self.time),
             portraits=config.privacy.portraits, legal_basis=config.privacy.legal_basis,
             health_seconds=up.health_seconds, health_source=self.health,
             inflight=up.inflight,
@@ -240,6 +247,9 @@ class Gate:
             log.error("cannot open the journal: %s", exc)
             return EX_CONFIG
         journal.start_writer(loop)  # from here on no fsync runs on the door's loop
+        self.time.raise_floor(journal.newest_ts_ms())
+        journal.stamp = self.time.stamp
+        self.time.view()  # a clock behind the journal is reported before anything else
         try:
             try:
                 await self._serve()
@@ -273,6 +283,7 @@ class Gate:
             listening = asyncio.Event()
             self.parts.start("control", None, functools.partial(control.serve, listening.set))
             self.parts.start("residents", None, residents.watch)
+            self.parts.start("clock", None, self.time.watch)
             self.parts.start("privacy", None, functools.partial(
                 privacy_upkeep, journal, self.audit_trail,
                 lambda: self.config.privacy.audit_retention_days))
@@ -295,7 +306,8 @@ class Gate:
         self.store = Store(c.access.db, card_key=read_key(key_file) if key_file else None,
                            zone=ZoneInfo(c.gate.timezone))
         self.access = AccessController(self.store.load_index(), door_policies(c),
-                                       card_key=self.store.card_ref)
+                                       card_key=self.store.card_ref, time=self.time.view,
+                                       untrusted_policy=c.clock.untrusted_schedules)
         self.residents = Residents(self.store, self.access)
         log.info("resident store %s: version %d, %d person(s)", c.access.db,
                  self.access.index.version, len(self.access.index.persons))

@@ -20,8 +20,9 @@ from daemon.builders import build_door
 from daemon.config import DoorSection
 from daemon.door import DoorController
 from daemon.events import Emit
-from daemon.schedule import local_time, parse_schedule
+from daemon.schedule import Schedule, local_time, parse_schedule
 from daemon.simulate import SimulatedBoard
+from daemon.trusted_time import TimeView
 from drivers.feedback import FeedbackFanout
 
 log = logging.getLogger(__name__)
@@ -33,12 +34,16 @@ class Doors(Mapping[str, DoorController]):
     """The running doors of one gate (door id → controller)."""
 
     def __init__(self, *, pins: Factory, board: SimulatedBoard | None, emit: Emit,
-                 zone: Callable[[], ZoneInfo], holidays: Callable[[], frozenset[date]]) -> None:
+                 zone: Callable[[], ZoneInfo], holidays: Callable[[], frozenset[date]],
+                 workdays: Callable[[], frozenset[date]] = frozenset,
+                 time: Callable[[], TimeView] | None = None) -> None:
         self._pins = pins
         self._board = board
         self._emit = emit
         self._zone = zone
         self._holidays = holidays
+        self._workdays = workdays
+        self._time = time
         self._running: dict[str, DoorController] = {}
         #: door → its GPIO LEDs plus the LED/buzzer of the OSDP readers serving it
         self._feedback: dict[str, FeedbackFanout] = {}
@@ -94,12 +99,23 @@ class Doors(Mapping[str, DoorController]):
         """
         schedule = parse_schedule(text)
         while True:
-            local = local_time(datetime.now(UTC), self._zone())
-            inside = schedule.is_open(local, self._holidays())
-            wanted = "hold_open" if inside else "normal"
-            if door.mode != "lockdown" and door.mode != wanted:
-                door.set_mode(wanted)
-            await asyncio.sleep(HOLD_OPEN_CHECK_SECONDS - local.second % HOLD_OPEN_CHECK_SECONDS)
+            await asyncio.sleep(self.hold_open_step(door, schedule))
+
+    def hold_open_step(self, door: DoorController, schedule: Schedule) -> float:
+        """Put ``door`` in the mode its hold-open schedule wants now; returns the seconds until
+        the next check.  Time the gate cannot trust never unlocks: outside trusted time the
+        door is ``normal`` (locked) whatever the clock says."""
+        view = self._time() if self._time is not None else None
+        local = local_time(view.clock if view is not None else datetime.now(UTC), self._zone())
+        trusted = view is None or view.trusted
+        inside = trusted and schedule.is_open(local, self._holidays(), self._workdays())
+        wanted = "hold_open" if inside else "normal"
+        if door.mode != "lockdown" and door.mode != wanted:
+            if not trusted and wanted == "normal":
+                log.warning("door %s: hold-open hours suspended, the clock is not trusted",
+                            door.door_id)
+            door.set_mode(wanted)
+        return float(HOLD_OPEN_CHECK_SECONDS - local.second % HOLD_OPEN_CHECK_SECONDS)
 
     def _interlock(self, other: str | None) -> Callable[[], bool] | None:
         """Sally port: refuse to unlock while the other door is open or unlocked."""

@@ -22,6 +22,7 @@ from daemon.door import DoorController
 from daemon.events import Emit
 from daemon.faces import EnrolOutcome, check_consent, face_models, store_enrolment, template_store
 from daemon.journal import Journal
+from daemon.trusted_time import TrustedTime
 from daemon.upkeep import AuditTrail, Erasure, Residents
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,10 @@ class StationCommands:
                 "enrol": self.enrol, "remove": self.remove, "forget": self.forget,
                 "mode": self.mode}
 
-    def processor(self, config: GateConfig, journal: Journal, emit: Emit) -> CommandProcessor:
-        """The command processor of ``config``'s uplink, with the station's public key."""
+    def processor(self, config: GateConfig, journal: Journal, emit: Emit,
+                  time: TrustedTime | None = None) -> CommandProcessor:
+        """The command processor of ``config``'s uplink, with the station's public key; its
+        counters and nonces are kept in ``journal``, its validity judged on ``time``."""
         from daemon.keys import load_station_key
 
         assert config.uplink is not None
@@ -76,6 +79,7 @@ class StationCommands:
             gate=config.gate.id,
             station_key=load_station_key(key_file) if key_file is not None else None,
             remember_nonce=journal.remember_nonce, emit=emit, handlers=self.handlers(),
+            remember_counter=journal.remember_counter, time=time,
         )
 
     async def config(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ EVENT_TYPES = frozenset(
         "vision.fault", "vision.restored",
         "capture", "journal.dropped", "command.accepted", "command.refused", "person.forgotten",
         "part.failed", "part.restored", "config.reloaded", "config.rejected", "audit",
+        "clock.behind", "clock.corrected",
     }
 )
 #: Event types that are alarms: fsynced, uplinked ahead of backlog, never evicted, highlighted.
