@@ -136,7 +136,9 @@ async def send_command(
 ) -> dict[str, Any]:
     """Sign and publish one command, then return the gate's result (or raise on timeout)."""
     topics = GateTopics(config.mqtt.prefix, gate)
-    envelope = new_command(name, gate, args, key, ttl_s=config.command_ttl_seconds)
+    counter = await asyncio.to_thread(store.next_command_counter) if store is not None else None
+    envelope = new_command(name, gate, args, key, ttl_s=config.command_ttl_seconds,
+                           counter=counter)
     if store is not None:
         await asyncio.to_thread(store.record_command, envelope)
     factory = client_factory or (lambda: make_client(config.mqtt, "command"))

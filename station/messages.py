@@ -66,6 +66,8 @@ class EventRow:
     person: str | None
     reason: str | None
     data: dict[str, Any]
+    #: whether the gate's clock was trusted when it recorded the event (absent: an older gate)
+    time_trusted: bool = True
 
     @property
     def alarm(self) -> bool:
@@ -86,6 +88,9 @@ def parse_event(payload: bytes, gate: str) -> EventRow:
     if not isinstance(data, dict):
         raise MessageError("'data' must be a JSON object")
     optional = {key: _text(obj, key, required=False) for key in OPTIONAL_EVENT_FIELDS}
+    time_trusted = obj.get("time_trusted", True)
+    if not isinstance(time_trusted, bool):
+        raise MessageError("'time_trusted' must be true or false")
     return EventRow(
         id=event_id,
         gate=gate,
@@ -93,6 +98,7 @@ def parse_event(payload: bytes, gate: str) -> EventRow:
         ts_ms=_int(obj, "ts_ms", minimum=0),
         type=_text(obj, "type", required=True) or "",
         data=data,
+        time_trusted=time_trusted,
         **optional,
     )
 
