@@ -6,7 +6,8 @@ module checks, cheapest first: size, bounded JSON and shape, name against the to
 signature, validity window (expiry judged against the clock *and* the gate's time floor, so a
 clock set back cannot revive an expired command), the station's command counter (its
 high-water mark is kept in the journal and never purged: whatever the clock does, a captured
-command is taken once) and nonce (remembered in the journal until the envelope expires).  A refusal becomes a
+command is taken once) and nonce (remembered in the journal until the envelope expires).  A
+refusal becomes a
 ``command.refused`` alarm event with the reason and a result with ``ok: false``; an accepted
 command a ``command.accepted`` event, the handler's answer and a result with ``ok: true``.
 Handlers are registered by ``daemon/app.py`` (``open`` → door, ``sync`` → store,

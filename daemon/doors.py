@@ -99,7 +99,8 @@ class Doors(Mapping[str, DoorController]):
         """
         schedule = parse_schedule(text)
         while True:
-            await asyncio.sleep(self.hold_open_step(door, schedule))
+            delay = self.hold_open_step(door, schedule)
+            await asyncio.sleep(delay)
 
     def hold_open_step(self, door: DoorController, schedule: Schedule) -> float:
         """Put ``door`` in the mode its hold-open schedule wants now; returns the seconds until

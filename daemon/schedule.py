@@ -11,10 +11,11 @@ A group's schedule is written as short text an installer can read and a station 
 On a date of the holiday calendar only the ``hol`` windows apply (no ``hol`` clause: closed all
 day), except for ``always``.  A make-up working day (调休: a Saturday or Sunday the State Council
 declares a working day, to bridge a holiday) has the windows of a Monday, so ``mon-fri`` windows
-open on it; a date that is both is a holiday. a window that starts the evening before a holiday still runs to its
-end, because a window belongs to the day it starts on.  Ends are exclusive and ``24:00`` closes a
-day.  Everything is evaluated in local time of the gate (default Asia/Shanghai, which has no
-daylight saving; in zones that have it, local wall-clock times are what count).
+open on it; a date that is both is a holiday.  A window that starts the evening before a
+holiday still runs to its end, because a window belongs to the day it starts on.  Ends are
+exclusive and ``24:00`` closes a day.  Everything is evaluated in local time of the gate
+(default Asia/Shanghai, which has no daylight saving; in zones that have it, local wall-clock
+times are what count).
 """
 
 from __future__ import annotations

@@ -33,7 +33,6 @@ import ctypes
 import ctypes.util
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -131,7 +130,8 @@ class TrustedTime:
     ``floor_file``: where the last trusted time is kept (JSON ``{"last_trusted_ms": N}``);
     ``journal_newest_ms``: the newest timestamp already in the journal; ``rtc``: the RTC's sysfs
     directory, if one is fitted; ``clock``/``monotonic``/``synchronised`` (default
-    :func:`kernel_synchronised`)/``rtc_reader`` are injectable for tests.  Methods run on the event loop.
+    :func:`kernel_synchronised`)/``rtc_reader`` are injectable for tests.  Methods run on the
+    event loop.
     """
 
     def __init__(
@@ -291,7 +291,7 @@ class TrustedTime:
         tmp = self._floor_file.with_name(self._floor_file.name + ".tmp")
         try:
             tmp.write_text(json.dumps({"last_trusted_ms": value}), encoding="utf-8")
-            os.replace(tmp, self._floor_file)
+            tmp.replace(self._floor_file)
         except OSError as exc:
             log.warning("clock: cannot keep the floor in %s: %s", self._floor_file, exc)
             return

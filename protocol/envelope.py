@@ -6,10 +6,11 @@ An envelope is a JSON object ``{"v", "id", "name", "gate", "issued_at_ms", "expi
 :func:`signed_bytes`, the RFC 8785 canonical JSON of the envelope without ``sig`` (the gate
 re-canonicalises what it parsed, and the parser refuses repeated keys, so one set of bytes has
 one meaning).  ``counter`` is the station's monotonic command counter: the gate remembers the
-highest it accepted, so no clock change can make a captured command new again.  Binding ``gate`` and ``name`` into the signed
-bytes stops a command for one gate (or one action) from being replayed against another.  Time,
-nonce and replay checks need the gate's clock and journal and stay with the gate
-(``daemon/commands.py``); everything that needs only the bytes is here.
+highest it accepted, so no clock change can make a captured command new again.  Binding
+``gate`` and ``name`` into the signed bytes stops a command for one gate (or one action) from
+being replayed against another.  Time, counter, nonce and replay checks need the gate's clock
+and journal and stay with the gate (``daemon/commands.py``); everything that needs only the
+bytes is here.
 """
 
 from __future__ import annotations

@@ -341,8 +341,9 @@ class Store:
 
     def next_command_counter(self, station: str = "station") -> int:
         """The next command counter of this station's key, kept here: above every counter it
-        issued before and at least the time in microseconds (:func:`protocol.envelope.counter_after`),
-        so it keeps increasing when the station's clock goes back."""
+        issued before and at least the time in microseconds
+        (:func:`protocol.envelope.counter_after`), so it keeps increasing when the station's
+        clock goes back."""
         table = self.t["command_counter"]
         seed = now_ms() * 1000
         with self.engine.begin() as conn:

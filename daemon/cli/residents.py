@@ -36,8 +36,8 @@ from daemon.store import (
     StoreError,
     group_from_record,
     holidays_from_records,
-    workdays_from_records,
     person_from_record,
+    workdays_from_records,
 )
 from drivers.card import mask
 from protocol.pins import hash_pin

@@ -61,7 +61,7 @@ class Gate:
         return (await self.processor.process("open", json.dumps(envelope).encode())).result
 
     def nonces(self) -> int:
-        return int(self.journal._db.execute("SELECT count(*) FROM nonces").fetchone()[0])  # noqa: SLF001 (test looks at its own table)
+        return int(self.journal._db.execute("SELECT count(*) FROM nonces").fetchone()[0])
 
 
 def open_command(counter: int, issued_ms: int = T0) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import pytest
 from station import store as store_module
 from station.messages import EventRow
 from station.store import Store
-from tests.station.test_store import store as store  # noqa: F401 (the sqlite/postgresql fixture)
+from tests.station.test_store import store as store
 
 T0 = 1_790_000_000_000
 OFFSET = 3 * 86_400_000  # the gate's clock was three days behind
@@ -46,7 +46,7 @@ def rows() -> Iterator[list[EventRow]]:
     ]
 
 
-def test_correction_after_the_events(store: Store, rows: list[EventRow]) -> None:  # noqa: F811
+def test_correction_after_the_events(store: Store, rows: list[EventRow]) -> None:
     store.add_events(rows)
     store.add_events(rows)  # at-least-once: the duplicate correction must not apply twice
     assert times(store) == {1: T0 - 5_000, 2: T0 + 1 + OFFSET, 3: T0 + 2_000 + OFFSET,
@@ -54,7 +54,7 @@ def test_correction_after_the_events(store: Store, rows: list[EventRow]) -> None
     assert [e["seq"] for e in store.recent_events(gate="north")] == [5, 4, 3, 2, 1]
 
 
-def test_correction_before_a_late_event(store: Store, rows: list[EventRow]) -> None:  # noqa: F811
+def test_correction_before_a_late_event(store: Store, rows: list[EventRow]) -> None:
     store.add_events([rows[0], rows[3], rows[4]])  # the correction overtook seq 2 and 3
     store.add_events([rows[2]])
     store.add_events([rows[1]])
@@ -62,7 +62,7 @@ def test_correction_before_a_late_event(store: Store, rows: list[EventRow]) -> N
 
 
 def test_command_counters_increase_when_the_station_clock_goes_back(
-        store: Store) -> None:  # noqa: F811
+        store: Store) -> None:
     first = store.next_command_counter()
     with mock.patch.object(store_module, "now_ms", autospec=True, return_value=0):
         second = store.next_command_counter()  # the station's clock went back to 1970
