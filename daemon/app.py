@@ -216,7 +216,10 @@ class Gate:
 
     def health(self) -> dict[str, Any]:
         doors = {door_id: c.status() for door_id, c in self.doors.items()}
-        return {"readers": self.readers.health(), "camera": self.vision.camera,
+        clock = self.time.view()
+        return {"clock": {"trusted": clock.trusted, "source": clock.source,
+                          "floor_ms": clock.floor_ms},
+                "readers": self.readers.health(), "camera": self.vision.camera,
                 "vision": self.vision.status(),
                 "doors": {door_id: {"state": next((a for a in ("forced", "held")
                                                    if a in s["alarms"]), s["state"]),

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import functools
 import json
 import logging
 import time
@@ -66,22 +67,30 @@ CLOCK_FLOOR_FILE = "clock_floor.json"
 WATCH_SECONDS = 10.0
 
 
+@functools.cache
+def _adjtimex() -> Callable[[ctypes.Array[ctypes.c_char]], int] | None:
+    """The C library's ``adjtimex`` (looked up once: ``find_library`` runs ``ldconfig``)."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        function: Callable[[ctypes.Array[ctypes.c_char]], int] = ctypes.CDLL(name).adjtimex
+    except (OSError, AttributeError):
+        return None
+    return function
+
+
 def kernel_synchronised() -> bool:
     """True when the kernel says the system clock is synchronised (NTP, chrony, timesyncd).
 
     Reads only: ``adjtimex`` with ``modes = 0``.  Falls back to timesyncd's flag file where the
     C library is not reachable.
     """
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is not None:
-        try:
-            libc = ctypes.CDLL(libc_name, use_errno=True)
-            buf = ctypes.create_string_buffer(_TIMEX_BYTES)
-            state = libc.adjtimex(buf)
-        except (OSError, AttributeError):
-            state = -1
+    adjtimex = _adjtimex()
+    if adjtimex is not None:
+        state = adjtimex(ctypes.create_string_buffer(_TIMEX_BYTES))
         if state >= 0:
-            return bool(state != TIME_ERROR)
+            return state != TIME_ERROR
     return TIMESYNCD_FLAG.exists()
 
 

@@ -38,7 +38,10 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    inspect,
     select,
+    text,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -78,7 +81,7 @@ def _tables(metadata: MetaData) -> dict[str, Table]:
         Column("received_ms", BigInteger, nullable=False),
         # ts_ms is the gate's time, corrected by the gate's clock.corrected events when it was
         # recorded on an untrusted clock; gate_ts_ms keeps what the gate sent
-        Column("time_trusted", Boolean, nullable=False, default=True),
+        Column("time_trusted", Boolean, nullable=False, server_default=true()),
         Column("gate_ts_ms", BigInteger),
         Index("events_gate_seq", "gate", "seq"),
         Index("events_ts", "ts_ms"),
@@ -244,6 +247,21 @@ class Store:
         self.engine: Engine = self._engine(url)
         self._insert = sqlite.insert if self.engine.dialect.name == "sqlite" else postgresql.insert
         self.metadata.create_all(self.engine)
+        self._add_time_columns()
+
+    def _add_time_columns(self) -> None:
+        """Stations created before events carried ``time_trusted``: add the two time columns
+        (create_all makes missing tables, never missing columns)."""
+        events = self.t["events"]
+        have = {c["name"] for c in inspect(self.engine).get_columns(
+            events.name, schema=self.metadata.schema)}
+        name = f"{self.metadata.schema}.{events.name}" if self.metadata.schema else events.name
+        with self.engine.begin() as conn:
+            if "time_trusted" not in have:
+                conn.execute(text(f"ALTER TABLE {name} ADD COLUMN time_trusted BOOLEAN "
+                                  "NOT NULL DEFAULT TRUE"))
+            if "gate_ts_ms" not in have:
+                conn.execute(text(f"ALTER TABLE {name} ADD COLUMN gate_ts_ms BIGINT"))
 
     @staticmethod
     def _engine(url: str) -> Engine:

@@ -80,3 +80,20 @@ def test_counter_kept_in_the_database(tmp_path: Path) -> None:
         again = Store(url, portraits_dir=tmp_path / "p")
         assert again.next_command_counter() == issued + 1
         again.close()
+
+
+def test_a_station_database_from_before_gets_the_time_columns(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'station.db'}"
+    old = Store(url, portraits_dir=tmp_path / "p")
+    with old.engine.begin() as conn:  # the events table as earlier versions created it
+        conn.exec_driver_sql("ALTER TABLE events DROP COLUMN time_trusted")
+        conn.exec_driver_sql("ALTER TABLE events DROP COLUMN gate_ts_ms")
+        conn.exec_driver_sql(
+            "INSERT INTO events (id, gate, seq, ts_ms, type, alarm, data, received_ms) "
+            "VALUES ('old-1', 'north', 1, 5, 'door.locked', 0, '{}', 5)")
+    old.close()
+    upgraded = Store(url, portraits_dir=tmp_path / "p")
+    upgraded.add_events([event(2, T0 + 1, trusted=False), corrected(3, T0 + 1, T0 + 1)])
+    assert times(upgraded) == {1: 5, 2: T0 + 1 + OFFSET, 3: T0 + OFFSET + 10_000}
+    assert {e["id"]: e["time_trusted"] for e in upgraded.recent_events()}["old-1"] is True
+    upgraded.close()
