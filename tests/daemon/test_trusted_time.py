@@ -261,3 +261,24 @@ def test_a_clock_jump_forward_and_back_while_held_open_leaves_the_door_locked() 
         assert events[0].data["behind_ms"] == pytest.approx(12 * 3_600_000, abs=1000)
     finally:
         rig.close()
+
+
+def test_a_clock_running_ahead_cannot_start_a_pass_early() -> None:
+    clocks = Clocks(TRUE_MS + 2 * DAY_MS)  # untrusted and two days ahead
+    tt = trusted_time(clocks, [], journal_newest_ms=TRUE_MS)
+    future = Person("new", "Sun Li", kind=Kind.VISITOR, groups=("residents",), cards=("2001",),
+                    valid_from=TRUE_NOW + timedelta(days=1))
+    index = AccessIndex.build([future], [VISITOR_GROUP], zone=SHANGHAI)
+    access = AccessController(index, {"front": DoorPolicy("front")}, time=tt.view)
+    decision = access.decide_card("front", "2001", clocks.dt())
+    assert (decision.granted, decision.reason) == (False, Reason.NOT_YET_VALID)
+
+
+def test_policy_clock_evaluates_schedules_on_an_untrusted_clock() -> None:
+    clocks = Clocks(TRUE_MS)  # Tuesday 10:00, untrusted
+    tt = trusted_time(clocks, [], journal_newest_ms=TRUE_MS - 60_000)
+    access = AccessController(visitor_index(), {"front": DoorPolicy("front")}, time=tt.view,
+                              untrusted_policy="clock")
+    assert access.decide_card("front", "1004", clocks.dt()).granted
+    access.untrusted_policy = "always_only"
+    assert access.decide_card("front", "1004", clocks.dt()).reason is Reason.TIME_UNTRUSTED
