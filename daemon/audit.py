@@ -34,6 +34,32 @@ def _canonical(entry: Mapping[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def _parses(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return False
+
+
+def _append_whole(path: Path, data: bytes) -> None:
+    """Append ``data`` completely or not at all: a short ``os.write`` (a full disk) is continued,
+    and a write that fails half-way is cut back off, so no half entry is ever left behind."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        except OSError:
+            os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
+
+
 def entry_hash(entry: Mapping[str, Any]) -> str:
     """The chain hash of ``entry`` (which carries its predecessor's hash in ``prev``)."""
     return hashlib.sha256(_canonical(entry)).hexdigest()
@@ -54,17 +80,48 @@ class AuditLog:
         self.path = path
         self._clock = clock
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        #: what :meth:`repair_tail` cut off at start-up (``audit.repaired``), or None
+        self.repaired: dict[str, Any] | None = self.repair_tail()
         self._seq, self._last_hash = self._tail()
+
+    def repair_tail(self) -> dict[str, Any] | None:
+        """Cut a torn last entry (power lost mid-write) off the file, keeping its bytes aside.
+
+        Returns ``{"bytes": n, "kept_in": "<file>.damaged"}`` when something was cut, else None.
+        Only the tail is repaired: a damaged line inside the file is left for
+        ``menjin audit verify`` to report (it is evidence, not an accident of a write).
+        """
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        end = data.rfind(b"\n") + 1  # an unterminated last line is torn whatever it holds
+        while end > 0:  # then every complete line at the end that is not an entry
+            start = data.rfind(b"\n", 0, end - 1) + 1
+            if _parses(data[start:end]):
+                break
+            end = start
+        if not data[end:].strip():  # nothing torn (at most blank lines)
+            return None
+        damaged = self.path.with_name(self.path.name + ".damaged")
+        with damaged.open("ab") as fh:  # several repairs accumulate; nothing is thrown away
+            fh.write(data[end:])
+            fh.flush()
+            os.fsync(fh.fileno())
+        with self.path.open("r+b") as fh:
+            fh.truncate(end)
+            os.fsync(fh.fileno())
+        return {"bytes": len(data) - end, "kept_in": damaged.name}
 
     def _read(self) -> tuple[tuple[int, str], list[dict[str, Any]]]:
         """The anchor (sequence, hash) the chain starts from, and the entries after it."""
         anchor: tuple[int, str] = (0, GENESIS)
         entries: list[dict[str, Any]] = []
         if self.path.exists():
-            with self.path.open(encoding="utf-8") as fh:
+            with self.path.open(encoding="utf-8", errors="replace") as fh:
                 for line in fh:
-                    if not line.strip():
-                        continue
+                    if not line.strip() or not _parses(line.encode()):
+                        continue  # a damaged line inside the file: `verify` reports it
                     record = json.loads(line)
                     if record.get("anchor") and not entries:
                         anchor = (int(record["seq"]), str(record["hash"]))
@@ -102,12 +159,7 @@ class AuditLog:
         }
         entry["hash"] = entry_hash(entry)
         line = json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n"
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        try:
-            os.write(fd, line.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _append_whole(self.path, line.encode())
         self._seq, self._last_hash = entry["seq"], entry["hash"]
         return entry
 
@@ -117,7 +169,7 @@ class AuditLog:
         count = 0
         if not self.path.exists():
             return VerifyResult(True, 0)
-        with self.path.open(encoding="utf-8") as fh:
+        with self.path.open(encoding="utf-8", errors="replace") as fh:
             for lineno, line in enumerate(fh, start=1):
                 if not line.strip():
                     continue

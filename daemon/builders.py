@@ -17,7 +17,7 @@ from gpiozero import Factory
 from daemon.access import DoorPolicy
 from daemon.config import DoorSection, GateConfig, ReaderSection
 from daemon.credentials import load_osdp_key
-from daemon.door import DoorController
+from daemon.door import DoorController, LockRelay
 from daemon.events import Emit
 from daemon.simulate import SimulatedBoard
 from drivers.feedback import Feedback, FeedbackFanout
@@ -57,10 +57,17 @@ def file_stamp(path: Path) -> tuple[int, int] | None:
     return st.st_mtime_ns, st.st_size
 
 
-def build_door(door_id: str, s: DoorSection, *, pins: Factory, emit: Emit,
+def build_lock(s: DoorSection, *, pins: Factory) -> Lock:
+    """The door's lock relay; its pin goes idle as it is claimed."""
+    return Lock(s.lock.pin, active_high=s.lock.active_high, fail_mode=s.lock.fail_mode.value,
+                pin_factory=pins)
+
+
+def build_door(door_id: str, s: DoorSection, *, lock: LockRelay, pins: Factory, emit: Emit,
                interlock: Callable[[], bool] | None,
                feedback: FeedbackFanout) -> DoorController:
-    """Lock, inputs, feedback and the door's state machine; every device closed on failure.
+    """Inputs, feedback and the door's state machine on ``lock``; every device it opened is
+    closed on failure.
 
     ``feedback`` is the door's fan-out: the GPIO LEDs and buzzer built here become its ``local``
     part, and the OSDP readers serving the door add their own LED/buzzer to it.
@@ -71,9 +78,7 @@ def build_door(door_id: str, s: DoorSection, *, pins: Factory, emit: Emit,
         opened.append(device)
         return device
 
-    try:  # the lock first: its pin goes idle as it is claimed
-        lock = claim(Lock(s.lock.pin, active_high=s.lock.active_high,
-                          fail_mode=s.lock.fail_mode.value, pin_factory=pins))
+    try:  # the lock (claimed by the caller, who keeps it across reloads) is already idle
         contact = exit_button = tamper = None
         if s.contact is not None:
             contact = claim(DoorContact(s.contact.pin, wiring=s.contact.wiring.value,

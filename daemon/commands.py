@@ -18,6 +18,7 @@ is built in.
 from __future__ import annotations
 
 import logging
+import re
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -69,6 +70,26 @@ async def ping(args: dict[str, Any]) -> dict[str, Any]:
 
 
 REFUSED_ALARMS_PER_MINUTE = 10
+#: A refusal alarm (and the log line) carries at most this much of anything the sender chose.
+EXCERPT_CHARS = 120
+#: A command id that is a UUID is kept as it is; anything else is reduced to an excerpt.
+_COMMAND_ID = re.compile(r"^[0-9A-Za-z-]{1,64}$")
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """A short, escaped excerpt of untrusted text: printable characters as they are, anything
+    else (controls, lone surrogates, line breaks) as ``\\uXXXX`` escapes, at most ``limit``
+    characters followed by ``…(+N chars)``.  The result is always encodable as UTF-8."""
+    out: list[str] = []
+    size = 0
+    for index, char in enumerate(text):
+        piece = char if char.isprintable() and not 0xD800 <= ord(char) <= 0xDFFF else \
+            f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}"
+        if size + len(piece) > limit:
+            return "".join(out) + f"…(+{len(text) - index} chars)"
+        out.append(piece)
+        size += len(piece)
+    return "".join(out)
 
 
 class CommandProcessor:
@@ -175,12 +196,18 @@ class CommandProcessor:
             self._time.station_time(envelope["issued_at_ms"])
 
     def _refuse(self, name: str, envelope: dict[str, Any] | None, refusal: RefusedError) -> Outcome:
+        # Everything here may be the sender's text (up to the size limit): only short escaped
+        # excerpts go on to the journal, the log and the station.
         command_id = envelope.get("id") if envelope is not None else None
+        if isinstance(command_id, str) and not _COMMAND_ID.match(command_id):
+            command_id = excerpt(command_id, limit=64)
         command_id = command_id if isinstance(command_id, str) else None
+        name, detail = excerpt(name, limit=64), excerpt(refusal.detail)
+        refusal = RefusedError(refusal.reason, detail)
         if self._alarm_allowed():
             log.warning("command %s refused: %s", name, refusal)
             data: dict[str, Any] = {"command": name, "command_id": command_id,
-                                    "detail": refusal.detail}
+                                    "detail": detail}
             if self._suppressed:
                 data["suppressed"], self._suppressed = self._suppressed, 0
             self._emit(Event("command.refused", credential_kind="remote", reason=refusal.reason,

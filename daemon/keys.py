@@ -11,10 +11,6 @@ import os
 import secrets
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from protocol.envelope import public_key_from_pem
-
 KEY_BYTES = 32
 KEY_FILE_MODE = 0o600
 
@@ -50,14 +46,3 @@ def load_or_create_key(path: Path) -> bytes:
     finally:
         os.close(fd)
     return key
-
-
-def load_station_key(path: Path) -> Ed25519PublicKey:
-    """The station's Ed25519 public key (PEM) that verifies command envelopes.
-
-    Raises OSError when unreadable and ValueError (naming ``path``) when it is not such a key.
-    """
-    try:
-        return public_key_from_pem(path.read_bytes())
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None

@@ -81,6 +81,28 @@ class Passage:
                              data={"denied": lockout.max_denied + 1,
                                    "window_seconds": lockout.window_seconds,
                                    "cooldown_seconds": lockout.cooldown_seconds}))
+            self._emit(Event("reader.lockout_started", door=door_id, reader=reader_id,
+                             reason="card_scanning",
+                             data={"cooldown_seconds": lockout.cooldown_seconds}))
+            asyncio.get_running_loop().call_later(lockout.cooldown_seconds, self._lockout_over,
+                                                  reader_id, door_id)
+
+    def lockout_status(self, now: float) -> dict[str, dict[str, Any]]:
+        """Readers ignoring unknown cards now: ``{reader: {seconds_left, ignored}}``."""
+        return {reader: {"seconds_left": round(left, 1), "ignored": ignored}
+                for reader, (left, ignored) in self._lockout.active(now).items()}
+
+    def _lockout_over(self, reader_id: str, door_id: str) -> None:
+        """The cooldown of a reader ran out: say so, with how many unknown cards it ignored."""
+        left = self._lockout.seconds_left(reader_id, time.monotonic())
+        if left > 0:  # the monotonic clock and the loop's timer disagree by a hair
+            asyncio.get_running_loop().call_later(left, self._lockout_over, reader_id, door_id)
+            return
+        ignored = self._lockout.ignored(reader_id)
+        log.info("reader %s: card-scanning lockout over (%d unknown card(s) ignored)",
+                 reader_id, ignored)
+        self._emit(Event("reader.lockout_ended", door=door_id, reader=reader_id,
+                         data={"ignored": ignored}))
 
     def _pin_entry(self, reader_id: str, door_id: str) -> PinEntry:
         return self._pins.setdefault(

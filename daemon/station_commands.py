@@ -1,5 +1,5 @@
 """Handlers of the station's signed commands (``config``, ``open``, ``mode``, ``sync``,
-``enrol``, ``remove``, ``forget``).
+``sync_part``, ``enrol``, ``remove``, ``forget``, ``resend``).
 
 The command processor (:mod:`daemon.commands`) checks signature, expiry and replay; these
 handlers only carry out a verified command.  A refusal raises (``ValueError`` and friends), which
@@ -12,18 +12,22 @@ import asyncio
 import base64
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from daemon.builders import redacted
 from daemon.commands import CommandProcessor
 from daemon.config import GateConfig, VisionSection
+from daemon.credentials import load_station_key
 from daemon.door import DoorController
+from daemon.doors import Doors
 from daemon.events import Emit
 from daemon.faces import EnrolOutcome, check_consent, face_models, store_enrolment, template_store
 from daemon.journal import Journal
+from daemon.sync_transfer import STAGING_FILE, SyncStaging
 from daemon.trusted_time import TrustedTime
 from daemon.upkeep import AuditTrail, Erasure, Residents
+from protocol.envelope import RESEND_MAX_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +54,7 @@ def enrol_from_station(config: GateConfig, vision: VisionSection, person: str,
 class StationCommands:
     """What a verified station command does on this gate."""
 
-    def __init__(self, *, config: Callable[[], GateConfig], doors: Mapping[str, DoorController],
+    def __init__(self, *, config: Callable[[], GateConfig], doors: Doors,
                  residents: Callable[[], Residents], erasure: Callable[[], Erasure],
                  audit: AuditTrail, faces_changed: Callable[[], Awaitable[None]]) -> None:
         self._config = config
@@ -59,9 +63,11 @@ class StationCommands:
         self._erasure = erasure
         self._audit = audit
         self._faces_changed = faces_changed
+        self._staging: SyncStaging | None = None
 
     def handlers(self) -> dict[str, Handler]:
         return {"config": self.config, "open": self.open, "sync": self.sync,
+                "sync_part": self.sync_part,
                 "enrol": self.enrol, "remove": self.remove, "forget": self.forget,
                 "mode": self.mode}
 
@@ -69,8 +75,6 @@ class StationCommands:
                   time: TrustedTime | None = None) -> CommandProcessor:
         """The command processor of ``config``'s uplink, with the station's public key; its
         counters and nonces are kept in ``journal``, its validity judged on ``time``."""
-        from daemon.keys import load_station_key
-
         assert config.uplink is not None
         key_file = config.uplink.station_public_key_file
         if key_file is None:
@@ -78,7 +82,8 @@ class StationCommands:
         return CommandProcessor(
             gate=config.gate.id,
             station_key=load_station_key(key_file) if key_file is not None else None,
-            remember_nonce=journal.remember_nonce, emit=emit, handlers=self.handlers(),
+            remember_nonce=journal.remember_nonce, emit=emit,
+            handlers={**self.handlers(), "resend": functools.partial(resend, journal)},
             remember_counter=journal.remember_counter, time=time,
         )
 
@@ -103,14 +108,20 @@ class StationCommands:
         return {"door": door_id, "opened": refusal is None, "refusal": refusal}
 
     async def mode(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Signed door mode change (lockdown, hold_open, normal); audited."""
+        """Signed door mode change (lockdown, hold_open, normal; ``schedule`` cancels a set mode)
+        with an optional end time ``until_ms`` (UTC ms); durable, audited.  A refused change
+        (ModeError, a ValueError) becomes an ok=false result."""
         door_id, controller = self._door(args)
         mode = str(args.get("mode"))
+        until = args.get("until_ms")
+        if until is not None and (not isinstance(until, int) or isinstance(until, bool)):
+            raise ValueError("until_ms: UTC milliseconds (an integer) or absent")
         previous = controller.mode
-        controller.set_mode(mode)  # ValueError for an unknown mode: an ok=false result
+        effective = await self._doors.change_mode(door_id, mode, source="station",
+                                                  actor="station", until_ms=until)
         await self._audit.record("door.mode", actor="station", target=door_id,
-                                 details={"mode": mode, "previous": previous})
-        return {"door": door_id, "mode": controller.mode, "previous": previous}
+                                 details={"mode": mode, "previous": previous, "until_ms": until})
+        return {"door": door_id, "previous": previous, **effective.as_dict()}
 
     async def sync(self, args: dict[str, Any]) -> dict[str, Any]:
         """Station credential sync: one transaction, then the new index swapped in."""
@@ -119,6 +130,27 @@ class StationCommands:
             result = await asyncio.to_thread(residents.store.apply_sync, args)
         await residents.reload()
         return result.as_dict()
+
+    async def sync_part(self, args: dict[str, Any]) -> dict[str, Any]:
+        """One signed piece of a large sync (:mod:`daemon.sync_transfer`): staged; the last one
+        applies them all in one transaction and swaps the new index in."""
+        if self._staging is None:
+            self._staging = SyncStaging(self._config().state_dir / STAGING_FILE)
+        staging = self._staging
+        transfer, have, count = await asyncio.to_thread(staging.stage, args)
+        answer: dict[str, Any] = {"transfer": transfer, "received": have, "count": count,
+                                  "complete": have >= count}
+        if have < count:
+            return answer
+        residents = self._residents()
+        async with residents.lock:
+            try:
+                result = await asyncio.to_thread(
+                    lambda: residents.store.apply_sync_parts(staging.pieces(transfer)))
+            finally:
+                await asyncio.to_thread(staging.discard, transfer)
+        await residents.reload()
+        return {**answer, **result.as_dict()}
 
     async def enrol(self, args: dict[str, Any]) -> dict[str, Any]:
         """Station face enrolment: consent checked, templates stored (never the photos), audited.
@@ -159,3 +191,29 @@ class StationCommands:
         if not isinstance(person, str) or not person:
             raise ValueError("person: a person id is required")
         return await self._erasure().forget(person, actor="station")
+
+
+def _seq_arg(args: dict[str, Any], key: str) -> int:
+    value = args.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 2**53:
+        raise ValueError(f"{key}: a seq number between 1 and 2^53 is required")
+    return value
+
+
+async def resend(journal: Journal, args: dict[str, Any]) -> dict[str, Any]:
+    """The station saw a gap in this gate's ``seq``: publish ``from..to`` again from the journal.
+
+    Answers ``{"from", "to", "resent", "missing": [[low, high], ...], "next"}``: ``missing`` are
+    ranges the journal no longer holds (retention, quota), ``next`` the seq to ask for next when
+    more than :data:`~protocol.envelope.RESEND_MAX_EVENTS` were asked at once (else null).
+    """
+    low, high = _seq_arg(args, "from"), _seq_arg(args, "to")
+    if high < low:
+        raise ValueError("to: must not be below from")
+    seqs, missing = await asyncio.to_thread(journal.redeliver, low, high,
+                                            limit=RESEND_MAX_EVENTS)
+    more = len(seqs) >= RESEND_MAX_EVENTS and seqs[-1] < high
+    log.info("station asked for seq %s-%s again: %s events queued, %s ranges no longer held",
+             low, high, len(seqs), len(missing))
+    return {"from": low, "to": high, "resent": len(seqs),
+            "missing": [list(r) for r in missing], "next": seqs[-1] + 1 if more else None}

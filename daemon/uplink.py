@@ -121,6 +121,7 @@ class Uplink:
         self.password_env = password_env
         self.client_id = client_id or f"menjin-{gate}"
         self.commands = commands
+        self._retained_ignored = 0
         self.portraits = portraits
         self.legal_basis = legal_basis
         self.health_seconds = health_seconds
@@ -167,6 +168,7 @@ class Uplink:
         return {
             "v": SCHEMA_VERSION, "gate": self.gate, "ts_ms": now,
             "queue_depth": self.journal.queue_depth(),
+            "last_seq": self.journal.last_seq,
             "oldest_undelivered_age_s": None if oldest is None else round((now - oldest) / 1000, 3),
             "readers": dict(extra.get("readers", {})),
             "camera": extra.get("camera", "absent"),
@@ -338,6 +340,12 @@ class Uplink:
         async for message in client.messages():
             name = self._command_name(message.topic)
             if name is None or self.commands is None:
+                continue
+            if message.retain:  # a command is for now: a retained one would replay each start
+                self._retained_ignored += 1
+                log.log(logging.WARNING if self._retained_ignored == 1 else logging.DEBUG,
+                        "uplink: retained message on %s ignored (commands are never retained;"
+                        " clear it on the broker)", message.topic[:200])
                 continue
             outcome = await self.commands.process(name, message.payload)
             await client.publish(self.topics.result(name), self._json(outcome.result))

@@ -232,6 +232,16 @@ class VisionLink:
                                    "photo": base64.b64encode(photo).decode()}))
         await self._writer.drain()
 
+    async def plug(self, door: str, present: bool) -> None:
+        """Unplug (or plug back) the synthetic camera of the vision process (simulate mode).
+
+        Raises LookupError when this door has no running vision process.
+        """
+        if self.door != door or self._writer is None:
+            raise LookupError(f"door {door} has no running vision process")
+        self._writer.write(encode({"type": "plug", "present": present}))
+        await self._writer.drain()
+
 
 def text_or_none(message: dict[str, Any], key: str) -> str | None:
     """A possibly long string field (a base64 portrait), bounded by the line limit only."""

@@ -211,6 +211,8 @@ class Session:
             message = decode(line)
             if message["type"] == "show" and self.synthetic is not None:
                 self.show(message)
+            elif message["type"] == "plug" and self.synthetic is not None:
+                self.synthetic.unplug(present=message.get("present") is True)
 
     def show(self, message: dict[str, Any]) -> None:
         import cv2

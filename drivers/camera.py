@@ -207,6 +207,13 @@ class SyntheticSource:
         self._lock = threading.Lock()
         self._scene = self.background
         self._until = 0.0
+        self._present = True
+
+    def unplug(self, present: bool = False) -> None:
+        """Take the simulated device away (``present=False``), as a USB camera pulled out, or
+        plug it back: while it is away ``open`` and ``read`` fail like a vanished device."""
+        with self._lock:
+            self._present = present
 
     def show(self, photo: np.ndarray, seconds: float) -> None:
         """Show ``photo`` (BGR) for ``seconds``, then the empty scene again."""
@@ -223,10 +230,15 @@ class SyntheticSource:
             self._until = self._clock() + seconds
 
     def open(self) -> None:
-        """Nothing to open: the synthetic scene is always there."""
+        """Nothing to open: the synthetic scene is there unless it was unplugged."""
+        with self._lock:
+            if not self._present:
+                raise CameraError("synthetic camera: no such device (unplugged)")
 
     def read(self) -> np.ndarray:
         with self._lock:
+            if not self._present:
+                raise CameraError("synthetic camera: device gone (unplugged)")
             if self._scene is not self.background and self._clock() >= self._until:
                 self._scene = self.background
             return self._scene.copy()

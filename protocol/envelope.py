@@ -36,7 +36,13 @@ ENVELOPE_FIELDS = frozenset(
     {"v", "id", "name", "gate", "issued_at_ms", "expires_at_ms", "nonce", "counter", "args",
      "sig"}
 )
-COMMAND_NAMES = frozenset({"open", "mode", "sync", "enrol", "remove", "forget", "config", "ping"})
+COMMAND_NAMES = frozenset(
+    {"open", "mode", "sync", "sync_part", "enrol", "remove", "forget", "config", "ping",
+     "resend"}
+)
+#: At most this many events are queued again per ``resend`` command; the result says where to
+#: continue.
+RESEND_MAX_EVENTS = 10_000
 NONCE_HEX_CHARS = 32
 DEFAULT_TTL_S = 60
 #: A gate refuses larger envelopes by default (an ``enrol`` with photos is the largest).

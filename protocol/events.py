@@ -23,10 +23,12 @@ EVENT_TYPES = frozenset(
         "access.granted", "access.denied", "access.duress",
         "door.unlocked", "door.locked", "door.opened", "door.closed", "door.forced", "door.held",
         "door.held.cleared", "tamper", "tamper.cleared",
-        "reader.fault", "reader.restored", "reader.attack", "camera.fault", "camera.restored",
+        "reader.fault", "reader.restored", "reader.attack", "reader.lockout_started",
+        "reader.lockout_ended", "camera.fault", "camera.restored",
         "vision.fault", "vision.restored",
         "capture", "journal.dropped", "command.accepted", "command.refused", "person.forgotten",
-        "part.failed", "part.restored", "config.reloaded", "config.rejected", "audit",
+        "part.fault", "part.restored", "config.reloaded", "config.rejected", "audit",
+        "audit.repaired", "journal.recovered", "store.recovered", "door.mode", "gate.restarted",
         "clock.behind", "clock.corrected",
     }
 )

@@ -32,11 +32,11 @@ from datetime import date, datetime
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from protocol.pins import PIN_PATTERN
 from protocol.sync import GroupRecord, Holiday, PersonRecord, describe
+from yamlconfig.parse import parse_yaml
+from yamlconfig.problem import ProblemError
 
 LIST_SEPARATOR = ";"
 LIST_FIELDS = ("groups", "cards", "duress_cards")
@@ -158,19 +158,10 @@ def _load_structured(text: str, file: str) -> Any:
         except json.JSONDecodeError as exc:
             raise ResidentFileError(f"{file}:{exc.lineno}:{exc.colno}: JSON syntax error: "
                                     f"{exc.msg}") from None
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
-    try:
-        return yaml.load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = (exc.problem or "invalid YAML").strip()
-        if "duplicate key" in problem:
-            problem = problem.split(" with value")[0] + " (each key may appear once)"
-        raise ResidentFileError(f"{file}:{line}:{col}: YAML syntax error: {problem}") from None
-    except YAMLError as exc:
-        raise ResidentFileError(f"{file}:1: YAML syntax error: {exc}") from None
+    try:  # the gate config's YAML reader: bounded, and its errors in plain words
+        return parse_yaml(text, file)
+    except ProblemError as exc:
+        raise ResidentFileError(str(exc)) from None
 
 
 def _read_structured(text: str, file: str) -> ResidentFile:

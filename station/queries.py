@@ -9,6 +9,7 @@ site's card-hash key) or, for gates that do not hash, the card number itself.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import re
@@ -19,6 +20,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Select, exists, func, or_, select, tuple_
 
+from protocol.cards import CardNumberError, canonical_card
 from station.store import Store
 
 View = Literal["passages", "admin"]
@@ -78,8 +80,12 @@ def mask_card(ref: str | None) -> str:
 
 
 def card_refs(card: str, key: bytes | None) -> list[str]:
-    """The ``credential_ref`` values a card number may be stored as."""
+    """The ``credential_ref`` values a card number may be stored as: in any printed form the
+    operator types (leading zeros, hex, ``facility,number``) it is found by its canonical form
+    (:func:`protocol.cards.canonical_card`), the form the gate hashes."""
     card = card.strip()
+    with contextlib.suppress(CardNumberError):
+        card = canonical_card(card)
     refs = [card]
     if key is not None:
         refs.append(hmac.new(key, card.encode(), hashlib.sha256).hexdigest())

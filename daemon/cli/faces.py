@@ -103,6 +103,7 @@ def enrol(
         list[Path], typer.Argument(help="One or more photos showing only this person.")
     ],
     config: ConfigOpt = DEFAULT_CONFIG,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Enrol a resident's face from photos; stores only templates, encrypted.
 
@@ -131,10 +132,33 @@ def enrol(
         for message in exc.messages:
             typer.echo(f"refused: {message}", err=True)
         raise typer.Exit(EX_REFUSED) from exc
+    daemon = tell_daemon(cfg)
+    if as_json:
+        typer.echo(json.dumps({"person": person, "accepted": outcome.accepted,
+                               "rejected": outcome.rejected, "templates": outcome.templates,
+                               "daemon": daemon}, ensure_ascii=False))
+        return
     for message in outcome.rejected.values():
         typer.echo(f"rejected: {message}", err=True)
     typer.echo(f"enrolled {person}: {outcome.accepted} photo(s) accepted, "
                f"{len(outcome.rejected)} rejected, {outcome.templates} template(s) stored")
+    typer.echo(daemon)
+
+
+def tell_daemon(cfg: GateConfig) -> str:
+    """Make a running daemon load the changed template store now; says what happened."""
+    import asyncio
+
+    from daemon import control
+
+    try:
+        asyncio.run(control.call(cfg.control.socket, "faces.changed"))
+    except control.ControlUnavailableError:
+        return "the daemon is not running: it loads the new templates when it starts"
+    except control.ControlError as exc:
+        return (f"the running daemon did not reload the templates ({exc}): reload it with "
+                "sudo systemctl reload menjin")
+    return "the running daemon reloaded the face templates: the new face opens at once"
 
 
 @faces_app.command("compare")

@@ -12,6 +12,7 @@ The file dialect (CSV or YAML, plain PINs, ``;`` between list items) is the one 
 from __future__ import annotations
 
 import asyncio
+import difflib
 import getpass
 import json
 from collections.abc import Iterator, Mapping
@@ -36,6 +37,7 @@ from daemon.store import (
     StoreError,
     group_from_record,
     holidays_from_records,
+    parse_group,
     person_from_record,
     workdays_from_records,
 )
@@ -65,6 +67,12 @@ DbOpt = Annotated[Path | None, typer.Option(
     "--db", help="Resident store file, instead of -c (no card hashing unless --card-key).")]
 CardKeyOpt = Annotated[Path | None, typer.Option(
     "--card-key", help="With --db: the card hash key file the store was written with.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")]
+
+
+def _done(text: str, result: Mapping[str, Any], as_json: bool) -> None:
+    """The outcome of an edit: a sentence, or with --json the same as one JSON object."""
+    typer.echo(json.dumps(result, ensure_ascii=False) if as_json else text)
 
 
 # --------------------------------------------------------------------------- opening the store
@@ -179,8 +187,21 @@ def import_(
     skip_bad: Annotated[bool, typer.Option(
         "--skip-bad", help="Import the good rows even when some are bad.")] = False,
     config: ConfigOpt = None, db: DbOpt = None, card_key: CardKeyOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Import persons from CSV or YAML: all rows valid, or nothing (unless --skip-bad).
+
+    CSV: a header row, then one person a line. Columns (id and name required; lists separated
+    by ";"): id, name, kind (resident, visitor, staff), enabled (yes/no), valid_from,
+    valid_until, groups, cards, duress_cards, pin, duress_pin, face_consent_date,
+    face_consent_source, under_14, guardian_consent_date, guardian_consent_source. A CSV names
+    groups but cannot define them: create them with "menjin residents group add" or a YAML file.
+
+    YAML: "persons:" a list of the same fields; optional "groups:" a list of {id, name, doors,
+    schedule} and "holidays:" a list of dates. Quote card numbers and PINs in YAML, or leading
+    zeros are lost.
+
+    Samples: config/residents.example.csv and config/residents.example.yaml; docs/residents.md.
 
     Example: menjin residents import residents.csv -c /etc/menjin/gate.yaml
     """
@@ -209,7 +230,9 @@ def import_(
             "file": file.name, "imported": count, "skipped": len(checked.errors),
             "groups": len(checked.groups)})
         skipped = f", {len(checked.errors)} bad row(s) skipped" if checked.errors else ""
-        typer.echo(f"imported {count} person(s), {len(checked.groups)} group(s){skipped}")
+        _done(f"imported {count} person(s), {len(checked.groups)} group(s){skipped}",
+              {"imported": count, "groups": len(checked.groups),
+               "skipped": len(checked.errors)}, as_json)
 
 
 @residents_app.command("list")
@@ -267,6 +290,7 @@ def add(
     guardian_consent_source: Annotated[str | None, typer.Option(help="Form or record.")] = None,
     set_pin: Annotated[bool, typer.Option("--set-pin", help="Ask for a PIN (hidden).")] = False,
     config: ConfigOpt = None, db: DbOpt = None, card_key: CardKeyOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Add one person.
 
@@ -284,6 +308,10 @@ def add(
     with open_target(config, db, card_key, create=True) as target:
         if target.store.person(person_id) is not None:
             raise _fail(f"{person_id} already exists (change it with an import file)", EX_DATAERR)
+        known = {g.id for g in target.store.groups()}
+        for wanted in group or []:
+            if wanted not in known:
+                raise _fail(_unknown_group(wanted, known, config, db), EX_DATAERR)
         checked = check_import(ResidentFile([Row(0, fields)]), target.store, "add")
         if checked.errors:
             raise _fail(checked.errors[0].removeprefix("add:0: "), EX_DATAERR)
@@ -291,46 +319,65 @@ def add(
         _audit(target, "residents.add", person_id, {"cards": len(card or [])})
         for warning in face_only_warnings(checked.persons):
             typer.echo(f"warning: {warning}", err=True)
-        typer.echo(f"added {person_id}")
+        _done(f"added {person_id}", {"added": person_id}, as_json)
 
 
-def _set_enabled(person_id: str, enabled: bool, target: Target) -> None:
+def _target_args(config: Path | None, db: Path | None) -> str:
+    return f"-c {config}" if config is not None else f"--db {db}"
+
+
+def _unknown_group(group: str, known: set[str], config: Path | None, db: Path | None) -> str:
+    """The message for ``--group`` naming a group the store lacks, with the command to fix it."""
+    close = difflib.get_close_matches(group, sorted(known), n=1)
+    if close:
+        return f"unknown group {group!r}; did you mean {close[0]!r}?"
+    doors = "" if config is not None else " --door DOOR"
+    return (f"unknown group {group!r} (groups in the store: {', '.join(sorted(known)) or 'none'});"
+            f" create it first: menjin residents group add {group}{doors} "
+            f"{_target_args(config, db)}")
+
+
+def _set_enabled(person_id: str, enabled: bool, target: Target, as_json: bool) -> None:
     if not target.store.set_enabled(person_id, enabled):
         raise _fail(f"no person {person_id!r} in {target.store.path}", EX_NOTFOUND)
     _audit(target, "residents.enable" if enabled else "residents.disable", person_id, {})
-    typer.echo(f"{'enabled' if enabled else 'disabled'} {person_id}")
+    _done(f"{'enabled' if enabled else 'disabled'} {person_id}",
+          {"person": person_id, "enabled": enabled}, as_json)
 
 
 @residents_app.command("disable")
 def disable(
     person_id: Annotated[str, typer.Argument(help="Person id.")],
     config: ConfigOpt = None, db: DbOpt = None, card_key: CardKeyOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Disable a person at once (their cards and face stop opening; the record is kept).
 
     Example: menjin residents disable p12 -c /etc/menjin/gate.yaml
     """
     with open_target(config, db, card_key) as target:
-        _set_enabled(person_id, False, target)
+        _set_enabled(person_id, False, target, as_json)
 
 
 @residents_app.command("enable")
 def enable(
     person_id: Annotated[str, typer.Argument(help="Person id.")],
     config: ConfigOpt = None, db: DbOpt = None, card_key: CardKeyOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Enable a disabled person again.
 
     Example: menjin residents enable p12 -c /etc/menjin/gate.yaml
     """
     with open_target(config, db, card_key) as target:
-        _set_enabled(person_id, True, target)
+        _set_enabled(person_id, True, target, as_json)
 
 
 @residents_app.command("remove")
 def remove(
     person_id: Annotated[str, typer.Argument(help="Person id.")],
     config: ConfigOpt = None, db: DbOpt = None, card_key: CardKeyOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Remove a person and their cards (use `forget` for an erasure request).
 
@@ -341,7 +388,9 @@ def remove(
         if person is None:
             raise _fail(f"no person {person_id!r} in {target.store.path}", EX_NOTFOUND)
         _audit(target, "residents.remove", person_id, {"cards": len(person.cards)})
-        typer.echo(f"removed {person_id} ({len(person.cards) + len(person.duress_cards)} card(s))")
+        cards = len(person.cards) + len(person.duress_cards)
+        _done(f"removed {person_id} ({cards} card(s))", {"removed": person_id, "cards": cards},
+              as_json)
 
 
 @residents_app.command("forget")
@@ -395,3 +444,110 @@ def _forget_everywhere(person_id: str, config: Path) -> dict[str, Any]:
     except (KeyFileError, OSError, StoreError) as exc:
         raise _fail(f"erasure failed: {exc}", EX_CONFIG) from exc
 
+
+
+# --------------------------------------------------------------------------- groups
+group_app = typer.Typer(
+    help="Access groups: the doors their members may open, and when.", no_args_is_help=True)
+residents_app.add_typer(group_app, name="group")
+
+
+def _config_doors(config: Path | None) -> list[str] | None:
+    """The door ids of the gate config, or None with --db."""
+    if config is None:
+        return None
+    try:
+        return list(load_config(config, check_files=False).doors)
+    except ConfigError as exc:
+        raise _fail(str(exc), EX_CONFIG) from exc
+
+
+@group_app.command("add")
+def group_add(
+    group_id: Annotated[str, typer.Argument(help="Group id (letters, digits, - and _).")],
+    door: Annotated[list[str] | None, typer.Option(
+        "--door", help="Door its members may open (repeat); default with -c: every door.")] = None,
+    schedule: Annotated[str, typer.Option(
+        help='When: "always" or e.g. "mon-fri 07:00-19:00; sat 08:00-12:00".')] = "always",
+    name: Annotated[str, typer.Option(help="Readable name.")] = "",
+    config: ConfigOpt = None, db: DbOpt = None, card_key: CardKeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add or change an access group.
+
+    Example: menjin residents group add residents -c /etc/menjin/gate.yaml
+
+    Example: menjin residents group add office --door front --schedule "mon-fri 08:00-18:00"
+    """
+    doors = _config_doors(config)
+    chosen = door or doors
+    if not chosen:
+        raise _fail("name the doors: --door DOOR (repeat), or give -c CONFIG for every door",
+                    EX_DATAERR)
+    if doors is not None:
+        for d in chosen:
+            if d not in doors:
+                raise _fail(_unknown("door", d, doors), EX_DATAERR)
+    try:
+        group = parse_group({"id": group_id, "doors": chosen, "schedule": schedule, "name": name})
+    except PersonError as exc:
+        raise _fail(f"group {exc}", EX_DATAERR) from exc
+    with open_target(config, db, card_key, create=True) as target:
+        existed = any(g.id == group_id for g in target.store.groups())
+        target.store.upsert([], groups=[group])
+        _audit(target, "residents.group_add", None, {"group": group_id, "doors": list(chosen)})
+    _done(f"{'changed' if existed else 'added'} group {group_id}: doors "
+          f"{', '.join(chosen)}; {group.schedule.text}",
+          {"group": group_id, "changed": existed, "doors": list(chosen),
+           "schedule": group.schedule.text}, as_json)
+
+
+def _unknown(what: str, name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f" (doors: {', '.join(known)})"
+    return f"unknown {what} {name!r}{hint}"
+
+
+@group_app.command("list")
+def group_list(
+    config: ConfigOpt = None, db: DbOpt = None, card_key: CardKeyOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List the access groups with their doors, schedule and member count.
+
+    Example: menjin residents group list -c /etc/menjin/gate.yaml
+    """
+    with open_target(config, db, card_key) as target:
+        persons = target.store.persons()
+        groups = target.store.groups()
+        for g in groups:
+            members = sum(1 for p in persons if g.id in p.groups)
+            row = {"id": g.id, "name": g.name, "doors": list(g.doors),
+                   "schedule": g.schedule.text, "members": members}
+            typer.echo(json.dumps(row, ensure_ascii=False) if as_json else
+                       f"{g.id}\t{g.name or '-'}\tdoors={','.join(g.doors)}\t"
+                       f"schedule={g.schedule.text}\tmembers={members}")
+        if not as_json:
+            typer.echo(f"{len(groups)} group(s)")
+
+
+@group_app.command("remove")
+def group_remove(
+    group_id: Annotated[str, typer.Argument(help="Group id.")],
+    config: ConfigOpt = None, db: DbOpt = None, card_key: CardKeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove an access group that has no members.
+
+    Example: menjin residents group remove office -c /etc/menjin/gate.yaml
+    """
+    with open_target(config, db, card_key) as target:
+        removed, members = target.store.remove_group(group_id)
+        if members:
+            shown = ", ".join(members[:5]) + (", …" if len(members) > 5 else "")
+            raise _fail(f"group {group_id!r} still has {len(members)} member(s) ({shown}); "
+                        "move them to another group first", EX_DATAERR)
+        if not removed:
+            raise _fail(f"no group {group_id!r} in {target.store.path}", EX_NOTFOUND)
+        _audit(target, "residents.group_remove", None, {"group": group_id})
+    _done(f"removed group {group_id}", {"removed_group": group_id}, as_json)

@@ -13,7 +13,8 @@ from tests.broker import mosquitto_binary
 
 REPO = Path(__file__).resolve().parents[2]
 KEYS = {"events_per_s", "baseline_events_per_s", "ratio_vs_baseline", "duplicates_stored",
-        "duplicates_sent", "messages", "events"}
+        "duplicates_sent", "messages", "events", "cpu_us_per_event", "postgres_events_per_s",
+        "postgres_baseline_events_per_s"}
 
 
 @pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")

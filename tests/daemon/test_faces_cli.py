@@ -295,3 +295,42 @@ def test_evaluate_refuses_a_folder_that_is_not_a_set(tmp_path: Path, models_dir:
     result = runner.invoke(app, ["faces", "evaluate", str(tmp_path / "nope"), "-c", str(config)])
     assert result.exit_code == 1
     assert f"error: {tmp_path / 'nope'}: not a folder" in result.output
+
+
+def test_enrol_says_when_the_daemon_picks_the_templates_up(
+    tmp_path: Path, models_dir: Path, faces_dir: Path,
+) -> None:
+    config = write_config(tmp_path, models_dir)
+    seed_residents(config)
+    result = runner.invoke(app, ["enrol", "--person", "obama", "-c", str(config),
+                                 str(faces_dir / "enrol/obama/obama.jpg")])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == (
+        "the daemon is not running: it loads the new templates when it starts")
+
+
+async def test_enrol_makes_the_running_daemon_reload(tmp_path: Path, models_dir: Path) -> None:
+    import asyncio
+
+    from daemon.cli.faces import tell_daemon
+    from daemon.control import ControlServer, Request
+
+    cfg = load_config(write_config(tmp_path, models_dir))
+    server = ControlServer(cfg.control.socket)
+    calls: list[str] = []
+
+    async def changed(req: Request) -> dict[str, bool]:
+        calls.append(req.cmd)
+        return {"reloaded": True}
+
+    server.command("faces.changed", changed)
+    ready = asyncio.Event()
+    task = asyncio.create_task(server.serve(ready.set))
+    await asyncio.wait_for(ready.wait(), 5)
+    try:
+        message = await asyncio.to_thread(tell_daemon, cfg)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert message == "the running daemon reloaded the face templates: the new face opens at once"
+    assert calls == ["faces.changed"]

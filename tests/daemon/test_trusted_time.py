@@ -12,10 +12,12 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from daemon.access import AccessController, AccessIndex, DoorPolicy, Group, Kind, Person, Reason
+from daemon.door import DoorController
+from daemon.door_modes import ModeBook
 from daemon.doors import Doors
 from daemon.events import Event
 from daemon.journal import Journal
-from daemon.schedule import parse_schedule
+from daemon.schedule import Schedule, parse_schedule
 from daemon.trusted_time import (
     AGREE_MS,
     RELEASE_FLOOR_MS,
@@ -216,49 +218,76 @@ def test_kernel_synchronised_answers_without_changing_the_clock() -> None:
 
 
 # ----------------------------------------------------------------------------- doors
-def doors(clocks: Clocks, tt: TrustedTime) -> Doors:
-    return Doors(pins=MockFactory(), board=None, emit=lambda e: None, zone=lambda: SHANGHAI,
-                 holidays=frozenset, time=tt.view)
+def doors(tmp_path: Path, tt: TrustedTime, door: DoorController,
+          schedule: Schedule | None) -> Doors:
+    """Gate doors whose door ``front`` is the rig's controller with hold-open ``schedule``
+    (what :meth:`Doors.run` sets up before it applies the mode)."""
+    gate_doors = Doors(pins=MockFactory(), board=None, emit=lambda e: None,
+                       zone=lambda: SHANGHAI, holidays=frozenset, time=tt.view,
+                       modes=ModeBook(tmp_path / "modes.json"))
+    gate_doors._running["front"] = door
+    gate_doors._schedules["front"] = schedule
+    return gate_doors
 
 
-def test_hold_open_hours_never_unlock_while_time_is_untrusted() -> None:
+def test_hold_open_hours_never_unlock_while_time_is_untrusted(tmp_path: Path) -> None:
     rig = make_rig()
     try:
         clocks = Clocks(TRUE_MS)  # inside the hours, but nothing vouches for the clock
         tt = trusted_time(clocks, [], journal_newest_ms=TRUE_MS - 60_000)
         schedule = parse_schedule("daily 08:00-18:00")
-        doors(clocks, tt).hold_open_step(rig.door, schedule)
+        gate_doors = doors(tmp_path, tt, rig.door, schedule)
+        assert gate_doors._apply_mode("front").mode == "normal"
         rig.loop.settle()
         assert rig.door.mode == "normal" and rig.door.status()["lock"] == "locked"
         clocks.synced = True
-        doors(clocks, tt).hold_open_step(rig.door, schedule)
+        assert gate_doors._apply_mode("front").mode == "hold_open"
         rig.loop.settle()
         assert rig.door.mode == "hold_open" and rig.door.status()["lock"] == "unlocked"
     finally:
         rig.close()
 
 
-def test_a_clock_jump_forward_and_back_while_held_open_leaves_the_door_locked() -> None:
+def test_a_clock_jump_forward_and_back_while_held_open_leaves_the_door_locked(
+        tmp_path: Path) -> None:
     rig = make_rig()
     try:
         clocks = Clocks(TRUE_MS, synced=True)
         events: list[Event] = []
         tt = trusted_time(clocks, events)
         schedule = parse_schedule("daily 08:00-18:00")
-        gate_doors = doors(clocks, tt)
-        gate_doors.hold_open_step(rig.door, schedule)
+        gate_doors = doors(tmp_path, tt, rig.door, schedule)
+        gate_doors._apply_mode("front")
         rig.loop.settle()
         assert rig.door.status()["lock"] == "unlocked"
         clocks.wall_ms += 12 * 3_600_000  # forward to 22:00: outside the hours
-        gate_doors.hold_open_step(rig.door, schedule)
+        gate_doors._apply_mode("front")
         rig.loop.settle()
         assert rig.door.mode == "normal" and rig.door.status()["lock"] == "locked"
         clocks.wall_ms -= 12 * 3_600_000  # back to 10:00: behind what the gate has seen
-        gate_doors.hold_open_step(rig.door, schedule)
+        gate_doors._apply_mode("front")
         rig.loop.settle()
         assert rig.door.mode == "normal" and rig.door.status()["lock"] == "locked"
         assert [e.type for e in events] == ["clock.behind"]
         assert events[0].data["behind_ms"] == pytest.approx(12 * 3_600_000, abs=1000)
+    finally:
+        rig.close()
+
+
+def test_a_clock_running_ahead_cannot_end_a_timed_lockdown_early(tmp_path: Path) -> None:
+    rig = make_rig()
+    try:
+        clocks = Clocks(TRUE_MS + 2 * DAY_MS)  # untrusted and two days ahead
+        tt = trusted_time(clocks, [], journal_newest_ms=TRUE_MS)
+        gate_doors = doors(tmp_path, tt, rig.door, None)
+        gate_doors.set_mode("front", "lockdown", source="station", actor="station",
+                            until_ms=TRUE_MS + 3_600_000)
+        rig.loop.settle()
+        assert rig.door.mode == "lockdown"
+        clocks.advance(60)  # the floor has not reached the end time: the lockdown holds
+        assert gate_doors._apply_mode("front").mode == "lockdown"
+        clocks.advance(3_600)  # past the end time by the floor too
+        assert gate_doors._apply_mode("front").mode == "normal"
     finally:
         rig.close()
 

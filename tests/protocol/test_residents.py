@@ -74,7 +74,8 @@ def test_the_gate_and_the_station_store_the_same_person(tmp_path: Path) -> None:
     [
         ("r.csv", "id,name,card\n", "r.csv:1: unknown column 'card'; did you mean 'cards'?"),
         ("r.yaml", "persons:\n  - id: a\n    id: b\n",
-         'r.yaml:3:5: YAML syntax error: found duplicate key "id" (each key may appear once)'),
+         ("r.yaml:3:5: persons[0].id: key 'id' appears twice, first at line 2, column 5 (each key "
+          "may appear once: delete or merge one of them)")),
         ("r.json", '{"persons": [', "r.json:1:14: JSON syntax error: Expecting value"),
         ("r.yaml", "people: []\n",
          "r.yaml:1: unknown section 'people' (persons, groups, holidays, revoked)"),

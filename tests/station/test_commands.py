@@ -17,7 +17,7 @@ import aiomqtt
 import pytest
 
 from daemon.commands import CommandProcessor
-from daemon.keys import load_station_key as load_public_key
+from daemon.credentials import load_station_key as load_public_key
 from protocol.topics import GateTopics
 from station.commands import (
     CommandError,
@@ -62,7 +62,12 @@ def handlers_for(log: FakeGateLog) -> dict[str, Any]:
         log.calls.append(("enrol", args))
         return {"person": args["person"], "templates": len(args["photos"])}
 
-    return {"open": open_door, "sync": apply_sync, "enrol": enrol}
+    async def erase(args: dict[str, Any]) -> dict[str, Any]:
+        log.calls.append(("erase", args))
+        return {"person": args["person"], "cards_removed": 1}
+
+    return {"open": open_door, "sync": apply_sync, "enrol": enrol, "forget": erase,
+            "remove": erase}
 
 
 async def run_gate(broker: Broker, gate: str, public_key_path: Path, log: FakeGateLog,

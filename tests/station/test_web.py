@@ -215,9 +215,9 @@ async def test_cards_are_found_through_the_sites_card_hash_key(store: Store, tmp
                                                                ) -> None:
     key = bytes(range(32))
     (tmp_path / "card.key").write_text(key.hex() + "\n")
-    ref = hmac.new(key, b"0004567890", hashlib.sha256).hexdigest()
+    ref = hmac.new(key, b"4567890", hashlib.sha256).hexdigest()  # the gate hashes canonical cards
     store.add_events([event("g1", 7, ref=ref, kind="card")])
-    config = station_config(tmp_path, extra="card_hash_key_file: card.key\n")
+    config = station_config(tmp_path, extra=f"card_hash_key_file: {tmp_path / 'card.key'}\n")
     async with serving(store, config) as url, client() as http:
         await sign_in(http, url, "duty")
         async with http.get(url + "/passages", params={"card": "0004567890"}) as response:
@@ -349,9 +349,10 @@ async def test_cli_results_in_words_and_raw_with_json(broker: Broker, tmp_path: 
         responder = tasks.create_task(answering_gate(broker, ready, received))
         await ready.wait()
         c = ("-c", str(config))
-        words = await asyncio.to_thread(_menjin, "open", "g1", "front", *c)
-        raw = await asyncio.to_thread(_menjin, "open", "g1", "front", "--json", *c)
-        failed = await asyncio.to_thread(_menjin, "mode", "g1", "front", "hold_open", *c)
+        words = await asyncio.to_thread(_menjin, "open", "g1", "front", *c, cwd=tmp_path)
+        raw = await asyncio.to_thread(_menjin, "open", "g1", "front", "--json", *c, cwd=tmp_path)
+        failed = await asyncio.to_thread(_menjin, "mode", "g1", "front", "hold_open", *c,
+                                         cwd=tmp_path)
         responder.cancel()
     assert (words.returncode, words.stdout) == (0, "Door front opened.\n")
     assert json.loads(raw.stdout)["result"] == {"door": "front", "opened": True}
@@ -359,25 +360,28 @@ async def test_cli_results_in_words_and_raw_with_json(broker: Broker, tmp_path: 
     assert failed.stdout == "Refused: the gate could not carry it out (unknown mode 'x')\n"
 
 
-def _menjin(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def _menjin(*args: str, stdin: str = "", cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`menjin station ...` run in ``cwd``: relative paths of a station config resolve there."""
     return subprocess.run(
         [sys.executable, "-c", "from menjin.cli import main; main()", "station", *args],
-        input=stdin, capture_output=True, text=True, timeout=60, cwd=REPO)
+        input=stdin, capture_output=True, text=True, timeout=60, cwd=cwd)
 
 
 def test_user_add_remove_passwd_from_the_cli(tmp_path: Path) -> None:
     config = tmp_path / "station.yaml"
     config.write_text("version: 1\n")
     c = ("-c", str(config))
-    added = _menjin("user", "add", "wangfang", "--role", "operator", *c, stdin=PASSWORD + "\n")
+    added = _menjin("user", "add", "wangfang", "--role", "operator", *c, stdin=PASSWORD + "\n",
+                    cwd=tmp_path)
     assert added.returncode == 0, added.stderr
     assert added.stdout.strip() == "user wangfang added (operator)"
-    again = _menjin("user", "add", "wangfang", *c, stdin=PASSWORD + "\n")
+    again = _menjin("user", "add", "wangfang", *c, stdin=PASSWORD + "\n", cwd=tmp_path)
     assert again.returncode == 1
     assert "user 'wangfang' already exists (use passwd to change it)" in again.stderr
-    short = _menjin("user", "add", "li", *c, stdin="short\n")
+    short = _menjin("user", "add", "li", *c, stdin="short\n", cwd=tmp_path)
     assert "password too short: at least 10 characters" in short.stderr
-    changed = _menjin("user", "passwd", "wangfang", *c, stdin="another long secret\n")
+    changed = _menjin("user", "passwd", "wangfang", *c, stdin="another long secret\n",
+                      cwd=tmp_path)
     assert changed.stdout.strip() == "password of wangfang changed"
     store = Store(f"sqlite:///{tmp_path / 'station.db'}", portraits_dir=tmp_path / "p")
     accounts = Accounts(store)
@@ -386,9 +390,9 @@ def test_user_add_remove_passwd_from_the_cli(tmp_path: Path) -> None:
     assert user is not None and user.role == "operator"
     hashes = [r.password_hash for r in store.engine.connect().execute(store.t["users"].select())]
     assert hashes[0].startswith("$argon2id$") and "another" not in hashes[0]
-    assert _menjin("user", "remove", "wangfang", *c).returncode == 0
+    assert _menjin("user", "remove", "wangfang", *c, cwd=tmp_path).returncode == 0
     assert accounts.verify("wangfang", "another long secret") is None
-    gone = _menjin("user", "remove", "wangfang", *c)
+    gone = _menjin("user", "remove", "wangfang", *c, cwd=tmp_path)
     assert gone.returncode == 1 and "no user 'wangfang'" in gone.stderr
     with pytest.raises(AccountError, match="role 'boss': one of viewer, operator, admin"):
         accounts.add("x", "boss", PASSWORD)
@@ -398,7 +402,7 @@ def test_cli_refuses_an_unknown_gate_at_once(tmp_path: Path) -> None:
     config = tmp_path / "station.yaml"
     config.write_text(f"version: 1\nmqtt: {{port: {free_port()}}}\n")
     started = time.monotonic()
-    result = _menjin("open", "nowhere", "front", "-c", str(config))
+    result = _menjin("open", "nowhere", "front", "-c", str(config), cwd=tmp_path)
     assert time.monotonic() - started < 20  # the interpreter's start-up, not a 30 s wait
     assert result.returncode == 1
     assert "unknown gate 'nowhere': the station has never heard from it" in result.stderr
@@ -407,7 +411,7 @@ def test_cli_refuses_an_unknown_gate_at_once(tmp_path: Path) -> None:
 def test_run_refuses_a_public_page_without_sign_in(tmp_path: Path) -> None:
     config = tmp_path / "station.yaml"
     config.write_text("version: 1\nweb: {bind: 0.0.0.0, login: false}\n")
-    result = _menjin("run", "-c", str(config))
+    result = _menjin("run", "-c", str(config), cwd=tmp_path)
     assert result.returncode == 78
     assert "web.bind is 0.0.0.0, not loopback: web.login: false is only allowed" in result.stderr
 

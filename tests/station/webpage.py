@@ -30,8 +30,9 @@ USERS = {"viewer1": "viewer", "duty": "operator", "chief": "admin"}
 def station_config(tmp_path: Path, *, page_size: int = 200, extra: str = "",
                    broker_port: int = 1) -> StationConfig:
     path = tmp_path / "station.yaml"
-    path.write_text(
-        f"version: 1\nmqtt: {{port: {broker_port}}}\n"
+    path.write_text(  # absolute paths: relative ones resolve against the working directory
+        f"version: 1\nmqtt: {{port: {broker_port}}}\nsigning_key: {tmp_path / 'station_key.pem'}\n"
+        f"database: {{url: 'sqlite:///{tmp_path / 'station.db'}'}}\n"
         f"web: {{port: {free_port()}, page_size: {page_size}, timezone: Asia/Shanghai}}\n{extra}")
     return load_station_config(path)
 
