@@ -15,18 +15,26 @@ from the decision, which keeps :func:`decide` pure and table-testable.
 Checks run in a fixed order and the first failing one names the reason::
 
     lockdown → revoked → unknown_credential → face_not_consented → liveness_failed → disabled →
-    not_yet_valid → expired → not_allowed_at_door → outside_schedule → credential_not_accepted →
+    not_yet_valid → expired → not_allowed_at_door → time_untrusted → outside_schedule →
+    credential_not_accepted →
     second_factor_required (PIN) / wrong_pin → anti_passback → second_factor_required (face/card)
 
 A duress credential (a person's duress card, or their duress PIN) raises ``duress`` on the decision
 whatever the outcome, so the silent ``access.duress`` alarm goes out even when the door stays shut;
 when the person is otherwise valid it grants without waiting for a second factor and ignores
 anti-passback: a person under threat must not be seen to be refused.
+
+Time the gate cannot trust (:mod:`daemon.trusted_time`) never extends a validity period or opens
+a schedule: validity is checked against the clock *and* the floor (not yet valid or expired by
+either → refused), and while the clock is untrusted a door reached only through a time-restricted
+schedule is refused with ``time_untrusted`` (policy ``always_only``, the default: groups with the
+``always`` schedule keep working); policy ``clock`` evaluates schedules on the clock anyway.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -38,10 +46,13 @@ from zoneinfo import ZoneInfo
 from daemon.config import AccessRule
 from daemon.events import Event
 from daemon.schedule import DEFAULT_TIMEZONE, Schedule, local_time
+from daemon.trusted_time import TimeView
 from protocol.pins import hash_pin as hash_pin  # re-exported: the PIN hash is part of the contract
 from protocol.pins import verify_pin
 
 CredentialKind = Literal["card", "face"]
+#: What schedules do while the clock is untrusted (config ``clock.untrusted_schedules``).
+UntrustedPolicy = Literal["always_only", "clock"]
 Direction = Literal["entry", "exit"]
 #: PIN guessing lockout: this many wrong PINs for one person within PIN_LOCK_SECONDS block their
 #: card + PIN at every door until the oldest of them is that old (a duress PIN still works).
@@ -76,6 +87,7 @@ class Reason(StrEnum):
     FACE_NOT_CONSENTED = "face_not_consented"
     LIVENESS_FAILED = "liveness_failed"
     PIN_LOCKED = "pin_locked"
+    TIME_UNTRUSTED = "time_untrusted"
 
 
 # --------------------------------------------------------------------------- model
@@ -235,6 +247,8 @@ class AccessIndex:
     card_entries: Mapping[str, _Entry] = field(default_factory=dict)
     #: card keys that are duress cards
     duress: frozenset[str] = frozenset()
+    #: make-up working days (调休): weekend dates that count as a working day
+    workdays: frozenset[date] = frozenset()
 
     @classmethod
     def build(
@@ -243,6 +257,7 @@ class AccessIndex:
         groups: Iterable[Group],
         *,
         holidays: Iterable[date] = (),
+        workdays: Iterable[date] = (),
         revoked: Iterable[str] = (),
         version: int = 0,
         zone: ZoneInfo | None = None,
@@ -281,6 +296,7 @@ class AccessIndex:
             groups=MappingProxyType(group_map),
             card_entries=MappingProxyType(card_entries),
             duress=frozenset(c for c, (_, duress) in cards.items() if duress),
+            workdays=frozenset(workdays),
         )
 
     def person(self, person_id: str) -> Person | None:
@@ -324,6 +340,10 @@ class AccessState:
     index: AccessIndex
     memory: PassageMemory
     lockdown: bool = False
+    #: a lower bound of the true time (the floor); None: the clock alone
+    floor: datetime | None = None
+    time_trusted: bool = True
+    untrusted_policy: UntrustedPolicy = "always_only"
 
 
 # --------------------------------------------------------------------------- decision
@@ -363,7 +383,7 @@ def decide(credential: Credential, door: DoorPolicy, now: datetime, state: Acces
                                                                                     person)
     if duress_pin:
         duress = True
-    refusal = _validity(entry, door.door, now, index)
+    refusal = _validity(entry, door.door, now, index, state)
     if refusal is not None:
         return deny(refusal, person_id, duress=duress)
     if kind not in _ACCEPTS[door.rule]:
@@ -407,24 +427,30 @@ def pin_matches(pin: str, person: Person | None) -> tuple[bool, bool]:
     return verify_pin(pin, person.pin_hash), verify_pin(pin, person.duress_pin_hash)
 
 
-def _validity(entry: _Entry, door: str, now: datetime, index: AccessIndex) -> Reason | None:
+def _validity(entry: _Entry, door: str, now: datetime, index: AccessIndex,
+              state: AccessState) -> Reason | None:
     if not entry.enabled:
         return Reason.DISABLED
     if now.tzinfo is None:  # refuse a naive time before any comparison
         local_time(now, index.zone)
     ts = now.timestamp()
-    if ts < entry.not_before:
+    # The true time is not earlier than the floor: expired (or not yet valid) by either the clock
+    # or the floor is refused.
+    floor = state.floor.timestamp() if state.floor is not None else ts
+    if min(ts, floor) < entry.not_before:
         return Reason.NOT_YET_VALID
-    if ts >= entry.not_after:
+    if max(ts, floor) >= entry.not_after:
         return Reason.EXPIRED
     schedules = entry.doors.get(door)
     if not schedules:
         return Reason.NOT_ALLOWED_AT_DOOR
     if schedules[0].always:  # the door table keeps an always-open schedule alone
         return None
+    if not state.time_trusted and state.untrusted_policy == "always_only":
+        return Reason.TIME_UNTRUSTED
     local = local_time(now, index.zone)
     for schedule in schedules:
-        if schedule.is_open(local, index.holidays):
+        if schedule.is_open(local, index.holidays, index.workdays):
             return None
     return Reason.OUTSIDE_SCHEDULE
 
@@ -469,8 +495,12 @@ class AccessController:
         policies: Mapping[str, DoorPolicy],
         *,
         card_key: Callable[[str], str] = _identity,
+        time: Callable[[], TimeView] | None = None,
+        untrusted_policy: UntrustedPolicy = "always_only",
     ) -> None:
         self._index = index
+        self._time = time
+        self.untrusted_policy: UntrustedPolicy = untrusted_policy
         self._policies = dict(policies)
         self._card_key = card_key
         self.memory = PassageMemory()
@@ -523,7 +553,12 @@ class AccessController:
 
     def _decide(self, credential: Credential, door: str, now: datetime, lockdown: bool) -> Decision:
         policy = self._policies.get(door) or DoorPolicy(door)
-        decision = decide(credential, policy, now, self._states[lockdown])
+        state = self._states[lockdown]
+        if self._time is not None:  # the trusted-time view of this moment
+            view = self._time()
+            state = dataclasses.replace(state, floor=view.floor, time_trusted=view.trusted,
+                                        untrusted_policy=self.untrusted_policy)
+        decision = decide(credential, policy, now, state)
         self._remember(decision, policy, now)
         return decision
 

@@ -53,6 +53,7 @@ from daemon.statelock import StateDirBusyError, StateLock
 from daemon.station_commands import StationCommands
 from daemon.store import Store, StoreError
 from daemon.supervise import PartGaveUpError
+from daemon.trusted_time import CLOCK_FLOOR_FILE, TrustedTime
 from daemon.upkeep import AUDIT_CURSOR, AuditTrail, Erasure, Residents, privacy_upkeep
 from daemon.uplink import Uplink
 from daemon.vision_link import VisionLink
@@ -72,7 +73,7 @@ STOP_FLUSH_POLL_SECONDS = 0.02
 RECENT_EVENTS = 500
 BYTES_PER_MB = 1024 * 1024
 #: Parts that live as long as the process, whatever a reload changes.
-FIXED_PARTS = frozenset({"control", "residents", "privacy"})
+FIXED_PARTS = frozenset({"control", "residents", "privacy", "clock"})
 
 
 class Gate:
@@ -96,7 +97,12 @@ class Gate:
         self._flush_task: asyncio.Task[None] | None = None
         #: start-up repairs to report once the journal is open (event type → data or None)
         self.recovered: dict[str, dict[str, Any] | None] = {}
-        self.access = AccessController(EMPTY_INDEX, door_policies(config))
+        # a simulated board has a simulated time service: its clock counts as synchronised
+        self.time = TrustedTime(emit=self.emit, floor_file=config.state_dir / CLOCK_FLOOR_FILE,
+                                rtc=config.clock.rtc,
+                                synchronised=(lambda: True) if config.hardware.simulate else None)
+        self.access = AccessController(EMPTY_INDEX, door_policies(config), time=self.time.view,
+                                       untrusted_policy=config.clock.untrusted_schedules)
         self.control = GateControl(self)
         self.parts = Parts(emit=self.emit, fixed=FIXED_PARTS)
         self.audit_log = AuditLog(config.privacy.audit_path)
@@ -110,6 +116,7 @@ class Gate:
         self.doors = Doors(pins=self.pins, board=self.board, emit=self.emit,
                            zone=lambda: ZoneInfo(self.config.gate.timezone),
                            holidays=lambda: self.access.index.holidays,
+                           workdays=lambda: self.access.index.workdays, time=self.time.view,
                            modes=ModeBook(config.state_dir / MODES_FILE))
         self.passage = Passage(access=lambda: self.access, doors=self.doors, lockout=self.lockout,
                                emit=self.emit, multi_factor_seconds=self._multi_factor_seconds)
@@ -194,6 +201,7 @@ class Gate:
         """A reloaded config becomes the running one; returns the restarted parts."""
         self.config = config
         self.access.set_policies(door_policies(config))
+        self.access.untrusted_policy = config.clock.untrusted_schedules
         changed = await self.apply(config)
         self.doors.release_unused(config.doors)
         return changed
@@ -214,7 +222,8 @@ class Gate:
             key_file=tls.key_file if tls else None, username=up.username,
             password_file=up.password_file, password_env=up.password_env,
             client_id=up.client_id,
-            commands=self.station_commands.processor(config, self.journal, self.emit),
+            commands=self.station_commands.processor(config, self.journal, self.emit,
+                                                     self.time),
             portraits=config.privacy.portraits, legal_basis=config.privacy.legal_basis,
             health_seconds=up.health_seconds, health_source=self.health,
             inflight=up.inflight,
@@ -223,7 +232,10 @@ class Gate:
 
     def health(self) -> dict[str, Any]:
         doors = {door_id: self.doors.status(door_id) for door_id in self.doors}
-        return {"readers": self.readers.health(), "camera": self.vision.camera,
+        clock = self.time.view()
+        return {"clock": {"trusted": clock.trusted, "source": clock.source,
+                          "floor_ms": clock.floor_ms},
+                "readers": self.readers.health(), "camera": self.vision.camera,
                 "vision": self.vision.status(),
                 "doors": {door_id: {"state": next((a for a in ("forced", "held")
                                                    if a in s["alarms"]), s["state"]),
@@ -261,6 +273,9 @@ class Gate:
             log.error("cannot open the journal: %s", exc)
             return EX_CONFIG
         journal.start_writer(loop)  # from here on no fsync runs on the door's loop
+        self.time.raise_floor(journal.newest_ts_ms())
+        journal.stamp = self.time.stamp
+        self.time.view()  # a clock behind the journal is reported before anything else
         self._report_recoveries()
         started_ms = now_ms()
         previous = runmark.begin(self.config.state_dir, started_ms=started_ms,
@@ -301,6 +316,7 @@ class Gate:
             listening = asyncio.Event()
             self.parts.start("control", None, functools.partial(control.serve, listening.set))
             self.parts.start("residents", None, residents.watch)
+            self.parts.start("clock", None, self.time.watch)
             self.parts.start("privacy", None, functools.partial(
                 privacy_upkeep, journal, self.audit_trail,
                 lambda: self.config.privacy.audit_retention_days))
@@ -363,7 +379,9 @@ class Gate:
             self.store.snapshot(recovery.snapshot_path(c.access.db))
         except (OSError, sqlite3.Error) as exc:  # a full disk keeps the older snapshot
             log.warning("resident store snapshot not refreshed: %s", exc)
-        self.access = AccessController(index, door_policies(c), card_key=self.store.card_ref)
+        self.access = AccessController(index, door_policies(c), card_key=self.store.card_ref,
+                                       time=self.time.view,
+                                       untrusted_policy=c.clock.untrusted_schedules)
         self.residents = Residents(self.store, self.access,
                                    snapshot=recovery.snapshot_path(c.access.db))
         log.info("resident store %s: version %d, %d person(s)", c.access.db,

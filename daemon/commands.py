@@ -3,8 +3,11 @@
 A broker account alone must never open a door, so every command on ``<prefix>/<gate>/cmd/<name>``
 is an envelope signed by the station's Ed25519 key (codec in :mod:`protocol.envelope`).  This
 module checks, cheapest first: size, bounded JSON and shape, name against the topic, gate id,
-signature, validity window (with clock skew) and nonce (remembered in the journal until the
-envelope expires, so a restart cannot make a replay look new).  A refusal becomes a
+signature, validity window (expiry judged against the clock *and* the gate's time floor, so a
+clock set back cannot revive an expired command), the station's command counter (its
+high-water mark is kept in the journal and never purged: whatever the clock does, a captured
+command is taken once) and nonce (remembered in the journal until the envelope expires).  A
+refusal becomes a
 ``command.refused`` alarm event with the reason and a result with ``ok: false``; an accepted
 command a ``command.accepted`` event, the handler's answer and a result with ``ok: true``.
 Handlers are registered by ``daemon/app.py`` (``open`` → door, ``sync`` → store,
@@ -24,12 +27,15 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from daemon.events import SCHEMA_VERSION, Emit, Event, now_ms
+from daemon.trusted_time import TrustedTime
 from protocol.envelope import (
     COMMAND_NAMES,
+    COUNTER_WINDOW,
     DEFAULT_MAX_ENVELOPE_BYTES,
     EnvelopeError,
     parse_envelope,
     signature_valid,
+    station_key_id,
 )
 
 log = logging.getLogger(__name__)
@@ -104,6 +110,8 @@ class CommandProcessor:
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_skew_s: float = DEFAULT_MAX_SKEW_S,
         clock: Callable[[], int] = now_ms,
+        remember_counter: Callable[[str, int, int], bool] | None = None,
+        time: TrustedTime | None = None,
     ) -> None:
         self.gate = gate
         self.station_key = station_key
@@ -113,6 +121,9 @@ class CommandProcessor:
         self.max_bytes = max_bytes
         self.max_skew_ms = int(max_skew_s * 1000)
         self._clock = clock
+        self._remember_counter = remember_counter
+        self._time = time
+        self.station_id = station_key_id(station_key) if station_key is not None else ""
         self._refusal_times: deque[int] = deque()
         self._suppressed = 0
 
@@ -159,19 +170,30 @@ class CommandProcessor:
         if not signature_valid(envelope, self.station_key):
             raise RefusedError("bad_signature", "signature does not verify with the station key")
         now = self._clock()
-        if envelope["expires_at_ms"] < now:
-            ago_s = (now - envelope["expires_at_ms"]) / 1000
+        view = self._time.view() if self._time is not None else None
+        latest = max(now, view.floor_ms) if view is not None else now
+        if envelope["expires_at_ms"] < latest:
+            ago_s = (latest - envelope["expires_at_ms"]) / 1000
             raise RefusedError("expired", f"expired {ago_s:.1f} s ago")
-        if envelope["issued_at_ms"] > now + self.max_skew_ms:
+        # an untrusted clock cannot call a command early: the counter, not the clock, stops
+        # replays, and the station's time is how the gate learns the time
+        trusted = view is None or view.trusted
+        if trusted and envelope["issued_at_ms"] > now + self.max_skew_ms:
             ahead_s = (envelope["issued_at_ms"] - now) / 1000
             raise RefusedError("future", f"issued {ahead_s:.1f} s in the future "
                                f"(allowed skew {self.max_skew_ms / 1000:g} s)")
         if envelope["expires_at_ms"] < envelope["issued_at_ms"]:
             raise RefusedError("malformed", "expires before it was issued")
+        if self._remember_counter is not None and not self._remember_counter(
+                self.station_id, envelope["counter"], COUNTER_WINDOW):
+            raise RefusedError("replayed", f"counter {envelope['counter']} was already used "
+                               "or is too far below the highest accepted")
         # Nonces are kept until expiry plus the skew: no later copy can pass the expiry check.
         keep_until_ms = envelope["expires_at_ms"] + self.max_skew_ms
         if not self._remember_nonce(envelope["nonce"], keep_until_ms):
             raise RefusedError("replayed", f"nonce {envelope['nonce']} was already used")
+        if self._time is not None:  # a verified, fresh command carries the station's time
+            self._time.station_time(envelope["issued_at_ms"])
 
     def _refuse(self, name: str, envelope: dict[str, Any] | None, refusal: RefusedError) -> Outcome:
         # Everything here may be the sender's text (up to the size limit): only short escaped

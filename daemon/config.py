@@ -431,6 +431,20 @@ class AccessSection(Strict):
     )
 
 
+class ClockSection(Strict):
+    rtc: InputPath | None = Field(
+        None,
+        description="sysfs directory of a battery-backed RTC (e.g. /sys/class/rtc/rtc0); when "
+        "present and agreeing with the system clock, time is trusted without NTP.",
+    )
+    untrusted_schedules: Literal["always_only", "clock"] = Field(
+        "always_only",
+        description="While the clock is untrusted: always_only lets groups with the 'always' "
+        "schedule in and refuses time-restricted ones (time_untrusted); clock evaluates "
+        "schedules on the clock anyway.",
+    )
+
+
 class JournalSection(Strict):
     path: StatePath = Field(Path("journal.db"), description="SQLite event journal (WAL).")
     quota_mb: int = Field(512, ge=8, description="Disk quota for events and portraits.")
@@ -530,6 +544,7 @@ class GateConfig(Strict):
     vision: VisionSection | None = Field(None, description="Face detection and recognition.")
     access: AccessSection = Field(default={}, description="Access store.")  # type: ignore[assignment]
     journal: JournalSection = Field(default={}, description="Event journal.")  # type: ignore[assignment]
+    clock: ClockSection = Field(default={}, description="Trusted time.")  # type: ignore[assignment]
     uplink: UplinkSection | None = Field(None, description="Station MQTT uplink.")
     privacy: PrivacySection = Field(default={}, description="Face data policy.")  # type: ignore[assignment]
     logging: LoggingSection = Field(default={}, description="Logging.")  # type: ignore[assignment]

@@ -30,6 +30,7 @@ from daemon.door_modes import Effective, ModeBook, SetMode
 from daemon.events import Emit, Event, now_ms
 from daemon.schedule import Schedule, local_time, parse_schedule
 from daemon.simulate import SimulatedBoard
+from daemon.trusted_time import TimeView
 from drivers.feedback import FeedbackFanout
 
 log = logging.getLogger(__name__)
@@ -68,14 +69,18 @@ class Doors(Mapping[str, DoorController]):
 
     def __init__(self, *, pins: Factory, board: SimulatedBoard | None, emit: Emit,
                  zone: Callable[[], ZoneInfo], holidays: Callable[[], frozenset[date]],
-                 modes: ModeBook, clock: Callable[[], int] = now_ms) -> None:
+                 workdays: Callable[[], frozenset[date]] = frozenset,
+                 time: Callable[[], TimeView] | None = None,
+                 modes: ModeBook, clock: Callable[[], int] | None = None) -> None:
         self._pins = pins
         self._board = board
         self._emit = emit
         self._zone = zone
         self._holidays = holidays
+        self._workdays = workdays
+        self._time = time
         self.modes = modes
-        self._clock = clock
+        self._clock = clock if clock is not None else self._mode_clock
         self._running: dict[str, DoorController] = {}
         #: door → its GPIO LEDs plus the LED/buzzer of the OSDP readers serving it
         self._feedback: dict[str, FeedbackFanout] = {}
@@ -140,17 +145,38 @@ class Doors(Mapping[str, DoorController]):
                       "at the next restart", door_id, mode, self.modes.path, exc)
         return self._effective[door_id]
 
+    def _mode_clock(self) -> int:
+        """UTC ms against which set modes' ``until_ms`` are judged: the clock while it is
+        trusted, else the floor (a lower bound of the true time, so a clock running ahead
+        cannot end a lockdown early)."""
+        if self._time is None:
+            return now_ms()
+        view = self._time()
+        return view.clock_ms if view.trusted else view.floor_ms
+
     def _apply_mode(self, door_id: str) -> Effective:
-        """Put the door in the mode it should be in now; returns it."""
+        """Put the door in the mode it should be in now; returns it.
+
+        Time the gate cannot trust never opens the hold-open schedule: while the clock is
+        untrusted the schedule counts as closed (the door stays locked), whatever the clock says.
+        """
         door = self._running[door_id]
+        previous = self._effective.get(door_id)
         schedule = self._schedules.get(door_id)
         scheduled_open = None
         if schedule is not None:
-            local = local_time(datetime.now(UTC), self._zone())
-            scheduled_open = schedule.is_open(local, self._holidays())
+            view = self._time() if self._time is not None else None
+            trusted = view is None or view.trusted
+            local = local_time(view.clock if view is not None else datetime.now(UTC),
+                               self._zone())
+            scheduled_open = trusted and schedule.is_open(local, self._holidays(),
+                                                          self._workdays())
+            if not trusted and previous is not None and previous.source == "schedule" \
+                    and previous.mode == "hold_open":
+                log.warning("door %s: hold-open hours suspended, the clock is not trusted",
+                            door_id)
         effective = self.modes.effective(door_id, scheduled_open=scheduled_open,
                                          now_ms=self._clock())
-        previous = self._effective.get(door_id)
         self._effective[door_id] = effective
         if door.mode != effective.mode:
             log.info("door %s: mode %s (%s)", door_id, effective.mode, effective.source)

@@ -96,6 +96,13 @@ CREATE TABLE IF NOT EXISTS portraits (
     bytes INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS nonces (nonce TEXT PRIMARY KEY, expires_at_ms INTEGER NOT NULL);
+-- command counters accepted per station key: the high-water mark and the window below it;
+-- never purged by time, so no clock can make a used counter look new
+CREATE TABLE IF NOT EXISTS command_counters (
+    station TEXT NOT NULL,
+    counter INTEGER NOT NULL,
+    PRIMARY KEY (station, counter)
+);
 """
 
 
@@ -225,6 +232,10 @@ class Journal:
             self._db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (str(self._seq),))
         # ids stay monotonic across restarts: none below the newest one already recorded
         self._ids = Uuid7(floor=self._db.execute("SELECT max(id) FROM events").fetchone()[0])
+        #: ``() -> (UTC ms, trusted)`` for each recorded event (the gate's
+        #: :meth:`~daemon.trusted_time.TrustedTime.stamp`); None: the event's own ``ts_ms``,
+        #: taken as trusted.
+        self.stamp: Callable[[], tuple[int, bool]] | None = None
         self._remove_orphan_portraits()
         self.reserve = path.with_name(path.name + RESERVE_SUFFIX)
         self._make_reserve()
@@ -274,7 +285,8 @@ class Journal:
         A JPEG ``portrait`` is kept (and linked to the event) only when portraits are not
         ``off``.  Never raises for a full disk.
         """
-        event_id = self._ids.new(event.ts_ms)
+        ts_ms, trusted = self.stamp() if self.stamp is not None else (event.ts_ms, True)
+        event_id = self._ids.new(ts_ms)
         portrait_bytes = None
         if portrait is not None and self.portraits != "off":
             portrait_bytes = self._write_portrait(event_id, portrait)
@@ -282,14 +294,15 @@ class Journal:
         with self._tail_lock:  # numbered and queued together: the tail stays in seq order
             self._seq += 1
             payload: dict[str, Any] = {"v": SCHEMA_VERSION, "id": event_id, "seq": self._seq,
-                                       "gate": self.gate, **event.to_dict()}
+                                       "gate": self.gate, **event.to_dict(),
+                                       "ts_ms": ts_ms, "time_trusted": trusted}
             body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
             person = event.person
             if _SURROGATES.search(body):  # never stored as is: it would fail every write after
                 body = _SURROGATES.sub("\ufffd", body)
                 payload = json.loads(body)
                 person = _SURROGATES.sub("\ufffd", person) if person is not None else None
-            row = _Row(self._seq, event_id, event.ts_ms, _SURROGATES.sub("\ufffd", event.type),
+            row = _Row(self._seq, event_id, ts_ms, _SURROGATES.sub("\ufffd", event.type),
                        int(event.priority), person, body, portrait_bytes)
             self._tail.append(row)
             self.stats.recorded += 1
@@ -637,6 +650,15 @@ class Journal:
         times = [t for t in (row[0], tail[0].ts_ms if tail else None) if t is not None]
         return min(times) if times else None
 
+    def newest_ts_ms(self) -> int | None:
+        """The latest event timestamp recorded (a floor for the gate's time), None when empty."""
+        with self._read_lock:
+            row = self._reader.execute("SELECT max(ts_ms) FROM events").fetchone()
+        with self._tail_lock:
+            tail = max((r.ts_ms for r in self._tail), default=None)
+        times = [t for t in (row[0], tail) if t is not None]
+        return max(times) if times else None
+
     def all_ids(self) -> set[str]:
         """Every stored event id (tests and the benchmark compare it with what arrived)."""
         with self._read_lock:
@@ -845,6 +867,32 @@ class Journal:
                     "INSERT OR IGNORE INTO nonces (nonce, expires_at_ms) VALUES (?, ?)",
                     (nonce, expires_at_ms))
                 return cursor.rowcount == 1
+
+    def remember_counter(self, station: str, counter: int, window: int) -> bool:
+        """Accept command ``counter`` of ``station`` once; False for a replay.
+
+        A counter is new when it is above the high-water mark, or within ``window`` below it
+        and not used yet (commands on different topics may overtake each other).  Committed with
+        fsync before returning, like :meth:`remember_nonce`.
+        """
+        with self._db_lock:
+            self._set_synchronous("FULL")
+            with self._transaction():
+                row = self._db.execute(
+                    "SELECT max(counter) FROM command_counters WHERE station = ?", (station,)
+                ).fetchone()
+                high = int(row[0]) if row[0] is not None else 0
+                if counter <= high - window:
+                    return False
+                cursor = self._db.execute(
+                    "INSERT OR IGNORE INTO command_counters (station, counter) VALUES (?, ?)",
+                    (station, counter))
+                if cursor.rowcount != 1:
+                    return False
+                self._db.execute(
+                    "DELETE FROM command_counters WHERE station = ? AND counter <= ?",
+                    (station, max(high, counter) - window))
+                return True
 
     # ------------------------------------------------------------------ shutdown
 

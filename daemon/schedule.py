@@ -9,10 +9,13 @@ A group's schedule is written as short text an installer can read and a station 
     mon-fri 08:00-18:00; hol 09:00-12:00     ``hol`` windows apply on holidays
 
 On a date of the holiday calendar only the ``hol`` windows apply (no ``hol`` clause: closed all
-day), except for ``always``; a window that starts the evening before a holiday still runs to its
-end, because a window belongs to the day it starts on.  Ends are exclusive and ``24:00`` closes a
-day.  Everything is evaluated in local time of the gate (default Asia/Shanghai, which has no
-daylight saving; in zones that have it, local wall-clock times are what count).
+day), except for ``always``.  A make-up working day (调休: a Saturday or Sunday the State Council
+declares a working day, to bridge a holiday) has the windows of a Monday, so ``mon-fri`` windows
+open on it; a date that is both is a holiday.  A window that starts the evening before a
+holiday still runs to its end, because a window belongs to the day it starts on.  Ends are
+exclusive and ``24:00`` closes a day.  Everything is evaluated in local time of the gate
+(default Asia/Shanghai, which has no daylight saving; in zones that have it, local wall-clock
+times are what count).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ SECONDS_PER_DAY = 86_400
 MINUTES_PER_HOUR = 60
 MINUTES_PER_DAY = 24 * MINUTES_PER_HOUR
 HOLIDAY = 7  # the day type of a holiday date; 0..6 are Monday..Sunday
+#: The day type of a make-up working day (调休): an ordinary working day, Monday's windows.
+MAKEUP_WORKDAY = 0
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ALWAYS = "always"
 _DAY = "(mon|tue|wed|thu|fri|sat|sun)"
@@ -50,23 +55,27 @@ class Schedule:
     days: tuple[tuple[tuple[int, int], ...], ...]
     always: bool = False
 
-    def is_open(self, local: datetime, holidays: frozenset[date]) -> bool:
-        """True when ``local`` (a datetime in the gate's timezone) falls in a window."""
+    def is_open(self, local: datetime, holidays: frozenset[date],
+                workdays: frozenset[date] = frozenset()) -> bool:
+        """True when ``local`` (a datetime in the gate's timezone) falls in a window;
+        ``holidays`` and make-up ``workdays`` are the gate's calendar."""
         if self.always:
             return True
         today = local.date()
         second = local.hour * 3600 + local.minute * 60 + local.second
-        for start, end in self.days[_day_type(today, holidays)]:
+        for start, end in self.days[_day_type(today, holidays, workdays)]:
             if start <= second and (second < end or end < start):
                 return True
-        for start, end in self.days[_day_type(today - timedelta(days=1), holidays)]:
+        for start, end in self.days[_day_type(today - timedelta(days=1), holidays, workdays)]:
             if end < start and second < end:
                 return True
         return False
 
 
-def _day_type(day: date, holidays: frozenset[date]) -> int:
-    return HOLIDAY if day in holidays else day.weekday()
+def _day_type(day: date, holidays: frozenset[date], workdays: frozenset[date]) -> int:
+    if day in holidays:
+        return HOLIDAY
+    return MAKEUP_WORKDAY if day in workdays else day.weekday()
 
 
 def _days(word: str) -> list[int]:

@@ -25,6 +25,7 @@ from daemon.events import Emit
 from daemon.faces import EnrolOutcome, check_consent, face_models, store_enrolment, template_store
 from daemon.journal import Journal
 from daemon.sync_transfer import STAGING_FILE, SyncStaging
+from daemon.trusted_time import TrustedTime
 from daemon.upkeep import AuditTrail, Erasure, Residents
 from protocol.envelope import RESEND_MAX_EVENTS
 
@@ -94,8 +95,10 @@ class StationCommands:
                 "enrol": self.enrol, "remove": self.remove, "forget": self.forget,
                 "mode": self.mode}
 
-    def processor(self, config: GateConfig, journal: Journal, emit: Emit) -> CommandProcessor:
-        """The command processor of ``config``'s uplink, with the station's public key."""
+    def processor(self, config: GateConfig, journal: Journal, emit: Emit,
+                  time: TrustedTime | None = None) -> CommandProcessor:
+        """The command processor of ``config``'s uplink, with the station's public key; its
+        counters and nonces are kept in ``journal``, its validity judged on ``time``."""
         assert config.uplink is not None
         key_file = config.uplink.station_public_key_file
         if key_file is None:
@@ -105,6 +108,7 @@ class StationCommands:
             station_key=load_station_key(key_file) if key_file is not None else None,
             remember_nonce=journal.remember_nonce, emit=emit,
             handlers={**self.handlers(), "resend": functools.partial(resend, journal)},
+            remember_counter=journal.remember_counter, time=time,
         )
 
     async def config(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -93,6 +93,8 @@ CREATE TABLE IF NOT EXISTS cards (card TEXT PRIMARY KEY,
 CREATE INDEX IF NOT EXISTS cards_person ON cards(person);
 CREATE TABLE IF NOT EXISTS groups (id TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS holidays (day TEXT PRIMARY KEY, name TEXT NOT NULL DEFAULT '');
+-- make-up working days (调休): weekend days that are working days
+CREATE TABLE IF NOT EXISTS workdays (day TEXT PRIMARY KEY, name TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS revoked (card TEXT PRIMARY KEY, revoked_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS forgotten (pseudonym TEXT PRIMARY KEY, forgotten_ms INTEGER NOT NULL);
 """
@@ -290,8 +292,16 @@ def parse_holidays(items: Any) -> dict[date, str]:
 
 
 def holidays_from_records(items: list[Holiday]) -> dict[date, str]:
-    """Day → name (empty when the holiday was given as a bare date)."""
-    return dict(_holiday(item) for item in items)
+    """Day → name (empty when the holiday was given as a bare date); make-up working days
+    are left out (:func:`workdays_from_records`)."""
+    return dict(_holiday(item) for item in items
+                if not (isinstance(item, HolidayRecord) and item.workday))
+
+
+def workdays_from_records(items: list[Holiday]) -> dict[date, str]:
+    """Day → name of the make-up working days (调休) among calendar records."""
+    return dict(_holiday(item) for item in items
+                if isinstance(item, HolidayRecord) and item.workday)
 
 
 def _holiday(item: Holiday) -> tuple[date, str]:
@@ -419,6 +429,10 @@ class Store:
         rows = self._conn.execute("SELECT day, name FROM holidays ORDER BY day").fetchall()
         return {date.fromisoformat(day): name for day, name in rows}
 
+    def workdays(self) -> dict[date, str]:
+        rows = self._conn.execute("SELECT day, name FROM workdays ORDER BY day").fetchall()
+        return {date.fromisoformat(day): name for day, name in rows}
+
     def revoked(self) -> frozenset[str]:
         return frozenset(r[0] for r in self._conn.execute("SELECT card FROM revoked"))
 
@@ -443,15 +457,19 @@ class Store:
             version = self.version
             persons, groups = self.persons(), self.groups()
             holidays, revoked = self.holidays(), self.revoked()
+            workdays = self.workdays()
         finally:
             self._conn.execute("COMMIT")
-        return AccessIndex.build(persons, groups, holidays=holidays, revoked=revoked,
+        return AccessIndex.build(persons, groups, holidays=holidays, workdays=workdays,
+                                 revoked=revoked,
                                  version=version, zone=self.zone)
 
     # ------------------------------------------------------------------ local edits
     def upsert(self, persons: Iterable[Person], *, groups: Iterable[Group] = (),
-               holidays: Mapping[date, str] | None = None) -> int:
-        """Add or replace persons (and groups, holidays) in one transaction; returns the count.
+               holidays: Mapping[date, str] | None = None,
+               workdays: Mapping[date, str] | None = None) -> int:
+        """Add or replace persons (and groups, holidays, make-up working days) in one
+        transaction; returns the count.
 
         ``persons`` carry canonical card strings (as :func:`parse_person` gives them without a
         ``card_key``); the store keys them.  Local edits keep the sync version: the next
@@ -463,6 +481,9 @@ class Store:
             if holidays is not None:
                 self._conn.executemany("INSERT OR REPLACE INTO holidays (day, name) VALUES (?, ?)",
                                        [(d.isoformat(), n) for d, n in holidays.items()])
+            if workdays is not None:
+                self._conn.executemany("INSERT OR REPLACE INTO workdays (day, name) VALUES (?, ?)",
+                                       [(d.isoformat(), n) for d, n in workdays.items()])
             self._conn.executemany("DELETE FROM cards WHERE person = ?", [(p.id,) for p in batch])
             for person in batch:  # cards may move between persons of one batch
                 self._put_person(person)
@@ -619,6 +640,7 @@ class Store:
                 raise PersonError(f"{people_key}[{i}].{exc}") from None
         groups = [group_from_record(g) for g in sync.groups]
         holidays = holidays_from_records(sync.holidays) if sync.holidays is not None else None
+        workdays = workdays_from_records(sync.holidays) if sync.holidays is not None else {}
         conn = self._conn
         if isinstance(sync, Snapshot):
             self._revoke(sync.revoked, None)
@@ -634,6 +656,9 @@ class Store:
             conn.execute("DELETE FROM holidays")
             conn.executemany("INSERT INTO holidays (day, name) VALUES (?, ?)",
                              [(d.isoformat(), n) for d, n in holidays.items()])
+            conn.execute("DELETE FROM workdays")
+            conn.executemany("INSERT INTO workdays (day, name) VALUES (?, ?)",
+                             [(d.isoformat(), n) for d, n in workdays.items()])
         self._put_groups(groups)
         conn.executemany("DELETE FROM cards WHERE person = ?", [(p.id,) for p in persons])
         for person in persons:

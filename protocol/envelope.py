@@ -2,16 +2,21 @@
 opens a door.
 
 An envelope is a JSON object ``{"v", "id", "name", "gate", "issued_at_ms", "expires_at_ms",
-"nonce", "args", "sig"}``; ``sig`` is the base64 Ed25519 signature of :func:`signed_bytes`, the RFC
-8785 canonical JSON of the envelope without ``sig``.  Binding ``gate`` and ``name`` into the signed
-bytes stops a command for one gate (or one action) from being replayed against another.  Time,
-nonce and replay checks need the gate's clock and journal and stay with the gate
-(``daemon/commands.py``); everything that needs only the bytes is here.
+"nonce", "counter", "args", "sig"}``; ``sig`` is the base64 Ed25519 signature of
+:func:`signed_bytes`, the RFC 8785 canonical JSON of the envelope without ``sig`` (the gate
+re-canonicalises what it parsed, and the parser refuses repeated keys, so one set of bytes has
+one meaning).  ``counter`` is the station's monotonic command counter: the gate remembers the
+highest it accepted, so no clock change can make a captured command new again.  Binding
+``gate`` and ``name`` into the signed bytes stops a command for one gate (or one action) from
+being replayed against another.  Time, counter, nonce and replay checks need the gate's clock
+and journal and stay with the gate (``daemon/commands.py``); everything that needs only the
+bytes is here.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import secrets
 import time
@@ -28,7 +33,8 @@ from protocol.canonical import CanonicalError, canonical_json
 
 ENVELOPE_VERSION = 1
 ENVELOPE_FIELDS = frozenset(
-    {"v", "id", "name", "gate", "issued_at_ms", "expires_at_ms", "nonce", "args", "sig"}
+    {"v", "id", "name", "gate", "issued_at_ms", "expires_at_ms", "nonce", "counter", "args",
+     "sig"}
 )
 COMMAND_NAMES = frozenset(
     {"open", "mode", "sync", "sync_part", "enrol", "remove", "forget", "config", "ping",
@@ -45,8 +51,23 @@ _NONCE = re.compile(rf"^[0-9a-f]{{{NONCE_HEX_CHARS}}}$")
 #: Field name → accepted JSON type (bool is refused where an integer is expected).
 _FIELD_TYPES: dict[str, type] = {
     "v": int, "id": str, "name": str, "gate": str, "issued_at_ms": int, "expires_at_ms": int,
-    "nonce": str, "args": dict, "sig": str,
+    "nonce": str, "counter": int, "args": dict, "sig": str,
 }
+#: Counters are positive integers with an exact JSON (IEEE double) form.
+MAX_COUNTER = 2**53
+#: Commands of one station may overtake each other (different topics): a counter up to this far
+#: below the highest accepted one is still taken once.
+COUNTER_WINDOW = 64
+
+
+def counter_after(previous: int, now_ms: int) -> int:
+    """The next command counter of a station: above ``previous`` and at least ``now_ms * 1000``.
+
+    Seeding from the time lets a station that lost its database (or a tool without one) still
+    issue counters above those used before; ``previous + 1`` keeps it increasing when the
+    station's own clock goes back.
+    """
+    return max(previous + 1, now_ms * 1000)
 
 
 class EnvelopeError(ValueError):
@@ -94,8 +115,14 @@ def new_command(
     *,
     ttl_s: float = DEFAULT_TTL_S,
     now_ms: int | None = None,
+    counter: int | None = None,
 ) -> dict[str, Any]:
-    """Build and sign a command envelope for ``gate``, valid ``ttl_s`` seconds from ``now_ms``."""
+    """Build and sign a command envelope for ``gate``, valid ``ttl_s`` seconds from ``now_ms``.
+
+    ``counter``: the station's next command counter (:func:`counter_after` of the last one it
+    kept); None derives one from the time (tools without a database; two in the same
+    microsecond would collide, so stations keep theirs).
+    """
     issued = int(time.time() * 1000) if now_ms is None else now_ms
     envelope = {
         "v": ENVELOPE_VERSION,
@@ -105,6 +132,8 @@ def new_command(
         "issued_at_ms": issued,
         "expires_at_ms": issued + int(ttl_s * 1000),
         "nonce": secrets.token_hex(NONCE_HEX_CHARS // 2),
+        "counter": counter if counter is not None else counter_after(0, issued)
+        + secrets.randbelow(1000),
         "args": dict(args),
     }
     return sign_envelope(envelope, key)
@@ -138,6 +167,8 @@ def parse_envelope(
             raise EnvelopeError("malformed", f"field {key!r} has the wrong type")
     if envelope["v"] != ENVELOPE_VERSION:
         raise EnvelopeError("malformed", f"unsupported envelope version {envelope['v']}")
+    if not 1 <= envelope["counter"] <= MAX_COUNTER:
+        raise EnvelopeError("malformed", f"counter must be 1 to {MAX_COUNTER}")
     if not _NONCE.match(envelope["nonce"]):
         raise EnvelopeError("malformed", f"nonce must be {NONCE_HEX_CHARS} lowercase hex digits")
     try:
@@ -145,6 +176,13 @@ def parse_envelope(
     except CanonicalError as exc:
         raise EnvelopeError("malformed", f"no canonical form: {exc}") from None
     return envelope
+
+
+def station_key_id(key: Ed25519PublicKey) -> str:
+    """A short id of a station key (16 hex digits of the SHA-256 of its raw 32 bytes): the gate
+    keeps command counters per station key, so a new key starts a new counter."""
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def private_key_from_pem(pem: bytes) -> Ed25519PrivateKey:

@@ -185,10 +185,14 @@ class GroupRecord(_Model):
 
 
 class HolidayRecord(_Model):
-    """A named holiday (a bare ISO date is a holiday without a name)."""
+    """A named holiday (a bare ISO date is a holiday without a name), or with ``workday`` a
+    make-up working day (调休)."""
 
     date: IsoDate = Field(description="YYYY-MM-DD.")
     name: StrictStr = Field("", description="Name of the holiday.")
+    workday: StrictBool = Field(
+        False, description="A make-up working day (调休): a weekend day that is a working day "
+        "(schedules give it a Monday's windows), not a holiday.")
 
 
 Holiday = IsoDate | HolidayRecord

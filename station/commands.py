@@ -165,7 +165,10 @@ async def send_commands(
                 raise CommandError(f"broker refused the subscription to {topics.result(name)} "
                                    f"({reason_text('SUBACK', max(codes))}); check its ACL")
             for args in args_list:
-                envelope = new_command(name, gate, args, key, ttl_s=config.command_ttl_seconds)
+                counter = (await asyncio.to_thread(store.next_command_counter)
+                           if store is not None else None)
+                envelope = new_command(name, gate, args, key, ttl_s=config.command_ttl_seconds,
+                                       counter=counter)
                 if store is not None:
                     await asyncio.to_thread(store.record_command, envelope)
                 code = await client.publish(topics.command(name), json.dumps(envelope).encode())

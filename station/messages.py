@@ -84,6 +84,8 @@ class EventRow:
     person: str | None
     reason: str | None
     data: dict[str, Any]
+    #: whether the gate's clock was trusted when it recorded the event (absent: an older gate)
+    time_trusted: bool = True
 
     @property
     def alarm(self) -> bool:
@@ -111,9 +113,12 @@ def parse_event(
             raise MessageError("'data' must be a JSON object")
         optional = {key: _text(obj, key, required=False) for key in OPTIONAL_EVENT_FIELDS}
         event_type = _text(obj, "type", required=True) or ""
+        time_trusted = obj.get("time_trusted", True)
+        if not isinstance(time_trusted, bool):
+            raise MessageError("'time_trusted' must be true or false")
         ts_ms = _int(obj, "ts_ms", minimum=EARLIEST_TS_MS, maximum=now_ms + max_future_ms)
         return EventRow(id=event_id, gate=gate, seq=seq, ts_ms=ts_ms, type=event_type, data=data,
-                        **optional)
+                        time_trusted=time_trusted, **optional)
     except MessageError as exc:
         raise MessageError(str(exc), seq=seq) from None
 

@@ -237,8 +237,9 @@ class Receiver:
         client, key = self._client, self._key
         if client is None or key is None:
             return
+        counter = await self.ingest.db(self.store.next_command_counter)
         envelope = new_command("resend", gate, {"from": low, "to": high}, key,
-                               ttl_s=self.config.command_ttl_seconds)
+                               ttl_s=self.config.command_ttl_seconds, counter=counter)
         await self.ingest.db(self.store.record_command, envelope)
         try:
             await client.publish(GateTopics(self.prefix, gate).command("resend"),

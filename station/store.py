@@ -35,11 +35,15 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    case,
     create_engine,
     delete,
     event,
     func,
+    inspect,
     select,
+    text,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -77,6 +81,10 @@ def _tables(metadata: MetaData) -> dict[str, Table]:
         Column("alarm", Boolean, nullable=False),
         Column("data", JSON, nullable=False),
         Column("received_ms", BigInteger, nullable=False),
+        # ts_ms is the gate's time, corrected by the gate's clock.corrected events when it was
+        # recorded on an untrusted clock; gate_ts_ms keeps what the gate sent
+        Column("time_trusted", Boolean, nullable=False, server_default=true()),
+        Column("gate_ts_ms", BigInteger),
         Index("events_gate_seq", "gate", "seq"),
         Index("events_ts", "ts_ms"),
         Index("events_person", "person"),
@@ -126,7 +134,21 @@ def _tables(metadata: MetaData) -> dict[str, Table]:
         Column("version", BigInteger, nullable=False),
         Column("residents", JSON, nullable=False),
     )
-    tables = (events, portraits, gates, commands, face_persons, sync_state)
+    clock_corrections = Table(
+        "clock_corrections", metadata,
+        Column("gate", String(ID_CHARS), primary_key=True),
+        Column("seq", BigInteger, primary_key=True),
+        Column("offset_ms", BigInteger, nullable=False),
+        Column("from_ms", BigInteger, nullable=False),
+        Column("to_ms", BigInteger, nullable=False),
+    )
+    command_counter = Table(
+        "command_counter", metadata,
+        Column("station", String(ID_CHARS), primary_key=True),
+        Column("value", BigInteger, nullable=False),
+    )
+    tables = (events, portraits, gates, commands, face_persons, sync_state, clock_corrections,
+              command_counter)
     return {t.name: t for t in (*tables, *_web_tables(metadata))}
 
 
@@ -283,6 +305,21 @@ class Store:
         self.engine: Engine = self._engine(url)
         self._insert = sqlite.insert if self.engine.dialect.name == "sqlite" else postgresql.insert
         self.metadata.create_all(self.engine)
+        self._add_time_columns()
+
+    def _add_time_columns(self) -> None:
+        """Stations created before events carried ``time_trusted``: add the two time columns
+        (create_all makes missing tables, never missing columns)."""
+        events = self.t["events"]
+        have = {c["name"] for c in inspect(self.engine).get_columns(
+            events.name, schema=self.metadata.schema)}
+        name = f"{self.metadata.schema}.{events.name}" if self.metadata.schema else events.name
+        with self.engine.begin() as conn:
+            if "time_trusted" not in have:
+                conn.execute(text(f"ALTER TABLE {name} ADD COLUMN time_trusted BOOLEAN "
+                                  "NOT NULL DEFAULT TRUE"))
+            if "gate_ts_ms" not in have:
+                conn.execute(text(f"ALTER TABLE {name} ADD COLUMN gate_ts_ms BIGINT"))
 
     @staticmethod
     def _engine(url: str) -> Engine:
@@ -325,6 +362,7 @@ class Store:
                 "door": r.door, "reader": r.reader, "credential_kind": r.credential_kind,
                 "credential_ref": r.credential_ref, "person": r.person, "reason": r.reason,
                 "alarm": r.alarm, "data": r.data, "received_ms": received,
+                "time_trusted": r.time_trusted, "gate_ts_ms": r.ts_ms,
             }
             for r in rows
         ]
@@ -336,7 +374,61 @@ class Store:
         with self.engine.begin() as conn:
             self._ensure_gates(conn, {r.gate for r in rows})
             inserted = set(conn.scalars(statement, values).all())
-        return [r for r in rows if r.id in inserted]
+            new = [r for r in rows if r.id in inserted]
+            self._correct_clocks(conn, new)
+        return new
+
+    def _correct_clocks(self, conn: Connection, new: Sequence[EventRow]) -> None:
+        """Apply the gates' ``clock.corrected`` offsets to events recorded on an untrusted clock.
+
+        A correction (seq S, offset, from_ms..to_ms of the gate's untrusted timeline) applies to
+        the same gate's untrusted events with a lower seq whose sent time lies in that range;
+        either may arrive first (alarms overtake, re-sends come late), so both orders are
+        handled here, and a duplicate never applies twice (only new rows get here).
+        """
+        events, corrections = self.t["events"], self.t["clock_corrections"]
+        for r in new:
+            if r.type != "clock.corrected":
+                continue
+            try:
+                offset, lo, hi = (int(r.data[k]) for k in ("offset_ms", "from_ms", "to_ms"))
+            except (KeyError, TypeError, ValueError):
+                log.warning("gate %s: clock.corrected #%d without its range; ignored", r.gate,
+                            r.seq)
+                continue
+            conn.execute(self._insert(corrections).on_conflict_do_nothing(), [
+                {"gate": r.gate, "seq": r.seq, "offset_ms": offset, "from_ms": lo, "to_ms": hi}])
+            conn.execute(
+                update(events)
+                .where(events.c.gate == r.gate, events.c.seq < r.seq,
+                       events.c.time_trusted.is_(False), events.c.gate_ts_ms.between(lo, hi))
+                .values(ts_ms=events.c.gate_ts_ms + offset))
+        for r in new:
+            if r.time_trusted:
+                continue
+            found = conn.execute(
+                select(corrections.c.offset_ms)
+                .where(corrections.c.gate == r.gate, corrections.c.seq > r.seq,
+                       corrections.c.from_ms <= r.ts_ms, corrections.c.to_ms >= r.ts_ms)
+                .order_by(corrections.c.seq).limit(1)).scalar()
+            if found is not None:
+                conn.execute(update(events).where(events.c.id == r.id)
+                             .values(ts_ms=r.ts_ms + int(found)))
+
+    def next_command_counter(self, station: str = "station") -> int:
+        """The next command counter of this station's key, kept here: above every counter it
+        issued before and at least the time in microseconds
+        (:func:`protocol.envelope.counter_after`), so it keeps increasing when the station's
+        clock goes back."""
+        table = self.t["command_counter"]
+        seed = now_ms() * 1000
+        with self.engine.begin() as conn:
+            conn.execute(self._insert(table).on_conflict_do_nothing(),
+                         [{"station": station, "value": 0}])
+            bumped = case((table.c.value + 1 > seed, table.c.value + 1), else_=seed)
+            return int(conn.execute(
+                update(table).where(table.c.station == station).values(value=bumped)
+                .returning(table.c.value)).scalar_one())
 
     def count_events(self, gate: str | None = None) -> int:
         query = select(func.count()).select_from(self.t["events"])
@@ -368,7 +460,9 @@ class Store:
         query = (
             select(events, portraits.c.event_id.is_not(None).label("portrait"))
             .select_from(events.outerjoin(portraits, portraits.c.event_id == events.c.id))
-            .order_by(events.c.ts_ms.desc(), events.c.seq.desc())
+            # within one gate, seq is the order (a clock may have stepped between two events)
+            .order_by(*((events.c.seq.desc(),) if gate else
+                        (events.c.ts_ms.desc(), events.c.seq.desc())))
             .limit(limit)
         )
         filters = {events.c.gate: gate, events.c.door: door, events.c.person: person}

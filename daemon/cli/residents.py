@@ -39,6 +39,7 @@ from daemon.store import (
     holidays_from_records,
     parse_group,
     person_from_record,
+    workdays_from_records,
 )
 from drivers.card import mask
 from protocol.pins import hash_pin
@@ -144,6 +145,7 @@ class Checked:
     holidays: dict[date, str] | None
     revoked: list[str]
     errors: list[str]
+    workdays: dict[date, str] | None = None
 
 
 def check_import(data: ResidentFile, store: Store, file: str) -> Checked:
@@ -171,9 +173,10 @@ def check_import(data: ResidentFile, store: Store, file: str) -> Checked:
             continue
         persons.append(person_from_record(with_pins(item, hash_pin), zone=store.zone))
     holidays = holidays_from_records(checked.holidays) if checked.holidays is not None else None
+    workdays = workdays_from_records(checked.holidays) if checked.holidays is not None else None
     problems.sort(key=lambda p: p[0])
     return Checked(persons, groups, holidays, checked.revoked,
-                   [f"{file}:{line}: {msg}" for line, msg in problems])
+                   [f"{file}:{line}: {msg}" for line, msg in problems], workdays)
 
 
 # --------------------------------------------------------------------------- commands
@@ -217,7 +220,8 @@ def import_(
                         "use --skip-bad", EX_DATAERR)
         try:
             count = target.store.upsert(checked.persons, groups=checked.groups,
-                                        holidays=checked.holidays)
+                                        holidays=checked.holidays,
+                                        workdays=checked.workdays)
             for card in checked.revoked:
                 target.store.revoke(card)
         except PersonError as exc:

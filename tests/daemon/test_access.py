@@ -79,6 +79,7 @@ def face(person: str, live: bool = True) -> Credential:
 #: A situation in which "res" already passed the vehicle gate inwards.
 INSIDE = "inside"
 GUESSED = "guessed"  # three wrong PINs for 'res' just before
+UNTRUSTED = "untrusted"  # the gate's clock is not trusted (policy always_only)
 # (credential, door, now, lockdown or INSIDE, granted, reason, person, duress)
 TABLE = [
     (card("1001"), FRONT, MONDAY_10, False, True, Reason.GRANTED, "res", False),
@@ -119,6 +120,9 @@ TABLE = [
     (card("9001"), BOTH, MONDAY_10, False, True, Reason.GRANTED, "res", True),
     (card("9001"), DoorPolicy("garage"), MONDAY_10, False, False, Reason.NOT_ALLOWED_AT_DOOR,
      "res", True),
+    # untrusted time: 'always' groups keep working, time-restricted ones are refused
+    (card("1001"), FRONT, MONDAY_10, UNTRUSTED, True, Reason.GRANTED, "res", False),
+    (card("1004"), FRONT, MONDAY_10, UNTRUSTED, False, Reason.TIME_UNTRUSTED, "staff", False),
 ]
 
 
@@ -133,7 +137,8 @@ def test_decision_table(credential: Credential, door: DoorPolicy, now: datetime,
         memory.sides[("vehicle", "res")] = "entry"
     if lockdown == GUESSED:
         memory.wrong_pins["res"] = [now.timestamp() - 1] * 3
-    decision = decide(credential, door, now, AccessState(INDEX, memory, lockdown is True))
+    decision = decide(credential, door, now, AccessState(
+        INDEX, memory, lockdown is True, time_trusted=lockdown != UNTRUSTED))
     assert (decision.granted, decision.reason, decision.person, decision.duress) == (
         granted, reason, person, duress)
     assert decision.door == door.door

@@ -155,7 +155,8 @@ def test_envelope_refusals(payload: bytes, reason: str, detail: str) -> None:
 
 def test_an_envelope_integer_beyond_2_53_has_no_canonical_form() -> None:
     body = {"v": 1, "id": "x", "name": "ping", "gate": "north", "issued_at_ms": 1,
-            "expires_at_ms": 2**60, "nonce": "0" * 32, "args": {}, "sig": "AA=="}
+            "expires_at_ms": 2**60, "nonce": "0" * 32, "counter": 1, "args": {},
+            "sig": "AA=="}
     with pytest.raises(EnvelopeError, match="no canonical form"):
         parse_envelope(json.dumps(body).encode())
 
