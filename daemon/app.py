@@ -36,9 +36,12 @@ from daemon.config import GateConfig
 from daemon.configfile import EX_CONFIG, ConfigError, load_config
 from daemon.doors import Doors
 from daemon.events import Event, EventBus
+from daemon.files import PRIVATE_UMASK
 from daemon.gatecontrol import GateControl
+from daemon.gatelock import GateBusyError, hold
 from daemon.journal import Journal, JournalError
-from daemon.keys import KeyFileError, read_key
+from daemon.keyring import Keyring
+from daemon.keys import KeyProviderError
 from daemon.lockout import Lockout
 from daemon.notify import WATCHDOG_FRACTION, Notifier, watchdog_loop, watchdog_seconds
 from daemon.parts import Desired, Parts
@@ -78,6 +81,7 @@ class Gate:
         self.started = time.monotonic()
         self.board = SimulatedBoard() if config.hardware.simulate else None
         self.pins = pin_factory_for(config.hardware.gpio_backend, self.board)
+        self.keyring = Keyring(config)
         self.journal: Journal | None = None
         self.store: Store | None = None
         self.residents: Residents | None = None
@@ -104,10 +108,11 @@ class Gate:
         self.readers = Readers(pins=self.pins, board=self.board, emit=self.emit,
                                on_card=self.passage.card, raw=self.control.raw)
         self.vision = VisionLink(config_path=config_path, passage=self.passage, emit=self.emit,
-                                 capture=self.capture)
+                                 capture=self.capture, template_key=self.keyring.template_key)
         self.station_commands = StationCommands(
             config=lambda: self.config, doors=self.doors, residents=self._residents,
-            erasure=self._erasure, audit=self.audit_trail, faces_changed=self.faces_changed)
+            erasure=self._erasure, audit=self.audit_trail, faces_changed=self.faces_changed,
+            keyring=self.keyring)
         self.reloader = Reloader(config_path, current=lambda: self.config, adopt=self.adopt,
                                  emit=self.emit, audit=self.audit_trail, notifier=notifier,
                                  summary=self.summary)
@@ -129,6 +134,19 @@ class Gate:
         self.recent.append(record)
         self.control.event(record)
 
+    def scrub(self, person: str, alias: str) -> None:
+        """Erasure of ``person`` from what the daemon holds in memory (the recent-events ring
+        that `menjin events` shows, and what followers have not read yet): the id becomes the
+        pseudonym, and the card reference that would lead back to them goes."""
+        self.recent = deque((_scrubbed(r, person, alias) for r in self.recent),
+                            maxlen=RECENT_EVENTS)
+        self.control.scrub(person, alias)
+
+    def scrubbed(self, record: dict[str, Any], person: str, alias: str) -> dict[str, Any]:
+        """One event record with ``person`` erased (see :meth:`scrub`)."""
+        result: dict[str, Any] = _scrubbed(record, person, alias)
+        return result
+
     def _residents(self) -> Residents:
         assert self.residents is not None, "the resident store is opened by run()"
         return self.residents
@@ -136,7 +154,7 @@ class Gate:
     def _erasure(self) -> Erasure:
         return Erasure(config=lambda: self.config, residents=self._residents(),
                        journal=lambda: self.journal, audit=self.audit_trail, emit=self.emit,
-                       faces_changed=self.faces_changed)
+                       faces_changed=self.faces_changed, keyring=self.keyring, scrub=self.scrub)
 
     async def forget(self, person: str, *, actor: str) -> dict[str, Any]:
         """Erasure of a person everywhere on this gate (control socket, station command)."""
@@ -217,14 +235,21 @@ class Gate:
         loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
         code = EXIT_OK
         try:
+            gate_lock = hold(self.config.state_dir)
+        except (GateBusyError, OSError) as exc:
+            log.error("cannot start: %s", exc)
+            return EX_CONFIG
+        try:
             store = self.open_store()
-        except (StoreError, KeyFileError, OSError) as exc:
+        except (StoreError, KeyProviderError, OSError) as exc:
+            os.close(gate_lock)
             log.error("cannot open the resident store: %s", exc)
             return EX_CONFIG
         try:
             journal = self._open_journal()
         except JournalError as exc:
             store.close()
+            os.close(gate_lock)
             log.error("cannot open the journal: %s", exc)
             return EX_CONFIG
         journal.start_writer(loop)  # from here on no fsync runs on the door's loop
@@ -246,6 +271,7 @@ class Gate:
             self.journal = None
             journal.close()
             store.close()
+            os.close(gate_lock)
             if self.board is not None:
                 self.board.close()
         log.info("gate %s stopped", self.config.gate.id)
@@ -279,9 +305,7 @@ class Gate:
     def open_store(self) -> Store:
         """The resident store and the first decision index (cards work before the broker)."""
         c = self.config
-        key_file = c.access.card_hash_key_file
-        self.store = Store(c.access.db, card_key=read_key(key_file) if key_file else None,
-                           zone=ZoneInfo(c.gate.timezone))
+        self.store = self.keyring.open_store(c)
         self.access = AccessController(self.store.load_index(), door_policies(c),
                                        card_key=self.store.card_ref)
         self.residents = Residents(self.store, self.access)
@@ -296,6 +320,7 @@ class Gate:
             quota_bytes=c.journal.quota_mb * BYTES_PER_MB,
             retention_days=c.journal.retention_days, portraits=c.privacy.portraits,
             portrait_retention_days=c.privacy.retention_days,
+            data_key=self.keyring.local().journal,
         )
         return self.journal
 
@@ -321,6 +346,21 @@ class Gate:
             self.parts.spawn(self.reloader.reload(), name="reload")
 
 
+def _scrubbed(value: Any, person: str, alias: str) -> Any:
+    """``value`` (an event record) with every ``person`` string replaced by ``alias`` and, in a
+    record about them, the card reference removed."""
+    if isinstance(value, dict):
+        out = {k: _scrubbed(v, person, alias) for k, v in value.items()}
+        if person in value.values():
+            out.pop("credential_ref", None)
+            if isinstance(out.get("data"), dict):
+                out["data"].pop("card", None)
+        return out
+    if isinstance(value, list):
+        return [_scrubbed(v, person, alias) for v in value]
+    return alias if value == person else value
+
+
 def _arm_shutdown_deadline() -> None:
     """Last resort: if the clean stop hangs (a wedged driver), leave anyway; relays are idle."""
 
@@ -336,6 +376,7 @@ def _arm_shutdown_deadline() -> None:
 
 def main(config_path: Path, *, notifier: Notifier | None = None) -> int:
     """Load the config (exit 78 when it is bad), then run the gate until it is stopped."""
+    os.umask(PRIVATE_UMASK)  # names, card hashes, portraits: 0600 whoever started us
     try:
         config = load_config(config_path)
     except ConfigError as exc:
@@ -347,7 +388,7 @@ def main(config_path: Path, *, notifier: Notifier | None = None) -> int:
     log.info("effective config: %s", json.dumps(redacted(config), ensure_ascii=False))
     try:
         gate = Gate(config_path, config, notifier or Notifier.from_env())
-    except GpioBackendError as exc:  # restarting cannot install a library: stop the loop
+    except (GpioBackendError, KeyProviderError) as exc:  # a restart cannot fix these: stop
         log.error("cannot start: %s", exc)
         return EX_CONFIG
     return asyncio.run(gate.run())

@@ -166,6 +166,13 @@ def _privacy_issues(config: GateConfig) -> Iterator[Issue]:
             yield ("privacy", "portraits"), "upload needs privacy.retention_days"
     if privacy.portraits == "local" and privacy.retention_days is None:
         yield ("privacy", "portraits"), "local needs privacy.retention_days"
+    if config.keys.provider == "station" and config.keys.card_provider is None:
+        yield (("keys", "card_provider"), "provider station needs card_provider (tpm2, rpi-otp "
+               "or file): cards must work before the station answers")
+    if config.keys.provider == "station" and (config.uplink is None
+                                              or config.uplink.station_public_key_file is None):
+        yield (("keys", "provider"), "provider station needs uplink.station_public_key_file "
+               "(the face key comes through the signed command channel)")
 
 
 def _uplink_issues(config: GateConfig) -> Iterator[Issue]:
@@ -215,7 +222,6 @@ def _file_issues(config: GateConfig) -> Iterator[Issue]:
             (("uplink", "password_file"), config.uplink.password_file),
             (("uplink", "station_public_key_file"), config.uplink.station_public_key_file),
         ]
-    files.append((("access", "card_hash_key_file"), config.access.card_hash_key_file))
     files += [
         (("readers", rid, "osdp_key_file"), r.osdp_key_file) for rid, r in config.readers.items()
     ]

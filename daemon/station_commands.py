@@ -22,6 +22,7 @@ from daemon.door import DoorController
 from daemon.events import Emit
 from daemon.faces import EnrolOutcome, check_consent, face_models, store_enrolment, template_store
 from daemon.journal import Journal
+from daemon.keyring import Keyring
 from daemon.upkeep import AuditTrail, Erasure, Residents
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 def enrol_from_station(config: GateConfig, vision: VisionSection, person: str,
-                       photos_b64: list[str]) -> EnrolOutcome:
+                       photos_b64: list[str], keyring: Keyring) -> EnrolOutcome:
     """Templates from base64 photos of a station ``enrol`` command (blocking: inference)."""
     from vision.enrol import decode_image, enrol_images
 
@@ -41,8 +42,8 @@ def enrol_from_station(config: GateConfig, vision: VisionSection, person: str,
         for i, data in enumerate(photos_b64)
     ]
     result = enrol_images(images, models.detector, models.embedder, models.thresholds)
-    return store_enrolment(config, models, template_store(vision), person, result,
-                           actor="station")
+    return store_enrolment(config, models, template_store(vision, keyring.template_key()),
+                           person, result, actor="station", keyring=keyring)
 
 
 class StationCommands:
@@ -50,8 +51,10 @@ class StationCommands:
 
     def __init__(self, *, config: Callable[[], GateConfig], doors: Mapping[str, DoorController],
                  residents: Callable[[], Residents], erasure: Callable[[], Erasure],
-                 audit: AuditTrail, faces_changed: Callable[[], Awaitable[None]]) -> None:
+                 audit: AuditTrail, faces_changed: Callable[[], Awaitable[None]],
+                 keyring: Keyring) -> None:
         self._config = config
+        self._keyring = keyring
         self._doors = doors
         self._residents = residents
         self._erasure = erasure
@@ -127,11 +130,11 @@ class StationCommands:
         person, photos = str(args.get("person", "")), args.get("photos")
         if not isinstance(photos, list) or not photos:
             raise ValueError("photos: a non-empty list of base64 JPEG photos is required")
-        consent = await asyncio.to_thread(check_consent, config, person)
+        consent = await asyncio.to_thread(check_consent, config, person, self._keyring)
         if consent.problem is not None:
             raise ValueError(consent.problem)
         outcome = await asyncio.to_thread(enrol_from_station, config, vision, person,
-                                          [str(p) for p in photos])
+                                          [str(p) for p in photos], self._keyring)
         await self._faces_changed()
         return {"person": person, "accepted": outcome.accepted, "rejected": outcome.rejected,
                 "templates": outcome.templates, "warning": consent.warning}
@@ -142,8 +145,10 @@ class StationCommands:
         if vision is None:
             raise ValueError("this gate has no face recognition (no vision section)")
         person = str(args.get("person", ""))
-        removed = await asyncio.to_thread(lambda: template_store(vision).remove(person))
-        await self._audit.record("face.remove", actor="station", target=person,
+        key = self._keyring.template_key()
+        removed = await asyncio.to_thread(lambda: template_store(vision, key).remove(person))
+        await self._audit.record("face.remove", actor="station",
+                                 target=self._keyring.pseudonym(person),
                                  details={"removed": removed})
         await self._faces_changed()
         return {"person": person, "removed": removed}

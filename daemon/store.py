@@ -40,12 +40,17 @@ PERSON (only ``id`` and ``name`` are required)::
 GROUP: ``{"id": "residents", "name": "...", "doors": ["front", "vehicle"], "schedule": "always"}``
 with the schedule text of :mod:`daemon.schedule`.
 
-With a card hash key (``access.card_hash_key_file``) the store keeps HMAC-SHA256 keyed hashes of
-card numbers instead of the numbers; the gate hashes each read the same way before the lookup.
+At rest (a copied SD card) the store yields no card number, person id or name: cards are kept
+as HMAC-SHA256 keyed hashes under the site's card key (the gate hashes each read the same way
+before the lookup), person ids as keyed references, and each person's record sealed with
+AES-256-GCM under the store key (both keys from :mod:`daemon.keys`, never on the card).  Erased
+rows are overwritten (``secure_delete``) and the WAL truncated after an erasure
+(:meth:`Store.forget`).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -63,6 +68,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from daemon.access import AccessIndex, Group, Kind, Person
+from daemon.files import private_file
+from daemon.keys import seal, unseal
 from daemon.schedule import DEFAULT_TIMEZONE, ScheduleError, parse_schedule
 
 log = logging.getLogger(__name__)
@@ -73,6 +80,9 @@ DOOR_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 PIN_HASH_PATTERN = re.compile(r"^scrypt\$\d+\$\d+\$\d+\$[0-9a-f]+\$[0-9a-f]+$")
 MAX_CARD_CHARS = 64
 PSEUDONYM_HEX_CHARS = 24
+PERSON_REF_HEX_CHARS = 32
+SEALED_PREFIX = "sealed:"
+_ROW_CONTEXT = b"menjin person row"
 PERSON_FIELDS = frozenset({
     "id", "name", "kind", "enabled", "valid_from", "valid_until", "groups", "cards",
     "duress_cards", "pin_hash", "duress_pin_hash", "face_consent", "under_14", "guardian_consent",
@@ -343,12 +353,17 @@ class Store:
     """The SQLite resident store of one gate (one connection, used from one thread at a time)."""
 
     def __init__(self, path: Path, *, card_key: bytes | None = None,
-                 zone: ZoneInfo | None = None) -> None:
+                 data_key: bytes | None = None, zone: ZoneInfo | None = None) -> None:
+        """``card_key`` hashes card numbers, ``data_key`` seals person rows and keys their ids
+        (both from :class:`daemon.keyring.Keyring` in the gate; None keeps them in clear, for
+        tests of the store's logic only)."""
         self.path = Path(path)
         self.zone = zone or ZoneInfo(DEFAULT_TIMEZONE)
         self.card_ref = card_hasher(card_key)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._data_key = data_key
+        private_file(self.path)  # names and PIN hashes: the -wal and -shm inherit its 0600
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA secure_delete=ON")  # an erased person is zeroed, not freed
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA foreign_keys=ON")
@@ -386,6 +401,29 @@ class Store:
             raise
         self._conn.execute("COMMIT")
 
+    # ------------------------------------------------------------------ rows at rest
+    def _ref(self, person_id: str) -> str:
+        """The key of ``person_id``'s rows: a keyed hash, so the file names nobody."""
+        if self._data_key is None:
+            return person_id
+        digest = hmac.new(self._data_key, b"person:" + person_id.encode(), hashlib.sha256)
+        return digest.hexdigest()[:PERSON_REF_HEX_CHARS]
+
+    def _seal(self, person: Person) -> str:
+        text = json.dumps(person_json(person), ensure_ascii=False)
+        if self._data_key is None:
+            return text
+        blob = seal(self._data_key, text.encode(), _ROW_CONTEXT)
+        return SEALED_PREFIX + base64.b64encode(blob).decode()
+
+    def _unseal(self, data: str) -> Person:
+        if data.startswith(SEALED_PREFIX):
+            if self._data_key is None:
+                raise StoreError(f"{self.path}: the records are sealed; no store key given")
+            data = unseal(self._data_key, base64.b64decode(data[len(SEALED_PREFIX):]),
+                          _ROW_CONTEXT).decode()
+        return parse_person(json.loads(data), zone=self.zone)
+
     def _meta(self, key: str) -> str | None:
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
@@ -400,12 +438,13 @@ class Store:
         return int(self._meta("version") or 0)
 
     def persons(self) -> list[Person]:
-        rows = self._conn.execute("SELECT data FROM persons ORDER BY id").fetchall()
-        return [parse_person(json.loads(r[0]), zone=self.zone) for r in rows]
+        rows = self._conn.execute("SELECT data FROM persons").fetchall()
+        return sorted((self._unseal(r[0]) for r in rows), key=lambda p: p.id)
 
     def person(self, person_id: str) -> Person | None:
-        row = self._conn.execute("SELECT data FROM persons WHERE id = ?", (person_id,)).fetchone()
-        return None if row is None else parse_person(json.loads(row[0]), zone=self.zone)
+        row = self._conn.execute("SELECT data FROM persons WHERE id = ?",
+                                 (self._ref(person_id),)).fetchone()
+        return None if row is None else self._unseal(row[0])
 
     def groups(self) -> list[Group]:
         rows = self._conn.execute("SELECT data FROM groups ORDER BY id").fetchall()
@@ -420,9 +459,13 @@ class Store:
 
     def card_owner(self, card: str) -> str | None:
         """The person holding ``card`` (canonical string), if any."""
-        row = self._conn.execute("SELECT person FROM cards WHERE card = ?",
-                                 (self.card_ref(card),)).fetchone()
-        return None if row is None else str(row[0])
+        return self._holder(self.card_ref(card))
+
+    def _holder(self, stored_card: str) -> str | None:
+        row = self._conn.execute(
+            "SELECT p.data FROM cards c JOIN persons p ON p.id = c.person WHERE c.card = ?",
+            (stored_card,)).fetchone()
+        return None if row is None else self._unseal(row[0]).id
 
     def keyed(self, person: Person) -> Person:
         """``person`` with canonical card strings turned into this store's card keys."""
@@ -459,7 +502,8 @@ class Store:
             if holidays is not None:
                 self._conn.executemany("INSERT OR REPLACE INTO holidays (day, name) VALUES (?, ?)",
                                        [(d.isoformat(), n) for d, n in holidays.items()])
-            self._conn.executemany("DELETE FROM cards WHERE person = ?", [(p.id,) for p in batch])
+            self._conn.executemany("DELETE FROM cards WHERE person = ?",
+                                   [(self._ref(p.id),) for p in batch])
             for person in batch:  # cards may move between persons of one batch
                 self._put_person(person)
         return len(batch)
@@ -469,10 +513,10 @@ class Store:
         person = self.person(person_id)
         if person is None:
             return False
-        data = person_json(person) | {"enabled": enabled}
         with self._transaction():
             self._conn.execute("UPDATE persons SET data = ? WHERE id = ?",
-                               (json.dumps(data, ensure_ascii=False), person_id))
+                               (self._seal(replace(person, enabled=enabled)),
+                                self._ref(person_id)))
         return True
 
     def remove(self, person_id: str) -> Person | None:
@@ -498,27 +542,34 @@ class Store:
                 self._delete_person(person_id)
             self._conn.execute("INSERT OR REPLACE INTO forgotten (pseudonym, forgotten_ms) "
                                "VALUES (?, ?)", (alias, now_ms or _now_ms()))
+        self.scrub()
         return Forgotten(
             person_id, alias, person is not None,
             len(person.cards) + len(person.duress_cards) if person else 0,
             bool(person and (person.pin_hash or person.duress_pin_hash)),
         )
 
+    def scrub(self) -> None:
+        """Move every committed page into the database file and truncate the ``-wal`` to zero
+        bytes, so a deleted row survives in no old WAL frame (``secure_delete`` already zeroes
+        it in the database file itself)."""
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def _put_person(self, person: Person) -> None:
-        data = json.dumps(person_json(person), ensure_ascii=False)
+        ref = self._ref(person.id)
         self._conn.execute("INSERT OR REPLACE INTO persons (id, data) VALUES (?, ?)",
-                           (person.id, data))
-        self._conn.execute("DELETE FROM cards WHERE person = ?", (person.id,))
+                           (ref, self._seal(person)))
+        self._conn.execute("DELETE FROM cards WHERE person = ?", (ref,))
         for card in (*person.cards, *person.duress_cards):
-            owner = self._conn.execute("SELECT person FROM cards WHERE card = ?",
-                                       (card,)).fetchone()
+            owner = self._holder(card)
             if owner is not None:
-                raise PersonError(f"cards: a card of {person.id} already belongs to {owner[0]}")
-            self._conn.execute("INSERT INTO cards (card, person) VALUES (?, ?)", (card, person.id))
+                raise PersonError(f"cards: a card of {person.id} already belongs to {owner}")
+            self._conn.execute("INSERT INTO cards (card, person) VALUES (?, ?)", (card, ref))
 
     def _delete_person(self, person_id: str) -> None:
-        self._conn.execute("DELETE FROM cards WHERE person = ?", (person_id,))
-        self._conn.execute("DELETE FROM persons WHERE id = ?", (person_id,))
+        ref = self._ref(person_id)
+        self._conn.execute("DELETE FROM cards WHERE person = ?", (ref,))
+        self._conn.execute("DELETE FROM persons WHERE id = ?", (ref,))
 
     def _put_groups(self, groups: Iterable[Group]) -> None:
         self._conn.executemany("INSERT OR REPLACE INTO groups (id, data) VALUES (?, ?)",
@@ -599,7 +650,8 @@ class Store:
                 conn.executemany("INSERT INTO holidays (day, name) VALUES (?, ?)",
                                  [(d.isoformat(), n) for d, n in holidays.items()])
             self._put_groups(groups)
-            conn.executemany("DELETE FROM cards WHERE person = ?", [(p.id,) for p in persons])
+            conn.executemany("DELETE FROM cards WHERE person = ?",
+                             [(self._ref(p.id),) for p in persons])
             for person in persons:
                 self._put_person(person)
             self._set_meta("version", str(version))

@@ -297,7 +297,7 @@ class Uplink:
         futures = []
         if self.portraits == "upload" and item.portrait is not None:
             with contextlib.suppress(FileNotFoundError):  # evicted meanwhile: event only
-                jpeg = item.portrait.read_bytes()
+                jpeg = self.journal.read_portrait(item.portrait)
                 props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
                 props.ContentType = JPEG_CONTENT_TYPE
                 props.UserProperty = [("event_id", item.id), ("seq", str(item.seq)),

@@ -11,7 +11,9 @@ from daemon.access import face_only_warnings
 from daemon.config import GateConfig
 from daemon.configcheck import client_id
 from daemon.configfile import EX_CONFIG, ConfigError, Problem, load_config
-from daemon.store import Store, StoreError
+from daemon.keyring import Keyring
+from daemon.keys import KeyProviderError
+from daemon.store import StoreError
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "config" / "schema.json"
 
@@ -49,7 +51,7 @@ def check_config(
         typer.echo(f"{len(problems)} problem(s) found", err=True)
         raise typer.Exit(EX_CONFIG)
     for file, cfg in loaded:
-        for warning in _resident_warnings(cfg):
+        for warning in [*key_warnings(cfg), *_resident_warnings(cfg)]:
             typer.echo(f"{file}: warning: {warning}", err=True)
         typer.echo(
             f"{file}: OK: gate {cfg.gate.id}, {len(cfg.doors)} door(s), {len(cfg.readers)} "
@@ -67,10 +69,20 @@ def _resident_warnings(cfg: GateConfig) -> list[str]:
     if not cfg.access.db.exists():
         return []
     try:
-        with Store(cfg.access.db) as store:
+        with Keyring(cfg).open_store(cfg) as store:
             return face_only_warnings(store.persons())
-    except StoreError as exc:
+    except (StoreError, KeyProviderError, OSError) as exc:
         return [f"resident store {cfg.access.db} not readable: {exc}"]
+
+
+def key_warnings(cfg: GateConfig) -> list[str]:
+    """Key providers that leave the keys on the SD card (fine on a laptop, not at a gate)."""
+    keys = cfg.keys
+    if "file" in (keys.provider, keys.card_provider or keys.provider):
+        return [f"keys: provider 'file' keeps the keys in {keys.dir} beside the data they "
+                "protect: a copied SD card yields names, card numbers and face templates; use "
+                "tpm2 or rpi-otp on a gate (docs/privacy.md)"]
+    return []
 
 
 def _cross_gate_problems(loaded: list[tuple[Path, GateConfig]]) -> list[Problem]:

@@ -14,7 +14,6 @@ configured threshold; installers use it to check a threshold, tests use it too.
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
 from pathlib import Path
@@ -22,17 +21,19 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from daemon.audit import local_actor
 from daemon.config import GateConfig, VisionSection
 from daemon.configfile import EX_CONFIG, ConfigError, load_config
 from daemon.faces import (
     EnrolOutcome,
     EnrolRefusedError,
     FaceModels,
-    StoreKeyError,
     check_consent,
     store_enrolment,
     template_store,
 )
+from daemon.keyring import Keyring
+from daemon.keys import KeyProviderError
 
 if TYPE_CHECKING:  # the vision stack (OpenCV, ONNX Runtime) loads only when a face command runs
     from vision.gallery import TemplateStore
@@ -78,13 +79,15 @@ def face_models(vision: VisionSection) -> FaceModels:
 
 
 def enrol_person(
-    cfg: GateConfig, models: FaceModels, store: TemplateStore, person: str, photos: list[Path]
+    cfg: GateConfig, models: FaceModels, store: TemplateStore, person: str, photos: list[Path],
+    keyring: Keyring,
 ) -> EnrolOutcome:
     """Add templates of ``person`` from photo files to ``store`` (consent already checked)."""
     from vision.enrol import enrol_photos
 
     result = enrol_photos(photos, models.detector, models.embedder, models.thresholds)
-    return store_enrolment(cfg, models, store, person, result, actor=f"cli:{getpass.getuser()}")
+    return store_enrolment(cfg, models, store, person, result, actor=local_actor(),
+                           keyring=keyring)
 
 
 def enrol(
@@ -107,7 +110,14 @@ def enrol(
     from vision.gallery import TemplateStoreError
 
     cfg, vision = vision_config(config)
-    consent = check_consent(cfg, person)
+    try:
+        keyring = Keyring(cfg)
+        template_key = keyring.template_key()
+    except KeyProviderError as exc:
+        typer.echo(f"error: face key: {exc} (with keys.provider station, enrol from the "
+                   "station)", err=True)
+        raise typer.Exit(EX_CONFIG) from exc
+    consent = check_consent(cfg, person, keyring)
     if consent.problem is not None:
         typer.echo(f"refused: {consent.problem}", err=True)
         raise typer.Exit(EX_REFUSED)
@@ -115,8 +125,9 @@ def enrol(
         typer.echo(f"warning: {consent.warning}", err=True)
     models = face_models(vision)
     try:
-        outcome = enrol_person(cfg, models, template_store(vision), person, photos)
-    except (StoreKeyError, TemplateStoreError) as exc:
+        outcome = enrol_person(cfg, models, template_store(vision, template_key), person, photos,
+                               keyring)
+    except TemplateStoreError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EX_CONFIG) from exc
     except EnrolRefusedError as exc:

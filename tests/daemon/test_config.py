@@ -261,11 +261,11 @@ def test_imported_daemon_package_is_ours() -> None:
 
 
 def test_check_config_warns_about_face_only_residents(tmp_path: Path) -> None:
-    from daemon.store import Store
+    from daemon.keyring import open_gate_store
 
     good = write(tmp_path, MINIMAL)
     (tmp_path / "state").mkdir()
-    with Store(tmp_path / "state" / "residents.db") as store:
+    with open_gate_store(good) as store:
         store.apply_sync({"mode": "snapshot", "version": 1, "persons": [
             {"id": "p1", "name": "Li", "face_consent": {"date": "2026-10-01", "source": "f1"}},
             {"id": "p2", "name": "Wang", "cards": ["1001"],
