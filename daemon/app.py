@@ -50,6 +50,7 @@ from daemon.readers import Readers
 from daemon.reload import Reloader
 from daemon.simulate import SimulatedBoard
 from daemon.station_commands import StationCommands
+from daemon.station_key import StationKeyExchange
 from daemon.store import Store, StoreError
 from daemon.supervise import PartGaveUpError
 from daemon.upkeep import AUDIT_CURSOR, AuditTrail, Erasure, Residents, privacy_upkeep
@@ -109,10 +110,14 @@ class Gate:
                                on_card=self.passage.card, raw=self.control.raw)
         self.vision = VisionLink(config_path=config_path, passage=self.passage, emit=self.emit,
                                  capture=self.capture, template_key=self.keyring.template_key)
+        station = self.keyring.station
+        self.key_exchange = (None if station is None else StationKeyExchange(
+            station, gate=config.gate.id, emit=self.emit, unlocked=self.faces_changed))
         self.station_commands = StationCommands(
             config=lambda: self.config, doors=self.doors, residents=self._residents,
             erasure=self._erasure, audit=self.audit_trail, faces_changed=self.faces_changed,
-            keyring=self.keyring)
+            keyring=self.keyring,
+            unwrap=self.key_exchange.unwrap if self.key_exchange is not None else None)
         self.reloader = Reloader(config_path, current=lambda: self.config, adopt=self.adopt,
                                  emit=self.emit, audit=self.audit_trail, notifier=notifier,
                                  summary=self.summary)
@@ -175,7 +180,7 @@ class Gate:
             # SIGHUP (systemctl reload menjin) restarts it with the new gallery.
             parts[f"camera:{config.camera.door}"] = (
                 (config.camera, config.vision, config.privacy.portraits,
-                 file_stamp(config.vision.templates)),
+                 file_stamp(config.vision.templates), self.keyring.face_ready()),
                 functools.partial(self.vision.run, config.camera))
         if config.uplink is not None and config.uplink.enabled:
             parts["uplink"] = (
@@ -291,6 +296,11 @@ class Gate:
                 privacy_upkeep, journal, self.audit_trail,
                 lambda: self.config.privacy.audit_retention_days))
             await self.apply(self.config)
+            if self.key_exchange is not None:
+                try:
+                    self.key_exchange.request()
+                except KeyProviderError as exc:
+                    log.error("keys: %s; face entry stays off, cards work", exc)
             async with asyncio.timeout(READY_TIMEOUT_SECONDS):  # GPIO up: relays idle
                 await listening.wait()
                 for door_id in self.config.doors:

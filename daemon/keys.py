@@ -36,7 +36,7 @@ import re
 import secrets
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -159,8 +159,14 @@ class Tpm2Provider:
 
     credential: Path
     name: str = "tpm2"
+    _key: bytes | None = field(default=None, repr=False)  # decrypted once per process
 
     def root_key(self) -> bytes:
+        if self._key is None:
+            self._key = self._unseal()
+        return self._key
+
+    def _unseal(self) -> bytes:
         loaded = os.environ.get("CREDENTIALS_DIRECTORY")
         if loaded and (Path(loaded) / TPM2_CREDENTIAL_NAME).is_file():
             return _exact((Path(loaded) / TPM2_CREDENTIAL_NAME).read_bytes(), "credential")
@@ -183,8 +189,14 @@ class RpiOtpProvider:
     """
 
     name: str = "rpi-otp"
+    _key: bytes | None = field(default=None, repr=False)  # read once per process
 
     def root_key(self) -> bytes:
+        if self._key is None:
+            self._key = self._read()
+        return self._key
+
+    def _read(self) -> bytes:
         out = _run(["vcmailbox", OTP_READ_TAG, "40", "40", "0", str(OTP_ROWS),
                     *["0"] * OTP_ROWS]).decode("ascii", errors="replace").split()
         if out[: len(_OTP_HEADER)] != _OTP_HEADER or len(out) < len(_OTP_HEADER) + OTP_ROWS:

@@ -52,9 +52,10 @@ class StationCommands:
     def __init__(self, *, config: Callable[[], GateConfig], doors: Mapping[str, DoorController],
                  residents: Callable[[], Residents], erasure: Callable[[], Erasure],
                  audit: AuditTrail, faces_changed: Callable[[], Awaitable[None]],
-                 keyring: Keyring) -> None:
+                 keyring: Keyring, unwrap: Handler | None = None) -> None:
         self._config = config
         self._keyring = keyring
+        self._unwrap = unwrap  # provider station: the face key's answer
         self._doors = doors
         self._residents = residents
         self._erasure = erasure
@@ -62,9 +63,12 @@ class StationCommands:
         self._faces_changed = faces_changed
 
     def handlers(self) -> dict[str, Handler]:
-        return {"config": self.config, "open": self.open, "sync": self.sync,
-                "enrol": self.enrol, "remove": self.remove, "forget": self.forget,
-                "mode": self.mode}
+        handlers: dict[str, Handler] = {
+            "config": self.config, "open": self.open, "sync": self.sync, "enrol": self.enrol,
+            "remove": self.remove, "forget": self.forget, "mode": self.mode}
+        if self._unwrap is not None:
+            handlers["unwrap"] = self._unwrap
+        return handlers
 
     def processor(self, config: GateConfig, journal: Journal, emit: Emit) -> CommandProcessor:
         """The command processor of ``config``'s uplink, with the station's public key."""

@@ -141,8 +141,13 @@ class StationConfig(_Strict):
         f"(filing is required at {FACE_FILING_THRESHOLD_PERSONS}).",
     )
     web: WebConfig = Field(description="Read-only web page.")
+    key_encryption_key: Path | None = Field(
+        None,
+        description="Hex key file that wraps the face keys of gates with keys.provider station "
+        "(`menjin station keys kek`); keep it off the gates and out of backups of them.",
+    )
 
-    _paths = field_validator("portraits_dir", "signing_key")(_resolve)
+    _paths = field_validator("portraits_dir", "signing_key", "key_encryption_key")(_resolve)
 
     @model_validator(mode="before")
     @classmethod

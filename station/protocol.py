@@ -30,7 +30,7 @@ ENVELOPE_FIELDS = frozenset(
     {"v", "id", "name", "gate", "issued_at_ms", "expires_at_ms", "nonce", "args", "sig"}
 )
 COMMAND_NAMES = frozenset(
-    {"open", "mode", "sync", "enrol", "remove", "forget", "config", "ping"}
+    {"open", "mode", "sync", "enrol", "remove", "forget", "config", "ping", "unwrap"}
 )
 NONCE_HEX_CHARS = 32
 DEFAULT_TTL_S = 60

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -32,6 +32,7 @@ from sqlalchemy.exc import (
 )
 
 from station.config import FACE_FILING_THRESHOLD_PERSONS, StationConfig
+from station.keyservice import REQUEST_EVENT
 from station.messages import (
     PERSON_FORGOTTEN,
     SAFE_NAME,
@@ -127,6 +128,7 @@ class Receiver:
         self._db_down = False
         self._checked_before_ms = 0
         self._face_warned = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tasks:
@@ -287,6 +289,31 @@ class Receiver:
             for row in new:
                 if row.type == PERSON_FORGOTTEN:
                     await self._forget(row)
+                elif row.type == REQUEST_EVENT:
+                    self._background(self._unwrap_for(row), name=f"station:unwrap:{row.gate}")
+
+    def _background(self, work: Coroutine[Any, Any, None], *, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._tasks.add(task)  # a strong reference until it is done
+        task.add_done_callback(self._tasks.discard)
+
+    async def _unwrap_for(self, row: EventRow) -> None:
+        """A gate booted with keys.provider station: send it its face key (signed, sealed)."""
+        from station.commands import CommandError, send_command, signing_key
+        from station.keyservice import UNWRAP_COMMAND, KeyServiceError, answer, load_kek
+
+        if self.config.key_encryption_key is None:
+            log.error("gate %s asks for its face key, but station.yaml has no "
+                      "key_encryption_key", row.gate)
+            return
+        try:
+            args = answer(load_kek(self.config.key_encryption_key), row.gate, row.data)
+            result = await send_command(self.config, row.gate, UNWRAP_COMMAND, args,
+                                        key=signing_key(self.config.signing_key))
+        except (KeyServiceError, CommandError, OSError, ValueError) as exc:
+            log.error("gate %s: face key not sent: %s", row.gate, exc)
+            return
+        log.info("gate %s: face key sent (%s)", row.gate, "ok" if result.get("ok") else result)
 
     async def _forget(self, row: EventRow) -> None:
         # the gate names the erased id in data.erase and already uses the pseudonym as person
