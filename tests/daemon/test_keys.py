@@ -126,7 +126,7 @@ def test_tpm2_seals_the_root_key_and_a_copy_without_the_chip_is_useless(
     assert key not in credential.read_bytes()
     assert stat.S_IMODE(credential.stat().st_mode) == 0o600
     fake_tpm.write_bytes(os.urandom(32))  # the SD card in another board
-    with pytest.raises(KeyProviderError, match="systemd-creds decrypt failed .*unseal failed"):
+    with pytest.raises(KeyProviderError, match=r"systemd-creds decrypt failed .*unseal failed"):
         Tpm2Provider(credential).root_key()
 
 

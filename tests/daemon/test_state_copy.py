@@ -38,7 +38,7 @@ def secrets_of_the_gate(templates: dict[str, np.ndarray]) -> list[bytes]:
     for matrix in templates.values():
         raw = matrix[0].astype(np.float32).tobytes()
         found += [raw[:16], base64.b64encode(raw)[:24], repr(float(matrix[0][0]))[:10].encode()]
-    return found + [JPEG[4:40]]
+    return [*found, JPEG[4:40]]
 
 
 def build_gate(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
