@@ -570,11 +570,29 @@ class Journal:
                 with self._transaction():
                     before = self._db.total_changes
                     self._db.executemany("UPDATE events SET delivered = 1 WHERE id = ?", batch)
-                    return self._db.total_changes - before
+                    changed = self._db.total_changes - before
+                    erased = self._drop_erased_ids(ids)
+                if erased:  # the id must not outlive the station's copy in an old WAL frame
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                return changed
         except sqlite3.OperationalError as exc:
             # Losing an acknowledgement only means the event is sent again (duplicates allowed).
             self._write_failed(exc)
             return 0
+
+    def _drop_erased_ids(self, ids: list[str]) -> int:
+        """A delivered ``person.forgotten`` event has told the station the id to erase: from now
+        on it keeps only the pseudonym (``data.erase`` goes)."""
+        marks = ",".join("?" * len(ids))
+        rows = self._db.execute(
+            f"SELECT seq, body FROM events WHERE type = 'person.forgotten' AND id IN ({marks})",  # noqa: S608
+            ids).fetchall()
+        for seq, stored in rows:
+            body = json.loads(self._open_body(stored))
+            body.get("data", {}).pop("erase", None)
+            self._db.execute("UPDATE events SET body = ? WHERE seq = ?", (self._seal_body(
+                json.dumps(body, separators=(",", ":"), ensure_ascii=False)), seq))
+        return len(rows)
 
     def queue_depth(self) -> int:
         """Events not yet acknowledged by the broker (including those still in memory)."""

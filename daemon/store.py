@@ -379,7 +379,8 @@ class Store:
                     f"the config now asks for {keying.split(':')[0]} (or another key): "
                     "restore the key file or re-import the residents into a new store"
                 )
-            self._set_meta("card_keying", keying)
+            if stored != keying:  # opening a store writes nothing otherwise
+                self._set_meta("card_keying", keying)
 
     def close(self) -> None:
         self._conn.close()
