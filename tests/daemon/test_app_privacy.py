@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import re
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
