@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from daemon.audit import MS_PER_DAY, AuditLog
@@ -105,3 +106,35 @@ async def test_entries_are_forwarded_once_as_audit_events(tmp_path: Path) -> Non
     await trail.record("door.mode", actor="station", target="front")
     assert events[-1].reason == "door.mode"
     assert cursor.read_text() == log.entries()[-1]["hash"]  # the cursor is a chain position
+
+
+def test_writers_in_several_processes_make_one_chain(tmp_path: Path) -> None:
+    """The daemon and CLI commands append at the same time: one chain, no fork."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "audit.log"
+    script = ("import sys; from pathlib import Path; from daemon.audit import AuditLog\n"
+              "log = AuditLog(Path(sys.argv[1]))\n"
+              "for i in range(40): log.append('door.test', actor=sys.argv[2], target='front')\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(path), f"w{i}"])
+             for i in range(4)]
+    assert [p.wait(60) for p in procs] == [0, 0, 0, 0]
+    result = AuditLog(path).verify()
+    assert (result.ok, result.entries) == (True, 160), result
+
+
+def test_offline_erasure_refuses_while_the_daemon_holds_the_gate(tmp_path: Path) -> None:
+    import os
+
+    from daemon.gatelock import GateBusyError, hold, offline
+
+    fd = hold(tmp_path)
+    try:
+        busy = pytest.raises(GateBusyError, match=r"daemon of .* is running: this must go ")
+        with busy, offline(tmp_path):
+            pass
+    finally:
+        os.close(fd)
+    with offline(tmp_path):  # stopped: the tool may work on the files
+        pass
