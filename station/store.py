@@ -442,9 +442,28 @@ class Store:
                 .values(person=pseudonym, credential_ref=None)
             ).rowcount
             conn.execute(delete(faces).where(faces.c.gate == gate, faces.c.person == person))
+            self._drop_pair_when_confirmed(conn, person)
         for relative in paths:
             (self.portraits_dir / relative).unlink(missing_ok=True)
         return int(rewritten)
+
+    def _drop_pair_when_confirmed(self, conn: Connection, person: str) -> None:
+        """Once every gate has sent its ``person.forgotten`` for ``person``, nothing here keeps
+        the id beside its pseudonyms: the notices lose ``data.erase`` and the commands that
+        named the person lose the id (their results too)."""
+        events, gates, commands = self.t["events"], self.t["gates"], self.t["commands"]
+        notices = [r for r in conn.execute(
+            select(events.c.id, events.c.gate, events.c.data)
+            .where(events.c.type == "person.forgotten")) if r.data.get("erase") == person]
+        if not set(conn.scalars(select(gates.c.gate))) <= {r.gate for r in notices}:
+            return  # a gate still has to erase: the station must be able to tell it whom
+        for notice in notices:
+            data = {k: v for k, v in notice.data.items() if k != "erase"}
+            conn.execute(update(events).where(events.c.id == notice.id).values(data=data))
+        for command in conn.execute(select(commands.c.id, commands.c.result)
+                                    .where(commands.c.person == person)):
+            conn.execute(update(commands).where(commands.c.id == command.id)
+                         .values(person=None, result=_without(command.result, person)))
 
     def sync_state(self, gate: str) -> tuple[int, dict[str, Any]] | None:
         """The last resident list a gate acknowledged: (version, its JSON form)."""
@@ -460,3 +479,12 @@ class Store:
             conn.execute(
                 table.insert().values(gate=gate, version=version, residents=dict(residents))
             )
+
+
+def _without(value: Any, person: str) -> Any:
+    """``value`` (a stored JSON result) with every occurrence of the id ``person`` removed."""
+    if isinstance(value, dict):
+        return {k: _without(v, person) for k, v in value.items() if v != person}
+    if isinstance(value, list):
+        return [_without(v, person) for v in value if v != person]
+    return value

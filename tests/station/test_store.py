@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -216,3 +217,25 @@ def test_read_only_gap_lookups_leave_the_checkpoint_alone(store: Store) -> None:
     assert store.gates()[0].contiguous_seq == 0
     assert store.gaps("g1") == [(4, 4)]
     assert store.gates()[0].contiguous_seq == 3
+
+
+def test_the_id_pseudonym_pair_goes_once_every_gate_has_erased(store: Store) -> None:
+    """The station needs the id until each gate has erased it, not one moment longer."""
+    store.add_events([row("g1", 1, person="p-0101"), row("g2", 1, person="p-0101")])
+    store.record_command({"id": str(uuid.uuid4()), "gate": "g1", "name": "forget",
+                          "issued_at_ms": 1, "args": {"person": "p-0101"}})
+
+    def notice(gate: str, alias: str) -> EventRow:
+        return row(gate, 2, type="person.forgotten", person=alias, credential_ref=None,
+                   data={"erase": "p-0101", "pseudonym": alias})
+
+    store.add_events([notice("g1", "anon-1")])
+    store.forget_person("g1", "p-0101", "anon-1")
+    assert "p-0101" in json.dumps(store.recent_events())  # g2 has not erased yet
+    store.add_events([notice("g2", "anon-2")])
+    store.forget_person("g2", "p-0101", "anon-2")
+    assert "p-0101" not in json.dumps(store.recent_events())
+    with store.engine.connect() as conn:
+        dump = json.dumps([list(map(str, r)) for t in ("events", "commands")
+                           for r in conn.execute(store.t[t].select())])
+    assert "p-0101" not in dump and "anon-1" in dump and "anon-2" in dump
