@@ -56,7 +56,7 @@ TPM2_CREDENTIAL_NAME = "menjin-root"
 STATION_WRAPPED_FILE = "station.wrapped"
 CARD_SEALED_FILE = "card.sealed"
 #: The purposes a root key is split into (HKDF ``info``: ``menjin/<purpose>/v1``).
-PURPOSES = ("templates", "portraits", "pseudonyms", "store", "journal", "card-seal")
+PURPOSES = ("templates", "pseudonyms", "store", "journal", "card-seal")
 #: Firmware mailbox tag that reads the customer OTP private key (Raspberry Pi 4/5).
 OTP_READ_TAG = "0x00030081"
 OTP_ROWS = 8

@@ -14,6 +14,7 @@ from daemon import __version__
 from daemon.cli.audit import audit_app
 from daemon.cli.config import check_config, config_app
 from daemon.cli.faces import enrol, faces_app
+from daemon.cli.keys import keys_app
 from daemon.cli.residents import residents_app
 from daemon.cli.run import register as register_run_commands
 from daemon.files import PRIVATE_UMASK
@@ -50,6 +51,7 @@ register_run_commands(app)
 app.command("enrol")(enrol)
 app.add_typer(faces_app, name="faces")
 app.add_typer(residents_app, name="residents")
+app.add_typer(keys_app, name="keys")
 app.add_typer(station_app, name="station")
 
 

@@ -271,3 +271,27 @@ def test_keyring_with_station_faces_and_file_cards(tmp_path: Path) -> None:
         keyring.template_key()
     keyring.station.offer(bytes(32))
     assert keyring.face_ready() and len(keyring.template_key()) == KEY_BYTES
+
+
+def test_card_key_export_then_import_on_a_second_gate(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from menjin.cli import app
+
+    first, second = tmp_path / "one", tmp_path / "two"
+    configs = []
+    for base in (first, second):
+        base.mkdir()
+        configs.append(gate_config(base, "{provider: file}"))
+    runner = CliRunner()
+    exported = tmp_path / "site-card.key"
+    out = runner.invoke(app, ["keys", "card-key", "--export", str(exported),
+                              "-c", str(first / "gate.yaml")])
+    assert out.exit_code == 0, out.output
+    assert stat.S_IMODE(exported.stat().st_mode) == 0o600
+    out = runner.invoke(app, ["keys", "card-key", "--import", str(exported),
+                              "-c", str(second / "gate.yaml")])
+    assert out.exit_code == 0, out.output
+    one, two = Keyring(configs[0]), Keyring(configs[1])
+    assert one.card_hash("0004567890") == two.card_hash("0004567890")
+    assert one.local().store != two.local().store  # only the site key is shared
