@@ -71,6 +71,7 @@ from daemon.access import AccessIndex, Group, Kind, Person
 from daemon.files import private_file
 from daemon.keys import seal, unseal
 from daemon.schedule import DEFAULT_TIMEZONE, ScheduleError, parse_schedule
+from drivers.card import mask
 
 log = logging.getLogger(__name__)
 
@@ -410,20 +411,41 @@ class Store:
         digest = hmac.new(self._data_key, b"person:" + person_id.encode(), hashlib.sha256)
         return digest.hexdigest()[:PERSON_REF_HEX_CHARS]
 
-    def _seal(self, person: Person) -> str:
-        text = json.dumps(person_json(person), ensure_ascii=False)
+    def _seal(self, person: Person, masks: Mapping[str, str]) -> str:
+        """A person's row; sealed, it also keeps each card's masked digits (``****5678``) for
+        the tools, since the card column holds only keyed hashes."""
         if self._data_key is None:
-            return text
+            return json.dumps(person_json(person), ensure_ascii=False)
+        text = json.dumps({"person": person_json(person), "masks": dict(masks)},
+                          ensure_ascii=False)
         blob = seal(self._data_key, text.encode(), _ROW_CONTEXT)
         return SEALED_PREFIX + base64.b64encode(blob).decode()
 
     def _unseal(self, data: str) -> Person:
-        if data.startswith(SEALED_PREFIX):
-            if self._data_key is None:
-                raise StoreError(f"{self.path}: the records are sealed; no store key given")
-            data = unseal(self._data_key, base64.b64decode(data[len(SEALED_PREFIX):]),
-                          _ROW_CONTEXT).decode()
-        return parse_person(json.loads(data), zone=self.zone)
+        return self._row(data)[0]
+
+    def _row(self, data: str) -> tuple[Person, dict[str, str]]:
+        if not data.startswith(SEALED_PREFIX):
+            person = parse_person(json.loads(data), zone=self.zone)
+            return person, {c: mask(c) for c in (*person.cards, *person.duress_cards)}
+        if self._data_key is None:
+            raise StoreError(f"{self.path}: the records are sealed; no store key given")
+        doc = json.loads(unseal(self._data_key, base64.b64decode(data[len(SEALED_PREFIX):]),
+                                _ROW_CONTEXT))
+        return parse_person(doc["person"], zone=self.zone), dict(doc["masks"])
+
+    def masked_cards(self, person_id: str) -> list[str]:
+        """``person_id``'s cards as people may see them: ``****5678`` (empty when unknown)."""
+        row = self._conn.execute("SELECT data FROM persons WHERE id = ?",
+                                 (self._ref(person_id),)).fetchone()
+        if row is None:
+            return []
+        person, masks = self._row(row[0])
+        return [masks.get(c, "****") for c in person.cards]
+
+    def _masks(self, person: Person) -> dict[str, str]:
+        """Stored card key → masked digits, for a person with canonical card strings."""
+        return {self.card_ref(c): mask(c) for c in (*person.cards, *person.duress_cards)}
 
     def _meta(self, key: str) -> str | None:
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -497,26 +519,28 @@ class Store:
         ``card_key``); the store keys them.  Local edits keep the sync version: the next
         snapshot from the station replaces them.
         """
-        batch = [self.keyed(p) for p in persons]
+        batch = [(self.keyed(p), self._masks(p)) for p in persons]
         with self._transaction():
             self._put_groups(groups)
             if holidays is not None:
                 self._conn.executemany("INSERT OR REPLACE INTO holidays (day, name) VALUES (?, ?)",
                                        [(d.isoformat(), n) for d, n in holidays.items()])
             self._conn.executemany("DELETE FROM cards WHERE person = ?",
-                                   [(self._ref(p.id),) for p in batch])
-            for person in batch:  # cards may move between persons of one batch
-                self._put_person(person)
+                                   [(self._ref(p.id),) for p, _masks in batch])
+            for person, masks in batch:  # cards may move between persons of one batch
+                self._put_person(person, masks)
         return len(batch)
 
     def set_enabled(self, person_id: str, enabled: bool) -> bool:
         """Enable or disable a person; False when there is no such person."""
-        person = self.person(person_id)
-        if person is None:
+        row = self._conn.execute("SELECT data FROM persons WHERE id = ?",
+                                 (self._ref(person_id),)).fetchone()
+        if row is None:
             return False
+        person, masks = self._row(row[0])
         with self._transaction():
             self._conn.execute("UPDATE persons SET data = ? WHERE id = ?",
-                               (self._seal(replace(person, enabled=enabled)),
+                               (self._seal(replace(person, enabled=enabled), masks),
                                 self._ref(person_id)))
         return True
 
@@ -556,10 +580,10 @@ class Store:
         it in the database file itself)."""
         self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def _put_person(self, person: Person) -> None:
+    def _put_person(self, person: Person, masks: Mapping[str, str]) -> None:
         ref = self._ref(person.id)
         self._conn.execute("INSERT OR REPLACE INTO persons (id, data) VALUES (?, ?)",
-                           (ref, self._seal(person)))
+                           (ref, self._seal(person, masks)))
         self._conn.execute("DELETE FROM cards WHERE person = ?", (ref,))
         for card in (*person.cards, *person.duress_cards):
             owner = self._holder(card)
@@ -625,7 +649,7 @@ class Store:
         persons = []
         for i, obj in enumerate(self._parse_list(payload, people_key)):
             try:
-                persons.append(parse_person(obj, zone=self.zone, card_key=self.card_ref))
+                persons.append(parse_person(obj, zone=self.zone))
             except PersonError as exc:
                 raise PersonError(f"{people_key}[{i}].{exc}") from None
         groups = [parse_group(g) for g in self._parse_list(payload, "groups")]
@@ -654,7 +678,7 @@ class Store:
             conn.executemany("DELETE FROM cards WHERE person = ?",
                              [(self._ref(p.id),) for p in persons])
             for person in persons:
-                self._put_person(person)
+                self._put_person(self.keyed(person), self._masks(person))
             self._set_meta("version", str(version))
             total = conn.execute("SELECT COUNT(*) FROM persons").fetchone()[0]
         log.info("store: %s applied, version %d, %d person(s)", mode, version, total)

@@ -471,7 +471,7 @@ def list_(
     with open_target(config, db, card_key) as target:
         persons = target.store.persons()
         for p in persons:
-            summary = _summary(p)
+            summary = _summary(p, target.store.masked_cards(p.id))
             typer.echo(json.dumps(summary, ensure_ascii=False) if as_json else _line(summary))
         for warning in face_only_warnings(persons):
             typer.echo(f"warning: {warning}", err=True)
@@ -479,12 +479,13 @@ def list_(
             typer.echo(f"{len(persons)} person(s), store version {target.store.version}")
 
 
-def _summary(p: Person) -> dict[str, Any]:
+def _summary(p: Person, cards: list[str]) -> dict[str, Any]:
+    """The listing of a person; ``cards`` already masked (the store keeps only hashes)."""
     return {
         "id": p.id, "name": p.name, "kind": p.kind.value, "enabled": p.enabled,
         "valid_from": p.valid_from.isoformat() if p.valid_from else None,
         "valid_until": p.valid_until.isoformat() if p.valid_until else None,
-        "groups": list(p.groups), "cards": [mask(c) for c in p.cards],
+        "groups": list(p.groups), "cards": cards,
         "pin": p.pin_hash is not None,
         "face_consent": p.face_consent_date.isoformat() if p.face_consent_date else None,
     }

@@ -278,3 +278,21 @@ def test_store_or_config_is_required(tmp_path: Path) -> None:
     code, _, err = run("list", "--db", str(missing))
     assert (code, err) == (1, f"no resident store at {missing} (import or add residents first)\n")
     assert not missing.exists()
+
+
+def test_list_shows_masked_cards_from_a_hashed_store(tmp_path: Path) -> None:
+    config = write(tmp_path, "gate.yaml", """\
+        version: 1
+        state_dir: state
+        gate: {id: g1, site: Test compound}
+        doors:
+          front:
+            lock: {pin: 17}
+        """)
+    assert run("import", str(write(tmp_path, "g.yaml", GROUPS_YAML)), "-c", str(config))[0] == 0
+    assert run("import", str(write(tmp_path, "r.csv", GOOD_CSV)), "-c", str(config))[0] == 0
+    assert run("disable", "p1", "-c", str(config))[0] == 0  # a rewrite keeps the masks
+    code, out, _ = run("list", "-c", str(config))
+    assert code == 0
+    assert "cards=****7890,****7891" in out and "cards=****2223" in out
+    assert "0004567890" not in out
