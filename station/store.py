@@ -188,6 +188,7 @@ class Store:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA secure_delete=ON")  # an erased person is zeroed, not freed
             cursor.close()
 
         return engine
@@ -443,6 +444,9 @@ class Store:
             ).rowcount
             conn.execute(delete(faces).where(faces.c.gate == gate, faces.c.person == person))
             self._drop_pair_when_confirmed(conn, person)
+        if self.engine.dialect.name == "sqlite":  # the old rows must not live on in the -wal
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         for relative in paths:
             (self.portraits_dir / relative).unlink(missing_ok=True)
         return int(rewritten)

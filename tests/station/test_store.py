@@ -239,3 +239,13 @@ def test_the_id_pseudonym_pair_goes_once_every_gate_has_erased(store: Store) -> 
         dump = json.dumps([list(map(str, r)) for t in ("events", "commands")
                            for r in conn.execute(store.t[t].select())])
     assert "p-0101" not in dump and "anon-1" in dump and "anon-2" in dump
+
+
+def test_an_erased_person_leaves_no_bytes_in_the_sqlite_files(tmp_path: Path) -> None:
+    sqlite_store = Store(f"sqlite:///{tmp_path / 'station.db'}", portraits_dir=tmp_path / "p")
+    sqlite_store.add_events([row("g1", 1, person="p-7777", credential_ref="c-secret-ref"),
+                             row("g1", 2, person="p-0202")])
+    sqlite_store.forget_person("g1", "p-7777", "anon-7")
+    raw = b"".join(f.read_bytes() for f in tmp_path.glob("station.db*"))
+    assert b"p-7777" not in raw and b"c-secret-ref" not in raw
+    sqlite_store.close()
