@@ -6,13 +6,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 # command:debian-package pairs
 DEMO_DEPS := mosquitto:mosquitto socat:socat
-TEST_DEPS := $(DEMO_DEPS) chromium:chromium chromedriver:chromium-driver
+# a pair may name a file instead of a command: the CJK font the page tests render Chinese with
+TEST_DEPS := $(DEMO_DEPS) chromium:chromium chromedriver:chromium-driver \
+	/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc:fonts-noto-cjk
 # Real face models and photos for tests and the demo: MENJIN_MODELS / MENJIN_FACES, by default the
 # shared folders next to the repository when they exist.
 export MENJIN_MODELS ?= $(abspath $(CURDIR)/../shared/models)
 export MENJIN_FACES ?= $(abspath $(CURDIR)/../shared/faces)
 
-.PHONY: demo test lint demo-deps test-deps
+.PHONY: demo test lint demo-deps test-deps i18n
 
 $(VENV): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +24,7 @@ $(VENV): pyproject.toml
 
 define apt_install
 	@missing=""; for pair in $(1); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
-	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; done; \
+	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || [ -e "$$cmd" ] || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
@@ -43,6 +45,15 @@ test: $(VENV) test-deps
 	$(BIN)/python -m pytest
 
 lint: $(VENV)
-	$(BIN)/ruff check menjin daemon drivers vision station tests bench
-	$(BIN)/mypy --strict menjin drivers daemon
+	$(BIN)/ruff check menjin daemon drivers vision station protocol yamlconfig tests bench
+	$(BIN)/mypy --strict menjin drivers daemon protocol yamlconfig
 	$(BIN)/python -m pytest -q tests/test_architecture.py -k contracts
+
+# Re-extract the station page's messages and merge them into the Chinese catalog (then translate
+# the new entries in station/i18n/zh_CN/LC_MESSAGES/messages.po; the page compiles it at start-up).
+i18n: $(VENV)
+	$(BIN)/pybabel extract -F station/i18n/babel.cfg --no-location -k _ -k gettext \
+	  -o station/i18n/messages.pot .
+	$(BIN)/pybabel update -i station/i18n/messages.pot -d station/i18n -l zh_CN --no-location \
+	  --no-fuzzy-matching
+	rm station/i18n/messages.pot

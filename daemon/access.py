@@ -26,9 +26,7 @@ anti-passback: a person under threat must not be seen to be refused.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
+import asyncio
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -40,16 +38,15 @@ from zoneinfo import ZoneInfo
 from daemon.config import AccessRule
 from daemon.events import Event
 from daemon.schedule import DEFAULT_TIMEZONE, Schedule, local_time
+from protocol.pins import hash_pin as hash_pin  # re-exported: the PIN hash is part of the contract
+from protocol.pins import verify_pin
 
 CredentialKind = Literal["card", "face"]
 Direction = Literal["entry", "exit"]
-#: scrypt cost of PIN hashes: 16 MiB and some tens of milliseconds on a Pi, per guess.
-PIN_SCRYPT_N = 2**14
-PIN_SCRYPT_R = 8
-PIN_SCRYPT_P = 1
-PIN_SALT_BYTES = 16
-PIN_HASH_BYTES = 32
-PIN_SCRYPT_MAXMEM = 64 * 1024 * 1024
+#: PIN guessing lockout: this many wrong PINs for one person within PIN_LOCK_SECONDS block their
+#: card + PIN at every door until the oldest of them is that old (a duress PIN still works).
+PIN_MAX_WRONG = 3
+PIN_LOCK_SECONDS = 300.0
 NEVER = float("inf")
 ALWAYS_VALID = float("-inf")
 
@@ -78,6 +75,7 @@ class Reason(StrEnum):
     CREDENTIAL_NOT_ACCEPTED = "credential_not_accepted"
     FACE_NOT_CONSENTED = "face_not_consented"
     LIVENESS_FAILED = "liveness_failed"
+    PIN_LOCKED = "pin_locked"
 
 
 # --------------------------------------------------------------------------- model
@@ -162,6 +160,9 @@ class Credential:
     reader: str | None = None
     pin: str | None = None
     live: bool = True
+    #: ``pin`` already checked off the event loop: (person, matches pin_hash, matches
+    #: duress_pin_hash); used only when the card still belongs to that person.
+    pin_checked: tuple[str, bool, bool] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,43 +185,21 @@ class Decision:
 
 def face_only_warnings(persons: Iterable[Person],
                        enrolled: Collection[str] | None = None) -> list[str]:
-    """One line per person set up for face entry without a card or PIN to fall back on.
+    """One line per person set up for face entry without a card to fall back on.
 
     Face scan may never be the only way in (PIPL; the 2025 face-recognition measures): every
     person with a face consent (or, when ``enrolled`` is given, with face templates) needs a
-    non-face credential.  ``residents list`` and ``check-config`` print these lines.
+    non-face credential.  A PIN alone is none: PINs are a second factor after a card (a salted
+    hash cannot identify who typed a PIN), so only a card counts.  ``residents list`` and
+    ``check-config`` print these lines.
     """
     lines = []
     for person in persons:
         uses_face = person.id in enrolled if enrolled is not None else person.face_consent
-        if uses_face and not (person.cards or person.pin_hash):
-            lines.append(f"{person.id}: enrolled for face entry without a card or PIN "
-                         "(a non-face credential must remain an alternative)")
+        if uses_face and not person.cards:
+            lines.append(f"{person.id}: enrolled for face entry without a card (a PIN only "
+                         "works with a card; a non-face credential must remain an alternative)")
     return lines
-
-
-# --------------------------------------------------------------------------- PINs
-def hash_pin(pin: str) -> str:
-    """A salted scrypt hash of a PIN: ``scrypt$N$r$p$salt_hex$hash_hex``."""
-    salt = secrets.token_bytes(PIN_SALT_BYTES)
-    digest = hashlib.scrypt(pin.encode(), salt=salt, n=PIN_SCRYPT_N, r=PIN_SCRYPT_R,
-                            p=PIN_SCRYPT_P, maxmem=PIN_SCRYPT_MAXMEM, dklen=PIN_HASH_BYTES)
-    return f"scrypt${PIN_SCRYPT_N}${PIN_SCRYPT_R}${PIN_SCRYPT_P}${salt.hex()}${digest.hex()}"
-
-
-def verify_pin(pin: str, stored: str | None) -> bool:
-    """True when ``pin`` matches the stored hash (constant-time compare; False for a bad hash)."""
-    if stored is None:
-        return False
-    try:
-        scheme, n, r, p, salt, expected = stored.split("$")
-        if scheme != "scrypt":
-            return False
-        digest = hashlib.scrypt(pin.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r),
-                                p=int(p), maxmem=PIN_SCRYPT_MAXMEM, dklen=len(expected) // 2)
-    except ValueError:
-        return False
-    return hmac.compare_digest(digest.hex(), expected)
 
 
 # --------------------------------------------------------------------------- index
@@ -312,6 +291,12 @@ class PassageMemory:
     cards: dict[tuple[str, str], float] = field(default_factory=dict)  # (door, person) → when
     faces: dict[tuple[str, str], float] = field(default_factory=dict)
     sides: dict[tuple[str, str], Direction] = field(default_factory=dict)
+    wrong_pins: dict[str, list[float]] = field(default_factory=dict)  # person → when
+
+    def pin_locked(self, person: str, ts: float) -> bool:
+        """True while ``person`` made too many wrong PIN guesses (PIN guessing lockout)."""
+        recent = [t for t in self.wrong_pins.get(person, ()) if 0 <= ts - t <= PIN_LOCK_SECONDS]
+        return len(recent) >= PIN_MAX_WRONG
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,7 +340,8 @@ def decide(credential: Credential, door: DoorPolicy, now: datetime, state: Acces
         if not credential.live:
             return deny(Reason.LIVENESS_FAILED, person_id)
     person = entry.person
-    if credential.pin is not None and verify_pin(credential.pin, person.duress_pin_hash):
+    pin_ok, duress_pin = _pin_matches(credential, person)
+    if duress_pin:
         duress = True
     refusal = _validity(entry, door.door, now, index)
     if refusal is not None:
@@ -365,7 +351,9 @@ def decide(credential: Credential, door: DoorPolicy, now: datetime, state: Acces
     if kind == "card" and door.pin_required and not duress:
         if credential.pin is None:
             return deny(Reason.SECOND_FACTOR_REQUIRED, person_id, awaiting="pin")
-        if not verify_pin(credential.pin, person.pin_hash):
+        if state.memory.pin_locked(person_id, now.timestamp()):
+            return deny(Reason.PIN_LOCKED, person_id)
+        if not pin_ok:
             return deny(Reason.WRONG_PIN, person_id)
     direction = door.direction(credential.reader) if door.anti_passback else None
     if duress:
@@ -380,6 +368,23 @@ def decide(credential: Credential, door: DoorPolicy, now: datetime, state: Acces
             return deny(Reason.SECOND_FACTOR_REQUIRED, person_id,
                         awaiting="face" if kind == "card" else "card")
     return Decision(True, Reason.GRANTED, door.door, kind, person_id, False, None, direction)
+
+
+def _pin_matches(credential: Credential, person: Person) -> tuple[bool, bool]:
+    """(matches the PIN hash, matches the duress PIN hash) of the credential's PIN."""
+    if credential.pin is None:
+        return False, False
+    checked = credential.pin_checked
+    if checked is not None and checked[0] == person.id:
+        return checked[1], checked[2]
+    return pin_matches(credential.pin, person)
+
+
+def pin_matches(pin: str, person: Person | None) -> tuple[bool, bool]:
+    """Check ``pin`` against both PIN hashes of ``person`` (scrypt: run it off the loop)."""
+    if person is None:
+        return False, False
+    return verify_pin(pin, person.pin_hash), verify_pin(pin, person.duress_pin_hash)
 
 
 def _validity(entry: _Entry, door: str, now: datetime, index: AccessIndex) -> Reason | None:
@@ -467,6 +472,19 @@ class AccessController:
         credential = Credential("card", self._card_key(card), reader, pin)
         return self._decide(credential, door, now, lockdown)
 
+    async def decide_card_pin(self, door: str, card: str, pin: str, now: datetime, *,
+                              reader: str | None = None, lockdown: bool = False) -> Decision:
+        """Card + PIN: the two scrypt checks (tens of ms and 16 MiB each on a Pi) run in a
+        worker thread; the decision itself runs on the loop like every other one."""
+        key = self._card_key(card)
+        found = self._index.cards.get(key)
+        entry = self._index.persons.get(found[0]) if found is not None else None
+        person = entry.person if entry is not None else None
+        pin_ok, duress = await asyncio.to_thread(pin_matches, pin, person)
+        checked = (person.id, pin_ok, duress) if person is not None else None
+        credential = Credential("card", key, reader, pin, pin_checked=checked)
+        return self._decide(credential, door, now, lockdown)
+
     def decide_face(self, door: str, person: str, now: datetime, *, live: bool = True,
                     reader: str | None = None, lockdown: bool = False) -> Decision:
         """Decide a face the gallery matched to ``person`` at ``door``."""
@@ -483,6 +501,12 @@ class AccessController:
             return
         key = (decision.door, decision.person)
         memory = self.memory
+        if decision.reason is Reason.WRONG_PIN:
+            ts = now.timestamp()
+            guesses = memory.wrong_pins.setdefault(decision.person, [])
+            guesses[:] = [t for t in guesses if 0 <= ts - t <= PIN_LOCK_SECONDS] + [ts]
+        elif decision.granted and decision.credential_kind == "card" and policy.pin_required:
+            memory.wrong_pins.pop(decision.person, None)
         if decision.granted:
             memory.cards.pop(key, None)
             memory.faces.pop(key, None)

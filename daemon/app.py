@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -28,20 +29,21 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from daemon import __version__, logsetup
-from daemon.access import EMPTY_INDEX, AccessController
+from daemon import __version__, logsetup, recovery, runmark
+from daemon.access import EMPTY_INDEX, AccessController, AccessIndex
 from daemon.audit import AuditLog
 from daemon.builders import door_policies, file_stamp, pin_factory_for, redacted
 from daemon.config import GateConfig
 from daemon.configfile import EX_CONFIG, ConfigError, load_config
+from daemon.door_modes import MODES_FILE, ModeBook
 from daemon.doors import Doors
-from daemon.events import Event, EventBus
+from daemon.events import Event, EventBus, now_ms
 from daemon.files import PRIVATE_UMASK
 from daemon.gatecontrol import GateControl
-from daemon.gatelock import GateBusyError, hold
 from daemon.journal import Journal, JournalError
 from daemon.keyring import Keyring
 from daemon.keys import KeyProviderError
+from daemon.liveness import liveness_warnings
 from daemon.lockout import Lockout
 from daemon.notify import WATCHDOG_FRACTION, Notifier, watchdog_loop, watchdog_seconds
 from daemon.parts import Desired, Parts
@@ -49,6 +51,7 @@ from daemon.passage import Passage
 from daemon.readers import Readers
 from daemon.reload import Reloader
 from daemon.simulate import SimulatedBoard
+from daemon.statelock import StateDirBusyError, StateLock
 from daemon.station_commands import StationCommands
 from daemon.station_key import StationKeyExchange
 from daemon.store import Store, StoreError
@@ -62,9 +65,13 @@ log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_GAVE_UP = 70  # sysexits.h EX_SOFTWARE: a part kept failing; systemd restarts the unit
+EXIT_BUSY = 75  # sysexits.h EX_TEMPFAIL: another daemon holds the state directory
 #: The whole stop (relays, offline status, journal) must fit in the issue's 5 s.
 SHUTDOWN_DEADLINE_SECONDS = 4.5
 READY_TIMEOUT_SECONDS = 30.0
+#: On SIGTERM the last events get this long to reach a reachable broker (within the deadline).
+STOP_FLUSH_SECONDS = 1.0
+STOP_FLUSH_POLL_SECONDS = 0.02
 RECENT_EVENTS = 500
 BYTES_PER_MB = 1024 * 1024
 #: Parts that live as long as the process, whatever a reload changes.
@@ -90,6 +97,9 @@ class Gate:
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
         self.last_seq = 0
         self._stopping = False
+        self._flush_task: asyncio.Task[None] | None = None
+        #: start-up repairs to report once the journal is open (event type → data or None)
+        self.recovered: dict[str, dict[str, Any] | None] = {}
         self.access = AccessController(EMPTY_INDEX, door_policies(config))
         self.control = GateControl(self)
         self.parts = Parts(emit=self.emit, fixed=FIXED_PARTS)
@@ -103,11 +113,13 @@ class Gate:
                                cooldown_seconds=lockout.cooldown_seconds)
         self.doors = Doors(pins=self.pins, board=self.board, emit=self.emit,
                            zone=lambda: ZoneInfo(self.config.gate.timezone),
-                           holidays=lambda: self.access.index.holidays)
+                           holidays=lambda: self.access.index.holidays,
+                           modes=ModeBook(config.state_dir / MODES_FILE))
         self.passage = Passage(access=lambda: self.access, doors=self.doors, lockout=self.lockout,
-                               emit=self.emit)
+                               emit=self.emit, multi_factor_seconds=self._multi_factor_seconds)
         self.readers = Readers(pins=self.pins, board=self.board, emit=self.emit,
-                               on_card=self.passage.card, raw=self.control.raw)
+                               on_card=self.passage.card, on_keys=self.passage.keys,
+                               raw=self.control.raw, feedback=self.doors.feedback)
         self.vision = VisionLink(config_path=config_path, passage=self.passage, emit=self.emit,
                                  capture=self.capture, template_key=self.keyring.template_key)
         station = self.keyring.station
@@ -123,6 +135,11 @@ class Gate:
                                  summary=self.summary)
 
     # ------------------------------------------------------------------ events
+    def _multi_factor_seconds(self, door_id: str) -> float:
+        """How long a card waits for its PIN at ``door_id`` (the door's multi-factor window)."""
+        door = self.config.doors.get(door_id)
+        return door.multi_factor_seconds if door is not None else 10.0
+
     def emit(self, event: Event) -> None:
         """Record an event in the journal first, then tell everyone else (event loop only)."""
         self.capture(event, None)
@@ -176,11 +193,13 @@ class Gate:
                 reader, functools.partial(self.readers.run, reader_id, reader))
         if config.camera is not None and config.vision is not None and config.vision.enabled:
             # The vision process (camera, models) is a child process: its crash never reaches
-            # a relay.  The template file's stamp is part of the key: after `menjin enrol`, a
-            # SIGHUP (systemctl reload menjin) restarts it with the new gallery.
+            # a relay.  The stamps of the template and model files are part of the key: after
+            # `menjin enrol` or a model update, a SIGHUP (systemctl reload menjin) restarts it
+            # with the new files (and a model it cannot load faults vision, never the gate).
             parts[f"camera:{config.camera.door}"] = (
                 (config.camera, config.vision, config.privacy.portraits,
-                 file_stamp(config.vision.templates), self.keyring.face_ready()),
+                 file_stamp(config.vision.templates), file_stamp(config.vision.detector.path),
+                 file_stamp(config.vision.embedder.path), self.keyring.face_ready()),
                 functools.partial(self.vision.run, config.camera))
         if config.uplink is not None and config.uplink.enabled:
             parts["uplink"] = (
@@ -196,7 +215,9 @@ class Gate:
         """A reloaded config becomes the running one; returns the restarted parts."""
         self.config = config
         self.access.set_policies(door_policies(config))
-        return await self.apply(config)
+        changed = await self.apply(config)
+        self.doors.release_unused(config.doors)
+        return changed
 
     async def faces_changed(self) -> None:
         """Restart the camera part when the template store changed (and the gate runs)."""
@@ -222,8 +243,16 @@ class Gate:
         await self.uplink.run()
 
     def health(self) -> dict[str, Any]:
+        doors = {door_id: self.doors.status(door_id) for door_id in self.doors}
         return {"readers": self.readers.health(), "camera": self.vision.camera,
-                "vision": self.vision.status()}
+                "vision": self.vision.status(),
+                "doors": {door_id: {"state": next((a for a in ("forced", "held")
+                                                   if a in s["alarms"]), s["state"]),
+                                    "mode": s["mode"], "mode_source": s.get("mode_source", "")}
+                          for door_id, s in doors.items()},
+                "tamper": any("tamper" in s["alarms"] for s in doors.values()),
+                "parts": {name: part.state.as_dict() for name, part in self.parts.items()
+                          if not part.state.running or part.state.failed}}
 
     def doors_alive(self) -> bool:
         """True while every door part runs (the watchdog keep-alive condition)."""
@@ -240,27 +269,23 @@ class Gate:
         loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
         code = EXIT_OK
         try:
-            gate_lock = hold(self.config.state_dir)
-        except (GateBusyError, OSError) as exc:
-            log.error("cannot start: %s", exc)
-            return EX_CONFIG
-        try:
             store = self.open_store()
         except (StoreError, KeyProviderError, OSError) as exc:
-            os.close(gate_lock)
             log.error("cannot open the resident store: %s", exc)
             return EX_CONFIG
         try:
             journal = self._open_journal()
         except JournalError as exc:
             store.close()
-            os.close(gate_lock)
             log.error("cannot open the journal: %s", exc)
             return EX_CONFIG
         journal.start_writer(loop)  # from here on no fsync runs on the door's loop
+        self._report_recoveries()
+        started_ms = now_ms()
+        previous = runmark.begin(self.config.state_dir, started_ms=started_ms)
         try:
             try:
-                await self._serve()
+                await self._serve(previous)
             except* PartGaveUpError as failed:
                 log.error("stopping: %s", failed.exceptions[0])
                 code = EXIT_GAVE_UP
@@ -273,16 +298,18 @@ class Gate:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             self.doors.relays_idle()
+            self.doors.release_pins()
             self.journal = None
             journal.close()
             store.close()
-            os.close(gate_lock)
+            runmark.end(self.config.state_dir, started_ms=started_ms, stopped_ms=now_ms(),
+                        last_seq=self.last_seq)
             if self.board is not None:
                 self.board.close()
         log.info("gate %s stopped", self.config.gate.id)
         return code
 
-    async def _serve(self) -> None:
+    async def _serve(self, previous: runmark.PreviousRun | None) -> None:
         """The root task group: every part, then READY=1 and the watchdog."""
         async with asyncio.TaskGroup() as group:
             self.parts.bind(group)
@@ -305,6 +332,7 @@ class Gate:
                 await listening.wait()
                 for door_id in self.config.doors:
                     await self.doors.ready(door_id).wait()
+            self._report_restart(previous, journal.seq_at_open)
             self.notifier.ready(self.summary())
             log.info("gate %s ready: %s", self.config.gate.id, self.summary())
             interval = watchdog_seconds()
@@ -312,27 +340,73 @@ class Gate:
                 group.create_task(watchdog_loop(self.notifier, self.doors_alive,
                                                 interval * WATCHDOG_FRACTION), name="watchdog")
 
+    def _report_restart(self, previous: runmark.PreviousRun | None, last_seq: int) -> None:
+        """``gate.restarted``: whether the previous run stopped cleanly, its last seq, and each
+        door's relay as this start set it (after an unclean stop the record may have a hole
+        between the previous run's last event and now, and the station must be told)."""
+        if previous is None:
+            return
+        doors = {door_id: {k: v for k, v in self.doors.status(door_id).items()
+                           if k in ("relay", "lock", "mode", "mode_source")}
+                 for door_id in self.doors}
+        if not previous.clean:
+            log.warning("the previous run (pid %s) did not stop cleanly; its last recorded event "
+                        "is seq %d", previous.pid, last_seq)
+        self.emit(Event("gate.restarted", reason="clean" if previous.clean else "unclean",
+                        data={"clean": previous.clean, "previous_last_seq": last_seq,
+                              "previous_pid": previous.pid,
+                              "previous_started_ms": previous.started_ms,
+                              "previous_stopped_ms": previous.stopped_ms, "doors": doors}))
+
     def open_store(self) -> Store:
         """The resident store and the first decision index (cards work before the broker)."""
         c = self.config
-        self.store = self.keyring.open_store(c)
-        self.access = AccessController(self.store.load_index(), door_policies(c),
-                                       card_key=self.store.card_ref)
-        self.residents = Residents(self.store, self.access)
+        keyring = self.keyring
+
+        def opener() -> tuple[Store, AccessIndex]:
+            store = keyring.open_store(c)
+            try:
+                return store, store.load_index()
+            except BaseException:
+                store.close()
+                raise
+
+        (self.store, index), self.recovered["store.recovered"] = recovery.open_store(
+            c.access.db, opener)
+        try:  # the snapshot is a copy of the sealed store: no clear name or card in it either
+            self.store.snapshot(recovery.snapshot_path(c.access.db))
+        except (OSError, sqlite3.Error) as exc:  # a full disk keeps the older snapshot
+            log.warning("resident store snapshot not refreshed: %s", exc)
+        self.access = AccessController(index, door_policies(c), card_key=self.store.card_ref)
+        self.residents = Residents(self.store, self.access,
+                                   snapshot=recovery.snapshot_path(c.access.db))
         log.info("resident store %s: version %d, %d person(s)", c.access.db,
                  self.access.index.version, len(self.access.index.persons))
         return self.store
 
     def _open_journal(self) -> Journal:
         c = self.config
-        self.journal = Journal(
-            c.journal.path, gate=c.gate.id, fsync=c.journal.fsync,
-            quota_bytes=c.journal.quota_mb * BYTES_PER_MB,
-            retention_days=c.journal.retention_days, portraits=c.privacy.portraits,
-            portrait_retention_days=c.privacy.retention_days,
-            data_key=self.keyring.local().journal,
-        )
-        return self.journal
+        journal, self.recovered["journal.recovered"] = recovery.open_journal(
+            c.journal.path, lambda: Journal(
+                c.journal.path, gate=c.gate.id, fsync=c.journal.fsync,
+                quota_bytes=c.journal.quota_mb * BYTES_PER_MB,
+                retention_days=c.journal.retention_days, portraits=c.privacy.portraits,
+                portrait_retention_days=c.privacy.retention_days,
+                data_key=self.keyring.local().journal,
+            ))
+        self.journal = journal
+        return journal
+
+    def _report_recoveries(self) -> None:
+        """Tell the station what start-up found damaged and repaired (journal open by now)."""
+        if self.audit_log.repaired is not None:
+            log.error("audit log %s: torn last entry cut off (%d bytes kept in %s)",
+                      self.audit_log.path, self.audit_log.repaired["bytes"],
+                      self.audit_log.repaired["kept_in"])
+            self.emit(Event("audit.repaired", reason="torn_tail", data=self.audit_log.repaired))
+        for event_type, data in self.recovered.items():
+            if data is not None:
+                self.emit(Event(event_type, reason="corrupt", data=data))
 
     def request_stop(self, why: str, main_task: asyncio.Task[Any]) -> None:
         """SIGTERM/SIGINT: relays idle at once, then cancel everything (cleanup in finally)."""
@@ -343,7 +417,25 @@ class Gate:
         self.notifier.stopping()
         self.doors.relays_idle()
         _arm_shutdown_deadline()
-        main_task.cancel()
+        self._flush_task = asyncio.get_running_loop().create_task(
+            self._flush_then_stop(main_task), name="stop")
+
+    async def _flush_then_stop(self, main_task: asyncio.Task[Any]) -> None:
+        """Give the uplink at most :data:`STOP_FLUSH_SECONDS` to deliver the last events (the
+        relays' ``door.locked`` ``stopped`` among them) while the broker is reachable, then
+        cancel everything."""
+        try:
+            uplink, journal = self.uplink, self.journal
+            if uplink is not None and journal is not None and uplink.state.connected:
+                deadline = time.monotonic() + STOP_FLUSH_SECONDS
+                while journal.queue_depth() > 0 and time.monotonic() < deadline:  # noqa: ASYNC110 (acks arrive on the uplink task)
+                    await asyncio.sleep(STOP_FLUSH_POLL_SECONDS)
+                left = journal.queue_depth()
+                if left:
+                    log.warning("stop: %d event(s) not delivered yet; they stay in the journal "
+                                "and go at the next start", left)
+        finally:
+            main_task.cancel()
 
     def summary(self) -> str:
         c = self.config
@@ -396,9 +488,20 @@ def main(config_path: Path, *, notifier: Notifier | None = None) -> int:
     logsetup.configure(config.logging.level, config.logging.components)
     log.info("menjin %s starting with %s", __version__, config_path)
     log.info("effective config: %s", json.dumps(redacted(config), ensure_ascii=False))
-    try:
-        gate = Gate(config_path, config, notifier or Notifier.from_env())
-    except (GpioBackendError, KeyProviderError) as exc:  # a restart cannot fix these: stop
+    for warning in liveness_warnings(config):
+        log.warning("%s", warning)
+    lock = StateLock(config.state_dir)
+    try:  # before anything is opened: a second daemon touches no relay, socket or file
+        lock.acquire()
+    except StateDirBusyError as exc:
         log.error("cannot start: %s", exc)
-        return EX_CONFIG
-    return asyncio.run(gate.run())
+        return EXIT_BUSY
+    try:
+        try:
+            gate = Gate(config_path, config, notifier or Notifier.from_env())
+        except (GpioBackendError, KeyProviderError) as exc:  # a restart cannot fix these: stop
+            log.error("cannot start: %s", exc)
+            return EX_CONFIG
+        return asyncio.run(gate.run())
+    finally:
+        lock.release()

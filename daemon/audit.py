@@ -57,6 +57,33 @@ def local_actor() -> str:
     return uid_actor(os.getuid())
 
 
+def _parses(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return False
+
+
+def _append_whole(path: Path, data: bytes) -> None:
+    """Append ``data`` completely or not at all: a short ``os.write`` (a full disk) is continued,
+    and a write that fails half-way is cut back off, so no half entry is ever left behind."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)  # an older, looser file is tightened whatever the umask
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        except OSError:
+            os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
+
+
 def entry_hash(entry: Mapping[str, Any]) -> str:
     """The chain hash of ``entry`` (which carries its predecessor's hash in ``prev``)."""
     return hashlib.sha256(_canonical(entry)).hexdigest()
@@ -78,6 +105,9 @@ class AuditLog:
         self._clock = clock
         private_dir(self.path.parent)
         self._lock_path = self.path.with_name(self.path.name + ".lock")
+        with self._locked():  # another writer may be appending right now
+            #: what :meth:`repair_tail` cut off at start-up (``audit.repaired``), or None
+            self.repaired: dict[str, Any] | None = self.repair_tail()
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -89,15 +119,44 @@ class AuditLog:
         finally:
             os.close(fd)
 
+    def repair_tail(self) -> dict[str, Any] | None:
+        """Cut a torn last entry (power lost mid-write) off the file, keeping its bytes aside.
+
+        Returns ``{"bytes": n, "kept_in": "<file>.damaged"}`` when something was cut, else None.
+        Only the tail is repaired: a damaged line inside the file is left for
+        ``menjin audit verify`` to report (it is evidence, not an accident of a write).
+        """
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        end = data.rfind(b"\n") + 1  # an unterminated last line is torn whatever it holds
+        while end > 0:  # then every complete line at the end that is not an entry
+            start = data.rfind(b"\n", 0, end - 1) + 1
+            if _parses(data[start:end]):
+                break
+            end = start
+        if not data[end:].strip():  # nothing torn (at most blank lines)
+            return None
+        damaged = self.path.with_name(self.path.name + ".damaged")
+        with private_file(damaged).open("ab") as fh:  # repairs accumulate; nothing is thrown away
+            fh.write(data[end:])
+            fh.flush()
+            os.fsync(fh.fileno())
+        with self.path.open("r+b") as fh:
+            fh.truncate(end)
+            os.fsync(fh.fileno())
+        return {"bytes": len(data) - end, "kept_in": damaged.name}
+
     def _read(self) -> tuple[tuple[int, str], list[dict[str, Any]]]:
         """The anchor (sequence, hash) the chain starts from, and the entries after it."""
         anchor: tuple[int, str] = (0, GENESIS)
         entries: list[dict[str, Any]] = []
         if self.path.exists():
-            with self.path.open(encoding="utf-8") as fh:
+            with self.path.open(encoding="utf-8", errors="replace") as fh:
                 for line in fh:
-                    if not line.strip():
-                        continue
+                    if not line.strip() or not _parses(line.encode()):
+                        continue  # a damaged line inside the file: `verify` reports it
                     record = json.loads(line)
                     if record.get("anchor") and not entries:
                         anchor = (int(record["seq"]), str(record["hash"]))
@@ -141,13 +200,7 @@ class AuditLog:
             }
             entry["hash"] = entry_hash(entry)
             line = json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n"
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
-            try:
-                os.fchmod(fd, FILE_MODE)
-                os.write(fd, line.encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _append_whole(self.path, line.encode())
         return entry
 
     def verify(self) -> VerifyResult:
@@ -156,7 +209,7 @@ class AuditLog:
         count = 0
         if not self.path.exists():
             return VerifyResult(True, 0)
-        with self.path.open(encoding="utf-8") as fh:
+        with self.path.open(encoding="utf-8", errors="replace") as fh:
             for lineno, line in enumerate(fh, start=1):
                 if not line.strip():
                     continue

@@ -16,11 +16,12 @@ from gpiozero import Factory
 
 from daemon.access import DoorPolicy
 from daemon.config import DoorSection, GateConfig, ReaderSection
-from daemon.door import DoorController
+from daemon.credentials import load_osdp_key
+from daemon.door import DoorController, LockRelay
 from daemon.events import Emit
 from daemon.redact import redact_urls
 from daemon.simulate import SimulatedBoard
-from drivers.feedback import Feedback
+from drivers.feedback import Feedback, FeedbackFanout
 from drivers.gpio import pin_factory
 from drivers.inputs import DoorContact, ExitButton, TamperSwitch
 from drivers.lock import Lock
@@ -35,6 +36,7 @@ def door_policies(config: GateConfig) -> dict[str, DoorPolicy]:
             door_id, rule=door.access, multi_factor_seconds=door.multi_factor_seconds,
             entry_reader=door.anti_passback.entry_reader if door.anti_passback else None,
             exit_reader=door.anti_passback.exit_reader if door.anti_passback else None,
+            pin_required=door.pin_required,
         )
         for door_id, door in config.doors.items()
     }
@@ -56,19 +58,29 @@ def file_stamp(path: Path) -> tuple[int, int] | None:
     return st.st_mtime_ns, st.st_size
 
 
-def build_door(door_id: str, s: DoorSection, *, pins: Factory, emit: Emit,
-               interlock: Callable[[], bool] | None) -> DoorController:
-    """Lock, inputs, feedback and the door's state machine; every device closed on failure."""
+def build_lock(s: DoorSection, *, pins: Factory) -> Lock:
+    """The door's lock relay; its pin goes idle as it is claimed."""
+    return Lock(s.lock.pin, active_high=s.lock.active_high, fail_mode=s.lock.fail_mode.value,
+                pin_factory=pins)
+
+
+def build_door(door_id: str, s: DoorSection, *, lock: LockRelay, pins: Factory, emit: Emit,
+               interlock: Callable[[], bool] | None,
+               feedback: FeedbackFanout) -> DoorController:
+    """Inputs, feedback and the door's state machine on ``lock``; every device it opened is
+    closed on failure.
+
+    ``feedback`` is the door's fan-out: the GPIO LEDs and buzzer built here become its ``local``
+    part, and the OSDP readers serving the door add their own LED/buzzer to it.
+    """
     opened: list[Any] = []
 
     def claim(device: Any) -> Any:
         opened.append(device)
         return device
 
-    try:  # the lock first: its pin goes idle as it is claimed
-        lock = claim(Lock(s.lock.pin, active_high=s.lock.active_high,
-                          fail_mode=s.lock.fail_mode.value, pin_factory=pins))
-        contact = exit_button = tamper = feedback = None
+    try:  # the lock (claimed by the caller, who keeps it across reloads) is already idle
+        contact = exit_button = tamper = None
         if s.contact is not None:
             contact = claim(DoorContact(s.contact.pin, wiring=s.contact.wiring.value,
                                         debounce_ms=s.contact.debounce_ms, pin_factory=pins))
@@ -80,8 +92,8 @@ def build_door(door_id: str, s: DoorSection, *, pins: Factory, emit: Emit,
             tamper = claim(TamperSwitch(s.tamper.pin, wiring=s.tamper.wiring.value,
                                         debounce_ms=s.tamper.debounce_ms, pin_factory=pins))
         if s.leds.green is not None or s.leds.red is not None or s.buzzer is not None:
-            feedback = claim(Feedback(green=s.leds.green, red=s.leds.red, buzzer=s.buzzer,
-                                      pin_factory=pins))
+            feedback.local = claim(Feedback(green=s.leds.green, red=s.leds.red,
+                                            buzzer=s.buzzer, pin_factory=pins))
         return DoorController(
             door_id, lock=lock, contact=contact, exit_button=exit_button, tamper=tamper,
             feedback=feedback, unlock_seconds=s.unlock_seconds,
@@ -104,31 +116,37 @@ def reader_port(reader_id: str, s: ReaderSection, board: SimulatedBoard | None) 
 
 
 def build_reader(s: ReaderSection, *, port: str | None, pins: Factory,
-                 callbacks: dict[str, Any]) -> Any:
-    """The reader driver of ``s.type`` (EM4100, ASCII, Wiegand or OSDP) with its callbacks."""
+                 callbacks: dict[str, Any], on_keys: Callable[[str], None]) -> Any:
+    """The reader driver of ``s.type`` (EM4100, ASCII, Wiegand or OSDP) with its callbacks.
+
+    ``on_keys(keys)`` receives what a Wiegand or OSDP keypad typed (never a card).
+    """
     if s.type == "em4100":
         from drivers.em4100 import Em4100Reader
 
         assert port is not None
-        return Em4100Reader(port, baud=s.baud, **callbacks)
+        return Em4100Reader(port, baud=s.baud, inter_char_timeout_ms=s.inter_char_timeout_ms,
+                            **callbacks)
     if s.type == "ascii":
         from drivers.ascii_reader import AsciiReader
 
         assert port is not None
         return AsciiReader(port, baud=s.baud, number_base=s.number_base,
                            byte_order=s.byte_order, strip_prefix=s.strip_prefix,
-                           strip_suffix=s.strip_suffix, pattern=s.pattern, **callbacks)
+                           strip_suffix=s.strip_suffix, pattern=s.pattern,
+                           inter_char_timeout_ms=s.inter_char_timeout_ms, **callbacks)
     if s.type == "wiegand":
         from drivers.wiegand import WiegandReader
 
         return WiegandReader(s.d0_pin, s.d1_pin, formats=s.formats,  # type: ignore[arg-type]
-                             pin_factory=pins, **callbacks)
+                             raw_lengths=s.raw_lengths, frame_gap_ms=s.frame_gap_ms,
+                             pin_factory=pins, on_key=on_keys, **callbacks)
     from drivers.osdp import OsdpReader  # fails with the install hint without the extra
 
     assert port is not None
-    key = bytes.fromhex(s.osdp_key_file.read_text().strip()) if s.osdp_key_file else None
+    key = load_osdp_key(s.osdp_key_file) if s.osdp_key_file else None
     return OsdpReader(port, address=s.osdp_address, scbk=key, baud=s.baud,
-                      formats=s.formats, **callbacks)
+                      formats=s.formats, on_keypad=on_keys, **callbacks)
 
 
 def redacted(config: GateConfig) -> dict[str, Any]:

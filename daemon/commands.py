@@ -1,19 +1,19 @@
 """Signed commands from the station: verify, refuse or dispatch, and answer every one.
 
 A broker account alone must never open a door, so every command on ``<prefix>/<gate>/cmd/<name>``
-is an envelope signed by the station's Ed25519 key (codec in :mod:`station.protocol`).  This module
-checks, cheapest first: size, JSON shape, name against the topic, gate id, signature, validity
-window (with clock skew) and nonce (remembered in the journal until the envelope expires, so a
-restart cannot make a replay look new).  A refusal becomes a ``command.refused`` alarm event with
-the reason and a result with ``ok: false``; an accepted command a ``command.accepted`` event, the
-handler's answer and a result with ``ok: true``.  Handlers are registered by ``daemon/app.py``
-(``open`` → door, ``sync`` → store, ``enrol``/``remove`` → gallery, ``forget`` → privacy,
-``config`` → redacted config); ``ping`` is built in.
+is an envelope signed by the station's Ed25519 key (codec in :mod:`protocol.envelope`).  This
+module checks, cheapest first: size, bounded JSON and shape, name against the topic, gate id,
+signature, validity window (with clock skew) and nonce (remembered in the journal until the
+envelope expires, so a restart cannot make a replay look new).  A refusal becomes a
+``command.refused`` alarm event with the reason and a result with ``ok: false``; an accepted
+command a ``command.accepted`` event, the handler's answer and a result with ``ok: true``.
+Handlers are registered by ``daemon/app.py`` (``open`` → door, ``sync`` → store,
+``enrol``/``remove`` → gallery, ``forget`` → privacy, ``config`` → redacted config); ``ping``
+is built in.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections import deque
@@ -24,11 +24,11 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from daemon.events import SCHEMA_VERSION, Emit, Event, now_ms
-from station.protocol import (
+from protocol.envelope import (
     COMMAND_NAMES,
-    ENVELOPE_FIELDS,
-    NONCE_HEX_CHARS,
-    PROTOCOL_VERSION,
+    DEFAULT_MAX_ENVELOPE_BYTES,
+    EnvelopeError,
+    parse_envelope,
     signature_valid,
 )
 
@@ -37,14 +37,8 @@ log = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 Handlers = dict[str, Handler]
 
-DEFAULT_MAX_BYTES = 1024 * 1024
+DEFAULT_MAX_BYTES = DEFAULT_MAX_ENVELOPE_BYTES
 DEFAULT_MAX_SKEW_S = 300.0
-_NONCE = re.compile(rf"^[0-9a-f]{{{NONCE_HEX_CHARS}}}$")
-#: Field name → accepted JSON types (bool is excluded from the integers explicitly).
-_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
-    "v": int, "id": str, "name": str, "gate": str, "issued_at_ms": int, "expires_at_ms": int,
-    "nonce": str, "args": dict, "sig": str,
-}
 
 
 class RefusedError(Exception):
@@ -70,6 +64,26 @@ async def ping(args: dict[str, Any]) -> dict[str, Any]:
 
 
 REFUSED_ALARMS_PER_MINUTE = 10
+#: A refusal alarm (and the log line) carries at most this much of anything the sender chose.
+EXCERPT_CHARS = 120
+#: A command id that is a UUID is kept as it is; anything else is reduced to an excerpt.
+_COMMAND_ID = re.compile(r"^[0-9A-Za-z-]{1,64}$")
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """A short, escaped excerpt of untrusted text: printable characters as they are, anything
+    else (controls, lone surrogates, line breaks) as ``\\uXXXX`` escapes, at most ``limit``
+    characters followed by ``…(+N chars)``.  The result is always encodable as UTF-8."""
+    out: list[str] = []
+    size = 0
+    for index, char in enumerate(text):
+        piece = char if char.isprintable() and not 0xD800 <= ord(char) <= 0xDFFF else \
+            f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}"
+        if size + len(piece) > limit:
+            return "".join(out) + f"…(+{len(text) - index} chars)"
+        out.append(piece)
+        size += len(piece)
+    return "".join(out)
 
 
 class CommandProcessor:
@@ -127,29 +141,10 @@ class CommandProcessor:
         return self._result(topic_name, command_id, ok=True, reason="", result=answer)
 
     def _parse(self, payload: bytes) -> dict[str, Any]:
-        if len(payload) > self.max_bytes:
-            raise RefusedError("oversized", f"{len(payload)} bytes > {self.max_bytes}")
         try:
-            envelope = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RefusedError("malformed", f"not JSON ({exc})") from None
-        if not isinstance(envelope, dict):
-            raise RefusedError("malformed", "not a JSON object")
-        if "sig" not in envelope:
-            raise RefusedError("unsigned", "no signature")
-        missing = sorted(ENVELOPE_FIELDS - envelope.keys())
-        extra = sorted(envelope.keys() - ENVELOPE_FIELDS)
-        if missing or extra:
-            raise RefusedError("malformed", f"missing fields {missing}, unexpected fields {extra}")
-        for key, kind in _FIELD_TYPES.items():
-            value = envelope[key]
-            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                raise RefusedError("malformed", f"field {key!r} has the wrong type")
-        if envelope["v"] != PROTOCOL_VERSION:
-            raise RefusedError("malformed", f"unsupported envelope version {envelope['v']}")
-        if not _NONCE.match(envelope["nonce"]):
-            raise RefusedError("malformed", f"nonce must be {NONCE_HEX_CHARS} lowercase hex digits")
-        return envelope
+            return parse_envelope(payload, max_bytes=self.max_bytes)
+        except EnvelopeError as exc:
+            raise RefusedError(exc.reason, exc.detail) from None
 
     def _verify(self, topic_name: str, envelope: dict[str, Any]) -> None:
         if envelope["name"] != topic_name:
@@ -179,12 +174,18 @@ class CommandProcessor:
             raise RefusedError("replayed", f"nonce {envelope['nonce']} was already used")
 
     def _refuse(self, name: str, envelope: dict[str, Any] | None, refusal: RefusedError) -> Outcome:
+        # Everything here may be the sender's text (up to the size limit): only short escaped
+        # excerpts go on to the journal, the log and the station.
         command_id = envelope.get("id") if envelope is not None else None
+        if isinstance(command_id, str) and not _COMMAND_ID.match(command_id):
+            command_id = excerpt(command_id, limit=64)
         command_id = command_id if isinstance(command_id, str) else None
+        name, detail = excerpt(name, limit=64), excerpt(refusal.detail)
+        refusal = RefusedError(refusal.reason, detail)
         if self._alarm_allowed():
             log.warning("command %s refused: %s", name, refusal)
             data: dict[str, Any] = {"command": name, "command_id": command_id,
-                                    "detail": refusal.detail}
+                                    "detail": detail}
             if self._suppressed:
                 data["suppressed"], self._suppressed = self._suppressed, 0
             self._emit(Event("command.refused", credential_kind="remote", reason=refusal.reason,

@@ -14,9 +14,18 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from daemon.schedule import ScheduleError, parse_schedule
+from drivers.wiegand import check_formats
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 Ident = Annotated[str, Field(pattern=ID_PATTERN)]
@@ -86,11 +95,19 @@ class GateSection(Strict):
 
 
 class HardwareSection(Strict):
-    gpio_backend: Literal["lgpio", "rpigpio", "mock"] = Field(
+    gpio_backend: Literal["lgpio", "mock"] = Field(
         "lgpio",
-        description="GPIO library: lgpio (Raspberry Pi 4/5), rpigpio (older Pis), "
+        description="GPIO library: lgpio (every Raspberry Pi), "
         "mock (simulate mode: no hardware, simulated pins and readers).",
     )
+
+    @field_validator("gpio_backend", mode="before")
+    @classmethod
+    def _no_rpigpio(cls, value: object) -> object:
+        if value == "rpigpio":
+            raise ValueError("rpigpio was removed: RPi.GPIO loses door-contact edges after a "
+                             "short glitch; use lgpio, which works on every Raspberry Pi")
+        return value
     pin_numbering: Literal["BCM"] = Field("BCM", description="Pin numbering scheme (BCM only).")
 
     @property
@@ -149,7 +166,15 @@ class DoorSection(Strict):
     buzzer: Pin | None = Field(None, description="Buzzer pin.")
     access: AccessRule = Field(AccessRule.CARD_OR_FACE, description="What opens this door.")
     multi_factor_seconds: float = Field(
-        10, gt=0, le=120, description="card_and_face: both factors within this many seconds."
+        10,
+        gt=0,
+        le=120,
+        description="card_and_face, pin_required: both factors within this many seconds.",
+    )
+    pin_required: bool = Field(
+        False,
+        description="Card + PIN: after the card the resident types the PIN and '#' on the "
+        "reader's keypad (Wiegand or OSDP); a duress PIN opens and raises a silent alarm.",
     )
     anti_passback: AntiPassback | None = Field(None, description="Optional anti-passback pair.")
     hold_open_schedule: str | None = Field(
@@ -159,6 +184,13 @@ class DoorSection(Strict):
     )
     interlock_with: Ident | None = Field(
         None, description="Sally port: this door may not unlock while that door is open."
+    )
+    liveness: Literal["none", "rgb", "nir"] | None = Field(
+        None,
+        description="Liveness a face must prove here: nir (NIR camera: stops screens and most "
+        "prints), rgb (passive models and motion only: a printed or on-screen photo may pass), "
+        "none.  The gate must provide it (check-config).  Unset: whatever the gate has, with a "
+        "warning when that is weaker than nir on a door a face alone opens.",
     )
 
     @field_validator("hold_open_schedule")
@@ -172,21 +204,36 @@ class DoorSection(Strict):
         return value
 
 
-WIEGAND_FORMATS = ("h10301", "34bit", "h10304", "h10302", "raw")
+#: The Wiegand format table of drivers.wiegand (a test keeps both lists equal).
+WiegandFormatName = Literal[
+    "h10301", "32bit", "34bit", "c1000_35", "c15001", "h10304", "h10302", "c1000_48"
+]
 
 
 class ReaderSection(Strict):
     type: Literal["wiegand", "em4100", "ascii", "osdp"] = Field(description="Reader kind.")
     door: Ident = Field(description="Door this reader serves.")
-    direction: Literal["entry", "exit"] = Field("entry", description="Side of the door.")
     port: str | None = Field(
         None, description="Serial port (em4100, ascii, osdp), e.g. /dev/menjin-reader-front."
     )
     baud: int = Field(9600, description="Serial baud rate.")
     d0_pin: Pin | None = Field(None, description="Wiegand D0 pin.")
     d1_pin: Pin | None = Field(None, description="Wiegand D1 pin.")
-    formats: tuple[Literal["h10301", "34bit", "h10304", "h10302", "raw"], ...] = Field(
-        ("h10301",), description="Wiegand formats accepted, tried in order."
+    formats: tuple[WiegandFormatName, ...] = Field(
+        ("h10301",),
+        description="wiegand, osdp: card formats accepted, tried in order; lengths at least 2 "
+        "bits apart (docs/install.md, 'Readers').",
+    )
+    frame_gap_ms: float = Field(
+        25,
+        ge=5,
+        le=500,
+        description="wiegand: silence on both lines that ends a frame (bits come 0.2-20 ms apart).",
+    )
+    raw_lengths: tuple[int, ...] = Field(
+        (),
+        description="wiegand: frame lengths passed on unchecked as a raw number (no parity); "
+        "each at least 3 bits away from every format listed.",
     )
     number_base: Literal[10, 16] = Field(10, description="ascii: base of the card number.")
     byte_order: Literal["big", "little"] = Field("big", description="ascii: byte order.")
@@ -199,19 +246,32 @@ class ReaderSection(Strict):
     osdp_key_file: InputPath | None = Field(
         None, description="osdp: Secure Channel key file (hex)."
     )
-    presentation: Literal["decimal", "hex", "facility_number"] = Field(
-        "decimal", description="How card numbers are written as credentials (same for all readers)."
-    )
     keep_bits: int | None = Field(
         None,
         ge=8,
         le=64,
         description="Keep only the low N bits of the card number, so one tag read by a serial "
-        "EM4100 reader (40 bits) and a Wiegand-26 reader (24 bits) gives the same credential.",
+        "EM4100 reader (40 bits) and a Wiegand-26 reader (24 bits) gives the same credential "
+        "(32: the 10-digit number printed on EM4100 cards).",
     )
     repeat_window_ms: int = Field(
         1500, ge=0, le=60000, description="The same card within this window is one presentation."
     )
+    inter_char_timeout_ms: int = Field(
+        50,
+        ge=5,
+        le=1000,
+        description="em4100, ascii: a frame or line whose bytes pause this long is dropped, so "
+        "a cut read never joins the next card's digits.",
+    )
+
+    @model_validator(mode="after")
+    def _misread_safe_formats(self) -> ReaderSection:
+        if self.raw_lengths and self.type != "wiegand":
+            raise ValueError("raw_lengths: only a wiegand reader has raw frames")
+        if self.type in ("wiegand", "osdp"):
+            check_formats(self.formats, self.raw_lengths)  # ValueError says why
+        return self
 
     @field_validator("baud")
     @classmethod
@@ -234,6 +294,26 @@ class ReaderSection(Strict):
         return value
 
 
+class NirCameraSection(Strict):
+    source: int | str = Field(
+        description="The NIR (infrared) lens of a dual-lens module: V4L2 index, device path, "
+        "stream URL, video file or image folder."
+    )
+    width: int = Field(640, ge=160, le=3840, description="Capture width in pixels.")
+    height: int = Field(480, ge=120, le=2160, description="Capture height in pixels.")
+    fps: float = Field(15, gt=0, le=60, description="Capture frame rate.")
+    calibration: StatePath = Field(
+        Path("nir_calibration.json"),
+        description="RGB-to-NIR pixel mapping written by `menjin camera calibrate`.",
+    )
+    max_skew_ms: int = Field(
+        60, ge=1, le=1000, description="An NIR frame pairs with an RGB frame this close in time."
+    )
+    min_reflectance: float = Field(
+        0.25, gt=0, lt=1, description="Mean grey (0-1) of the face in the NIR frame for live skin."
+    )
+
+
 class CameraSection(Strict):
     source: int | str = Field(
         description="V4L2 index (0), device path (/dev/video0), rtsp:// or http:// URL, "
@@ -243,6 +323,9 @@ class CameraSection(Strict):
     width: int = Field(1280, ge=160, le=3840, description="Capture width in pixels.")
     height: int = Field(720, ge=120, le=2160, description="Capture height in pixels.")
     fps: float = Field(15, gt=0, le=60, description="Capture frame rate.")
+    nir: NirCameraSection | None = Field(
+        None, description="Second, near-infrared camera of the same module (liveness)."
+    )
 
 
 class ModelSection(Strict):
@@ -260,24 +343,38 @@ class DetectorSection(ModelSection):
 
 
 class EmbedderSection(ModelSection):
-    kind: Literal["arcface", "mobilefacenet_foamliu", "mobilefacenet_paddlex"] = Field(
-        description="Embedding model kind."
+    kind: Literal[
+        "arcface", "mobilefacenet_foamliu", "mobilefacenet_paddlex", "face_reid_0095"
+    ] = Field(description="Embedding model kind.")
+    mirror_average: bool = Field(
+        True, description="Embed each face and its mirror image and average (re-enrol on change)."
     )
 
 
 class LivenessSection(Strict):
     kind: Literal["minifasnet", "insightface"] = Field("minifasnet", description="Liveness model.")
     paths: tuple[InputPath, ...] = Field(description="Model file(s): both MiniFASNet files.")
-    threshold: float = Field(0.5, gt=0, lt=1, description="Minimum live probability.")
+    threshold: float = Field(
+        0.5, gt=0, lt=1, description="Minimum median live probability over a track's frames."
+    )
+    frames: int = Field(5, ge=1, le=30, description="Frames of a track scored by the models.")
+    motion: bool = Field(
+        True, description="Refuse tracks that move as one plane (a photo tilted in front of the "
+        "camera)."
+    )
 
 
 class QualitySection(Strict):
     min_face_px_recognise: int = Field(
-        80, ge=16, description="Smallest face (eye line based) to match."
+        64, ge=16, description="Smallest face (eye line based) to match."
     )
     min_face_px_capture: int = Field(40, ge=16, description="Smallest face kept as a portrait.")
-    min_sharpness_recognise: float = Field(40.0, ge=0, description="Variance of the Laplacian.")
-    min_sharpness_capture: float = Field(15.0, ge=0, description="Variance of the Laplacian.")
+    min_sharpness_recognise: float = Field(
+        20.0, ge=0, description="Variance of the Laplacian at a fixed contrast."
+    )
+    min_sharpness_capture: float = Field(
+        10.0, ge=0, description="Variance of the Laplacian at a fixed contrast."
+    )
 
 
 class VisionSection(Strict):
@@ -291,7 +388,15 @@ class VisionSection(Strict):
         None, gt=0, lt=1, description="Cosine similarity to accept; default calibrated per model."
     )
     match_margin: float = Field(0.05, ge=0, lt=1, description="Lead over the second-best person.")
-    agree_frames: int = Field(3, ge=1, le=30, description="Frames of one track that must agree.")
+    agree_frames: int = Field(
+        3, ge=1, le=30, description="Frames of one track fused before the first decision."
+    )
+    fuse_frames: int = Field(
+        5, ge=1, le=30, description="Best frames of a track (by quality) fused into one embedding."
+    )
+    refine_landmarks: bool = Field(
+        True, description="Second detector pass on the face crop and its mirror (YuNet noise)."
+    )
     threads: int = Field(2, ge=1, le=8, description="ONNX Runtime intra-op threads.")
     quality: QualitySection = Field(default={}, description="Quality gate.")  # type: ignore[assignment]
     templates: StatePath = Field(

@@ -2,17 +2,29 @@
 
 Kept apart from the models so that every problem is found in one pass and reported with the path
 of the value at fault (a pydantic model validator stops at the first and can only blame the whole
-model).  Pure except for the file-existence checks, which ``check_files=False`` turns off.
+model).  Pure except for the file checks, which load every key and certificate exactly as the
+daemon does (:mod:`daemon.credentials`) and which ``check_files=False`` turns off.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from daemon.config import AccessRule, DoorSection, GateConfig
+from daemon.credentials import (
+    CredentialError,
+    load_local_keys,
+    load_osdp_key,
+    load_station_key,
+    read_password,
+    tls_context,
+)
+from daemon.liveness import liveness_issues
 
 Loc = tuple[str | int, ...]
 Issue = tuple[Loc, str]
@@ -56,10 +68,10 @@ def _pin_issues(config: GateConfig) -> Iterator[Issue]:
             first[pin] = loc
 
 
-def _reader_issues(config: GateConfig) -> Iterator[Issue]:
+def _reader_issues(config: GateConfig, invalid: Collection[str]) -> Iterator[Issue]:
     for reader_id, reader in config.readers.items():
         base: Loc = ("readers", reader_id)
-        if reader.door not in config.doors:
+        if reader.door not in config.doors and reader.door not in invalid:
             yield (*base, "door"), _unknown("door", reader.door, config.doors)
         if reader.type in SERIAL_READERS:
             if reader.port is None:
@@ -79,6 +91,11 @@ def _reader_issues(config: GateConfig) -> Iterator[Issue]:
             yield base, "a wiegand reader needs both d0_pin and d1_pin"
         if reader.type != "ascii" and reader.pattern is not None:
             yield (*base, "pattern"), "'pattern' applies only to ascii readers"
+    keypads = {r.door for r in config.readers.values() if r.type in ("wiegand", "osdp")}
+    for door_id, door in config.doors.items():
+        if door.pin_required and door_id not in keypads:
+            yield (("doors", door_id, "pin_required"),
+                   "card + PIN needs a keypad: no wiegand or osdp reader serves this door")
 
 
 def _plausible_port(port: str) -> bool:
@@ -94,7 +111,7 @@ def _unknown(what: str, name: str, known: Mapping[str, object]) -> str:
     return f"unknown {what} {name!r}{hint}"
 
 
-def _door_issues(config: GateConfig) -> Iterator[Issue]:
+def _door_issues(config: GateConfig, invalid: Collection[str]) -> Iterator[Issue]:
     cameras = {config.camera.door} if config.camera is not None else set()
     for door_id, door in config.doors.items():
         base: Loc = ("doors", door_id)
@@ -117,7 +134,12 @@ def _door_issues(config: GateConfig) -> Iterator[Issue]:
         needs_face = door.access in (AccessRule.CARD_AND_FACE,)
         if needs_face and door_id not in cameras:
             yield (*base, "access"), "card_and_face needs a camera watching this door"
-        if door.interlock_with is not None and (
+        elif needs_face and (config.vision is None or not config.vision.enabled):
+            yield (
+                (*base, "access"),
+                "card_and_face needs face recognition, but vision is off (no door would open)",
+            )
+        if door.interlock_with is not None and door.interlock_with not in invalid and (
             door.interlock_with == door_id or door.interlock_with not in config.doors
         ):
             yield (
@@ -132,6 +154,8 @@ def _door_issues(config: GateConfig) -> Iterator[Issue]:
             for side in ("entry_reader", "exit_reader"):
                 reader_id = getattr(door.anti_passback, side)
                 reader = config.readers.get(reader_id)
+                if reader is None and reader_id in invalid:
+                    continue
                 if reader is None:
                     yield (
                         (*base, "anti_passback", side),
@@ -144,9 +168,10 @@ def _door_issues(config: GateConfig) -> Iterator[Issue]:
                     )
 
 
-def _vision_issues(config: GateConfig) -> Iterator[Issue]:
-    if config.camera is not None and config.camera.door not in config.doors:
-        yield ("camera", "door"), _unknown("door", config.camera.door, config.doors)
+def _vision_issues(config: GateConfig, invalid: Collection[str]) -> Iterator[Issue]:
+    camera = config.camera
+    if camera is not None and camera.door not in config.doors and camera.door not in invalid:
+        yield ("camera", "door"), _unknown("door", camera.door, config.doors)
     if config.vision is not None and config.vision.enabled and config.camera is None:
         yield ("vision",), "vision is enabled but no camera is configured"
 
@@ -198,45 +223,74 @@ def _uplink_issues(config: GateConfig) -> Iterator[Issue]:
         yield ("uplink", "tls"), "cert_file and key_file go together"
 
 
-def _file_issues(config: GateConfig) -> Iterator[Issue]:
-    files: list[tuple[Loc, Path | None]] = []
-    if config.vision is not None and config.vision.enabled:
-        files += [
-            (("vision", "detector", "path"), config.vision.detector.path),
-            (("vision", "embedder", "path"), config.vision.embedder.path),
-        ]
-        if config.vision.liveness is not None:
-            files += [
-                (("vision", "liveness", "paths", i), p)
-                for i, p in enumerate(config.vision.liveness.paths)
-            ]
-    if config.uplink is not None and config.uplink.enabled:
-        if config.uplink.tls is not None:
-            tls = config.uplink.tls
-            files += [
-                (("uplink", "tls", "ca_file"), tls.ca_file),
-                (("uplink", "tls", "cert_file"), tls.cert_file),
-                (("uplink", "tls", "key_file"), tls.key_file),
-            ]
-        files += [
-            (("uplink", "password_file"), config.uplink.password_file),
-            (("uplink", "station_public_key_file"), config.uplink.station_public_key_file),
-        ]
-    files += [
-        (("readers", rid, "osdp_key_file"), r.osdp_key_file) for rid, r in config.readers.items()
+def _model_files(config: GateConfig) -> list[tuple[Loc, Path]]:
+    vision = config.vision
+    if vision is None or not vision.enabled:
+        return []
+    files: list[tuple[Loc, Path]] = [
+        (("vision", "detector", "path"), vision.detector.path),
+        (("vision", "embedder", "path"), vision.embedder.path),
     ]
-    for loc, path in files:
-        if path is not None and not path.is_file():
-            yield loc, f"file not found: {path}"
+    if vision.liveness is not None:
+        files += [(("vision", "liveness", "paths", i), p)
+                  for i, p in enumerate(vision.liveness.paths)]
+    return files
 
 
-def semantic_problems(config: GateConfig, *, check_files: bool = True) -> list[Issue]:
-    """Every cross-field problem of ``config`` as (location, message) pairs."""
+def missing_model_files(config: GateConfig) -> list[tuple[Loc, Path]]:
+    """The enabled vision's model files that are not there, as (location, path)."""
+    return [(loc, path) for loc, path in _model_files(config) if not path.is_file()]
+
+
+def _credential_loaders(config: GateConfig) -> Iterator[tuple[Loc, Callable[[], Any]]]:
+    """Every key, certificate and password file, with the daemon's own loading function."""
+    uplink = config.uplink
+    if uplink is not None and uplink.enabled:
+        tls = uplink.tls
+        if tls is not None:
+            yield ("uplink", "tls", "ca_file"), partial(
+                tls_context, tls.ca_file, tls.cert_file, tls.key_file)
+        if uplink.password_file is not None:
+            yield ("uplink", "password_file"), partial(read_password, uplink.password_file)
+        if uplink.station_public_key_file is not None:
+            yield ("uplink", "station_public_key_file"), partial(
+                load_station_key, uplink.station_public_key_file)
+    local_kind = config.keys.card_provider or config.keys.provider
+    if local_kind != "station":  # station without card_provider is reported by _privacy_issues
+        yield ("keys", "card_provider" if config.keys.card_provider else "provider"), partial(
+            load_local_keys, local_kind, config.keys.dir)
+    for reader_id, reader in config.readers.items():
+        if reader.osdp_key_file is not None:
+            yield ("readers", reader_id, "osdp_key_file"), partial(
+                load_osdp_key, reader.osdp_key_file)
+
+
+def _file_issues(config: GateConfig) -> Iterator[Issue]:
+    for loc, path in missing_model_files(config):
+        yield loc, (f"file not found: {path} (put the model there, set MENJIN_MODELS to the "
+                    "folder holding the models, or set vision.enabled: false)")
+    for loc, load in _credential_loaders(config):
+        try:
+            load()
+        except CredentialError as exc:
+            yield loc, str(exc)
+
+
+def semantic_problems(
+    config: GateConfig, *, check_files: bool = True, invalid_ids: Collection[str] = (),
+) -> list[Issue]:
+    """Every cross-field problem of ``config`` as (location, message) pairs.
+
+    ``invalid_ids``: doors and readers written in the file but left out of ``config`` because
+    they are invalid (already reported); references to them are not reported as unknown.
+    ``check_files`` loads every model, key and certificate file as the daemon will.
+    """
     issues = [
         *_pin_issues(config),
-        *_reader_issues(config),
-        *_door_issues(config),
-        *_vision_issues(config),
+        *_reader_issues(config, invalid_ids),
+        *_door_issues(config, invalid_ids),
+        *_vision_issues(config, invalid_ids),
+        *liveness_issues(config),
         *_privacy_issues(config),
         *_uplink_issues(config),
     ]

@@ -42,6 +42,13 @@ class ControlUnavailableError(ControlError):
     """No daemon listens on the socket (not running, wrong path, or no permission)."""
 
 
+class DaemonStoppedError(ControlUnavailableError):
+    """The daemon stopped while a client was following a stream."""
+
+
+DAEMON_STOPPED = "daemon stopped"
+
+
 @dataclass(frozen=True)
 class Peer:
     """Who is on the other end of a connection (from the kernel, not from the client's word)."""
@@ -90,6 +97,7 @@ class ControlServer:
     group: str | None = None
     _commands: dict[str, _Command] = field(default_factory=dict)
     _clients: set[asyncio.Task[None]] = field(default_factory=set)
+    _stopping: bool = False
 
     def command(self, name: str, handler: Handler) -> None:
         self._commands[name] = _Command(handler=handler)
@@ -124,6 +132,7 @@ class ControlServer:
             async with server:
                 await server.serve_forever()
         finally:
+            self._stopping = True
             for task in list(self._clients):
                 task.cancel()
             with contextlib.suppress(FileNotFoundError):
@@ -153,6 +162,14 @@ class ControlServer:
             await self._serve_one(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             log.debug("control client hung up")
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+            # The daemon is stopping (serve() cancelled us): tell the client, and end this task
+            # normally; a cancelled client task would be logged as an error by asyncio's streams
+            # (Python 3.11) although nothing went wrong.
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                writer.write(_line({"ok": False, "error": DAEMON_STOPPED, "stopped": True}))
         finally:
             self._clients.discard(task)
             writer.close()
@@ -211,6 +228,8 @@ class ControlServer:
             async for item in items:
                 writer.write(_line({"item": item}))
                 await writer.drain()
+            writer.write(_line({"ok": True, "end": True}))
+            await writer.drain()
 
         pump_task = asyncio.create_task(pump(), name=f"control:{req.cmd}")
         hangup = asyncio.create_task(reader.read(), name="control:hangup")
@@ -278,8 +297,13 @@ async def follow(
             raise ControlError(reply.get("error", "refused"))
         while raw := await reader.readline():
             message = json.loads(raw)
+            if message.get("end"):
+                return
+            if message.get("stopped"):
+                raise DaemonStoppedError(DAEMON_STOPPED)
             if "item" not in message:
                 raise ControlError(message.get("error", "stream ended with an error"))
             yield message["item"]
+        raise DaemonStoppedError(DAEMON_STOPPED)  # end of file without an end: it went away
     finally:
         writer.close()

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import Any, Final, ParamSpec, Protocol
 
 from daemon.events import Emit, Event
-from drivers.feedback import Feedback
+from drivers.feedback import Feedback, FeedbackFanout
 from drivers.inputs import DoorContact, ExitButton, SwitchInput, TamperSwitch
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class DoorController:
         contact: DoorContact | None = None,
         exit_button: ExitButton | None = None,
         tamper: TamperSwitch | None = None,
-        feedback: Feedback | None = None,
+        feedback: Feedback | FeedbackFanout | None = None,
         unlock_seconds: float = 5.0,
         relock_on_close: bool = True,
         held_open_seconds: float = 30.0,
@@ -231,6 +231,8 @@ class DoorController:
             self._clear_held("hold_open")
         elif previous == HOLD_OPEN and self._open:
             self._start_held(self._loop.time())
+        if self._feedback is not None:
+            self._feedback.lockdown(mode == LOCKDOWN)
         self._apply("mode", data={"mode": mode})
 
     def status(self) -> dict[str, Any]:

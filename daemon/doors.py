@@ -1,45 +1,90 @@
-"""The gate's doors: each door's parts and state machine, its hold-open hours, the interlock.
+"""The gate's doors: each door's parts and state machine, its mode, the interlock.
 
 :class:`Doors` is a read-only mapping door id → running :class:`~daemon.door.DoorController`
 (what the passage, the station commands and the status read) and runs one door part per door
 (:meth:`Doors.run`, supervised by the composition root).  Relays go to their idle state in every
 exit path: when a door part ends and, first thing on a stop, through :meth:`Doors.relays_idle`.
+
+Each door's mode follows :mod:`daemon.door_modes` (lockdown > a mode set by the station or an
+admin > the hold-open schedule > normal), applied as the door part starts and whenever it changes.
+The lock relay's pin is claimed once and kept across restarts of the door part (a reload, a
+failure): only a change of the lock's own wiring, the door's removal or the stop release it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, date, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from gpiozero import Factory
 
-from daemon.builders import build_door
-from daemon.config import DoorSection
-from daemon.door import DoorController
-from daemon.events import Emit
-from daemon.schedule import local_time, parse_schedule
+from daemon.builders import build_door, build_lock
+from daemon.config import DoorSection, LockSection
+from daemon.door import DoorController, LockRelay
+from daemon.door_modes import Effective, ModeBook, SetMode
+from daemon.events import Emit, Event, now_ms
+from daemon.schedule import Schedule, local_time, parse_schedule
 from daemon.simulate import SimulatedBoard
+from drivers.feedback import FeedbackFanout
 
 log = logging.getLogger(__name__)
 
 HOLD_OPEN_CHECK_SECONDS = 15
 
 
+class KeptLock:
+    """The door controller's view of a lock relay whose pin :class:`Doors` keeps claimed:
+    ``close()`` only returns the relay to idle, so a restarted door part finds the pin as it
+    was and never releases it in between."""
+
+    def __init__(self, lock: LockRelay) -> None:
+        self._lock = lock
+
+    @property
+    def relay_active(self) -> bool:
+        return self._lock.relay_active
+
+    @property
+    def is_unlocked(self) -> bool:
+        return self._lock.is_unlocked
+
+    def unlock(self) -> None:
+        self._lock.unlock()
+
+    def lock(self) -> None:
+        self._lock.lock()
+
+    def close(self) -> None:
+        self._lock.lock()
+
+
 class Doors(Mapping[str, DoorController]):
     """The running doors of one gate (door id → controller)."""
 
     def __init__(self, *, pins: Factory, board: SimulatedBoard | None, emit: Emit,
-                 zone: Callable[[], ZoneInfo], holidays: Callable[[], frozenset[date]]) -> None:
+                 zone: Callable[[], ZoneInfo], holidays: Callable[[], frozenset[date]],
+                 modes: ModeBook, clock: Callable[[], int] = now_ms) -> None:
         self._pins = pins
         self._board = board
         self._emit = emit
         self._zone = zone
         self._holidays = holidays
+        self.modes = modes
+        self._clock = clock
         self._running: dict[str, DoorController] = {}
+        #: door → its GPIO LEDs plus the LED/buzzer of the OSDP readers serving it
+        self._feedback: dict[str, FeedbackFanout] = {}
         self._built: dict[str, asyncio.Event] = {}
+        #: door → (its lock's config, the claimed relay), kept across door part restarts
+        self._locks: dict[str, tuple[LockSection, LockRelay]] = {}
+        self._schedules: dict[str, Schedule | None] = {}
+        self._effective: dict[str, Effective] = {}
+        self._mode_changed: dict[str, asyncio.Event] = {}
 
     def __getitem__(self, door_id: str) -> DoorController:
         return self._running[door_id]
@@ -54,44 +99,140 @@ class Doors(Mapping[str, DoorController]):
         """Set once the door's relay is claimed and idle (start-up waits for every door)."""
         return self._built.setdefault(door_id, asyncio.Event())
 
+    def feedback(self, door_id: str) -> FeedbackFanout:
+        """The door's feedback fan-out (readers add their LED/buzzer before the door runs too)."""
+        return self._feedback.setdefault(door_id, FeedbackFanout())
+
     def in_lockdown(self, door_id: str) -> bool:
         door = self._running.get(door_id)
         return door is not None and door.mode == "lockdown"
 
+    def status(self, door_id: str) -> dict[str, Any]:
+        """The running door's status with its mode's source (``mode_source``, ``mode_until_ms``)."""
+        out = self._running[door_id].status()
+        effective = self._effective.get(door_id)
+        if effective is not None:
+            out.update(effective.as_dict(), mode=out["mode"])
+        return out
+
+    # ------------------------------------------------------------------ modes
+    def set_mode(self, door_id: str, mode: str, *, source: str, actor: str,
+                 until_ms: int | None = None) -> SetMode | None:
+        """A mode set by the station or a local admin (``schedule`` cancels it); applied at
+        once.  The caller saves :attr:`modes` (a small file write, off the loop).  Raises
+        :class:`~daemon.door_modes.ModeError` when refused, KeyError for an unknown door."""
+        if door_id not in self._running:
+            raise KeyError(door_id)
+        entry = self.modes.set(door_id, mode, source=source, actor=actor, now_ms=self._clock(),
+                               until_ms=until_ms)
+        self._apply_mode(door_id)
+        return entry
+
+    async def change_mode(self, door_id: str, mode: str, *, source: str, actor: str,
+                          until_ms: int | None = None) -> Effective:
+        """:meth:`set_mode`, then the mode file written off the loop; returns the door's mode
+        now.  A mode that cannot be saved (a full disk) still holds until the next restart."""
+        self.set_mode(door_id, mode, source=source, actor=actor, until_ms=until_ms)
+        try:
+            await asyncio.to_thread(self.modes.save, self._clock())
+        except OSError as exc:
+            log.error("door %s: mode %s holds but could not be saved in %s (%s); it is lost "
+                      "at the next restart", door_id, mode, self.modes.path, exc)
+        return self._effective[door_id]
+
+    def _apply_mode(self, door_id: str) -> Effective:
+        """Put the door in the mode it should be in now; returns it."""
+        door = self._running[door_id]
+        schedule = self._schedules.get(door_id)
+        scheduled_open = None
+        if schedule is not None:
+            local = local_time(datetime.now(UTC), self._zone())
+            scheduled_open = schedule.is_open(local, self._holidays())
+        effective = self.modes.effective(door_id, scheduled_open=scheduled_open,
+                                         now_ms=self._clock())
+        previous = self._effective.get(door_id)
+        self._effective[door_id] = effective
+        if door.mode != effective.mode:
+            log.info("door %s: mode %s (%s)", door_id, effective.mode, effective.source)
+            before = door.mode
+            door.set_mode(effective.mode)
+            self._emit(Event("door.mode", door=door_id, reason=effective.source,
+                             data={"mode": effective.mode, "previous": before,
+                                   "until_ms": effective.until_ms}))
+        elif previous is not None and previous.source != effective.source:
+            log.info("door %s: mode %s now from %s", door_id, effective.mode, effective.source)
+        self._mode_changed.setdefault(door_id, asyncio.Event()).set()
+        return effective
+
+    async def _keep_mode(self, door_id: str) -> None:
+        """Follow the schedule and the end times of set modes (checked every 15 s)."""
+        changed = self._mode_changed.setdefault(door_id, asyncio.Event())
+        while True:
+            changed.clear()
+            effective = self._apply_mode(door_id)
+            changed.clear()
+            second = datetime.now(UTC).second
+            wait: float = HOLD_OPEN_CHECK_SECONDS - second % HOLD_OPEN_CHECK_SECONDS
+            if effective.until_ms is not None:
+                wait = min(wait, max(0.0, (effective.until_ms - self._clock()) / 1000))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), wait)
+
+    # ------------------------------------------------------------------ parts
+    def _lock_for(self, door_id: str, s: DoorSection) -> LockRelay:
+        """The door's claimed lock relay; claimed anew only when its wiring changed."""
+        kept = self._locks.get(door_id)
+        if kept is not None and kept[0] == s.lock:
+            return kept[1]
+        if kept is not None:
+            self._release(door_id)
+        lock = build_lock(s, pins=self._pins)
+        self._locks[door_id] = (s.lock, lock)
+        return lock
+
+    def _release(self, door_id: str) -> None:
+        _, lock = self._locks.pop(door_id)
+        try:
+            lock.lock()
+        finally:
+            lock.close()
+
+    def release_unused(self, doors: Mapping[str, DoorSection]) -> None:
+        """Release the pins of doors no longer configured (after a reload applied)."""
+        for door_id in [d for d in self._locks if d not in doors and d not in self._running]:
+            self._release(door_id)
+
+    def release_pins(self) -> None:
+        """Every lock relay idle and its pin released (the very end of a stop)."""
+        for door_id in list(self._locks):
+            try:
+                self._release(door_id)
+            except Exception:  # one broken door must not keep the others claimed
+                log.exception("door %s: could not release the relay", door_id)
+
     async def run(self, door_id: str, s: DoorSection) -> None:
-        """One door part: build it, run its state machine (and schedule); relay idle on exit."""
+        """One door part: build it, put it in its mode, run it; relay idle on exit."""
         if self._board is not None:
             for switch in (s.contact, s.exit_button, s.tamper):
                 if switch is not None:
                     self._board.rest_position(switch)
-        controller = build_door(door_id, s, pins=self._pins, emit=self._emit,
-                                interlock=self._interlock(s.interlock_with))
+        lock = self._lock_for(door_id, s)
+        controller = build_door(door_id, s, lock=KeptLock(lock), pins=self._pins,
+                                emit=self._emit, interlock=self._interlock(s.interlock_with),
+                                feedback=self.feedback(door_id))
         self._running[door_id] = controller
-        self.ready(door_id).set()
+        self._schedules[door_id] = (parse_schedule(s.hold_open_schedule)
+                                    if s.hold_open_schedule is not None else None)
         try:
-            if s.hold_open_schedule is None:
-                await controller.run()
-            else:
-                async with asyncio.TaskGroup() as group:
-                    group.create_task(controller.run())
-                    group.create_task(self._hold_open_hours(controller, s.hold_open_schedule))
+            self._apply_mode(door_id)  # a durable lockdown holds from the first moment
+            self.ready(door_id).set()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(controller.run())
+                group.create_task(self._keep_mode(door_id))
         finally:
             if self._running.get(door_id) is controller:
                 del self._running[door_id]
-
-    async def _hold_open_hours(self, door: DoorController, text: str) -> None:
-        """Scheduled unlocked hours: hold_open inside the schedule, normal outside it.
-
-        A door put in lockdown stays there: the schedule never lifts a lockdown.
-        """
-        schedule = parse_schedule(text)
-        while True:
-            local = local_time(datetime.now(UTC), self._zone())
-            inside = schedule.is_open(local, self._holidays())
-            wanted = "hold_open" if inside else "normal"
-            if door.mode != "lockdown" and door.mode != wanted:
-                door.set_mode(wanted)
-            await asyncio.sleep(HOLD_OPEN_CHECK_SECONDS - local.second % HOLD_OPEN_CHECK_SECONDS)
+                controller.close()
 
     def _interlock(self, other: str | None) -> Callable[[], bool] | None:
         """Sally port: refuse to unlock while the other door is open or unlocked."""

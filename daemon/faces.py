@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # the vision stack (OpenCV, ONNX Runtime) loads only when fac
     from vision.embed import Embedder
     from vision.enrol import Enrolment
     from vision.gallery import Gallery, TemplateStore
+    from vision.landmarks import Refiner
     from vision.quality import QualityThresholds
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class FaceModels:
     thresholds: QualityThresholds
     threshold: float
     margin: float
+    refiner: Refiner | None = None
 
 
 def face_models(vision: VisionSection) -> FaceModels:
@@ -48,7 +50,7 @@ def face_models(vision: VisionSection) -> FaceModels:
     No region of interest here: enrolment and compare photos are not camera frames.
     """
     from vision.embed import default_match_threshold
-    from vision.models import load_detector, load_embedder
+    from vision.models import load_detector, load_embedder, load_refiner
     from vision.quality import QualityThresholds
 
     q = vision.quality
@@ -56,7 +58,10 @@ def face_models(vision: VisionSection) -> FaceModels:
         vision.detector.kind, vision.detector.path, input_size=vision.detector.input_size,
         score_threshold=vision.detector.score_threshold, threads=vision.threads,
     )
-    embedder = load_embedder(vision.embedder.kind, vision.embedder.path, threads=vision.threads)
+    embedder = load_embedder(vision.embedder.kind, vision.embedder.path, threads=vision.threads,
+                             mirror=vision.embedder.mirror_average)
+    refiner = (load_refiner(vision.detector.kind, vision.detector.path, threads=vision.threads)
+               if vision.refine_landmarks else None)
     return FaceModels(
         detector=detector,
         embedder=embedder,
@@ -68,6 +73,7 @@ def face_models(vision: VisionSection) -> FaceModels:
         ),
         threshold=vision.match_threshold or default_match_threshold(vision.embedder.kind),
         margin=vision.match_margin,
+        refiner=refiner,
     )
 
 
@@ -111,8 +117,8 @@ def check_consent(cfg: GateConfig, person: str, keyring: Keyring) -> ConsentChec
                             "required)")
     if not record.may_use_face:
         return ConsentCheck(f"{person} is under 14: a guardian's face consent is required too")
-    if not record.cards and record.pin_hash is None:
-        return ConsentCheck(warning=f"{person} has no card or PIN: face entry must never be "
+    if not record.cards:  # a PIN only works together with a card: no alternative on its own
+        return ConsentCheck(warning=f"{person} has no card: face entry must never be "
                                     "the only way in; add a card")
     return ConsentCheck()
 

@@ -23,9 +23,11 @@ from daemon import __version__
 from daemon.audit import uid_actor
 from daemon.config import GateConfig
 from daemon.control import ControlError, ControlServer, Request
-from daemon.door import DoorController
+from daemon.door_modes import ModeError
+from daemon.doors import Doors
 from daemon.journal import Journal
 from daemon.parts import RunningPart
+from daemon.passage import Passage
 from daemon.readers import Readers
 from daemon.simulate import SimInputError, SimulatedBoard
 from daemon.upkeep import AuditTrail
@@ -66,9 +68,11 @@ class GateView(Protocol):
     recent: deque[dict[str, Any]]
 
     @property
-    def doors(self) -> Mapping[str, DoorController]: ...
+    def doors(self) -> Doors: ...
     @property
     def readers(self) -> Readers: ...
+    @property
+    def passage(self) -> Passage: ...
     @property
     def vision(self) -> VisionLink: ...
     @property
@@ -79,6 +83,7 @@ class GateView(Protocol):
     async def forget(self, person: str, *, actor: str) -> dict[str, Any]: ...
 
     def scrubbed(self, record: dict[str, Any], person: str, alias: str) -> dict[str, Any]: ...
+    async def faces_changed(self) -> None: ...
 
 
 class GateControl:
@@ -118,13 +123,21 @@ class GateControl:
         server.command("door.test", self._cmd_door_test)
         server.command("forget", self._cmd_forget)
         server.command("audit.record", self._cmd_audit_record)
+        server.command("faces.changed", self._cmd_faces_changed)
+        server.command("door.mode", self._cmd_door_mode)
         if self.gate.board is not None:  # simulated inputs exist only on a simulated board
             server.command("sim.swipe", self._sim_swipe)
             server.command("sim.press", self._sim_press)
             server.command("sim.door", self._sim_door)
             server.command("sim.tamper", self._sim_tamper)
             server.command("sim.face", self._sim_face)
+            server.command("sim.camera", self._sim_camera)
         return server
+
+    async def _cmd_faces_changed(self, req: Request) -> dict[str, Any]:
+        """`menjin enrol` changed the template store: the vision part reloads it now."""
+        await self.gate.faces_changed()
+        return {"reloaded": self.gate.config.vision is not None}
 
     async def _cmd_status(self, req: Request) -> dict[str, Any]:
         return self.status()
@@ -135,11 +148,10 @@ class GateControl:
             "v": 1, "gate": c.gate.id, "site": c.gate.site, "version": __version__,
             "simulate": c.hardware.simulate, "uptime_s": int(time.monotonic() - self.gate.started),
             "portraits": c.privacy.portraits,
-            "doors": {door_id: {"name": c.doors[door_id].name, **door.status()}
-                      for door_id, door in self.gate.doors.items()},
-            "readers": {rid: {"type": v.type, "door": v.door, "status": v.status,
-                              "port": v.port, "fault": v.fault, "stats": dict(v.stats)}
-                        for rid, v in self.gate.readers.views.items()},
+            "doors": {door_id: {"name": c.doors[door_id].name,
+                                **self.gate.doors.status(door_id)}
+                      for door_id in self.gate.doors},
+            "readers": self._readers_status(),
             "camera": self.gate.vision.camera,
             "vision": self.gate.vision.status(),
             "uplink": self._uplink_status(),
@@ -149,6 +161,17 @@ class GateControl:
         }
         if c.privacy.portraits == "upload":
             out["legal_basis"] = c.privacy.legal_basis
+        return out
+
+    def _readers_status(self) -> dict[str, Any]:
+        """Each reader's state; one cooling down after card scanning shows as ``lockout``."""
+        locked = self.gate.passage.lockout_status(time.monotonic())
+        out: dict[str, Any] = {}
+        for rid, v in self.gate.readers.views.items():
+            out[rid] = {"type": v.type, "door": v.door, "status": v.status, "port": v.port,
+                        "fault": v.fault, "stats": dict(v.stats), "lockout": locked.get(rid)}
+            if rid in locked and v.status == "ok":
+                out[rid]["status"] = "lockout"
         return out
 
     def _uplink_status(self) -> dict[str, Any]:
@@ -212,6 +235,25 @@ class GateControl:
         await self.gate.audit_trail.record("door.test", actor=peer_actor(req),
                                            target=door_id, details={"seconds": seconds})
         return {"door": door_id, "seconds": seconds, "note": "the relay clicks twice"}
+
+    async def _cmd_door_mode(self, req: Request) -> dict[str, Any]:
+        """A local admin sets a door's mode (durable; ``schedule`` cancels it); audited."""
+        door_id = self._door_arg(req)
+        mode = str(req.args.get("mode"))
+        until = req.args.get("until_ms")
+        if until is not None and (not isinstance(until, int) or isinstance(until, bool)):
+            raise ControlError("until_ms: UTC milliseconds or absent")
+        if door_id not in self.gate.doors:
+            raise ControlError(f"door {door_id} is not running (see `menjin status`)")
+        actor = f"uid:{req.peer.uid}"
+        try:
+            effective = await self.gate.doors.change_mode(door_id, mode, source="admin",
+                                                          actor=actor, until_ms=until)
+        except ModeError as exc:
+            raise ControlError(f"door {door_id}: {exc}") from None
+        await self.gate.audit_trail.record("door.mode", actor=actor, target=door_id,
+                                           details={"mode": mode, "until_ms": until})
+        return {"door": door_id, **effective.as_dict()}
 
     async def _cmd_forget(self, req: Request) -> dict[str, Any]:
         """Erasure request from `menjin residents forget` (the socket is admin-only)."""
@@ -293,6 +335,16 @@ class GateControl:
                                "models present?)") from exc
         return {"message": f"{req.args.get('name', 'photo')} shown to the camera of {door_id} "
                            f"for {seconds:g} s"}
+
+    async def _sim_camera(self, req: Request) -> dict[str, Any]:
+        """Unplug (``present: false``) or plug back a door's simulated camera."""
+        door_id = self._door_arg(req)
+        present = req.args.get("present") is True
+        try:
+            await self.gate.vision.plug(door_id, present)
+        except LookupError as exc:
+            raise ControlError(str(exc)) from None
+        return {"message": f"door {door_id}: camera {'plugged in' if present else 'unplugged'}"}
 
     async def _sim_tamper(self, req: Request) -> dict[str, Any]:
         assert self.gate.board is not None

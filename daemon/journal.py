@@ -39,18 +39,18 @@ import hashlib
 import hmac
 import json
 import logging
-import secrets
+import re
 import sqlite3
 import threading
-import uuid
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from daemon.events import SCHEMA_VERSION, Event, Priority, now_ms
 from daemon.files import private_dir, private_file, write_private
 from daemon.keys import seal, unseal
+from protocol.uuid7 import Uuid7
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,16 @@ TAIL_MAX = 50_000
 QUOTA_CHECK_EVERY = 1000
 #: Rows deleted per step while evicting for the quota.
 EVICT_CHUNK = 500
+#: Space set aside beside the journal and given up when the disk is full, so that the alarms
+#: still find room while portraits and delivered events are evicted (a ballast file).
+RESERVE_BYTES = 1024 * 1024
+RESERVE_SUFFIX = ".reserve"
 PORTRAIT_DIR = "portraits"
+#: Errors of a row itself, not of the disk: retrying the same row can never succeed.
+UNWRITABLE_ROW = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
+                  ValueError)
+#: Code points UTF-8 cannot encode (a lone surrogate from a decoder with surrogate escapes).
+_SURROGATES = re.compile("[\ud800-\udfff]")
 PORTRAIT_SUFFIX = ".jpg"
 SEALED_PREFIX = "sealed:"
 _BODY_CONTEXT = b"menjin event"
@@ -131,6 +140,7 @@ class JournalStats:
     tail_dropped: int = 0
     evicted_portraits: int = 0
     evicted_events: int = 0
+    rejected: int = 0  # rows no retry could write (never expected: record() cleans its input)
 
 
 @dataclass
@@ -143,30 +153,6 @@ class _Row:
     person: str | None
     body: str
     portrait_bytes: int | None = None
-
-
-@dataclass
-class _Uuid7:
-    """UUIDv7 (RFC 9562) ids, monotonic within one millisecond (method 1: counter in rand_a)."""
-
-    last_ms: int = -1
-    counter: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def new(self, ms: int) -> str:
-        with self.lock:
-            if ms <= self.last_ms:
-                ms = self.last_ms
-                self.counter += 1
-                if self.counter > 0xFFF:
-                    ms += 1
-                    self.counter = 0
-            else:
-                self.counter = secrets.randbits(10)
-            self.last_ms = ms
-            rand_b = secrets.randbits(62)
-            value = (ms & (2**48 - 1)) << 80 | 0x7 << 76 | self.counter << 64 | 0b10 << 62 | rand_b
-            return str(uuid.UUID(int=value))
 
 
 def _forget_card(body: dict[str, Any], pseudonym: str) -> None:
@@ -223,7 +209,6 @@ class Journal:
         self.batch_max = batch_max
         self.stats = JournalStats()
         self._clock = clock
-        self._ids = _Uuid7()
         self._tail: list[_Row] = []
         self._listeners: list[Callable[[], None]] = []
         self._flush_handle: asyncio.TimerHandle | None = None
@@ -231,6 +216,7 @@ class Journal:
         self._since_quota_check = 0
         self._evicting = False
         self._tail_drops_reported = 0
+        self._pending_drop_report: dict[str, int] = {}  # evicted on a full disk, to be told
         self._tail_lock = threading.Lock()  # held only for list operations, never for I/O
         self._db_lock = threading.RLock()  # the write connection
         self._read_lock = threading.Lock()  # the read connection
@@ -252,7 +238,13 @@ class Journal:
         self._synchronous = "FULL"
         self._db.executescript(_SCHEMA)
         self._seq = self._open_meta()
+        #: the last seq of the previous run (what a restart reports as ``previous_last_seq``)
+        self.seq_at_open = self._seq
+        # ids stay monotonic across restarts: none below the newest one already recorded
+        self._ids = Uuid7(floor=self._db.execute("SELECT max(id) FROM events").fetchone()[0])
         self._remove_orphan_portraits()
+        self.reserve = path.with_name(path.name + RESERVE_SUFFIX)
+        self._make_reserve()
         self._reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
 
     # ------------------------------------------------------------------ opening
@@ -308,10 +300,14 @@ class Journal:
             self._seq += 1
             payload: dict[str, Any] = {"v": SCHEMA_VERSION, "id": event_id, "seq": self._seq,
                                        "gate": self.gate, **event.to_dict()}
-            row = _Row(self._seq, event_id, event.ts_ms, event.type, int(event.priority),
-                       event.person,
-                       json.dumps(payload, separators=(",", ":"), ensure_ascii=False),
-                       portrait_bytes)
+            body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+            person = event.person
+            if _SURROGATES.search(body):  # never stored as is: it would fail every write after
+                body = _SURROGATES.sub("\ufffd", body)
+                payload = json.loads(body)
+                person = _SURROGATES.sub("\ufffd", person) if person is not None else None
+            row = _Row(self._seq, event_id, event.ts_ms, _SURROGATES.sub("\ufffd", event.type),
+                       int(event.priority), person, body, portrait_bytes)
             self._tail.append(row)
             self.stats.recorded += 1
             if self._writer is not None:
@@ -442,28 +438,22 @@ class Journal:
             return True
         try:
             self._set_synchronous("FULL" if durable or self.fsync == "all" else "NORMAL")
-            with self._transaction():
-                self._db.executemany(
-                    "INSERT INTO events (seq, id, ts_ms, type, priority, person, body) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(r.seq, r.id, r.ts_ms, r.type, r.priority, self._person_ref(r.person),
-                      self._seal_body(r.body)) for r in rows],
-                )
-                self._db.executemany(
-                    "INSERT INTO portraits (seq, id, ts_ms, bytes) VALUES (?, ?, ?, ?)",
-                    [(r.seq, r.id, r.ts_ms, r.portrait_bytes)
-                     for r in rows if r.portrait_bytes is not None],
-                )
-                self._db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'",
-                                 (str(rows[-1].seq),))
+            try:
+                self._insert(rows)
+            except UNWRITABLE_ROW:  # one row no retry can write must not wedge the rest
+                rows = self._insert_one_by_one(rows)
         except (sqlite3.Error, OSError) as exc:  # full disk above all: the door must go on
             with self._tail_lock:
                 self._tail[:0] = rows
             self._write_failed(exc)
             return False
+        if any(self._pending_drop_report.values()):
+            counts, self._pending_drop_report = self._pending_drop_report, {}
+            self._report_dropped(counts, reason="disk_full")
         if self._failing:
             self._failing = False
             log.info("journal: writes back; %d events committed", len(rows))
+            self._make_reserve()
             if self.stats.tail_dropped > self._tail_drops_reported:
                 lost = self.stats.tail_dropped - self._tail_drops_reported
                 self._tail_drops_reported = self.stats.tail_dropped
@@ -475,6 +465,42 @@ class Journal:
             self._since_quota_check = 0
             self.enforce_quota()
         return True
+
+    def _insert(self, rows: list[_Row]) -> None:
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO events (seq, id, ts_ms, type, priority, person, body) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(r.seq, r.id, r.ts_ms, r.type, r.priority, self._person_ref(r.person),
+                  self._seal_body(r.body)) for r in rows],
+            )
+            self._db.executemany(
+                "INSERT INTO portraits (seq, id, ts_ms, bytes) VALUES (?, ?, ?, ?)",
+                [(r.seq, r.id, r.ts_ms, r.portrait_bytes)
+                 for r in rows if r.portrait_bytes is not None],
+            )
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'",
+                             (str(rows[-1].seq),))
+
+    def _insert_one_by_one(self, rows: list[_Row]) -> list[_Row]:
+        """Write ``rows`` one at a time, leaving out (and logging) those that cannot be written
+        whatever the disk does; returns the rows written.  A disk failure propagates with the
+        rows not yet written put back at the head of the tail."""
+        written: list[_Row] = []
+        for index, row in enumerate(rows):
+            try:
+                self._insert([row])
+            except UNWRITABLE_ROW as exc:
+                self.stats.rejected += 1
+                log.error("journal: event seq %d (%s) cannot be stored and is left out: %s",
+                          row.seq, row.type[:64], exc)
+                continue
+            except (sqlite3.Error, OSError):
+                with self._tail_lock:
+                    self._tail[:0] = rows[index + 1:]
+                raise
+            written.append(row)
+        return written
 
     @contextlib.contextmanager
     def _transaction(self) -> Any:
@@ -492,8 +518,60 @@ class Journal:
             self._db.execute(f"PRAGMA synchronous={mode}")
             self._synchronous = mode
 
+    def _make_reserve(self) -> None:
+        """(Re)create the ballast file; quietly nothing while the disk is short of space."""
+        if self.reserve.exists():
+            return
+        try:
+            with self.reserve.open("wb") as fh:
+                fh.truncate(0)
+                for _ in range(RESERVE_BYTES // 65536):
+                    fh.write(bytes(65536))  # real blocks, not a sparse file
+                fh.flush()
+        except OSError:
+            self.reserve.unlink(missing_ok=True)
+
+    def _free_space(self) -> None:
+        """The disk is full: give up what may go, one step per failed write, so that the tail
+        (alarms and decisions above all) can be written again: first the reserve, then
+        portraits (oldest first), then delivered routine events, then delivered decisions;
+        never an alarm, never an undelivered event."""
+        if self.reserve.exists():
+            self.reserve.unlink(missing_ok=True)
+            log.warning("journal: disk full; gave up the reserve of %d bytes", RESERVE_BYTES)
+            return
+        counts = {"portraits": 0, "delivered_events": 0, "undelivered_events": 0}
+        self._evicting = True
+        try:
+            ids = [r[0] for r in self._db.execute(
+                f"SELECT id FROM portraits ORDER BY seq LIMIT {EVICT_CHUNK}")]  # noqa: S608
+            # The files first: unlinking frees space at once, while deleting their rows needs
+            # room in the WAL (a row whose file is gone goes with the next eviction).
+            for event_id in ids:
+                (self.portrait_dir / f"{event_id}{PORTRAIT_SUFFIX}").unlink(missing_ok=True)
+            counts["portraits"] += len(ids)
+            self.stats.evicted_portraits += len(ids)
+            with contextlib.suppress(sqlite3.Error, OSError):
+                if ids:
+                    self._delete_portraits(ids)
+                elif not self._evict_events(f"delivered = 1 AND priority < {int(Priority.ACCESS)}",
+                                            counts, "delivered_events"):
+                    self._evict_events(f"delivered = 1 AND priority < {int(Priority.ALARM)}",
+                                       counts, "delivered_events")
+        except (sqlite3.Error, OSError) as exc:
+            log.debug("journal: eviction on a full disk failed too (%s)", exc)
+        finally:
+            self._evicting = False
+        if any(counts.values()):
+            log.warning("journal: disk full; gave up %s",
+                        ", ".join(f"{v} {k}" for k, v in counts.items() if v))
+        self._pending_drop_report = {k: self._pending_drop_report.get(k, 0) + v
+                                     for k, v in counts.items()}
+
     def _write_failed(self, exc: BaseException) -> None:
         self.stats.write_failures += 1
+        if is_disk_full(exc) and not self._evicting:
+            self._free_space()
         if not self._failing:
             self._failing = True
             cause = "disk full" if is_disk_full(exc) else "database error"
@@ -618,7 +696,8 @@ class Journal:
         with self._read_lock:
             found = self._reader.execute("SELECT 1 FROM portraits WHERE id = ?",
                                          (event_id,)).fetchone()
-        return self.portrait_dir / f"{event_id}{PORTRAIT_SUFFIX}" if found else None
+        file = self.portrait_dir / f"{event_id}{PORTRAIT_SUFFIX}"
+        return file if found and file.exists() else None  # evicted on a full disk
 
     # ------------------------------------------------------------------ retention and quota
 

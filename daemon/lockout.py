@@ -38,6 +38,19 @@ class Lockout:
         """True while ``reader`` is cooling down after an attack."""
         return now < self._state(reader).locked_until
 
+    def active(self, now: float) -> dict[str, tuple[float, int]]:
+        """Readers cooling down now: ``{reader: (seconds left, unknown cards ignored so far)}``."""
+        return {reader: (state.locked_until - now, state.ignored)
+                for reader, state in self._readers.items() if now < state.locked_until}
+
+    def seconds_left(self, reader: str, now: float) -> float:
+        """Seconds until ``reader``'s cooldown ends (0 when it is not locked)."""
+        return max(0.0, self._state(reader).locked_until - now)
+
+    def ignored(self, reader: str) -> int:
+        """Unknown cards ignored during ``reader``'s current or last cooldown."""
+        return self._state(reader).ignored
+
     def ignore(self, reader: str) -> int:
         """Count an unknown card ignored during the cooldown; returns the running count."""
         state = self._state(reader)

@@ -9,6 +9,7 @@ the door's reason, because the door is asked before the decision is recorded.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -20,6 +21,7 @@ from daemon.access import AccessController, Decision, Reason, decision_events
 from daemon.door import DoorController
 from daemon.events import Emit, Event
 from daemon.lockout import Lockout
+from daemon.pin_entry import PinEntry
 from drivers.card import CardRead, mask
 
 log = logging.getLogger(__name__)
@@ -35,8 +37,12 @@ class Passage:
 
     def __init__(self, *, access: Callable[[], AccessController],
                  doors: Mapping[str, DoorController], lockout: Lockout, emit: Emit,
+                 multi_factor_seconds: Callable[[str], float] = lambda door_id: 10.0,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._access = access
+        self._multi_factor_seconds = multi_factor_seconds
+        self._pins: dict[str, PinEntry] = {}  # reader → card waiting for its PIN, keys typed
+        self._pin_checks: set[asyncio.Task[None]] = set()
         self._doors = doors
         self._lockout = lockout
         self._emit = emit
@@ -64,6 +70,9 @@ class Passage:
         self.decided(decision, reader=reader_id,
                      credential_ref=self._access().card_ref(read.credential),
                      card_mask=mask(read.credential))
+        if decision.awaiting == "pin":  # a known card: its PIN comes on the keypad next
+            self._pin_entry(reader_id, door_id).card_waiting(read.credential)
+            return
         if not decision.granted and self._lockout.denied(reader_id, now):
             lockout = self._lockout
             log.warning("reader %s: card scanning suspected; unknown cards ignored for %g s",
@@ -73,6 +82,50 @@ class Passage:
                              data={"denied": lockout.max_denied + 1,
                                    "window_seconds": lockout.window_seconds,
                                    "cooldown_seconds": lockout.cooldown_seconds}))
+            self._emit(Event("reader.lockout_started", door=door_id, reader=reader_id,
+                             reason="card_scanning",
+                             data={"cooldown_seconds": lockout.cooldown_seconds}))
+            asyncio.get_running_loop().call_later(lockout.cooldown_seconds, self._lockout_over,
+                                                  reader_id, door_id)
+
+    def lockout_status(self, now: float) -> dict[str, dict[str, Any]]:
+        """Readers ignoring unknown cards now: ``{reader: {seconds_left, ignored}}``."""
+        return {reader: {"seconds_left": round(left, 1), "ignored": ignored}
+                for reader, (left, ignored) in self._lockout.active(now).items()}
+
+    def _lockout_over(self, reader_id: str, door_id: str) -> None:
+        """The cooldown of a reader ran out: say so, with how many unknown cards it ignored."""
+        left = self._lockout.seconds_left(reader_id, time.monotonic())
+        if left > 0:  # the monotonic clock and the loop's timer disagree by a hair
+            asyncio.get_running_loop().call_later(left, self._lockout_over, reader_id, door_id)
+            return
+        ignored = self._lockout.ignored(reader_id)
+        log.info("reader %s: card-scanning lockout over (%d unknown card(s) ignored)",
+                 reader_id, ignored)
+        self._emit(Event("reader.lockout_ended", door=door_id, reader=reader_id,
+                         data={"ignored": ignored}))
+
+    def _pin_entry(self, reader_id: str, door_id: str) -> PinEntry:
+        return self._pins.setdefault(
+            reader_id, PinEntry(reader_id, card_window_s=self._multi_factor_seconds(door_id)))
+
+    def keys(self, reader_id: str, door_id: str, keys: str) -> None:
+        """Keys from a reader's keypad: a PIN completed for a waiting card is decided."""
+        entry = self._pin_entry(reader_id, door_id)
+        for key in keys:
+            done = entry.key(key)
+            if done is not None:
+                task = asyncio.get_running_loop().create_task(
+                    self._decide_pin(reader_id, door_id, *done), name=f"pin:{reader_id}")
+                self._pin_checks.add(task)  # a strong reference until it is done
+                task.add_done_callback(self._pin_checks.discard)
+
+    async def _decide_pin(self, reader_id: str, door_id: str, card: str, pin: str) -> None:
+        access = self._access()
+        decision = await access.decide_card_pin(door_id, card, pin, self._clock(),
+                                                reader=reader_id,
+                                                lockdown=self._lockdown(door_id))
+        self.decided(decision, reader=reader_id, credential_ref=access.card_ref(card))
 
     def face(self, door_id: str, kind: str, person: str | None, reason: str | None) -> None:
         """What the vision process saw at a door's camera; the decision is taken here."""
@@ -112,7 +165,7 @@ class Passage:
             return
         if decision.granted:
             door.grant(decision.credential_kind, decision.person)
-        else:
+        elif decision.awaiting is None:  # waiting for a PIN or a face is no "denied" signal
             door.deny()
 
 

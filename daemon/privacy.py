@@ -81,7 +81,7 @@ def forget_offline(config: GateConfig, person: str, *, actor: str) -> Erasure:
     """Erasure while the daemon is stopped: on the store, template and journal files.
 
     ``person.forgotten`` is recorded in the journal, so the station hears of it at the next start.
-    The caller holds the gate lock (:func:`daemon.gatelock.offline`): a running daemon owns the
+    The caller holds the gate lock (:func:`daemon.statelock.offline`): a running daemon owns the
     journal's sequence numbers, so this never runs beside it.
     """
     keyring = Keyring(config)

@@ -17,11 +17,14 @@ from daemon.config import ReaderSection
 from daemon.events import Emit, Event
 from daemon.simulate import SimulatedBoard
 from drivers.card import CardRead, mask
+from drivers.feedback import FeedbackFanout
 
 #: ``raw(item)`` receives ``{"reader", "kind", "text"}`` dicts for `menjin readers watch`.
 RawSink = Callable[[dict[str, Any]], None]
 #: ``on_card(reader_id, door_id, read)``: where a presented card goes (the passage).
 CardSink = Callable[[str, str, CardRead], None]
+#: ``on_keys(reader_id, door_id, keys)``: what a reader's keypad typed (the passage's PIN entry).
+KeySink = Callable[[str, str, str], None]
 
 
 @dataclass
@@ -40,11 +43,14 @@ class Readers:
     """Runs reader parts; ``views`` (reader id → :class:`ReaderView`) is their live state."""
 
     def __init__(self, *, pins: Any, board: SimulatedBoard | None, emit: Emit,
-                 on_card: CardSink, raw: RawSink) -> None:
+                 on_card: CardSink, on_keys: KeySink, raw: RawSink,
+                 feedback: Callable[[str], FeedbackFanout]) -> None:
         self._pins = pins
         self._board = board
         self._emit = emit
         self._on_card = on_card
+        self._on_keys = on_keys
+        self._feedback = feedback
         self._raw_sink = raw
         self.views: dict[str, ReaderView] = {}
 
@@ -59,16 +65,25 @@ class Readers:
             "on_raw": functools.partial(self._reader_raw, reader_id),
             "name": reader_id,
             "repeat_window_ms": section.repeat_window_ms,
-            "presentation": section.presentation,
             "keep_bits": section.keep_bits,
         }
-        reader = build_reader(section, port=view.port, pins=self._pins, callbacks=callbacks)
+        reader = build_reader(
+            section, port=view.port, pins=self._pins, callbacks=callbacks,
+            on_keys=functools.partial(self._on_keys, reader_id, section.door))
         view.stats = reader.stats
         view.status = "ok"
+        # An OSDP reader shows the door's feedback (granted, denied, held, lockdown) on its own
+        # LED and buzzer, next to the door's GPIO LEDs.
+        fanout = self._feedback(section.door)
+        sink = reader.feedback() if section.type == "osdp" else None
+        if sink is not None:
+            fanout.add(sink)
         try:
             await reader.run()
         finally:
             view.status = "stopped"
+            if sink is not None:
+                fanout.remove(sink)
 
     def health(self) -> dict[str, str]:
         return {rid: ("ok" if v.status == "ok" else "fault") for rid, v in self.views.items()}

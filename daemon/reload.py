@@ -3,7 +3,10 @@
 Only parts whose config slice changed restart (:meth:`daemon.parts.Parts.apply`); sections that
 cannot change under a running daemon (files, identity, hardware) are refused with
 ``config.rejected`` (``needs_restart``), and an invalid file with ``config.rejected``
-(``invalid``, one FILE:LINE:COL line per problem).
+(``invalid``, one FILE:LINE:COL line per problem).  Any error while reading, parsing or
+validating (the loader raises only :class:`~daemon.configfile.ConfigError`) or applying the new
+config keeps the old one running; a failed apply returns every part to the old config
+(``config.rejected``, ``apply_failed``).
 """
 
 from __future__ import annotations
@@ -67,10 +70,24 @@ class Reloader:
             self._emit(Event("config.rejected", reason="needs_restart",
                              data={"problems": [message], "sections": fixed}))
             return False
-        logsetup.configure(new.logging.level, new.logging.components)
-        changed = await self._adopt(new)
+        try:
+            changed = await self._switch(new)
+        except Exception as exc:  # a part that cannot be set up: back to what ran before
+            problem = f"{self._path}:1:1: cannot apply: {exc}"
+            try:
+                await self._switch(old)
+            except Exception:
+                log.exception("could not return every part to the previous config")
+            log.error("config reload rejected, still running on the previous config: %s", problem)
+            self._emit(Event("config.rejected", reason="apply_failed",
+                             data={"problems": [problem]}))
+            return False
         log.info("config reloaded; restarted parts: %s", ", ".join(changed) or "none")
         self._emit(Event("config.reloaded", data={"changed": changed}))
         await self._audit.record("config.reload", actor="signal:SIGHUP",
                                  details={"changed": changed})
         return True
+
+    async def _switch(self, config: GateConfig) -> list[str]:
+        logsetup.configure(config.logging.level, config.logging.components)
+        return await self._adopt(config)

@@ -18,7 +18,7 @@ from gpiozero.pins.mock import MockFactory, MockPin
 from daemon.config import InputSection, ReaderSection, Wiring
 from drivers.sim.serial_emitter import PtyEmitter, ascii_line, em4100_frame
 from drivers.sim.wiegand_emitter import WiegandEmitter
-from drivers.wiegand import FORMATS, encode
+from drivers.wiegand import FORMATS, encode_value
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +49,8 @@ def wiegand_frame(formats: tuple[str, ...], credential: str) -> str:
     """
     value = _card_value(credential)
     for name in formats:
-        fmt = FORMATS.get(name)
-        if fmt is None:
-            continue
-        if value < 1 << (fmt.facility_bits + fmt.number_bits):
-            return encode(name, value & ((1 << fmt.number_bits) - 1), value >> fmt.number_bits)
-    if "raw" in formats:
-        return f"{value:b}".zfill(26)
+        if value < 1 << len(FORMATS[name].data_positions):
+            return encode_value(name, value)
     raise SimInputError(f"card {credential} does not fit any of the formats {', '.join(formats)}")
 
 

@@ -12,13 +12,15 @@ import asyncio
 import base64
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from daemon.builders import redacted
 from daemon.commands import CommandProcessor
 from daemon.config import GateConfig, VisionSection
+from daemon.credentials import load_station_key
 from daemon.door import DoorController
+from daemon.doors import Doors
 from daemon.events import Emit
 from daemon.faces import EnrolOutcome, check_consent, face_models, store_enrolment, template_store
 from daemon.journal import Journal
@@ -41,7 +43,8 @@ def enrol_from_station(config: GateConfig, vision: VisionSection, person: str,
                                              f"photo {i + 1}"))
         for i, data in enumerate(photos_b64)
     ]
-    result = enrol_images(images, models.detector, models.embedder, models.thresholds)
+    result = enrol_images(images, models.detector, models.embedder, models.thresholds,
+                          models.refiner)
     return store_enrolment(config, models, template_store(vision, keyring.template_key()),
                            person, result, actor="station", keyring=keyring)
 
@@ -49,7 +52,7 @@ def enrol_from_station(config: GateConfig, vision: VisionSection, person: str,
 class StationCommands:
     """What a verified station command does on this gate."""
 
-    def __init__(self, *, config: Callable[[], GateConfig], doors: Mapping[str, DoorController],
+    def __init__(self, *, config: Callable[[], GateConfig], doors: Doors,
                  residents: Callable[[], Residents], erasure: Callable[[], Erasure],
                  audit: AuditTrail, faces_changed: Callable[[], Awaitable[None]],
                  keyring: Keyring, unwrap: Handler | None = None) -> None:
@@ -72,15 +75,13 @@ class StationCommands:
 
     def processor(self, config: GateConfig, journal: Journal, emit: Emit) -> CommandProcessor:
         """The command processor of ``config``'s uplink, with the station's public key."""
-        from station.protocol import load_public_key
-
         assert config.uplink is not None
         key_file = config.uplink.station_public_key_file
         if key_file is None:
             log.warning("uplink: no station_public_key_file: every station command is refused")
         return CommandProcessor(
             gate=config.gate.id,
-            station_key=load_public_key(key_file) if key_file is not None else None,
+            station_key=load_station_key(key_file) if key_file is not None else None,
             remember_nonce=journal.remember_nonce, emit=emit, handlers=self.handlers(),
         )
 
@@ -105,14 +106,20 @@ class StationCommands:
         return {"door": door_id, "opened": refusal is None, "refusal": refusal}
 
     async def mode(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Signed door mode change (lockdown, hold_open, normal); audited."""
+        """Signed door mode change (lockdown, hold_open, normal; ``schedule`` cancels a set mode)
+        with an optional end time ``until_ms`` (UTC ms); durable, audited.  A refused change
+        (ModeError, a ValueError) becomes an ok=false result."""
         door_id, controller = self._door(args)
         mode = str(args.get("mode"))
+        until = args.get("until_ms")
+        if until is not None and (not isinstance(until, int) or isinstance(until, bool)):
+            raise ValueError("until_ms: UTC milliseconds (an integer) or absent")
         previous = controller.mode
-        controller.set_mode(mode)  # ValueError for an unknown mode: an ok=false result
+        effective = await self._doors.change_mode(door_id, mode, source="station",
+                                                  actor="station", until_ms=until)
         await self._audit.record("door.mode", actor="station", target=door_id,
-                                 details={"mode": mode, "previous": previous})
-        return {"door": door_id, "mode": controller.mode, "previous": previous}
+                                 details={"mode": mode, "previous": previous, "until_ms": until})
+        return {"door": door_id, "previous": previous, **effective.as_dict()}
 
     async def sync(self, args: dict[str, Any]) -> dict[str, Any]:
         """Station credential sync: one transaction, then the new index swapped in."""

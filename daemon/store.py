@@ -5,7 +5,8 @@ The station keeps it in sync with signed ``sync`` commands; installers edit it w
 crash, a SIGKILL or a power cut in the middle leaves the previous version whole; the daemon then
 builds a new :class:`~daemon.access.AccessIndex` from the committed rows and swaps it in.
 
-Sync payloads (the ``args`` of the ``sync`` command)::
+Sync payloads (the ``args`` of the ``sync`` command; validated by the pydantic models of
+:mod:`protocol.sync`, JSON Schema in ``docs/schemas/sync.json``)::
 
     {"mode": "snapshot", "version": 8, "persons": [PERSON, ...], "groups": [GROUP, ...],
      "holidays": ["2026-10-01", {"date": "2026-10-02", "name": "National Day"}, ...],
@@ -29,7 +30,7 @@ PERSON (only ``id`` and ``name`` are required)::
      "valid_until": "2026-12-01T18:00:00+08:00",  exclusive; a date alone is the end of that day;
                                       times without an offset are gate time; null = unbounded
      "groups": ["residents"],
-     "cards": ["0004567890"],         canonical card strings as the readers produce them
+     "cards": ["0004567890"],         any form protocol.cards reads; kept canonical ("4567890")
      "duress_cards": [],              cards that open and raise a silent access.duress alarm
      "pin_hash": "scrypt$16384$8$1$<salt hex>$<hash hex>",   never a plain PIN; or null
      "duress_pin_hash": null,
@@ -55,7 +56,6 @@ import hashlib
 import hmac
 import json
 import logging
-import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -67,31 +67,32 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from pydantic import TypeAdapter, ValidationError
+
 from daemon.access import AccessIndex, Group, Kind, Person
 from daemon.files import private_file
 from daemon.keys import seal, unseal
 from daemon.schedule import DEFAULT_TIMEZONE, ScheduleError, parse_schedule
 from drivers.card import mask
+from protocol.cards import CardNumberError, canonical_card
+from protocol.sync import (
+    Delta,
+    GroupRecord,
+    Holiday,
+    HolidayRecord,
+    PersonRecord,
+    Snapshot,
+    SyncPayloadError,
+    describe,
+    parse_sync,
+)
 
 log = logging.getLogger(__name__)
 
-PERSON_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-GROUP_ID_PATTERN = PERSON_ID_PATTERN
-DOOR_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-PIN_HASH_PATTERN = re.compile(r"^scrypt\$\d+\$\d+\$\d+\$[0-9a-f]+\$[0-9a-f]+$")
-MAX_CARD_CHARS = 64
 PSEUDONYM_HEX_CHARS = 24
 PERSON_REF_HEX_CHARS = 32
 SEALED_PREFIX = "sealed:"
 _ROW_CONTEXT = b"menjin person row"
-PERSON_FIELDS = frozenset({
-    "id", "name", "kind", "enabled", "valid_from", "valid_until", "groups", "cards",
-    "duress_cards", "pin_hash", "duress_pin_hash", "face_consent", "under_14", "guardian_consent",
-})
-GROUP_FIELDS = frozenset({"id", "name", "doors", "schedule"})
-SNAPSHOT_FIELDS = frozenset({"mode", "version", "persons", "groups", "holidays", "revoked"})
-DELTA_FIELDS = frozenset({"mode", "base_version", "version", "upsert", "delete", "groups",
-                          "delete_groups", "holidays", "revoke", "unrevoke"})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -156,17 +157,26 @@ CardKey = Callable[[str], str]
 
 
 def card_hasher(key: bytes | None) -> CardKey:
-    """A function canonical card → stored key: identity, or HMAC-SHA256 hex under ``key``."""
+    """A function card (any form :func:`protocol.cards.canonical_card` takes) → stored key: the
+    canonical card string, or its HMAC-SHA256 hex under ``key``.  PersonError for no card number.
+    """
     if key is None:
         return _same
 
     def keyed(card: str) -> str:
-        return hmac.new(key, card.encode(), hashlib.sha256).hexdigest()
+        return hmac.new(key, _same(card).encode(), hashlib.sha256).hexdigest()
     return keyed
 
 
-def _same(card: str) -> str:
+def _as_stored(card: str) -> str:
     return card
+
+
+def _same(card: str) -> str:
+    try:
+        return canonical_card(card)
+    except CardNumberError as exc:
+        raise PersonError(f"cards: {exc}") from None
 
 
 def pseudonym(key: bytes, person_id: str) -> str:
@@ -197,95 +207,43 @@ def parse_time(value: Any, zone: ZoneInfo, *, end_of_day: bool) -> datetime | No
     return moment.replace(tzinfo=zone) if moment.tzinfo is None else moment
 
 
-def _consent(obj: Mapping[str, Any], key: str) -> tuple[date | None, str | None]:
-    value = obj.get(key)
-    if value is None:
-        return None, None
-    if not isinstance(value, Mapping) or set(value) != {"date", "source"}:
-        raise PersonError(f'{key}: expected {{"date": "YYYY-MM-DD", "source": "..."}} or null')
-    try:
-        day = date.fromisoformat(str(value["date"]))
-    except ValueError:
-        raise PersonError(f"{key}: bad date {value['date']!r} (use YYYY-MM-DD)") from None
-    source = value["source"]
-    if not isinstance(source, str) or not source.strip():
-        raise PersonError(f"{key}: the source (form, record or witness) must be given")
-    return day, source.strip()
-
-
-def _strings(obj: Mapping[str, Any], key: str) -> tuple[str, ...]:
-    value = obj.get(key) or []
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise PersonError(f"{key}: expected a list of non-empty strings")
-    return tuple(value)
-
-
-def _flag(obj: Mapping[str, Any], key: str, default: bool) -> bool:
-    value = obj.get(key, default)
-    if not isinstance(value, bool):
-        raise PersonError(f"{key}: expected true or false, not {value!r}")
-    return value
-
-
-def _pin_hash(obj: Mapping[str, Any], key: str) -> str | None:
-    value = obj.get(key)
-    if value is not None and (not isinstance(value, str) or not PIN_HASH_PATTERN.match(value)):
-        raise PersonError(f"{key}: expected an scrypt hash (scrypt$N$r$p$salt$hash), never a PIN")
-    return value
-
-
 def parse_person(obj: Any, *, zone: ZoneInfo, card_key: CardKey = _same) -> Person:
-    """A :class:`Person` from its JSON shape (see the module docstring); PersonError when bad."""
-    if not isinstance(obj, Mapping):
-        raise PersonError(f"person: expected an object, not {type(obj).__name__}")
-    unknown = sorted(set(obj) - PERSON_FIELDS)
-    if unknown:
-        known = ", ".join(sorted(PERSON_FIELDS))
-        raise PersonError(f"{unknown[0]}: unknown field (known: {known})")
-    person_id = obj.get("id")
-    if not isinstance(person_id, str) or not PERSON_ID_PATTERN.match(person_id):
-        raise PersonError(f"id: {person_id!r} is not a person id (letters, digits, _ - .; max 64)")
-    name = obj.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise PersonError("name: must not be empty")
+    """A :class:`Person` from its JSON shape (:class:`protocol.sync.PersonRecord`); PersonError
+    (``field: message``) when bad."""
     try:
-        kind = Kind(obj.get("kind", "resident"))
-    except ValueError:
-        raise PersonError(f"kind: {obj.get('kind')!r} is not resident, visitor or staff") from None
+        record = PersonRecord.model_validate(obj)
+    except ValidationError as exc:
+        raise PersonError(describe(exc)) from None
+    return person_from_record(record, zone=zone, card_key=card_key)
+
+
+def person_from_record(record: PersonRecord, *, zone: ZoneInfo,
+                       card_key: CardKey = _same) -> Person:
+    """A :class:`Person` from a validated record: validity bounds in the gate's ``zone``."""
     try:
-        valid_from = parse_time(obj.get("valid_from"), zone, end_of_day=False)
+        valid_from = parse_time(record.valid_from, zone, end_of_day=False)
     except ValueError as exc:
         raise PersonError(f"valid_from: {exc}") from None
     try:
-        valid_until = parse_time(obj.get("valid_until"), zone, end_of_day=True)
+        valid_until = parse_time(record.valid_until, zone, end_of_day=True)
     except ValueError as exc:
         raise PersonError(f"valid_until: {exc}") from None
     if valid_from and valid_until and valid_until <= valid_from:
         raise PersonError("valid_until: must be later than valid_from")
-    cards = _strings(obj, "cards")
-    duress_cards = _strings(obj, "duress_cards")
-    for card in (*cards, *duress_cards):
-        if len(card) > MAX_CARD_CHARS or not card.isprintable():
-            raise PersonError(f"cards: {card[-4:]!r}... is not a card number")
+    cards = tuple(card_key(c) for c in record.cards)  # 0012345678 and 12345678 are one card
+    duress_cards = tuple(card_key(c) for c in record.duress_cards)
     if len(set(cards) | set(duress_cards)) != len(cards) + len(duress_cards):
         raise PersonError("cards: a card is listed twice")
-    face_date, face_source = _consent(obj, "face_consent")
-    guardian_date, guardian_source = _consent(obj, "guardian_consent")
-    under_14 = _flag(obj, "under_14", False)
-    if under_14 and face_date is not None and guardian_date is None:
-        raise PersonError("guardian_consent: face consent of a child under 14 needs a guardian's")
-    for group in _strings(obj, "groups"):
-        if not GROUP_ID_PATTERN.match(group):
-            raise PersonError(f"groups: {group!r} is not a group id")
+    face, guardian = record.face_consent, record.guardian_consent
     return Person(
-        id=person_id, name=name.strip(), kind=kind, enabled=_flag(obj, "enabled", True),
-        valid_from=valid_from, valid_until=valid_until, groups=_strings(obj, "groups"),
-        cards=tuple(card_key(c) for c in cards),
-        duress_cards=tuple(card_key(c) for c in duress_cards),
-        pin_hash=_pin_hash(obj, "pin_hash"), duress_pin_hash=_pin_hash(obj, "duress_pin_hash"),
-        face_consent=face_date is not None, face_consent_date=face_date,
-        face_consent_source=face_source, under_14=under_14,
-        guardian_consent_date=guardian_date, guardian_consent_source=guardian_source,
+        id=record.id, name=record.name, kind=Kind(record.kind), enabled=record.enabled,
+        valid_from=valid_from, valid_until=valid_until, groups=tuple(record.groups),
+        cards=cards, duress_cards=duress_cards,
+        pin_hash=record.pin_hash, duress_pin_hash=record.duress_pin_hash,
+        face_consent=face is not None, face_consent_date=face.date if face else None,
+        face_consent_source=face.source if face else None, under_14=record.under_14,
+        guardian_consent_date=guardian.date if guardian else None,
+        guardian_consent_source=guardian.source if guardian else None,
     )
 
 
@@ -308,25 +266,22 @@ def person_json(person: Person) -> dict[str, Any]:
 
 
 def parse_group(obj: Any) -> Group:
-    """A :class:`Group` from its JSON shape; PersonError (naming the field) when bad."""
-    if not isinstance(obj, Mapping):
-        raise PersonError("group: expected an object")
-    unknown = sorted(set(obj) - GROUP_FIELDS)
-    if unknown:
-        known = ", ".join(sorted(GROUP_FIELDS))
-        raise PersonError(f"{unknown[0]}: unknown group field (known: {known})")
-    group_id = obj.get("id")
-    if not isinstance(group_id, str) or not GROUP_ID_PATTERN.match(group_id):
-        raise PersonError(f"id: {group_id!r} is not a group id")
-    doors = _strings(obj, "doors")
-    for door in doors:
-        if not DOOR_ID_PATTERN.match(door):
-            raise PersonError(f"doors: {door!r} is not a door id")
+    """A :class:`Group` from its JSON shape (:class:`protocol.sync.GroupRecord`); PersonError
+    (naming the field) when bad."""
     try:
-        schedule = parse_schedule(str(obj.get("schedule", "always")))
+        record = GroupRecord.model_validate(obj)
+    except ValidationError as exc:
+        raise PersonError(describe(exc)) from None
+    return group_from_record(record)
+
+
+def group_from_record(record: GroupRecord) -> Group:
+    """A :class:`Group` from a validated record; PersonError for a bad schedule text."""
+    try:
+        schedule = parse_schedule(record.schedule)
     except ScheduleError as exc:
         raise PersonError(f"schedule: {exc}") from None
-    return Group(group_id, doors, schedule, str(obj.get("name", "")))
+    return Group(record.id, tuple(record.doors), schedule, record.name)
 
 
 def group_json(group: Group) -> dict[str, Any]:
@@ -336,17 +291,23 @@ def group_json(group: Group) -> dict[str, Any]:
 
 def parse_holidays(items: Any) -> dict[date, str]:
     """Holiday dates: ISO strings or {"date": ..., "name": ...} objects."""
-    if not isinstance(items, list):
-        raise PersonError("holidays: expected a list")
-    days: dict[date, str] = {}
-    for item in items:
-        text, name = (item.get("date"), item.get("name", "")) if isinstance(item, Mapping) else (
-            item, "")
-        try:
-            days[date.fromisoformat(str(text))] = str(name)
-        except ValueError:
-            raise PersonError(f"holidays: bad date {text!r} (use YYYY-MM-DD)") from None
-    return days
+    try:
+        holidays = _HOLIDAYS.validate_python(items)
+    except ValidationError as exc:
+        raise PersonError(f"holidays{describe(exc)}") from None
+    return holidays_from_records(holidays)
+
+
+def holidays_from_records(items: list[Holiday]) -> dict[date, str]:
+    """Day → name (empty when the holiday was given as a bare date)."""
+    return dict(_holiday(item) for item in items)
+
+
+def _holiday(item: Holiday) -> tuple[date, str]:
+    return (item.date, item.name) if isinstance(item, HolidayRecord) else (item, "")
+
+
+_HOLIDAYS: TypeAdapter[list[Holiday]] = TypeAdapter(list[Holiday])
 
 
 # --------------------------------------------------------------------------- the store
@@ -362,6 +323,8 @@ class Store:
         self.zone = zone or ZoneInfo(DEFAULT_TIMEZONE)
         self.card_ref = card_hasher(card_key)
         self._data_key = data_key
+        #: Cards in stored person records: card numbers (canonicalised again) or keyed hashes.
+        self._stored_card: CardKey = _same if card_key is None else _as_stored
         private_file(self.path)  # names and PIN hashes: the -wal and -shm inherit its 0600
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA secure_delete=ON")  # an erased person is zeroed, not freed
@@ -382,9 +345,46 @@ class Store:
                 )
             if stored != keying:  # opening a store writes nothing otherwise
                 self._set_meta("card_keying", keying)
+            if card_key is None:
+                self._canonical_plain_cards()
+
+    def _canonical_plain_cards(self) -> None:
+        """Rewrite card numbers stored before they were canonical (``0012345678``), once."""
+        for table in ("cards", "revoked"):
+            rows = self._conn.execute(f"SELECT card FROM {table}").fetchall()  # noqa: S608
+            for (card,) in rows:
+                try:
+                    canonical = canonical_card(card)
+                except CardNumberError:
+                    log.warning("store: card %s in %s is no card number; left as it is",
+                                mask(card), table)
+                    continue
+                if canonical == card:
+                    continue
+                try:
+                    self._conn.execute(f"UPDATE {table} SET card = ? WHERE card = ?",  # noqa: S608
+                                       (canonical, card))
+                except sqlite3.IntegrityError:
+                    raise StoreError(
+                        f"{self.path}: card {mask(card)} is stored twice in {table} in two forms "
+                        "(with and without leading zeros); remove one with menjin residents"
+                    ) from None
 
     def close(self) -> None:
         self._conn.close()
+
+    def snapshot(self, target: Path) -> None:
+        """Copy the committed store to ``target`` (SQLite online backup, then an atomic rename):
+        the last good copy a corrupt store falls back to at start-up."""
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        copy = sqlite3.connect(tmp)
+        try:
+            self._conn.backup(copy)
+        finally:
+            copy.close()
+        tmp.chmod(0o600)
+        tmp.replace(target)
 
     def __enter__(self) -> Store:
         return self
@@ -426,13 +426,14 @@ class Store:
 
     def _row(self, data: str) -> tuple[Person, dict[str, str]]:
         if not data.startswith(SEALED_PREFIX):
-            person = parse_person(json.loads(data), zone=self.zone)
+            person = parse_person(json.loads(data), zone=self.zone, card_key=self._stored_card)
             return person, {c: mask(c) for c in (*person.cards, *person.duress_cards)}
         if self._data_key is None:
             raise StoreError(f"{self.path}: the records are sealed; no store key given")
         doc = json.loads(unseal(self._data_key, base64.b64decode(data[len(SEALED_PREFIX):]),
                                 _ROW_CONTEXT))
-        return parse_person(doc["person"], zone=self.zone), dict(doc["masks"])
+        return (parse_person(doc["person"], zone=self.zone, card_key=self._stored_card),
+                dict(doc["masks"]))
 
     def masked_cards(self, person_id: str) -> list[str]:
         """``person_id``'s cards as people may see them: ``****5678`` (empty when unknown)."""
@@ -531,6 +532,19 @@ class Store:
                 self._put_person(person, masks)
         return len(batch)
 
+    def remove_group(self, group_id: str) -> tuple[bool, list[str]]:
+        """Remove a group no person belongs to: ``(removed, ids of its members)``.
+
+        A group with members is kept (its members would silently lose their doors); the ids say
+        whom to move first.
+        """
+        members = [p.id for p in self.persons() if group_id in p.groups]
+        if members:
+            return False, members
+        with self._transaction():
+            gone = self._conn.execute("DELETE FROM groups WHERE id = ?", (group_id,)).rowcount
+        return gone > 0, []
+
     def set_enabled(self, person_id: str, enabled: bool) -> bool:
         """Enable or disable a person; False when there is no such person."""
         row = self._conn.execute("SELECT data FROM persons WHERE id = ?",
@@ -607,69 +621,58 @@ class Store:
 
     # ------------------------------------------------------------------ sync
     def apply_sync(self, payload: Mapping[str, Any]) -> SyncResult:
-        """Apply a station snapshot or delta in one transaction, or refuse it and change nothing."""
+        """Apply a station snapshot or delta in one transaction, or refuse it and change nothing.
+
+        The payload is validated by :func:`protocol.sync.parse_sync` first.
+        """
         current = self.version
-        mode = payload.get("mode")
-        if mode not in ("snapshot", "delta"):
-            raise SyncRefusedError("bad_payload", f"mode must be snapshot or delta, not {mode!r}",
-                                   current)
-        allowed = SNAPSHOT_FIELDS if mode == "snapshot" else DELTA_FIELDS
-        extra = sorted(set(payload) - allowed)
-        if extra:
-            raise SyncRefusedError("bad_payload", f"unknown field {extra[0]!r} in a {mode}",
-                                   current)
-        version = payload.get("version")
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise SyncRefusedError("bad_payload", "version must be a positive integer", current)
-        if mode == "delta":
-            base = payload.get("base_version")
-            if base != current:
-                raise SyncRefusedError(
-                    "snapshot_required",
-                    f"delta is based on version {base}, the gate has {current}: send a snapshot",
-                    current)
-            if version <= current:
-                raise SyncRefusedError("bad_payload", "delta version must exceed its base", current)
-        elif version < current:
-            raise SyncRefusedError(
-                "stale_version", f"snapshot version {version} is older than {current}", current)
         try:
-            return self._apply(payload, mode, version)
+            sync = parse_sync(dict(payload))
+        except SyncPayloadError as exc:
+            raise SyncRefusedError("bad_payload", str(exc), current) from None
+        if isinstance(sync, Delta):
+            if sync.base_version != current:
+                raise SyncRefusedError(
+                    "snapshot_required", f"delta is based on version {sync.base_version}, the "
+                    f"gate has {current}: send a snapshot", current)
+            if sync.version <= current:
+                raise SyncRefusedError("bad_payload", "delta version must exceed its base", current)
+        elif sync.version < current:
+            raise SyncRefusedError(
+                "stale_version", f"snapshot version {sync.version} is older than {current}",
+                current)
+        try:
+            return self._apply(sync)
         except (PersonError, sqlite3.IntegrityError) as exc:
             raise SyncRefusedError("bad_payload", str(exc), current) from exc
 
-    def _parse_list(self, payload: Mapping[str, Any], key: str) -> list[Any]:
-        value = payload.get(key, [])
-        if not isinstance(value, list):
-            raise PersonError(f"{key}: expected a list")
-        return value
-
-    def _apply(self, payload: Mapping[str, Any], mode: str, version: int) -> SyncResult:
-        people_key = "persons" if mode == "snapshot" else "upsert"
+    def _apply(self, sync: Snapshot | Delta) -> SyncResult:
+        records, people_key = (sync.persons, "persons") if isinstance(sync, Snapshot) else (
+            sync.upsert, "upsert")
         persons = []
-        for i, obj in enumerate(self._parse_list(payload, people_key)):
+        for i, record in enumerate(records):
             try:
-                persons.append(parse_person(obj, zone=self.zone))
+                persons.append(person_from_record(record, zone=self.zone))
             except PersonError as exc:
                 raise PersonError(f"{people_key}[{i}].{exc}") from None
-        groups = [parse_group(g) for g in self._parse_list(payload, "groups")]
-        holidays = parse_holidays(payload["holidays"]) if "holidays" in payload else None
-        deleted = [str(p) for p in self._parse_list(payload, "delete")]
+        groups = [group_from_record(g) for g in sync.groups]
+        holidays = holidays_from_records(sync.holidays) if sync.holidays is not None else None
+        deleted: list[str] = []
         conn = self._conn
         with self._transaction():
-            if mode == "snapshot":
+            if isinstance(sync, Snapshot):
                 for table in ("cards", "persons", "groups", "revoked"):
                     conn.execute(f"DELETE FROM {table}")  # noqa: S608 (fixed table names)
-                self._revoke(self._parse_list(payload, "revoked"), None)
+                self._revoke(sync.revoked, None)
             else:
+                deleted = list(sync.delete)
                 for person_id in deleted:
                     self._delete_person(person_id)
                 conn.executemany("DELETE FROM groups WHERE id = ?",
-                                 [(str(g),) for g in self._parse_list(payload, "delete_groups")])
-                self._revoke(self._parse_list(payload, "revoke"), None)
-                unrevoke = self._parse_list(payload, "unrevoke")
+                                 [(g,) for g in sync.delete_groups])
+                self._revoke(sync.revoke, None)
                 conn.executemany("DELETE FROM revoked WHERE card = ?",
-                                 [(self.card_ref(c),) for c in unrevoke])
+                                 [(self.card_ref(c),) for c in sync.unrevoke])
             if holidays is not None:
                 conn.execute("DELETE FROM holidays")
                 conn.executemany("INSERT INTO holidays (day, name) VALUES (?, ?)",
@@ -679,10 +682,10 @@ class Store:
                              [(self._ref(p.id),) for p in persons])
             for person in persons:
                 self._put_person(self.keyed(person), self._masks(person))
-            self._set_meta("version", str(version))
+            self._set_meta("version", str(sync.version))
             total = conn.execute("SELECT COUNT(*) FROM persons").fetchone()[0]
-        log.info("store: %s applied, version %d, %d person(s)", mode, version, total)
-        return SyncResult(version, int(total), len(persons), len(deleted))
+        log.info("store: %s applied, version %d, %d person(s)", sync.mode, sync.version, total)
+        return SyncResult(sync.version, int(total), len(persons), len(deleted))
 
 
 def _now_ms() -> int:

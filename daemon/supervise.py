@@ -2,7 +2,7 @@
 
 A dead camera must never stop the card readers and a dead broker must never stop the doors, so each
 part (a reader, the camera, the uplink ...) runs under :func:`supervise` inside the root task group.
-A failure becomes one ``part.failed`` event, the part is restarted after a jittered, capped backoff,
+A failure becomes one ``part.fault`` event, the part is restarted after a jittered, capped backoff,
 and once it has stayed up for ``stable_seconds`` one ``part.restored`` event says it is back.  A
 part that fails ``max_failures`` times within ``failure_window_seconds`` is beyond self-repair:
 :class:`PartGaveUpError` propagates, the task group cancels everything (relays return to idle in
@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from daemon.events import Emit, Event
+from protocol.backoff import backoff_seconds
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +60,6 @@ class PartState:
         if self.last_error is not None:
             out["last_error"] = self.last_error
         return out
-
-
-def backoff_seconds(attempt: int, *, initial: float, cap: float) -> float:
-    """Delay before restart number ``attempt`` (1-based): doubling, capped, with jitter.
-
-    The jitter (a uniform draw between half and all of the delay) keeps parts that failed together
-    (say every serial reader after a USB hub reset) from retrying in lock-step.
-    """
-    delay = min(cap, initial * 2 ** max(0, attempt - 1))
-    return random.uniform(delay / 2, delay)
 
 
 async def supervise(
@@ -127,7 +117,7 @@ async def supervise(
         if len(failures) >= max_failures:
             log.error("%s: failed %d times within %g s (%s); giving up so that the service "
                       "restarts", name, len(failures), failure_window_seconds, error)
-            emit(Event("part.failed", reason="gave_up", data={"part": name, "error": error}))
+            emit(Event("part.fault", reason="gave_up", data={"part": name, "error": error}))
             part.failed = True
             raise PartGaveUpError(name, len(failures), failure_window_seconds)
         attempt += 1
@@ -135,7 +125,7 @@ async def supervise(
         if not part.failed:
             part.failed = True
             log.warning("%s: unavailable (%s); restarting in %.1f s", name, error, delay)
-            emit(Event("part.failed", reason="error",
+            emit(Event("part.fault", reason="error",
                        data={"part": name, "error": error, "restart_in_s": round(delay, 3)}))
         else:
             log.debug("%s: failed again (%s); restarting in %.1f s", name, error, delay)

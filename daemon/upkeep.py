@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 UPKEEP_SECONDS = 3600.0
 STORE_POLL_SECONDS = 2.0
 AUDIT_CURSOR = "audit.cursor"
+#: A failed audit append (a full disk) is tried this often, waiting 1 s, 2 s, ... between.
+AUDIT_WRITE_ATTEMPTS = 3
+AUDIT_RETRY_SECONDS = 1.0
 
 
 class AuditTrail:
@@ -54,12 +57,18 @@ class AuditTrail:
                      details: Mapping[str, Any] | None = None) -> None:
         """Append an entry (in a thread) and uplink what is new; a full disk never raises."""
         log.info("audit: %s by %s on %s", action, actor, target)
-        try:
-            await asyncio.to_thread(self.log.append, action, actor=actor, target=target,
-                                    details=details)
-        except OSError as exc:  # a full disk must not stop the door
-            log.error("audit log %s: %s", self.log.path, exc)
-            return
+        for attempt in range(1, AUDIT_WRITE_ATTEMPTS + 1):
+            try:  # a failed append leaves no half entry behind, so trying again is safe
+                await asyncio.to_thread(self.log.append, action, actor=actor, target=target,
+                                        details=details)
+                break
+            except OSError as exc:  # a full disk must not stop the door
+                if attempt == AUDIT_WRITE_ATTEMPTS:
+                    log.error("audit log %s: %s; entry %s by %s lost after %d attempts",
+                              self.log.path, exc, action, actor, attempt)
+                    return
+                log.warning("audit log %s: %s; trying again", self.log.path, exc)
+                await asyncio.sleep(AUDIT_RETRY_SECONDS * attempt)
         await self.forward()
 
     async def forward(self) -> int:
@@ -94,15 +103,24 @@ class AuditTrail:
 class Residents:
     """The resident store behind the decision index: reload, watch for changes, erase."""
 
-    def __init__(self, store: Store, access: AccessController) -> None:
+    def __init__(self, store: Store, access: AccessController, *,
+                 snapshot: Path | None = None) -> None:
         self.store = store
         self._access = access
+        self._snapshot = snapshot  # the last good copy, refreshed after every good load
         self.lock = asyncio.Lock()  # one writer of the store at a time (sync, erasure)
 
     async def reload(self) -> None:
-        """Rebuild the decision index off the loop and swap it in (one assignment)."""
+        """Rebuild the decision index off the loop and swap it in (one assignment); then the
+        store becomes the last good snapshot (an erased person leaves the snapshot too)."""
         async with self.lock:
             index = await asyncio.to_thread(self.store.load_index)
+            if self._snapshot is not None:
+                try:
+                    await asyncio.to_thread(self.store.snapshot, self._snapshot)
+                except (OSError, sqlite3.Error) as exc:  # a full disk keeps the older snapshot
+                    log.warning("resident store snapshot %s not refreshed: %s", self._snapshot,
+                                exc)
         self._access.replace(index)
         log.info("residents reloaded: version %d, %d person(s)", index.version,
                  len(index.persons))

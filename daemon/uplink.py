@@ -13,7 +13,8 @@ password read from a file, and a retained Last Will ``offline`` on ``<prefix>/<g
 retained on every connect.  A broker ACL that refuses this gate's topics is reported once and the
 refused events stay in the journal; the uplink waits instead of retrying in a loop.
 
-This is the only module that imports aiomqtt (and through it paho-mqtt): aiomqtt 3 changes its API.
+The MQTT connection is :class:`protocol.mqtt.MqttClient` (paho-mqtt's public API), which gives
+each publish's PUBACK reason code; topics come from :class:`protocol.topics.GateTopics`.
 """
 
 from __future__ import annotations
@@ -31,24 +32,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
-import paho.mqtt.client as paho
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
-
 from daemon import __version__
 from daemon.commands import CommandProcessor
 from daemon.events import SCHEMA_VERSION, now_ms
 from daemon.journal import Journal, Pending, PortraitPolicy
-from daemon.supervise import backoff_seconds
+from protocol.backoff import backoff_seconds
+from protocol.mqtt import (
+    QOS_AT_LEAST_ONCE,
+    QOS_AT_MOST_ONCE,
+    REASON_FAILURE,
+    MqttClient,
+    MqttError,
+    Will,
+    reason_text,
+    tls_context,
+)
+from protocol.topics import GateTopics, TopicError, parse_topic
 
 log = logging.getLogger(__name__)
 
-QOS_AT_LEAST_ONCE = 1
-#: PUBACK / SUBACK reason codes from 0x80 up are failures (MQTT 5, 2.4).
-REASON_FAILURE = 0x80
 #: How long a refused (ACL) publish pauses the event flow before it is tried again.
 DEFAULT_DENIED_PAUSE_SECONDS = 300.0
 DEFAULT_INITIAL_BACKOFF_SECONDS = 0.5
@@ -69,37 +71,6 @@ class UplinkState:
     published: int = 0
     denied: int = 0
     last_error: str | None = None
-
-
-class _Client(aiomqtt.Client):
-    """aiomqtt's client plus the PUBACK reason code, which ``publish()`` swallows.
-
-    A broker refusing a publish by ACL still sends a PUBACK (reason 0x87 under MQTT 5); taking
-    that for success would mark an event delivered that the station never got.  :meth:`send`
-    queues a publish synchronously (so the order of calls is the order on the wire) and returns a
-    future of its reason code.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._acks: dict[int, asyncio.Future[int]] = {}
-
-    def _on_publish(self, client: paho.Client, userdata: Any, mid: int,
-                    reason_code: ReasonCode, properties: Properties) -> None:
-        future = self._acks.pop(mid, None)
-        if future is not None and not future.done():
-            future.set_result(int(reason_code.value))
-        super()._on_publish(client, userdata, mid, reason_code, properties)
-
-    def send(self, topic: str, payload: bytes, *, retain: bool = False,
-             properties: Properties | None = None) -> asyncio.Future[int]:
-        """Queue a QoS 1 publish; the future resolves to its PUBACK reason code."""
-        info = self._client.publish(topic, payload, QOS_AT_LEAST_ONCE, retain, properties)
-        if info.rc != paho.MQTT_ERR_SUCCESS:
-            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._acks[info.mid] = future
-        return future
 
 
 def _cpu_temp_c() -> float | None:
@@ -150,6 +121,7 @@ class Uplink:
         self.password_env = password_env
         self.client_id = client_id or f"menjin-{gate}"
         self.commands = commands
+        self._retained_ignored = 0
         self.portraits = portraits
         self.legal_basis = legal_basis
         self.health_seconds = health_seconds
@@ -160,12 +132,11 @@ class Uplink:
         self.max_backoff_seconds = max_backoff_seconds
         self.denied_pause_seconds = denied_pause_seconds
         self.state = UplinkState()
-        base = f"{prefix}/{gate}"
-        self.status_topic = f"{base}/status"
-        self.events_topic = f"{base}/events"
-        self.health_topic = f"{base}/health"
-        self.captures_prefix = f"{base}/captures/"
-        self.cmd_prefix = f"{base}/cmd/"
+        self.prefix = prefix
+        self.topics = GateTopics(prefix, gate)
+        self.status_topic = self.topics.status
+        self.events_topic = self.topics.events
+        self.health_topic = self.topics.health
         self._started = time.monotonic()
         self._wake = asyncio.Event()
         self._denial_reported = False
@@ -202,31 +173,28 @@ class Uplink:
             "camera": extra.get("camera", "absent"),
             "cpu_temp_c": _cpu_temp_c(),
             "disk_free_bytes": disk_free,
+            # the station's gates view shows each door's state and mode, and raises tamper
+            **{key: extra[key] for key in ("doors", "tamper") if key in extra},
         }
 
     @staticmethod
     def _json(obj: Mapping[str, Any]) -> bytes:
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
-    def _client(self) -> _Client:
+    def _client(self) -> MqttClient:
         tls = None
         if self.ca_file is not None:
-            tls = aiomqtt.TLSParameters(
-                ca_certs=str(self.ca_file),
-                certfile=str(self.cert_file) if self.cert_file else None,
-                keyfile=str(self.key_file) if self.key_file else None,
-            )
+            tls = tls_context(self.ca_file, self.cert_file, self.key_file)
         password = None  # read at every connect: a rotated password needs no restart
         if self.password_file is not None:
             password = self.password_file.read_text(encoding="utf-8").strip()
         elif self.password_env is not None:
             password = os.environ.get(self.password_env)
-        return _Client(
-            self.host, self.port, username=self.username, password=password,
-            identifier=self.client_id, protocol=aiomqtt.ProtocolVersion.V5,
-            will=aiomqtt.Will(self.status_topic, self._json(self.status("offline")),
-                              qos=QOS_AT_LEAST_ONCE, retain=True),
-            tls_params=tls, keepalive=KEEPALIVE_SECONDS, max_inflight_messages=self.inflight,
+        return MqttClient(
+            self.host, self.port, client_id=self.client_id, username=self.username,
+            password=password, tls=tls,
+            will=Will(self.status_topic, self._json(self.status("offline"))),
+            keepalive=KEEPALIVE_SECONDS, max_inflight=self.inflight,
             logger=logging.getLogger(f"{__name__}.mqtt"),
         )
 
@@ -240,9 +208,9 @@ class Uplink:
             connects = self.state.connects
             try:
                 await self._session()
-            except* aiomqtt.MqttError as group:
+            except* MqttError as group:
                 error = "; ".join(str(e) for e in group.exceptions)
-            except* OSError as group:  # password file unreadable, TLS files missing ...
+            except* (OSError, ValueError) as group:  # password file unreadable, TLS files ...
                 error = "; ".join(str(e) for e in group.exceptions)
             self.state.connected = False
             self.state.last_error = error
@@ -264,50 +232,47 @@ class Uplink:
             log.info("uplink: connected to %s:%d as %s", self.host, self.port, self.client_id)
             try:
                 await client.publish(self.status_topic, self._json(self.status("online")),
-                                     qos=QOS_AT_LEAST_ONCE, retain=True)
+                                     retain=True)
                 await self._subscribe(client)
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._pump(client), name="uplink:events")
                     tasks.create_task(self._health_loop(client), name="uplink:health")
                     tasks.create_task(self._command_loop(client), name="uplink:commands")
             except asyncio.CancelledError:
-                with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                with contextlib.suppress(MqttError, TimeoutError):
                     await asyncio.wait_for(
                         client.publish(self.status_topic, self._json(self.status("offline")),
-                                       qos=QOS_AT_LEAST_ONCE, retain=True),
+                                       retain=True),
                         OFFLINE_PUBLISH_TIMEOUT_SECONDS)
                 raise
 
-    async def _subscribe(self, client: _Client) -> None:
+    async def _subscribe(self, client: MqttClient) -> None:
         if self.commands is None:
             return
-        topic = f"{self.cmd_prefix}#"
-        codes = await client.subscribe(
-            topic, options=SubscribeOptions(qos=QOS_AT_LEAST_ONCE, noLocal=True))
-        refused = [c for c in codes
-                   if (c.value if isinstance(c, ReasonCode) else c) >= REASON_FAILURE]
+        topic = self.topics.commands
+        codes = await client.subscribe(topic, qos=QOS_AT_LEAST_ONCE, no_local=True)
+        refused = [c for c in codes if c >= REASON_FAILURE]
         if refused and not self._subscribe_denial_reported:
             self._subscribe_denial_reported = True
             log.error("uplink: broker refused the subscription to %s (%s): station commands "
-                      "cannot reach this gate; check the broker ACL", topic, refused[0])
+                      "cannot reach this gate; check the broker ACL", topic,
+                      reason_text("SUBACK", refused[0]))
 
     # ------------------------------------------------------------------ events
 
-    def _send(self, client: _Client, item: Pending) -> list[asyncio.Future[int]]:
+    def _send(self, client: MqttClient, item: Pending) -> list[asyncio.Future[int]]:
         futures = []
         if self.portraits == "upload" and item.portrait is not None:
             with contextlib.suppress(FileNotFoundError):  # evicted meanwhile: event only
                 jpeg = self.journal.read_portrait(item.portrait)
-                props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-                props.ContentType = JPEG_CONTENT_TYPE
-                props.UserProperty = [("event_id", item.id), ("seq", str(item.seq)),
-                                      ("gate", self.gate), ("ts_ms", str(item.ts_ms))]
-                futures.append(client.send(f"{self.captures_prefix}{item.id}", jpeg,
-                                           properties=props))
-        futures.append(client.send(self.events_topic, item.payload))
+                futures.append(client.publish_nowait(
+                    self.topics.capture(item.id), jpeg, content_type=JPEG_CONTENT_TYPE,
+                    user_properties=[("event_id", item.id), ("seq", str(item.seq)),
+                                     ("gate", self.gate), ("ts_ms", str(item.ts_ms))]))
+        futures.append(client.publish_nowait(self.events_topic, item.payload))
         return futures
 
-    async def _pump(self, client: _Client) -> None:
+    async def _pump(self, client: MqttClient) -> None:
         """Publish pending events with at most ``inflight`` unacknowledged at any time."""
         inflight: deque[tuple[Pending, list[asyncio.Future[int]]]] = deque()
         acked: list[str] = []
@@ -342,8 +307,7 @@ class Uplink:
             self._denial_reported = True
             log.error("uplink: broker refused event seq %d on %s (reason 0x%02x, %s); it stays "
                       "in the journal; next try in %g s; check the broker ACL for this gate",
-                      item.seq, self.events_topic, code, ReasonCode(PacketTypes.PUBACK,
-                                                                    identifier=code),
+                      item.seq, self.events_topic, code, reason_text("PUBACK", code),
                       self.denied_pause_seconds)
         else:
             log.debug("uplink: event seq %d refused again (0x%02x)", item.seq, code)
@@ -357,25 +321,30 @@ class Uplink:
 
     # ------------------------------------------------------------------ health and commands
 
-    async def _health_loop(self, client: _Client) -> None:
+    async def _health_loop(self, client: MqttClient) -> None:
         while True:
-            await client.publish(self.health_topic, self._json(self.health()), qos=0)
+            await client.publish(self.health_topic, self._json(self.health()),
+                                 qos=QOS_AT_MOST_ONCE)
             await asyncio.sleep(self.health_seconds)
 
     def _command_name(self, topic: str) -> str | None:
-        """``<prefix>/<gate>/cmd/<name>`` → name; None for results and anything deeper."""
-        if not topic.startswith(self.cmd_prefix):
+        """``<prefix>/<gate>/cmd/<name>`` of this gate → name; None for results and the rest."""
+        try:
+            parsed = parse_topic(topic, self.prefix)
+        except TopicError:
             return None
-        name = topic[len(self.cmd_prefix):]
-        return name if name and "/" not in name else None
+        return parsed.name if parsed.kind == "command" and parsed.gate == self.gate else None
 
-    async def _command_loop(self, client: _Client) -> None:
-        async for message in client.messages:
-            name = self._command_name(str(message.topic))
+    async def _command_loop(self, client: MqttClient) -> None:
+        async for message in client.messages():
+            name = self._command_name(message.topic)
             if name is None or self.commands is None:
                 continue
-            payload = message.payload
-            raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
-            outcome = await self.commands.process(name, bytes(raw))
-            await client.publish(f"{self.cmd_prefix}{name}/result", self._json(outcome.result),
-                                 qos=QOS_AT_LEAST_ONCE)
+            if message.retain:  # a command is for now: a retained one would replay each start
+                self._retained_ignored += 1
+                log.log(logging.WARNING if self._retained_ignored == 1 else logging.DEBUG,
+                        "uplink: retained message on %s ignored (commands are never retained;"
+                        " clear it on the broker)", message.topic[:200])
+                continue
+            outcome = await self.commands.process(name, message.payload)
+            await client.publish(self.topics.result(name), self._json(outcome.result))

@@ -29,8 +29,8 @@ from daemon.config import CameraSection
 from daemon.events import Emit, Event
 from daemon.keys import KeyProviderError
 from daemon.passage import FACE_RECOGNISED, FACE_REFUSED, Passage
-from daemon.supervise import backoff_seconds
 from daemon.vision_wire import MAX_MESSAGE_BYTES, WireError, count, decode, encode, text
+from protocol.backoff import backoff_seconds
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +240,16 @@ class VisionLink:
         assert self._writer is not None
         self._writer.write(encode({"type": "show", "seconds": seconds,
                                    "photo": base64.b64encode(photo).decode()}))
+        await self._writer.drain()
+
+    async def plug(self, door: str, present: bool) -> None:
+        """Unplug (or plug back) the synthetic camera of the vision process (simulate mode).
+
+        Raises LookupError when this door has no running vision process.
+        """
+        if self.door != door or self._writer is None:
+            raise LookupError(f"door {door} has no running vision process")
+        self._writer.write(encode({"type": "plug", "present": present}))
         await self._writer.drain()
 
 

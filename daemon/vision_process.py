@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from daemon import logsetup
-from daemon.config import GateConfig, VisionSection
+from daemon.config import CameraSection, GateConfig, VisionSection
 from daemon.configfile import EX_CONFIG, ConfigError, load_config
 from daemon.faces import template_store
 from daemon.keys import KEY_BYTES
+from daemon.liveness import build_liveness
 from daemon.vision_wire import HEALTH_SECONDS, MAX_MESSAGE_BYTES, WireError, decode, encode
 
 log = logging.getLogger("daemon.vision_process")  # also when run as __main__
@@ -46,11 +47,11 @@ def raise_oom_score(value: int = VISION_OOM_SCORE_ADJ) -> None:
         log.warning("vision: cannot set oom_score_adj (%s)", exc)
 
 
-def build_pipeline(vision: VisionSection, portraits: str, template_key: bytes) -> Any:
+def build_pipeline(vision: VisionSection, portraits: str, template_key: bytes, *,
+                   camera: CameraSection | None = None, nir_frames: Any = None) -> Any:
     """Config → face models, template gallery and pipeline (blocking: model loading)."""
     from vision.embed import default_match_threshold
-    from vision.liveness import LivenessGate
-    from vision.models import load_detector, load_embedder, load_liveness
+    from vision.models import load_detector, load_embedder, load_refiner
     from vision.pipeline import FacePipeline, PipelineSettings
     from vision.quality import QualityThresholds
 
@@ -58,17 +59,18 @@ def build_pipeline(vision: VisionSection, portraits: str, template_key: bytes) -
     detector = load_detector(det.kind, det.path, input_size=det.input_size,
                              score_threshold=det.score_threshold, roi=det.roi,
                              threads=vision.threads)
-    embedder = load_embedder(vision.embedder.kind, vision.embedder.path, threads=vision.threads)
-    liveness = None
-    if vision.liveness is not None:
-        liveness = LivenessGate(load_liveness(vision.liveness.kind, vision.liveness.paths,
-                                              threads=vision.threads), vision.liveness.threshold)
+    embedder = load_embedder(vision.embedder.kind, vision.embedder.path, threads=vision.threads,
+                             mirror=vision.embedder.mirror_average)
+    refiner = (load_refiner(det.kind, det.path, threads=vision.threads)
+               if vision.refine_landmarks else None)
+    liveness = build_liveness(vision, camera, nir_frames)
     threshold = vision.match_threshold or default_match_threshold(vision.embedder.kind)
     gallery = template_store(vision, template_key).load_gallery(embedder.dim, threshold=threshold,
                                                   margin=vision.match_margin)
     log.info("vision: %d enrolled person(s), match threshold %.2f", len(gallery), threshold)
     settings = PipelineSettings(
-        agree_frames=vision.agree_frames, portraits=portraits,
+        agree_frames=vision.agree_frames, fuse_frames=vision.fuse_frames, detector_kind=det.kind,
+        portraits=portraits,
         portrait_margin=vision.portrait_margin, portrait_size_px=vision.portrait_size,
         quality=QualityThresholds(
             min_face_px_recognise=q.min_face_px_recognise,
@@ -77,7 +79,8 @@ def build_pipeline(vision: VisionSection, portraits: str, template_key: bytes) -
             min_sharpness_capture=q.min_sharpness_capture,
         ),
     )
-    return FacePipeline(detector, embedder, gallery, liveness=liveness, settings=settings)
+    return FacePipeline(detector, embedder, gallery, liveness=liveness, settings=settings,
+                        refiner=refiner)
 
 
 class Session:
@@ -148,8 +151,10 @@ class Session:
         cam, vision = self.camera_section, self.vision_section
         heartbeat = asyncio.create_task(self.heartbeat(), name="heartbeat")
         try:
+            nir_camera, nir_frames = self.nir_camera(loop)
             pipeline = await asyncio.to_thread(build_pipeline, vision,
-                                               self.config.privacy.portraits, self._template_key)
+                                               self.config.privacy.portraits, self._template_key,
+                                               camera=cam, nir_frames=nir_frames)
             size = (cam.width, cam.height)
             self.synthetic = SyntheticSource(size) if self.config.hardware.simulate else None
             source = self.synthetic or open_source(cam.source, size=size, fps=cam.fps)
@@ -163,11 +168,15 @@ class Session:
             )
             self.worker.start()
             camera.start()
+            if nir_camera is not None:
+                nir_camera.start()
             try:
                 self.send({"type": "ready", "door": cam.door})
                 await self.commands(reader)  # returns at end of file: the daemon went away
             finally:
                 await asyncio.to_thread(camera.stop)
+                if nir_camera is not None:
+                    await asyncio.to_thread(nir_camera.stop)
                 await asyncio.to_thread(self.worker.stop)  # ends open tracks: their captures
                 await asyncio.sleep(0)  # run the deliveries queued by the stop
                 with contextlib.suppress(ConnectionError):
@@ -177,11 +186,36 @@ class Session:
             with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                 await heartbeat
 
+    def nir_camera(self, loop: asyncio.AbstractEventLoop) -> tuple[Any, Any]:
+        """The NIR camera feeding the frame buffer the liveness check pairs with (or Nones)."""
+        from drivers.camera import Camera, SyntheticSource, open_source
+        from vision.nir import NirFrames
+
+        cam = self.camera_section
+        if cam.nir is None:
+            return None, None
+        frames = NirFrames()
+        nir = cam.nir
+        size = (nir.width, nir.height)
+        # Simulate mode has no infrared scene: an empty one, so faces fail NIR (fail closed).
+        source = (SyntheticSource(size) if self.config.hardware.simulate
+                  else open_source(nir.source, size=size, fps=nir.fps))
+        camera = Camera(
+            source, fps=nir.fps, name=f"camera:{cam.door}:nir",
+            on_frame=lambda frame: frames.push(frame.image, frame.ts),
+            on_fault=lambda reason: self.send_threadsafe(
+                loop, {"type": "camera", "state": "fault", "detail": f"NIR: {reason}"}),
+            on_restored=lambda: self.send_threadsafe(loop, {"type": "camera", "state": "ok"}),
+        )
+        return camera, frames
+
     async def commands(self, reader: asyncio.StreamReader) -> None:
         while line := await reader.readline():
             message = decode(line)
             if message["type"] == "show" and self.synthetic is not None:
                 self.show(message)
+            elif message["type"] == "plug" and self.synthetic is not None:
+                self.synthetic.unplug(present=message.get("present") is True)
 
     def show(self, message: dict[str, Any]) -> None:
         import cv2

@@ -3,6 +3,8 @@
 Vendors disagree on everything but the line: decimal or hex, byte order of the number, a prefix
 such as ``ID:`` or a suffix such as a checksum.  Either strip a fixed prefix/suffix and read the
 rest as a number, or give a regular expression whose named group ``card`` holds the number.
+A partial line followed by silence longer than the inter-character timeout is dropped: a reader
+that cut a line (power dip, unplug) must not glue its digits onto the next card's.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from drivers.card import CardRead, Presentation, ReadSink
+from drivers.card import CardRead, ReadSink
 from drivers.serial_port import SerialTransport
 
 log = logging.getLogger(__name__)
 
 #: Longer lines are noise (or a wrong baud rate); they are dropped up to the next line end.
 MAX_LINE_BYTES = 80
+#: Characters of one line arrive ~1 ms apart at 9600 baud; a longer pause means the line was cut.
+INTER_CHAR_TIMEOUT_MS = 50
 LINE_ENDS = b"\r\n"
 ByteOrder = Literal["big", "little"]
 
@@ -50,6 +54,7 @@ class AsciiLineParser:
         strip_suffix: str = "",
         pattern: str | None = None,
         max_line_bytes: int = MAX_LINE_BYTES,
+        inter_char_timeout_ms: float | None = INTER_CHAR_TIMEOUT_MS,
     ) -> None:
         if number_base not in (10, 16):
             raise ValueError(f"number_base must be 10 or 16, not {number_base}")
@@ -63,11 +68,24 @@ class AsciiLineParser:
         if self.pattern is not None and "card" not in self.pattern.groupindex:
             raise ValueError("the regular expression needs a named group (?P<card>...)")
         self.max_line_bytes = max_line_bytes
+        self.timeout_s = None if inter_char_timeout_ms is None else inter_char_timeout_ms / 1000
         self._line = bytearray()
         self._overlong = False
+        self._last_s: float | None = None
 
-    def feed(self, data: bytes) -> list[AsciiCard | AsciiRejected]:
+    def feed(self, data: bytes, now: float | None = None) -> list[AsciiCard | AsciiRejected]:
+        """Parse ``data`` that arrived at ``now`` (monotonic seconds; None: no timeout check)."""
         out: list[AsciiCard | AsciiRejected] = []
+        if now is not None:
+            last, self._last_s = self._last_s, now
+            silent = 0.0 if last is None else now - last
+            if (self.timeout_s is not None and silent > self.timeout_s
+                    and (self._line or self._overlong)):
+                out.append(AsciiRejected(
+                    "timeout", f"line cut: {len(self._line)} bytes, then "
+                    f"{silent * 1000:.0f} ms silence"))
+                self._line.clear()
+                self._overlong = False
         for byte in data:
             if byte in LINE_ENDS:
                 if self._overlong:
@@ -131,18 +149,19 @@ class AsciiReader:
         pattern: str | None = None,
         name: str = "ascii",
         repeat_window_ms: int = 1500,
-        presentation: Presentation = "decimal",
         keep_bits: int | None = None,
         retry_max_seconds: float = 10.0,
+        inter_char_timeout_ms: float | None = INTER_CHAR_TIMEOUT_MS,
     ) -> None:
         self.name = name
         self._new_parser = functools.partial(
             AsciiLineParser, number_base=number_base, byte_order=byte_order,
             strip_prefix=strip_prefix, strip_suffix=strip_suffix, pattern=pattern,
+            inter_char_timeout_ms=inter_char_timeout_ms,
         )
         self._parser = self._new_parser()  # validates the options at construction
         self._sink = ReadSink(name, on_card=on_card, repeat_window_ms=repeat_window_ms,
-                              style=presentation, keep_bits=keep_bits)
+                              keep_bits=keep_bits)
         self.stats = self._sink.stats
         self._on_raw = on_raw
         self.transport = SerialTransport(
@@ -157,7 +176,7 @@ class AsciiReader:
         arrived_ns = time.perf_counter_ns()
         if self._on_raw is not None:
             self._on_raw(data)
-        for item in self._parser.feed(data):
+        for item in self._parser.feed(data, time.monotonic()):
             if isinstance(item, AsciiCard):
                 self._sink.card(item.value, card_format="ascii", bits=item.bits,
                                 read_ns=arrived_ns)

@@ -32,6 +32,8 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from protocol.backoff import Backoff
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
@@ -205,6 +207,13 @@ class SyntheticSource:
         self._lock = threading.Lock()
         self._scene = self.background
         self._until = 0.0
+        self._present = True
+
+    def unplug(self, present: bool = False) -> None:
+        """Take the simulated device away (``present=False``), as a USB camera pulled out, or
+        plug it back: while it is away ``open`` and ``read`` fail like a vanished device."""
+        with self._lock:
+            self._present = present
 
     def show(self, photo: np.ndarray, seconds: float) -> None:
         """Show ``photo`` (BGR) for ``seconds``, then the empty scene again."""
@@ -221,10 +230,15 @@ class SyntheticSource:
             self._until = self._clock() + seconds
 
     def open(self) -> None:
-        """Nothing to open: the synthetic scene is always there."""
+        """Nothing to open: the synthetic scene is there unless it was unplugged."""
+        with self._lock:
+            if not self._present:
+                raise CameraError("synthetic camera: no such device (unplugged)")
 
     def read(self) -> np.ndarray:
         with self._lock:
+            if not self._present:
+                raise CameraError("synthetic camera: device gone (unplugged)")
             if self._scene is not self.background and self._clock() >= self._until:
                 self._scene = self.background
             return self._scene.copy()
@@ -292,7 +306,9 @@ class Camera:
         self.backoff_max_seconds = backoff_max_seconds
         self.faulted = False
         self.open_attempts = 0
-        self.backoff_seconds = backoff_initial_seconds
+        #: The delay before the current reconnect attempt (0 while frames flow).
+        self.backoff_seconds = 0.0
+        self._backoff = Backoff(backoff_initial_seconds, backoff_max_seconds)
         self._consumer_failed = False
         self._latest: Frame | None = None
         self._seq = 0
@@ -340,7 +356,7 @@ class Camera:
         return latest if latest is not None and latest.seq > after_seq else None
 
     def _run(self) -> None:
-        self.backoff_seconds = self.backoff_initial_seconds
+        self._backoff.reset()
         while not self._stop.is_set():
             try:
                 self.open_attempts += 1
@@ -352,9 +368,9 @@ class Camera:
                 self._fault(f"camera {self.name}: {exc}")
             finally:
                 self.source.close()
+            self.backoff_seconds = self._backoff.next()
             if self._stop.wait(self.backoff_seconds):
                 return
-            self.backoff_seconds = min(self.backoff_seconds * 2, self.backoff_max_seconds)
 
     def _stream(self) -> None:
         """Read until the source fails or the camera is stopped."""
@@ -362,7 +378,7 @@ class Camera:
         while not self._stop.is_set():
             image = self.source.read()
             now = time.monotonic()
-            self.backoff_seconds = self.backoff_initial_seconds
+            self._backoff.reset()
             if self.faulted:
                 self.faulted = False
                 log.info("%s: back", self.name)

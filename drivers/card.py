@@ -1,10 +1,10 @@
 """What every card reader hands out, and the one way a card number becomes a credential.
 
 A resident's card must give the same credential whether it is read by a serial EM4100 reader at
-the pedestrian gate or by a Wiegand-26 reader at the car barrier, so all readers reduce a card to
-its data bits (``value``) and present them through :func:`card_credential`.  The Wiegand-26
-"facility:number" printed on EM4100 cards is bits 16..23 and 0..15 of that value, which is why the
-``facility_number`` style derives facility and number from the value when the reader has none.
+the pedestrian gate or by a Wiegand-26 reader at the car barrier, and whatever form the installer
+typed it in: all readers reduce a card to its data bits (``value``) and present them through
+:func:`card_credential`, which gives the canonical card string of :mod:`protocol.cards` (the
+store, revocations, imports and the station use the same function).
 
 The plumbing every reader shares (counting malformed input, rate-limited debug logs with masked
 numbers, one read per presentation, the raw tap) lives in :class:`ReadSink`.
@@ -18,16 +18,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Literal
 
 log = logging.getLogger(__name__)
 
-Presentation = Literal["decimal", "hex", "facility_number"]
-PRESENTATIONS: tuple[Presentation, ...] = ("decimal", "hex", "facility_number")
-
-#: Bits of a Wiegand-26 card number; the facility code sits right above them.
-W26_NUMBER_BITS = 16
-W26_FACILITY_BITS = 8
 #: Digits left visible when a credential appears in a log line.
 MASK_VISIBLE_DIGITS = 4
 #: At most this many "malformed input" debug lines per reader per window.
@@ -35,40 +28,19 @@ MALFORMED_LOG_BURST = 5
 MALFORMED_LOG_WINDOW_SECONDS = 60.0
 
 
-def card_credential(
-    value: int,
-    *,
-    facility: int | None = None,
-    number: int | None = None,
-    bits: int | None = None,
-    style: Presentation = "decimal",
-    keep_bits: int | None = None,
-) -> str:
-    """The canonical credential string of a card.
+def card_credential(value: int, *, keep_bits: int | None = None) -> str:
+    """The canonical credential string of a card read (decimal, no leading zeros).
 
     ``value`` is all data bits of the card (EM4100: 40 bits; Wiegand: facility and number
     together, parity removed; ASCII: the number read).  ``keep_bits`` keeps only the low bits, so
     a site that mixes 40-bit serial readers with 26-bit Wiegand readers can compare the 24 bits
-    both see.  ``decimal`` is ``str(value)``, ``hex`` is upper-case and zero-padded to ``bits``,
-    ``facility_number`` is ``"FFF:NNNNN"`` (zero-padded, as printed on cards).
+    both see (32 bits match the 10-digit number printed on EM4100 cards).
     """
     if value < 0:
         raise ValueError(f"card value must not be negative: {value}")
     if keep_bits is not None:
         value &= (1 << keep_bits) - 1
-        bits = keep_bits if bits is None else min(bits, keep_bits)
-        facility = number = None  # a truncated card has no format-specific split any more
-    if style == "decimal":
-        return str(value)
-    if style == "hex":
-        digits = ((bits or value.bit_length()) + 3) // 4
-        return f"{value:0{max(digits, 1)}X}"
-    if style == "facility_number":
-        if facility is None or number is None:
-            facility = (value >> W26_NUMBER_BITS) & ((1 << W26_FACILITY_BITS) - 1)
-            number = value & ((1 << W26_NUMBER_BITS) - 1)
-        return f"{facility:03d}:{number:05d}"
-    raise ValueError(f"unknown card presentation {style!r} (one of {', '.join(PRESENTATIONS)})")
+    return str(value)  # decimal, no leading zeros: the canonical form of protocol.cards
 
 
 def mask(credential: str) -> str:
@@ -132,14 +104,10 @@ class ReadSink:
         *,
         on_card: Callable[[CardRead], None],
         repeat_window_ms: int = 1500,
-        style: Presentation = "decimal",
         keep_bits: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if style not in PRESENTATIONS:
-            raise ValueError(f"unknown card presentation {style!r}")
         self.name = name
-        self.style: Presentation = style
         self.keep_bits = keep_bits
         self._on_card = on_card
         self._repeats = RepeatFilter(repeat_window_ms, clock=clock)
@@ -164,10 +132,7 @@ class ReadSink:
     ) -> None:
         """A well-formed frame: present it and hand it on unless it repeats the last card."""
         self._counters["frames_ok"] += 1
-        credential = card_credential(
-            value, facility=facility, number=number, bits=bits,
-            style=self.style, keep_bits=self.keep_bits,
-        )
+        credential = card_credential(value, keep_bits=self.keep_bits)
         if not self._repeats.fresh(credential):
             self._counters["repeats"] += 1
             return

@@ -5,6 +5,11 @@ so one factory chosen here is shared by all of them: real lines on a board, gpio
 ``MockFactory`` pins in simulate mode and tests.  A backend whose library is missing fails with
 the exact install hint instead of gpiozero's silent fallback to another library (which on a Pi 5
 would be one that cannot drive its pins).
+
+There is no RPi.GPIO backend: its edge detection reports that an edge happened, not the level
+after it, so a 5 ms contact glitch (two edges close together) could leave a door input believing
+the wrong level and the next real opening produced no event.  lgpio reports every edge with its
+level and runs on every Raspberry Pi model, old ones included.
 """
 
 from __future__ import annotations
@@ -18,12 +23,11 @@ from gpiozero.pins.mock import MockFactory
 log = logging.getLogger(__name__)
 
 #: Backend names of the config, in the order an installer should prefer them.
-BACKENDS: Final = ("lgpio", "rpigpio", "mock")
+BACKENDS: Final = ("lgpio", "mock")
 
 INSTALL_HINTS: Final = {
     "lgpio": "gpio backend lgpio needs the lgpio module: apt install python3-lgpio "
     "(or pip install 'menjin[pi]')",
-    "rpigpio": "gpio backend rpigpio needs RPi.GPIO: apt install python3-rpi.gpio",
 }
 
 
@@ -32,7 +36,7 @@ class GpioBackendError(RuntimeError):
 
 
 def pin_factory(backend: str) -> Factory:
-    """A new pin factory for ``backend`` ('lgpio' on a Pi 4/5, 'rpigpio' on older Pis, 'mock').
+    """A new pin factory for ``backend`` ('lgpio' on any Raspberry Pi, 'mock' for simulation).
 
     Raises :class:`GpioBackendError` for an unknown name or a backend whose library is absent.
     """
@@ -43,10 +47,6 @@ def pin_factory(backend: str) -> Factory:
             from gpiozero.pins.lgpio import LGPIOFactory
 
             return LGPIOFactory()
-        if backend == "rpigpio":
-            from gpiozero.pins.rpigpio import RPiGPIOFactory
-
-            return RPiGPIOFactory()
     except ImportError as exc:
         raise GpioBackendError(INSTALL_HINTS[backend]) from exc
     raise GpioBackendError(f"unknown gpio backend {backend!r} (use one of {', '.join(BACKENDS)})")

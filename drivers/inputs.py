@@ -4,9 +4,8 @@ Each is a gpiozero ``DigitalInputDevice`` with the internal pull-up, so an open 
 and a closed one pulls the line low.  Installers wire switches either normally-open or
 normally-closed; the driver hides that and reports what the switch *means* (``asserted``: door
 open, button pressed, housing opened).  ``debounce_ms`` becomes gpiozero's ``bounce_time``.  Not
-every pin factory honours it (``MockFactory`` ignores it, RPi.GPIO drops edges instead of
-settling), so the door controller re-reads the level after the same time rather than trusting
-single edges.
+every pin factory honours it (``MockFactory`` ignores it), so the door controller re-reads the
+level after the same time rather than trusting single edges.
 """
 
 from __future__ import annotations

@@ -22,8 +22,9 @@ from typing import Any
 
 import serial
 
-from drivers.card import CardRead, Presentation, ReadSink
-from drivers.wiegand import WiegandError, check_formats, decode
+from drivers.card import CardRead, ReadSink
+from drivers.wiegand import WiegandError, WiegandKey, check_formats, decode
+from protocol.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ RETRY_INITIAL_SECONDS = 0.5
 RETRY_MAX_SECONDS = 10.0
 #: OSDP LED and buzzer timers count in units of 100 ms.
 OSDP_TIME_UNIT_MS = 100
+#: The timer of a temporary LED command, in OSDP time units, as libosdp takes it (one byte).
+OSDP_MAX_TIMER_UNITS = 255
 #: LED colours by installer name (OSDP colour codes).
 LED_COLOURS = {"off": 0, "red": 1, "green": 2, "amber": 3, "blue": 4,
                "magenta": 5, "cyan": 6, "white": 7}
@@ -80,7 +83,6 @@ class OsdpReader:
         formats: Sequence[str] = ("h10301", "34bit", "h10304"),
         name: str = "osdp",
         repeat_window_ms: int = 1500,
-        presentation: Presentation = "decimal",
         keep_bits: int | None = None,
         online_timeout_seconds: float = ONLINE_TIMEOUT_SECONDS,
         retry_max_seconds: float = RETRY_MAX_SECONDS,
@@ -96,7 +98,7 @@ class OsdpReader:
         self.online_timeout_seconds = online_timeout_seconds
         self.retry_max_seconds = retry_max_seconds
         self._sink = ReadSink(name, on_card=on_card, repeat_window_ms=repeat_window_ms,
-                              style=presentation, keep_bits=keep_bits)
+                              keep_bits=keep_bits)
         self.stats = self._sink.stats
         self._on_fault = on_fault
         self._on_restored = on_restored
@@ -108,15 +110,26 @@ class OsdpReader:
         self.faulted = False
 
     # ------------------------------------------------------------------ commands
-    def led(self, colour: str, *, seconds: float = 1.0, blink_ms: int = 0) -> bool:
-        """Light the reader's LED in ``colour`` for ``seconds`` (blinking if ``blink_ms``)."""
+    def feedback(self) -> OsdpFeedback:
+        """This reader's LED and buzzer as a door feedback sink."""
+        return OsdpFeedback(self)
+
+    def led(self, colour: str, *, seconds: float = 1.0, blink_ms: int = 0,
+            permanent: bool = False) -> bool:
+        """Light the reader's LED in ``colour`` for ``seconds`` (blinking if ``blink_ms``).
+
+        ``permanent`` sets the LED's resting state instead (no timer): a temporary colour shows
+        over it and the LED returns to it afterwards.  Temporary timers are capped at
+        ``OSDP_MAX_TIMER_UNITS`` (25.5 s).
+        """
         units = max(1, round(blink_ms / OSDP_TIME_UNIT_MS)) if blink_ms else 0
+        timer = min(OSDP_MAX_TIMER_UNITS, max(1, round(seconds * 1000 / OSDP_TIME_UNIT_MS)))
         command = {
             "command": load_libosdp().Command.LED, "reader": 0, "led_number": 0,
-            "control_code": 1, "temporary": True,
+            "control_code": 1, "temporary": not permanent,
             "on_count": units or 1, "off_count": units,  # no off time: steady
             "on_color": LED_COLOURS[colour], "off_color": LED_COLOURS["off"],
-            "timer_count": max(1, round(seconds * 1000 / OSDP_TIME_UNIT_MS)),
+            "timer_count": 0 if permanent else timer,
         }
         return self._submit(command)
 
@@ -143,14 +156,13 @@ class OsdpReader:
     # ------------------------------------------------------------------ life cycle
     async def run(self) -> None:
         osdp = load_libosdp()
-        delay = RETRY_INITIAL_SECONDS
+        backoff = Backoff(RETRY_INITIAL_SECONDS, self.retry_max_seconds)
         while True:
             reason = await self._session(osdp)
             self._fault(reason)
             if self._was_online:  # it worked until now: try again soon
-                delay = RETRY_INITIAL_SECONDS
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.retry_max_seconds)
+                backoff.reset()
+            await asyncio.sleep(backoff.next())
 
     async def _session(self, osdp: ModuleType) -> str:
         """Open the port and poll the reader until it fails; returns why it ended."""
@@ -234,6 +246,11 @@ class OsdpReader:
         except WiegandError as exc:
             self._sink.malformed(exc.counter, str(exc))
             return
+        if isinstance(card, WiegandKey):  # a keypad behind an OSDP converter
+            self._sink.count("keypresses")
+            if self._on_keypad is not None:
+                self._on_keypad(card.key)
+            return
         self._sink.card(card.value, card_format=card.format, bits=card.bits,
                         facility=card.facility, number=card.number, read_ns=arrived_ns)
 
@@ -267,3 +284,56 @@ def _serial_channel(osdp: ModuleType, port: serial.Serial) -> Any:
             return None
 
     return SerialChannel()
+
+
+GRANTED_LED_SECONDS = 2.0
+DENIED_LED_SECONDS = 1.0
+DENIED_BEEPS = 3
+ALARM_BLINK_MS = 500
+
+
+class OsdpFeedback:
+    """A door's feedback on an OSDP reader's own LED and buzzer (green and one beep: granted;
+    red flashes and three beeps: denied; red blinking: alarm such as door held; red steady:
+    lockdown).  Commands to an offline reader are dropped: it shows nothing stale later."""
+
+    def __init__(self, reader: OsdpReader) -> None:
+        self.reader = reader
+        self._alarm = False
+        self._lockdown = False
+
+    def __repr__(self) -> str:
+        return f"OsdpFeedback({self.reader.name})"
+
+    def unlocked(self, active: bool) -> None:
+        if active and not (self._alarm or self._lockdown):
+            self.reader.led("green", seconds=GRANTED_LED_SECONDS)
+
+    def granted(self) -> None:
+        if not self._alarm:
+            self.reader.led("green", seconds=GRANTED_LED_SECONDS)
+            self.reader.beep(count=1)
+
+    def denied(self) -> None:
+        if not self._alarm:
+            self.reader.led("red", seconds=DENIED_LED_SECONDS, blink_ms=100)
+            self.reader.beep(count=DENIED_BEEPS)
+
+    def alarm(self, active: bool) -> None:
+        self._alarm = active
+        self._state()
+        if active:
+            self.reader.beep(count=DENIED_BEEPS)
+
+    def lockdown(self, active: bool) -> None:
+        self._lockdown = active
+        self._state()
+
+    def _state(self) -> None:
+        """The LED's resting state: red blinking (alarm), red (lockdown) or off."""
+        if self._alarm:
+            self.reader.led("red", blink_ms=ALARM_BLINK_MS, permanent=True)
+        elif self._lockdown:
+            self.reader.led("red", permanent=True)
+        else:
+            self.reader.led("off", permanent=True)

@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import serial
 
+from protocol.backoff import Backoff
+
 log = logging.getLogger(__name__)
 
 #: Largest chunk taken from the port per readiness callback.
@@ -67,14 +69,13 @@ class SerialTransport:
         return serial.Serial(self.port, self.baud, timeout=0, exclusive=True)
 
     async def run(self) -> None:
-        delay = self.retry_initial_seconds
+        backoff = Backoff(self.retry_initial_seconds, self.retry_max_seconds)
         while True:
             try:
                 port = self._open()
             except (OSError, serial.SerialException, ValueError) as exc:
                 self._fault(f"port {self.port} unavailable: {_reason(exc)}")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.retry_max_seconds)
+                await asyncio.sleep(backoff.next())
                 continue
             try:
                 self.opens += 1
@@ -84,14 +85,14 @@ class SerialTransport:
                     self.faulted = False
                     log.info("reader %s: port %s back", self.name, self.port)
                     self._on_restored()
-                delay = self.retry_initial_seconds
+                backoff.reset()
                 await self._pump(port)
             except PortLostError as exc:
                 self._fault(f"port {self.port} lost: {exc}")
             finally:
                 with contextlib.suppress(OSError, serial.SerialException):
                     port.close()
-            await asyncio.sleep(delay)
+            await asyncio.sleep(backoff.next())
 
     def _fault(self, reason: str) -> None:
         if self.faulted:

@@ -1,8 +1,9 @@
 """``menjin station ...``: run the receiver and web page, create the signing key, send commands.
 
-Registered by ``menjin/cli.py`` (``app.add_typer(station_app, name="station")``).  Command
-results are printed as JSON; the exit status is 0 when the gate accepted, 1 when it refused or did
-not answer, 78 for a bad ``station.yaml``.
+Registered by ``menjin/cli.py`` (``app.add_typer(station_app, name="station")``).  ``open``
+and ``mode`` print the gate's answer as a sentence (``--json`` for the raw result; the other
+commands print JSON); ``user`` manages the web page's accounts.  The exit status is 0 when the
+gate accepted, 1 when it refused or did not answer, 78 for a bad ``station.yaml``.
 """
 
 from __future__ import annotations
@@ -60,6 +61,20 @@ def _config(path: Path) -> StationConfig:
         raise typer.Exit(EX_CONFIG) from None
 
 
+@station_app.command("check-config")
+def check_config_command(
+    config: Annotated[Path, typer.Argument(help="The station's config file (station.yaml).")],
+) -> None:
+    """Validate station.yaml: every problem at once, as FILE:LINE:COL: key: message.
+
+    Example: menjin station check-config /etc/menjin/station.yaml
+    """
+    loaded = _config(config)
+    typer.echo(f"{config}: OK: broker {loaded.mqtt.host}:{loaded.mqtt.port}, "
+               f"signing key {loaded.signing_key}, web page "
+               f"{f'{loaded.web.bind}:{loaded.web.port}' if loaded.web.enabled else 'off'}")
+
+
 def _logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT,
                         stream=sys.stderr)
@@ -88,10 +103,10 @@ def run(
     config = _config(config_path)
     store = _store(config)
     from station.receiver import Receiver
-    from station.web import WebConfigError, create_app, serve, web_password
+    from station.web import WebConfigError, check_web_config, create_app, serve
 
     try:
-        password = web_password(config.web) if config.web.enabled else None
+        check_web_config(config.web)
     except WebConfigError as exc:
         typer.echo(f"{config_path}: {exc}", err=True)
         raise typer.Exit(EX_CONFIG) from None
@@ -103,8 +118,7 @@ def run(
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(Receiver(config, store).run(), name="station:receiver")
             if config.web.enabled:
-                app = create_app(store, config.web, password=password,
-                                 face_persons_warn_at=config.face_persons_warn_at)
+                app = create_app(store, config)
                 log.info("station: web page on http://%s:%s/", config.web.bind, config.web.port)
                 tasks.create_task(serve(app, config.web), name="station:web")
 
@@ -186,12 +200,23 @@ def wrap_command(
 Sender = Callable[[StationConfig, Ed25519PrivateKey, "Store"], Coroutine[Any, Any, dict[str, Any]]]
 
 
-def _send(config_path: Path, sender: Sender) -> None:
-    """Load the config and key, run ``sender``, print the gate's result and exit accordingly."""
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the gate's raw JSON result.")]
+
+
+def _send(config_path: Path, sender: Sender, *, raw: bool = True,
+          target: tuple[str, str] | None = None) -> None:
+    """Load the config and key, run ``sender``, print the gate's result and exit accordingly.
+
+    ``raw`` prints the JSON result, else one sentence (:mod:`station.results`); a ``target``
+    (gate, door) the station does not know is refused before anything is sent.
+    """
     _logging(False)
     config = _config(config_path)
     store = _store(config)
     try:
+        if target is not None:
+            from station.doorcontrol import check_target
+            check_target(store, *target)
         key = signing_key(config.signing_key)
         result = asyncio.run(sender(config, key, store))
     except CommandError as exc:
@@ -199,7 +224,12 @@ def _send(config_path: Path, sender: Sender) -> None:
         raise typer.Exit(EXIT_REFUSED) from None
     finally:
         store.close()
-    typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
+    if raw:
+        typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        from station.i18n import translations
+        from station.results import describe
+        typer.echo(describe(result, translations("en").gettext))
     if result.get("ok") is not True:
         raise typer.Exit(EXIT_REFUSED)
 
@@ -217,12 +247,14 @@ def open_command(
     door: Annotated[str, typer.Argument(help="Door id at that gate.")],
     seconds: Annotated[float, typer.Option(min=0.5, max=600, help="Unlock time.")] = 5.0,
     config_path: ConfigPath = Path("station.yaml"),
+    raw: JsonOption = False,
 ) -> None:
     """Unlock one door of one gate remotely (signed) and print the gate's answer.
 
     Example: menjin station open xingfuli-north front --seconds 5 -c station.yaml
     """
-    _send(config_path, _command(gate, "open", open_args(door, seconds)))
+    _send(config_path, _command(gate, "open", open_args(door, seconds)), raw=raw,
+          target=(gate, door))
 
 
 @station_app.command("mode")
@@ -233,12 +265,14 @@ def mode_command(
         help="normal, hold_open (unlocked hours) or lockdown (only signed remote opens and, on "
         "egress routes, exit buttons open the door).")],
     config_path: ConfigPath = Path("station.yaml"),
+    raw: JsonOption = False,
 ) -> None:
     """Put one door of one gate into normal, hold_open or lockdown mode (signed).
 
     Example: menjin station mode xingfuli-north front lockdown -c station.yaml
     """
-    _send(config_path, _command(gate, "mode", mode_args(door, mode)))
+    _send(config_path, _command(gate, "mode", mode_args(door, mode)), raw=raw,
+          target=(gate, door))
 
 
 @station_app.command("sync")
@@ -285,3 +319,67 @@ def enrol_command(
         typer.echo(str(exc), err=True)
         raise typer.Exit(EXIT_REFUSED) from None
     _send(config_path, _command(gate, "enrol", args))
+
+
+user_app = typer.Typer(help="Operator accounts of the web page.", no_args_is_help=True)
+station_app.add_typer(user_app, name="user")
+UserName = Annotated[str, typer.Argument(help="Operator user name.")]
+
+
+def _accounts(config_path: Path, action: Callable[[Any], None]) -> None:
+    from station.accounts import AccountError, Accounts
+
+    config = _config(config_path)
+    store = _store(config)
+    try:
+        action(Accounts(store))
+    except AccountError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_REFUSED) from None
+    finally:
+        store.close()
+
+
+def _new_password() -> str:
+    """The password from stdin when piped, else asked twice on the terminal."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+@user_app.command("add")
+def user_add(
+    name: UserName,
+    role: Annotated[str, typer.Option(
+        help="viewer (reads), operator (also opens doors, changes modes, acknowledges alarms) "
+        "or admin (also the administration view).")] = "viewer",
+    config_path: ConfigPath = Path("station.yaml"),
+) -> None:
+    """Create an operator account; the password is asked (or read from stdin).
+
+    Example: menjin station user add wangfang --role operator -c station.yaml
+    """
+    password = _new_password()
+    _accounts(config_path, lambda accounts: accounts.add(name, role, password))
+    typer.echo(f"user {name} added ({role})")
+
+
+@user_app.command("remove")
+def user_remove(name: UserName, config_path: ConfigPath = Path("station.yaml")) -> None:
+    """Delete an operator account and end its sessions.
+
+    Example: menjin station user remove wangfang -c station.yaml
+    """
+    _accounts(config_path, lambda accounts: accounts.remove(name))
+    typer.echo(f"user {name} removed")
+
+
+@user_app.command("passwd")
+def user_passwd(name: UserName, config_path: ConfigPath = Path("station.yaml")) -> None:
+    """Set a new password (asked, or read from stdin); ends the user's sessions.
+
+    Example: menjin station user passwd wangfang -c station.yaml
+    """
+    password = _new_password()
+    _accounts(config_path, lambda accounts: accounts.passwd(name, password))
+    typer.echo(f"password of {name} changed")

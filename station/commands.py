@@ -1,7 +1,7 @@
 """Commands from the station to one gate: sign, publish, and wait for the gate's answer.
 
 The broker is not trusted to decide who may open a door: every command is an envelope signed with
-the station's Ed25519 key (:mod:`station.protocol`), bound to one gate and one action, valid for a
+the station's Ed25519 key (:mod:`protocol.envelope`), bound to one gate and one action, valid for a
 short time.  The sender subscribes to the gate's result topic *before* publishing, so a fast gate
 cannot answer before anyone listens, and matches the answer by command id.
 """
@@ -17,21 +17,22 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiomqtt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from protocol.bounded_json import PayloadError, loads_bounded
+from protocol.envelope import new_command, private_key_from_pem
+from protocol.mqtt import QOS_AT_LEAST_ONCE, REASON_FAILURE, MqttClient, MqttError, reason_text
+from protocol.topics import GateTopics
 from station.config import StationConfig
 from station.mqtt import make_client
-from station.protocol import command_topic, load_private_key, new_command, result_topic
-from station.residents import ResidentList, sync_args
+from station.residents import ResidentList, hash_pins, sync_args
 
 if TYPE_CHECKING:
     from station.store import Store
 
 log = logging.getLogger(__name__)
 
-QOS_AT_LEAST_ONCE = 1
 PRIVATE_KEY_MODE = 0o600
 #: The gate refuses larger envelopes by default; photos are checked against it before sending.
 GATE_MAX_ENVELOPE_BYTES = 1024 * 1024
@@ -70,6 +71,14 @@ def keygen(private_path: Path, *, force: bool = False) -> Path:
         out.write(private_pem)
     public_path.write_bytes(public_pem)
     return public_path
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    """Read a PEM (PKCS#8) Ed25519 private key; ValueError naming ``path`` for anything else."""
+    try:
+        return private_key_from_pem(path.read_bytes())
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def signing_key(path: Path) -> Ed25519PrivateKey:
@@ -123,10 +132,10 @@ async def send_command(
     *,
     key: Ed25519PrivateKey,
     store: Store | None = None,
-    client_factory: Callable[[], aiomqtt.Client] | None = None,
+    client_factory: Callable[[], MqttClient] | None = None,
 ) -> dict[str, Any]:
     """Sign and publish one command, then return the gate's result (or raise on timeout)."""
-    prefix = config.mqtt.prefix
+    topics = GateTopics(config.mqtt.prefix, gate)
     envelope = new_command(name, gate, args, key, ttl_s=config.command_ttl_seconds)
     if store is not None:
         await asyncio.to_thread(store.record_command, envelope)
@@ -134,9 +143,14 @@ async def send_command(
     timeout_s = config.command_timeout_seconds
     try:
         async with factory() as client:
-            await client.subscribe(result_topic(prefix, gate, name), qos=QOS_AT_LEAST_ONCE)
-            await client.publish(command_topic(prefix, gate, name), json.dumps(envelope),
-                                 qos=QOS_AT_LEAST_ONCE)
+            codes = await client.subscribe(topics.result(name), qos=QOS_AT_LEAST_ONCE)
+            if max(codes, default=0) >= REASON_FAILURE:
+                raise CommandError(f"broker refused the subscription to {topics.result(name)} "
+                                   f"({reason_text('SUBACK', max(codes))}); check its ACL")
+            code = await client.publish(topics.command(name), json.dumps(envelope).encode())
+            if code >= REASON_FAILURE:
+                raise CommandError(f"broker refused the command on {topics.command(name)} "
+                                   f"({reason_text('PUBACK', code)}); check its ACL")
             log.info("command %s %s sent to gate %s", name, envelope["id"], gate)
             async with asyncio.timeout(timeout_s):
                 result = await _answer(client, envelope["id"])
@@ -144,24 +158,24 @@ async def send_command(
         raise CommandError(
             f"gate {gate} did not answer {name} {envelope['id']} within {timeout_s:g} s "
             "(offline? check `menjin station run` and the gate's status)") from None
-    except aiomqtt.MqttError as exc:
+    except MqttError as exc:
         raise CommandError(f"broker {config.mqtt.host}:{config.mqtt.port}: {exc}") from None
     if store is not None:
         await asyncio.to_thread(store.record_result, gate, result)
     return result
 
 
-async def _answer(client: aiomqtt.Client, command_id: str) -> dict[str, Any]:
-    async for message in client.messages:
-        payload = message.payload if isinstance(message.payload, bytes) else b""
+async def _answer(client: MqttClient, command_id: str) -> dict[str, Any]:
+    async for message in client.messages():
         try:
-            result = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            log.warning("ignoring a result that is not JSON on %s", message.topic.value)
+            result = loads_bounded(message.payload)
+        except PayloadError as exc:
+            log.warning("ignoring a result that is not acceptable JSON on %s: %s",
+                        message.topic, exc)
             continue
         if isinstance(result, dict) and result.get("id") == command_id:
             return result
-    raise aiomqtt.MqttError("disconnected before the gate answered")
+    raise MqttError("disconnected before the gate answered")
 
 
 async def sync(
@@ -172,7 +186,7 @@ async def sync(
     key: Ed25519PrivateKey,
     store: Store,
     snapshot: bool = False,
-    client_factory: Callable[[], aiomqtt.Client] | None = None,
+    client_factory: Callable[[], MqttClient] | None = None,
 ) -> dict[str, Any]:
     """Send the resident list; a refused delta (e.g. ``snapshot_required``) is sent again as
     a snapshot.
@@ -181,6 +195,8 @@ async def sync(
     """
     state = await asyncio.to_thread(store.sync_state, gate)
     previous = (state[0], ResidentList.from_json(state[1])) if state is not None else None
+    residents = await asyncio.to_thread(hash_pins, residents,
+                                        previous[1] if previous is not None else None)
     args = sync_args(residents, previous, snapshot=snapshot)
     result = await send_command(config, gate, "sync", args, key=key, store=store,
                                 client_factory=client_factory)

@@ -1,9 +1,10 @@
 """``station.yaml``: the receiver's broker, database, portrait folder, web page and signing key.
 
-Strict and frozen like the gate's config (unknown keys are errors with a "did you mean"), loaded
-with a YAML parser that keeps line numbers, so an operator sees ``FILE:LINE:COL: path: message``.
-The station cannot import the gate's loader (``daemon`` sits above ``station``), so this module
-carries its own small one.  Relative paths are relative to the config file's folder.
+Strict and frozen like the gate's config (unknown keys are errors with a "did you mean"), read
+with the shared bounded YAML reader (:mod:`yamlconfig`), so an operator sees
+``FILE:LINE:COL: path: message``.  Values may be ``${VAR}`` or ``${VAR:-default}``.  Relative
+paths are relative to the working directory the station runs in (systemd: ``WorkingDirectory=``),
+where ``menjin station keygen`` writes its key by default, never to the config file's folder.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
-from ruamel.yaml.error import MarkedYAMLError
+
+from yamlconfig import ProblemError, expand_env, read_yaml
 
 EX_CONFIG = 78  # sysexits.h; systemd's RestartPreventExitStatus stops a restart loop on it
 #: The 2025 Measures require filing once face information of this many persons is stored.
@@ -34,12 +35,12 @@ SECTIONS = ("mqtt", "database", "web")
 
 
 class _Strict(BaseModel):
-    # validate_default: default paths are resolved against the config's folder too
+    # validate_default: default paths are resolved against the working directory too
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
-    base = (info.context or {}).get("config_dir")
+    base = (info.context or {}).get("base_dir")
     if value is None or value.is_absolute() or base is None:
         return value
     return Path(base) / value
@@ -73,7 +74,7 @@ class MqttConfig(_Strict):
 class DatabaseConfig(_Strict):
     url: str = Field(
         "sqlite:///station.db",
-        description="SQLAlchemy URL: sqlite:///file.db (relative to this file) or "
+        description="SQLAlchemy URL: sqlite:///file.db (relative to the working directory) or "
         "postgresql+psycopg://user@host/db for larger stations.",
     )
     batch_size: int = Field(500, ge=1, le=10_000, description="Events stored per transaction.")
@@ -81,7 +82,7 @@ class DatabaseConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _sqlite_relative(cls, value: str, info: ValidationInfo) -> str:
-        base = (info.context or {}).get("config_dir")
+        base = (info.context or {}).get("base_dir")
         prefix = "sqlite:///"
         if base is None or not value.startswith(prefix) or value == "sqlite:///:memory:":
             return value
@@ -90,13 +91,14 @@ class DatabaseConfig(_Strict):
 
 
 class WebConfig(_Strict):
-    enabled: bool = Field(True, description="Serve the read-only web page.")
+    enabled: bool = Field(True, description="Serve the web page.")
     bind: str = Field("127.0.0.1", description="Address to listen on; loopback by default.")
     port: int = Field(8080, ge=1, le=65535, description="TCP port of the web page.")
-    username: str = Field("station", description="HTTP basic-auth user name.")
-    password_file: Path | None = Field(
-        None, description="HTTP basic-auth password file; required when bind is not loopback.",
+    login: bool = Field(
+        True, description="Require an operator account (menjin station user add); false is "
+        "allowed only on a loopback bind and gives read-only access to whoever reaches it.",
     )
+    session_hours: float = Field(12.0, gt=0, le=720, description="Sign-in lifetime.")
     page_size: int = Field(200, ge=1, le=5000, description="Passages shown per page.")
     timezone: str = Field("Asia/Shanghai", description="Time zone of the times shown and filtered.")
 
@@ -108,8 +110,6 @@ class WebConfig(_Strict):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r} (e.g. Asia/Shanghai, UTC)") from None
         return value
-
-    _paths = field_validator("password_file")(_resolve)
 
     @property
     def is_loopback(self) -> bool:
@@ -140,14 +140,19 @@ class StationConfig(_Strict):
         description="Warn when this many persons are enrolled for face entry across all gates "
         f"(filing is required at {FACE_FILING_THRESHOLD_PERSONS}).",
     )
-    web: WebConfig = Field(description="Read-only web page.")
+    web: WebConfig = Field(description="Web page.")
     key_encryption_key: Path | None = Field(
         None,
         description="Hex key file that wraps the face keys of gates with keys.provider station "
         "(`menjin station keys kek`); keep it off the gates and out of backups of them.",
     )
+    card_hash_key_file: Path | None = Field(
+        None, description="The site's card-hash key, as `menjin keys card-key export` writes it "
+        "on a gate, so the page finds passages by card number; absent = no search by card.",
+    )
 
-    _paths = field_validator("portraits_dir", "signing_key", "key_encryption_key")(_resolve)
+    _paths = field_validator("portraits_dir", "signing_key", "key_encryption_key",
+                             "card_hash_key_file")(_resolve)
 
     @model_validator(mode="before")
     @classmethod
@@ -193,7 +198,7 @@ def _position(root: Any, loc: tuple[Any, ...], *, key: bool) -> tuple[int, int]:
     return line + 1, col + 1
 
 
-def _problem(file: str, root: Any, err: Any) -> str:
+def _problem(file: str, root: Any, err: Any, source: Any) -> str:
     loc = tuple(err["loc"])
     dotted = ".".join(str(p) for p in loc)
     if err["type"] == "extra_forbidden":
@@ -210,30 +215,47 @@ def _problem(file: str, root: Any, err: Any) -> str:
     else:
         line, col = _position(root, loc, key=False)
         msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] not in ("value_error",) and "input" in err:
+            msg += f" (got {err['input']!r})"
+        env = source(loc)
+        if env:
+            msg += f" (the value comes from the environment: {env})"
     return f"{file}:{line}:{col}: {dotted}: {msg}"
+
+
+#: Keys only a gate config has: a file with these was given to the wrong command.
+GATE_KEYS = frozenset({"gate", "doors", "readers", "hardware"})
 
 
 def load_station_config(path: Path | str) -> StationConfig:
     """Read and validate ``station.yaml``; raises :class:`ConfigError` listing every problem."""
     path = Path(path)
-    file = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{file}:1:1: cannot read: {exc}"]) from exc
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
-    try:
-        root = yaml.load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{mark.line + 1}:{mark.column + 1}" if mark else "1:1"
-        problem = (exc.problem or "invalid YAML").split(" with value")[0].strip()
-        raise ConfigError([f"{file}:{where}: YAML syntax error: {problem}"]) from exc
+        file, root = read_yaml(path, hint=" (check the path; start from "
+                                          "config/station.example.yaml)")
+    except ProblemError as exc:
+        raise ConfigError([str(p) for p in exc.problems]) from None
+    if root is None:
+        raise ConfigError([f"{file}:1:1: the file is empty: a station config needs at least "
+                           "version: 1 (start from config/station.example.yaml)"])
     if not isinstance(root, CommentedMap):
         raise ConfigError([f"{file}:1:1: the file must be a YAML mapping (key: value)"])
+    if GATE_KEYS & set(root):
+        raise ConfigError([f"{file}:1:1: this is a gate config (it has "
+                           f"{', '.join(sorted(GATE_KEYS & set(root)))}): check it with "
+                           f"menjin check-config {file}"])
+    env = expand_env(root)
+    problems = []
+    for loc, names in env.missing.items():
+        line, col = _position(root, loc, key=False)
+        problems += [f"{file}:{line}:{col}: {'.'.join(str(p) for p in loc)}: environment "
+                     f"variable {name} is not set (set it, or give a default: ${{{name}:-value}})"
+                     for name in names]
     try:
-        return StationConfig.model_validate(root, context={"config_dir": path.resolve().parent})
+        config = StationConfig.model_validate(root, context={"base_dir": Path.cwd()})
     except ValidationError as exc:
-        problems = [_problem(file, root, err) for err in exc.errors()]
+        problems += [_problem(file, root, err, env.describe) for err in exc.errors()]
         raise ConfigError(problems) from exc
+    if problems:
+        raise ConfigError(problems)
+    return config

@@ -1,27 +1,23 @@
 """What the gates publish, checked before anything is stored.
 
-The station re-declares the few contract constants it needs (``daemon`` sits above ``station`` in
-the import layers).  A malformed message is rejected with a reason and never reaches the database:
-one broken gate must not poison the store or stop the receiver.
+The contract (schema version, alarm types, topic names, JSON limits) comes from :mod:`protocol`.
+A malformed message is rejected with a reason and never reaches the database: one broken gate must
+not poison the store or stop the receiver.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-SCHEMA_VERSION = 1
-#: Event types that are alarms (highlighted on the page), as in the event contract.
-ALARM_TYPES = frozenset(
-    {"door.forced", "door.held", "tamper", "access.duress", "reader.attack", "command.refused"}
-)
-PERSON_FORGOTTEN = "person.forgotten"
-OPTIONAL_EVENT_FIELDS = ("door", "reader", "credential_kind", "credential_ref", "person", "reason")
-#: Gate ids and event ids become folder and file names: no separators, no leading dot.
-SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
+from protocol.bounded_json import PayloadError, loads_object
+from protocol.events import ALARM_TYPES, OPTIONAL_EVENT_FIELDS, PERSON_FORGOTTEN, SCHEMA_VERSION
+from protocol.topics import SAFE_NAME
+
+__all__ = ["PERSON_FORGOTTEN", "SAFE_NAME", "EventRow", "MessageError", "parse_event",
+           "parse_object"]
+
 MAX_TEXT_CHARS = 256
 
 
@@ -49,20 +45,9 @@ def _int(obj: Mapping[str, Any], key: str, *, minimum: int) -> int:
 
 def _json_object(payload: bytes) -> dict[str, Any]:
     try:
-        obj = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MessageError(f"not JSON ({exc})") from None
-    if not isinstance(obj, dict):
-        raise MessageError("not a JSON object")
-    return obj
-
-
-def topic_gate(topic: str, prefix: str) -> str:
-    """The gate id of ``<prefix>/<gate>/...``; raises for another prefix or an unsafe id."""
-    parts = topic.split("/")
-    if len(parts) < 3 or parts[0] != prefix or not SAFE_NAME.match(parts[1]):
-        raise MessageError(f"topic {topic!r} is not <{prefix}>/<gate>/...")
-    return parts[1]
+        return loads_object(payload)
+    except PayloadError as exc:
+        raise MessageError(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)

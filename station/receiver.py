@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import aiomqtt
 from sqlalchemy.exc import (
     DataError,
     IntegrityError,
@@ -31,23 +29,18 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 
+from protocol.backoff import Backoff
+from protocol.events import PERSON_FORGOTTEN
+from protocol.mqtt import QOS_AT_LEAST_ONCE, Message, MqttClient, MqttError
+from protocol.topics import TopicError, parse_topic, station_subscriptions
 from station.config import FACE_FILING_THRESHOLD_PERSONS, StationConfig
 from station.keyservice import REQUEST_EVENT
-from station.messages import (
-    PERSON_FORGOTTEN,
-    SAFE_NAME,
-    EventRow,
-    MessageError,
-    parse_event,
-    parse_object,
-    topic_gate,
-)
-from station.mqtt import StationClient, make_client
+from station.messages import EventRow, MessageError, parse_event, parse_object
+from station.mqtt import make_client
 from station.store import Range, Store, now_ms
 
 log = logging.getLogger(__name__)
 
-QOS_AT_LEAST_ONCE = 1
 JPEG_MAGIC = b"\xff\xd8"
 DEFAULT_GAP_CHECK_SECONDS = 5.0
 #: Events younger than this are not yet counted for gaps: another receiver may hold the rest.
@@ -58,25 +51,17 @@ DB_RETRY_SECONDS = 2.0
 T = TypeVar("T")
 
 
-def subscriptions(prefix: str, group: str) -> list[str]:
-    """The topic filters of one receiver (status unshared, see the module docstring)."""
-    shared = f"$share/{group}/{prefix}/+"
-    return [
-        f"{shared}/events",
-        f"{shared}/captures/+",
-        f"{shared}/health",
-        f"{shared}/cmd/+/result",
-        f"{prefix}/+/status",
-    ]
-
-
 def gap_changes(before: list[Range], after: list[Range]) -> tuple[list[Range], list[Range]]:
-    """(ranges newly missing, ranges reported before that are now complete)."""
+    """(ranges newly missing, ranges reported before that are now complete).
+
+    A missing range inside one reported before is the same gap being re-sent, not a new one: it is
+    reported filled once, as it was reported, when nothing of it is missing any more.
+    """
 
     def overlaps(a: Range, ranges: list[Range]) -> bool:
         return any(a[0] <= b[1] and b[0] <= a[1] for b in ranges)
 
-    new = [r for r in after if r not in before]
+    new = [r for r in after if not any(b[0] <= r[0] and r[1] <= b[1] for b in before)]
     filled = [r for r in before if not overlaps(r, after)]
     return new, filled
 
@@ -85,8 +70,8 @@ def gap_changes(before: list[Range], after: list[Range]) -> tuple[list[Range], l
 class _Pending:
     """A message waiting for its commit, with what is needed to acknowledge it."""
 
-    client: aiomqtt.Client
-    mid: int
+    client: MqttClient
+    message: Message
     row: EventRow | None = None
 
 
@@ -110,7 +95,7 @@ class Receiver:
         *,
         gap_check_seconds: float = DEFAULT_GAP_CHECK_SECONDS,
         settle_ms: int = DEFAULT_SETTLE_MS,
-        client_factory: Callable[[], StationClient] | None = None,
+        client_factory: Callable[[], MqttClient] | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -121,7 +106,8 @@ class Receiver:
         self.stats = ReceiverStats()
         self.subscribed = asyncio.Event()
         self._client_factory = client_factory or (
-            lambda: make_client(config.mqtt, "receiver", persistent=bool(config.mqtt.client_id))
+            lambda: make_client(config.mqtt, "receiver", persistent=bool(config.mqtt.client_id),
+                                manual_ack=True)
         )
         self._events: asyncio.Queue[_Pending] = asyncio.Queue()
         self._last_event_ms: dict[str, int] = {}
@@ -137,30 +123,29 @@ class Receiver:
             tasks.create_task(self._receive(), name="station:receive")
 
     async def _receive(self) -> None:
-        backoff = INITIAL_BACKOFF_SECONDS
+        backoff = Backoff(INITIAL_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS)
         broker = f"{self.config.mqtt.host}:{self.config.mqtt.port}"
         unavailable = False
         while True:
             try:
-                async with self._client_factory() as client:
-                    client._client.manual_ack_set(True)  # ack after commit, not on arrival
-                    for topic in subscriptions(self.prefix, self.config.mqtt.share_group):
+                async with self._client_factory() as client:  # acks after commit, not on arrival
+                    for topic in station_subscriptions(self.prefix, self.config.mqtt.share_group):
                         await client.subscribe(topic, qos=QOS_AT_LEAST_ONCE)
                     log.info("station receiver %s broker %s subscribed",
                              "back on" if unavailable else "connected to", broker)
-                    unavailable, backoff = False, INITIAL_BACKOFF_SECONDS
+                    unavailable = False
+                    backoff.reset()
                     self.subscribed.set()
                     async for batch in client.batches():
                         for message in batch:
                             await self._dispatch(client, message)
-            except aiomqtt.MqttError as exc:
+            except MqttError as exc:
                 self.subscribed.clear()
                 if not unavailable:
                     log.warning("station receiver: broker %s unavailable (%s); retrying",
                                 broker, exc)
                 unavailable = True
-                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                await asyncio.sleep(backoff.next())
 
     async def _db(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a store call in a thread, waiting out an unreachable database.
@@ -196,28 +181,30 @@ class Receiver:
 
     @staticmethod
     def _ack(pending: _Pending) -> None:
-        if pending.mid:
-            pending.client._client.ack(pending.mid, QOS_AT_LEAST_ONCE)
+        pending.client.ack(pending.message)
 
-    async def _dispatch(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
-        topic = message.topic.value
-        payload = message.payload if isinstance(message.payload, bytes) else b""
-        pending = _Pending(client, message.mid)
+    async def _dispatch(self, client: MqttClient, message: Message) -> None:
+        topic = message.topic
+        payload = message.payload
+        pending = _Pending(client, message)
         self.stats.received += 1
         try:
-            gate = topic_gate(topic, self.prefix)
-            kind = topic.split("/", 2)[2]
-            if kind == "events":
+            try:
+                parsed = parse_topic(topic, self.prefix)
+            except TopicError as exc:
+                raise MessageError(str(exc)) from None
+            gate = parsed.gate
+            if parsed.kind == "events":
                 pending.row = parse_event(payload, gate)
                 self._events.put_nowait(pending)
                 return  # acknowledged by the writer after its commit
-            if kind.startswith("captures/"):
-                await self._portrait(gate, kind.removeprefix("captures/"), payload, message)
-            elif kind == "status":
+            if parsed.kind == "capture":
+                await self._portrait(gate, parsed.name or "", payload, message)
+            elif parsed.kind == "status":
                 await self._status(gate, parse_object(payload, gate))
-            elif kind == "health":
+            elif parsed.kind == "health":
                 await self._db(self.store.set_health, gate, parse_object(payload, gate))
-            elif kind.startswith("cmd/") and kind.endswith("/result"):
+            elif parsed.kind == "result":
                 await self._result(gate, parse_object(payload, gate))
             else:
                 raise MessageError(f"unexpected topic {topic!r}")
@@ -226,14 +213,10 @@ class Receiver:
             log.warning("station: rejected message on %s: %s", topic, exc)
         self._ack(pending)
 
-    async def _portrait(
-        self, gate: str, event_id: str, jpeg: bytes, message: aiomqtt.Message
-    ) -> None:
-        if not SAFE_NAME.match(event_id):
-            raise MessageError(f"capture topic names an unsafe event id {event_id!r}")
+    async def _portrait(self, gate: str, event_id: str, jpeg: bytes, message: Message) -> None:
         if not jpeg.startswith(JPEG_MAGIC):
             raise MessageError("capture payload is not a JPEG")
-        props = dict(getattr(message.properties, "UserProperty", None) or [])
+        props = dict(message.user_properties)
         if props.get("event_id", event_id) != event_id or props.get("gate", gate) != gate:
             raise MessageError("capture user properties do not match its topic")
         try:
@@ -353,7 +336,9 @@ class Receiver:
             for low, high in filled:
                 log.info("gate %s: gap seq %s-%s filled", gate, low, high)
             if after:
-                self.stats.open_gaps[gate] = after
+                # keep the ranges as reported, so their fill is reported as they were
+                self.stats.open_gaps[gate] = [r for r in self.stats.open_gaps.get(gate, [])
+                                              if r not in filled] + new
             else:
                 self.stats.open_gaps.pop(gate, None)
 

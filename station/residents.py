@@ -1,46 +1,38 @@
 """The resident list the station pushes to a gate, and the snapshot or delta that carries it.
 
-The gate's store (``daemon/store.py``) defines the shapes: PERSON ``{"id", "name", "groups",
-"cards", ...}``, GROUP ``{"id", "name", "doors", "schedule"}``, holidays and revoked cards.  A
+The payload's shapes are :mod:`protocol.sync` (the gate validates with the same models).  A
 snapshot replaces everything on the gate, groups included, so the station always sends its groups
 with it: a list of persons alone would leave every door closed to them.
 
-Operators keep residents in a spreadsheet: a CSV with one person per line (list cells separated by
-``;``), plus a small YAML/JSON file for groups, holidays and revoked cards; or one YAML/JSON file
-with all four.  Every bad line is reported with its number and nothing is sent unless the whole
-list is valid (a half list would revoke everyone missing from it).
+Operators keep residents in the one file dialect of :mod:`protocol.residents` (the gate's
+``menjin residents import`` reads the same): a CSV with one person per line plus a small
+YAML/JSON file for groups, holidays and revoked cards, or one YAML/JSON file with all four.  PINs
+in the file are hashed here; only their hashes are sent.  Every bad line is reported with its
+number and nothing is sent unless the whole list is valid (a half list would revoke everyone
+missing from it).
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
+from pydantic import TypeAdapter
 
-LIST_SEPARATOR = ";"
-LIST_COLUMNS = frozenset({"groups", "cards", "duress_cards"})
-BOOL_COLUMNS = frozenset({"enabled", "under_14"})
-TEXT_COLUMNS = frozenset(
-    {"id", "name", "kind", "valid_from", "valid_until", "pin_hash", "duress_pin_hash"})
-#: Consent columns become the gate's {"date", "source"} objects.
-CONSENT_COLUMNS = {
-    "face_consent_date": ("face_consent", "date"),
-    "face_consent_source": ("face_consent", "source"),
-    "guardian_consent_date": ("guardian_consent", "date"),
-    "guardian_consent_source": ("guardian_consent", "source"),
-}
-CSV_COLUMNS = LIST_COLUMNS | BOOL_COLUMNS | TEXT_COLUMNS | frozenset(CONSENT_COLUMNS)
-TRUE_WORDS = frozenset({"true", "yes", "1", "y"})
-FALSE_WORDS = frozenset({"false", "no", "0", "n"})
-STRUCTURED_SUFFIXES = frozenset({".yaml", ".yml", ".json"})
-STRUCTURED_KEYS = frozenset({"persons", "groups", "holidays", "revoked"})
+from protocol.cards import CardNumberError, canonical_card
+from protocol.pins import hash_pin, verify_pin
+from protocol.residents import (
+    ResidentFile,
+    ResidentFileError,
+    check,
+    parse_resident_file,
+)
+from protocol.sync import Holiday, SyncPayloadError, parse_sync
+
+_HOLIDAYS: TypeAdapter[list[Holiday]] = TypeAdapter(list[Holiday])
 
 
 class ResidentsError(ValueError):
@@ -55,6 +47,9 @@ class ResidentList:
     groups: dict[str, dict[str, Any]]
     holidays: list[Any] | None = None
     revoked: tuple[str, ...] = ()
+    #: Plain PINs read from the file and not hashed yet: person id → {"pin_hash": "1234", ...}.
+    #: Kept in memory only (never in :meth:`to_json`); :func:`hash_pins` turns them into hashes.
+    pins: Mapping[str, Mapping[str, str]] = field(default_factory=dict, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"persons": self.persons, "groups": self.groups, "holidays": self.holidays,
@@ -66,112 +61,88 @@ class ResidentList:
                    tuple(obj.get("revoked", ())))
 
 
-def _csv_person(row: dict[str, str], where: str) -> dict[str, Any]:
-    person: dict[str, Any] = {}
-    for column, raw in row.items():
-        value = raw.strip()
-        if not value:
-            continue
-        if column in LIST_COLUMNS:
-            person[column] = [v.strip() for v in value.split(LIST_SEPARATOR) if v.strip()]
-        elif column in BOOL_COLUMNS:
-            if value.lower() not in TRUE_WORDS | FALSE_WORDS:
-                raise ResidentsError(f"{where}: {column}: {value!r} is not yes or no")
-            person[column] = value.lower() in TRUE_WORDS
-        elif column in CONSENT_COLUMNS:
-            key, part = CONSENT_COLUMNS[column]
-            person.setdefault(key, {})[part] = value
-        else:
-            person[column] = value
-    for key in ("id", "name"):
-        if key not in person:
-            raise ResidentsError(f"{where}: {key!r} is empty")
-    return person
-
-
-def _read_csv(path: Path) -> dict[str, dict[str, Any]]:
+def _read(path: Path) -> ResidentFile:
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            header = reader.fieldnames or []
-            unknown = sorted(set(header) - CSV_COLUMNS)
-            if unknown or "id" not in header or "name" not in header:
-                raise ResidentsError(
-                    f"{path}:1: the header needs 'id' and 'name'"
-                    + (f"; unknown column(s) {', '.join(unknown)}" if unknown else "")
-                    + f" (known: {', '.join(sorted(CSV_COLUMNS))})")
-            persons: dict[str, dict[str, Any]] = {}
-            problems: list[str] = []
-            for row in reader:
-                where = f"{path}:{reader.line_num}"
-                if None in row:
-                    problems.append(f"{where}: more cells than header columns")
-                    continue
-                try:
-                    person = _csv_person({k: v or "" for k, v in row.items()}, where)
-                except ResidentsError as exc:
-                    problems.append(str(exc))
-                    continue
-                if person["id"] in persons:
-                    problems.append(f"{where}: person {person['id']!r} appears twice")
-                persons[person["id"]] = person
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ResidentsError(f"{path}: cannot read: {exc}") from None
-    if problems:
-        raise ResidentsError("\n".join(problems))
-    return persons
-
-
-def _read_structured(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else YAML(typ="safe").load(text)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, YAMLError) as exc:
-        raise ResidentsError(f"{path}: cannot read: {exc}") from None
-    if not isinstance(data, dict) or not set(data) <= STRUCTURED_KEYS:
-        raise ResidentsError(
-            f"{path}: expected a mapping with {', '.join(sorted(STRUCTURED_KEYS))}")
-    return data
-
-
-def _by_id(items: Any, what: str, path: Path) -> dict[str, dict[str, Any]]:
-    if not isinstance(items, list):
-        raise ResidentsError(f"{path}: {what} must be a list")
-    out: dict[str, dict[str, Any]] = {}
-    for i, item in enumerate(items):
-        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
-            raise ResidentsError(f"{path}: {what}[{i}] needs an 'id'")
-        if item["id"] in out:
-            raise ResidentsError(f"{path}: {what}[{i}]: {item['id']!r} appears twice")
-        out[item["id"]] = dict(item)
-    return out
+        return parse_resident_file(path.read_text(encoding="utf-8-sig"), str(path))
+    except OSError as exc:
+        raise ResidentsError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ResidentsError(f"{path}: not UTF-8 text") from None
+    except ResidentFileError as exc:
+        raise ResidentsError(str(exc)) from None
 
 
 def load_residents(path: Path, groups_path: Path | None = None) -> ResidentList:
-    """A CSV of persons (+ ``groups_path``), or one YAML/JSON file with everything."""
-    if path.suffix.lower() in STRUCTURED_SUFFIXES:
-        data = _read_structured(path)
-        persons = _by_id(data.get("persons", []), "persons", path)
-    else:
-        data = {}
-        persons = _read_csv(path)
+    """A CSV of persons (+ ``groups_path`` for groups, holidays, revoked cards), or one YAML/JSON
+    file with everything; raises :class:`ResidentsError` listing every bad line."""
+    data = _read(path)
+    problems: list[str] = []
     if groups_path is not None:
-        extra = _read_structured(groups_path)
-        data = {**data, **{k: v for k, v in extra.items() if k != "persons"}}
-    groups = _by_id(data.get("groups", []), "groups", groups_path or path)
-    holidays = data.get("holidays")
-    revoked = data.get("revoked", [])
-    if not isinstance(revoked, list) or not all(isinstance(c, str) for c in revoked):
-        raise ResidentsError(f"{groups_path or path}: revoked must be a list of card numbers")
-    known = set(groups)
-    problems = [
-        f"{path}: person {pid!r} is in unknown group {group!r} (define it in the groups file)"
-        for pid, person in persons.items() for group in person.get("groups", [])
-        if group not in known
-    ]
+        extra = _read(groups_path)
+        if extra.rows:
+            raise ResidentsError(f"{groups_path}: persons belong in {path}")
+        side = check(extra)
+        problems += [f"{groups_path}:{line}: {msg}" for line, msg in side.problems]
+        data = ResidentFile(data.rows)
+        checked = check(data, known_groups=[g.id for g in side.groups])
+        groups, holidays, revoked = side.groups, side.holidays, side.revoked
+    else:
+        checked = check(data)
+        groups, holidays, revoked = checked.groups, checked.holidays, checked.revoked
+    problems += [f"{path}:{line}: {msg}" for line, msg in checked.problems]
+    persons = {item.record.id: item.record.model_dump(mode="json", exclude_unset=True)
+               for item in checked.persons}
+    revoked = list(revoked)
+    problems += _canonical_cards(persons, revoked, path)
     if problems:
         raise ResidentsError("\n".join(problems))
-    return ResidentList(persons, groups, holidays, tuple(revoked))
+    return ResidentList(
+        persons, {g.id: g.model_dump(mode="json", exclude_unset=True) for g in groups},
+        _HOLIDAYS.dump_python(holidays, mode="json") if holidays is not None else None,
+        tuple(canonical_card(c) for c in revoked),
+        {item.record.id: dict(item.pins) for item in checked.persons if item.pins})
+
+
+def hash_pins(current: ResidentList, previous: ResidentList | None) -> ResidentList:
+    """``current`` with its plain PINs hashed, reusing the hash the gate already holds when the
+    PIN did not change (each hash has a fresh salt: a new one would put the person in every
+    delta).  Either way it costs one scrypt per PIN, the price of hashing it anyway."""
+    persons = dict(current.persons)
+    for person_id, pins in current.pins.items():
+        before = previous.persons.get(person_id, {}) if previous is not None else {}
+        person = dict(persons[person_id])
+        for key, pin in pins.items():
+            known = before.get(key)
+            person[key] = known if verify_pin(pin, known) else hash_pin(pin)
+        persons[person_id] = person
+    return replace(current, persons=persons, pins={})
+
+
+def _canonical_cards(persons: Mapping[str, dict[str, Any]], revoked: list[str],
+                     path: Path) -> list[str]:
+    """Card numbers in their one canonical form (in place); problems for bad or shared cards."""
+    problems: list[str] = []
+    owners: dict[str, str] = {}
+    for card in revoked:
+        try:
+            canonical_card(card)
+        except CardNumberError as exc:
+            problems.append(f"{path}: revoked {card!r}: {exc}")
+    for pid, person in persons.items():
+        for key in ("cards", "duress_cards"):
+            cards = person.get(key)
+            if not isinstance(cards, list):
+                continue  # the gate's person parser names the wrong shape
+            try:
+                person[key] = [canonical_card(c) for c in cards]
+            except CardNumberError as exc:
+                problems.append(f"{path}: person {pid!r}: {key}: {exc}")
+                continue
+            for card in person[key]:
+                if owners.setdefault(card, pid) != pid:
+                    problems.append(f"{path}: person {pid!r}: card ****{card[-4:]} already "
+                                    f"belongs to {owners[card]!r}")
+    return problems
 
 
 def _changed(new: Mapping[str, Any], old: Mapping[str, Any]) -> list[Any]:
@@ -190,6 +161,23 @@ def sync_args(
     Versions grow with the clock as well as by one, so a station whose database was restored from
     an old backup still sends a version newer than the gate's.
     """
+    if current.pins:
+        raise ResidentsError("the list still holds plain PINs: hash them first (hash_pins)")
+    args = _sync_args(current, previous, snapshot=snapshot, clock_s=clock_s)
+    try:
+        parse_sync(args)  # what the gate will check, checked before it leaves
+    except SyncPayloadError as exc:
+        raise ResidentsError(f"the resident list does not make a valid sync: {exc}") from None
+    return args
+
+
+def _sync_args(
+    current: ResidentList,
+    previous: tuple[int, ResidentList] | None,
+    *,
+    snapshot: bool,
+    clock_s: Callable[[], float],
+) -> dict[str, Any]:
     base = previous[0] if previous is not None else 0
     version = max(base + 1, int(clock_s()))
     if previous is None or snapshot:

@@ -78,6 +78,8 @@ def _tables(metadata: MetaData) -> dict[str, Table]:
         Index("events_gate_seq", "gate", "seq"),
         Index("events_ts", "ts_ms"),
         Index("events_person", "person"),
+        Index("events_ts_id", "ts_ms", "id"),  # keyset pagination of the page
+        Index("events_received", "received_ms"),  # the page's live feed
     )
     portraits = Table(
         "portraits", metadata,
@@ -122,7 +124,57 @@ def _tables(metadata: MetaData) -> dict[str, Table]:
         Column("version", BigInteger, nullable=False),
         Column("residents", JSON, nullable=False),
     )
-    return {t.name: t for t in (events, portraits, gates, commands, face_persons, sync_state)}
+    tables = (events, portraits, gates, commands, face_persons, sync_state)
+    return {t.name: t for t in (*tables, *_web_tables(metadata))}
+
+
+def _web_tables(metadata: MetaData) -> tuple[Table, ...]:
+    """The web page's own records: accounts, sessions, alarms, names, operator actions."""
+    users = Table(
+        "users", metadata,
+        Column("name", String(ID_CHARS), primary_key=True),
+        Column("role", String(16), nullable=False),
+        Column("password_hash", Text, nullable=False),
+        Column("created_ms", BigInteger, nullable=False),
+    )
+    sessions = Table(
+        "sessions", metadata,
+        Column("token_hash", String(ID_CHARS), primary_key=True),
+        Column("user", String(ID_CHARS), nullable=False),
+        Column("created_ms", BigInteger, nullable=False),
+        Column("expires_ms", BigInteger, nullable=False),
+    )
+    alarms = Table(
+        "alarms", metadata,
+        Column("id", String(NAME_CHARS), primary_key=True),
+        Column("gate", String(ID_CHARS), nullable=False),
+        Column("door", String(NAME_CHARS)),
+        Column("kind", String(NAME_CHARS), nullable=False),
+        Column("event_id", String(ID_CHARS)),
+        Column("ts_ms", BigInteger, nullable=False),
+        Column("detail", String(NAME_CHARS)),
+        Column("ack_by", String(ID_CHARS)),
+        Column("ack_ms", BigInteger),
+        Index("alarms_ts", "ts_ms"),
+    )
+    person_names = Table(
+        "person_names", metadata,
+        Column("gate", String(ID_CHARS), primary_key=True),
+        Column("person", String(NAME_CHARS), primary_key=True),
+        Column("name", String(NAME_CHARS), nullable=False),
+        Index("person_names_name", "name"),
+    )
+    operator_actions = Table(
+        "operator_actions", metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("ts_ms", BigInteger, nullable=False),
+        Column("operator", String(ID_CHARS), nullable=False),
+        Column("action", String(64), nullable=False),
+        Column("target", String(NAME_CHARS)),
+        Column("detail", Text),
+        Index("operator_actions_target", "action", "target"),
+    )
+    return users, sessions, alarms, person_names, operator_actions
 
 
 def missing_ranges(start: int, seqs: Iterable[int]) -> tuple[list[Range], int]:
@@ -195,6 +247,13 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def insert_new(self, table: str, rows: Sequence[Mapping[str, Any]], key: str) -> None:
+        """Insert rows whose ``key`` is not stored yet; the others are left as they are."""
+        if rows:
+            statement = self._insert(self.t[table]).on_conflict_do_nothing(index_elements=[key])
+            with self.engine.begin() as conn:
+                conn.execute(statement, [dict(r) for r in rows])
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -443,6 +502,8 @@ class Store:
                 .values(person=pseudonym, credential_ref=None)
             ).rowcount
             conn.execute(delete(faces).where(faces.c.gate == gate, faces.c.person == person))
+            names = self.t["person_names"]
+            conn.execute(delete(names).where(names.c.person == person))
             self._drop_pair_when_confirmed(conn, person)
         if self.engine.dialect.name == "sqlite":  # the old rows must not live on in the -wal
             with self.engine.connect() as conn:
@@ -477,12 +538,21 @@ class Store:
         return (int(row.version), dict(row.residents)) if row is not None else None
 
     def set_sync_state(self, gate: str, version: int, residents: Mapping[str, Any]) -> None:
-        table = self.t["sync_state"]
+        """Remember the list a gate acknowledged, and the names the page shows and searches."""
+        table, names = self.t["sync_state"], self.t["person_names"]
+        persons = residents.get("persons") or {}
+        rows = [
+            {"gate": gate, "person": pid, "name": str(p["name"])[:NAME_CHARS]}
+            for pid, p in persons.items() if isinstance(p, Mapping) and p.get("name")
+        ]
         with self.engine.begin() as conn:
             conn.execute(delete(table).where(table.c.gate == gate))
             conn.execute(
                 table.insert().values(gate=gate, version=version, residents=dict(residents))
             )
+            conn.execute(delete(names).where(names.c.gate == gate))
+            if rows:
+                conn.execute(names.insert(), rows)
 
 
 def _without(value: Any, person: str) -> Any:

@@ -68,17 +68,17 @@ def _tool(name: str) -> str:
 
 def test_ruff_is_clean() -> None:
     result = subprocess.run(
-        [_tool("ruff"), "check", "menjin", "daemon", "drivers", "vision", "station", "tests",
-         "bench"],
+        [_tool("ruff"), "check", "menjin", "daemon", "drivers", "vision", "station", "protocol",
+         "yamlconfig", "tests", "bench"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.timeout(600)
-def test_mypy_strict_on_drivers_and_daemon() -> None:
+def test_mypy_strict_on_drivers_daemon_and_protocol() -> None:
     result = subprocess.run(
-        [_tool("mypy"), "--strict", "menjin", "drivers", "daemon"],
+        [_tool("mypy"), "--strict", "menjin", "drivers", "daemon", "protocol", "yamlconfig"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr

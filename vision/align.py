@@ -1,4 +1,5 @@
-"""Five-point similarity alignment to the ArcFace 112x112 template.
+"""Five-point similarity alignment to the ArcFace 112x112 template (and the template of Intel's
+face-reidentification-retail-0095, which expects its own 128x128 layout).
 
 This is insightface's ``face_align.norm_crop`` reimplemented with numpy and OpenCV: importing
 insightface pulls in heavy optional modules (and its model-zoo guessing) that a gate board does not
@@ -23,6 +24,18 @@ ARCFACE_TEMPLATE = np.array(
     ],
     dtype=np.float32,
 )
+#: face-reidentification-retail-0095 (Open Model Zoo): normalised landmark targets, times 128.
+REID_0095_SIZE = 128
+REID_0095_TEMPLATE = np.array(
+    [
+        [0.31556875, 0.46157411],
+        [0.68262292, 0.46157411],
+        [0.5002625, 0.64050536],
+        [0.34947188, 0.82469196],
+        [0.65343646, 0.82469196],
+    ],
+    dtype=np.float32,
+) * REID_0095_SIZE
 #: Crops whose side is not a multiple of 112 use insightface's 128-based layout.
 _ALT_BASE = 128
 _ALT_SHIFT = 8.0
@@ -58,7 +71,12 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return matrix
 
 
-def align(bgr: np.ndarray, kps: np.ndarray, size: int = ALIGNED_SIZE) -> np.ndarray:
-    """The face at ``kps`` (5x2, frame pixels) warped to a ``size``x``size`` BGR crop."""
-    matrix = similarity_transform(np.asarray(kps).reshape(5, 2), template(size))
+def align(
+    bgr: np.ndarray, kps: np.ndarray, size: int = ALIGNED_SIZE, dst: np.ndarray | None = None
+) -> np.ndarray:
+    """The face at ``kps`` (5x2, frame pixels) warped to a ``size``x``size`` BGR crop.
+
+    ``dst`` is the landmark template in crop pixels; by default ArcFace's scaled to ``size``."""
+    target = template(size) if dst is None else dst
+    matrix = similarity_transform(np.asarray(kps).reshape(5, 2), target)
     return cv2.warpAffine(bgr, matrix, (size, size), borderValue=0.0)

@@ -15,9 +15,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vision.align import align
 from vision.detect import Detector, Face
 from vision.embed import Embedder
+from vision.landmarks import Refiner
 from vision.quality import QualityThresholds, assess
 
 
@@ -70,13 +70,17 @@ def template(
     embedder: Embedder,
     thresholds: QualityThresholds,
     label: str = "photo",
+    refiner: Refiner | None = None,
 ) -> np.ndarray:
-    """The template of the single, good-quality face in ``bgr``."""
+    """The template of the single, good-quality face in ``bgr``; landmarks refined as the
+    pipeline refines them (templates and probes must be made the same way)."""
     face = single_face(bgr, detector, label)
     problems = thresholds.recognition_problems(assess(bgr, face))
     if problems:
         raise EnrolmentError(f"{label}: quality too low: {'; '.join(problems)}")
-    return embedder.embed(align(bgr, face.kps))
+    if refiner is not None:
+        face = refiner.refine(bgr, face)
+    return embedder.embed_face(bgr, face.kps)
 
 
 def enrol_photos(
@@ -84,11 +88,12 @@ def enrol_photos(
     detector: Detector,
     embedder: Embedder,
     thresholds: QualityThresholds,
+    refiner: Refiner | None = None,
 ) -> Enrolment:
     """Try every photo file; a bad one is reported and skipped, never fatal to the others."""
     return enrol_images(
         ((str(photo), functools.partial(read_image, photo)) for photo in photos),
-        detector, embedder, thresholds,
+        detector, embedder, thresholds, refiner,
     )
 
 
@@ -97,6 +102,7 @@ def enrol_images(
     detector: Detector,
     embedder: Embedder,
     thresholds: QualityThresholds,
+    refiner: Refiner | None = None,
 ) -> Enrolment:
     """Like ``enrol_photos`` for (label, loader) pairs, e.g. base64 photos of a station command:
     ``(f"photo {i + 1}", lambda: decode_image(data))``.  Loaders run one at a time, so only one
@@ -104,7 +110,9 @@ def enrol_images(
     result = Enrolment()
     for label, load in images:
         try:
-            result.templates.append(template(load(), detector, embedder, thresholds, label))
+            result.templates.append(
+                template(load(), detector, embedder, thresholds, label, refiner)
+            )
         except EnrolmentError as exc:
             result.rejected[label] = str(exc)
         else:

@@ -20,13 +20,18 @@ import onnxruntime as ort
 
 from vision.detect import Detector, ScrfdDetector, YunetDetector
 from vision.embed import (
+    ARCFACE_LAYOUT,
+    REID_0095_LAYOUT,
     Embedder,
+    Layout,
     OnnxEmbedder,
     Preprocess,
     arcface_blob,
     imagenet_blob,
     paddlex_blob,
+    reid_0095_blob,
 )
+from vision.landmarks import Refiner
 from vision.liveness import (
     MINIFAS_CROP_SCALES,
     InsightfaceLiveness,
@@ -44,10 +49,11 @@ DETECTORS: dict[str, type[ScrfdDetector] | type[YunetDetector]] = {
     "scrfd": ScrfdDetector,
     "yunet": YunetDetector,
 }
-EMBEDDER_PREPROCESS: dict[str, Preprocess] = {
-    "arcface": arcface_blob,
-    "mobilefacenet_foamliu": imagenet_blob,
-    "mobilefacenet_paddlex": paddlex_blob,
+EMBEDDER_PREPROCESS: dict[str, tuple[Preprocess, Layout]] = {
+    "arcface": (arcface_blob, ARCFACE_LAYOUT),
+    "mobilefacenet_foamliu": (imagenet_blob, ARCFACE_LAYOUT),
+    "mobilefacenet_paddlex": (paddlex_blob, ARCFACE_LAYOUT),
+    "face_reid_0095": (reid_0095_blob, REID_0095_LAYOUT),
 }
 LIVENESS_KINDS = ("minifasnet", "insightface")
 
@@ -119,12 +125,31 @@ def load_detector(
         raise ModelError(f"{path}: {exc}") from exc
 
 
-def load_embedder(kind: str, path: Path | str, *, threads: int = 1) -> Embedder:
-    """Embedder of the configured ``kind`` (arcface, mobilefacenet_foamliu or _paddlex)."""
+#: Input of the second, landmark-refining detector pass: the face crop is resized to it, so the
+#: pass costs the same for any face size (YuNet: about 2 x 3 ms a face on one x86 core).
+REFINE_INPUT_SIZE = (160, 160)
+REFINE_SCORE_THRESHOLD = 0.5
+
+
+def load_refiner(kind: str, path: Path | str, *, threads: int = 1) -> Refiner:
+    """Landmark refiner (vision/landmarks.py) running the configured detector on face crops."""
+    detector = load_detector(
+        kind, path, input_size=REFINE_INPUT_SIZE, score_threshold=REFINE_SCORE_THRESHOLD,
+        threads=threads,
+    )
+    return Refiner(detector)
+
+
+def load_embedder(
+    kind: str, path: Path | str, *, threads: int = 1, mirror: bool = False
+) -> Embedder:
+    """Embedder of the configured ``kind`` (arcface, mobilefacenet_foamliu, mobilefacenet_paddlex
+    or face_reid_0095); ``mirror`` averages each face with its mirror image (vision/embed.py)."""
     if kind not in EMBEDDER_PREPROCESS:
         raise _unknown(kind, "embedder", list(EMBEDDER_PREPROCESS))
     session = create_session(path, threads=threads)
-    return OnnxEmbedder(session, kind=kind, preprocess=EMBEDDER_PREPROCESS[kind])
+    preprocess, layout = EMBEDDER_PREPROCESS[kind]
+    return OnnxEmbedder(session, kind=kind, preprocess=preprocess, layout=layout, mirror=mirror)
 
 
 def load_liveness(kind: str, paths: Sequence[Path | str], *, threads: int = 1) -> Liveness:

@@ -6,11 +6,13 @@ match.  What keeps it cheap on a small board:
 
 - idle frames stop at the motion gate (detection runs only on motion, while a face is tracked,
   and every ``idle_detect_seconds`` as a safety net);
-- a track is embedded when its face quality improves on what was already embedded, or to confirm
-  a candidate match; a granted track is never embedded again;
-- a grant needs ``agree_frames`` embedded frames of one track matching the same person (a frame
-  matching another person starts the count again; frames below the threshold do not count), then
-  a liveness check on the frame that completed the agreement.  A failed liveness
+- once a track holds ``fuse_frames`` embeddings, a frame is embedded only when its quality beats
+  the worst one kept; a decided track is never embedded again;
+- a track's recognisable frames are embedded (landmarks refined first when a refiner is given)
+  and fused over its best ``fuse_frames`` by quality (vision/fusion.py); once ``agree_frames``
+  frames are fused, the fused embedding is searched after each new frame; a match then waits for
+  the track's liveness verdict (:mod:`vision.liveness_track`: evidence of every frame of the
+  track, waiting a few frames more when it is not complete yet).  A failed liveness
   check refuses the track for good (reason ``liveness_failed``) but its portrait is still taken.
 
 Portraits obey the privacy policy (``off``, ``local``, ``upload``): with ``off`` no pixel of a face
@@ -32,11 +34,13 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from vision.align import align
 from vision.detect import Detector, Face
 from vision.embed import Embedder
+from vision.fusion import DEFAULT_KEEP, TrackFusion
 from vision.gallery import Gallery
+from vision.landmarks import Refiner
 from vision.liveness import LivenessGate
+from vision.liveness_track import TrackLiveness
 from vision.motion import MotionGate
 from vision.quality import Quality, QualityThresholds, assess
 from vision.track import DEFAULT_TIMEOUT_SECONDS, Track, Tracker
@@ -51,8 +55,9 @@ DEFAULT_PORTRAIT_SIZE_PX = 256
 DEFAULT_JPEG_QUALITY = 90
 #: Detect at least this often while nothing moves (a person who crept in slowly).
 DEFAULT_IDLE_DETECT_SECONDS = 2.0
-#: A track's face is embedded again only when its quality rank beats the best embedded one by
-#: this factor (a stranger walking past costs a few embeddings, not one per frame).
+#: Once ``fuse_frames`` frames are kept, a frame is embedded only when its quality rank beats the
+#: worst kept one by this factor (a stranger walking past costs a few embeddings, not one per
+#: frame).
 DEFAULT_EMBED_IMPROVEMENT = 1.1
 #: A face seen in fewer frames is more likely a false detection than a passage: no capture.
 DEFAULT_MIN_CAPTURE_FRAMES = 2
@@ -60,8 +65,8 @@ DEFAULT_MIN_CAPTURE_FRAMES = 2
 
 @dataclass(frozen=True, slots=True)
 class FaceRecognised:
-    """``agree_frames`` frames of one track matched ``person`` and liveness passed (or no
-    liveness model is configured: ``liveness`` None); the door may open."""
+    """The fused embedding of ``frames`` frames of one track matched ``person`` and liveness
+    passed (or no liveness model is configured: ``liveness`` None); the door may open."""
 
     track_id: int
     person: str
@@ -115,6 +120,9 @@ class PipelineSettings:
     track_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     embed_improvement: float = DEFAULT_EMBED_IMPROVEMENT
     min_capture_frames: int = DEFAULT_MIN_CAPTURE_FRAMES
+    fuse_frames: int = DEFAULT_KEEP
+    #: Kind of the detector ('scrfd', 'yunet'): the pose check corrects for its nose placement.
+    detector_kind: str | None = None
 
     def __post_init__(self) -> None:
         if self.portraits not in PORTRAIT_POLICIES:
@@ -124,6 +132,11 @@ class PipelineSettings:
             )
         if self.agree_frames < 1:
             raise ValueError(f"agree_frames must be at least 1, got {self.agree_frames}")
+        if self.fuse_frames < self.agree_frames:
+            raise ValueError(
+                f"fuse_frames ({self.fuse_frames}) must be at least agree_frames "
+                f"({self.agree_frames})"
+            )
 
     @property
     def keeps_portraits(self) -> bool:
@@ -142,12 +155,12 @@ class PipelineStats:
 
 @dataclass
 class _TrackState:
-    candidate: str | None = None
-    votes: int = 0
-    misses: int = 0
+    fusion: TrackFusion
     best_score: float = -1.0
-    embedded_rank: float = 0.0
     decided: bool = False
+    agreed: bool = False
+    candidate: str | None = None
+    second_score: float = 0.0
     granted: str | None = None
     capture_frames: int = 0
     best_capture_rank: float = -1.0
@@ -189,13 +202,17 @@ class FacePipeline:
         embedder: Embedder,
         gallery: Gallery,
         *,
-        liveness: LivenessGate | None = None,
+        liveness: TrackLiveness | LivenessGate | None = None,
         settings: PipelineSettings | None = None,
         motion: MotionGate | None = None,
+        refiner: Refiner | None = None,
     ) -> None:
         self.detector = detector
+        self.refiner = refiner
         self.embedder = embedder
         self.gallery = gallery
+        if isinstance(liveness, LivenessGate):
+            liveness = TrackLiveness(passive=liveness)
         self.liveness = liveness
         self.settings = settings or PipelineSettings()
         self.motion = motion if motion is not None else MotionGate()
@@ -226,26 +243,34 @@ class FacePipeline:
         observations: list[Observation] = []
         for track, face in assigned:
             observations.extend(self._observe(bgr, ts, track, face))
+        observations.extend(self._unsettled(ts, track) for track in ended if self._pending(track))
         observations.extend(self._finish(track) for track in ended if self._capturable(track))
         for track in ended:
             self._states.pop(track.id, None)
+            if self.liveness is not None:
+                self.liveness.forget(track.id)
         return observations
 
     def flush(self) -> list[Observation]:
         """End every open track (camera lost or pipeline stopping): their captures."""
         ended = self.tracker.close_all()
         observations: list[Observation] = [
-            self._finish(track) for track in ended if self._capturable(track)
+            self._unsettled(track.last_ts, track) for track in ended if self._pending(track)
         ]
+        observations += [self._finish(track) for track in ended if self._capturable(track)]
         self._states.clear()
+        if self.liveness is not None:
+            self.liveness.reset()
         self.motion.reset()
         return observations
 
     def _observe(
         self, bgr: np.ndarray, ts: float, track: Track, face: Face
     ) -> list[Observation]:
-        state = self._states.setdefault(track.id, _TrackState())
-        quality = assess(bgr, face)
+        state = self._states.get(track.id)
+        if state is None:
+            state = self._states[track.id] = _TrackState(TrackFusion(self.settings.fuse_frames))
+        quality = assess(bgr, face, detector=self.settings.detector_kind)
         thresholds = self.settings.quality
         if thresholds.capturable(quality):
             state.capture_frames += 1
@@ -256,55 +281,59 @@ class FacePipeline:
                     state.portrait = portrait_crop(
                         bgr, face.box, self.settings.portrait_margin, self.settings.portrait_size_px
                     )
+        if self.liveness is not None and not state.decided:
+            self.liveness.observe(track.id, bgr, face, ts)
+        if state.agreed and not state.decided:
+            return self._settle(ts, track, state)
         if state.decided or not thresholds.recognisable(quality):
             return []
-        confirming = state.candidate is not None
-        if not confirming and quality.rank <= state.embedded_rank * self.settings.embed_improvement:
+        fusion = state.fusion
+        if fusion.full() and quality.rank <= fusion.worst_rank() * self.settings.embed_improvement:
             return []
-        state.embedded_rank = max(state.embedded_rank, quality.rank)
+        if self.refiner is not None:
+            face = self.refiner.refine(bgr, face)
         self.stats.embeddings += 1
-        match = self.gallery.search(self.embedder.embed(align(bgr, face.kps)))
+        fusion.add(self.embedder.embed_face(bgr, face.kps), quality.rank)
+        if len(fusion) < self.settings.agree_frames:
+            return []
+        match = self.gallery.search(fusion.fused())
         if match.person is None:
-            # A frame below the threshold is no vote either way; a candidate that keeps
-            # missing is dropped, so a stranger's one lucky frame does not cost an embedding
-            # per frame for the rest of the passage.
-            state.misses += 1
-            if state.misses > self.settings.agree_frames:
-                state.candidate, state.votes, state.misses = None, 0, 0
             return []
-        if match.person != state.candidate:
-            state.candidate, state.votes, state.misses = match.person, 0, 0
-            state.best_score = -1.0
-        state.votes += 1
-        state.best_score = max(state.best_score, match.score)
-        if state.votes < self.settings.agree_frames:
-            return []
-        state.decided = True
-        return [self._decide(bgr, ts, track, face, match.person, match.second_score, state)]
+        state.agreed, state.candidate = True, match.person
+        state.best_score, state.second_score = match.score, match.second_score
+        return self._settle(ts, track, state)
 
-    def _decide(
-        self,
-        bgr: np.ndarray,
-        ts: float,
-        track: Track,
-        face: Face,
-        person: str,
-        second_score: float,
-        state: _TrackState,
-    ) -> Observation:
-        """The agreed person of a track, granted unless the liveness check refuses the face."""
+    def _settle(self, ts: float, track: Track, state: _TrackState) -> list[Observation]:
+        """The agreed person of a track, granted unless the track's liveness verdict refuses it
+        (nothing yet while the verdict waits for evidence)."""
+        person = state.candidate
+        assert person is not None  # agreed implies a candidate
         live: float | None = None
         if self.liveness is not None:
+            verdict = self.liveness.verdict(track.id)
+            if verdict is None:
+                return []
             self.stats.liveness_checks += 1
-            verdict = self.liveness.check(bgr, face)
             live = verdict.score
             if not verdict.live:
-                log.info("vision: track %d refused: liveness %.2f", track.id, live)
-                return FaceRefused(track.id, LIVENESS_FAILED, person, state.best_score, live, ts)
+                state.decided = True
+                log.info("vision: track %d refused: liveness failed (%s)", track.id, verdict.reason)
+                return [FaceRefused(track.id, LIVENESS_FAILED, person, state.best_score, live, ts)]
+        state.decided = True
         state.granted = person
-        return FaceRecognised(
-            track.id, person, state.best_score, second_score, state.votes, live, ts
-        )
+        return [FaceRecognised(
+            track.id, person, state.best_score, state.second_score, len(state.fusion), live, ts
+        )]
+
+    def _pending(self, track: Track) -> bool:
+        state = self._states.get(track.id)
+        return state is not None and state.agreed and not state.decided
+
+    def _unsettled(self, ts: float, track: Track) -> Observation:
+        """A track that left while its liveness verdict still waited for evidence: refused."""
+        state = self._states[track.id]
+        log.info("vision: track %d refused: left before liveness evidence was complete", track.id)
+        return FaceRefused(track.id, LIVENESS_FAILED, state.candidate, state.best_score, None, ts)
 
     def _capturable(self, track: Track) -> bool:
         state = self._states.get(track.id)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -29,13 +31,23 @@ def _log(config: Path | None, log: Path | None) -> AuditLog:
 
 
 @audit_app.command("verify")
-def verify(config: Path | None = ConfigOpt, log: Path | None = LogOpt) -> None:
+def verify(
+    config: Path | None = ConfigOpt, log: Path | None = LogOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+) -> None:
     """Check that no audit entry was edited, inserted or removed (exit 1 when one was).
 
     Example: menjin audit verify -c /etc/menjin/gate.yaml
     """
     audit = _log(config, log)
     result = audit.verify()
+    if as_json:
+        typer.echo(json.dumps({"file": str(audit.path), "ok": result.ok,
+                               "entries": result.entries, "line": result.line,
+                               "reason": result.reason}, ensure_ascii=False))
+        if not result.ok:
+            raise typer.Exit(1)
+        return
     if result.ok:
         typer.echo(f"{audit.path}: OK: {result.entries} entries, chain intact")
         return
@@ -44,10 +56,23 @@ def verify(config: Path | None = ConfigOpt, log: Path | None = LogOpt) -> None:
 
 
 @audit_app.command("show")
-def show(config: Path | None = ConfigOpt, log: Path | None = LogOpt) -> None:
-    """Print the audit entries as JSON lines.
+def show(
+    config: Path | None = ConfigOpt, log: Path | None = LogOpt,
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+) -> None:
+    """Print the audit entries, one a line: when, who, what, on whom, details.
 
     Example: menjin audit show --log /var/lib/menjin/audit.log
     """
     for entry in _log(config, log).entries():
-        typer.echo(json.dumps(entry, ensure_ascii=False))
+        typer.echo(json.dumps(entry, ensure_ascii=False) if as_json else audit_line(entry))
+
+
+def audit_line(entry: dict[str, Any]) -> str:
+    """``#3 2026-11-30 12:01:02 cli:root residents.add on p12: cards=1`` (UTC)."""
+    when = dt.datetime.fromtimestamp(entry.get("ts_ms", 0) / 1000, dt.UTC)
+    target = f" on {entry['target']}" if entry.get("target") else ""
+    details = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v}"
+                        for k, v in (entry.get("details") or {}).items())
+    return (f"#{entry.get('seq')} {when:%Y-%m-%d %H:%M:%S} {entry.get('actor')} "
+            f"{entry.get('action')}{target}{': ' + details if details else ''}")

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
 from daemon.access import face_only_warnings
 from daemon.config import GateConfig
-from daemon.configcheck import client_id
-from daemon.configfile import EX_CONFIG, ConfigError, Problem, load_config
+from daemon.configfile import (
+    EX_CONFIG,
+    ConfigError,
+    LoadedConfig,
+    Problem,
+    cross_gate_problems,
+    load_config_file,
+)
+from daemon.configschema import SCHEMA_FILE, schema_text
 from daemon.keyring import Keyring
 from daemon.keys import KeyProviderError
+from daemon.liveness import liveness_warnings
 from daemon.store import StoreError
-
-SCHEMA_FILE = Path(__file__).resolve().parents[2] / "config" / "schema.json"
 
 config_app = typer.Typer(help="Configuration tools.", no_args_is_help=True)
 
@@ -29,7 +34,7 @@ def check_config(
     no_files: bool = typer.Option(
         False,
         "--no-file-checks",
-        help="Skip checks that model, key and certificate files exist "
+        help="Open no file but the config: no model, key, certificate or resident store "
         "(when checking a config away from its board).",
     ),
 ) -> None:
@@ -38,31 +43,38 @@ def check_config(
     Example: menjin check-config /etc/menjin/gate.yaml
     """
     problems: list[Problem] = []
-    loaded: list[tuple[Path, GateConfig]] = []
+    loaded: list[LoadedConfig] = []
     for file in files:
         try:
-            loaded.append((file, load_config(file, check_files=not no_files)))
+            loaded.append(load_config_file(file, check_files=not no_files))
         except ConfigError as exc:
             problems += exc.problems
-    problems += _cross_gate_problems(loaded)
+    problems += cross_gate_problems(loaded)
     for problem in problems:
         typer.echo(str(problem), err=True)
     if problems:
         typer.echo(f"{len(problems)} problem(s) found", err=True)
         raise typer.Exit(EX_CONFIG)
-    for file, cfg in loaded:
-        for warning in [*key_warnings(cfg), *_resident_warnings(cfg)]:
-            typer.echo(f"{file}: warning: {warning}", err=True)
+    for item in loaded:
+        cfg = item.config
+        for problem in item.warnings:
+            typer.echo(f"{problem.file}:{problem.line}:{problem.column}: warning: "
+                       f"{problem.path}: {problem.message}", err=True)
+        residents = [] if no_files else _resident_warnings(cfg)
+        for warning in [*key_warnings(cfg), *liveness_warnings(cfg), *residents]:
+            typer.echo(f"{item.file}: warning: {warning}", err=True)
         typer.echo(
-            f"{file}: OK: gate {cfg.gate.id}, {len(cfg.doors)} door(s), {len(cfg.readers)} "
+            f"{item.file}: OK: gate {cfg.gate.id}, {len(cfg.doors)} door(s), {len(cfg.readers)} "
             f"reader(s), camera {'yes' if cfg.camera else 'no'}, "
             f"{'simulate' if cfg.hardware.simulate else cfg.hardware.gpio_backend} mode, "
-            f"portraits {cfg.privacy.portraits}"
+            f"portraits {cfg.privacy.portraits}, "
+            f"vision {'on' if cfg.vision is not None and cfg.vision.enabled else 'off'}"
+            + (" (files not checked)" if no_files else "")
         )
 
 
 def _resident_warnings(cfg: GateConfig) -> list[str]:
-    """Persons set up for face entry without a card or PIN, when the board's store is here.
+    """Persons set up for face entry without a card, when the board's store is here.
 
     A warning, not an error: the config is fine, the resident data needs fixing.
     """
@@ -83,47 +95,6 @@ def key_warnings(cfg: GateConfig) -> list[str]:
                 "protect: a copied SD card yields names, card numbers and face templates; use "
                 "tpm2 or rpi-otp on a gate (docs/privacy.md)"]
     return []
-
-
-def _cross_gate_problems(loaded: list[tuple[Path, GateConfig]]) -> list[Problem]:
-    """Two boards with the same gate id or MQTT client id would knock each other off the broker."""
-    problems: list[Problem] = []
-    seen_ids: dict[str, Path] = {}
-    seen_clients: dict[str, Path] = {}
-    for file, cfg in loaded:
-        if cfg.gate.id in seen_ids:
-            problems.append(
-                Problem(
-                    str(file),
-                    1,
-                    1,
-                    "gate.id",
-                    f"gate id {cfg.gate.id!r} is also used by {seen_ids[cfg.gate.id]}",
-                )
-            )
-        seen_ids.setdefault(cfg.gate.id, file)
-        cid = client_id(cfg)
-        if cid in seen_clients:
-            problems.append(
-                Problem(
-                    str(file),
-                    1,
-                    1,
-                    "uplink.client_id",
-                    f"MQTT client id {cid!r} is also used by {seen_clients[cid]} "
-                    "(the broker would disconnect one of them)",
-                )
-            )
-        seen_clients.setdefault(cid, file)
-    return problems
-
-
-def schema_text() -> str:
-    """The JSON Schema of the gate config, as committed in config/schema.json."""
-    schema = GateConfig.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "menjin gate configuration"
-    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
 
 
 @config_app.command("schema")

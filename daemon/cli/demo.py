@@ -26,6 +26,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,7 +41,8 @@ from daemon.cli.demoseed import DemoPeople, seed
 from daemon.cli.run import format_event
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLE_CONFIG = REPO / "config" / "example.yaml"
+#: Package data (a link to config/example.yaml in the source tree), so a plain pip install has it.
+EXAMPLE_CONFIG = resources.files("daemon") / "data" / "config" / "example.yaml"
 MODELS_PLACEHOLDER = re.compile(r"\$\{MENJIN_MODELS(?::-[^}]*)?\}")
 MOSQUITTO_CANDIDATES = ("mosquitto", "/usr/sbin/mosquitto")
 START_TIMEOUT_SECONDS = 60.0
@@ -72,6 +74,19 @@ def faces_dir() -> Path | None:
     """The test photos: $MENJIN_FACES, else ../shared/faces next to the repository."""
     path = Path(os.environ.get("MENJIN_FACES", REPO.parent / "shared" / "faces"))
     return path if (path / "enrol").is_dir() else None
+
+
+def face_skip_reason(models: Path | None, faces: Path | None) -> str:
+    """Why the demo skips its face step, and what to set to run it."""
+    missing = []
+    if models is None:
+        missing.append("no face models (.onnx) in $MENJIN_MODELS "
+                       f"({os.environ.get('MENJIN_MODELS', 'not set')})")
+    if faces is None:
+        missing.append("no test photos (an enrol/ folder) in $MENJIN_FACES "
+                       f"({os.environ.get('MENJIN_FACES', 'not set')})")
+    return ("step 4, face-scan entry, is skipped: " + " and ".join(missing)
+            + "; set MENJIN_MODELS and MENJIN_FACES to run it")
 
 
 def _free_port() -> int:
@@ -109,6 +124,12 @@ def derive_config(workdir: Path, *, broker_port: int | None, models: Path | None
     if models is None:
         for key in ("camera", "vision"):
             data.pop(key, None)
+    elif "camera" in data:
+        # The simulated scene has no infrared twin: the demo runs face entry on RGB liveness
+        # only (the start-up log says what that means).
+        data["camera"].pop("nir", None)
+        for door in data["doors"].values():
+            door.pop("liveness", None)
     data["control"]["socket"] = str(workdir / "control.sock")
     data["logging"]["level"] = "INFO"
     path = workdir / "gate.yaml"
@@ -202,7 +223,7 @@ class Demo:
             proc = subprocess.Popen(
                 [sys.executable, "-c", "from menjin.cli import main; main()", "run", "-c",
                  str(config)],
-                stdout=logfile, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                stdout=logfile, stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
             )
         self._procs.append(proc)
         return proc
@@ -291,9 +312,11 @@ class Demo:
         return table
 
     async def _events(self) -> None:
-        async for event in control.follow(self.socket, "events", {"follow": True, "count": 0}):
-            self._print_event(event)
-            await self.log.add(event)
+        with contextlib.suppress(control.DaemonStoppedError):  # the demo's end stops it
+            async for event in control.follow(self.socket, "events",
+                                              {"follow": True, "count": 0}):
+                self._print_event(event)
+                await self.log.add(event)
 
     async def _refresh(self, live: Live) -> None:
         while True:
@@ -411,8 +434,7 @@ class Demo:
             await self.step("4. Face-scan entry (opted-in resident)", face_entry)
         else:
             self.console.rule("[bold]4. Face-scan entry")
-            self.console.print("  [yellow]skipped: face models or photos not found (set "
-                               "MENJIN_MODELS and MENJIN_FACES)[/]")
+            self.console.print(f"  [yellow]{face_skip_reason(self.models, self.faces)}[/]")
         await self.step("5. Exit button (egress)", exit_button)
         await self.step("6. Door held open too long", held_open)
         await self.step("7. Forced door", forced)
@@ -439,8 +461,7 @@ class Demo:
         con.print(f"[bold]menjin demo[/]: simulated gate from {EXAMPLE_CONFIG.name}, "
                   f"state in {self.workdir}")
         if not face_ok:
-            con.print("[yellow]face models or test photos not found: face-scan entry is skipped "
-                      "(set MENJIN_MODELS / MENJIN_FACES)[/]")
+            con.print(f"[yellow]{face_skip_reason(self.models, self.faces)}[/]")
         try:
             return await self._play(face_ok)
         except RuntimeError as exc:  # the daemon did not come up

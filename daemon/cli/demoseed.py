@@ -73,7 +73,8 @@ def _enrol_face(config_path: Path, faces: Path) -> Path | None:
     assert config.vision is not None
     models = face_models(config.vision)
     photos = sorted((faces / "enrol" / FACE_ENROL_FOLDER).glob("*.jpg"))
-    result = enrol_photos(photos, models.detector, models.embedder, models.thresholds)
+    result = enrol_photos(photos, models.detector, models.embedder, models.thresholds,
+                          models.refiner)
     if not result.templates:
         log.warning("demo: no usable enrolment photo in %s", faces / "enrol" / FACE_ENROL_FOLDER)
         return None

@@ -1,15 +1,18 @@
-"""`menjin enrol` and `menjin faces compare`: the installer's face tools.
+"""`menjin enrol`, `menjin faces compare` and `menjin faces evaluate`: the installer's face tools.
 
 Enrolment turns photos into templates and stores only the templates, encrypted, in the gate's
-template store (``vision.templates`` with the key in ``vision.template_key_file``).  It refuses a
+template store (``vision.templates``, sealed under the face key of ``keys:``).  It refuses a
 person who is not in the resident store or has no recorded face consent there (a guardian's too
 under 14; PIPL arts. 29 and 31), photos without exactly one good face, and photos that already
 match another enrolled person (two ids for one face would break the margin rule and open each
-other's doors); it warns when the person has no card or PIN.  Every enrolment is written to the
+other's doors); it warns when the person has no card.  Every enrolment is written to the
 audit log.
 
 ``faces compare`` prints the similarity of two photos and whether it is a match under the
-configured threshold; installers use it to check a threshold, tests use it too.
+configured threshold; installers use it to check a threshold, tests use it too.  ``faces evaluate``
+runs the gallery protocol of vision/evaluate.py on a folder-per-identity set (consenting
+residents' photos) and prints true accepts, the impostor distribution and the threshold the rule
+of vision/calibration.py recommends for the configured route.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import typer
 
 from daemon.audit import local_actor
 from daemon.config import GateConfig, VisionSection
-from daemon.configfile import EX_CONFIG, ConfigError, load_config
+from daemon.configfile import EX_CONFIG, ConfigError, load_config_file
 from daemon.faces import (
     EnrolOutcome,
     EnrolRefusedError,
@@ -55,10 +58,14 @@ ConfigOpt = Annotated[
 def vision_config(config: Path) -> tuple[GateConfig, VisionSection]:
     """Load the config (exit 78 with every problem listed) and insist on a vision section."""
     try:
-        cfg = load_config(config)
+        loaded = load_config_file(config)
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(EX_CONFIG) from exc
+    cfg = loaded.config
+    if loaded.warnings:  # the models are missing: face tools cannot work without them
+        typer.echo("\n".join(str(w) for w in loaded.warnings), err=True)
+        raise typer.Exit(EX_CONFIG)
     if cfg.vision is None:
         typer.echo(f"{config}: no 'vision' section: face tools need a detector and an embedder",
                    err=True)
@@ -85,7 +92,8 @@ def enrol_person(
     """Add templates of ``person`` from photo files to ``store`` (consent already checked)."""
     from vision.enrol import enrol_photos
 
-    result = enrol_photos(photos, models.detector, models.embedder, models.thresholds)
+    result = enrol_photos(photos, models.detector, models.embedder, models.thresholds,
+                          models.refiner)
     return store_enrolment(cfg, models, store, person, result, actor=local_actor(),
                            keyring=keyring)
 
@@ -98,6 +106,7 @@ def enrol(
         list[Path], typer.Argument(help="One or more photos showing only this person.")
     ],
     config: ConfigOpt = DEFAULT_CONFIG,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Enrol a resident's face from photos; stores only templates, encrypted.
 
@@ -134,10 +143,33 @@ def enrol(
         for message in exc.messages:
             typer.echo(f"refused: {message}", err=True)
         raise typer.Exit(EX_REFUSED) from exc
+    daemon = tell_daemon(cfg)
+    if as_json:
+        typer.echo(json.dumps({"person": person, "accepted": outcome.accepted,
+                               "rejected": outcome.rejected, "templates": outcome.templates,
+                               "daemon": daemon}, ensure_ascii=False))
+        return
     for message in outcome.rejected.values():
         typer.echo(f"rejected: {message}", err=True)
     typer.echo(f"enrolled {person}: {outcome.accepted} photo(s) accepted, "
                f"{len(outcome.rejected)} rejected, {outcome.templates} template(s) stored")
+    typer.echo(daemon)
+
+
+def tell_daemon(cfg: GateConfig) -> str:
+    """Make a running daemon load the changed template store now; says what happened."""
+    import asyncio
+
+    from daemon import control
+
+    try:
+        asyncio.run(control.call(cfg.control.socket, "faces.changed"))
+    except control.ControlUnavailableError:
+        return "the daemon is not running: it loads the new templates when it starts"
+    except control.ControlError as exc:
+        return (f"the running daemon did not reload the templates ({exc}): reload it with "
+                "sudo systemctl reload menjin")
+    return "the running daemon reloaded the face templates: the new face opens at once"
 
 
 @faces_app.command("compare")
@@ -156,7 +188,6 @@ def compare(
 
     Example: menjin faces compare alice-2024.jpg alice-gate.jpg --json -c /etc/menjin/gate.yaml
     """
-    from vision.align import align
     from vision.enrol import EnrolmentError, read_image
     from vision.quality import face_px
 
@@ -176,7 +207,9 @@ def compare(
         face = max(faces, key=lambda f: face_px(f.kps))
         if len(faces) > 1 and not as_json:
             typer.echo(f"{path}: {len(faces)} faces, using the largest")
-        vectors.append(models.embedder.embed(align(bgr, face.kps)))
+        if models.refiner is not None:
+            face = models.refiner.refine(bgr, face)
+        vectors.append(models.embedder.embed_face(bgr, face.kps))
     similarity = round(float(vectors[0] @ vectors[1]), 4)
     match = similarity >= models.threshold
     if as_json:
@@ -184,3 +217,89 @@ def compare(
         return
     verdict = "match" if match else "no match"
     typer.echo(f"similarity {similarity:.3f}: {verdict} (threshold {models.threshold:.2f})")
+
+
+@faces_app.command("evaluate")
+def evaluate(
+    folder: Annotated[Path, typer.Argument(help="One sub-folder of photos per person.")],
+    gallery_size: Annotated[
+        int, typer.Option(help="Enrolled persons the recommended threshold must hold for.")
+    ] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    config: ConfigOpt = DEFAULT_CONFIG,
+) -> None:
+    """Check the configured route on consenting residents' photos before face entry goes on.
+
+    Gallery protocol: each person enrols up to 3 photos and probes with the rest; in turn a
+    quarter of the persons are left out and probe as strangers.  Prints true accepts at the
+    configured threshold, wrong-person and stranger accepts, true accepts at zero false accepts,
+    the impostor distribution, and the threshold the calibration rule recommends for a gallery
+    of --gallery-size persons (default: the rule's compound size).  Exit status 1 when any
+    wrong-person or stranger accept happened.
+
+    Example: menjin faces evaluate /srv/consented-photos --gallery-size 800 -c /etc/menjin/gate.yaml
+    """
+    from vision.calibration import DEFAULT_GALLERY_SIZE
+    from vision.evaluate import (
+        EvaluationError,
+        Route,
+        folder_set,
+        gallery_protocol,
+        report,
+        sample_set,
+    )
+
+    _cfg, vision = vision_config(config)
+    models = face_models(vision)
+    try:
+        identities = folder_set(folder)
+    except EvaluationError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EX_REFUSED) from exc
+    route = Route(models.detector, models.embedder, models.thresholds, models.refiner,
+                  vision.detector.kind)
+    samples = sample_set(route, identities)
+    result = gallery_protocol(samples, threshold=models.threshold, margin=models.margin)
+    figures = report(result, samples, threshold=models.threshold,
+                     gallery_size=gallery_size or DEFAULT_GALLERY_SIZE)
+    if as_json:
+        typer.echo(json.dumps(figures))
+    else:
+        for line in describe_report(figures):
+            typer.echo(line)
+    if result.wrong_person_accepts or result.stranger_accepts:
+        raise typer.Exit(EX_REFUSED)
+
+
+def describe_report(figures: dict[str, object]) -> list[str]:
+    """The human-readable lines of ``faces evaluate``."""
+    lines = [
+        f"{figures['identities']} persons, {figures['photos']} photos "
+        f"({figures['photos_refused']} refused by the quality gate or without a face)",
+        f"threshold {figures['threshold']:.2f}: {figures['true_accepts']}/"
+        f"{figures['genuine_probes']} genuine probes accepted ({figures['true_accept_rate']:.1%}), "
+        f"{figures['wrong_person_accepts']} wrong-person accepts, "
+        f"{figures['stranger_accepts']}/{figures['stranger_probes']} stranger accepts",
+        f"true accepts at zero false accepts: {figures['tar_at_zero_far']:.1%}",
+    ]
+    for key in ("genuine", "impostor_pairs", "impostor_best_per_probe"):
+        d = figures[key]
+        assert isinstance(d, dict)
+        if d.get("n"):
+            lines.append(
+                f"{key.replace('_', ' ')}: n={d['n']} mean {d['mean']:.3f} median {d['p50']:.3f} "
+                f"p99 {d['p99']:.3f} p99.9 {d['p99.9']:.3f} max {d['max']:.3f}"
+            )
+    rec = figures["recommended"]
+    assert isinstance(rec, dict)
+    if "error" in rec:
+        lines.append(f"no recommendation: {rec['error']}")
+    else:
+        lines.append(
+            f"recommended threshold {rec['threshold']:.2f} for a gallery of {rec['gallery_size']} "
+            f"persons at FPIR {rec['fpir']:g} (stranger accepts per search); the configured "
+            f"threshold gives FPIR {rec['fpir_at_threshold']:g}"
+        )
+    for label, problem in dict(figures["refusals"]).items():  # type: ignore[call-overload]
+        lines.append(f"refused: {label}: {problem}")
+    return lines

@@ -5,67 +5,58 @@ its line number first, and only ``--skip-bad`` imports the good rows of a file t
 PINs in an import file are hashed (salted scrypt) on the way in; the store never holds a PIN.
 Local edits keep the store's sync version, so the next snapshot from the station replaces them.
 
-CSV columns (header row required; ``id`` and ``name`` required, lists separated by ``;``)::
-
-    id,name,kind,enabled,valid_from,valid_until,groups,cards,duress_cards,pin,duress_pin,
-    face_consent_date,face_consent_source,under_14,guardian_consent_date,guardian_consent_source
-
-YAML: ``persons:`` (a list of the same fields; ``face_consent``/``guardian_consent`` may also be
-``{date, source}`` mappings), optional ``groups:`` (``{id, name, doors, schedule}``) and
-``holidays:`` (dates).  Card numbers and PINs must be quoted in YAML, or leading zeros are lost.
+The file dialect (CSV or YAML, plain PINs, ``;`` between list items) is the one the station's
+``sync`` reads too: see :mod:`protocol.residents` and docs/residents.md.
 """
 
 from __future__ import annotations
 
 import asyncio
-import csv
 import difflib
-import io
 import json
-import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import typer
 
-from daemon.access import Group, Person, face_only_warnings, hash_pin
+from daemon.access import Group, Person, face_only_warnings
 from daemon.audit import local_actor
 from daemon.cli import auditing
 from daemon.config import GateConfig
-from daemon.configfile import EX_CONFIG, ConfigError, load_config, parse_yaml
-from daemon.gatelock import GateBusyError, offline
+from daemon.configfile import EX_CONFIG, ConfigError, load_config
 from daemon.keyring import Keyring
 from daemon.keys import KeyProviderError, load_local, provider
 from daemon.privacy import forget_offline
 from daemon.schedule import DEFAULT_TIMEZONE
+from daemon.statelock import StateDirBusyError, offline
 from daemon.store import (
     PersonError,
     Store,
     StoreError,
+    group_from_record,
+    holidays_from_records,
     parse_group,
-    parse_holidays,
-    parse_person,
+    person_from_record,
     pseudonym,
 )
 from drivers.card import mask
+from protocol.pins import hash_pin
+from protocol.residents import (
+    ResidentFile,
+    ResidentFileError,
+    Row,
+    check,
+    parse_resident_file,
+    with_pins,
+)
 
 EX_DATAERR = 65  # sysexits.h: the input file was bad; nothing was imported
 EX_NOTFOUND = 1
-PIN_PATTERN = re.compile(r"^\d{4,8}$")
-LIST_SEPARATOR = re.compile(r"[;\s]+")
-CSV_COLUMNS = (
-    "id", "name", "kind", "enabled", "valid_from", "valid_until", "groups", "cards",
-    "duress_cards", "pin", "duress_pin", "face_consent_date", "face_consent_source", "under_14",
-    "guardian_consent_date", "guardian_consent_source",
-)
-YAML_FIELDS = frozenset(CSV_COLUMNS) | {"face_consent", "guardian_consent"}
-TRUE_WORDS = frozenset({"yes", "y", "true", "1"})
-FALSE_WORDS = frozenset({"no", "n", "false", "0", ""})
 #: With --db (a store file away from a board), development keys beside it.
 DB_KEYS_DIR = "keys"
 
@@ -80,6 +71,12 @@ DbOpt = Annotated[Path | None, typer.Option(
     "--db", help="Resident store file, instead of -c (no card hashing unless --card-key).")]
 CardKeyOpt = Annotated[Path | None, typer.Option(
     "--card-key", help="With --db: the card hash key file the store was written with.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")]
+
+
+def _done(text: str, result: Mapping[str, Any], as_json: bool) -> None:
+    """The outcome of an edit: a sentence, or with --json the same as one JSON object."""
+    typer.echo(json.dumps(result, ensure_ascii=False) if as_json else text)
 
 
 # --------------------------------------------------------------------------- opening the store
@@ -155,272 +152,44 @@ def _audit(target: Target, action: str, person: str | None, details: Mapping[str
                         details=details)
 
 
-# --------------------------------------------------------------------------- reading files
-@dataclass(frozen=True)
-class Row:
-    """One person of an import file: its line, its fields, and the line of each field if known."""
-
-    line: int
-    fields: dict[str, Any]
-    field_lines: Mapping[str, int]
-
-
-@dataclass
-class ImportFile:
-    rows: list[Row]
-    groups: list[tuple[int, Any]]
-    holidays: Any
-
-
-class ImportFileError(Exception):
-    """The file as a whole cannot be read (syntax, header); nothing is imported."""
-
-
-def read_import_file(path: Path) -> ImportFile:
-    """Rows of a CSV or YAML import file (chosen by the extension)."""
-    text = path.read_text(encoding="utf-8-sig")
-    if path.suffix.lower() in (".yaml", ".yml"):
-        return _read_yaml(text, str(path))
-    if path.suffix.lower() == ".csv":
-        return _read_csv(text, str(path))
-    raise ImportFileError(f"{path}: use a .csv or .yaml file")
-
-
-def _read_csv(text: str, file: str) -> ImportFile:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = reader.fieldnames or []
-    unknown = [c for c in header if c not in CSV_COLUMNS]
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], CSV_COLUMNS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ImportFileError(f"{file}:1: unknown column {unknown[0]!r}{hint}")
-    missing = [c for c in ("id", "name") if c not in header]
-    if missing:
-        raise ImportFileError(f"{file}:1: the header needs a {missing[0]!r} column")
-    rows = []
-    while True:
-        line = reader.line_num + 1
-        try:
-            record = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            raise ImportFileError(f"{file}:{line}: {exc}") from exc
-        if not any((v or "").strip() for v in record.values() if isinstance(v, str)):
-            continue
-        if None in record:
-            raise ImportFileError(f"{file}:{line}: more values than columns")
-        rows.append(Row(line, _csv_person(record), {}))
-    return ImportFile(rows, [], None)
-
-
-def _csv_person(record: Mapping[str, str | None]) -> dict[str, Any]:
-    """CSV cells in the import vocabulary (strings; lists split; consents grouped)."""
-    out: dict[str, Any] = {}
-    for key, value in record.items():
-        text = (value or "").strip()
-        if key in ("groups", "cards", "duress_cards"):
-            out[key] = [v for v in LIST_SEPARATOR.split(text) if v]
-        elif text:
-            out[key] = text
-    return out
-
-
-def _read_yaml(text: str, file: str) -> ImportFile:
-    try:
-        root = parse_yaml(text, file)
-    except ConfigError as exc:
-        raise ImportFileError(str(exc)) from exc
-    if isinstance(root, list):
-        root = {"persons": root}
-    if not isinstance(root, Mapping):
-        raise ImportFileError(f"{file}:1: expected 'persons:' with a list of persons")
-    extra = sorted(set(root) - {"persons", "groups", "holidays"})
-    if extra:
-        raise ImportFileError(f"{file}:{_key_line(root, extra[0])}: unknown section {extra[0]!r} "
-                              "(persons, groups, holidays)")
-    persons = root.get("persons") or []
-    if not isinstance(persons, list):
-        raise ImportFileError(f"{file}:{_key_line(root, 'persons')}: 'persons' must be a list")
-    rows = []
-    for i, item in enumerate(persons):
-        line = _item_line(persons, i)
-        if not isinstance(item, Mapping):
-            rows.append(Row(line, {"__error__": "expected a mapping of person fields"}, {}))
-            continue
-        fields = {str(k): _plain(v) for k, v in item.items()}
-        rows.append(Row(line, fields, {str(k): _key_line(item, k) for k in item}))
-    groups = root.get("groups") or []
-    group_rows = [(_item_line(groups, i), _plain(g)) for i, g in enumerate(groups)]
-    return ImportFile(rows, group_rows, _plain(root["holidays"]) if "holidays" in root else None)
-
-
-def _plain(value: Any) -> Any:
-    """ruamel nodes as plain values; YAML dates back to the ISO text the parser expects."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    return value
-
-
-def _item_line(seq: Any, index: int) -> int:
-    try:
-        return int(seq.lc.item(index)[0]) + 1
-    except (AttributeError, KeyError, TypeError):
-        return 1
-
-
-def _key_line(mapping: Any, key: Any) -> int:
-    try:
-        return int(mapping.lc.key(key)[0]) + 1
-    except (AttributeError, KeyError, TypeError):
-        return 1
-
-
-# --------------------------------------------------------------------------- validation
-def _flag(fields: Mapping[str, Any], key: str) -> bool | None:
-    value = fields.get(key)
-    if value is None or isinstance(value, bool):
-        return value
-    word = str(value).strip().lower()
-    if word in TRUE_WORDS:
-        return True
-    if word in FALSE_WORDS:
-        return False
-    raise PersonError(f"{key}: {value!r} is not yes or no")
-
-
-def _consent(fields: Mapping[str, Any], name: str) -> Any:
-    if name in fields:
-        return fields[name]
-    day, source = fields.get(f"{name}_date"), fields.get(f"{name}_source")
-    if day is None and source is None:
-        return None
-    return {"date": day, "source": source or ""} if day is not None else {"source": source}
-
-
-def _pin(fields: Mapping[str, Any], key: str) -> str | None:
-    value = fields.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise PersonError(f"{key}: write the PIN in quotes (YAML reads {value!r} as a number)")
-    if not PIN_PATTERN.match(value):
-        raise PersonError(f"{key}: a PIN is 4 to 8 digits")
-    return hash_pin(value)
-
-
-def _card_list(fields: Mapping[str, Any], key: str) -> list[str]:
-    value = fields.get(key) or []
-    if isinstance(value, str):
-        return [v for v in LIST_SEPARATOR.split(value) if v]
-    if not isinstance(value, list):
-        raise PersonError(f"{key}: expected a list")
-    for item in value:
-        if not isinstance(item, str):
-            raise PersonError(f"{key}: write card numbers in quotes (YAML reads {item!r} as a "
-                              "number and drops leading zeros)")
-    return value
-
-
-def person_from_fields(fields: Mapping[str, Any], zone: ZoneInfo) -> Person:
-    """A person from import-file vocabulary (plain PINs, flat consent columns, yes/no flags)."""
-    if "__error__" in fields:
-        raise PersonError(str(fields["__error__"]))
-    unknown = sorted(set(fields) - YAML_FIELDS)
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], sorted(YAML_FIELDS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise PersonError(f"{unknown[0]}: unknown field{hint}")
-    groups = fields.get("groups") or []
-    obj: dict[str, Any] = {
-        "id": str(fields.get("id", "")), "name": str(fields.get("name", "")),
-        "kind": fields.get("kind", "resident"),
-        "valid_from": fields.get("valid_from"), "valid_until": fields.get("valid_until"),
-        "groups": [v for v in LIST_SEPARATOR.split(groups) if v] if isinstance(groups, str)
-        else groups,
-        "cards": _card_list(fields, "cards"), "duress_cards": _card_list(fields, "duress_cards"),
-        "pin_hash": None, "duress_pin_hash": None,
-        "face_consent": _consent(fields, "face_consent"),
-        "guardian_consent": _consent(fields, "guardian_consent"),
-    }
-    for key in ("enabled", "under_14"):
-        flag = _flag(fields, key)
-        if flag is not None:
-            obj[key] = flag
-    person = parse_person(obj, zone=zone)  # every check before the slow PIN hashing
-    return replace(person, pin_hash=_pin(fields, "pin"),
-                   duress_pin_hash=_pin(fields, "duress_pin"))
-
-
+# --------------------------------------------------------------------------- checking files
 @dataclass
 class Checked:
     persons: list[Person]
     groups: list[Group]
     holidays: dict[date, str] | None
+    revoked: list[str]
     errors: list[str]
 
 
-def check_import(data: ImportFile, store: Store, file: str) -> Checked:
-    """Validate every row against the file and the store; errors as ``FILE:LINE: message``."""
-    problems: list[tuple[int, str]] = []
+def check_import(data: ResidentFile, store: Store, file: str) -> Checked:
+    """Validate every row against the file and the store; errors as ``FILE:LINE: message``.
+
+    The rows are checked by :func:`protocol.residents.check`; here the gate adds what needs its
+    store: validity bounds in its time zone, schedule texts, cards held by others; PINs are hashed
+    last.
+    """
+    checked = check(data, known_groups=[g.id for g in store.groups()],
+                    card_owner=store.card_owner, mask=mask)
+    problems = list(checked.problems)
     groups: list[Group] = []
-    for line, obj in data.groups:
+    for group in checked.groups:
         try:
-            groups.append(parse_group(obj))
+            groups.append(group_from_record(group))
         except PersonError as exc:
-            problems.append((line, f"group {exc}"))
-    holidays = None
-    if data.holidays is not None:
-        try:
-            holidays = parse_holidays(data.holidays)
-        except PersonError as exc:
-            problems.append((1, str(exc)))
-    known_groups = {g.id for g in store.groups()} | {g.id for g in groups}
-    parsed: list[tuple[Row, Person]] = []
-    for row in data.rows:
-        try:
-            parsed.append((row, person_from_fields(row.fields, store.zone)))
-        except PersonError as exc:
-            field = str(exc).split(":", 1)[0].split(".", 1)[0]
-            problems.append((row.field_lines.get(field, row.line), str(exc)))
-    in_file = {person.id for _, person in parsed}  # cards may move between them
-    ids: dict[str, int] = {}
-    cards: dict[str, tuple[int, str]] = {}
+            problems.append((1, f"group {group.id}: {exc}"))
     persons: list[Person] = []
-    for row, person in parsed:
-        problem = _cross_check(person, ids, cards, known_groups, in_file, store)
-        if problem:
-            problems.append((row.line, problem))
+    for item in checked.persons:
+        try:
+            person_from_record(item.record, zone=store.zone)  # every check before the PIN hashing
+        except PersonError as exc:
+            problems.append((item.line, str(exc)))
             continue
-        ids[person.id] = row.line
-        for card in (*person.cards, *person.duress_cards):
-            cards[card] = (row.line, person.id)
-        persons.append(person)
+        persons.append(person_from_record(with_pins(item, hash_pin), zone=store.zone))
+    holidays = holidays_from_records(checked.holidays) if checked.holidays is not None else None
     problems.sort(key=lambda p: p[0])
-    return Checked(persons, groups, holidays, [f"{file}:{line}: {msg}" for line, msg in problems])
-
-
-def _cross_check(person: Person, ids: Mapping[str, int], cards: Mapping[str, tuple[int, str]],
-                 known_groups: set[str], in_file: set[str], store: Store) -> str | None:
-    if person.id in ids:
-        return f"id {person.id!r} is already used on line {ids[person.id]}"
-    for group in person.groups:
-        if group not in known_groups:
-            close = difflib.get_close_matches(group, sorted(known_groups), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else " (define it under 'groups:')"
-            return f"groups: unknown group {group!r}{hint}"
-    for card in (*person.cards, *person.duress_cards):
-        if card in cards:
-            first_line, holder = cards[card]
-            return f"card {mask(card)} is already given to {holder} on line {first_line}"
-        owner = store.card_owner(card)
-        if owner is not None and owner not in in_file:
-            return f"card {mask(card)} already belongs to {owner} in the store"
-    return None
+    return Checked(persons, groups, holidays, checked.revoked,
+                   [f"{file}:{line}: {msg}" for line, msg in problems])
 
 
 # --------------------------------------------------------------------------- commands
@@ -431,15 +200,30 @@ def import_(
     skip_bad: Annotated[bool, typer.Option(
         "--skip-bad", help="Import the good rows even when some are bad.")] = False,
     config: ConfigOpt = None, db: DbOpt = None, card_key: CardKeyOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Import persons from CSV or YAML: all rows valid, or nothing (unless --skip-bad).
+
+    CSV: a header row, then one person a line. Columns (id and name required; lists separated
+    by ";"): id, name, kind (resident, visitor, staff), enabled (yes/no), valid_from,
+    valid_until, groups, cards, duress_cards, pin, duress_pin, face_consent_date,
+    face_consent_source, under_14, guardian_consent_date, guardian_consent_source. A CSV names
+    groups but cannot define them: create them with "menjin residents group add" or a YAML file.
+
+    YAML: "persons:" a list of the same fields; optional "groups:" a list of {id, name, doors,
+    schedule} and "holidays:" a list of dates. Quote card numbers and PINs in YAML, or leading
+    zeros are lost.
+
+    Samples: config/residents.example.csv and config/residents.example.yaml; docs/residents.md.
 
     Example: menjin residents import residents.csv -c /etc/menjin/gate.yaml
     """
     with open_target(config, db, card_key, create=True) as target:
         try:
-            data = read_import_file(file)
-        except (ImportFileError, UnicodeDecodeError) as exc:
+            data = parse_resident_file(file.read_text(encoding="utf-8-sig"), str(file))
+        except UnicodeDecodeError:
+            raise _fail(f"{file}: not UTF-8 text", EX_DATAERR) from None
+        except ResidentFileError as exc:
             raise _fail(str(exc), EX_DATAERR) from exc
         checked = check_import(data, target.store, str(file))
         for error in checked.errors:
@@ -450,13 +234,17 @@ def import_(
         try:
             count = target.store.upsert(checked.persons, groups=checked.groups,
                                         holidays=checked.holidays)
+            for card in checked.revoked:
+                target.store.revoke(card)
         except PersonError as exc:
             raise _fail(f"nothing imported: {exc}", EX_DATAERR) from exc
         _audit(target, "residents.import", None, {
             "file": file.name, "imported": count, "skipped": len(checked.errors),
             "groups": len(checked.groups)})
         skipped = f", {len(checked.errors)} bad row(s) skipped" if checked.errors else ""
-        typer.echo(f"imported {count} person(s), {len(checked.groups)} group(s){skipped}")
+        _done(f"imported {count} person(s), {len(checked.groups)} group(s){skipped}",
+              {"imported": count, "groups": len(checked.groups),
+               "skipped": len(checked.errors)}, as_json)
 
 
 @residents_app.command("list")
@@ -464,7 +252,7 @@ def list_(
     config: ConfigOpt = None, db: DbOpt = None, card_key: CardKeyOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
-    """List persons (card numbers masked) and warn about face entry without a card or PIN.
+    """List persons (card numbers masked) and warn about face entry without a card.
 
     Example: menjin residents list -c /etc/menjin/gate.yaml
     """
@@ -515,6 +303,7 @@ def add(
     guardian_consent_source: Annotated[str | None, typer.Option(help="Form or record.")] = None,
     set_pin: Annotated[bool, typer.Option("--set-pin", help="Ask for a PIN (hidden).")] = False,
     config: ConfigOpt = None, db: DbOpt = None, card_key: CardKeyOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Add one person.
 
@@ -532,53 +321,76 @@ def add(
     with open_target(config, db, card_key, create=True) as target:
         if target.store.person(person_id) is not None:
             raise _fail(f"{person_id} already exists (change it with an import file)", EX_DATAERR)
-        checked = check_import(ImportFile([Row(0, fields, {})], [], None), target.store, "add")
+        known = {g.id for g in target.store.groups()}
+        for wanted in group or []:
+            if wanted not in known:
+                raise _fail(_unknown_group(wanted, known, config, db), EX_DATAERR)
+        checked = check_import(ResidentFile([Row(0, fields)]), target.store, "add")
         if checked.errors:
             raise _fail(checked.errors[0].removeprefix("add:0: "), EX_DATAERR)
         target.store.upsert(checked.persons)
         _audit(target, "residents.add", person_id, {"cards": len(card or [])})
         for warning in face_only_warnings(checked.persons):
             typer.echo(f"warning: {warning}", err=True)
-        typer.echo(f"added {person_id}")
+        _done(f"added {person_id}", {"added": person_id}, as_json)
 
 
-def _set_enabled(person_id: str, enabled: bool, target: Target) -> None:
+def _target_args(config: Path | None, db: Path | None) -> str:
+    return f"-c {config}" if config is not None else f"--db {db}"
+
+
+def _unknown_group(group: str, known: set[str], config: Path | None, db: Path | None) -> str:
+    """The message for ``--group`` naming a group the store lacks, with the command to fix it."""
+    close = difflib.get_close_matches(group, sorted(known), n=1)
+    if close:
+        return f"unknown group {group!r}; did you mean {close[0]!r}?"
+    doors = "" if config is not None else " --door DOOR"
+    return (f"unknown group {group!r} (groups in the store: {', '.join(sorted(known)) or 'none'});"
+            f" create it first: menjin residents group add {group}{doors} "
+            f"{_target_args(config, db)}")
+
+
+def _set_enabled(person_id: str, enabled: bool, target: Target, as_json: bool) -> None:
     if not target.store.set_enabled(person_id, enabled):
         raise _fail(f"no person {person_id!r} in {target.store.path}", EX_NOTFOUND)
     _audit(target, "residents.enable" if enabled else "residents.disable", person_id, {})
-    typer.echo(f"{'enabled' if enabled else 'disabled'} {person_id}")
+    _done(f"{'enabled' if enabled else 'disabled'} {person_id}",
+          {"person": person_id, "enabled": enabled}, as_json)
 
 
 @residents_app.command("disable")
 def disable(
     person_id: Annotated[str, typer.Argument(help="Person id.")],
     config: ConfigOpt = None, db: DbOpt = None, card_key: CardKeyOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Disable a person at once (their cards and face stop opening; the record is kept).
 
     Example: menjin residents disable p12 -c /etc/menjin/gate.yaml
     """
     with open_target(config, db, card_key) as target:
-        _set_enabled(person_id, False, target)
+        _set_enabled(person_id, False, target, as_json)
 
 
 @residents_app.command("enable")
 def enable(
     person_id: Annotated[str, typer.Argument(help="Person id.")],
     config: ConfigOpt = None, db: DbOpt = None, card_key: CardKeyOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Enable a disabled person again.
 
     Example: menjin residents enable p12 -c /etc/menjin/gate.yaml
     """
     with open_target(config, db, card_key) as target:
-        _set_enabled(person_id, True, target)
+        _set_enabled(person_id, True, target, as_json)
 
 
 @residents_app.command("remove")
 def remove(
     person_id: Annotated[str, typer.Argument(help="Person id.")],
     config: ConfigOpt = None, db: DbOpt = None, card_key: CardKeyOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Remove a person and their cards (use `forget` for an erasure request).
 
@@ -589,7 +401,9 @@ def remove(
         if person is None:
             raise _fail(f"no person {person_id!r} in {target.store.path}", EX_NOTFOUND)
         _audit(target, "residents.remove", person_id, {"cards": len(person.cards)})
-        typer.echo(f"removed {person_id} ({len(person.cards) + len(person.duress_cards)} card(s))")
+        cards = len(person.cards) + len(person.duress_cards)
+        _done(f"removed {person_id} ({cards} card(s))", {"removed": person_id, "cards": cards},
+              as_json)
 
 
 @residents_app.command("forget")
@@ -636,10 +450,117 @@ def _forget_everywhere(person_id: str, config: Path) -> dict[str, Any]:
     try:
         with offline(cfg.state_dir):
             return forget_offline(cfg, person_id, actor=local_actor()).as_dict()
-    except GateBusyError as exc:
+    except StateDirBusyError as exc:
         raise _fail(f"erasure not done: {exc} (the control socket {cfg.control.socket} did not "
                     "answer: run this as the menjin user or a member of control.group)",
                     EX_CONFIG) from exc
     except (KeyProviderError, OSError, StoreError) as exc:
         raise _fail(f"erasure failed: {exc}", EX_CONFIG) from exc
 
+
+
+# --------------------------------------------------------------------------- groups
+group_app = typer.Typer(
+    help="Access groups: the doors their members may open, and when.", no_args_is_help=True)
+residents_app.add_typer(group_app, name="group")
+
+
+def _config_doors(config: Path | None) -> list[str] | None:
+    """The door ids of the gate config, or None with --db."""
+    if config is None:
+        return None
+    try:
+        return list(load_config(config, check_files=False).doors)
+    except ConfigError as exc:
+        raise _fail(str(exc), EX_CONFIG) from exc
+
+
+@group_app.command("add")
+def group_add(
+    group_id: Annotated[str, typer.Argument(help="Group id (letters, digits, - and _).")],
+    door: Annotated[list[str] | None, typer.Option(
+        "--door", help="Door its members may open (repeat); default with -c: every door.")] = None,
+    schedule: Annotated[str, typer.Option(
+        help='When: "always" or e.g. "mon-fri 07:00-19:00; sat 08:00-12:00".')] = "always",
+    name: Annotated[str, typer.Option(help="Readable name.")] = "",
+    config: ConfigOpt = None, db: DbOpt = None, card_key: CardKeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add or change an access group.
+
+    Example: menjin residents group add residents -c /etc/menjin/gate.yaml
+
+    Example: menjin residents group add office --door front --schedule "mon-fri 08:00-18:00"
+    """
+    doors = _config_doors(config)
+    chosen = door or doors
+    if not chosen:
+        raise _fail("name the doors: --door DOOR (repeat), or give -c CONFIG for every door",
+                    EX_DATAERR)
+    if doors is not None:
+        for d in chosen:
+            if d not in doors:
+                raise _fail(_unknown("door", d, doors), EX_DATAERR)
+    try:
+        group = parse_group({"id": group_id, "doors": chosen, "schedule": schedule, "name": name})
+    except PersonError as exc:
+        raise _fail(f"group {exc}", EX_DATAERR) from exc
+    with open_target(config, db, card_key, create=True) as target:
+        existed = any(g.id == group_id for g in target.store.groups())
+        target.store.upsert([], groups=[group])
+        _audit(target, "residents.group_add", None, {"group": group_id, "doors": list(chosen)})
+    _done(f"{'changed' if existed else 'added'} group {group_id}: doors "
+          f"{', '.join(chosen)}; {group.schedule.text}",
+          {"group": group_id, "changed": existed, "doors": list(chosen),
+           "schedule": group.schedule.text}, as_json)
+
+
+def _unknown(what: str, name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f" (doors: {', '.join(known)})"
+    return f"unknown {what} {name!r}{hint}"
+
+
+@group_app.command("list")
+def group_list(
+    config: ConfigOpt = None, db: DbOpt = None, card_key: CardKeyOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List the access groups with their doors, schedule and member count.
+
+    Example: menjin residents group list -c /etc/menjin/gate.yaml
+    """
+    with open_target(config, db, card_key) as target:
+        persons = target.store.persons()
+        groups = target.store.groups()
+        for g in groups:
+            members = sum(1 for p in persons if g.id in p.groups)
+            row = {"id": g.id, "name": g.name, "doors": list(g.doors),
+                   "schedule": g.schedule.text, "members": members}
+            typer.echo(json.dumps(row, ensure_ascii=False) if as_json else
+                       f"{g.id}\t{g.name or '-'}\tdoors={','.join(g.doors)}\t"
+                       f"schedule={g.schedule.text}\tmembers={members}")
+        if not as_json:
+            typer.echo(f"{len(groups)} group(s)")
+
+
+@group_app.command("remove")
+def group_remove(
+    group_id: Annotated[str, typer.Argument(help="Group id.")],
+    config: ConfigOpt = None, db: DbOpt = None, card_key: CardKeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove an access group that has no members.
+
+    Example: menjin residents group remove office -c /etc/menjin/gate.yaml
+    """
+    with open_target(config, db, card_key) as target:
+        removed, members = target.store.remove_group(group_id)
+        if members:
+            shown = ", ".join(members[:5]) + (", …" if len(members) > 5 else "")
+            raise _fail(f"group {group_id!r} still has {len(members)} member(s) ({shown}); "
+                        "move them to another group first", EX_DATAERR)
+        if not removed:
+            raise _fail(f"no group {group_id!r} in {target.store.path}", EX_NOTFOUND)
+        _audit(target, "residents.group_remove", None, {"group": group_id})
+    _done(f"removed group {group_id}", {"removed_group": group_id}, as_json)

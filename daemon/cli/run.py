@@ -65,6 +65,9 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a client coroutine; daemon errors become one clear line and an exit status."""
     try:
         return asyncio.run(coro)
+    except control.DaemonStoppedError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EX_UNAVAILABLE) from exc
     except control.ControlUnavailableError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EX_UNAVAILABLE) from exc
@@ -139,16 +142,23 @@ def render_status(st: dict[str, Any], console: Console) -> None:
         f"[bold]gate {st.get('gate')}[/] ({mode}), up {st.get('uptime_s', 0)} s, "
         f"portraits {st.get('portraits')}"
     )
-    doors = Table("door", "state", "relay", "contact", "alarms", title="Doors")
+    doors = Table("door", "state", "mode", "relay", "contact", "alarms", title="Doors")
     for door_id, door in st.get("doors", {}).items():
         alarms = ", ".join(door.get("alarms", [])) or "-"
-        doors.add_row(door_id, door.get("state", "?"), door.get("relay", "?"),
+        doors.add_row(door_id, door.get("state", "?"), _mode_text(door), door.get("relay", "?"),
                       door.get("contact", "?"), f"[red]{alarms}[/]" if alarms != "-" else alarms)
     console.print(doors)
+    faulted = {name: part for name, part in st.get("parts", {}).items()
+               if part.get("state") != "running"}
+    if faulted:
+        console.print("[red]parts not running:[/] " + "; ".join(
+            f"{name} {part.get('state')} ({part.get('restarts', 0)} restart(s)"
+            + (f", {part['last_error']}" if part.get("last_error") else "") + ")"
+            for name, part in faulted.items()))
     readers = Table("reader", "door", "type", "status", title="Readers")
     for reader_id, reader in st.get("readers", {}).items():
         readers.add_row(reader_id, reader.get("door", "?"), reader.get("type", "?"),
-                        reader.get("status", "?"))
+                        reader_state(reader))
     console.print(readers)
     uplink = st.get("uplink", {})
     journal = st.get("journal", {})
@@ -163,19 +173,72 @@ def render_status(st: dict[str, Any], console: Console) -> None:
                       f"{vision.get('errors', 0)}{error})")
 
 
+def reader_state(reader: dict[str, Any]) -> str:
+    """A reader's status cell: ``lockout`` says for how long unknown cards are ignored."""
+    lockout = reader.get("lockout")
+    if not lockout:
+        return str(reader.get("status", "?"))
+    return (f"[yellow]lockout[/]: unknown cards ignored for {lockout['seconds_left']:.0f} s more "
+            f"({lockout['ignored']} so far; card scanning suspected)")
+
+
+def _text(value: Any) -> str:
+    """A field value as a person reads it: lists joined, text with spaces quoted, no reprs."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ",".join(_text(v) for v in value) or "-"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False) if (" " in value or not value) else value
+    return str(value)
+
+
+def _pairs(data: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key=value`` words; nested objects become dotted keys (``details.cards=1``)."""
+    words: list[str] = []
+    for key, value in data.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            words += _pairs(value, f"{prefix}{key}.")
+        else:
+            words.append(f"{prefix}{key}={_text(value)}")
+    return words
+
+
+def _mode_text(door: dict[str, Any]) -> str:
+    """``lockdown (station, until 18:00)``: the door's mode and where it comes from."""
+    mode, source = door.get("mode", "?"), door.get("mode_source")
+    extra = [source] if source else []
+    if door.get("mode_until_ms"):
+        import datetime as dt
+
+        extra.append("until " + dt.datetime.fromtimestamp(door["mode_until_ms"] / 1000)
+                     .strftime("%Y-%m-%d %H:%M"))
+    return f"{mode} ({', '.join(extra)})" if extra else str(mode)
+
+
 def format_event(event: dict[str, Any]) -> str:
-    """One readable line per event: `12:01:02 #42 access.granted door=front person=p1 ...`."""
+    """One readable line per event: `12:01:02 #42 access.granted door=front person=p1 ...`.
+
+    An audit entry reads as a sentence: `#9 audit residents.add by cli:root on p12: cards=1`.
+    """
     import datetime as dt
 
     ts = dt.datetime.fromtimestamp(event.get("ts_ms", 0) / 1000).strftime("%H:%M:%S")
     seq = f"#{event['seq']} " if "seq" in event else ""
+    data = event.get("data") or {}
+    if event.get("type") == "audit" and "action" in data:
+        target = f" on {data['target']}" if data.get("target") else ""
+        details = ", ".join(_pairs(data.get("details") or {}))
+        return (f"{ts} {seq}audit {data['action']} by {data.get('actor', '?')}{target}"
+                f"{': ' + details if details else ''}")
     fields = [
-        f"{key}={event[key]}"
+        f"{key}={_text(event[key])}"
         for key in ("door", "reader", "credential_kind", "person", "reason")
         if event.get(key) is not None
     ]
-    data = event.get("data") or {}
-    fields += [f"{key}={value}" for key, value in data.items()]
+    fields += _pairs(data)
     return f"{ts} {seq}{event.get('type')} {' '.join(fields)}".rstrip()
 
 
@@ -204,14 +267,48 @@ def door_test(
     seconds: float = typer.Option(1.0, "--seconds", min=0.1, max=10, help="Pulse length."),
     config: Path | None = ConfigOpt,
     sock: Path | None = SocketOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Pulse a door's lock relay to check the wiring (recorded in the audit log).
 
     Example: menjin door test front --seconds 2
     """
     result = _call(socket_path(config, sock), "door.test", {"door": door, "seconds": seconds})
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False))
+        return
     typer.echo(f"door {door}: relay pulsed for {result['seconds']:g} s "
                f"({result.get('note', 'listen for the lock')})")
+
+
+@door_app.command("mode")
+def door_mode(
+    door: str = typer.Argument(..., help="Door id, as in the config."),
+    mode: str = typer.Argument(
+        ..., help="lockdown, hold_open, normal, or schedule (cancel: back to the schedule)."),
+    until: str | None = typer.Option(
+        None, "--until", help="End time, local ISO 8601 (2026-12-01T18:00); default: until "
+        "cancelled."),
+    config: Path | None = ConfigOpt,
+    sock: Path | None = SocketOpt,
+) -> None:
+    """Set a door's mode as a local admin; it survives restarts (recorded in the audit log).
+
+    Precedence: lockdown > a mode set by the station or an admin > the hold-open schedule >
+    normal.  A hold_open during a lockdown is refused: lift the lockdown first.
+
+    Example: menjin door mode front lockdown --until 2026-12-01T18:00
+    """
+    args: dict[str, Any] = {"door": door, "mode": mode}
+    if until is not None:
+        import datetime as dt
+
+        try:
+            args["until_ms"] = int(dt.datetime.fromisoformat(until).timestamp() * 1000)
+        except ValueError as exc:
+            raise typer.BadParameter(f"--until: {exc}") from None
+    result = _call(socket_path(config, sock), "door.mode", args)
+    typer.echo(f"door {door}: {_mode_text(result)}")
 
 
 @readers_app.command("watch")
@@ -222,6 +319,7 @@ def readers_watch(
     show_cards: bool = typer.Option(
         False, "--show-cards",
         help="Show whole card numbers and raw frames (recorded in the audit log)."),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Print what each reader sends (decoded card masked as ****5678, frame sizes) to check
     wiring and format; --show-cards shows the numbers and the raw bytes or bits too.
@@ -230,6 +328,9 @@ def readers_watch(
     """
 
     def show(item: dict[str, Any]) -> None:
+        if as_json:
+            typer.echo(json.dumps(item, ensure_ascii=False))
+            return
         typer.echo(f"{item.get('reader')}: {item.get('kind')}: {item.get('text')}")
 
     _follow(socket_path(config, sock), "readers.watch",
@@ -296,6 +397,20 @@ def sim_tamper(
     Example: menjin sim tamper front
     """
     _sim(config, sock, "sim.tamper", {"door": door, "clear": clear})
+
+
+@sim_app.command("camera")
+def sim_camera(
+    door: str = typer.Argument(..., help="Door id (its camera)."),
+    unplug: bool = typer.Option(False, "--unplug/--plug", help="Pull the camera out, or back."),
+    config: Path | None = ConfigOpt,
+    sock: Path | None = SocketOpt,
+) -> None:
+    """Unplug (or plug back) a door's simulated camera, as a USB camera pulled out.
+
+    Example: menjin sim camera front --unplug
+    """
+    _sim(config, sock, "sim.camera", {"door": door, "present": not unplug})
 
 
 @sim_app.command("face")

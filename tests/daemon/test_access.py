@@ -78,6 +78,7 @@ def face(person: str, live: bool = True) -> Credential:
 
 #: A situation in which "res" already passed the vehicle gate inwards.
 INSIDE = "inside"
+GUESSED = "guessed"  # three wrong PINs for 'res' just before
 # (credential, door, now, lockdown or INSIDE, granted, reason, person, duress)
 TABLE = [
     (card("1001"), FRONT, MONDAY_10, False, True, Reason.GRANTED, "res", False),
@@ -111,6 +112,9 @@ TABLE = [
     (card("1001", pin="0000"), WITH_PIN, MONDAY_10, False, False, Reason.WRONG_PIN, "res", False),
     (card("1001", pin="1234"), WITH_PIN, MONDAY_10, False, True, Reason.GRANTED, "res", False),
     (card("1001", pin="4321"), WITH_PIN, MONDAY_10, False, True, Reason.GRANTED, "res", True),
+    (card("1001", pin="1234"), WITH_PIN, MONDAY_10, GUESSED, False, Reason.PIN_LOCKED, "res",
+     False),
+    (card("1001", pin="4321"), WITH_PIN, MONDAY_10, GUESSED, True, Reason.GRANTED, "res", True),
     (card("9001"), FRONT, MONDAY_10, False, True, Reason.GRANTED, "res", True),
     (card("9001"), BOTH, MONDAY_10, False, True, Reason.GRANTED, "res", True),
     (card("9001"), DoorPolicy("garage"), MONDAY_10, False, False, Reason.NOT_ALLOWED_AT_DOOR,
@@ -127,6 +131,8 @@ def test_decision_table(credential: Credential, door: DoorPolicy, now: datetime,
     memory = PassageMemory()
     if lockdown == INSIDE:
         memory.sides[("vehicle", "res")] = "entry"
+    if lockdown == GUESSED:
+        memory.wrong_pins["res"] = [now.timestamp() - 1] * 3
     decision = decide(credential, door, now, AccessState(INDEX, memory, lockdown is True))
     assert (decision.granted, decision.reason, decision.person, decision.duress) == (
         granted, reason, person, duress)
@@ -249,6 +255,18 @@ def test_duress_pin_with_the_normal_card() -> None:
     assert (decision.granted, decision.duress) == (True, True)
 
 
+def test_pin_guessing_locks_the_card_and_pin_but_never_the_duress_pin() -> None:
+    controller = AccessController(INDEX, {"front": WITH_PIN})
+    reasons = [controller.decide_card("front", "1001", MONDAY_10 + timedelta(seconds=i),
+                                      pin=guess).reason
+               for i, guess in enumerate(["0000", "1111", "2222", "1234"])]
+    assert reasons == [Reason.WRONG_PIN] * 3 + [Reason.PIN_LOCKED]  # the right PIN, too late
+    duress = controller.decide_card("front", "1001", MONDAY_10 + timedelta(seconds=5), pin="4321")
+    assert (duress.granted, duress.duress) == (True, True)
+    later = controller.decide_card("front", "1001", MONDAY_10 + timedelta(seconds=400), pin="1234")
+    assert later.granted
+
+
 def test_events_of_a_denial_carry_the_reason_and_the_missing_factor() -> None:
     decision = Decision(False, Reason.SECOND_FACTOR_REQUIRED, "front", "card", "res",
                         awaiting="face")
@@ -298,15 +316,29 @@ def test_anti_passback_grants_strictly_alternate(readers: list[str]) -> None:
     assert sides[0] == readers[0].replace("in", "entry").replace("out", "exit")
 
 
-def test_face_only_warnings_name_persons_without_a_card_or_pin() -> None:
+def test_face_only_warnings_name_persons_without_a_card() -> None:
+    """Issue 16, finding 6: face + PIN and no card has no working non-face way in."""
     face_only = Person("f1", "Face Only", face_consent=True, face_consent_date=CONSENT,
                        face_consent_source="form 3")
     with_pin = Person("f2", "Pin", pin_hash=PIN_HASH, face_consent=True, face_consent_date=CONSENT,
                       face_consent_source="form 4")
     no_consent = Person("f3", "No Face")
-    expected = ["f1: enrolled for face entry without a card or PIN "
-                "(a non-face credential must remain an alternative)"]
-    assert face_only_warnings([face_only, with_pin, no_consent, PERSONS[0]]) == expected
+    expected = ["f1: enrolled for face entry without a card (a PIN only works with a card; a "
+                "non-face credential must remain an alternative)"]
+    assert face_only_warnings([face_only, with_pin, no_consent, PERSONS[0]]) == [
+        expected[0], expected[0].replace("f1", "f2")]
     assert face_only_warnings([face_only, no_consent], enrolled={"f3"}) == [
         expected[0].replace("f1", "f3")]
     assert face_only_warnings([face_only], enrolled=set()) == []
+
+
+async def test_card_and_pin_checked_off_the_loop_decide_the_same() -> None:
+    controller = AccessController(INDEX, {"front": WITH_PIN})
+    right = await controller.decide_card_pin("front", "1001", "1234", MONDAY_10)
+    duress = await controller.decide_card_pin("front", "1001", "4321", MONDAY_10)
+    wrong = await controller.decide_card_pin("front", "1001", "0000", MONDAY_10)
+    unknown = await controller.decide_card_pin("front", "999999", "1234", MONDAY_10)
+    assert (right.granted, right.duress) == (True, False)
+    assert (duress.granted, duress.duress) == (True, True)
+    assert wrong.reason is Reason.WRONG_PIN
+    assert unknown.reason is Reason.UNKNOWN_CREDENTIAL

@@ -66,7 +66,8 @@ async def test_signed_mode_command_locks_the_door_down(tmp_path: Path) -> None:
             while "market" not in g.doors:  # noqa: ASYNC110 (waits for another task's door)
                 await asyncio.sleep(0.01)
         result = await g.station_commands.mode({"door": "market", "mode": "lockdown"})
-        assert result == {"door": "market", "mode": "lockdown", "previous": "normal"}
+        assert result == {"door": "market", "mode": "lockdown", "previous": "normal",
+                          "mode_source": "station", "mode_until_ms": None}
         assert g.doors["market"].grant("card", "p1") == "lockdown"
         assert g.doors["market"].grant("remote") is None  # a signed remote open still works
         with pytest.raises(ValueError, match="door mode must be one of"):

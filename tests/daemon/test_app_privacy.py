@@ -145,6 +145,9 @@ def test_lockout_at_the_sixth_unknown_card_and_residents_still_get_in(gate: Daem
     events = gate.wait_for(lambda ev: count(ev, "reader.attack") == 1)
     attack = next(e for e in events if e["type"] == "reader.attack")
     assert attack["reader"] == "front-card" and attack["reason"] == "card_scanning"
+    events = gate.wait_for(lambda ev: count(ev, "reader.lockout_started") == 1)
+    reader = gate.call("status")["readers"]["front-card"]
+    assert reader["status"] == "lockout" and reader["lockout"]["ignored"] == 0
     gate.swipe("90000006")  # ignored during the cooldown: no decision, no feedback
     gate.swipe(RESIDENT_CARD)
     events = gate.wait_for(lambda ev: count(ev, "access.granted") == 1

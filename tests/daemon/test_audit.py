@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -125,16 +126,15 @@ def test_writers_in_several_processes_make_one_chain(tmp_path: Path) -> None:
 
 
 def test_offline_erasure_refuses_while_the_daemon_holds_the_gate(tmp_path: Path) -> None:
-    import os
+    from daemon.statelock import StateDirBusyError, StateLock, offline
 
-    from daemon.gatelock import GateBusyError, hold, offline
-
-    fd = hold(tmp_path)
+    daemon_lock = StateLock(tmp_path)
+    daemon_lock.acquire()
     try:
-        busy = pytest.raises(GateBusyError, match=r"daemon of .* is running: this must go ")
+        busy = pytest.raises(StateDirBusyError, match=rf"another menjin \(pid {os.getpid()}\)")
         with busy, offline(tmp_path):
             pass
     finally:
-        os.close(fd)
+        daemon_lock.release()
     with offline(tmp_path):  # stopped: the tool may work on the files
         pass

@@ -21,7 +21,7 @@ from daemon.commands import CommandProcessor, Handler
 from daemon.events import Event
 from daemon.journal import Journal
 from daemon.uplink import Uplink
-from station.protocol import canonical_bytes, new_command, sign_envelope
+from protocol.envelope import new_command, sign_envelope, signed_bytes
 from tests.broker import mosquitto_binary, start_broker
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,6 +95,17 @@ REFUSALS: list[tuple[str, str, Callable[[], bytes | dict[str, Any]], str]] = [
     ("not json", "open", lambda: b"{open the door", "malformed"),
     ("not utf-8", "open", lambda: b"\xff\xfe", "malformed"),
     ("not an object", "open", lambda: b"[1, 2]", "malformed"),
+    ("lone surrogate escape", "open",
+     lambda: json.dumps({**command(), "id": "\ud800"}).encode(), "malformed"),
+    ("nested 33 deep", "open", lambda: b'{"args":' * 33 + b"1" + b"}" * 33, "malformed"),
+    ("a 21-digit integer", "open",
+     lambda: json.dumps(command()).encode().replace(b'"args": {', b'"args": {"n": '
+                                                   + b"9" * 21 + b", ", 1), "malformed"),
+    ("NaN", "open", lambda: json.dumps({**command(), "args": {"n": float("nan")}}).encode(),
+     "malformed"),
+    ("repeated key", "open",
+     lambda: json.dumps(command()).encode().replace(b'{"v": 1', b'{"v": 1, "v": 1', 1),
+     "malformed"),
     ("unsigned", "open", unsigned, "unsigned"),
     ("missing field", "open", lambda: without("nonce"), "malformed"),
     ("extra field", "open", with_extra, "malformed"),
@@ -198,9 +209,9 @@ async def test_ping_is_built_in_and_missing_or_failing_handlers_answer(tmp_path:
     gate.journal.close()
 
 
-def test_canonical_bytes_are_what_is_signed() -> None:
+def test_signed_bytes_are_what_is_signed() -> None:
     envelope = command()
-    STATION_KEY.public_key().verify(base64.b64decode(envelope["sig"]), canonical_bytes(envelope))
+    STATION_KEY.public_key().verify(base64.b64decode(envelope["sig"]), signed_bytes(envelope))
 
 
 @settings(max_examples=100, deadline=None)

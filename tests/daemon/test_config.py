@@ -6,10 +6,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from daemon.cli.config import SCHEMA_FILE, schema_text
 from daemon.configfile import ConfigError, load_config
+from daemon.configschema import SCHEMA_FILE, schema_text
 from menjin.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,6 +68,12 @@ def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch, models_dir: Pa
     assert cfg.vision is not None and cfg.vision.detector.kind == "yunet"
 
 
+def detector_line() -> int:
+    """Line of the detector's model path in the example (where the vision warning points)."""
+    lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
+    return next(i for i, line in enumerate(lines, 1) if "face_detection_yunet" in line)
+
+
 def test_example_points_editors_at_schema() -> None:
     assert EXAMPLE.read_text(encoding="utf-8").splitlines()[0] == (
         "# yaml-language-server: $schema=schema.json"
@@ -77,6 +85,8 @@ def test_schema_is_current() -> None:
         "config/schema.json is stale: run `menjin config schema`"
     )
 
+WIEGAND = MINIMAL.replace("type: em4100", "type: wiegand").replace(
+    "    port: /dev/ttyUSB0\n", "    d0_pin: 20\n    d1_pin: 21\n")
 
 BROKEN = [
     (  # 1 unknown key with a suggestion
@@ -86,13 +96,13 @@ BROKEN = [
     (  # 2 wrong type
         MINIMAL.replace("    lock: {pin: 17}", "    lock: {pin: 17}\n    unlock_seconds: soon"),
         [
-            "9:21: doors.front.unlock_seconds: Input should be a valid number, unable to parse "
-            "string as a number"
+            "9:21: doors.front.unlock_seconds: 'soon' is not a number; write the number of seconds "
+            "alone, e.g. unlock_seconds: 5"
         ],
     ),
     (  # 3 out of range pin
         MINIMAL.replace("{pin: 27}", "{pin: 99}"),
-        ["9:20: doors.front.contact.pin: Input should be less than or equal to 53"],
+        ["9:20: doors.front.contact.pin: Input should be less than or equal to 53 (got 99)"],
     ),
     (  # 4 the same pin twice
         MINIMAL.replace("{pin: 22}", "{pin: 17}"),
@@ -112,14 +122,16 @@ BROKEN = [
     (  # 7 YAML syntax error
         MINIMAL.replace("    lock: {pin: 17}", "    lock: {pin: 17"),
         [
-            "9:12: YAML syntax error: expected ',' or '}', but got ':' "
-            "(while parsing a flow mapping "
-            "that starts at 8:11)"
+            "8:11: YAML syntax error: the '{' opened here is not closed: expected ',' or '}' "
+            "before line 9, column 12"
         ],
     ),
     (  # 8 duplicate key
         MINIMAL.replace("    contact: {pin: 27}", "    contact: {pin: 27}\n    contact: {pin: 26}"),
-        ['10:5: YAML syntax error: found duplicate key "contact" (each key may appear once)'],
+        [
+            "10:5: doors.front.contact: key 'contact' appears twice, first at line 9, column 5 "
+            "(each key may appear once: delete or merge one of them)"
+        ],
     ),
     (  # 9 serial port that cannot exist
         MINIMAL.replace("/dev/ttyUSB0", "COM3"),
@@ -137,24 +149,17 @@ BROKEN = [
     ),
     (  # 11 missing TLS CA file
         MINIMAL + "uplink:\n  host: station.example\n  tls:\n    ca_file: missing-ca.crt\n",
-        ["19:14: uplink.tls.ca_file: file not found: {dir}/missing-ca.crt"],
-    ),
-    (  # 12 missing model file
-        MINIMAL
-        + textwrap.dedent("""\
-            camera: {source: 0, door: front}
-            vision:
-              detector: {kind: yunet, path: nothing.onnx}
-              embedder: {kind: arcface, path: nothing2.onnx}
-            """),
         [
-            "18:33: vision.detector.path: file not found: {dir}/nothing.onnx",
-            "19:35: vision.embedder.path: file not found: {dir}/nothing2.onnx",
+            "19:14: uplink.tls.ca_file: file not found: {dir}/missing-ca.crt (copy the CA "
+            "certificate that signed the station broker's certificate)"
         ],
     ),
     (  # 13 bad enum value
         MINIMAL.replace("{pin: 17}", "{pin: 17, fail_mode: sometimes}"),
-        ["8:32: doors.front.lock.fail_mode: Input should be 'safe' or 'secure'"],
+        [
+            "8:32: doors.front.lock.fail_mode: Input should be 'safe' or 'secure' "
+            "(got 'sometimes')"
+        ],
     ),
     (  # 14 bad baud rate
         MINIMAL + "    baud: 9601\n",
@@ -201,6 +206,33 @@ BROKEN = [
     (  # 21 interlock naming an unknown door
         MINIMAL.replace("    lock: {pin: 17}", "    lock: {pin: 17}\n    interlock_with: back"),
         ["9:21: doors.front.interlock_with: unknown door 'back' (known: front)"],
+    ),
+    (  # 22 the removed RPi.GPIO backend (issue 16, finding 8: it lost edges after a glitch)
+        MINIMAL.replace("doors:", "hardware:\n  gpio_backend: rpigpio\ndoors:"),
+        ["7:17: hardware.gpio_backend: rpigpio was removed: RPi.GPIO loses door-contact edges "
+         "after a short glitch; use lgpio, which works on every Raspberry Pi"],
+    ),
+    (  # 26 card + PIN at a door whose only reader has no keypad
+        MINIMAL.replace("    lock: {pin: 17}", "    lock: {pin: 17}\n    pin_required: true"),
+        ["9:19: doors.front.pin_required: card + PIN needs a keypad: no wiegand or osdp reader "
+         "serves this door"],
+    ),
+    (  # 23 raw as a catch-all format (issue 16: a lost pulse read as another resident)
+        WIEGAND + "    formats: [h10301, 34bit, raw]\n",
+        ["17:30: readers.r1.formats[2]: Input should be 'h10301', '32bit', '34bit', 'c1000_35', "
+         "'c15001', 'h10304', 'h10302' or 'c1000_48' (got 'raw')"],
+    ),
+    (  # 24 formats one bit apart
+        WIEGAND + "    formats: [34bit, c1000_35]\n",
+        ["12:3: readers.r1: formats 34bit (34 bits) and c1000_35 (35 bits) are 1 bit apart: a "
+         "34-bit frame that lost or gained one pulse would be read as the other format; keep "
+         "only the one your readers send"],
+    ),
+    (  # 25 raw length next to a parity-checked format
+        WIEGAND + "    formats: [h10301]\n    raw_lengths: [25]\n",
+        ["12:3: readers.r1: raw length 25 is 1 bit(s) from h10301 (26 bits): a h10301 frame "
+         "with lost or extra pulses would pass unchecked as a raw number; raw lengths must be at "
+         "least 3 bits away from every format listed"],
     ),
 ]
 
@@ -273,6 +305,298 @@ def test_check_config_warns_about_face_only_residents(tmp_path: Path) -> None:
         ]})
     result = CliRunner().invoke(app, ["check-config", str(good)])
     assert result.exit_code == 0
-    assert (f"{good}: warning: p1: enrolled for face entry without a card or PIN "
-            "(a non-face credential must remain an alternative)") in result.output
+    assert (f"{good}: warning: p1: enrolled for face entry without a card (a PIN only works "
+            "with a card; a non-face credential must remain an alternative)") in result.output
     assert "p2:" not in result.output
+
+
+# ---------------------------------------------------------------- issue 20: every problem at once
+def test_schema_errors_and_cross_checks_are_reported_together(tmp_path: Path) -> None:
+    """A key typo, an unknown door, a pin used twice and `unlock_seconds: ten`: all four."""
+    text = (
+        MINIMAL.replace("    lock: {pin: 17}", "    lock: {pin: 17}\n    unlok_seconds: 4\n"
+                        "    unlock_seconds: ten")
+        .replace("{pin: 22}", "{pin: 17}")
+        .replace("    door: front", "    door: back")
+    )
+    assert problems(tmp_path, text) == [
+        "9:5: doors.front.unlok_seconds: unknown key 'unlok_seconds'; did you mean "
+        "'unlock_seconds'?",
+        "10:21: doors.front.unlock_seconds: 'ten' is not a number; write the number of seconds "
+        "alone, e.g. unlock_seconds: 5",
+        "12:24: doors.front.exit_button.pin: GPIO 17 is already used by doors.front.lock.pin "
+        "(each pin has one job)",
+        "16:11: readers.r1.door: unknown door 'back' (known: front)",
+    ]
+
+
+def test_an_invalid_door_is_not_also_an_unknown_door(tmp_path: Path) -> None:
+    """A door missing its lock is reported once; the reader naming it is not 'unknown door'."""
+    text = (MINIMAL.replace("    lock: {pin: 17}\n", "").replace("port: /dev/ttyUSB0", "port: COM3")
+            .replace("readers:", "  back:\n    lock: {pin: 5}\n    contact: {pin: 5}\nreaders:"))
+    assert problems(tmp_path, text) == [
+        "7:3: doors.front.lock: required key is missing",
+        "12:20: doors.back.contact.pin: GPIO 5 is already used by doors.back.lock.pin (each pin "
+        "has one job)",
+        "17:11: readers.r1.port: 'COM3' cannot be a serial port (use a /dev/... path or a "
+        "pyserial URL such as socket://host:port)",
+    ]
+
+
+def test_a_gate_section_in_error_still_lets_the_doors_be_checked(tmp_path: Path) -> None:
+    text = MINIMAL.replace("  id: g1", "  id: G 1").replace("door: front", "door: frnt")
+    assert problems(tmp_path, text) == [
+        "4:7: gate.id: ids use lower-case letters, digits, '-' and '_' (at most 32 characters)",
+        "14:11: readers.r1.door: unknown door 'frnt'; did you mean 'front'?",
+    ]
+
+
+# ---------------------------------------------------------------- issue 20: plain words
+TYPED = [
+    ("    unlock_seconds: 5s", "9:21: doors.front.unlock_seconds: '5s' is not a number; write "
+     "the number of seconds alone, e.g. unlock_seconds: 5"),
+    ("    held_open_seconds: 30 s", "9:24: doors.front.held_open_seconds: '30 s' is not a "
+     "number; write the number of seconds alone, e.g. held_open_seconds: 30"),
+    ("    buzzer: GPIO13", "9:13: doors.front.buzzer: 'GPIO13' is not a GPIO number; write the "
+     "BCM number alone, e.g. buzzer: 13"),
+    ("    leds: {green: pin5}", "9:19: doors.front.leds.green: 'pin5' is not a GPIO number; "
+     "write the BCM number alone, e.g. green: 5"),
+    ("    egress: maybe", "9:13: doors.front.egress: 'maybe' is not true or false; e.g. "
+     "egress: true"),
+    ("    tamper: {pin: 23, debounce_ms: 2.5}", "9:36: doors.front.tamper.debounce_ms: 2.5 is "
+     "not a whole number; e.g. debounce_ms: 2"),
+    ("    tamper: 23", "9:13: doors.front.tamper: expected 'key: value' settings under tamper, "
+     "not 23 (indent them on the lines below tamper:)"),
+    ("    name: 42", "9:11: doors.front.name: 42 is not text; put it in quotes, e.g. name: "
+     "\"42\""),
+]
+
+
+@pytest.mark.parametrize(("line", "expected"), TYPED, ids=[t[0].strip() for t in TYPED])
+def test_type_errors_echo_the_value_and_show_the_expected_form(
+    tmp_path: Path, line: str, expected: str
+) -> None:
+    text = MINIMAL.replace("    lock: {pin: 17}", "    lock: {pin: 17}\n" + line)
+    assert problems(tmp_path, text) == [expected]
+
+
+def test_a_lock_pin_written_as_gpio17(tmp_path: Path) -> None:
+    assert problems(tmp_path, MINIMAL.replace("{pin: 17}", "{pin: GPIO17}")) == [
+        "8:17: doors.front.lock.pin: 'GPIO17' is not a GPIO number; write the BCM number alone, "
+        "e.g. pin: 17"
+    ]
+
+
+def test_a_bad_environment_value_names_its_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MENJIN_BROKER_PORT", "abc")
+    text = MINIMAL + "uplink:\n  host: localhost\n  port: ${MENJIN_BROKER_PORT:-1883}\n"
+    assert problems(tmp_path, text) == [
+        "18:9: uplink.port: 'abc' is not a whole number; e.g. port: 8883 (the value comes from "
+        "the environment: MENJIN_BROKER_PORT=abc)"
+    ]
+
+
+def test_an_unset_variable_is_reported_where_it_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MENJIN_TEST_HOST", raising=False)
+    text = MINIMAL + "uplink:\n  host: ${MENJIN_TEST_HOST}\n"
+    assert problems(tmp_path, text) == [
+        "17:9: uplink.host: environment variable MENJIN_TEST_HOST is not set (set it, or give a "
+        "default: ${MENJIN_TEST_HOST:-value})"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "1:1: the file is empty: a gate config needs at least version: 1, gate: and doors: "
+         "(start from config/example.yaml)"),
+        ("# only a comment\n", "1:1: the file is empty: a gate config needs at least version: 1, "
+         "gate: and doors: (start from config/example.yaml)"),
+        ("- front\n", "1:1: the top level must be 'key: value' settings (version: 1, gate: ..., "
+         "doors: ...), not a list"),
+        ("front door\n", "1:1: the top level must be 'key: value' settings (version: 1, gate: "
+         "..., doors: ...), not the single value 'front door'"),
+    ],
+    ids=["empty", "comments", "list", "scalar"],
+)
+def test_a_file_without_settings_says_so(tmp_path: Path, text: str, expected: str) -> None:
+    assert problems(tmp_path, text) == [expected]
+
+
+def test_a_station_config_is_recognised(tmp_path: Path) -> None:
+    station = REPO / "config" / "station.example.yaml"
+    result = CliRunner().invoke(app, ["check-config", str(station)])
+    assert result.exit_code == 78
+    assert result.output.splitlines()[0] == (
+        f"{station}:1:1: this is a station config (it has database, mqtt, portraits_dir, "
+        f"signing_key, web, no gate or doors): check it with menjin station check-config "
+        f"{station}"
+    )
+
+
+def test_station_check_config_accepts_the_station_example(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    station = REPO / "config" / "station.example.yaml"
+    result = CliRunner().invoke(app, ["station", "check-config", str(station)])
+    assert result.exit_code == 0, result.output
+    assert result.output == (f"{station}: OK: broker 127.0.0.1:1883, signing key "
+                             f"{tmp_path / 'station_key.pem'}, web page 127.0.0.1:8080\n")
+
+
+def test_a_missing_config_file_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "gate.yaml")
+    assert str(info.value) == (
+        f"{tmp_path / 'gate.yaml'}:1:1: cannot read: No such file or directory (check the path; "
+        "to start a new one, copy config/example.yaml and run menjin check-config on it)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("tail", "expected"),
+    [
+        ("bad: \x00\n", "16:6: control character U+0000 (NUL) is not allowed in a config file; is "
+         "the file damaged or not text? (save it as plain UTF-8 text)"),
+        ("    baud: " + "9" * 5000 + "\n", "16:11: a number of 5000 digits is too long (at most "
+         "30; quote it if it is text)"),
+        ("x: " + "[" * 200 + "]" * 200 + "\n", "16:35: nested more than 32 levels deep (a config "
+         "needs a few; is an indentation or a bracket wrong?)"),
+    ],
+    ids=["nul", "huge-number", "deep"],
+)
+def test_hostile_bytes_give_file_line_col(tmp_path: Path, tail: str, expected: str) -> None:
+    assert problems(tmp_path, MINIMAL + tail) == [expected]
+
+
+def test_two_boards_with_one_gate_id_are_reported_at_the_id(tmp_path: Path) -> None:
+    a = write(tmp_path, MINIMAL, "a.yaml")
+    b = write(tmp_path, "# the second board\n" + MINIMAL, "b.yaml")
+    result = CliRunner().invoke(app, ["check-config", "--no-file-checks", str(a), str(b)])
+    assert result.exit_code == 78
+    assert result.output.splitlines() == [
+        f"{b}:5:7: gate.id: gate id 'g1' is also used by {a}:4:7",
+        f"{b}:5:7: gate.id: MQTT client id 'menjin-g1' is also used by {a}:4:7 (the broker "
+        "would disconnect one of them)",
+        "2 problem(s) found",
+    ]
+
+
+# ---------------------------------------------------------------- issue 20: the shipped example
+def test_example_validates_against_the_schema_editors_use() -> None:
+    import json
+
+    import jsonschema
+    from ruamel.yaml import YAML
+
+    example = YAML(typ="safe").load(EXAMPLE.read_text(encoding="utf-8"))
+    assert "${" in str(example["uplink"]["port"])  # as written, before the loader expands it
+    jsonschema.validate(example, json.loads(SCHEMA_FILE.read_text(encoding="utf-8")))
+
+
+def test_schema_still_refuses_what_the_loader_refuses() -> None:
+    import json
+
+    import jsonschema
+
+    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    base = {"version": 1, "gate": {"id": "g1", "site": "s"}, "doors": {"f": {"lock": {"pin": 1}}}}
+    for bad_port in ("abc", "${NOT A VAR}", 70000):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({**base, "uplink": {"host": "h", "port": bad_port}}, schema)
+
+
+def test_example_runs_without_models_with_vision_off_and_one_line_saying_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MENJIN_MODELS", str(tmp_path / "no-models-here"))
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+    result = CliRunner().invoke(app, ["check-config", str(EXAMPLE)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        f"{EXAMPLE}:{detector_line()}:11: warning: vision.detector.path: face recognition "
+        f"disabled: model file(s) not found in {tmp_path / 'no-models-here'}: "
+        "face_detection_yunet_2026may.onnx, "
+        "mobilefacenet_paddlex_128d.onnx, 2.7_80x80_MiniFASNetV2.onnx, "
+        "4_0_0_80x80_MiniFASNetV1SE.onnx; to enable it, put the models there or set "
+        "MENJIN_MODELS to the folder holding them (vision.enabled: false silences this)",
+        f"{EXAMPLE}: OK: gate xingfuli-north, 2 door(s), 2 reader(s), camera yes, simulate "
+        "mode, portraits upload, vision off",
+    ]
+    cfg = load_config(EXAMPLE)
+    assert cfg.vision is not None and not cfg.vision.enabled
+
+
+def test_example_with_models_from_a_relative_folder_in_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, models_dir: Path
+) -> None:
+    """A relative MENJIN_MODELS is relative to the working directory, not to config/."""
+    monkeypatch.chdir(models_dir.parent)
+    monkeypatch.setenv("MENJIN_MODELS", models_dir.name)
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+    result = CliRunner().invoke(app, ["check-config", str(EXAMPLE)])
+    assert result.exit_code == 0, result.output
+    assert result.output.endswith("portraits upload, vision on\n")
+    cfg = load_config(EXAMPLE)
+    assert cfg.vision is not None
+    assert cfg.vision.detector.path.resolve() == (
+        models_dir / "face_detection_yunet_2026may.onnx").resolve()
+
+
+def test_a_door_needing_a_face_cannot_run_without_models(tmp_path: Path) -> None:
+    text = MINIMAL.replace("    lock: {pin: 17}", "    lock: {pin: 17}\n    access: card_and_face")
+    text += "camera: {source: 0, door: front}\nvision:\n  detector: {kind: yunet, path: a.onnx}\n"
+    text += "  embedder: {kind: arcface, path: b.onnx}\n"
+    assert problems(tmp_path, text) == [
+        "9:13: doors.front.access: card_and_face needs face recognition, but vision is off (no "
+        "door would open)"
+    ]
+
+
+def test_no_file_checks_opens_no_file_but_the_config(tmp_path: Path) -> None:
+    text = MINIMAL + "uplink:\n  host: station.example\n  tls: {ca_file: missing-ca.crt}\n"
+    text += "  station_public_key_file: missing.pub\n"
+    path = write(tmp_path, text)
+    result = CliRunner().invoke(app, ["check-config", "--no-file-checks", str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.endswith("portraits off, vision off (files not checked)\n")
+    result = CliRunner().invoke(app, ["check-config", str(path)])
+    assert result.exit_code == 78
+    assert result.output.splitlines()[:2] == [
+        f"{path}:18:18: uplink.tls.ca_file: file not found: {tmp_path}/missing-ca.crt (copy "
+        "the CA certificate that signed the station broker's certificate)",
+        f"{path}:19:28: uplink.station_public_key_file: file not found: {tmp_path}/missing.pub "
+        "(copy station_key.pub.pem from the station: menjin station keygen)",
+    ]
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    start=st.integers(0, len(MINIMAL)),
+    length=st.integers(0, 12),
+    insert=st.text(alphabet=st.sampled_from(list("ab17:- \n{}[]'\"&*#${}x")), max_size=12),
+)
+def test_any_damaged_config_gives_problems_never_a_crash(
+    tmp_path: Path, start: int, length: int, insert: str
+) -> None:
+    """Every edit of a valid file either loads or raises ConfigError with positioned lines."""
+    path = tmp_path / "fuzz.yaml"
+    path.write_text(MINIMAL[:start] + insert + MINIMAL[start + length:], encoding="utf-8")
+    try:
+        load_config(path, check_files=False)
+    except ConfigError as exc:
+        assert exc.problems
+        assert all(p.line >= 1 and p.column >= 1 and "a bug in menjin" not in p.message
+                   for p in exc.problems), exc.problems
+
+
+def test_a_value_fitting_no_allowed_type_is_one_line(tmp_path: Path) -> None:
+    assert problems(tmp_path, MINIMAL + "camera: {source: [0], door: front}\n") == [
+        "16:10: camera.source: [0] is not a whole number or text"
+    ]

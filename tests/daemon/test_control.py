@@ -17,6 +17,7 @@ from daemon.control import (
     ControlError,
     ControlServer,
     ControlUnavailableError,
+    DaemonStoppedError,
     Request,
     call,
     follow,
@@ -204,5 +205,5 @@ async def test_cancelling_the_server_ends_open_streams(tmp_path: Path) -> None:
     pending = asyncio.ensure_future(stream.__anext__())
     await asyncio.sleep(0.05)
     await stop(task)
-    with pytest.raises(StopAsyncIteration):
+    with pytest.raises(DaemonStoppedError, match=r"^daemon stopped$"):
         await asyncio.wait_for(pending, 5)

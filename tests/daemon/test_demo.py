@@ -49,3 +49,18 @@ def test_demo_plays_the_scenario_and_exits_0() -> None:
             assert "captures 1" in summary
     else:
         assert "face-scan entry is skipped" in out
+
+
+def test_the_demo_says_plainly_why_it_skips_its_face_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from daemon.cli.demo import face_skip_reason
+
+    monkeypatch.setenv("MENJIN_MODELS", str(tmp_path / "nothing"))
+    monkeypatch.delenv("MENJIN_FACES", raising=False)
+    assert face_skip_reason(None, tmp_path) == (
+        f"step 4, face-scan entry, is skipped: no face models (.onnx) in $MENJIN_MODELS "
+        f"({tmp_path}/nothing); set MENJIN_MODELS and MENJIN_FACES to run it")
+    assert face_skip_reason(tmp_path, None) == (
+        "step 4, face-scan entry, is skipped: no test photos (an enrol/ folder) in "
+        "$MENJIN_FACES (not set); set MENJIN_MODELS and MENJIN_FACES to run it")

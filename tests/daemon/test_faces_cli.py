@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import cv2
 import pytest
 from typer.testing import CliRunner
 
@@ -163,7 +164,7 @@ def seed_residents(config: Path) -> None:
         ("obama", "enrol/obama/obama.jpg", 0,
          "enrolled obama: 1 photo(s) accepted, 0 rejected, 1 template(s) stored"),
         ("biden", "enrol/biden/biden.jpg", 0,
-         "warning: biden has no card or PIN: face entry must never be the only way in"),
+         "warning: biden has no card: face entry must never be the only way in"),
         ("kit", "enrol/kit_harington/john1.jpeg", 1,
          "refused: no face consent recorded for kit (a separate consent is required)"),
         ("rose", "enrol/rose_leslie/img1.jpg", 1,
@@ -243,9 +244,11 @@ def test_enrol_with_no_usable_photo_stores_nothing(
 ) -> None:
     cfg = load_config(write_config(tmp_path, models_dir))
     assert cfg.vision is not None
+    far = tmp_path / "far.jpg"  # the 240p frame at half size: a face of about 38 px
+    frame = cv2.imread(str(faces_dir / "misc/obama-240p.jpg"))
+    cv2.imwrite(str(far), cv2.resize(frame, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA))
     with pytest.raises(EnrolRefusedError) as info:
-        enrol(cfg, face_models(cfg.vision), templates(cfg), "obama",
-                     [faces_dir / "misc/obama-240p.jpg"])
+        enrol(cfg, face_models(cfg.vision), templates(cfg), "obama", [far])
     assert info.value.messages[-1] == "obama: no usable photo"
     assert "quality too low: face too small" in info.value.messages[0]
     assert not cfg.vision.templates.exists()
@@ -263,3 +266,83 @@ def test_a_store_without_its_key_is_an_error_not_a_reset(
     with pytest.raises(TemplateStoreError, match=r"cannot decrypt the face templates"):
         templates(cfg).load()
     assert cfg.vision.templates.read_bytes() == before
+
+
+def small_set(tmp_path: Path, faces: Path, persons: int = 6) -> Path:
+    """A folder-per-identity set of a few East-Asian dev identities (symlinks, nothing copied)."""
+    dev = faces / "east-asian-dev"
+    if not dev.is_dir():
+        pytest.skip(f"{dev} not found (the East-Asian dev set)")
+    root = tmp_path / "residents"
+    root.mkdir()
+    for folder in sorted(p for p in dev.iterdir() if p.is_dir())[:persons]:
+        (root / folder.name).symlink_to(folder.resolve())
+    return root
+
+
+@pytest.mark.timeout(300)
+def test_evaluate_reports_accepts_impostors_and_the_rule(
+    tmp_path: Path, models_dir: Path, faces_dir: Path
+) -> None:
+    config = write_config(tmp_path, models_dir)
+    folder = small_set(tmp_path, faces_dir)
+    result = runner.invoke(app, ["faces", "evaluate", str(folder), "--json", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout.strip().splitlines()[-1])
+    assert doc["identities"] == 6 and doc["photos"] == 28
+    assert doc["threshold"] == THRESHOLDS["permissive"]
+    assert doc["wrong_person_accepts"] == doc["stranger_accepts"] == 0
+    assert 0 < doc["true_accepts"] <= doc["genuine_probes"]
+    assert doc["impostor_pairs"]["max"] < doc["threshold"] - 0.1
+    # six persons give too few impostor pairs to extrapolate the tail: said, not guessed
+    assert "the tail estimate needs at least 2000" in doc["recommended"]["error"]
+    text = runner.invoke(app, ["faces", "evaluate", str(folder), "-c", str(config)])
+    assert text.exit_code == 0
+    assert "6 persons, 28 photos" in text.stdout
+    assert "wrong-person accepts" in text.stdout and "no recommendation:" in text.stdout
+
+
+def test_evaluate_refuses_a_folder_that_is_not_a_set(tmp_path: Path, models_dir: Path) -> None:
+    config = write_config(tmp_path, models_dir)
+    result = runner.invoke(app, ["faces", "evaluate", str(tmp_path / "nope"), "-c", str(config)])
+    assert result.exit_code == 1
+    assert f"error: {tmp_path / 'nope'}: not a folder" in result.output
+
+
+def test_enrol_says_when_the_daemon_picks_the_templates_up(
+    tmp_path: Path, models_dir: Path, faces_dir: Path,
+) -> None:
+    config = write_config(tmp_path, models_dir)
+    seed_residents(config)
+    result = runner.invoke(app, ["enrol", "--person", "obama", "-c", str(config),
+                                 str(faces_dir / "enrol/obama/obama.jpg")])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == (
+        "the daemon is not running: it loads the new templates when it starts")
+
+
+async def test_enrol_makes_the_running_daemon_reload(tmp_path: Path, models_dir: Path) -> None:
+    import asyncio
+
+    from daemon.cli.faces import tell_daemon
+    from daemon.control import ControlServer, Request
+
+    cfg = load_config(write_config(tmp_path, models_dir))
+    server = ControlServer(cfg.control.socket)
+    calls: list[str] = []
+
+    async def changed(req: Request) -> dict[str, bool]:
+        calls.append(req.cmd)
+        return {"reloaded": True}
+
+    server.command("faces.changed", changed)
+    ready = asyncio.Event()
+    task = asyncio.create_task(server.serve(ready.set))
+    await asyncio.wait_for(ready.wait(), 5)
+    try:
+        message = await asyncio.to_thread(tell_daemon, cfg)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert message == "the running daemon reloaded the face templates: the new face opens at once"
+    assert calls == ["faces.changed"]

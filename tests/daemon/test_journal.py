@@ -62,6 +62,16 @@ def test_identity_is_uuid7_gapless_seq_gate_and_version(tmp_path: Path) -> None:
     assert "reason" not in payloads[0]  # absent optional keys are omitted
 
 
+def test_uuid7_stays_monotonic_across_a_restart_with_the_clock_set_back(tmp_path: Path) -> None:
+    journal = open_journal(tmp_path)
+    before = journal.record(Event("door.opened", ts_ms=T0 + 60_000))["id"]
+    journal.close()
+    journal = open_journal(tmp_path)  # the RTC lost a minute while the board was off
+    after = journal.record(Event("door.opened", ts_ms=T0))["id"]
+    journal.close()
+    assert after > before
+
+
 def test_uuid7_stays_sorted_within_one_millisecond(tmp_path: Path) -> None:
     journal = open_journal(tmp_path)
     ids = [journal.record(Event("door.opened", ts_ms=T0))["id"] for _ in range(300)]

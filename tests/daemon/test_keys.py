@@ -37,8 +37,8 @@ from daemon.keys import (
     load_local,
 )
 from daemon.station_key import StationKeyExchange
+from protocol.envelope import new_command
 from station.keyservice import KeyServiceError, answer, wrap_new_key
-from station.protocol import new_command
 
 OTP_KEY = "0123456789abcdef" * 4
 

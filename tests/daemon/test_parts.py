@@ -28,7 +28,7 @@ async def test_a_non_critical_part_is_restarted_past_the_give_up_limit(
             await asyncio.sleep(0.001)
         assert not parts["camera:front"].task.done()
         await parts.stop("camera:front")
-    assert [e.reason for e in events if e.type == "part.failed"] == ["error"]  # said once
+    assert [e.reason for e in events if e.type == "part.fault"] == ["error"]  # said once
 
 
 @pytest.mark.timeout(60)

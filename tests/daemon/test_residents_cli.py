@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from daemon.access import verify_pin
 from daemon.audit import AuditLog
 from daemon.keyring import open_gate_store
 from daemon.keys import load_local, provider
 from daemon.store import Store, pseudonym
 from menjin.cli import app
+from protocol.pins import verify_pin
 
 runner = CliRunner()
 
@@ -60,7 +60,7 @@ def test_csv_import_and_list(tmp_path: Path, db: Path) -> None:
     with Store(db) as store:
         p1 = store.person("p1")
         assert p1 is not None
-        assert p1.cards == ("0004567890", "0004567891")
+        assert p1.cards == ("4567890", "4567891")  # canonical: no leading zeros
         assert p1.pin_hash is not None
         assert "1234" not in p1.pin_hash
         assert verify_pin("1234", p1.pin_hash)
@@ -110,7 +110,7 @@ def test_bad_rows_are_all_reported_and_nothing_is_imported(tmp_path: Path, db: P
         f"{file}:6: groups: unknown group 'residnets'; did you mean 'residents'?",
         f"{file}:7: card ****7890 is already given to p1 on line 2",
         f"{file}:8: pin: a PIN is 4 to 8 digits",
-        f"{file}:9: face_consent: the source (form, record or witness) must be given",
+        f"{file}:9: face_consent.source: the form, record or witness must be given",
         "nothing imported: 7 bad row(s); fix them or use --skip-bad",
     ]
     with Store(db) as store:
@@ -182,10 +182,11 @@ def test_yaml_import_reports_the_line_of_the_bad_field(tmp_path: Path, db: Path)
         ("r.csv", "id,name,card\n", "{file}:1: unknown column 'card'; did you mean 'cards'?"),
         ("r.csv", "name,cards\n", "{file}:1: the header needs a 'id' column"),
         ("r.yaml", "persons:\n  - id: a\n    id: b\n",
-         "{file}:3:5: YAML syntax error: found duplicate key \"id\" (each key may appear once)"),
+         "{file}:3:5: persons[0].id: key 'id' appears twice, first at line 2, column 5 (each key "
+         "may appear once: delete or merge one of them)"),
         ("r.yaml", "people: []\n",
-         "{file}:1: unknown section 'people' (persons, groups, holidays)"),
-        ("r.txt", "x", "{file}: use a .csv or .yaml file"),
+         "{file}:1: unknown section 'people' (persons, groups, holidays, revoked)"),
+        ("r.txt", "x", "{file}: use a .csv, .yaml or .json file"),
     ],
 )
 def test_unreadable_files(tmp_path: Path, db: Path, name: str, text: str, message: str) -> None:
@@ -201,8 +202,8 @@ def test_list_warns_about_face_entry_without_a_card(tmp_path: Path, db: Path) ->
     run("import", str(file), "--db", str(db))
     code, _, err = run("list", "--db", str(db), "--json")
     assert code == 0
-    assert err == ("warning: f1: enrolled for face entry without a card or PIN "
-                   "(a non-face credential must remain an alternative)\n")
+    assert err == ("warning: f1: enrolled for face entry without a card (a PIN only works "
+                   "with a card; a non-face credential must remain an alternative)\n")
 
 
 def test_add_disable_enable_remove(db: Path) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
-from daemon.cli.run import EX_UNAVAILABLE, format_event, socket_path
+from daemon.cli.run import EX_UNAVAILABLE, format_event, render_status, socket_path
 from menjin.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,8 +31,19 @@ def test_explicit_socket_wins(tmp_path: Path) -> None:
          "#7 access.granted door=front person=p1"),
         ({"type": "access.denied", "door": "front", "reason": "expired", "ts_ms": 0},
          "access.denied door=front reason=expired"),
-        ({"type": "part.failed", "data": {"part": "camera"}, "ts_ms": 0},
-         "part.failed part=camera"),
+        ({"type": "part.fault", "data": {"part": "camera"}, "ts_ms": 0},
+         "part.fault part=camera"),
+        ({"type": "audit", "seq": 9, "reason": "residents.add", "ts_ms": 0,
+          "data": {"seq": 3, "ts_ms": 0, "action": "residents.add", "actor": "cli:root",
+                   "target": "p12", "details": {"cards": 1, "groups": ["a", "b"]},
+                   "prev": "ab" * 32, "hash": "cd" * 32}},
+         "#9 audit residents.add by cli:root on p12: cards=1, groups=a,b"),
+        ({"type": "audit", "ts_ms": 0,
+          "data": {"action": "door.test", "actor": "cli:ops", "target": None, "details": {}}},
+         "audit door.test by cli:ops"),
+        ({"type": "config.rejected", "ts_ms": 0,
+          "data": {"error": "bad pin", "ok": False, "counts": {"doors": 2}}},
+         'config.rejected error="bad pin" ok=no counts.doors=2'),
     ],
 )
 def test_format_event(event: dict[str, object], expected: str) -> None:
@@ -53,7 +65,8 @@ def test_no_daemon_is_one_clear_line_and_exit_69(args: list[str], tmp_path: Path
 @pytest.mark.parametrize(
     "command",
     [["run"], ["status"], ["events"], ["door", "test"], ["readers", "watch"], ["sim", "swipe"],
-     ["sim", "press"], ["sim", "door"], ["sim", "tamper"], ["sim", "face"], ["demo"]],
+     ["sim", "press"], ["sim", "door"], ["sim", "tamper"], ["sim", "face"], ["demo"],
+     ["door", "mode"], ["sim", "camera"]],
 )
 def test_every_command_has_help_with_an_example(command: list[str]) -> None:
     result = CliRunner().invoke(app, [*command, "--help"])
@@ -84,3 +97,17 @@ def test_run_without_the_gpio_library_exits_78_with_the_install_hint(tmp_path: P
     result = CliRunner().invoke(app, ["run", "-c", str(config)])
     assert result.exit_code == 78
     assert "apt install python3-lgpio" in result.output
+
+
+def test_status_shows_each_doors_mode_with_its_source_and_the_parts_not_running() -> None:
+    console = Console(record=True, width=200)
+    render_status({"gate": "g", "doors": {"front": {
+        "state": "locked", "mode": "lockdown", "mode_source": "station", "relay": "released",
+        "contact": "closed", "alarms": []}},
+        "parts": {"door:front": {"state": "running", "restarts": 0},
+                  "uplink": {"state": "failed", "restarts": 7,
+                             "last_error": "OSError: no route to host"}}}, console)
+    text = console.export_text()
+    assert "lockdown (station)" in text
+    assert "parts not running: uplink failed (7 restart(s), OSError: no route to host)" in text
+    assert "door:front" not in text.split("parts not running:")[1]

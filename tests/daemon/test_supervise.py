@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from daemon.events import Event
-from daemon.supervise import PartGaveUpError, PartState, backoff_seconds, supervise
+from daemon.supervise import PartGaveUpError, PartState, supervise
+from protocol.backoff import backoff_seconds
 
 FAST = {"initial_backoff_seconds": 0.001, "max_backoff_seconds": 0.002, "stable_seconds": 0.05}
 
@@ -60,7 +61,7 @@ async def test_failure_then_recovery_gives_one_failed_and_one_restored() -> None
     state = PartState("camera")
     await supervise("camera", flaky, emit=events.append, state=state, **FAST)
     assert done.is_set()
-    assert [e.type for e in events] == ["part.failed", "part.restored"]
+    assert [e.type for e in events] == ["part.fault", "part.restored"]
     assert events[0].data["part"] == "camera"
     assert "port vanished" in events[0].data["error"]
     assert state.restarts == 3
@@ -80,7 +81,7 @@ async def test_gives_up_after_five_failures_within_the_window() -> None:
     with pytest.raises(PartGaveUpError, match="uplink failed 5 times"):
         await supervise("uplink", broken, emit=events.append, **FAST)
     assert runs == 5
-    assert [e.type for e in events] == ["part.failed", "part.failed"]
+    assert [e.type for e in events] == ["part.fault", "part.fault"]
     assert events[-1].reason == "gave_up"
 
 

@@ -159,7 +159,8 @@ async def test_tls_client_cert_password_acl_status_events_captures_health(
             journal, broker, port=broker.tls_port, ca_file=broker.pki.ca_cert, cert_file=cert,
             key_file=key, username=f"gate-{GATE}", password_file=password_file,
             portraits="upload", legal_basis=LEGAL_BASIS, health_seconds=0.2,
-            health_source=lambda: {"readers": {"r1": "ok"}, "camera": "ok"},
+            health_source=lambda: {"readers": {"r1": "ok"}, "camera": "ok", "tamper": False,
+                                   "doors": {"front": {"state": "locked", "mode": "lockdown"}}},
         )
         async with running(station.run()):
             await station.ready.wait()
@@ -187,6 +188,7 @@ async def test_tls_client_cert_password_acl_status_events_captures_health(
     health = json.loads(station.on("health")[0].payload)
     jsonschema.validate(health, SCHEMAS["health"])
     assert health["readers"] == {"r1": "ok"} and health["camera"] == "ok"
+    assert health["doors"] == {"front": {"state": "locked", "mode": "lockdown"}}
     portrait = station.on(f"captures/{capture['id']}")[0]
     assert portrait.payload == JPEG
     assert portrait.properties.ContentType == "image/jpeg"

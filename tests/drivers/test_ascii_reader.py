@@ -110,7 +110,8 @@ async def test_reader_on_a_pty_with_garbage_splits_and_a_burst() -> None:
     with PtyEmitter() as pty:
         reader = AsciiReader(pty.port, on_card=cards.append, on_fault=lambda r: None,
                              on_restored=lambda: None, on_raw=raw.append,
-                             strip_prefix="ID:", repeat_window_ms=0, name="side")
+                             strip_prefix="ID:", repeat_window_ms=0, name="side",
+                             inter_char_timeout_ms=2000)
         task = asyncio.create_task(reader.run())
         try:
             await wait_for(lambda: reader.transport.opens == 1)
@@ -130,3 +131,45 @@ async def test_reader_on_a_pty_with_garbage_splits_and_a_burst() -> None:
     assert reader.stats["bad_format"] == 1
     assert reader.stats["frames_ok"] == 1001
     assert b"".join(r for r in raw if isinstance(r, bytes)).startswith(first)
+
+
+def test_a_line_cut_by_silence_never_joins_the_next() -> None:
+    """Issue 16, finding 2: ``00027``, seconds later ``0002764857\\r\\n`` is card 2764857."""
+    parser = AsciiLineParser(inter_char_timeout_ms=50)
+    assert parser.feed(b"00027", now=100.0) == []
+    items = parser.feed(b"0002764857\r\n", now=103.0)
+    assert items[0] == AsciiRejected("timeout", "line cut: 5 bytes, then 3000 ms silence")
+    assert items[1:] == [AsciiCard(2764857, 24)]
+
+
+def test_within_the_timeout_a_split_line_is_whole() -> None:
+    parser = AsciiLineParser(inter_char_timeout_ms=50)
+    assert parser.feed(b"00027", now=100.0) == []
+    assert parser.feed(b"64857\r\n", now=100.04) == [AsciiCard(2764857, 24)]
+    unbounded = AsciiLineParser(inter_char_timeout_ms=None)
+    unbounded.feed(b"00027", now=1.0)
+    assert unbounded.feed(b"64857\r\n", now=9.0) == [AsciiCard(2764857, 24)]
+
+
+@pytest.mark.timeout(30)
+async def test_reader_on_a_pty_drops_a_cut_line() -> None:
+    cards: list[CardRead] = []
+    raw: list[bytes | str] = []
+    with PtyEmitter() as pty:
+        reader = AsciiReader(pty.port, on_card=cards.append, on_fault=lambda r: None,
+                             on_restored=lambda: None, on_raw=raw.append, name="side",
+                             inter_char_timeout_ms=50)
+        task = asyncio.create_task(reader.run())
+        try:
+            await wait_for(lambda: reader.transport.opens == 1)
+            await asyncio.to_thread(pty.write, b"00027")
+            await wait_for(lambda: len(raw) == 1)
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(pty.write, b"0002764857\r\n")
+            await wait_for(lambda: len(cards) == 1)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    assert [c.credential for c in cards] == ["2764857"]
+    assert reader.stats["timeout"] == 1

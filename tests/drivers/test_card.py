@@ -1,4 +1,4 @@
-"""Card presentation, masking, one-read-per-presentation and the shared read plumbing."""
+"""Card credentials, masking, one-read-per-presentation and the shared read plumbing."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.card import CardRead, ReadSink, RepeatFilter, card_credential, mask
+from protocol.cards import canonical_card
 
 
 class FakeClock:
@@ -26,38 +27,25 @@ class FakeClock:
     ("kwargs", "expected"),
     [
         ({"value": 0x0A0012D687}, str(0x0A0012D687)),
-        ({"value": 0x0A0012D687, "style": "hex", "bits": 40}, "0A0012D687"),
-        ({"value": 0x0A0012D687, "style": "facility_number"}, "018:54919"),
         ({"value": 0x0A0012D687, "keep_bits": 24}, str(18 * 65536 + 54919)),
-        ({"value": 0x0A0012D687, "keep_bits": 24, "style": "hex"}, "12D687"),
-        ({"value": (18 << 16) | 54919, "facility": 18, "number": 54919,
-          "style": "facility_number"}, "018:54919"),
-        ({"value": (1000 << 19) | 300000, "facility": 1000, "number": 300000,
-          "style": "facility_number"}, "1000:300000"),
-        ({"value": 5, "style": "hex"}, "5"),
-        ({"value": 0, "style": "hex", "bits": 26}, "0000000"),
+        ({"value": 0x0A0012D687, "keep_bits": 32}, str(0x0012D687)),
+        ({"value": 0}, "0"),
     ],
 )
-def test_card_credential_table(kwargs: dict[str, int | str], expected: str) -> None:
-    assert card_credential(**kwargs) == expected  # type: ignore[arg-type]
-
-
-def test_unknown_presentation_is_refused_with_the_choices() -> None:
-    with pytest.raises(ValueError, match="unknown card presentation 'octal'"):
-        card_credential(1, style="octal")  # type: ignore[arg-type]
+def test_card_credential_table(kwargs: dict[str, int], expected: str) -> None:
+    assert card_credential(**kwargs) == expected
 
 
 @given(st.integers(0, 255), st.integers(0, 65535), st.integers(0, 0xFFFF))
 def test_same_card_same_credential_from_serial_and_wiegand26(
     facility: int, number: int, high: int
 ) -> None:
-    """A 40-bit serial read and a Wiegand-26 read of one tag agree when both keep 24 bits."""
+    """A 40-bit serial read and a Wiegand-26 read of one tag agree when both keep 24 bits, and
+    agree with the facility,number printed on the card."""
     serial_value = (high << 24) | (facility << 16) | number
-    for style in ("decimal", "hex", "facility_number"):
-        from_serial = card_credential(serial_value, bits=40, style=style, keep_bits=24)
-        from_wiegand = card_credential((facility << 16) | number, facility=facility,
-                                       number=number, bits=24, style=style, keep_bits=24)
-        assert from_serial == from_wiegand
+    from_serial = card_credential(serial_value, keep_bits=24)
+    assert from_serial == card_credential((facility << 16) | number, keep_bits=24)
+    assert from_serial == canonical_card(f"{facility:03d},{number:05d}")
 
 
 def test_mask_and_repr_hide_the_number() -> None:

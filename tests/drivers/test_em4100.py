@@ -43,6 +43,8 @@ def counters(items: list[Em4100Frame | Em4100Rejected]) -> dict[str, int]:
 
 GOOD = frame(0x0A0012D687)
 OTHER = frame(0x01020304FF)
+#: The issue's ID-12LA frame for tag 3A00B1C2D4: checksum 3A^00^B1^C2^D4 = 9D.
+ID12LA = bytes.fromhex("02 33 41 30 30 42 31 43 32 44 34 39 44 0D 0A 03")
 
 
 @pytest.mark.parametrize(
@@ -58,9 +60,28 @@ OTHER = frame(0x01020304FF)
         (GOOD[:13] + b"\r" + OTHER, [0x01020304FF], {"bad_length": 1}),
         (GOOD + b"\r\n" + OTHER, [0x0A0012D687, 0x01020304FF], {"garbage_bytes": 2}),
         (GOOD * 3, [0x0A0012D687] * 3, {}),
+        # ID-12LA / ID-20LA: STX, 10 data, 2 checksum, CR, LF, ETX (issue 16, finding 1)
+        (ID12LA, [0x3A00B1C2D4], {}),
+        (ID12LA.replace(b"9D", b"9C"), [], {"bad_checksum": 1}),
+        (b"\x023A00B1C2D49D\r\x03", [0x3A00B1C2D4], {}),
+        (b"\x023A00B1C2D49D\n\x03", [0x3A00B1C2D4], {}),
+        (b"\x023A00B1C2D49D\r\n\r\x03" + OTHER, [0x01020304FF],
+         {"bad_length": 1, "garbage_bytes": 1}),
+        # readers without STX/ETX: 12 hex digits and a line end, checksum still verified
+        (b"3A00B1C2D49D\r\n", [0x3A00B1C2D4], {"garbage_bytes": 1}),
+        (b"3A00B1C2D49D\n", [0x3A00B1C2D4], {}),
+        (b"3A00B1C2D49C\r\n", [], {"bad_checksum": 1, "garbage_bytes": 1}),
+        # ten digits carry no checksum: refused, never read
+        (b"\x023A00B1C2D4\x03", [], {"no_checksum": 1}),
+        (b"\x023A00B1C2D4\r\n\x03", [], {"no_checksum": 1, "garbage_bytes": 2}),
+        (b"3A00B1C2D4\r\n", [], {"no_checksum": 1, "garbage_bytes": 1}),
+        (b"3A00B1C2D49D0\r\n" + GOOD, [0x0A0012D687], {"garbage_bytes": 15}),
     ],
     ids=["good", "lower-case", "bad-checksum", "garbage-before", "half-frame", "etx-early",
-         "garbage-inside", "no-etx", "crlf-between", "three"],
+         "garbage-inside", "no-etx", "crlf-between", "three", "id12la", "id12la-bad-checksum",
+         "cr-only", "lf-only", "three-line-ends", "unframed-crlf", "unframed-lf",
+         "unframed-bad-checksum", "ten-digits-framed", "ten-digits-crlf", "ten-digits-line",
+         "thirteen-digits"],
 )
 def test_parser_table(
     stream: bytes, expected_values: list[int], expected_counters: dict[str, int]
@@ -101,6 +122,45 @@ def test_a_bit_flip_never_yields_another_card(card: int, bit: int) -> None:
     found = values(items)
     assert found[-1] == 0x0102030405  # the next good frame is never lost
     assert set(found[:-1]) <= {card}  # e.g. 'A' -> 'a' still reads the same card
+
+
+def test_issue_frame_is_the_documented_bytes() -> None:
+    assert ID12LA == b"\x023A00B1C2D49D\r\n\x03"
+
+
+@pytest.mark.parametrize("line_end", [b"", b"\r", b"\n", b"\r\n"])
+@given(tags, st.data())
+def test_any_line_end_and_split_reads_the_tag(line_end: bytes, card: int,
+                                              data: st.DataObject) -> None:
+    stream = frame(card)[:-1] + line_end + b"\x03"
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
+    parser = Em4100Parser()
+    items: list[Em4100Frame | Em4100Rejected] = []
+    start = 0
+    for cut in [*cuts, len(stream)]:
+        items += parser.feed(stream[start:cut], now=0.0)
+        start = max(start, cut)
+    assert values(items) == [card]
+    assert counters(items) == {}
+
+
+def test_a_frame_cut_by_silence_never_joins_the_next() -> None:
+    parser = Em4100Parser(inter_char_timeout_ms=50)
+    assert parser.feed(ID12LA[:6], now=10.0) == []
+    items = parser.feed(ID12LA[6:] + GOOD, now=12.0)  # the rest, seconds later
+    assert values(items) == [0x0A0012D687]
+    assert counters(items) == {"timeout": 6, "garbage_bytes": 10}
+    unframed = Em4100Parser(inter_char_timeout_ms=50)
+    unframed.feed(b"3A00B1", now=1.0)
+    items = unframed.feed(b"3A00B1C2D49D\n", now=1.5)
+    assert values(items) == [0x3A00B1C2D4]
+    assert counters(items) == {"timeout": 6}
+
+
+def test_within_the_timeout_a_split_frame_is_whole() -> None:
+    parser = Em4100Parser(inter_char_timeout_ms=50)
+    assert parser.feed(ID12LA[:6], now=10.0) == []
+    assert values(parser.feed(ID12LA[6:], now=10.049)) == [0x3A00B1C2D4]
 
 
 # --------------------------------------------------------------------------- reader on a pty
@@ -144,7 +204,7 @@ async def running(**kwargs: object) -> AsyncIterator[Harness]:
 
 @pytest.mark.timeout(30)
 async def test_reader_reads_split_frames_and_garbage() -> None:
-    async with running() as h:
+    async with running(inter_char_timeout_ms=2000) as h:
         await asyncio.to_thread(h.pty.write_split, b"noise" + GOOD, [3, 8, 12], gap_seconds=0.02)
         await wait_for(lambda: len(h.cards) == 1)
         await h.write(GOOD[:7] + OTHER)
@@ -193,8 +253,21 @@ async def test_bad_checksum_and_bit_flips_are_counted_never_read() -> None:
 
 
 @pytest.mark.timeout(30)
-async def test_keep_bits_and_presentation_reach_the_credential() -> None:
-    async with running(presentation="facility_number", keep_bits=24) as h:
+async def test_keep_bits_reach_the_credential() -> None:
+    async with running(keep_bits=24) as h:
         await h.write(GOOD)
         await wait_for(lambda: len(h.cards) == 1)
-    assert h.cards[0].credential == "018:54919"
+    assert h.cards[0].credential == str(18 << 16 | 54919)
+
+
+@pytest.mark.timeout(30)
+async def test_reader_reads_the_id12la_frame_and_drops_a_cut_one() -> None:
+    async with running(inter_char_timeout_ms=50) as h:
+        await h.write(ID12LA[:9])
+        await wait_for(lambda: len(h.raw) == 1)
+        await asyncio.sleep(0.5)  # the reader lost power mid-frame
+        await h.write(ID12LA)
+        await wait_for(lambda: len(h.cards) == 1)
+    assert [c.value for c in h.cards] == [0x3A00B1C2D4]
+    assert h.reader.stats["timeout"] == 9
+    assert h.reader.stats["frames_ok"] == 1

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPin
 
-from drivers.feedback import Feedback
+from drivers.feedback import Feedback, FeedbackFanout
 from drivers.gpio import GpioBackendError, pin_factory
 from drivers.inputs import DoorContact, ExitButton, SwitchInput, TamperSwitch
 from drivers.lock import Lock
@@ -43,8 +43,10 @@ def test_mock_backend_gives_mock_pins() -> None:
 
 def test_unknown_backend_is_named_in_the_error() -> None:
     with pytest.raises(GpioBackendError,
-                       match=r"unknown gpio backend 'pigpio' \(use one of lgpio, rpigpio, mock\)"):
+                       match=r"unknown gpio backend 'pigpio' \(use one of lgpio, mock\)"):
         pin_factory("pigpio")
+    with pytest.raises(GpioBackendError, match=r"unknown gpio backend 'rpigpio'"):
+        pin_factory("rpigpio")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("lgpio") is not None, reason="lgpio is installed")
@@ -202,3 +204,34 @@ def test_alarm_is_continuous_until_cleared_and_not_silenced(factory: MockFactory
     assert not mock_pin(factory, RED).state and not mock_pin(factory, BUZZER).state
     assert [s.state for s in mock_pin(factory, BUZZER).states] == [False, True, False]
     feedback.close()
+
+
+def test_lockdown_is_red_steady_and_an_alarm_wins(factory: MockFactory) -> None:
+    feedback = Feedback(red=RED, buzzer=BUZZER, pin_factory=factory)
+    feedback.lockdown(True)
+    assert mock_pin(factory, RED).state and not mock_pin(factory, BUZZER).state
+    feedback.alarm(True)
+    feedback.alarm(False)  # the alarm clears, the lockdown still shows
+    assert mock_pin(factory, RED).state and not mock_pin(factory, BUZZER).state
+    feedback.lockdown(False)
+    assert not mock_pin(factory, RED).state
+    feedback.close()
+
+
+def test_fanout_drives_every_sink_and_tells_a_late_one_the_state(factory: MockFactory) -> None:
+    door_leds = Feedback(green=GREEN, pin_factory=factory)
+    reader_leds = Feedback(red=RED, buzzer=BUZZER, pin_factory=factory)
+    fanout = FeedbackFanout(door_leds)
+    fanout.unlocked(True)
+    assert mock_pin(factory, GREEN).state
+    fanout.alarm(True)  # e.g. door held open, before the reader came online
+    fanout.add(reader_leds)
+    assert mock_pin(factory, RED).state and mock_pin(factory, BUZZER).state
+    fanout.alarm(False)
+    assert not mock_pin(factory, RED).state
+    fanout.remove(reader_leds)
+    fanout.lockdown(True)
+    assert not mock_pin(factory, RED).state  # a removed sink hears nothing more
+    fanout.close()
+    assert fanout.local is None
+    reader_leds.close()

@@ -145,6 +145,31 @@ async def test_secure_channel_cards_keypad_led_and_buzzer(pty: PtyEmitter) -> No
     assert h.faults == []
 
 
+@pytest.mark.timeout(60)
+async def test_door_feedback_drives_the_reader_led_and_buzzer(pty: PtyEmitter) -> None:
+    """Issue 16, finding 7: granted, denied, held (an alarm) and lockdown reach the reader."""
+    async with running(pty, KEY) as (h, pd):
+        await wait_for(lambda: h.reader.secure)
+        feedback = h.reader.feedback()
+        feedback.granted()
+        feedback.denied()
+        feedback.alarm(True)  # door held open
+        feedback.alarm(False)
+        feedback.lockdown(True)
+        commands = [await asyncio.to_thread(pd.get_command, 5) for _ in range(8)]
+    shown = [(c["command"], c.get("temporary"), c.get("on_color"), c.get("off_count"),
+              c.get("rep_count")) for c in commands]
+    led, buzzer, red, green = (osdp.Command.LED, osdp.Command.Buzzer, osdp.CommandLEDColor.Red,
+                               osdp.CommandLEDColor.Green)
+    assert shown == [
+        (led, True, green, 0, None), (buzzer, None, None, 1, 1),  # granted: green, one beep
+        (led, True, red, 1, None), (buzzer, None, None, 1, 3),  # denied: red flashes, 3 beeps
+        (led, False, red, 5, None), (buzzer, None, None, 1, 3),  # held: red blinking, beeps
+        (led, False, 0, 0, None),  # the alarm cleared: LED off at rest
+        (led, False, red, 0, None),  # lockdown: red steady at rest
+    ]
+
+
 @pytest.mark.timeout(90)
 async def test_reader_going_silent_is_one_fault_and_coming_back_is_restored(
     pty: PtyEmitter,

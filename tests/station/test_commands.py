@@ -17,6 +17,8 @@ import aiomqtt
 import pytest
 
 from daemon.commands import CommandProcessor
+from daemon.credentials import load_station_key as load_public_key
+from protocol.topics import GateTopics
 from station.commands import (
     CommandError,
     enrol_args,
@@ -26,10 +28,9 @@ from station.commands import (
     sync,
 )
 from station.config import DatabaseConfig, MqttConfig, StationConfig
-from station.protocol import load_public_key, result_topic
 from station.residents import ResidentList
 from station.store import Store
-from tests.broker import Broker
+from tests.broker import Broker, start_broker
 
 PREFIX = "menjin"
 REPO = Path(__file__).resolve().parents[2]
@@ -84,7 +85,7 @@ async def run_gate(broker: Broker, gate: str, public_key_path: Path, log: FakeGa
         async for message in client.messages:
             name = message.topic.value.rsplit("/", 1)[1]
             outcome = await processor.process(name, bytes(message.payload))  # type: ignore[arg-type]
-            await client.publish(result_topic(PREFIX, gate, outcome.name),
+            await client.publish(GateTopics(PREFIX, gate).result(outcome.name),
                                  json.dumps(outcome.result), qos=1)
 
 
@@ -240,10 +241,16 @@ async def test_cli_open_prints_the_result_and_exits_by_it(broker: Broker, tmp_pa
         f"version: 1\nmqtt: {{port: {broker.port}}}\ndatabase: {{url: 'sqlite:///station.db'}}\n"
         "signing_key: station_key.pem\ncommand_timeout_seconds: 20\n")
     menjin = [sys.executable, "-c", "from menjin.cli import main; main()"]
+    # the station knows gate g1 and its door (commands to unknown ones are refused at once); the
+    # CLI finds it in the database relative to its working directory
+    known = Store(f"sqlite:///{tmp_path / 'station.db'}", portraits_dir=tmp_path / "portraits")
+    known.set_health("g1", {"gate": "g1", "doors": {"front": {"state": "closed"}}})
+    known.close()
     async with gates(broker, public, "g1"):
         proc = await asyncio.create_subprocess_exec(
-            *menjin, "station", "open", "g1", "front", "--seconds", "3", "-c", str(config_file),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO)
+            *menjin, "station", "open", "g1", "front", "--seconds", "3", "--json",
+            "-c", str(config_file),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=tmp_path)
         out, err = await proc.communicate()
         refused = await asyncio.create_subprocess_exec(
             *menjin, "station", "open", "g1", "front", "-c", str(tmp_path / "missing.yaml"),
@@ -252,7 +259,7 @@ async def test_cli_open_prints_the_result_and_exits_by_it(broker: Broker, tmp_pa
     assert proc.returncode == 0, err.decode()
     printed = json.loads(out)
     assert printed["ok"] is True and printed["result"]["door"] == "front"
-    assert (tmp_path / "station.db").exists()  # relative to the config file
+    assert (tmp_path / "station.db").exists()  # relative to the working directory
     assert refused.returncode == 78
     assert b"missing.yaml:1:1: cannot read" in refused_err
 
@@ -268,3 +275,22 @@ def test_cli_keygen_prints_both_paths_and_refuses_to_overwrite(tmp_path: Path) -
     assert f"public key:  {tmp_path / 'k.pub.pem'} (copy to the gates)" in first.output
     again = CliRunner().invoke(station_app, ["keygen", "-o", str(out)])
     assert again.exit_code == 1
+
+
+async def test_a_command_the_broker_refuses_is_reported_not_waited_for(tmp_path: Path) -> None:
+    """A PUBACK 0x87 (ACL) is an error at once, never a silent wait for the gate's answer."""
+    broker = start_broker(tmp_path / "acl", passwords={"station": "pw"},
+                          acl=f"user station\ntopic read {PREFIX}/+/cmd/+/result\n")
+    try:
+        (tmp_path / "pw").write_text("pw\n")
+        config = make_config(broker, tmp_path, timeout_s=30.0)
+        config = config.model_copy(update={"mqtt": config.mqtt.model_copy(
+            update={"username": "station", "password_file": tmp_path / "pw"})})
+        keygen(tmp_path / "k.pem")
+        key = signing_key(tmp_path / "k.pem")
+        with pytest.raises(CommandError, match=r"broker refused the command on "
+                           rf"{PREFIX}/g1/cmd/ping \(Not authorized\); check its ACL"):
+            async with asyncio.timeout(10):
+                await send_command(config, "g1", "ping", {}, key=key)
+    finally:
+        broker.stop()

@@ -12,13 +12,13 @@ import aiomqtt
 import pytest
 
 from daemon.commands import CommandProcessor
+from daemon.credentials import load_station_key as load_public_key
 from daemon.events import Event
 from daemon.journal import Journal
 from daemon.keys import StationProvider
 from daemon.station_key import StationKeyExchange
 from station.commands import keygen
 from station.keyservice import wrap_new_key
-from station.protocol import load_public_key
 from station.receiver import Receiver
 from station.store import Store
 from tests.broker import Broker

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator
@@ -19,9 +20,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from sqlalchemy.exc import OperationalError
 
+from protocol.topics import station_subscriptions as subscriptions
 from station.config import DatabaseConfig, MqttConfig, StationConfig
 from station.messages import EventRow
-from station.receiver import Receiver, gap_changes, subscriptions
+from station.receiver import Receiver, gap_changes
 from station.store import Store
 from tests.broker import Broker
 
@@ -85,7 +87,8 @@ def test_subscriptions_share_all_but_status() -> None:
     [
         ([], [(5, 9)], [(5, 9)], []),
         ([(5, 9)], [(5, 9)], [], []),
-        ([(5, 9)], [(7, 9)], [(7, 9)], []),
+        ([(5, 9)], [(7, 9)], [], []),  # partly re-sent: the same gap, not a new one
+        ([(5, 9)], [(7, 11)], [(7, 11)], []),
         ([(5, 9)], [], [], [(5, 9)]),
         ([(5, 9), (20, 21)], [(20, 21)], [], [(5, 9)]),
     ],
@@ -113,13 +116,16 @@ async def test_two_receivers_store_each_event_once_and_report_a_gap_then_its_fil
         await publish_all(broker, [(f"{PREFIX}/{e['gate']}/events", json.dumps(e).encode())
                                    for e in [*g1, *first, *duplicates]])
         await wait_until(lambda: stores[0].count_events() == len(g1) + len(first))
-        await wait_until(lambda: "gate g2: missing seq 40-59 (20 events)" in caplog.text)
+        # an event still in flight past the settle cut may widen the first report (40-60)
+        await wait_until(lambda: re.search(r"gate g2: missing seq 40-(59|60) ", caplog.text))
         assert stores[0].gaps("g2") == [(40, 59)]
         await publish_all(broker, [(f"{PREFIX}/g2/events", json.dumps(e).encode())
                                    for e in missing])
         await wait_until(lambda: stores[0].count_events() == len(g1) + len(g2))
         await wait_until(lambda: not any(r.stats.open_gaps for r in receivers))
-    assert "gate g2: gap seq 40-59 filled" in caplog.text
+    # reported filled as it was reported, however the re-sent events trickled in
+    assert re.search(r"gate g2: gap seq 40-(59|60) filled", caplog.text)
+    assert not re.search(r"gate g2: missing seq (4[1-9]|5\d)-", caplog.text)
     assert sorted(stores[0].event_ids()) == sorted(e["id"] for e in [*g1, *g2])
     assert stores[0].gaps("g1") == [] and stores[0].gaps("g2") == []
     # the shared subscription split the load: both receivers stored part of it

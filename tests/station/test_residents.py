@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from station.residents import ResidentList, ResidentsError, load_residents, sync_args
+from protocol.pins import verify_pin
+from station.residents import (
+    ResidentList,
+    ResidentsError,
+    hash_pins,
+    load_residents,
+    sync_args,
+)
 
 GROUPS_YAML = """\
 groups:
@@ -33,22 +40,25 @@ def test_csv_rows_become_the_gates_person_objects(tmp_path: Path) -> None:
     residents = load_residents(csv_path, write(tmp_path, "groups.yaml", GROUPS_YAML))
     assert residents.persons == {
         "p-0101": {"id": "p-0101", "name": "王芳", "groups": ["residents"],
-                   "cards": ["0004567890", "0004567891"], "enabled": True,
+                   "cards": ["4567890", "4567891"], "enabled": True,
                    "face_consent": {"date": "2026-11-02", "source": "form 118"}},
         "p-0102": {"id": "p-0102", "name": "Li Lei", "enabled": False},
     }
     assert list(residents.groups) == ["residents"]
-    assert residents.holidays == ["2026-10-01"] and residents.revoked == ("0000000001",)
+    assert residents.holidays == ["2026-10-01"] and residents.revoked == ("1",)
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("name,cards\nA,1\n", "1: the header needs 'id' and 'name'"),
-        ("id,name,card\np1,A,1\n", "1: the header needs 'id' and 'name'; unknown column(s) card"),
-        ("id,name\np1,A\n,B\n", "3: 'id' is empty"),
-        ("id,name\np1,A\np1,B\n", "3: person 'p1' appears twice"),
-        ("id,name\np1,A,extra\n", "2: more cells than header columns"),
+        ("name,cards\nA,1\n", "1: the header needs a 'id' column"),
+        ("id,name,card\np1,A,1\n", "1: unknown column 'card'; did you mean 'cards'?"),
+        ("id,name,pin_hash\np1,A,x\n",
+         "1: unknown column 'pin_hash'; write plain PINs in 'pin'; they are hashed on the way in"),
+        ("id,name\np1,A\n,B\n", "3: id: Field required"),
+        ("id,name\np1,A\np1,B\n", "3: id 'p1' is already used on line 2"),
+        ("id,name\np1,A,extra\n", "2: more values than columns"),
+        ("id,name,pin\np1,A,12\n", "2: pin: a PIN is 4 to 8 digits"),
         ("id,name,enabled\np1,A,maybe\n", "2: enabled: 'maybe' is not yes or no"),
     ],
 )
@@ -61,8 +71,29 @@ def test_each_bad_csv_line_is_reported(tmp_path: Path, text: str, message: str) 
 
 def test_a_person_in_an_undefined_group_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path, "residents.csv", "id,name,groups\np1,A,staff\n")
-    with pytest.raises(ResidentsError, match="person 'p1' is in unknown group 'staff'"):
+    with pytest.raises(ResidentsError, match="2: groups: unknown group 'staff'"):
         load_residents(path)
+
+
+def test_cards_are_canonical_and_never_shared(tmp_path: Path) -> None:
+    """Issue 16, finding 5, station side: leading zeros, printed forms and duplicates."""
+    path = write(tmp_path, "residents.csv", "id,name,cards\np1,A,0012345678\np2,B,036;02193\n")
+    residents = load_residents(path)
+    assert residents.persons["p1"]["cards"] == ["12345678"]
+    shared = write(tmp_path, "shared.csv", "id,name,cards\np1,A,0012345678\np2,B,12345678\n")
+    with pytest.raises(ResidentsError) as caught:
+        load_residents(shared)
+    assert str(caught.value) == f"{shared}: person 'p2': card ****5678 already belongs to 'p1'"
+    bad = write(tmp_path, "bad.yaml", "revoked: ['12-34']\n")
+    with pytest.raises(ResidentsError, match="revoked '12-34': not a card number"):
+        load_residents(bad)
+
+
+def test_a_revocation_rewritten_with_leading_zeros_is_no_change(tmp_path: Path) -> None:
+    old = load_residents(write(tmp_path, "old.yaml", "revoked: ['12345678']\n"))
+    new = load_residents(write(tmp_path, "new.yaml", "revoked: ['0012345678']\n"))
+    delta = sync_args(new, (4, old), clock_s=lambda: 0.0)
+    assert (delta["revoke"], delta["unrevoke"]) == ([], [])
 
 
 def test_one_yaml_file_holds_everything(tmp_path: Path) -> None:
@@ -133,3 +164,26 @@ def test_the_gates_own_store_applies_the_snapshot_and_the_delta(tmp_path: Path) 
         assert gate.card_owner("0004567890") is None
         assert [g.id for g in gate.groups()] == ["residents"]
         assert len(gate.revoked()) == 1
+
+
+def test_pins_are_hashed_before_sending_and_an_unchanged_pin_keeps_its_hash(
+    tmp_path: Path,
+) -> None:
+    """A fresh salt per hash would put every PIN holder in every delta."""
+    groups = write(tmp_path, "groups.yaml", GROUPS_YAML)
+    path = write(tmp_path, "r.csv", "id,name,groups,pin\np1,A,residents,1234\np2,B,residents,\n")
+    loaded = load_residents(path, groups)
+    assert "pin_hash" not in loaded.persons["p1"]
+    with pytest.raises(ResidentsError, match="still holds plain PINs"):
+        sync_args(loaded, None)
+    first = hash_pins(loaded, None)
+    assert verify_pin("1234", first.persons["p1"]["pin_hash"])
+    again = hash_pins(load_residents(path, groups), first)
+    assert again.persons == first.persons
+    args = sync_args(again, (7, first), clock_s=lambda: 1)
+    assert (args["mode"], args["upsert"]) == ("delta", [])
+    changed = write(tmp_path, "r.csv", "id,name,groups,pin\np1,A,residents,4321\n"
+                                       "p2,B,residents,\n")
+    new = hash_pins(load_residents(changed, groups), first)
+    assert [p["id"] for p in sync_args(new, (7, first))["upsert"]] == ["p1"]
+    assert verify_pin("4321", new.persons["p1"]["pin_hash"])

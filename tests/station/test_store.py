@@ -197,6 +197,13 @@ def test_sync_state_round_trips(store: Store) -> None:
          "'door' must be a string of at most 256 characters"),
         (b'{"v": 1, "id": "a", "gate": "g1", "seq": 1, "ts_ms": 1, "type": "x\\u0000"}',
          "'type' must be a string of at most 256 characters"),
+        (b'{"v": 1, "id": "a", "gate": "g1", "seq": 1, "ts_ms": 1, "type": "\\udfff"}',
+         "string holds a lone UTF-16 surrogate escape"),
+        (b'{"v": 1, "data": ' + b"[" * 40 + b"]" * 40 + b"}", "nested deeper than 32 levels"),
+        (b'{"v": 1, "seq": 1' + b"0" * 30 + b"}", "number with more than 20 digits"),
+        (b'{"v": 1, "ts_ms": Infinity}', "not JSON: unexpected word b'Infinity'"),
+        (b'{"v": 1, "v": 1}', "duplicate key 'v'"),
+        (b'{"v": 1, "type": "\xc3"}', "not valid UTF-8 at byte 18"),
     ],
 )
 def test_parse_event_rejects_what_breaks_the_contract(payload: bytes, message: str) -> None:

@@ -27,9 +27,11 @@ import aiomqtt
 import pytest
 
 from daemon import control
+from protocol.envelope import new_command
+from protocol.topics import GateTopics
 from station.commands import keygen, send_command, signing_key
 from station.config import DatabaseConfig, MqttConfig, StationConfig
-from station.protocol import command_topic, new_command, result_topic
+from station.gatehealth import gate_health
 from station.receiver import Receiver
 from station.store import Store
 from tests.broker import Broker, start_broker
@@ -332,11 +334,25 @@ def test_a_signed_open_reaches_the_right_gate_and_only_that_gate(
 async def replay_on(station: Station, gate: str, envelope: dict[str, Any]) -> dict[str, Any]:
     async with aiomqtt.Client("127.0.0.1", station.config.mqtt.port,
                               protocol=aiomqtt.ProtocolVersion.V5) as client:
-        await client.subscribe(result_topic(PREFIX, gate, "open"), qos=1)
-        await client.publish(command_topic(PREFIX, gate, "open"), json.dumps(envelope), qos=1)
+        await client.subscribe(GateTopics(PREFIX, gate).result("open"), qos=1)
+        await client.publish(GateTopics(PREFIX, gate).command("open"), json.dumps(envelope), qos=1)
         async with asyncio.timeout(WAIT_SECONDS):
             async for message in client.messages:
                 result = json.loads(bytes(message.payload))  # type: ignore[arg-type]
                 if result.get("id") == envelope["id"]:
                     return dict(result)
     raise AssertionError("no result")
+
+
+@pytest.mark.timeout(120)
+def test_the_gates_view_shows_each_running_gates_doors(
+    station: Station, gates: dict[str, GateProcess]
+) -> None:
+    """A running gate's health carries its doors' state and mode, as the page shows them."""
+    wait_for(lambda: all("front" in (g.health.get("doors") or {}) for g in station.store.gates()),
+             "doors in both gates' health", list(gates.values()))
+    for view in station.store.gates():
+        shown = gate_health(view)
+        assert [(d.door, d.mode) for d in shown.doors] == [("front", "normal")], view.gate
+        assert shown.doors[0].state in ("locked", "unlocked", "open")
+        assert view.health["tamper"] is False and shown.problems == []

@@ -11,7 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vision.gallery import NO_SCORE, Gallery, TemplateStore, TemplateStoreError
+from vision.gallery import (
+    DEFAULT_SCORING,
+    NO_SCORE,
+    SCORINGS,
+    Gallery,
+    TemplateStore,
+    TemplateStoreError,
+)
 
 KEY = bytes(range(32))
 DIM = 8
@@ -23,19 +30,33 @@ def unit(*values: float) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def loop_search(templates: dict[str, np.ndarray], probe: np.ndarray) -> dict[str, float]:
+def person_score(rows: np.ndarray, probe: np.ndarray, scoring: str) -> float:
+    """One person's score the obvious way, in float64."""
+    rows, probe = rows.astype(np.float64), probe.astype(np.float64)
+    if scoring == "max":
+        return float(max(t @ probe for t in rows))
+    if scoring == "mean":
+        return float(np.mean([t @ probe for t in rows]))
+    centroid = rows.sum(axis=0)
+    return float(centroid @ probe / np.linalg.norm(centroid))
+
+
+def loop_search(
+    templates: dict[str, np.ndarray], probe: np.ndarray, scoring: str = "max"
+) -> dict[str, float]:
     """The obvious per-person Python loop the matrix search must agree with."""
-    return {person: max(float(t @ probe) for t in rows) for person, rows in templates.items()}
+    return {person: person_score(rows, probe, scoring) for person, rows in templates.items()}
 
 
 @settings(max_examples=60, deadline=None)
 @given(
     counts=st.lists(st.integers(1, 4), min_size=1, max_size=12),
     seed=st.integers(0, 2**32 - 1),
+    scoring=st.sampled_from(SCORINGS),
 )
-def test_matrix_search_equals_per_person_loop(counts: list[int], seed: int) -> None:
+def test_matrix_search_equals_per_person_loop(counts: list[int], seed: int, scoring: str) -> None:
     rng = np.random.default_rng(seed)
-    gallery = Gallery(DIM, threshold=0.5, margin=0.05)
+    gallery = Gallery(DIM, threshold=0.5, margin=0.05, scoring=scoring)
     templates = {}
     for i, n in enumerate(counts):
         rows = rng.normal(size=(n, DIM)).astype(np.float32)
@@ -44,7 +65,7 @@ def test_matrix_search_equals_per_person_loop(counts: list[int], seed: int) -> N
         gallery.add(f"p{i}", rows)
     probe = rng.normal(size=DIM).astype(np.float32)
     probe /= np.linalg.norm(probe)
-    expected = loop_search(templates, probe)
+    expected = loop_search(templates, probe, scoring)
     np.testing.assert_allclose(gallery.person_scores(probe), list(expected.values()), atol=1e-5)
     ranked = sorted(expected.items(), key=lambda kv: -kv[1])
     match = gallery.search(probe)
@@ -62,14 +83,11 @@ SCORE_TOLERANCE = 1e-5
 
 
 def reference_top_two(
-    templates: dict[str, np.ndarray], probe: np.ndarray
+    templates: dict[str, np.ndarray], probe: np.ndarray, scoring: str
 ) -> tuple[dict[str, float], list[tuple[str, float]]]:
-    """Per-person best cosine in float64, and the persons ranked best first (stable: on a tie the
+    """Per-person score in float64, and the persons ranked best first (stable: on a tie the
     person enrolled first ranks first)."""
-    scores = {
-        person: float((rows.astype(np.float64) @ probe.astype(np.float64)).max())
-        for person, rows in templates.items()
-    }
+    scores = loop_search(templates, probe, scoring)
     return scores, sorted(scores.items(), key=lambda kv: -kv[1])
 
 
@@ -83,16 +101,18 @@ def reference_top_two(
     duplicate_first=st.booleans(),
     probe_near=st.one_of(st.none(), st.integers(0, 15)),
     seed=st.integers(0, 2**32 - 1),
+    scoring=st.sampled_from(SCORINGS),
 )
 def test_fast_search_equals_reference(
-    dim: int, counts: list[int], duplicate_first: bool, probe_near: int | None, seed: int
+    dim: int, counts: list[int], duplicate_first: bool, probe_near: int | None, seed: int,
+    scoring: str,
 ) -> None:
     """Both search paths (one template per person, and several) against a plain reference:
     best person and score, second person and score, acceptance.  A duplicate of the first person
     (a re-enrolment under another id) makes exact ties; the probe is sometimes a noisy copy of a
     template, so that persons are accepted too."""
     rng = np.random.default_rng(seed)
-    gallery = Gallery(dim, threshold=0.5, margin=0.05)
+    gallery = Gallery(dim, threshold=0.5, margin=0.05, scoring=scoring)
     templates: dict[str, np.ndarray] = {}
     for i, n in enumerate(counts):
         rows = rng.normal(size=(n, dim)).astype(np.float32)
@@ -106,7 +126,7 @@ def test_fast_search_equals_reference(
     if probe_near is not None:
         probe = all_rows[probe_near % len(all_rows)] + 0.1 * probe / np.sqrt(dim)
     probe /= np.linalg.norm(probe)
-    scores, ranked = reference_top_two(templates, probe)
+    scores, ranked = reference_top_two(templates, probe, scoring)
 
     per_person = gallery.person_scores(probe)
     match = gallery.search(probe)
@@ -155,8 +175,8 @@ def test_threshold_and_margin(
     assert gallery.search(probe).person == person, reason
 
 
-def test_several_templates_per_person_take_the_best() -> None:
-    gallery = Gallery(DIM, threshold=0.9, margin=0.05)
+def test_max_scoring_takes_the_best_template() -> None:
+    gallery = Gallery(DIM, threshold=0.9, margin=0.05, scoring="max")
     gallery.add("alice", np.vstack([unit(1, 0), unit(0, 0, 1)]))
     gallery.add("bob", B)
     match = gallery.search(unit(0, 0, 1))
@@ -250,3 +270,23 @@ def test_templates_of_another_model_are_refused(tmp_path: Path) -> None:
 def test_key_must_be_256_bits(tmp_path: Path, key: bytes) -> None:
     with pytest.raises(TemplateStoreError, match="32 bytes"):
         TemplateStore(tmp_path / "t.bin", key, model="arcface")
+
+
+def test_default_person_score_is_the_mean_of_all_templates() -> None:
+    """Issue 23: one poor enrolment photo must not decide alone (the best template would)."""
+    gallery = Gallery(DIM, threshold=0.8, margin=0.05)
+    assert gallery.scoring == DEFAULT_SCORING == "mean"
+    good, poor = unit(1, 0.2), unit(0.2, 1)
+    gallery.add("alice", np.vstack([good, poor]))
+    probe = unit(0.2, 1)  # resembles only the poor photo
+    expected = (float(good @ probe) + float(poor @ probe)) / 2
+    assert gallery.person_scores(probe)[0] == pytest.approx(expected, abs=1e-6)
+    assert gallery.search(probe).person is None
+    best_only = Gallery(DIM, threshold=0.8, margin=0.05, scoring="max")
+    best_only.add("alice", np.vstack([good, poor]))
+    assert best_only.search(probe).person == "alice"
+
+
+def test_unknown_scoring_is_refused_with_the_choices() -> None:
+    with pytest.raises(ValueError, match="scoring must be one of mean, max, centroid, got 'best'"):
+        Gallery(DIM, threshold=0.5, margin=0.05, scoring="best")

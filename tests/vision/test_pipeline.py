@@ -24,6 +24,7 @@ from tests.vision import material
 from vision.detect import Detector, Face
 from vision.embed import DEFAULT_MATCH_MARGIN, default_match_threshold
 from vision.liveness import LivenessGate
+from vision.liveness_track import TrackLiveness
 from vision.models import load_detector, load_embedder, load_liveness
 from vision.motion import MotionGate
 from vision.pipeline import (
@@ -167,11 +168,16 @@ def test_a_grant_needs_k_agreeing_frames_of_the_track(
     assert embeddings_before_grant >= agree_frames
 
 
+def test_fusing_fewer_frames_than_must_agree_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"fuse_frames \(2\) must be at least agree_frames \(3\)"):
+        PipelineSettings(agree_frames=3, fuse_frames=2)
+
+
 @pytest.mark.timeout(120)
 def test_more_agreeing_frames_than_the_passage_has_is_no_grant(
     models_dir: Path, faces_dir: Path
 ) -> None:
-    pipeline = build(models_dir, faces_dir, agree_frames=30)
+    pipeline = build(models_dir, faces_dir, agree_frames=30, fuse_frames=30)
     seen = run(pipeline, scene(faces_dir, PASSAGES[:1]))
     assert of_type(seen, FaceRecognised) == []
     (capture,) = of_type(seen, TrackCapture)
@@ -188,7 +194,7 @@ class SpoofEverything:
 @pytest.mark.timeout(120)
 def test_failed_liveness_refuses_but_still_captures(models_dir: Path, faces_dir: Path) -> None:
     pipeline = build(models_dir, faces_dir, portraits="local")
-    pipeline.liveness = LivenessGate(SpoofEverything(), 0.5)
+    pipeline.liveness = TrackLiveness(passive=LivenessGate(SpoofEverything(), 0.5))
     seen = run(pipeline, scene(faces_dir, PASSAGES[:1]))
     assert of_type(seen, FaceRecognised) == []
     (refused,) = of_type(seen, FaceRefused)

@@ -11,7 +11,7 @@ import pytest
 from tests.vision.material import DETECTORS, detector, faces_left_to_right, image
 from vision.align import ARCFACE_TEMPLATE
 from vision.detect import Face
-from vision.quality import Quality, QualityThresholds, assess, face_px, pose
+from vision.quality import NOSE_PITCH_OFFSET, Quality, QualityThresholds, assess, face_px, pose
 
 GATE = QualityThresholds()
 PROBE_SINGLES = ["probe/alex_lacamoire1.jpg", "probe/obama1.jpg", "probe/johnsnow_test1.jpg"]
@@ -39,11 +39,17 @@ def test_low_resolution_photos_behave_as_their_face_size_says(
         ]
 
 
-def test_240p_is_too_small_to_match_and_480p_is_fine(models_dir: Path, faces_dir: Path) -> None:
-    """The two videos frames of the same scene fall on either side of the recognition minimum."""
+def test_240p_and_480p_frames_are_both_recognisable(models_dir: Path, faces_dir: Path) -> None:
+    """The 240p frame's face (about 77 px) is above the 64 px minimum calibrated on the East-Asian
+    set (60 px faces lose 0.017 of genuine score); half of it is not."""
     small, large = (image(faces_dir / p) for p in ("misc/obama-240p.jpg", "misc/obama-480p.jpg"))
-    assert not GATE.recognisable(assess(small, only_face(models_dir, "yunet", small)))
+    quality = assess(small, only_face(models_dir, "yunet", small))
+    assert 70 < quality.face_px < 80
+    assert GATE.recognisable(quality)
     assert GATE.recognisable(assess(large, only_face(models_dir, "yunet", large)))
+    half = cv2.resize(small, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    faces = detector(models_dir, "yunet").detect(half)
+    assert not faces or not GATE.recognisable(assess(half, faces[0]))
 
 
 @pytest.mark.parametrize("kind", list(DETECTORS))
@@ -74,13 +80,38 @@ def test_blurred_copies_are_rejected_by_sharpness(
     bgr = image(faces_dir / photo)
     face = only_face(models_dir, kind, bgr)
     size = assess(bgr, face).face_px
-    for sigma_112, capturable in [(1.5, True), (5.0, False)]:
+    for sigma_112 in (2.5, 8.0):
         blurred = cv2.GaussianBlur(bgr, (0, 0), sigma_112 * size / 112)
         quality = assess(blurred, face)
         assert quality.face_px == pytest.approx(size)
         assert not GATE.recognisable(quality)
         assert any("blurred" in p for p in GATE.recognition_problems(quality))
-        assert GATE.capturable(quality) == capturable, quality
+
+
+@pytest.mark.parametrize("kind", list(DETECTORS))
+@pytest.mark.parametrize("photo", PROBE_SINGLES)
+def test_a_dark_face_keeps_its_sharpness_and_stays_recognisable(
+    models_dir: Path, faces_dir: Path, kind: str, photo: str
+) -> None:
+    """Issue 23: the gate refused night photos every model matches.  Sharpness is measured at a
+    fixed contrast, so a face at 30 % exposure (brightness above 25) reads as sharp as by day."""
+    bgr = image(faces_dir / photo)
+    face = only_face(models_dir, kind, bgr)
+    day = assess(bgr, face)
+    night = assess(cv2.convertScaleAbs(bgr, alpha=0.3, beta=0), face)
+    assert night.brightness < day.brightness * 0.35
+    assert night.sharpness == pytest.approx(day.sharpness, rel=0.25)
+    assert night.brightness < GATE.min_brightness or GATE.recognisable(night)
+
+
+def test_pitch_is_corrected_for_where_each_detector_puts_the_nose() -> None:
+    """Issue 23: the pitch limit ignored which detector produced the landmarks."""
+    kps = np.array([[40, 50], [72, 50], [56, 71], [42, 92], [70, 92]], np.float32)
+    face = Face(np.array([20, 20, 92, 112], np.float32), kps, 0.9)
+    bgr = np.full((140, 120, 3), 128, np.uint8)
+    raw = assess(bgr, face).pitch
+    for kind, offset in NOSE_PITCH_OFFSET.items():
+        assert assess(bgr, face, detector=kind).pitch == pytest.approx(raw - offset, abs=1e-6)
 
 
 def test_every_enrolment_photo_passes_the_recognition_gate(
@@ -147,10 +178,10 @@ def test_brightness(value: int, problem: str | None) -> None:
     ("quality", "recognisable", "capturable"),
     [
         (Quality(120, 100, 0, 0, 128), True, True),
-        (Quality(79, 100, 0, 0, 128), False, True),
+        (Quality(63, 100, 0, 0, 128), False, True),
         (Quality(39, 100, 0, 0, 128), False, False),
-        (Quality(120, 39, 0, 0, 128), False, True),
-        (Quality(120, 14, 0, 0, 128), False, False),
+        (Quality(120, 19, 0, 0, 128), False, True),
+        (Quality(120, 9, 0, 0, 128), False, False),
         (Quality(120, 100, 0.9, 0, 128), False, True),
         (Quality(120, 100, 0, -0.7, 128), False, True),
         (Quality(120, 100, 0, 0, 10), False, True),

@@ -1,0 +1,131 @@
+"""JSON from the network, bounded before it is decoded.
+
+Every payload that arrives over MQTT goes through :func:`loads_bounded`.  Limits are checked on
+the raw bytes first, in one linear scan driven by regular expressions (C speed even for a
+megabyte of base64): size, valid UTF-8, nesting depth, digits of every number, no escape that
+decodes to a lone UTF-16 surrogate (``"\\ud800"``), no ``NaN``/``Infinity`` or number that
+overflows to infinity.  Only then is the text decoded, with duplicate object keys refused.  Any
+violation raises :class:`PayloadError`, so a hostile message costs one refusal and nothing else
+(Python's decoder would otherwise recurse on deep nesting, spend quadratic time on huge integers,
+and hand lone surrogates to code that cannot encode them).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+DEFAULT_MAX_BYTES = 1024 * 1024
+DEFAULT_MAX_DEPTH = 32
+#: Digits of a number's integer and fraction parts; 20 holds any 64-bit integer.
+DEFAULT_MAX_NUMBER_DIGITS = 20
+
+_TOKEN = re.compile(
+    rb'"(?P<string>[^"\\]*(?:\\.[^"\\]*)*)"'
+    rb"|(?P<open>[\[{])|(?P<close>[\]}])"
+    rb"|(?P<number>-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)"
+    rb"|(?P<word>[A-Za-z_]+)",
+    re.DOTALL,
+)
+_ESCAPE = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
+_WORDS = frozenset({b"true", b"false", b"null"})
+_HIGH_SURROGATES = range(0xD800, 0xDC00)
+_LOW_SURROGATES = range(0xDC00, 0xE000)
+
+
+class PayloadError(ValueError):
+    """Bytes that are not acceptable JSON under the limits; the text says which limit."""
+
+
+def _check_escapes(string: bytes) -> None:
+    """Refuse ``\\uXXXX`` escapes that leave a UTF-16 surrogate unpaired."""
+    pending_high = False
+    last_end = -1
+    for match in _ESCAPE.finditer(string):
+        hex_digits = match.group(1)
+        code = int(hex_digits, 16) if hex_digits is not None else -1
+        adjacent = match.start() == last_end
+        if pending_high and not (adjacent and code in _LOW_SURROGATES):
+            raise PayloadError("string holds a lone UTF-16 surrogate escape")
+        if code in _LOW_SURROGATES and not pending_high:
+            raise PayloadError("string holds a lone UTF-16 surrogate escape")
+        pending_high = code in _HIGH_SURROGATES
+        last_end = match.end()
+    if pending_high:
+        raise PayloadError("string holds a lone UTF-16 surrogate escape")
+
+
+def _check_number(token: bytes, max_digits: int) -> None:
+    mantissa = token.lstrip(b"-").split(b"e")[0].split(b"E")[0]
+    if len(mantissa.replace(b".", b"")) > max_digits:
+        raise PayloadError(f"number with more than {max_digits} digits")
+    if (b"." in token or b"e" in token or b"E" in token) and not math.isfinite(float(token)):
+        raise PayloadError("number is not finite")
+
+
+def check_bounds(
+    data: bytes,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    max_number_digits: int = DEFAULT_MAX_NUMBER_DIGITS,
+) -> None:
+    """Raise :class:`PayloadError` unless ``data`` stays within every limit (see the module)."""
+    if len(data) > max_bytes:
+        raise PayloadError(f"{len(data)} bytes > {max_bytes}")
+    try:
+        data.decode("utf-8")  # strict: also refuses encoded surrogates and overlong forms
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"not valid UTF-8 at byte {exc.start}") from None
+    depth = 0
+    for match in _TOKEN.finditer(data):
+        kind = match.lastgroup
+        if kind == "string":
+            string = match.group("string")
+            if b"\\u" in string:
+                _check_escapes(string)
+        elif kind == "open":
+            depth += 1
+            if depth > max_depth:
+                raise PayloadError(f"nested deeper than {max_depth} levels")
+        elif kind == "close":
+            depth -= 1
+        elif kind == "number":
+            _check_number(match.group(), max_number_digits)
+        elif match.group() not in _WORDS:
+            raise PayloadError(f"not JSON: unexpected word {match.group()[:20]!r}")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise PayloadError(f"duplicate key {key!r}")
+        obj[key] = value
+    return obj
+
+
+def loads_bounded(
+    data: bytes,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    max_number_digits: int = DEFAULT_MAX_NUMBER_DIGITS,
+) -> Any:
+    """Decode ``data`` after :func:`check_bounds`; raises :class:`PayloadError` on any fault."""
+    check_bounds(data, max_bytes=max_bytes, max_depth=max_depth,
+                 max_number_digits=max_number_digits)
+    try:
+        return json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except json.JSONDecodeError as exc:
+        raise PayloadError(f"not JSON ({exc})") from None
+
+
+def loads_object(data: bytes, **limits: int) -> dict[str, Any]:
+    """:func:`loads_bounded` for payloads that must be a JSON object."""
+    obj = loads_bounded(data, **limits)
+    if not isinstance(obj, dict):
+        raise PayloadError("not a JSON object")
+    return obj
