@@ -11,6 +11,7 @@ the station can replace the id in its own copy and delete its portraits of them 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -19,6 +20,7 @@ from daemon.config import GateConfig
 from daemon.events import Event
 from daemon.journal import Journal
 from daemon.keyring import Keyring
+from daemon.recovery import snapshot_path
 from daemon.store import Forgotten, Store
 
 log = logging.getLogger(__name__)
@@ -106,6 +108,7 @@ def forget_offline(config: GateConfig, person: str, *, actor: str) -> Erasure:
             templates=templates,
             journal=journal,
         )
+        _refresh_snapshot(store, config)
         journal.record(forgotten_event(erasure, actor=actor))
         AuditLog(config.privacy.audit_path).append(
             "person.forget",
@@ -117,6 +120,16 @@ def forget_offline(config: GateConfig, person: str, *, actor: str) -> Erasure:
         journal.close()
         store.close()
     return erasure
+
+
+def _refresh_snapshot(store: Store, config: GateConfig) -> None:
+    """The last good copy of the store without the erased person (or no copy at all)."""
+    snapshot = snapshot_path(config.access.db)
+    try:
+        store.snapshot(snapshot)
+    except (OSError, sqlite3.Error) as exc:
+        snapshot.unlink(missing_ok=True)  # the older copy would still hold the erased person
+        log.warning("resident store snapshot %s removed, not refreshed: %s", snapshot, exc)
 
 
 def forgotten_event(erasure: Erasure, *, actor: str) -> Event:

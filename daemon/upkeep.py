@@ -110,7 +110,7 @@ class Residents:
         self._snapshot = snapshot  # the last good copy, refreshed after every good load
         self.lock = asyncio.Lock()  # one writer of the store at a time (sync, erasure)
 
-    async def reload(self) -> None:
+    async def reload(self, *, erased: bool = False) -> None:
         """Rebuild the decision index off the loop and swap it in (one assignment); then the
         store becomes the last good snapshot (an erased person leaves the snapshot too)."""
         async with self.lock:
@@ -119,6 +119,8 @@ class Residents:
                 try:
                     await asyncio.to_thread(self.store.snapshot, self._snapshot)
                 except (OSError, sqlite3.Error) as exc:  # a full disk keeps the older snapshot
+                    if erased:  # ... unless it still holds a person just erased
+                        self._snapshot.unlink(missing_ok=True)
                     log.warning("resident store snapshot %s not refreshed: %s", self._snapshot,
                                 exc)
         self._access.replace(index)
@@ -185,7 +187,7 @@ class Erasure:
         await self._audit.record("person.forget", actor=actor, target=erasure.pseudonym,
                                  details={k: v for k, v in erasure.as_dict().items()
                                           if k != "person"})
-        await self._residents.reload()
+        await self._residents.reload(erased=True)
         if erasure.templates_removed:
             await self._faces_changed()
         return erasure.as_dict()
