@@ -525,6 +525,9 @@ def test_example_runs_without_models_with_vision_off_and_one_line_saying_why(
         "mobilefacenet_paddlex_128d.onnx, 2.7_80x80_MiniFASNetV2.onnx, "
         "4_0_0_80x80_MiniFASNetV1SE.onnx; to enable it, put the models there or set "
         "MENJIN_MODELS to the folder holding them (vision.enabled: false silences this)",
+        f"{EXAMPLE}: warning: keys: provider 'file' keeps the keys in "
+        f"{tmp_path / 'state' / 'keys'} beside the data they protect: a copied SD card yields "
+        "names, card numbers and face templates; use tpm2 or rpi-otp on a gate (docs/privacy.md)",
         f"{EXAMPLE}: OK: gate xingfuli-north, 2 door(s), 2 reader(s), camera yes, simulate "
         "mode, portraits upload, vision off",
     ]
