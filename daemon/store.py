@@ -378,6 +378,7 @@ class Store:
         the last good copy a corrupt store falls back to at start-up."""
         tmp = target.with_name(target.name + ".tmp")
         tmp.unlink(missing_ok=True)
+        private_file(tmp)  # 0600 before the first page is copied (rows are sealed there too)
         copy = sqlite3.connect(tmp)
         try:
             self._conn.backup(copy)
