@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 from gpiozero import DigitalInputDevice  # noqa: E402
 from gpiozero.pins.mock import MockConnectedPin  # noqa: E402
 
+from bench.machine import with_machine  # noqa: E402
 from daemon.app import Gate  # noqa: E402
 from daemon.configfile import load_config  # noqa: E402
 from daemon.keyring import open_gate_store  # noqa: E402
@@ -257,7 +258,7 @@ def main() -> None:
         raise SystemExit(f"{result['granted']} grants recorded for {expected} swipes")
     verdict = "meets" if worst <= TARGET_P99_MS else "MISSES"
     print(f"all granted; worst p99 {worst:.3f} ms {verdict} the {TARGET_P99_MS:g} ms target")
-    print(json.dumps(out))
+    print(json.dumps(with_machine(out, libraries=("gpiozero", "pyserial"))))
 
 
 if __name__ == "__main__":

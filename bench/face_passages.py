@@ -3,13 +3,19 @@ stranger accepts and CPU per passage, against insightface's FaceAnalysis at the 
 
 Protocol (vision/evaluate.py): each identity enrols up to 3 photos (the first usable ones) and
 probes with the rest; in turn a quarter of the identities are left out and probe as strangers
-with all their photos.  Photo level: one 1:N search per probe photo.  Passage level: each probe
-photo becomes a passage, a short sequence of camera frames (640x480) in which the face walks
-towards the camera: it moves across and down the frame, grows from about 0.75x to 1.2x, rolls a
-few degrees, is motion-blurred in the first frames and brightens from dim to normal light.  The
-frames go through the real ``FacePipeline`` (track, quality gate, landmark refinement, fusion of
-the best frames, 1:N search); a passage counts as accepted when the pipeline reports
-``FaceRecognised``.
+with all their photos.  Photo level: one 1:N search per probe photo.  Passage level (the passage
+protocol of vision/evaluate.py): an identity's probe photos (a stranger's: all its photos) are cut
+into disjoint passages of up to 3 consecutive photos (``LOOKS``), never an enrolment photo; each
+passage is a short sequence of ``FRAMES`` camera frames (640x480, 15 fps) in which the person walks
+towards the camera, one look (photo) after the other, the frames shared evenly between the looks:
+the face moves across and down the frame, grows from about 0.75x to 1.2x, rolls a few degrees, is
+motion-blurred in the first frames and brightens from dim to normal light, and each look has its
+own light level (a gain of 0.85-1.0 on top).  The frames go through the real ``FacePipeline``
+(one track, quality gate, landmark refinement, fusion of the best frames, 1:N search); a passage
+counts as accepted when the pipeline reports ``FaceRecognised``.  Every fused embedding the
+pipeline searches is recorded: per passage and enrolled person, the highest fused score is an
+impostor pair of the fused protocol (its own person excluded), and the threshold rule of
+vision/calibration.py is applied to these pairs as well (``passage.rule_threshold``).
 
 Routes at their shipped thresholds (vision/embed.py): YuNet + mobilefacenet_paddlex (the
 permissive default), YuNet + foamliu, YuNet + face-reidentification-retail-0095, SCRFD +
@@ -33,7 +39,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,22 +50,32 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.machine import with_machine  # noqa: E402
 from vision.calibration import CalibrationError, recommend_threshold  # noqa: E402
 from vision.detect import Detector, Face  # noqa: E402
-from vision.embed import DEFAULT_MATCH_MARGIN, Embedder, default_match_threshold  # noqa: E402
+from vision.embed import (  # noqa: E402
+    DEFAULT_MATCH_MARGIN,
+    Embedder,
+    default_match_threshold,
+    route_choices,
+)
 from vision.enrol import read_image  # noqa: E402
 from vision.evaluate import (  # noqa: E402
     DEFAULT_FOLDS,
+    DEFAULT_LOOKS,
     Route,
     Sample,
     central_face,
+    distribution,
     enrolment_split,
     folder_set,
     gallery_protocol,
+    look_groups,
+    passage_protocol,
     sample_set,
     strangers_of_fold,
 )
-from vision.gallery import DEFAULT_SCORING, Gallery  # noqa: E402
+from vision.gallery import Gallery  # noqa: E402
 from vision.landmarks import Refiner  # noqa: E402
 from vision.models import load_detector, load_embedder, load_refiner  # noqa: E402
 from vision.motion import MotionGate  # noqa: E402
@@ -87,8 +103,8 @@ BASELINE = "faceanalysis"
 CANVAS_WH = (640, 480)
 DETECTOR_INPUT = (640, 480)
 FPS = 15.0
-FRAMES = 6
-QUICK_FRAMES = 4
+FRAMES = 12
+QUICK_FRAMES = 8
 QUICK_IDENTITIES = 8
 AGREE_FRAMES = 3
 #: Dimmest frame of a passage, as a gain on the photo (brightness about 45 % of normal).
@@ -96,19 +112,27 @@ DIM_GAIN = 0.45
 MAX_BLUR_PX = 7
 
 
-def passage_frames(photo: np.ndarray, frames: int, seed: int) -> list[np.ndarray]:
-    """The camera frames of one passage built from one probe photo (module docstring)."""
+#: Light level of one look relative to the passage's brightening (clouds, the person's own shadow).
+LOOK_GAIN = (0.85, 1.0)
+
+
+def passage_frames(photos: list[np.ndarray], frames: int, seed: int) -> list[np.ndarray]:
+    """The camera frames of one passage, the looks (photos) one after the other (module
+    docstring)."""
     rng = np.random.default_rng(seed)
     width, height = CANVAS_WH
     noise = rng.normal(90, 25, (height // 16, width // 16)).astype(np.float32)
     background = cv2.resize(noise, CANVAS_WH, interpolation=cv2.INTER_CUBIC)
     background = cv2.cvtColor(np.clip(background, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
-    centre = (photo.shape[1] / 2, photo.shape[0] / 2)
     start = np.array([width * rng.uniform(0.3, 0.4), height * 0.45])
     end = np.array([width * rng.uniform(0.5, 0.6), height * 0.55])
     roll = rng.uniform(-5, 5, size=frames)
+    look_gain = rng.uniform(*LOOK_GAIN, size=len(photos))
     out = []
     for i in range(frames):
+        look = i * len(photos) // frames
+        photo = photos[look]
+        centre = (photo.shape[1] / 2, photo.shape[0] / 2)
         t = i / max(frames - 1, 1)
         scale = 0.75 + 0.45 * t
         x, y = start + (end - start) * t + rng.normal(0, 3, 2)
@@ -121,7 +145,7 @@ def passage_frames(photo: np.ndarray, frames: int, seed: int) -> list[np.ndarray
             kernel = np.zeros((blur, blur), np.float32)
             kernel[blur // 2, :] = 1.0 / blur
             frame = cv2.filter2D(frame, -1, kernel)
-        gain = DIM_GAIN + (1 - DIM_GAIN) * t
+        gain = (DIM_GAIN + (1 - DIM_GAIN) * t) * look_gain[look]
         out.append(cv2.convertScaleAbs(frame, alpha=gain, beta=0))
     return out
 
@@ -173,6 +197,7 @@ class Counts:
     wrong_person_accepts: int = 0
     strangers: int = 0
     stranger_accepts: int = 0
+    split: int = 0
     cpu_s: float = 0.0
     timed: int = 0
 
@@ -182,6 +207,7 @@ class Counts:
             "true_accept_rate": round(self.true_accepts / max(self.genuine, 1), 4),
             "wrong_person_accepts": self.wrong_person_accepts,
             "strangers": self.strangers, "stranger_accepts": self.stranger_accepts,
+            "passages_with_several_tracks": self.split,
             "cpu_ms_per_passage": round(1000 * self.cpu_s / max(self.timed, 1), 1),
         }
 
@@ -195,13 +221,11 @@ class Counts:
             self.stranger_accepts += accepted is not None
 
 
-Decide = Callable[[Gallery, list[np.ndarray]], str | None]
-
-
 def passages(
     identities: dict[str, list[Path]], samples: list[Sample], folds: list[int], frames: int
 ) -> Iterator[tuple[int, set[str], dict[str, list[Sample]], str, bool, list[np.ndarray]]]:
-    """(fold, strangers, enrolment, identity, enrolled, frames) of every passage."""
+    """(fold, strangers, enrolment, identity, enrolled, frames) of every passage: the looks of
+    vision.evaluate.look_groups, never an enrolment photo of an enrolled identity."""
     enrol, probe = enrolment_split(samples)
     by_label = {f"{i}/{p.name}": p for i, photos in identities.items() for p in photos}
     names = sorted(enrol)
@@ -210,11 +234,36 @@ def passages(
         for identity in names:
             enrolled = identity not in strangers
             items = probe[identity] + ([] if enrolled else enrol[identity])
-            for sample in items:
-                photo = read_image(by_label[sample.label])
-                seed = int.from_bytes(_key(np.frombuffer(sample.label.encode(), np.uint8))[:4])
-                clip = passage_frames(photo, frames, seed)
-                yield fold, strangers, enrol, identity, enrolled, clip
+            for group in look_groups(items, DEFAULT_LOOKS):
+                labels = " + ".join(sample.label for sample in group)
+                photos = [read_image(by_label[sample.label]) for sample in group]
+                seed = int.from_bytes(_key(np.frombuffer(labels.encode(), np.uint8))[:4])
+                yield fold, strangers, enrol, identity, enrolled, passage_frames(
+                    photos, frames, seed)
+
+
+@dataclass
+class RecordingGallery:
+    """The fold's gallery, remembering every fused embedding the pipeline searched with."""
+
+    inner: Gallery
+    searched: list[np.ndarray] = field(default_factory=list)
+
+    def search(self, embedding: np.ndarray) -> Any:
+        self.searched.append(np.asarray(embedding, np.float32))
+        return self.inner.search(embedding)
+
+    def fused_scores(self, identity: str) -> tuple[float | None, np.ndarray]:
+        """The passage's highest fused score for its own person (None: a stranger, or never
+        searched) and, per other enrolled person, its highest fused score."""
+        persons = self.inner.persons()
+        if not self.searched:
+            return None, np.zeros(0, np.float32)
+        scores = np.max([self.inner.person_scores(v) for v in self.searched], axis=0)
+        if identity not in persons:
+            return None, scores
+        own = persons.index(identity)
+        return float(scores[own]), np.delete(scores, own)
 
 
 def fold_gallery(
@@ -235,40 +284,72 @@ def run_route(
     det_file, det_threshold = DETECTORS[det_kind]
     detector = load_detector(det_kind, models / det_file, input_size=DETECTOR_INPUT,
                              score_threshold=det_threshold)
-    embedder = load_embedder(emb_kind, models / EMBEDDERS[emb_kind], mirror=True)
-    refiner = load_refiner(det_kind, models / det_file)
+    choices = route_choices(emb_kind)
+    embedder = load_embedder(emb_kind, models / EMBEDDERS[emb_kind],
+                             mirror=choices.mirror_average)
+    refiner = load_refiner(det_kind, models / det_file) if choices.refine_landmarks else None
     thresholds = QualityThresholds()
     threshold = default_match_threshold(emb_kind)
     samples = sample_set(Route(detector, embedder, thresholds, refiner, det_kind), identities)
     photo = gallery_protocol(samples, threshold=threshold, margin=DEFAULT_MATCH_MARGIN,
-                             folds=DEFAULT_FOLDS)
+                             scoring=choices.scoring, folds=DEFAULT_FOLDS)
     rule_threshold, rule_fpir = rule_for(photo.pair_scores(), threshold)
     cached_det, cached_emb = CachedDetector(detector), CachedEmbedder(embedder)
-    cached_refiner = Refiner(CachedDetector(refiner.detector))
+    cached_refiner = Refiner(CachedDetector(refiner.detector)) if refiner is not None else None
     settings = PipelineSettings(agree_frames=AGREE_FRAMES, quality=thresholds,
                                 detector_kind=det_kind)
+    looks = passage_protocol(samples, threshold=threshold, margin=DEFAULT_MATCH_MARGIN,
+                             scoring=choices.scoring, folds=DEFAULT_FOLDS)
+    looks_rule, looks_fpir = rule_for(looks.pair_scores(), threshold)
     counts = Counts()
+    fused_pairs: list[np.ndarray] = []
+    stranger_best: list[float] = []
+    genuine_best: list[float] = []
     for fold, strangers, enrol, identity, enrolled, clip in passages(
         identities, samples, folds, frames
     ):
-        gallery = fold_gallery(enrol, strangers, embedder.dim, threshold, DEFAULT_SCORING)
-        pipeline = FacePipeline(cached_det, cached_emb, gallery, settings=settings,
-                                motion=MotionGate(), refiner=cached_refiner)
+        gallery = RecordingGallery(
+            fold_gallery(enrol, strangers, embedder.dim, threshold, choices.scoring))
+        pipeline = FacePipeline(cached_det, cached_emb, gallery,  # type: ignore[arg-type]
+                                settings=settings, motion=MotionGate(), refiner=cached_refiner)
         cpu0 = time.process_time()
         accepted = None
+        tracks = set()
         for i, frame in enumerate(clip):
             for obs in pipeline.process(frame, i / FPS):
+                tracks.add(obs.track_id)
                 if isinstance(obs, FaceRecognised) and accepted is None:
                     accepted = obs.person
-        pipeline.flush()
+        tracks.update(obs.track_id for obs in pipeline.flush())
         if fold == folds[0]:
             counts.cpu_s += time.process_time() - cpu0
             counts.timed += 1
         counts.count(identity, enrolled, accepted)
+        counts.split += len(tracks) > 1
+        genuine, others = gallery.fused_scores(identity)
+        if others.size:
+            fused_pairs.append(others)
+            if not enrolled:
+                stranger_best.append(float(others.max()))
+        if genuine is not None:
+            genuine_best.append(genuine)
+    pairs = np.concatenate(fused_pairs) if fused_pairs else np.zeros(0)
+    fused_rule, fused_fpir = rule_for(pairs, threshold)
     return {
         "detector": det_kind, "embedder": emb_kind, "threshold": threshold,
         "rule_threshold": rule_threshold, "rule_fpir_at_threshold": rule_fpir,
-        "photo": _photo_figures(photo), "passage": counts.as_dict(),
+        "scoring": choices.scoring, "mirror_average": choices.mirror_average,
+        "refine_landmarks": choices.refine_landmarks,
+        "photo": _photo_figures(photo),
+        "looks": {**_photo_figures(looks), "rule_threshold": looks_rule,
+                  "rule_fpir_at_threshold": looks_fpir},
+        "passage": {
+            **counts.as_dict(), "rule_threshold": fused_rule,
+            "rule_fpir_at_threshold": fused_fpir,
+            "impostor_pairs": distribution(pairs),
+            "stranger_best": distribution(np.asarray(stranger_best)),
+            "genuine_best": distribution(np.asarray(genuine_best)),
+        },
     }
 
 
@@ -344,6 +425,8 @@ def run_baseline(
         threshold = rule_for(probe.pair_scores(), 0.0)[0] or default_match_threshold("arcface")
         at_rule = gallery_protocol(samples, threshold=threshold, margin=DEFAULT_MATCH_MARGIN,
                                    scoring="max")
+        looks = passage_protocol(samples, threshold=threshold, margin=DEFAULT_MATCH_MARGIN,
+                                 scoring="max")
         counts = Counts()
         for fold, strangers, enrol, identity, enrolled, clip in passages(
             identities, samples, folds, frames
@@ -365,6 +448,8 @@ def run_baseline(
             counts.count(identity, enrolled, accepted)
     return {"detector": "scrfd", "embedder": "arcface", "threshold": threshold,
             "rule_threshold": threshold, "photo": _photo_figures(at_rule),
+            "looks": {**_photo_figures(looks),
+                      "rule_threshold": rule_for(looks.pair_scores(), threshold)[0]},
             "passage": counts.as_dict()}
 
 
@@ -408,11 +493,11 @@ def main() -> None:
         name: round(r["passage"]["cpu_ms_per_passage"] / base_cpu, 3)
         for name, r in results.items() if base_cpu and name != BASELINE
     }
-    print(json.dumps({
+    print(json.dumps(with_machine({
         "set": DEV_SET, "identities": len(identities), "folds": len(folds), "frames": frames,
         "routes": results, "cpu_ratio_vs_faceanalysis": ratios,
         "seconds": round(time.perf_counter() - started, 1),
-    }))
+    }, libraries=("insightface", "onnxruntime"))))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.machine import with_machine  # noqa: E402
 from bench.spoof_sim import (  # noqa: E402
     KINDS,
     NIR_MAPPING,
@@ -213,8 +214,9 @@ def main() -> None:
                                 - per_track.get("nir", 0.0), 2)
     ratio = round(per_track["observe_total"] / max(per_track["single_frame_baseline"], 1e-6), 1)
     print(f"CPU per track (ms, {tracks} tracks): {per_track}; {ratio}x the single-frame check")
-    print(json.dumps({"material": summary, "cpu_ms_per_track": per_track,
-                      "cpu_ratio_vs_single_frame": ratio, "tracks": tracks}))
+    print(json.dumps(with_machine({"material": summary, "cpu_ms_per_track": per_track,
+                                   "cpu_ratio_vs_single_frame": ratio, "tracks": tracks},
+                                  libraries=("onnxruntime", "opencv-python"))))
 
 
 if __name__ == "__main__":

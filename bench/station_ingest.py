@@ -4,16 +4,25 @@ One private mosquitto; events of several gates as their uplinks publish them, wi
 sent twice (a gate re-sending after a lost PUBACK).  Both consumers have a persistent session
 subscribed before the replay, so the broker queues the same messages for each, and each then
 drains its queue on its own (neither competes with the publisher or the other for the CPU):
-- station: ``station.receiver.Receiver`` (shared subscription, validation, batched
-  ``INSERT ... ON CONFLICT DO NOTHING`` into SQLite, acknowledgement after commit);
-- baseline: a plain aiomqtt subscriber that parses each message and inserts it into a SQLite
-  table without any key, in batches of the same size (duplicates are stored twice).
+- station: ``station.receiver.Receiver`` (shared subscription, bounded JSON and contract checks,
+  batched ``INSERT ... ON CONFLICT DO NOTHING`` with the gate table kept, acknowledgement of each
+  message after its batch is committed);
+- baseline: the same MQTT client (``protocol.mqtt.MqttClient``), the same batches
+  (``database.batch_size``) and the same message checks, but a plain ``INSERT`` into a table
+  without any key (duplicates are stored twice) and the broker's automatic acknowledgements, so
+  the ratio shows only what deduplication and acknowledgement after commit cost.
 The clock runs from connect until every message is stored.  Each is measured ``--rounds`` times
-on fresh sessions and databases; medians are reported.
+on fresh sessions and databases, on SQLite and (when reachable) on PostgreSQL at
+``--postgres``; medians are reported.
 
 Usage: .venv/bin/python bench/station_ingest.py [--quick] [--events N] [--rounds N]
-The last line is JSON: events_per_s, baseline_events_per_s, ratio_vs_baseline,
-duplicates_stored (must be 0), messages, duplicates_sent, ...
+       [--postgres URL | --no-postgres]
+Wall-clock rates depend on what else the machine runs; the CPU time of this process per event
+(``cpu_us_per_event``, decoding, checks and the database client; the broker is another process)
+is reported beside them, and ``events_per_cpu_s`` is what one otherwise idle core sustains.
+The last line is JSON: events_per_s, baseline_events_per_s, ratio_vs_baseline (SQLite),
+postgres_events_per_s, postgres_baseline_events_per_s, postgres_ratio_vs_baseline (null without
+PostgreSQL), duplicates_stored (must be 0), missing, messages, duplicates_sent, ...
 """
 
 from __future__ import annotations
@@ -23,7 +32,6 @@ import asyncio
 import json
 import logging
 import random
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -32,29 +40,34 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import paho.mqtt.client as paho
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+import sqlalchemy as sa
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.machine import with_machine  # noqa: E402
+from protocol.topics import parse_topic  # noqa: E402
 from station.config import DatabaseConfig, MqttConfig, StationConfig  # noqa: E402
+from station.messages import parse_event  # noqa: E402
+from station.mqtt import make_client, receiver_client_id  # noqa: E402
 from station.receiver import Receiver  # noqa: E402
-from station.store import Store  # noqa: E402
+from station.store import Store, now_ms  # noqa: E402
 from tests.broker import Broker, start_broker  # noqa: E402
 
 PREFIX = "menjin"
 GATES = 4
 DUPLICATE_SHARE = 0.10
 BATCH_SIZE = 500
-TARGET_EVENTS_PER_S = 5000
-SESSION_EXPIRY_SECONDS = 3600
+TARGET_EVENTS_PER_S = 20_000
+DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 PUBLISH_INFLIGHT = 1000
+#: Unacknowledged messages the broker sends each consumer: two batches, so one can be read
+#: while the other is committed (a station broker should be set up the same way).
+BROKER_INFLIGHT = 2 * BATCH_SIZE
 POLL_SECONDS = 0.01
 DRAIN_TIMEOUT_SECONDS = 300
-FIRST_TS_MS = 1_790_000_000_000
+FIRST_TS_MS = now_ms() - 86_400_000
 EVENT_TYPES = ("access.granted", "access.granted", "access.denied", "door.opened",
                "door.closed", "door.forced")
 
@@ -109,142 +122,209 @@ def publish(broker: Broker, messages: list[tuple[str, bytes]]) -> float:
     return len(messages) / (time.perf_counter() - started)
 
 
-def session_properties() -> Properties:
-    props = Properties(PacketTypes.CONNECT)
-    props.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
-    return props
+def baseline_client(config: StationConfig) -> Any:
+    return make_client(config.mqtt, "baseline", persistent=True, manual_ack=False,
+                       client_id_override=f"{config.mqtt.client_id}-baseline")
 
 
-async def open_session(broker: Broker, identifier: str, topic: str) -> None:
-    """Create a persistent session with its subscription, so the broker queues for it."""
-    async with aiomqtt.Client(broker.host, broker.port, identifier=identifier,
-                              protocol=aiomqtt.ProtocolVersion.V5, clean_start=False,
-                              properties=session_properties()) as client:
-        await client.subscribe(topic, qos=1)
+async def open_sessions(config: StationConfig) -> None:
+    """Create both persistent sessions with their subscriptions, so the broker queues for them."""
+    station = make_client(config.mqtt, "receiver", persistent=True, manual_ack=True,
+                          client_id_override=receiver_client_id(config.mqtt, 0))
+    async with station:
+        await station.subscribe(f"$share/{config.mqtt.share_group}/{PREFIX}/+/events")
+    async with baseline_client(config) as baseline:
+        await baseline.subscribe(f"{PREFIX}/+/events")
 
 
-async def drain_baseline(broker: Broker, identifier: str, db: Path, expected: int) -> float:
-    """The plain subscriber: parse, insert without a key, commit per batch."""
-    conn = sqlite3.connect(db)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("CREATE TABLE events (id TEXT, gate TEXT, seq INTEGER, ts_ms INTEGER, "
-                 "type TEXT, body TEXT)")
-    started = time.perf_counter()
+def plain_table(engine: sa.Engine, schema: str | None) -> sa.Table:
+    metadata = sa.MetaData(schema=schema)
+    table = sa.Table(
+        "plain_events", metadata,
+        *(sa.Column(name, kind) for name, kind in (
+            ("id", sa.String(64)), ("gate", sa.String(64)), ("seq", sa.BigInteger),
+            ("ts_ms", sa.BigInteger), ("type", sa.String(256)), ("door", sa.String(256)),
+            ("reader", sa.String(256)), ("credential_kind", sa.String(256)),
+            ("credential_ref", sa.String(256)), ("person", sa.String(256)),
+            ("reason", sa.String(256)), ("alarm", sa.Boolean), ("data", sa.JSON),
+            ("received_ms", sa.BigInteger))),
+    )
+    metadata.create_all(engine)
+    return table
+
+
+async def drain_baseline(config: StationConfig, store: Store, schema: str | None,
+                         expected: int) -> tuple[float, float]:
+    """The plain subscriber: same client, batches and checks; keyless insert, auto acks."""
+    table = plain_table(store.engine, schema)
+
+    def insert(values: list[dict[str, Any]]) -> None:
+        with store.engine.begin() as conn:
+            conn.execute(table.insert(), values)
+
+    started, cpu = time.perf_counter(), time.process_time()
     stored = 0
-    batch: list[tuple[Any, ...]] = []
-    async with aiomqtt.Client(broker.host, broker.port, identifier=identifier,
-                              protocol=aiomqtt.ProtocolVersion.V5, clean_start=False,
-                              properties=session_properties()) as client:
-        async for message in client.messages:
-            assert isinstance(message.payload, bytes)
-            event = json.loads(message.payload)
-            batch.append((event["id"], event["gate"], event["seq"], event["ts_ms"],
-                          event["type"], message.payload.decode()))
-            if len(batch) >= BATCH_SIZE or stored + len(batch) == expected:
-                conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", batch)
-                conn.commit()
-                stored += len(batch)
-                batch.clear()
-            if stored == expected:
+    async with baseline_client(config) as client:
+        async for batch in client.batches(config.database.batch_size):
+            now = now_ms()
+            values = []
+            for message in batch:
+                row = parse_event(message.payload, parse_topic(message.topic, PREFIX).gate,
+                                  now_ms=now)
+                values.append({
+                    "id": row.id, "gate": row.gate, "seq": row.seq, "ts_ms": row.ts_ms,
+                    "type": row.type, "door": row.door, "reader": row.reader,
+                    "credential_kind": row.credential_kind, "credential_ref": row.credential_ref,
+                    "person": row.person, "reason": row.reason, "alarm": row.alarm,
+                    "data": row.data, "received_ms": now})
+            await asyncio.to_thread(insert, values)
+            stored += len(values)
+            if stored >= expected:
                 break
-    elapsed = time.perf_counter() - started
-    rows = conn.execute("SELECT count(*) FROM events").fetchone()[0]
-    conn.close()
-    assert rows == expected
-    return expected / elapsed
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    with store.engine.connect() as conn:
+        assert conn.scalar(sa.select(sa.func.count()).select_from(table)) == expected
+    return expected / elapsed, cpu / expected * 1e6
 
 
-async def drain_station(config: StationConfig, store: Store, expected: int) -> float:
-    receiver = Receiver(config, store)
-    started = time.perf_counter()
+async def drain_station(config: StationConfig, store: Store,
+                        expected: int) -> tuple[float, float]:
+    """The station's receiver; (events/s, CPU microseconds of this process per event)."""
+    receiver = Receiver(config, store, signing_key=None)
+    started, cpu = time.perf_counter(), time.process_time()
     task = asyncio.create_task(receiver.run())
     try:
         async with asyncio.timeout(DRAIN_TIMEOUT_SECONDS):
-            await _until_stored(receiver, task, expected)
-        elapsed = time.perf_counter() - started
+            while receiver.stats.stored + receiver.stats.duplicates < expected:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(POLL_SECONDS)
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-    return expected / elapsed
+    return expected / elapsed, cpu / expected * 1e6
 
 
-async def _until_stored(receiver: Receiver, task: asyncio.Task[None], expected: int) -> None:
-    while receiver.stats.stored + receiver.stats.duplicates < expected:
-        if task.done():
-            task.result()
-        await asyncio.sleep(POLL_SECONDS)
+def postgres_schema(url: str) -> str | None:
+    """A fresh schema for one round, or None when PostgreSQL cannot be reached."""
+    try:
+        engine = sa.create_engine(url, connect_args={"connect_timeout": 3})
+        schema = f"bench_ingest_{uuid.uuid4().hex[:12]}"
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        engine.dispose()
+    except Exception as exc:  # any connection failure means: no PostgreSQL here
+        print(f"PostgreSQL not reachable at {url} ({type(exc).__name__}); SQLite only")
+        return None
+    return schema
 
 
-async def one_round(
-    workdir: Path, messages: list[tuple[str, bytes]], unique: int, index: int
-) -> dict[str, float]:
-    broker = start_broker(workdir / f"broker-{index}")
+def drop_schema(url: str, schema: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()
+
+
+async def one_round(workdir: Path, messages: list[tuple[str, bytes]], unique: int, index: int,
+                    backend: str, postgres: str) -> dict[str, float] | None:
+    schema = None
+    url = f"sqlite:///{workdir / f'station-{backend}-{index}.db'}"
+    if backend == "postgresql":
+        schema = postgres_schema(postgres)
+        if schema is None:
+            return None
+        url = postgres
+    broker = start_broker(workdir / f"broker-{backend}-{index}",
+                          max_inflight_messages=BROKER_INFLIGHT)
     try:
         config = StationConfig(
             version=1,
             mqtt=MqttConfig(port=broker.port, prefix=PREFIX, client_id=f"bench-{index}"),
-            database=DatabaseConfig(url=f"sqlite:///{workdir / f'station-{index}.db'}",
-                                    batch_size=BATCH_SIZE),
-            portraits_dir=workdir / "portraits",
+            database=DatabaseConfig(url=url, batch_size=BATCH_SIZE),
+            portraits_dir=workdir / "portraits", signing_key=workdir / "no_key.pem",
         )
-        station_id = f"bench-{index}-receiver"  # the id make_client derives from client_id
-        baseline_id = f"bench-{index}-baseline"
-        await open_session(broker, station_id, f"$share/station/{PREFIX}/+/events")
-        await open_session(broker, baseline_id, f"{PREFIX}/+/events")
+        await open_sessions(config)
         publish_rate = await asyncio.to_thread(publish, broker, messages)
-        store = Store(config.database.url, portraits_dir=config.portraits_dir)
+        store = Store(config.database.url, portraits_dir=config.portraits_dir, schema=schema)
         if index % 2:  # alternate who drains first
             station = await drain_station(config, store, len(messages))
-            baseline = await asyncio.wait_for(drain_baseline(
-                broker, baseline_id, workdir / f"baseline-{index}.db", len(messages)),
-                DRAIN_TIMEOUT_SECONDS)
+            baseline = await drain_baseline(config, store, schema, len(messages))
         else:
-            baseline = await asyncio.wait_for(drain_baseline(
-                broker, baseline_id, workdir / f"baseline-{index}.db", len(messages)),
-                DRAIN_TIMEOUT_SECONDS)
+            baseline = await drain_baseline(config, store, schema, len(messages))
             station = await drain_station(config, store, len(messages))
         stored = store.count_events()
         store.close()
-        return {"station": station, "baseline": baseline, "publish": publish_rate,
+        return {"station": station[0], "baseline": baseline[0], "publish": publish_rate,
+                "station_cpu_us": station[1], "baseline_cpu_us": baseline[1],
                 "duplicates_stored": stored - unique, "missing": max(unique - stored, 0)}
     finally:
         broker.stop()
+        if schema is not None:
+            drop_schema(postgres, schema)
+
+
+def medians(results: list[dict[str, float]], *keys: str) -> list[float]:
+    return [statistics.median(r[key] for r in results) for key in keys]
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes for CI")
+    parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
     parser.add_argument("--events", type=int, default=None, help="unique events per round")
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="SQLAlchemy URL")
+    parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
     args = parser.parse_args()
-    events = args.events or (2000 if args.quick else 40_000)
+    events = args.events or (5000 if args.quick else 40_000)
     rounds = args.rounds or (1 if args.quick else 3)
     logging.basicConfig(level=logging.WARNING)
     messages, unique = make_messages(events, seed=7)
     duplicates_sent = len(messages) - unique
     print(f"{unique} events from {GATES} gates + {duplicates_sent} duplicates "
           f"= {len(messages)} messages per round, {rounds} round(s)")
-    results = []
+    backends = ["sqlite"] if args.no_postgres else ["sqlite", "postgresql"]
+    results: dict[str, list[dict[str, float]]] = {b: [] for b in backends}
     with tempfile.TemporaryDirectory(prefix="station-ingest-") as tmp:
-        for index in range(rounds):
-            result = await one_round(Path(tmp), messages, unique, index)
-            results.append(result)
-            print(f"round {index + 1}: station {result['station']:.0f} msg/s, "
-                  f"baseline {result['baseline']:.0f} msg/s "
-                  f"(replay published at {result['publish']:.0f} msg/s), "
-                  f"duplicates stored {result['duplicates_stored']:.0f}")
-    station = statistics.median(r["station"] for r in results)
-    baseline = statistics.median(r["baseline"] for r in results)
-    duplicates_stored = max(int(r["duplicates_stored"]) for r in results)
-    missing = max(int(r["missing"]) for r in results)
-    print(f"median: station {station:.0f} events/s with dedup, plain subscriber "
-          f"{baseline:.0f} events/s without; ratio {station / baseline:.2f}; "
-          f"target >= {TARGET_EVENTS_PER_S}")
-    print(json.dumps({
+        for backend in backends:
+            for index in range(rounds):
+                result = await one_round(Path(tmp), messages, unique, index, backend,
+                                         args.postgres)
+                if result is None:
+                    break
+                results[backend].append(result)
+                print(f"{backend} round {index + 1}: station {result['station']:.0f} msg/s "
+                      f"({result['station_cpu_us']:.0f} us CPU each), baseline "
+                      f"{result['baseline']:.0f} msg/s ({result['baseline_cpu_us']:.0f} us) "
+                      "(replay published at "
+                      f"{result['publish']:.0f} msg/s), duplicates stored "
+                      f"{result['duplicates_stored']:.0f}")
+    station, baseline, station_cpu, baseline_cpu = medians(
+        results["sqlite"], "station", "baseline", "station_cpu_us", "baseline_cpu_us")
+    pg = results.get("postgresql") or []
+    pg_station, pg_baseline = medians(pg, "station", "baseline") if pg else (None, None)
+    every = [r for rs in results.values() for r in rs]
+    duplicates_stored = max(int(r["duplicates_stored"]) for r in every)
+    missing = max(int(r["missing"]) for r in every)
+    print(f"median SQLite: station {station:.0f} events/s with dedup, plain {baseline:.0f} "
+          f"events/s without; ratio {station / baseline:.2f}; target >= {TARGET_EVENTS_PER_S}; "
+          f"CPU per event {station_cpu:.0f} us vs {baseline_cpu:.0f} us (1e6 / CPU = what one "
+          "idle core would sustain)")
+    if pg_station is not None and pg_baseline is not None:
+        print(f"median PostgreSQL: station {pg_station:.0f} events/s, plain {pg_baseline:.0f} "
+              f"events/s; ratio {pg_station / pg_baseline:.2f}")
+    print(json.dumps(with_machine({
         "events_per_s": round(station, 1),
         "baseline_events_per_s": round(baseline, 1),
         "ratio_vs_baseline": round(station / baseline, 3),
+        "cpu_us_per_event": round(station_cpu, 1),
+        "baseline_cpu_us_per_event": round(baseline_cpu, 1),
+        "events_per_cpu_s": round(1e6 / station_cpu, 1),
+        "postgres_events_per_s": round(pg_station, 1) if pg_station else None,
+        "postgres_baseline_events_per_s": round(pg_baseline, 1) if pg_baseline else None,
+        "postgres_ratio_vs_baseline": (round(pg_station / pg_baseline, 3)
+                                       if pg_station and pg_baseline else None),
         "duplicates_stored": duplicates_stored,
         "missing": missing,
         "events": unique,
@@ -252,9 +332,10 @@ async def main() -> None:
         "messages": len(messages),
         "gates": GATES,
         "rounds": rounds,
+        "batch_size": BATCH_SIZE,
         "target_events_per_s": TARGET_EVENTS_PER_S,
         "meets_target": station >= TARGET_EVENTS_PER_S and duplicates_stored == 0,
-    }))
+    }, libraries=("paho-mqtt", "psycopg"))))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Literal
+from typing import Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
 from daemon.config import AccessRule
@@ -148,11 +148,12 @@ class DoorPolicy:
         return "exit" if reader is not None and reader == self.exit_reader else "entry"
 
 
-@dataclass(frozen=True, slots=True)
-class Credential:
+class Credential(NamedTuple):
     """What was presented: a card key (``value``) with an optional PIN, or a matched face.
 
     For a face, ``value`` is the person id the gallery matched and ``live`` the liveness verdict.
+    Immutable; a named tuple rather than a frozen dataclass because one is built per presentation
+    and a frozen dataclass costs a ``object.__setattr__`` per field (``bench/access_decision.py``).
     """
 
     kind: CredentialKind
@@ -165,9 +166,9 @@ class Credential:
     pin_checked: tuple[str, bool, bool] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The outcome of one presentation.
+class Decision(NamedTuple):
+    """The outcome of one presentation (immutable; a named tuple for the reason given at
+    :class:`Credential`).
 
     ``awaiting`` names the factor still missing when the reason is ``second_factor_required``
     (``face``, ``card`` or ``pin``); ``direction`` is the anti-passback side of a granted passage.
@@ -208,7 +209,12 @@ DoorSchedules = Mapping[str, tuple[Schedule, ...]]
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
+    """What a decision reads of one person, in one object: at 100k persons every further object
+    a decision touches is a likely cache miss (``bench/access_decision.py``)."""
+
     person: Person
+    id: str
+    enabled: bool
     not_before: float
     not_after: float
     doors: DoorSchedules
@@ -225,6 +231,10 @@ class AccessIndex:
     holidays: frozenset[date]
     zone: ZoneInfo
     groups: Mapping[str, Group] = field(default_factory=dict)
+    #: card key → the holder's entry (the decision's lookup: one probe, no person-id hop)
+    card_entries: Mapping[str, _Entry] = field(default_factory=dict)
+    #: card keys that are duress cards
+    duress: frozenset[str] = frozenset()
 
     @classmethod
     def build(
@@ -242,21 +252,25 @@ class AccessIndex:
         shared: dict[tuple[str, ...], DoorSchedules] = {}
         entries: dict[str, _Entry] = {}
         cards: dict[str, tuple[str, bool]] = {}
+        card_entries: dict[str, _Entry] = {}
+        bounds: dict[float, float] = {}  # one float object per distinct bound: fewer to fetch
         for person in persons:
             key = tuple(sorted(set(person.groups)))
             doors = shared.get(key)
             if doors is None:
                 doors = shared[key] = _door_table(group_map[g] for g in key if g in group_map)
-            entries[person.id] = _Entry(
-                person,
-                person.valid_from.timestamp() if person.valid_from else ALWAYS_VALID,
-                person.valid_until.timestamp() if person.valid_until else NEVER,
-                doors,
+            not_before = person.valid_from.timestamp() if person.valid_from else ALWAYS_VALID
+            not_after = person.valid_until.timestamp() if person.valid_until else NEVER
+            entry = entries[person.id] = _Entry(
+                person, person.id, person.enabled, bounds.setdefault(not_before, not_before),
+                bounds.setdefault(not_after, not_after), doors,
             )
             for card in person.cards:
                 cards[card] = (person.id, False)
+                card_entries[card] = entry
             for card in person.duress_cards:
                 cards[card] = (person.id, True)
+                card_entries[card] = entry
         return cls(
             version=version,
             persons=MappingProxyType(entries),
@@ -265,6 +279,8 @@ class AccessIndex:
             holidays=frozenset(holidays),
             zone=zone or ZoneInfo(DEFAULT_TIMEZONE),
             groups=MappingProxyType(group_map),
+            card_entries=MappingProxyType(card_entries),
+            duress=frozenset(c for c, (_, duress) in cards.items() if duress),
         )
 
     def person(self, person_id: str) -> Person | None:
@@ -277,7 +293,9 @@ def _door_table(groups: Iterable[Group]) -> DoorSchedules:
     for group in groups:
         for door in group.doors:
             table.setdefault(door, []).append(group.schedule)
-    return MappingProxyType({door: tuple(s) for door, s in table.items()})
+    # A door open always through one group needs no other schedule (and no clock: see _validity).
+    return MappingProxyType({
+        door: next(((x,) for x in s if x.always), tuple(s)) for door, s in table.items()})
 
 
 EMPTY_INDEX = AccessIndex.build((), ())
@@ -324,11 +342,12 @@ def decide(credential: Credential, door: DoorPolicy, now: datetime, state: Acces
     if kind == "card":
         if credential.value in index.revoked:
             return deny(Reason.REVOKED, index.cards.get(credential.value, (None, False))[0])
-        found = index.cards.get(credential.value)
+        found = index.card_entries.get(credential.value)
         if found is None:
             return deny(Reason.UNKNOWN_CREDENTIAL)
-        person_id, duress = found
-        entry = index.persons[person_id]
+        entry = found
+        person_id = entry.id
+        duress = credential.value in index.duress
     else:
         person_id = credential.value
         face_entry = index.persons.get(person_id)
@@ -340,7 +359,8 @@ def decide(credential: Credential, door: DoorPolicy, now: datetime, state: Acces
         if not credential.live:
             return deny(Reason.LIVENESS_FAILED, person_id)
     person = entry.person
-    pin_ok, duress_pin = _pin_matches(credential, person)
+    pin_ok, duress_pin = (False, False) if credential.pin is None else _pin_matches(credential,
+                                                                                    person)
     if duress_pin:
         duress = True
     refusal = _validity(entry, door.door, now, index)
@@ -388,9 +408,10 @@ def pin_matches(pin: str, person: Person | None) -> tuple[bool, bool]:
 
 
 def _validity(entry: _Entry, door: str, now: datetime, index: AccessIndex) -> Reason | None:
-    if not entry.person.enabled:
+    if not entry.enabled:
         return Reason.DISABLED
-    local = local_time(now, index.zone)  # refuses a naive time before any comparison
+    if now.tzinfo is None:  # refuse a naive time before any comparison
+        local_time(now, index.zone)
     ts = now.timestamp()
     if ts < entry.not_before:
         return Reason.NOT_YET_VALID
@@ -399,6 +420,9 @@ def _validity(entry: _Entry, door: str, now: datetime, index: AccessIndex) -> Re
     schedules = entry.doors.get(door)
     if not schedules:
         return Reason.NOT_ALLOWED_AT_DOOR
+    if schedules[0].always:  # the door table keeps an always-open schedule alone
+        return None
+    local = local_time(now, index.zone)
     for schedule in schedules:
         if schedule.is_open(local, index.holidays):
             return None
@@ -450,6 +474,12 @@ class AccessController:
         self._policies = dict(policies)
         self._card_key = card_key
         self.memory = PassageMemory()
+        self._states = self._build_states()
+
+    def _build_states(self) -> tuple[AccessState, AccessState]:
+        """The decision state without and with lockdown (built once: decisions are hot)."""
+        return (AccessState(self._index, self.memory, False),
+                AccessState(self._index, self.memory, True))
 
     @property
     def index(self) -> AccessIndex:
@@ -458,6 +488,7 @@ class AccessController:
     def replace(self, index: AccessIndex) -> None:
         """Swap in a freshly built index (one assignment: atomic for every later decision)."""
         self._index = index
+        self._states = self._build_states()
 
     def set_policies(self, policies: Mapping[str, DoorPolicy]) -> None:
         self._policies = dict(policies)
@@ -492,7 +523,7 @@ class AccessController:
 
     def _decide(self, credential: Credential, door: str, now: datetime, lockdown: bool) -> Decision:
         policy = self._policies.get(door) or DoorPolicy(door)
-        decision = decide(credential, policy, now, AccessState(self._index, self.memory, lockdown))
+        decision = decide(credential, policy, now, self._states[lockdown])
         self._remember(decision, policy, now)
         return decision
 
@@ -508,8 +539,10 @@ class AccessController:
         elif decision.granted and decision.credential_kind == "card" and policy.pin_required:
             memory.wrong_pins.pop(decision.person, None)
         if decision.granted:
-            memory.cards.pop(key, None)
-            memory.faces.pop(key, None)
+            if memory.cards:  # most gates have no first factor waiting: skip the probes
+                memory.cards.pop(key, None)
+            if memory.faces:
+                memory.faces.pop(key, None)
             if decision.direction is not None:
                 memory.sides[key] = decision.direction
         elif decision.awaiting in ("face", "card"):

@@ -129,7 +129,8 @@ class Gate:
             config=lambda: self.config, doors=self.doors, residents=self._residents,
             erasure=self._erasure, audit=self.audit_trail, faces_changed=self.faces_changed,
             keyring=self.keyring,
-            unwrap=self.key_exchange.unwrap if self.key_exchange is not None else None)
+            unwrap=self.key_exchange.unwrap if self.key_exchange is not None else None,
+            burst=self.vision.burst)
         self.reloader = Reloader(config_path, current=lambda: self.config, adopt=self.adopt,
                                  emit=self.emit, audit=self.audit_trail, notifier=notifier,
                                  summary=self.summary)
@@ -273,8 +274,10 @@ class Gate:
         except (StoreError, KeyProviderError, OSError) as exc:
             log.error("cannot open the resident store: %s", exc)
             return EX_CONFIG
+        marker = runmark.read(self.config.state_dir)  # before the journal: its last seq
         try:
-            journal = self._open_journal()
+            journal = self._open_journal(
+                seq_floor=(marker.last_seq or 0) if marker is not None else 0)
         except JournalError as exc:
             store.close()
             log.error("cannot open the journal: %s", exc)
@@ -282,7 +285,8 @@ class Gate:
         journal.start_writer(loop)  # from here on no fsync runs on the door's loop
         self._report_recoveries()
         started_ms = now_ms()
-        previous = runmark.begin(self.config.state_dir, started_ms=started_ms)
+        previous = runmark.begin(self.config.state_dir, started_ms=started_ms,
+                                 last_seq=journal.last_seq)
         try:
             try:
                 await self._serve(previous)
@@ -303,7 +307,7 @@ class Gate:
             journal.close()
             store.close()
             runmark.end(self.config.state_dir, started_ms=started_ms, stopped_ms=now_ms(),
-                        last_seq=self.last_seq)
+                        last_seq=journal.last_seq)
             if self.board is not None:
                 self.board.close()
         log.info("gate %s stopped", self.config.gate.id)
@@ -332,7 +336,7 @@ class Gate:
                 await listening.wait()
                 for door_id in self.config.doors:
                     await self.doors.ready(door_id).wait()
-            self._report_restart(previous, journal.seq_at_open)
+            self._report_restart(previous, journal)
             self.notifier.ready(self.summary())
             log.info("gate %s ready: %s", self.config.gate.id, self.summary())
             interval = watchdog_seconds()
@@ -340,20 +344,28 @@ class Gate:
                 group.create_task(watchdog_loop(self.notifier, self.doors_alive,
                                                 interval * WATCHDOG_FRACTION), name="watchdog")
 
-    def _report_restart(self, previous: runmark.PreviousRun | None, last_seq: int) -> None:
+    def _report_restart(self, previous: runmark.PreviousRun | None, journal: Journal) -> None:
         """``gate.restarted``: whether the previous run stopped cleanly, its last seq, and each
         door's relay as this start set it (after an unclean stop the record may have a hole
-        between the previous run's last event and now, and the station must be told)."""
+        between the previous run's last event and now, and the station must be told).
+
+        The previous last seq is the highest known (the journal's, the run marker's, a damaged
+        journal's); a journal that was recovered or knew less than the marker lost events, so
+        the stop counts as unclean whatever the marker says."""
         if previous is None:
             return
+        recovered = self.recovered.get("journal.recovered")
+        last_seq = max(journal.seq_at_open, previous.last_seq or 0,
+                       recovered["continues_after"] if recovered is not None else 0)
+        clean = previous.clean and recovered is None and journal.seq_at_open >= last_seq
         doors = {door_id: {k: v for k, v in self.doors.status(door_id).items()
                            if k in ("relay", "lock", "mode", "mode_source")}
                  for door_id in self.doors}
-        if not previous.clean:
-            log.warning("the previous run (pid %s) did not stop cleanly; its last recorded event "
-                        "is seq %d", previous.pid, last_seq)
-        self.emit(Event("gate.restarted", reason="clean" if previous.clean else "unclean",
-                        data={"clean": previous.clean, "previous_last_seq": last_seq,
+        if not clean:
+            log.warning("the previous run (pid %s) did not stop cleanly or its journal was lost; "
+                        "its last known event is seq %d", previous.pid, last_seq)
+        self.emit(Event("gate.restarted", reason="clean" if clean else "unclean",
+                        data={"clean": clean, "previous_last_seq": last_seq,
                               "previous_pid": previous.pid,
                               "previous_started_ms": previous.started_ms,
                               "previous_stopped_ms": previous.stopped_ms, "doors": doors}))
@@ -384,16 +396,16 @@ class Gate:
                  self.access.index.version, len(self.access.index.persons))
         return self.store
 
-    def _open_journal(self) -> Journal:
+    def _open_journal(self, *, seq_floor: int) -> Journal:
         c = self.config
         journal, self.recovered["journal.recovered"] = recovery.open_journal(
-            c.journal.path, lambda: Journal(
+            c.journal.path, lambda floor: Journal(
                 c.journal.path, gate=c.gate.id, fsync=c.journal.fsync,
                 quota_bytes=c.journal.quota_mb * BYTES_PER_MB,
                 retention_days=c.journal.retention_days, portraits=c.privacy.portraits,
-                portrait_retention_days=c.privacy.retention_days,
+                portrait_retention_days=c.privacy.retention_days, seq_floor=floor,
                 data_key=self.keyring.local().journal,
-            ))
+            ), seq_floor=seq_floor)
         self.journal = journal
         return journal
 

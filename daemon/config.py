@@ -346,8 +346,9 @@ class EmbedderSection(ModelSection):
     kind: Literal[
         "arcface", "mobilefacenet_foamliu", "mobilefacenet_paddlex", "face_reid_0095"
     ] = Field(description="Embedding model kind.")
-    mirror_average: bool = Field(
-        True, description="Embed each face and its mirror image and average (re-enrol on change)."
+    mirror_average: bool | None = Field(
+        None, description="Embed each face and its mirror image and average (re-enrol on "
+        "change); default per embedder kind: on, off for arcface."
     )
 
 
@@ -392,10 +393,18 @@ class VisionSection(Strict):
         3, ge=1, le=30, description="Frames of one track fused before the first decision."
     )
     fuse_frames: int = Field(
-        5, ge=1, le=30, description="Best frames of a track (by quality) fused into one embedding."
+        12, ge=1, le=30, description="Best frames of a track (by quality) fused into one "
+        "embedding: enough to hold every look of a passage."
     )
-    refine_landmarks: bool = Field(
-        True, description="Second detector pass on the face crop and its mirror (YuNet noise)."
+    refine_landmarks: bool | None = Field(
+        None, description="Second detector pass on the face crop and its mirror (YuNet noise); "
+        "default per embedder kind: on, off for arcface."
+    )
+    scoring: Literal["mean", "max", "centroid"] | None = Field(
+        None, description="A person's score from their templates: mean of the template scores, "
+        "best template, or normalised mean template; default per embedder kind: mean, max for "
+        "arcface.  The default threshold is calibrated for the default; set match_threshold "
+        "from `menjin faces evaluate` when changing it."
     )
     threads: int = Field(2, ge=1, le=8, description="ONNX Runtime intra-op threads.")
     quality: QualitySection = Field(default={}, description="Quality gate.")  # type: ignore[assignment]

@@ -25,11 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protocol.bounded_json import PayloadError, loads_object
+
 log = logging.getLogger(__name__)
 
 SOCKET_MODE = 0o660
 #: Large enough for a photo sent by `menjin sim face` (base64), small enough to bound memory.
 MAX_LINE_BYTES = 16 * 1024 * 1024
+#: Answers carry events and status trees, deeper and with longer numbers than requests.
+REPLY_MAX_DEPTH = 128
+REPLY_MAX_NUMBER_DIGITS = 64
 CONNECT_TIMEOUT_SECONDS = 5.0
 _PEERCRED = struct.Struct("3i")
 
@@ -183,14 +188,21 @@ class ControlServer:
             writer.write(_line({"ok": False, "error": "request too large"}))
             return
         try:
-            request = json.loads(raw)
+            # bounded: plain json.loads dies of a RecursionError on deeply nested input
+            request = loads_object(raw, max_bytes=MAX_LINE_BYTES)
             cmd = request["cmd"]
             args = request.get("args") or {}
             if not isinstance(cmd, str) or not isinstance(args, dict):
                 raise TypeError
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except PayloadError as exc:
+            writer.write(_line({"ok": False, "error": f"malformed request ({exc}): expected "
+                                "one JSON line {\"cmd\": ..., \"args\": {...}}"}))
+            await writer.drain()
+            return
+        except (KeyError, TypeError):
             writer.write(_line({"ok": False, "error": "malformed request: expected one JSON "
                                 "line {\"cmd\": ..., \"args\": {...}}"}))
+            await writer.drain()
             return
         entry = self._commands.get(cmd)
         if entry is None:
@@ -246,6 +258,15 @@ class ControlServer:
             log.error("control stream %s failed: %s", req.cmd, error)
 
 
+def _reply(raw: bytes) -> dict[str, Any]:
+    """One line of the daemon's answer (bounded, as every JSON this project reads)."""
+    try:
+        return loads_object(raw, max_bytes=MAX_LINE_BYTES, max_depth=REPLY_MAX_DEPTH,
+                            max_number_digits=REPLY_MAX_NUMBER_DIGITS)
+    except PayloadError as exc:
+        raise ControlError(f"the daemon's answer is not acceptable JSON: {exc}") from None
+
+
 async def _connect(path: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     try:
         return await asyncio.wait_for(
@@ -275,7 +296,7 @@ async def call(path: Path, cmd: str, args: Mapping[str, Any] | None = None) -> A
         writer.close()
     if not raw:
         raise ControlError("the daemon closed the connection without an answer")
-    reply = json.loads(raw)
+    reply = _reply(raw)
     if not reply.get("ok"):
         raise ControlError(reply.get("error", "refused"))
     return reply.get("result")
@@ -292,11 +313,11 @@ async def follow(
         first = await reader.readline()
         if not first:
             raise ControlError("the daemon closed the connection without an answer")
-        reply = json.loads(first)
+        reply = _reply(first)
         if not reply.get("ok"):
             raise ControlError(reply.get("error", "refused"))
         while raw := await reader.readline():
-            message = json.loads(raw)
+            message = _reply(raw)
             if message.get("end"):
                 return
             if message.get("stopped"):

@@ -21,13 +21,29 @@ from daemon.keys import KeyProviderError
 
 if TYPE_CHECKING:  # the vision stack (OpenCV, ONNX Runtime) loads only when faces are used
     from vision.detect import Detector
-    from vision.embed import Embedder
+    from vision.embed import Embedder, RouteChoices
     from vision.enrol import Enrolment
     from vision.gallery import Gallery, TemplateStore
     from vision.landmarks import Refiner
     from vision.quality import QualityThresholds
 
 log = logging.getLogger(__name__)
+
+
+def route_choices(vision: VisionSection) -> RouteChoices:
+    """The configured route's pipeline choices: the config's where set, else the embedder kind's
+    measured defaults (vision/embed.py)."""
+    from vision.embed import RouteChoices
+    from vision.embed import route_choices as kind_choices
+
+    default = kind_choices(vision.embedder.kind)
+    return RouteChoices(
+        scoring=vision.scoring or default.scoring,
+        mirror_average=(default.mirror_average if vision.embedder.mirror_average is None
+                        else vision.embedder.mirror_average),
+        refine_landmarks=(default.refine_landmarks if vision.refine_landmarks is None
+                          else vision.refine_landmarks),
+    )
 
 
 @dataclass
@@ -40,6 +56,7 @@ class FaceModels:
     threshold: float
     margin: float
     refiner: Refiner | None = None
+    scoring: str = "mean"
 
 
 def face_models(vision: VisionSection) -> FaceModels:
@@ -54,14 +71,15 @@ def face_models(vision: VisionSection) -> FaceModels:
     from vision.quality import QualityThresholds
 
     q = vision.quality
+    choices = route_choices(vision)
     detector = load_detector(
         vision.detector.kind, vision.detector.path, input_size=vision.detector.input_size,
         score_threshold=vision.detector.score_threshold, threads=vision.threads,
     )
     embedder = load_embedder(vision.embedder.kind, vision.embedder.path, threads=vision.threads,
-                             mirror=vision.embedder.mirror_average)
+                             mirror=choices.mirror_average)
     refiner = (load_refiner(vision.detector.kind, vision.detector.path, threads=vision.threads)
-               if vision.refine_landmarks else None)
+               if choices.refine_landmarks else None)
     return FaceModels(
         detector=detector,
         embedder=embedder,
@@ -74,6 +92,7 @@ def face_models(vision: VisionSection) -> FaceModels:
         threshold=vision.match_threshold or default_match_threshold(vision.embedder.kind),
         margin=vision.match_margin,
         refiner=refiner,
+        scoring=choices.scoring,
     )
 
 
@@ -155,7 +174,8 @@ def store_enrolment(
     """
     if not result.templates:
         raise EnrolRefusedError([*result.rejected.values(), f"{person}: no usable photo"])
-    others = store.load_gallery(models.embedder.dim, threshold=models.threshold, margin=0.0)
+    others = store.load_gallery(models.embedder.dim, threshold=models.threshold, margin=0.0,
+                                scoring=models.scoring)
     others.remove(person)
     clashes = _clashes(others, result, person)
     if clashes:

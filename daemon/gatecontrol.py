@@ -33,6 +33,7 @@ from daemon.simulate import SimInputError, SimulatedBoard
 from daemon.upkeep import AuditTrail
 from daemon.uplink import Uplink
 from daemon.vision_link import VisionLink
+from daemon.vision_wire import MAX_BURST_FRAMES, MAX_BURST_SECONDS
 from drivers.card import mask
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ FOLLOW_QUEUE_ITEMS = 1000
 MAX_AUDIT_FIELD = 200
 #: JPEG and PNG signatures: a sim photo is checked here, decoded in the vision process.
 IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
+#: Longest a simulated face stays in front of the camera.
+SIM_FACE_MAX_SECONDS = 120.0
 
 
 def peer_actor(req: Request) -> str:
@@ -125,6 +128,7 @@ class GateControl:
         server.command("audit.record", self._cmd_audit_record)
         server.command("faces.changed", self._cmd_faces_changed)
         server.command("door.mode", self._cmd_door_mode)
+        server.command("faces.burst", self._cmd_faces_burst)
         if self.gate.board is not None:  # simulated inputs exist only on a simulated board
             server.command("sim.swipe", self._sim_swipe)
             server.command("sim.press", self._sim_press)
@@ -275,6 +279,25 @@ class GateControl:
                                            details=details)
         return {"recorded": action}
 
+    async def _cmd_faces_burst(self, req: Request) -> dict[str, Any]:
+        """Frames of a door's camera for `menjin enrol --at-door` (base64 JPEG); the CLI
+        chooses the templates and stores them."""
+        door_id = self._door_arg(req)
+        frames, seconds = req.args.get("frames"), req.args.get("seconds")
+        if (not isinstance(frames, int) or isinstance(frames, bool)
+                or not 1 <= frames <= MAX_BURST_FRAMES):
+            raise ControlError(f"frames: 1 to {MAX_BURST_FRAMES} expected")
+        if (not isinstance(seconds, int | float) or isinstance(seconds, bool)
+                or not 0 < seconds <= MAX_BURST_SECONDS):
+            raise ControlError(f"seconds: more than 0 and at most {MAX_BURST_SECONDS:g}")
+        try:
+            jpegs = await self.gate.vision.burst(door_id, frames, float(seconds))
+        except LookupError as exc:
+            raise ControlError(f"door {door_id}: {exc}") from exc
+        log.info("door %s: enrolment burst of %d frame(s) for pid %d", door_id, len(jpegs),
+                 req.peer.pid)
+        return {"frames": [base64.b64encode(j).decode() for j in jpegs]}
+
     def _door_arg(self, req: Request) -> str:
         door = str(req.args.get("door"))
         if door not in self.gate.config.doors:
@@ -327,14 +350,25 @@ class GateControl:
             raise ControlError(f"photo: not base64 ({exc})") from exc
         if not data.startswith(IMAGE_MAGIC):
             raise ControlError("photo: not a readable image (JPEG or PNG)")
-        seconds = float(req.args.get("seconds", 2.0))
         try:
-            await self.gate.vision.show(door_id, data, seconds)
+            seconds = float(req.args.get("seconds", 2.0))
+            frames = int(req.args.get("frames", 0))
+            max_seconds = float(req.args.get("max_seconds", seconds))
+        except (TypeError, ValueError) as exc:
+            raise ControlError(f"seconds, frames, max_seconds: numbers ({exc})") from exc
+        if not (0 < seconds <= max_seconds <= SIM_FACE_MAX_SECONDS) or not 0 <= frames <= 1000:
+            raise ControlError(f"need 0 < seconds <= max_seconds <= {SIM_FACE_MAX_SECONDS:g} "
+                               "and 0 <= frames <= 1000")
+        try:
+            await self.gate.vision.show(door_id, data, seconds, frames=frames,
+                                        max_seconds=max_seconds)
         except LookupError as exc:
             raise ControlError(f"door {door_id}: {exc} (camera and vision in the config, face "
                                "models present?)") from exc
+        until = (f", then until {frames} frame(s) were processed (at most {max_seconds:g} s)"
+                 if frames else "")
         return {"message": f"{req.args.get('name', 'photo')} shown to the camera of {door_id} "
-                           f"for {seconds:g} s"}
+                           f"for {seconds:g} s{until}"}
 
     async def _sim_camera(self, req: Request) -> dict[str, Any]:
         """Unplug (``present: false``) or plug back a door's simulated camera."""

@@ -81,6 +81,7 @@ UNWRITABLE_ROW = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.Progra
                   ValueError)
 #: Code points UTF-8 cannot encode (a lone surrogate from a decoder with surrogate escapes).
 _SURROGATES = re.compile("[\ud800-\udfff]")
+Range = tuple[int, int]
 PORTRAIT_SUFFIX = ".jpg"
 SEALED_PREFIX = "sealed:"
 _BODY_CONTEXT = b"menjin event"
@@ -177,7 +178,10 @@ class Journal:
 
     Thread-safe: the event loop records and reads, the writer thread (once started) commits,
     upkeep threads purge and pseudonymise.  ``clock`` gives wall-clock milliseconds (injectable
-    for retention tests).
+    for retention tests).  ``seq_floor`` is the highest seq this gate is known to have given out
+    elsewhere (the run marker, a damaged journal moved aside): numbering continues after it even
+    when this file knows less (a new journal after a recovery), because the station dedups and
+    gap-checks by gate and seq and a seq given out twice would be dropped as a duplicate.
     """
 
     def __init__(
@@ -193,6 +197,7 @@ class Journal:
         batch_seconds: float = DEFAULT_BATCH_SECONDS,
         batch_max: int = DEFAULT_BATCH_MAX,
         clock: Callable[[], int] = now_ms,
+        seq_floor: int = 0,
         data_key: bytes | None = None,
     ) -> None:
         """``data_key`` seals bodies and portraits at rest (None: clear, for tests of the
@@ -237,9 +242,14 @@ class Journal:
         self._db.execute("PRAGMA synchronous=FULL")
         self._synchronous = "FULL"
         self._db.executescript(_SCHEMA)
-        self._seq = self._open_meta()
-        #: the last seq of the previous run (what a restart reports as ``previous_last_seq``)
-        self.seq_at_open = self._seq
+        #: the last seq this file had recorded when it was opened
+        self.seq_at_open = self._open_meta()
+        self._seq = self.seq_at_open
+        if seq_floor > self._seq:
+            log.warning("journal %s: numbering continues after seq %d (known from before; "
+                        "this file only reached %d)", path, seq_floor, self._seq)
+            self._seq = seq_floor
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (str(self._seq),))
         # ids stay monotonic across restarts: none below the newest one already recorded
         self._ids = Uuid7(floor=self._db.execute("SELECT max(id) FROM events").fetchone()[0])
         self._remove_orphan_portraits()
@@ -311,8 +321,15 @@ class Journal:
             self._tail.append(row)
             self.stats.recorded += 1
             if self._writer is not None:
+                # Wake the writer only when it must act now: it may be idle (first row), a
+                # decision or alarm must not wait, or the batch is full.  Waking it for every
+                # routine event costs a thread switch per event and breaks the batch up.
+                wake = ((len(self._tail) == 1 and not self._acks)
+                        or (urgent and not self._urgent_waiting)
+                        or len(self._tail) >= self.batch_max)
                 self._urgent_waiting = self._urgent_waiting or urgent
-                self._wakeup.notify()
+                if wake:
+                    self._wakeup.notify()
                 return payload
             waiting = len(self._tail)
         if urgent or waiting >= self.batch_max:
@@ -634,9 +651,11 @@ class Journal:
             return 0
         if self._writer is not None:
             with self._wakeup:
+                idle = not self._acks and not self._tail  # else the writer comes by anyway
                 self._acks.extend(ids)
                 self._acked.update(ids)
-                self._wakeup.notify()
+                if idle:
+                    self._wakeup.notify()
             return len(ids)
         return self._mark(ids)
 
@@ -671,6 +690,11 @@ class Journal:
             self._db.execute("UPDATE events SET body = ? WHERE seq = ?", (self._seal_body(
                 json.dumps(body, separators=(",", ":"), ensure_ascii=False)), seq))
         return len(rows)
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the newest event recorded (0 before the first)."""
+        return self._seq
 
     def queue_depth(self) -> int:
         """Events not yet acknowledged by the broker (including those still in memory)."""
@@ -717,7 +741,8 @@ class Journal:
     def _enforce_quota(self) -> dict[str, int] | None:
         """Evict until the journal fits its quota; returns the counts (None when nothing went).
 
-        Order: portraits (oldest first), delivered events (oldest first), then undelivered
+        Order: portraits (oldest first), delivered events (oldest first, alarms after every
+        other delivered event), then undelivered
         captures, routine events and access decisions; never an undelivered alarm.
         """
         if self.used_bytes() <= self.quota_bytes:
@@ -728,7 +753,9 @@ class Journal:
             while self.used_bytes() > self.quota_bytes:
                 if self._evict_portraits(counts):
                     continue
-                if self._evict_events("delivered = 1", counts, "delivered_events"):
+                # delivered alarms go last: the station may still ask for them again
+                if self._evict_events("delivered = 1", counts, "delivered_events",
+                                      order=f"priority = {int(Priority.ALARM)}, seq"):
                     continue
                 if self._evict_events(f"delivered = 0 AND priority < {int(Priority.ALARM)}",
                                       counts, "undelivered_events", order="priority, seq"):
@@ -855,6 +882,39 @@ class Journal:
                 row.person, row.body = pseudonym, json.dumps(body, separators=(",", ":"))
                 changed += 1
         return changed
+
+    def redeliver(self, low: int, high: int, *, limit: int) -> tuple[list[int], list[Range]]:
+        """Mark the events ``low..high`` (seq, inclusive) undelivered again, so the uplink
+        re-publishes them; at most ``limit`` of them, oldest first.
+
+        For the station's ``resend`` command: the station saw a gap (a broker that lost its
+        state, a receiver session that expired).  Returns (the seqs queued again, the ranges
+        within ``low..`` the last seq examined that this journal no longer holds: pruned by
+        retention or the quota, so the station stops waiting for them).
+        """
+        with self._db_lock:
+            self._flush(durable=False)
+            rows = self._db.execute(
+                "SELECT seq, id FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq LIMIT ?",
+                (low, high, limit)).fetchall()
+            seqs = [seq for seq, _ in rows]
+            end = seqs[-1] if len(seqs) >= limit else min(high, self._seq)
+            with self._wakeup:  # an acknowledgement still queued must not undo this
+                ids = {event_id for _, event_id in rows}
+                self._acks = [i for i in self._acks if i not in ids]
+                self._acked -= ids
+            with self._transaction():
+                self._db.executemany("UPDATE events SET delivered = 0 WHERE seq = ?",
+                                     [(seq,) for seq in seqs])
+        missing: list[Range] = []
+        expected = low
+        for seq in [*seqs, end + 1]:
+            if seq > expected:
+                missing.append((expected, seq - 1))
+            expected = seq + 1
+        if seqs:
+            self._notify_listeners()
+        return seqs, missing
 
     def remember_nonce(self, nonce: str, expires_at_ms: int) -> bool:
         """Store a command nonce until it expires; False when it was seen before (a replay).

@@ -9,13 +9,16 @@ screens and most prints fail).  A door a face alone opens (``card_or_face``) wit
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from daemon.config import AccessRule, CameraSection, GateConfig, VisionSection
 
 if TYPE_CHECKING:
     from vision.liveness_track import TrackLiveness
-    from vision.nir import NirFrames
+    from vision.nir import NirCheck, NirFrames, NirUnavailable
+
+log = logging.getLogger(__name__)
 
 STRENGTH = ("none", "rgb", "nir")
 Issue = tuple[tuple[str | int, ...], str]
@@ -93,15 +96,21 @@ def build_liveness(
 ) -> TrackLiveness | None:
     """The configured checks (blocking: loads models and the calibration).
 
-    Raises ``vision.models.ModelError`` or ``vision.nir.NirError`` with the installer's fix.
+    Raises ``vision.models.ModelError`` with the installer's fix.  A missing or unusable NIR
+    calibration does not raise (a vision process that cannot start would be restarted forever):
+    the NIR check then fails every face (fail closed, ``vision.nir.NirUnavailable``), said once
+    in the log; cards keep working.
     """
     from vision.liveness import LivenessGate
     from vision.liveness_track import TrackLiveness
     from vision.models import load_detector, load_liveness
-    from vision.nir import NirCalibration, NirCheck
+    from vision.nir import NirCalibration, NirError
+    from vision.nir import NirCheck as Check
+    from vision.nir import NirUnavailable as Unavailable
     from vision.planarity import MotionConsistency
 
-    passive = motion = nir = None
+    passive = motion = None
+    nir: NirCheck | NirUnavailable | None = None
     frames = 1
     if vision.liveness is not None:
         section = vision.liveness
@@ -113,15 +122,22 @@ def build_liveness(
     if camera is not None and camera.nir is not None:
         if nir_frames is None:
             raise ValueError("camera.nir is configured but no NIR frames are delivered")
-        detector = load_detector(
-            vision.detector.kind, vision.detector.path, input_size=NIR_DETECTOR_INPUT,
-            score_threshold=vision.detector.score_threshold, threads=vision.threads,
-        )
-        nir = NirCheck(
-            detector, NirCalibration.load(camera.nir.calibration), nir_frames,
-            max_skew_seconds=camera.nir.max_skew_ms / 1000,
-            min_reflectance=camera.nir.min_reflectance,
-        )
+        try:
+            calibration = NirCalibration.load(camera.nir.calibration)
+        except NirError as exc:
+            log.error("vision: door %s refuses every face until the NIR camera is calibrated: "
+                      "%s", camera.door, exc)
+            nir = Unavailable(str(exc))
+        else:
+            detector = load_detector(
+                vision.detector.kind, vision.detector.path, input_size=NIR_DETECTOR_INPUT,
+                score_threshold=vision.detector.score_threshold, threads=vision.threads,
+            )
+            nir = Check(
+                detector, calibration, nir_frames,
+                max_skew_seconds=camera.nir.max_skew_ms / 1000,
+                min_reflectance=camera.nir.min_reflectance,
+            )
     if passive is None and motion is None and nir is None:
         return None
     return TrackLiveness(passive=passive, motion=motion, nir=nir, passive_frames=frames)

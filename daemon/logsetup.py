@@ -25,9 +25,28 @@ def under_journald() -> bool:
     return bool(os.environ.get("JOURNAL_STREAM"))
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler that writes to whatever ``sys.stderr`` is when a record is logged.
+
+    Bound to the stream object of the moment instead, a handler outlives a replaced and closed
+    stderr (a command run in-process by a test runner) and fails every later log call.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        """Ignored: the stream is always the current ``sys.stderr``."""
+
+
 def configure(level: str = "INFO", components: Mapping[str, str] | None = None) -> None:
     """Route all logging to stderr with the right format and per-component levels."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     if under_journald():
         handler.setFormatter(logging.Formatter(JOURNALD_FORMAT))
     else:

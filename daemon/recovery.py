@@ -53,31 +53,45 @@ def _count_events(db: Path) -> dict[str, int | None]:
             out["last_seq"] = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
     except sqlite3.Error:
         pass
+    try:  # the meta row outlives purged events: the higher of the two is the numbering
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
+        meta = int(row[0]) if row is not None else None
+    except (sqlite3.Error, ValueError, TypeError):
+        meta = None
+    if meta is not None and (out["last_seq"] is None or meta > out["last_seq"]):
+        out["last_seq"] = meta
     return out
 
 
-def open_journal(path: Path, opener: Callable[[], T]) -> tuple[T, dict[str, Any] | None]:
-    """Open the journal with ``opener``; if the file is corrupt, move it aside and open a new one.
+def open_journal(path: Path, opener: Callable[[int], T], *,
+                 seq_floor: int = 0) -> tuple[T, dict[str, Any] | None]:
+    """Open the journal with ``opener(seq_floor)``; if the file is corrupt, move it aside and
+    open a new one whose numbering continues after the highest seq known: ``seq_floor`` (the
+    run marker's) or the damaged file's, if it can still be read.
 
     Returns the journal and, after a recovery, the ``journal.recovered`` event data:
     ``moved_to`` (file name), ``events_kept`` (0: the new journal starts empty; the old file
     is kept beside it), ``events_lost`` and ``undelivered_lost`` (None when not even a count
-    could be read) and ``error``.
+    could be read), ``last_seq`` (the damaged file's, None when unreadable), ``continues_after``
+    (the seq the new journal numbers on from) and ``error``.
     """
     try:
-        return opener(), None
+        return opener(seq_floor), None
     except sqlite3.DatabaseError as exc:
         error = f"{type(exc).__name__}: {exc}"
     moved = move_aside(path)
     counts = _count_events(moved)
-    log.error("journal %s is damaged (%s): moved aside to %s, starting a new journal; the "
-              "station may miss %s undelivered event(s)", path, error, moved.name,
+    floor = max(seq_floor, counts["last_seq"] or 0)
+    log.error("journal %s is damaged (%s): moved aside to %s, starting a new journal numbered "
+              "after seq %d; the station may miss %s undelivered event(s)", path, error,
+              moved.name, floor,
               counts["undelivered"] if counts["undelivered"] is not None else "an unknown "
               "number of")
-    journal = opener()
+    journal = opener(floor)
     return journal, {"moved_to": moved.name, "events_kept": 0,
                      "events_lost": counts["events"], "undelivered_lost": counts["undelivered"],
-                     "last_seq": counts["last_seq"], "error": error}
+                     "last_seq": counts["last_seq"], "continues_after": floor, "error": error}
 
 
 def open_store(path: Path, opener: Callable[[], T]) -> tuple[T, dict[str, Any] | None]:

@@ -55,7 +55,7 @@ def wiegand_frame(formats: tuple[str, ...], credential: str) -> str:
 
 
 def _card_value(credential: str) -> int:
-    if not credential.isdigit():
+    if not (credential.isascii() and credential.isdigit()):  # int() reads "١٢٣" as 123
         raise SimInputError(f"card {credential!r}: give the card number in decimal, as the "
                             "readers report it")
     return int(credential)

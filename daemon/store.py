@@ -54,6 +54,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import sqlite3
@@ -626,11 +627,26 @@ class Store:
 
         The payload is validated by :func:`protocol.sync.parse_sync` first.
         """
+        return self.apply_sync_parts([payload])
+
+    def apply_sync_parts(self, payloads: Iterable[Mapping[str, Any]]) -> SyncResult:
+        """Apply the pieces of one sync (:mod:`protocol.sync_pieces`: same mode and version, each
+        a slice of the lists) in order, in ONE transaction: all of it or, when any piece is
+        refused, nothing.  Pieces are parsed one at a time, so memory holds one piece.
+        """
         current = self.version
-        try:
-            sync = parse_sync(dict(payload))
-        except SyncPayloadError as exc:
-            raise SyncRefusedError("bad_payload", str(exc), current) from None
+
+        def parsed() -> Iterator[Snapshot | Delta]:
+            for payload in payloads:
+                try:
+                    yield parse_sync(dict(payload))
+                except SyncPayloadError as exc:
+                    raise SyncRefusedError("bad_payload", str(exc), current) from None
+
+        pieces = parsed()
+        sync = next(pieces, None)
+        if sync is None:
+            raise SyncRefusedError("bad_payload", "no sync payload", current)
         if isinstance(sync, Delta):
             if sync.base_version != current:
                 raise SyncRefusedError(
@@ -643,11 +659,31 @@ class Store:
                 "stale_version", f"snapshot version {sync.version} is older than {current}",
                 current)
         try:
-            return self._apply(sync)
+            return self._apply(sync, pieces)
         except (PersonError, sqlite3.IntegrityError) as exc:
             raise SyncRefusedError("bad_payload", str(exc), current) from exc
 
-    def _apply(self, sync: Snapshot | Delta) -> SyncResult:
+    def _apply(self, first: Snapshot | Delta, rest: Iterator[Snapshot | Delta]) -> SyncResult:
+        conn = self._conn
+        upserted = deleted = 0
+        with self._transaction():
+            if isinstance(first, Snapshot):
+                for table in ("cards", "persons", "groups", "revoked"):
+                    conn.execute(f"DELETE FROM {table}")  # noqa: S608 (fixed table names)
+            for index, sync in enumerate(itertools.chain([first], rest)):
+                if (sync.mode, sync.version) != (first.mode, first.version) or (
+                        isinstance(sync, Delta) and isinstance(first, Delta)
+                        and sync.base_version != first.base_version):
+                    raise PersonError(f"piece {index} belongs to another sync")
+                upserted += self._apply_piece(sync)
+                deleted += len(sync.delete) if isinstance(sync, Delta) else 0
+            self._set_meta("version", str(first.version))
+            total = conn.execute("SELECT COUNT(*) FROM persons").fetchone()[0]
+        log.info("store: %s applied, version %d, %d person(s)", first.mode, first.version, total)
+        return SyncResult(first.version, int(total), upserted, deleted)
+
+    def _apply_piece(self, sync: Snapshot | Delta) -> int:
+        """One piece inside :meth:`_apply`'s transaction; returns the persons written."""
         records, people_key = (sync.persons, "persons") if isinstance(sync, Snapshot) else (
             sync.upsert, "upsert")
         persons = []
@@ -658,35 +694,27 @@ class Store:
                 raise PersonError(f"{people_key}[{i}].{exc}") from None
         groups = [group_from_record(g) for g in sync.groups]
         holidays = holidays_from_records(sync.holidays) if sync.holidays is not None else None
-        deleted: list[str] = []
         conn = self._conn
-        with self._transaction():
-            if isinstance(sync, Snapshot):
-                for table in ("cards", "persons", "groups", "revoked"):
-                    conn.execute(f"DELETE FROM {table}")  # noqa: S608 (fixed table names)
-                self._revoke(sync.revoked, None)
-            else:
-                deleted = list(sync.delete)
-                for person_id in deleted:
-                    self._delete_person(person_id)
-                conn.executemany("DELETE FROM groups WHERE id = ?",
-                                 [(g,) for g in sync.delete_groups])
-                self._revoke(sync.revoke, None)
-                conn.executemany("DELETE FROM revoked WHERE card = ?",
-                                 [(self.card_ref(c),) for c in sync.unrevoke])
-            if holidays is not None:
-                conn.execute("DELETE FROM holidays")
-                conn.executemany("INSERT INTO holidays (day, name) VALUES (?, ?)",
-                                 [(d.isoformat(), n) for d, n in holidays.items()])
-            self._put_groups(groups)
-            conn.executemany("DELETE FROM cards WHERE person = ?",
-                             [(self._ref(p.id),) for p in persons])
-            for person in persons:
-                self._put_person(self.keyed(person), self._masks(person))
-            self._set_meta("version", str(sync.version))
-            total = conn.execute("SELECT COUNT(*) FROM persons").fetchone()[0]
-        log.info("store: %s applied, version %d, %d person(s)", sync.mode, sync.version, total)
-        return SyncResult(sync.version, int(total), len(persons), len(deleted))
+        if isinstance(sync, Snapshot):
+            self._revoke(sync.revoked, None)
+        else:
+            for person_id in sync.delete:
+                self._delete_person(person_id)
+            conn.executemany("DELETE FROM groups WHERE id = ?",
+                             [(g,) for g in sync.delete_groups])
+            self._revoke(sync.revoke, None)
+            conn.executemany("DELETE FROM revoked WHERE card = ?",
+                             [(self.card_ref(c),) for c in sync.unrevoke])
+        if holidays is not None:
+            conn.execute("DELETE FROM holidays")
+            conn.executemany("INSERT INTO holidays (day, name) VALUES (?, ?)",
+                             [(d.isoformat(), n) for d, n in holidays.items()])
+        self._put_groups(groups)
+        conn.executemany("DELETE FROM cards WHERE person = ?",
+                         [(self._ref(p.id),) for p in persons])
+        for person in persons:
+            self._put_person(self.keyed(person), self._masks(person))
+        return len(persons)
 
 
 def _now_ms() -> int:

@@ -168,6 +168,7 @@ class Uplink:
         return {
             "v": SCHEMA_VERSION, "gate": self.gate, "ts_ms": now,
             "queue_depth": self.journal.queue_depth(),
+            "last_seq": self.journal.last_seq,
             "oldest_undelivered_age_s": None if oldest is None else round((now - oldest) / 1000, 3),
             "readers": dict(extra.get("readers", {})),
             "camera": extra.get("camera", "absent"),
@@ -289,7 +290,8 @@ class Uplink:
                 await self._wake.wait()
                 continue
             item, futures = inflight.popleft()
-            codes = await asyncio.gather(*futures)
+            # One future per event unless a portrait goes with it: no gather for the common case.
+            codes = [await futures[0]] if len(futures) == 1 else await asyncio.gather(*futures)
             if max(codes) < REASON_FAILURE:
                 acked.append(item.id)
                 self.state.published += 1

@@ -8,6 +8,9 @@ captures become ``capture`` events with their portrait, camera faults ``camera.f
 garbage on the socket never reaches a relay: the link marks vision faulted (``vision.fault``),
 restarts the child with a jittered, capped backoff, forever, and says ``vision.restored`` when a
 new child is ready.  Cards never wait for any of it.
+
+Enrolment at the door (:meth:`VisionLink.burst`) asks the running child for a burst of its camera
+frames: the child owns the camera, so nothing else may open it while the daemon runs.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ STABLE_SECONDS = 30.0
 TERM_GRACE_SECONDS = 2.0
 #: A `sim face` waits this long for a (re)starting vision process to be ready.
 SHOW_WAIT_SECONDS = 30.0
+#: A burst of S seconds is awaited S + this long (JPEG encoding, a slow first frame).
+BURST_GRACE_SECONDS = 5.0
 
 
 class VisionEndedError(Exception):
@@ -69,16 +74,20 @@ class VisionLink:
         self.faults = 0
         self.last_error: str | None = None
         self.health: dict[str, int] = {}
+        #: why the door refuses every face although vision runs (a missing NIR calibration)
+        self.faces_refused: str | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._ready = asyncio.Event()
         self._faulted = False
+        self._burst: asyncio.Future[list[bytes]] | None = None
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
         """Vision state, restarts and pipeline counters (frames, processed, dropped, errors)."""
         return {"state": self.state, "camera": self.camera, "door": self.door, "pid": self.pid,
                 "restarts": self.restarts, "faults": self.faults,
-                "last_error": self.last_error, **self.health}
+                "last_error": self.last_error, "faces_refused": self.faces_refused,
+                **self.health}
 
     # ------------------------------------------------------------------ the part
     async def run(self, cam: CameraSection) -> None:
@@ -105,7 +114,10 @@ class VisionLink:
             self.state, self.camera, self.pid = "absent", "absent", None
 
     def _fault(self, door: str, reason: str, delay: float) -> None:
-        self.state, self.camera, self.last_error = "fault", "absent", reason
+        # "fault", not "absent": the camera is configured, its vision process is down (`menjin
+        # status` said "camera: absent" while vision crash-looped); health.json's enum has both
+        self.state, self.camera, self.last_error = "fault", "fault", reason
+        self.faces_refused = None
         self.faults += 1
         self._ready.clear()
         if not self._faulted:
@@ -135,6 +147,7 @@ class VisionLink:
         proc.stdin.write(key.hex().encode() + b"\n")  # through a pipe: never argv or environ
         proc.stdin.close()
         self.pid, self.state = proc.pid, "starting"
+        self.faces_refused = None  # the new process tells its own
         reader: asyncio.StreamReader | None = None
         try:
             reader, self._writer = await asyncio.open_unix_connection(
@@ -187,6 +200,7 @@ class VisionLink:
             error = text(message, "last_error")
             if error is not None:
                 self.last_error = error
+            self.faces_refused = text_or_none(message, "faces_refused")
         elif kind == "ready":
             self.state, self.camera, self.last_error = "ok", "ok", None
             self._ready.set()
@@ -219,14 +233,19 @@ class VisionLink:
             else:
                 self.camera = "ok"
                 self._emit(Event("camera.restored", door=door))
+        elif kind == "burst":
+            self._burst_done(message)
         elif kind == "fatal":
             self.last_error = text(message, "error")
         elif kind != "hello":
             raise WireError(f"unknown message type {kind!r}")
 
     # ------------------------------------------------------------------ simulate mode
-    async def show(self, door: str, photo: bytes, seconds: float) -> None:
-        """Put a photo in front of the synthetic camera of the vision process (simulate mode).
+    async def show(self, door: str, photo: bytes, seconds: float, *, frames: int = 0,
+                   max_seconds: float | None = None) -> None:
+        """Put a photo in front of the synthetic camera of the vision process (simulate mode):
+        for ``seconds``, and then until the pipeline processed ``frames`` frames since it was
+        shown, but at most ``max_seconds``.
 
         Raises LookupError when this door has no vision process or it does not become ready.
         """
@@ -238,7 +257,8 @@ class VisionLink:
             raise LookupError(f"the vision process of {door} is not ready "
                               f"({self.state}: {self.last_error})") from None
         assert self._writer is not None
-        self._writer.write(encode({"type": "show", "seconds": seconds,
+        self._writer.write(encode({"type": "show", "seconds": seconds, "frames": frames,
+                                   "max_seconds": max_seconds or seconds,
                                    "photo": base64.b64encode(photo).decode()}))
         await self._writer.drain()
 
@@ -251,6 +271,48 @@ class VisionLink:
             raise LookupError(f"door {door} has no running vision process")
         self._writer.write(encode({"type": "plug", "present": present}))
         await self._writer.drain()
+
+
+    # ------------------------------------------------------------------ enrolment at the door
+    async def burst(self, door: str, frames: int, seconds: float) -> list[bytes]:
+        """``frames`` JPEG frames of the door's camera, spread over ``seconds`` (enrolment).
+
+        Raises LookupError when this door has no ready vision process, the burst does not come
+        (the camera delivers no frames) or the vision process refused it."""
+        if self.door != door:
+            raise LookupError(f"door {door} has no camera with vision")
+        if self._burst is not None and not self._burst.done():
+            raise LookupError(f"an enrolment burst is already running at {door}")
+        try:
+            await asyncio.wait_for(self._ready.wait(), SHOW_WAIT_SECONDS)
+        except TimeoutError:
+            raise LookupError(f"the vision process of {door} is not ready "
+                              f"({self.state}: {self.last_error})") from None
+        assert self._writer is not None
+        future = self._burst = asyncio.get_running_loop().create_future()
+        try:
+            self._writer.write(encode({"type": "burst", "frames": frames, "seconds": seconds}))
+            await self._writer.drain()
+            return await asyncio.wait_for(future, seconds + BURST_GRACE_SECONDS)
+        except TimeoutError:
+            raise LookupError(f"the camera of {door} delivered no burst within "
+                              f"{seconds + BURST_GRACE_SECONDS:g} s ({self.camera})") from None
+        finally:
+            self._burst = None
+
+    def _burst_done(self, message: dict[str, Any]) -> None:
+        error = text(message, "error")
+        frames = message.get("frames", [])
+        if not isinstance(frames, list) or not all(isinstance(f, str) for f in frames):
+            raise WireError("frames: a list of base64 strings expected")
+        jpegs = [base64.b64decode(f, validate=True) for f in frames]
+        future = self._burst
+        if future is None or future.done():
+            return  # nobody waits any more (timed out): the frames are dropped
+        if error is not None:
+            future.set_exception(LookupError(f"the vision process refused the burst: {error}"))
+        else:
+            future.set_result(jpegs)
 
 
 def text_or_none(message: dict[str, Any], key: str) -> str | None:

@@ -21,16 +21,27 @@ import os
 import signal
 import socket
 import sys
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from daemon import logsetup
 from daemon.config import CameraSection, GateConfig, VisionSection
 from daemon.configfile import EX_CONFIG, ConfigError, load_config
-from daemon.faces import template_store
+from daemon.faces import route_choices, template_store
 from daemon.keys import KEY_BYTES
 from daemon.liveness import build_liveness
-from daemon.vision_wire import HEALTH_SECONDS, MAX_MESSAGE_BYTES, WireError, decode, encode
+from daemon.vision_wire import (
+    HEALTH_SECONDS,
+    MAX_BURST_FRAMES,
+    MAX_BURST_SECONDS,
+    MAX_MESSAGE_BYTES,
+    WireError,
+    count,
+    decode,
+    encode,
+)
 
 log = logging.getLogger("daemon.vision_process")  # also when run as __main__
 
@@ -56,17 +67,18 @@ def build_pipeline(vision: VisionSection, portraits: str, template_key: bytes, *
     from vision.quality import QualityThresholds
 
     det, q = vision.detector, vision.quality
+    choices = route_choices(vision)
     detector = load_detector(det.kind, det.path, input_size=det.input_size,
                              score_threshold=det.score_threshold, roi=det.roi,
                              threads=vision.threads)
     embedder = load_embedder(vision.embedder.kind, vision.embedder.path, threads=vision.threads,
-                             mirror=vision.embedder.mirror_average)
+                             mirror=choices.mirror_average)
     refiner = (load_refiner(det.kind, det.path, threads=vision.threads)
-               if vision.refine_landmarks else None)
+               if choices.refine_landmarks else None)
     liveness = build_liveness(vision, camera, nir_frames)
     threshold = vision.match_threshold or default_match_threshold(vision.embedder.kind)
-    gallery = template_store(vision, template_key).load_gallery(embedder.dim, threshold=threshold,
-                                                  margin=vision.match_margin)
+    gallery = template_store(vision, template_key).load_gallery(
+        embedder.dim, threshold=threshold, margin=vision.match_margin, scoring=choices.scoring)
     log.info("vision: %d enrolled person(s), match threshold %.2f", len(gallery), threshold)
     settings = PipelineSettings(
         agree_frames=vision.agree_frames, fuse_frames=vision.fuse_frames, detector_kind=det.kind,
@@ -81,6 +93,32 @@ def build_pipeline(vision: VisionSection, portraits: str, template_key: bytes, *
     )
     return FacePipeline(detector, embedder, gallery, liveness=liveness, settings=settings,
                         refiner=refiner)
+
+
+#: Enrolment frames are kept sharp: the templates are made from them.
+BURST_JPEG_QUALITY = 95
+
+
+@dataclass
+class Burst:
+    """Frames of an enrolment burst: ``wanted`` frames, one per ``interval`` seconds of camera
+    time (camera thread adds, the loop reads once ``done``)."""
+
+    wanted: int
+    interval: float
+    jpegs: list[bytes] = field(default_factory=list)
+    next_ts: float | None = None
+
+    def offer(self, image: Any, ts: float) -> bool:
+        """Keep this frame if its time has come; True once the burst is complete."""
+        import cv2
+
+        if self.next_ts is None or ts >= self.next_ts:
+            ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, BURST_JPEG_QUALITY])
+            if ok:
+                self.jpegs.append(data.tobytes())
+                self.next_ts = ts + self.interval
+        return len(self.jpegs) >= self.wanted
 
 
 class Session:
@@ -98,6 +136,11 @@ class Session:
         self.worker: Any = None
         self.synthetic: Any = None
         self.last_error: str | None = None
+        self.burst: Burst | None = None
+        self.burst_lock = threading.Lock()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        #: why this door refuses every face while vision runs (fail closed), else None
+        self.faces_refused: str | None = None
 
     def send(self, message: dict[str, Any]) -> None:
         """Queue a message for the daemon (event loop only)."""
@@ -115,7 +158,8 @@ class Session:
         w = self.worker
         return {"type": "health", "frames": self.frames,
                 "processed": w.processed if w else 0, "dropped": w.dropped if w else 0,
-                "errors": w.errors if w else 0, "last_error": self.last_error}
+                "errors": w.errors if w else 0, "last_error": self.last_error,
+                "faces_refused": self.faces_refused}
 
     async def heartbeat(self) -> None:
         while True:
@@ -141,13 +185,43 @@ class Session:
 
     def frame(self, frame: Any) -> None:
         self.frames += 1
+        with self.burst_lock:
+            burst = self.burst
+            if burst is not None and burst.offer(frame.image, frame.ts):
+                self.burst = None
+                assert self.loop is not None
+                self.send_threadsafe(self.loop, self.burst_message(burst.jpegs))
         self.worker.submit(frame.image, frame.ts)
+
+    def burst_message(self, jpegs: list[bytes]) -> dict[str, Any]:
+        message = {"type": "burst", "frames": [base64.b64encode(j).decode() for j in jpegs]}
+        try:
+            encode(message)
+        except WireError as exc:
+            return {"type": "burst", "error": f"frames too large to send: {exc}"}
+        return message
+
+    def start_burst(self, message: dict[str, Any]) -> None:
+        """Begin an enrolment burst; a new request replaces one still running."""
+        try:
+            wanted = count(message, "frames")
+            seconds = message.get("seconds", 2.0)
+            if not 1 <= wanted <= MAX_BURST_FRAMES:
+                raise WireError(f"frames: 1 to {MAX_BURST_FRAMES} expected")
+            if (not isinstance(seconds, int | float) or isinstance(seconds, bool)
+                    or not 0 < seconds <= MAX_BURST_SECONDS):
+                raise WireError(f"seconds: more than 0 and at most {MAX_BURST_SECONDS:g}")
+        except WireError as exc:
+            self.send({"type": "burst", "error": str(exc)})
+            return
+        with self.burst_lock:
+            self.burst = Burst(wanted, float(seconds) / wanted)
 
     async def run(self, reader: asyncio.StreamReader) -> None:
         from drivers.camera import Camera, SyntheticSource, open_source
         from vision.pipeline import PipelineWorker, loop_delivery
 
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         cam, vision = self.camera_section, self.vision_section
         heartbeat = asyncio.create_task(self.heartbeat(), name="heartbeat")
         try:
@@ -155,6 +229,10 @@ class Session:
             pipeline = await asyncio.to_thread(build_pipeline, vision,
                                                self.config.privacy.portraits, self._template_key,
                                                camera=cam, nir_frames=nir_frames)
+            from vision.nir import NirUnavailable
+            nir = getattr(pipeline.liveness, "nir", None)
+            if isinstance(nir, NirUnavailable):
+                self.faces_refused = nir.reason
             size = (cam.width, cam.height)
             self.synthetic = SyntheticSource(size) if self.config.hardware.simulate else None
             source = self.synthetic or open_source(cam.source, size=size, fps=cam.fps)
@@ -172,6 +250,7 @@ class Session:
                 nir_camera.start()
             try:
                 self.send({"type": "ready", "door": cam.door})
+                self.send(self.health())  # the door's refusal, if any, at once
                 await self.commands(reader)  # returns at end of file: the daemon went away
             finally:
                 await asyncio.to_thread(camera.stop)
@@ -216,6 +295,8 @@ class Session:
                 self.show(message)
             elif message["type"] == "plug" and self.synthetic is not None:
                 self.synthetic.unplug(present=message.get("present") is True)
+            elif message["type"] == "burst":
+                self.start_burst(message)
 
     def show(self, message: dict[str, Any]) -> None:
         import cv2
@@ -226,7 +307,14 @@ class Session:
         if image is None:
             log.warning("vision: sim photo is not a readable image")
             return
-        self.synthetic.show(image, float(message.get("seconds", 2.0)))
+        frames = int(message.get("frames", 0))
+        done = None
+        if frames > 0 and self.worker is not None:
+            # until the pipeline handled that many frames of it, not only for wall-clock time
+            worker, target = self.worker, self.worker.processed + frames
+            done = lambda: worker.processed >= target  # noqa: E731
+        self.synthetic.show(image, float(message.get("seconds", 2.0)), done=done,
+                            max_seconds=float(message.get("max_seconds", 0.0)) or None)
 
 
 async def serve(config: GateConfig, fd: int, template_key: bytes) -> int:

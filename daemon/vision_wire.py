@@ -2,8 +2,10 @@
 
 Both ends read with a bounded line length (:data:`MAX_MESSAGE_BYTES`), so a confused or hostile
 peer costs a dropped connection, never the reader's memory.  Vision → daemon: ``hello``,
-``ready``, ``health`` (also the heartbeat), ``camera``, ``observation``, ``capture``, ``fatal``.
-Daemon → vision: ``show`` (simulate mode: a photo for the synthetic camera).
+``ready``, ``health`` (also the heartbeat), ``camera``, ``observation``, ``capture``, ``fatal``,
+``burst`` (the frames of a burst, or why there are none).
+Daemon → vision: ``show`` (simulate mode: a photo for the synthetic camera), ``burst`` (capture
+``frames`` camera frames spread over ``seconds`` for enrolment at the door).
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ from typing import Any
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 #: The vision process reports its health this often; it is also the heartbeat.
 HEALTH_SECONDS = 1.0
+#: Most frames one enrolment burst may ask for (JPEG, base64: well under the line bound).
+MAX_BURST_FRAMES = 12
+#: Longest burst, in seconds.
+MAX_BURST_SECONDS = 10.0
 #: Longest text field (person id, reason, error) taken from the vision process.
 MAX_TEXT = 512
 

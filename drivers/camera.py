@@ -207,6 +207,8 @@ class SyntheticSource:
         self._lock = threading.Lock()
         self._scene = self.background
         self._until = 0.0
+        self._deadline = 0.0
+        self._done: Callable[[], bool] | None = None
         self._present = True
 
     def unplug(self, present: bool = False) -> None:
@@ -215,8 +217,14 @@ class SyntheticSource:
         with self._lock:
             self._present = present
 
-    def show(self, photo: np.ndarray, seconds: float) -> None:
-        """Show ``photo`` (BGR) for ``seconds``, then the empty scene again."""
+    def show(self, photo: np.ndarray, seconds: float, *,
+             done: Callable[[], bool] | None = None, max_seconds: float | None = None) -> None:
+        """Show ``photo`` (BGR) for ``seconds``, then the empty scene again.
+
+        With ``done`` the photo stays after ``seconds`` until ``done()`` is true (e.g. enough
+        frames were processed: a starved consumer on a loaded board may handle none in a few
+        seconds of wall time), but never longer than ``max_seconds`` (default: ``seconds``).
+        """
         width, height = self.size
         scale = min(width / photo.shape[1], height / photo.shape[0])
         new_w, new_h = max(1, int(photo.shape[1] * scale)), max(1, int(photo.shape[0] * scale))
@@ -227,7 +235,17 @@ class SyntheticSource:
         scene[y : y + new_h, x : x + new_w] = resized
         with self._lock:
             self._scene = scene
-            self._until = self._clock() + seconds
+            now = self._clock()
+            self._until = now + seconds
+            self._done = done
+            self._deadline = now + max(seconds, max_seconds if max_seconds is not None
+                                       else seconds)
+
+    def _expired(self) -> bool:
+        now = self._clock()
+        if now >= self._deadline:
+            return True
+        return now >= self._until and (self._done is None or self._done())
 
     def open(self) -> None:
         """Nothing to open: the synthetic scene is there unless it was unplugged."""
@@ -239,7 +257,7 @@ class SyntheticSource:
         with self._lock:
             if not self._present:
                 raise CameraError("synthetic camera: device gone (unplugged)")
-            if self._scene is not self.background and self._clock() >= self._until:
+            if self._scene is not self.background and self._expired():
                 self._scene = self.background
             return self._scene.copy()
 

@@ -23,10 +23,18 @@ W26_MAX_NUMBER = 65535
 #: The decimal printed on EM4100 cards is the low 32 bits of the tag.
 EM4100_PRINTED_BITS = 32
 
-_DECIMAL = re.compile(r"\d+")
-_HEX = re.compile(r"(?:0[xX])?([0-9A-Fa-f]+)")
-_FACILITY_NUMBER = re.compile(r"(\d{1,3})\s*[,:/]\s*(\d{1,5})")
-_PRINTED_EM4100 = re.compile(r"(\d{10})\s+(\d{1,3}\s*[,:/]\s*\d{1,5})")
+# ASCII only (re.ASCII): int() also reads other scripts' digits ("١٢٣" is 123), which no card
+# label and no reader produces; such text is refused, never silently turned into a card.
+_DECIMAL = re.compile(r"[0-9]+", re.ASCII)
+_HEX = re.compile(r"(?:0[xX])?([0-9A-Fa-f]+)", re.ASCII)
+_FACILITY_NUMBER = re.compile(r"([0-9]{1,3})\s*[,:/]\s*([0-9]{1,5})", re.ASCII)
+_PRINTED_EM4100 = re.compile(r"([0-9]{10})\s+([0-9]{1,3}\s*[,:/]\s*[0-9]{1,5})", re.ASCII)
+#: What a spreadsheet makes of a long card number: scientific notation (``1E3``,
+#: ``1.23457E+11``, ``1,2E+09``) or a decimal fraction (``12345678.0``).  Read as hex (``1E3``
+#: has a letter A-F) or rounded, it would silently become another card.
+_SPREADSHEET = re.compile(r"[0-9]+(?:[.,][0-9]*)?[eE][+-]?[0-9]+|[0-9]+\.[0-9]*", re.ASCII)
+#: A binary literal (``0b101``): no card prints one, and read as hex it is another card.
+_BINARY = re.compile(r"0[bB][01]+", re.ASCII)
 
 
 class CardNumberError(ValueError):
@@ -44,11 +52,14 @@ def _facility_number(facility: str, number: str) -> int:
 def card_value(card: str | int) -> int:
     """The number of a card written in any accepted form.
 
-    Forms: an int; decimal digits with or without leading zeros (``0012345678``); hex with a
-    ``0x`` prefix or at least one letter A-F (``3A00B1C2D4``; digits alone are always decimal);
+    Forms: an int; ASCII decimal digits with or without leading zeros (``0012345678``); hex with
+    a ``0x`` prefix or at least one letter A-F (``3A00B1C2D4``; digits alone are always decimal);
     the Wiegand-26 printed pair ``facility,number`` (also ``:`` or ``/``: ``036,02193``); the two
     printed forms of an EM4100 card together (``0012345678 188,24910``), which must agree.
-    Raises :class:`CardNumberError` for anything else.
+    Raises :class:`CardNumberError` for anything else, and for the ambiguous forms that would
+    otherwise silently become another card: digits of other scripts (``١٢٣``), spreadsheet
+    numbers (``1E3``, ``1.23457E+11``, ``12345678.0``; a hex tag id of that shape needs its
+    ``0x``) and binary literals (``0b101``).
     """
     if isinstance(card, bool) or not isinstance(card, (int, str)):
         raise CardNumberError(f"a card number is text or an integer, not {type(card).__name__}")
@@ -59,6 +70,18 @@ def card_value(card: str | int) -> int:
     text = card.strip()
     if not text or len(text) > MAX_CARD_DIGITS + 10:
         raise CardNumberError("empty or overlong card number")
+    if not text.isascii():
+        raise CardNumberError(f"card number {text!r} has characters other than ASCII digits, "
+                              "letters A-F and , : / (type the digits as printed, 0-9)")
+    if _SPREADSHEET.fullmatch(text):
+        hint = (f"; a hex tag id is written with 0x (0x{text})" if _HEX.fullmatch(text) else "")
+        raise CardNumberError(f"card number {text!r} looks like a spreadsheet turned it into a "
+                              "number (scientific notation or a fraction): format the column "
+                              f"as text and copy the card number as printed{hint}")
+    if _BINARY.fullmatch(text):
+        raise CardNumberError(f"card number {text!r} is a binary literal, which no card prints: "
+                              "give the decimal or hex number as printed (a hex tag id with 0x: "
+                              f"0x{text} if that is what it is)")
     if _DECIMAL.fullmatch(text):
         if len(text.lstrip("0")) > MAX_CARD_DIGITS:
             raise CardNumberError("card number too long")

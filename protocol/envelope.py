@@ -31,8 +31,12 @@ ENVELOPE_FIELDS = frozenset(
     {"v", "id", "name", "gate", "issued_at_ms", "expires_at_ms", "nonce", "args", "sig"}
 )
 COMMAND_NAMES = frozenset(
-    {"open", "mode", "sync", "enrol", "remove", "forget", "config", "ping", "unwrap"}
+    {"open", "mode", "sync", "sync_part", "enrol", "remove", "forget", "config", "ping",
+     "resend", "unwrap"}
 )
+#: At most this many events are queued again per ``resend`` command; the result says where to
+#: continue.
+RESEND_MAX_EVENTS = 10_000
 NONCE_HEX_CHARS = 32
 DEFAULT_TTL_S = 60
 #: A gate refuses larger envelopes by default (an ``enrol`` with photos is the largest).

@@ -33,8 +33,14 @@ EVENT_TYPES = frozenset(
     }
 )
 #: Event types that are alarms: fsynced, uplinked ahead of backlog, never evicted, highlighted.
+#: The start-up damage reports are among them: once per start at most, and the one trace of a
+#: torn audit log or a lost journal or resident store, so no quota may evict them unsent.  Part
+#: faults (``part.fault``, ``vision.fault``, ...) are not: a part restarted forever repeats them,
+#: and unevictable fsynced rows would fill the disk; the station raises alarms for them itself
+#: (``station/alarms.py``).
 ALARM_TYPES = frozenset(
-    {"door.forced", "door.held", "tamper", "access.duress", "reader.attack", "command.refused"}
+    {"door.forced", "door.held", "tamper", "access.duress", "reader.attack", "command.refused",
+     "journal.recovered", "store.recovered", "audit.repaired"}
 )
 #: Access decisions: fsynced by default, like alarms.
 ACCESS_TYPES = frozenset({"access.granted", "access.denied"})

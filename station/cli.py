@@ -9,12 +9,14 @@ gate accepted, 1 when it refused or did not answer, 78 for a bad ``station.yaml`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import secrets
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -24,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from station.commands import (
     CommandError,
     enrol_args,
+    erase,
     keygen,
     mode_args,
     open_args,
@@ -75,9 +78,24 @@ def check_config_command(
                f"{f'{loaded.web.bind}:{loaded.web.port}' if loaded.web.enabled else 'off'}")
 
 
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT,
-                        stream=sys.stderr)
+@contextlib.contextmanager
+def _logging(verbose: bool) -> Iterator[None]:
+    """Log to this command's stderr while it runs, and only while it runs.
+
+    The handler goes when the command ends: one left on the root logger would keep writing to a
+    stream that is closed by then (a test runner's captured stderr), breaking later log calls.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
 
 
 def _store(config: StationConfig) -> Store:
@@ -93,13 +111,21 @@ def _store(config: StationConfig) -> Store:
 @station_app.command("run")
 def run(
     config_path: ConfigPath = Path("station.yaml"),
+    receiver: Annotated[int, typer.Option(
+        "--receiver", "-r", min=0, max=999,
+        help="Index of this receiver on this host (0, 1, ...): part of its broker session's "
+        "id, so each receiver process needs its own.")] = 0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Receive events, portraits, status and health from all gates; serve the web page.
 
     Example: menjin station run -c /etc/menjin/station.yaml
     """
-    _logging(verbose)
+    with _logging(verbose):
+        _run(config_path, receiver)
+
+
+def _run(config_path: Path, index: int) -> None:
     config = _config(config_path)
     store = _store(config)
     from station.receiver import Receiver
@@ -116,7 +142,8 @@ def run(
 
     async def main() -> None:
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(Receiver(config, store).run(), name="station:receiver")
+            tasks.create_task(Receiver(config, store, index=index).run(),
+                              name="station:receiver")
             if config.web.enabled:
                 app = create_app(store, config)
                 log.info("station: web page on http://%s:%s/", config.web.bind, config.web.port)
@@ -210,7 +237,12 @@ def _send(config_path: Path, sender: Sender, *, raw: bool = True,
     ``raw`` prints the JSON result, else one sentence (:mod:`station.results`); a ``target``
     (gate, door) the station does not know is refused before anything is sent.
     """
-    _logging(False)
+    with _logging(False):
+        _send_logged(config_path, sender, raw=raw, target=target)
+
+
+def _send_logged(config_path: Path, sender: Sender, *, raw: bool,
+                 target: tuple[str, str] | None) -> None:
     config = _config(config_path)
     store = _store(config)
     try:
@@ -306,15 +338,30 @@ def sync_command(
 def enrol_command(
     gate: GateId,
     person: Annotated[str, typer.Argument(help="Person id (with a recorded face consent).")],
-    photos: Annotated[list[Path], typer.Argument(help="One or more JPEG photos of the face.")],
+    photos: Annotated[
+        list[Path] | None, typer.Argument(help="One or more JPEG photos of the face.")
+    ] = None,
+    at_door: Annotated[
+        str | None,
+        typer.Option("--at-door", help="Enrol from a burst of this door's camera instead of "
+                                       "photos (the resident stands at the door)."),
+    ] = None,
     config_path: ConfigPath = Path("station.yaml"),
 ) -> None:
-    """Enrol a person's face at a gate from photos; the gate keeps only the template.
+    """Enrol a person's face at a gate from photos or at a door's camera; the gate keeps only
+    the template.
 
-    Example: menjin station enrol xingfuli-north p-0101 front.jpg left.jpg -c station.yaml
+    Examples: menjin station enrol xingfuli-north p-0101 front.jpg left.jpg -c station.yaml
+              menjin station enrol xingfuli-north p-0101 --at-door front -c station.yaml
     """
+    if bool(photos) == (at_door is not None):
+        typer.echo("give either photos or --at-door DOOR", err=True)
+        raise typer.Exit(EXIT_REFUSED)
+    if at_door is not None:
+        _send(config_path, _command(gate, "enrol", {"person": person, "door": at_door}))
+        return
     try:
-        args = enrol_args(person, photos)
+        args = enrol_args(person, photos or [])
     except CommandError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(EXIT_REFUSED) from None
@@ -336,6 +383,78 @@ def _accounts(config_path: Path, action: Callable[[Any], None]) -> None:
     except AccountError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(EXIT_REFUSED) from None
+    finally:
+        store.close()
+
+
+# -- erasure, quarantine ------------------------------------------------------------------------
+
+Targets = Annotated[list[str], typer.Argument(
+    help="GATE PERSON, or only PERSON with --all.", metavar="[GATE] PERSON")]
+AllGates = Annotated[bool, typer.Option(
+    "--all", help="Every gate the station knows (that has ever reported).")]
+
+
+def _erase(name: str, targets: list[str], all_gates: bool, config_path: Path) -> None:
+    if len(targets) != (1 if all_gates else 2):
+        typer.echo(f"usage: menjin station {name} GATE PERSON  or  menjin station {name} --all "
+                   "PERSON", err=True)
+        raise typer.Exit(2)
+    person = targets[-1]
+
+    async def sender(config: StationConfig, key: Ed25519PrivateKey, store: Store) -> dict[str, Any]:
+        if all_gates:
+            gates = [g.gate for g in await asyncio.to_thread(store.gates)]
+            if not gates:
+                raise CommandError("no gate has reported to this station yet")
+        else:
+            gates = [targets[0]]
+        results = await erase(config, gates, name, person, key=key, store=store)
+        confirmed = sorted(g for g, r in results.items() if r.get("ok") is True)
+        return {"ok": len(confirmed) == len(gates), "person": person, "command": name,
+                "confirmed": confirmed,
+                "not_confirmed": sorted(set(gates) - set(confirmed)), "gates": results}
+
+    _send(config_path, sender)
+
+
+@station_app.command("forget")
+def forget_command(
+    targets: Targets, all_gates: AllGates = False, config_path: ConfigPath = Path("station.yaml"),
+) -> None:
+    """Erase a person at one gate or at every gate (signed): cards, templates, and their id in
+    the gate's records; each gate's answer is shown and recorded here.
+
+    Example: menjin station forget --all p-0042 -c station.yaml
+    """
+    _erase("forget", targets, all_gates, config_path)
+
+
+@station_app.command("remove")
+def remove_command(
+    targets: Targets, all_gates: AllGates = False, config_path: ConfigPath = Path("station.yaml"),
+) -> None:
+    """Remove a person's face templates at one gate or every gate (face-entry opt-out; cards
+    stay); each gate's answer is shown and recorded here.
+
+    Example: menjin station remove xingfuli-north p-0042 -c station.yaml
+    """
+    _erase("remove", targets, all_gates, config_path)
+
+
+@station_app.command("erasures")
+def erasures_command(
+    person: Annotated[str | None, typer.Argument(help="Only this person.")] = None,
+    config_path: ConfigPath = Path("station.yaml"),
+) -> None:
+    """Erasure requests sent to the gates and which gates confirmed them (JSON lines).
+
+    Example: menjin station erasures p-0042 -c station.yaml
+    """
+    store = _store(_config(config_path))
+    try:
+        for row in store.erasures(person):
+            typer.echo(json.dumps(row, ensure_ascii=False))
     finally:
         store.close()
 
@@ -383,3 +502,35 @@ def user_passwd(name: UserName, config_path: ConfigPath = Path("station.yaml")) 
     password = _new_password()
     _accounts(config_path, lambda accounts: accounts.passwd(name, password))
     typer.echo(f"password of {name} changed")
+
+
+def _time(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@station_app.command("quarantine")
+def quarantine_command(
+    gate: Annotated[str | None, typer.Option("--gate", "-g", help="Only this gate.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="Newest entries shown.")] = 50,
+    payload: Annotated[bool, typer.Option(
+        "--payload", help="Show each payload's first bytes (escaped).")] = False,
+    config_path: ConfigPath = Path("station.yaml"),
+) -> None:
+    """Messages from gates that were set aside instead of stored (bad JSON, out-of-range values,
+    wrong gate, implausible time), newest first.
+
+    Example: menjin station quarantine --gate xingfuli-north -c station.yaml
+    """
+    store = _store(_config(config_path))
+    try:
+        total = store.count_quarantined(gate)
+        rows = store.quarantined(gate=gate, limit=limit)
+    finally:
+        store.close()
+    typer.echo(f"{total} message(s) in quarantine" + (f" from gate {gate}" if gate else ""))
+    for row in rows:
+        seq = f" seq {row['seq']}" if row["seq"] is not None else ""
+        typer.echo(f"#{row['id']} {_time(row['received_ms'])} gate {row['gate'] or '?'}{seq} "
+                   f"{row['topic']} ({row['bytes']} bytes): {row['reason']}")
+        if payload:
+            typer.echo("    " + repr(bytes(row["payload"][:512]))[2:-1])

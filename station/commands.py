@@ -13,7 +13,7 @@ import base64
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from protocol.bounded_json import PayloadError, loads_bounded
 from protocol.envelope import new_command, private_key_from_pem
 from protocol.mqtt import QOS_AT_LEAST_ONCE, REASON_FAILURE, MqttClient, MqttError, reason_text
+from protocol.sync_pieces import DEFAULT_PIECE_BYTES, new_transfer_id, piece_args, split_sync
 from protocol.topics import GateTopics
 from station.config import StationConfig
 from station.mqtt import make_client
@@ -135,34 +136,57 @@ async def send_command(
     client_factory: Callable[[], MqttClient] | None = None,
 ) -> dict[str, Any]:
     """Sign and publish one command, then return the gate's result (or raise on timeout)."""
+    results = await send_commands(config, gate, name, [args], key=key, store=store,
+                                  client_factory=client_factory)
+    return results[0]
+
+
+async def send_commands(
+    config: StationConfig,
+    gate: str,
+    name: str,
+    args_list: Sequence[Mapping[str, Any]],
+    *,
+    key: Ed25519PrivateKey,
+    store: Store | None = None,
+    client_factory: Callable[[], MqttClient] | None = None,
+) -> list[dict[str, Any]]:
+    """Several commands of one name to one gate over one connection, each sent once the previous
+    one was answered; stops after the first refusal.  Returns the results received."""
     topics = GateTopics(config.mqtt.prefix, gate)
-    envelope = new_command(name, gate, args, key, ttl_s=config.command_ttl_seconds)
-    if store is not None:
-        await asyncio.to_thread(store.record_command, envelope)
     factory = client_factory or (lambda: make_client(config.mqtt, "command"))
     timeout_s = config.command_timeout_seconds
+    results: list[dict[str, Any]] = []
+    envelope: dict[str, Any] = {"id": "-"}
     try:
         async with factory() as client:
             codes = await client.subscribe(topics.result(name), qos=QOS_AT_LEAST_ONCE)
             if max(codes, default=0) >= REASON_FAILURE:
                 raise CommandError(f"broker refused the subscription to {topics.result(name)} "
                                    f"({reason_text('SUBACK', max(codes))}); check its ACL")
-            code = await client.publish(topics.command(name), json.dumps(envelope).encode())
-            if code >= REASON_FAILURE:
-                raise CommandError(f"broker refused the command on {topics.command(name)} "
-                                   f"({reason_text('PUBACK', code)}); check its ACL")
-            log.info("command %s %s sent to gate %s", name, envelope["id"], gate)
-            async with asyncio.timeout(timeout_s):
-                result = await _answer(client, envelope["id"])
+            for args in args_list:
+                envelope = new_command(name, gate, args, key, ttl_s=config.command_ttl_seconds)
+                if store is not None:
+                    await asyncio.to_thread(store.record_command, envelope)
+                code = await client.publish(topics.command(name), json.dumps(envelope).encode())
+                if code >= REASON_FAILURE:
+                    raise CommandError(f"broker refused the command on {topics.command(name)} "
+                                       f"({reason_text('PUBACK', code)}); check its ACL")
+                log.info("command %s %s sent to gate %s", name, envelope["id"], gate)
+                async with asyncio.timeout(timeout_s):
+                    result = await _answer(client, envelope["id"])
+                if store is not None:
+                    await asyncio.to_thread(store.record_result, gate, result)
+                results.append(result)
+                if result.get("ok") is not True:
+                    break
     except TimeoutError:
         raise CommandError(
             f"gate {gate} did not answer {name} {envelope['id']} within {timeout_s:g} s "
             "(offline? check `menjin station run` and the gate's status)") from None
     except MqttError as exc:
         raise CommandError(f"broker {config.mqtt.host}:{config.mqtt.port}: {exc}") from None
-    if store is not None:
-        await asyncio.to_thread(store.record_result, gate, result)
-    return result
+    return results
 
 
 async def _answer(client: MqttClient, command_id: str) -> dict[str, Any]:
@@ -187,9 +211,11 @@ async def sync(
     store: Store,
     snapshot: bool = False,
     client_factory: Callable[[], MqttClient] | None = None,
+    piece_bytes: int = DEFAULT_PIECE_BYTES,
 ) -> dict[str, Any]:
     """Send the resident list; a refused delta (e.g. ``snapshot_required``) is sent again as
-    a snapshot.
+    a snapshot.  A list larger than ``piece_bytes`` of JSON goes in signed pieces
+    (``sync_part``, :mod:`protocol.sync_pieces`) that the gate applies together.
 
     The list the gate acknowledged is remembered per gate, so the next sync is a delta.
     """
@@ -198,14 +224,75 @@ async def sync(
     residents = await asyncio.to_thread(hash_pins, residents,
                                         previous[1] if previous is not None else None)
     args = sync_args(residents, previous, snapshot=snapshot)
-    result = await send_command(config, gate, "sync", args, key=key, store=store,
-                                client_factory=client_factory)
+    result = await _send_sync(config, gate, args, key=key, store=store,
+                              client_factory=client_factory, piece_bytes=piece_bytes)
     if not result.get("ok") and args["mode"] == "delta":
         log.warning("gate %s refused the delta (%s); sending a snapshot",
                     gate, result.get("reason"))
         args = sync_args(residents, previous, snapshot=True)
-        result = await send_command(config, gate, "sync", args, key=key, store=store,
-                                    client_factory=client_factory)
+        result = await _send_sync(config, gate, args, key=key, store=store,
+                                  client_factory=client_factory, piece_bytes=piece_bytes)
     if result.get("ok"):
         await asyncio.to_thread(store.set_sync_state, gate, args["version"], residents.to_json())
     return result
+
+
+async def erase(
+    config: StationConfig,
+    gates: list[str],
+    name: str,
+    person: str,
+    *,
+    key: Ed25519PrivateKey,
+    store: Store,
+    client_factory: Callable[[], MqttClient] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Send ``forget`` or ``remove`` of ``person`` to each gate at once; each gate's result.
+
+    A gate that does not answer gets ``{"ok": false, "reason": "no_answer", "detail": ...}``;
+    every command is recorded with its answer (:meth:`station.store.Store.erasures`), and an
+    answer that comes later is recorded by the running receiver.
+    """
+    if name not in ("forget", "remove"):
+        raise CommandError(f"not an erasure command: {name!r}")
+    if not person:
+        raise CommandError("a person id is required")
+
+    async def one(gate: str) -> dict[str, Any]:
+        try:
+            return await send_command(config, gate, name, {"person": person}, key=key,
+                                      store=store, client_factory=client_factory)
+        except CommandError as exc:
+            return {"ok": False, "gate": gate, "name": name, "reason": "no_answer",
+                    "detail": str(exc)}
+
+    results = await asyncio.gather(*(one(gate) for gate in gates))
+    return dict(zip(gates, results, strict=True))
+
+
+async def _send_sync(
+    config: StationConfig,
+    gate: str,
+    args: dict[str, Any],
+    *,
+    key: Ed25519PrivateKey,
+    store: Store,
+    client_factory: Callable[[], MqttClient] | None,
+    piece_bytes: int,
+) -> dict[str, Any]:
+    """One ``sync``, or its pieces: the last answer (the gate's answer to the whole)."""
+    pieces = split_sync(args, piece_bytes)
+    if len(pieces) == 1:
+        return await send_command(config, gate, "sync", args, key=key, store=store,
+                                  client_factory=client_factory)
+    transfer = new_transfer_id()
+    log.info("sync to gate %s: %s %s in %d signed pieces (transfer %s)", gate, args["mode"],
+             args["version"], len(pieces), transfer)
+    results = await send_commands(
+        config, gate, "sync_part",
+        [piece_args(transfer, i, len(pieces), p) for i, p in enumerate(pieces)],
+        key=key, store=store, client_factory=client_factory)
+    last = results[-1]
+    if last.get("ok") is True and last.get("result", {}).get("complete") is not True:
+        raise CommandError(f"gate {gate} did not complete sync transfer {transfer}")
+    return last

@@ -62,7 +62,15 @@ class MqttConfig(_Strict):
         "station", pattern=r"^[^#+/]+$",
         description="Shared-subscription group: receivers in one group split the gates' messages.",
     )
-    client_id: str = Field("", description="MQTT client id; empty = generated per process.")
+    client_id: str = Field(
+        "", description="MQTT client id stem; receivers use <client_id>-receiver-<index>. Empty = "
+        "derived from the host name, broker, prefix and share group (stable across restarts).",
+    )
+    session_expiry_seconds: int = Field(
+        7 * 86_400, ge=60, le=2**32 - 2,
+        description="How long the broker keeps a stopped receiver's session and queued events "
+        "(default 7 days: longer than a station outage should last).",
+    )
     username: str | None = Field(None, description="Broker user name.")
     password_file: Path | None = Field(None, description="File holding the broker password.")
     tls: TlsConfig | None = Field(None, description="TLS settings; absent = plain TCP.")

@@ -16,13 +16,29 @@ from protocol.events import ALARM_TYPES, OPTIONAL_EVENT_FIELDS, PERSON_FORGOTTEN
 from protocol.topics import SAFE_NAME
 
 __all__ = ["PERSON_FORGOTTEN", "SAFE_NAME", "EventRow", "MessageError", "parse_event",
-           "parse_object"]
+           "parse_object", "parse_status"]
 
 MAX_TEXT_CHARS = 256
+#: Largest ``seq`` accepted (JSON-safe integers; every database column holds it).
+MAX_SEQ = 2**53
+#: Event times before this (2020-01-01 UTC) are a gate clock that was never set.
+EARLIEST_TS_MS = 1_577_836_800_000
+#: Event times this far ahead of the station's clock are refused.
+DEFAULT_MAX_FUTURE_MS = 86_400_000
+#: Status, health and command results are small; events may carry an audit entry.
+MAX_SMALL_PAYLOAD_BYTES = 64 * 1024
 
 
 class MessageError(ValueError):
-    """A message that does not follow the contract; the text says which field."""
+    """A message that does not follow the contract; the text says which field.
+
+    ``seq`` is the event's sequence number when it could be read before the fault, so a
+    quarantined event still counts as received for gap detection.
+    """
+
+    def __init__(self, message: str, *, seq: int | None = None) -> None:
+        super().__init__(message)
+        self.seq = seq
 
 
 def _text(obj: Mapping[str, Any], key: str, *, required: bool) -> str | None:
@@ -36,15 +52,17 @@ def _text(obj: Mapping[str, Any], key: str, *, required: bool) -> str | None:
     return value
 
 
-def _int(obj: Mapping[str, Any], key: str, *, minimum: int) -> int:
+def _int(obj: Mapping[str, Any], key: str, *, minimum: int, maximum: int = MAX_SEQ) -> int:
     value = obj.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise MessageError(f"{key!r} must be an integer >= {minimum}")
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
+        raise MessageError(f"{key!r} must be an integer from {minimum} to {maximum}")
     return value
 
 
-def _json_object(payload: bytes) -> dict[str, Any]:
+def _json_object(payload: bytes, max_bytes: int | None = None) -> dict[str, Any]:
     try:
+        if max_bytes is not None:
+            return loads_object(payload, max_bytes=max_bytes)
         return loads_object(payload)
     except PayloadError as exc:
         raise MessageError(str(exc)) from None
@@ -72,34 +90,52 @@ class EventRow:
         return self.type in ALARM_TYPES
 
 
-def parse_event(payload: bytes, gate: str) -> EventRow:
-    """Check one ``<prefix>/<gate>/events`` payload; the event must name the topic's gate."""
+def parse_event(
+    payload: bytes, gate: str, *, now_ms: int, max_future_ms: int = DEFAULT_MAX_FUTURE_MS
+) -> EventRow:
+    """Check one ``<prefix>/<gate>/events`` payload; the event must name the topic's gate and
+    carry a time between :data:`EARLIEST_TS_MS` and ``now_ms + max_future_ms`` (station clock).
+    """
     obj = _json_object(payload)
-    if obj.get("v") != SCHEMA_VERSION:
-        raise MessageError(f"unsupported schema version {obj.get('v')!r}")
-    event_id = _text(obj, "id", required=True)
-    if event_id is None or not SAFE_NAME.match(event_id):
-        raise MessageError("'id' must be a UUID-like identifier")
     if obj.get("gate") != gate:
         raise MessageError(f"event names gate {obj.get('gate')!r} on the topic of gate {gate!r}")
-    data = obj.get("data", {})
-    if not isinstance(data, dict):
-        raise MessageError("'data' must be a JSON object")
-    optional = {key: _text(obj, key, required=False) for key in OPTIONAL_EVENT_FIELDS}
-    return EventRow(
-        id=event_id,
-        gate=gate,
-        seq=_int(obj, "seq", minimum=1),
-        ts_ms=_int(obj, "ts_ms", minimum=0),
-        type=_text(obj, "type", required=True) or "",
-        data=data,
-        **optional,
-    )
+    seq = _int(obj, "seq", minimum=1)
+    try:
+        if obj.get("v") != SCHEMA_VERSION:
+            raise MessageError(f"unsupported schema version {obj.get('v')!r}")
+        event_id = _text(obj, "id", required=True)
+        if event_id is None or not SAFE_NAME.match(event_id):
+            raise MessageError("'id' must be a UUID-like identifier")
+        data = obj.get("data", {})
+        if not isinstance(data, dict):
+            raise MessageError("'data' must be a JSON object")
+        optional = {key: _text(obj, key, required=False) for key in OPTIONAL_EVENT_FIELDS}
+        event_type = _text(obj, "type", required=True) or ""
+        ts_ms = _int(obj, "ts_ms", minimum=EARLIEST_TS_MS, maximum=now_ms + max_future_ms)
+        return EventRow(id=event_id, gate=gate, seq=seq, ts_ms=ts_ms, type=event_type, data=data,
+                        **optional)
+    except MessageError as exc:
+        raise MessageError(str(exc), seq=seq) from None
 
 
-def parse_object(payload: bytes, gate: str) -> dict[str, Any]:
-    """A status, health or command-result payload: a JSON object for the topic's gate."""
-    obj = _json_object(payload)
+def parse_object(payload: bytes, gate: str, *,
+                 max_bytes: int = MAX_SMALL_PAYLOAD_BYTES) -> dict[str, Any]:
+    """A status, health or command-result payload: a JSON object for the topic's gate, at most
+    ``max_bytes``; ``ts_ms``, when present, an integer like an event's."""
+    obj = _json_object(payload, max_bytes)
     if obj.get("gate") != gate:
         raise MessageError(f"message names gate {obj.get('gate')!r} on the topic of gate {gate!r}")
+    if "ts_ms" in obj:
+        _int(obj, "ts_ms", minimum=0)
+    return obj
+
+
+def parse_status(payload: bytes, gate: str) -> dict[str, Any]:
+    """A status payload: :func:`parse_object` with ``state`` ``online`` or ``offline``."""
+    obj = parse_object(payload, gate)
+    if obj.get("state") not in ("online", "offline"):
+        raise MessageError(f"status 'state' must be 'online' or 'offline', not "
+                           f"{str(obj.get('state'))[:40]!r}")
+    for key in ("version", "portraits", "legal_basis"):
+        _text(obj, key, required=False)
     return obj

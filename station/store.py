@@ -12,6 +12,7 @@ receiver and the web page call them from worker threads.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import time
@@ -29,6 +30,7 @@ from sqlalchemy import (
     Engine,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -177,6 +179,62 @@ def _web_tables(metadata: MetaData) -> tuple[Table, ...]:
     return users, sessions, alarms, person_names, operator_actions
 
 
+#: Bytes of a quarantined payload kept for the operator to inspect.
+QUARANTINE_PAYLOAD_BYTES = 16 * 1024
+
+
+def _repair_tables(metadata: MetaData) -> dict[str, Table]:
+    """What keeps the record whole against broken or hostile gates (issue 17)."""
+    quarantine = Table(
+        "quarantine", metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("gate", String(ID_CHARS)),
+        Column("seq", BigInteger),
+        Column("topic", String(NAME_CHARS), nullable=False),
+        Column("reason", String(NAME_CHARS), nullable=False),
+        Column("bytes", Integer, nullable=False),
+        Column("payload", LargeBinary, nullable=False),
+        Column("received_ms", BigInteger, nullable=False),
+        Index("quarantine_gate_seq", "gate", "seq"),
+    )
+    lost = Table(
+        "lost_ranges", metadata,
+        Column("gate", String(ID_CHARS), primary_key=True),
+        Column("low", BigInteger, primary_key=True),
+        Column("high", BigInteger, nullable=False),
+        Column("recorded_ms", BigInteger, nullable=False),
+    )
+    return {t.name: t for t in (quarantine, lost)}
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """A message set aside: what an operator sees in ``menjin station quarantine``."""
+
+    topic: str
+    reason: str
+    payload: bytes
+    gate: str | None = None
+    seq: int | None = None
+
+
+def subtract_ranges(ranges: list[Range], covered: list[Range]) -> list[Range]:
+    """``ranges`` minus the (sorted, inclusive) ``covered`` ranges."""
+    out: list[Range] = []
+    for low, high in ranges:
+        for c_low, c_high in covered:
+            if c_high < low or c_low > high:
+                continue
+            if c_low > low:
+                out.append((low, c_low - 1))
+            low = c_high + 1
+            if low > high:
+                break
+        if low <= high:
+            out.append((low, high))
+    return out
+
+
 def missing_ranges(start: int, seqs: Iterable[int]) -> tuple[list[Range], int]:
     """Missing ranges above ``start`` given the sorted seqs present, and the new contiguous end.
 
@@ -221,7 +279,7 @@ class Store:
         self.url = url
         self.portraits_dir = portraits_dir
         self.metadata = MetaData(schema=schema)
-        self.t = _tables(self.metadata)
+        self.t = {**_tables(self.metadata), **_repair_tables(self.metadata)}
         self.engine: Engine = self._engine(url)
         self._insert = sqlite.insert if self.engine.dialect.name == "sqlite" else postgresql.insert
         self.metadata.create_all(self.engine)
@@ -340,12 +398,29 @@ class Store:
         only reads the tail above the first gap.
         """
         events, gates = self.t["events"], self.t["gates"]
+        quarantine, lost = self.t["quarantine"], self.t["lost_ranges"]
         with self.engine.connect() as conn:
             start = conn.scalar(select(gates.c.contiguous_seq).where(gates.c.gate == gate)) or 0
             query = select(events.c.seq).where(events.c.gate == gate, events.c.seq > start)
+            # a quarantined event is here, only set aside: not missing
+            held = select(quarantine.c.seq).where(quarantine.c.gate == gate,
+                                                  quarantine.c.seq > start)
             if settled_before_ms is not None:
                 query = query.where(events.c.received_ms <= settled_before_ms)
-            ranges, contiguous = missing_ranges(start, conn.scalars(query.order_by(events.c.seq)))
+                held = held.where(quarantine.c.received_ms <= settled_before_ms)
+            seqs = list(heapq.merge(conn.scalars(query.order_by(events.c.seq)),
+                                    conn.scalars(held.order_by(quarantine.c.seq))))
+            ranges, contiguous = missing_ranges(start, seqs)
+            tail = self._tail_gap(conn, gate, seqs[-1] if seqs else start, settled_before_ms)
+            gone = [(r.low, r.high) for r in conn.execute(
+                select(lost.c.low, lost.c.high).where(lost.c.gate == gate, lost.c.high > start)
+                .order_by(lost.c.low))]
+        if tail is not None:
+            ranges.append(tail)
+        if gone:  # the gate no longer holds them: nothing to wait for
+            ranges = subtract_ranges(ranges, gone)
+            top = max(seqs[-1] if seqs else start, max(high for _, high in gone))
+            contiguous = ranges[0][0] - 1 if ranges else top
         if remember and contiguous > start:
             # its own write transaction: a read transaction upgraded to a write fails at once
             # under SQLite when another receiver wrote meanwhile; the condition keeps it monotonic
@@ -356,6 +431,23 @@ class Store:
                     .values(contiguous_seq=contiguous)
                 )
         return ranges
+
+    def _tail_gap(self, conn: Connection, gate: str, highest: int,
+                  settled_before_ms: int | None) -> Range | None:
+        """Events lost after the newest one stored: the gate's settled health report says it
+        recorded up to ``last_seq`` and has nothing left to send (``queue_depth`` 0)."""
+        gates = self.t["gates"]
+        row = conn.execute(select(gates.c.health, gates.c.health_ms)
+                           .where(gates.c.gate == gate)).first()
+        if row is None or not isinstance(row.health, dict):
+            return None
+        last, depth = row.health.get("last_seq"), row.health.get("queue_depth")
+        if (not isinstance(last, int) or isinstance(last, bool) or depth != 0
+                or not highest < last <= 2**53):
+            return None
+        if settled_before_ms is not None and (row.health_ms or 0) > settled_before_ms:
+            return None
+        return (highest + 1, last)
 
     # -- portraits ------------------------------------------------------------------------------
 
@@ -471,6 +563,8 @@ class Store:
                 )
             elif name in ("remove", "forget"):
                 conn.execute(delete(faces).where(faces.c.gate == gate, faces.c.person == person))
+            if name == "forget":  # this gate's confirmation may be the last one outstanding
+                self._drop_pair_when_confirmed(conn, person)
 
     def command_result(self, command_id: str) -> dict[str, Any] | None:
         commands = self.t["commands"]
@@ -485,26 +579,31 @@ class Store:
             return int(conn.scalar(select(func.count(func.distinct(faces.c.person)))) or 0)
 
     def forget_person(self, gate: str, person: str, pseudonym: str | None) -> int:
-        """Erase the station's copy of a forgotten person; returns the events rewritten.
+        """Erase ``gate``'s records of a forgotten person; returns the events rewritten.
 
         Their events keep their place in the history under the gate's pseudonym, without the
-        credential reference that could re-identify them; their portraits are deleted.
+        credential reference that could re-identify them; their portraits are deleted.  Only
+        that gate's events and portraits: a gate's ``person.forgotten`` never touches another
+        gate's history (an erasure across gates is the station's own ``menjin station forget
+        --all``, carried out by each gate).
         """
         events, portraits, faces = self.t["events"], self.t["portraits"], self.t["face_persons"]
-        theirs = select(events.c.id).where(events.c.person == person)
+        mine = (events.c.gate == gate) & (events.c.person == person)
+        theirs = select(events.c.id).where(mine)
         with self.engine.begin() as conn:  # writes first: SQLite then waits for its lock
             paths = list(conn.scalars(
-                delete(portraits).where(portraits.c.event_id.in_(theirs))
+                delete(portraits).where(portraits.c.event_id.in_(theirs),
+                                        portraits.c.gate == gate)
                 .returning(portraits.c.path)
             ))
             rewritten = conn.execute(
-                update(events).where(events.c.person == person)
+                update(events).where(mine)
                 .values(person=pseudonym, credential_ref=None)
             ).rowcount
             conn.execute(delete(faces).where(faces.c.gate == gate, faces.c.person == person))
             names = self.t["person_names"]
             conn.execute(delete(names).where(names.c.person == person))
-            self._drop_pair_when_confirmed(conn, person)
+            self._drop_pair_when_confirmed(conn, person, late=(gate, pseudonym))
         if self.engine.dialect.name == "sqlite":  # the old rows must not live on in the -wal
             with self.engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -512,16 +611,37 @@ class Store:
             (self.portraits_dir / relative).unlink(missing_ok=True)
         return int(rewritten)
 
-    def _drop_pair_when_confirmed(self, conn: Connection, person: str) -> None:
-        """Once every gate has sent its ``person.forgotten`` for ``person``, nothing here keeps
-        the id beside its pseudonyms: the notices lose ``data.erase`` and the commands that
-        named the person lose the id (their results too)."""
+    def _confirmed_gates(self, conn: Connection, person: str) -> set[str]:
+        """The ONE record of erasure confirmations: a gate has confirmed when it answered a
+        ``forget`` for ``person`` with ok (the ``commands`` rows :meth:`erasures` lists, from
+        ``menjin station forget``) or sent its ``person.forgotten`` notice naming the id (an
+        erasure made at the gate itself).  Both are dropped together by
+        :meth:`_drop_pair_when_confirmed`."""
+        events, commands = self.t["events"], self.t["commands"]
+        answered = set(conn.scalars(select(commands.c.gate).where(
+            commands.c.name == "forget", commands.c.person == person, commands.c.ok.is_(True))))
+        noticed = {r.gate for r in conn.execute(
+            select(events.c.gate, events.c.data).where(events.c.type == "person.forgotten"))
+            if r.data.get("erase") == person}
+        return answered | noticed
+
+    def _drop_pair_when_confirmed(self, conn: Connection, person: str, *,
+                                  late: tuple[str, str | None] | None = None) -> None:
+        """Once every gate has confirmed erasing ``person`` (:meth:`_confirmed_gates`), nothing
+        here keeps the id beside its pseudonyms: the notices lose ``data.erase`` and the commands
+        that named the person (the erasure confirmations included) lose the id, their results
+        too.  Until then the id stays, so the station can still tell the other gates whom.
+
+        ``late`` = (gate, pseudonym) of a notice just stored: when that gate's ``forget`` answer
+        with this pseudonym was already counted and the pair dropped, the notice loses the id
+        at once (it arrived after its own command's answer)."""
         events, gates, commands = self.t["events"], self.t["gates"], self.t["commands"]
-        notices = [r for r in conn.execute(
-            select(events.c.id, events.c.gate, events.c.data)
-            .where(events.c.type == "person.forgotten")) if r.data.get("erase") == person]
-        if not set(conn.scalars(select(gates.c.gate))) <= {r.gate for r in notices}:
+        everyone = set(conn.scalars(select(gates.c.gate))) <= self._confirmed_gates(conn, person)
+        if not everyone and not (late is not None and self._dropped_before(conn, *late)):
             return  # a gate still has to erase: the station must be able to tell it whom
+        notices = [r for r in conn.execute(
+            select(events.c.id, events.c.data)
+            .where(events.c.type == "person.forgotten")) if r.data.get("erase") == person]
         for notice in notices:
             data = {k: v for k, v in notice.data.items() if k != "erase"}
             conn.execute(update(events).where(events.c.id == notice.id).values(data=data))
@@ -529,6 +649,16 @@ class Store:
                                     .where(commands.c.person == person)):
             conn.execute(update(commands).where(commands.c.id == command.id)
                          .values(person=None, result=_without(command.result, person)))
+
+    def _dropped_before(self, conn: Connection, gate: str, pseudonym: str | None) -> bool:
+        """Whether ``gate``'s ``forget`` answer naming ``pseudonym`` was counted in a pair
+        already dropped (its row no longer names the person)."""
+        commands = self.t["commands"]
+        return pseudonym is not None and any(
+            isinstance(r, dict) and r.get("pseudonym") == pseudonym
+            for r in conn.scalars(select(commands.c.result).where(
+                commands.c.gate == gate, commands.c.name == "forget", commands.c.ok.is_(True),
+                commands.c.person.is_(None))))
 
     def sync_state(self, gate: str) -> tuple[int, dict[str, Any]] | None:
         """The last resident list a gate acknowledged: (version, its JSON form)."""
@@ -554,6 +684,75 @@ class Store:
             if rows:
                 conn.execute(names.insert(), rows)
 
+    # -- quarantine, lost ranges, erasure confirmations -----------------------------------------
+
+    def add_quarantined(self, items: Sequence[Quarantined]) -> None:
+        """Set bad messages aside (their first :data:`QUARANTINE_PAYLOAD_BYTES` bytes)."""
+        if not items:
+            return
+        received = now_ms()
+        with self.engine.begin() as conn:
+            conn.execute(self.t["quarantine"].insert(), [
+                {"gate": q.gate, "seq": q.seq, "topic": q.topic[:NAME_CHARS],
+                 "reason": q.reason[:NAME_CHARS], "bytes": len(q.payload),
+                 "payload": q.payload[:QUARANTINE_PAYLOAD_BYTES], "received_ms": received}
+                for q in items
+            ])
+
+    def quarantined(self, *, gate: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Newest first: id, gate, seq, topic, reason, bytes, payload (a prefix), received_ms."""
+        table = self.t["quarantine"]
+        query = select(table).order_by(table.c.id.desc()).limit(limit)
+        if gate is not None:
+            query = query.where(table.c.gate == gate)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def count_quarantined(self, gate: str | None = None) -> int:
+        table = self.t["quarantine"]
+        query = select(func.count()).select_from(table)
+        if gate is not None:
+            query = query.where(table.c.gate == gate)
+        with self.engine.connect() as conn:
+            return int(conn.scalar(query) or 0)
+
+    def record_lost(self, gate: str, ranges: Iterable[Range]) -> None:
+        """Ranges of ``seq`` the gate no longer holds: gaps that will never be filled."""
+        rows = [{"gate": gate, "low": low, "high": high, "recorded_ms": now_ms()}
+                for low, high in ranges if 1 <= low <= high]
+        if not rows:
+            return
+        table = self.t["lost_ranges"]
+        with self.engine.begin() as conn:
+            conn.execute(self._insert(table).on_conflict_do_nothing(
+                index_elements=["gate", "low"]), rows)
+
+    def lost_ranges(self, gate: str) -> list[Range]:
+        table = self.t["lost_ranges"]
+        with self.engine.connect() as conn:
+            return [(r.low, r.high) for r in conn.execute(
+                select(table.c.low, table.c.high).where(table.c.gate == gate)
+                .order_by(table.c.low))]
+
+    def erasures(self, person: str | None = None) -> list[dict[str, Any]]:
+        """Erasure commands (``forget``, ``remove``) sent to the gates, newest first: id, gate,
+        name, person, issued_ms, ok (None while the gate has not answered), reason, result_ms.
+
+        Once every gate has confirmed a ``forget`` (:meth:`_confirmed_gates`), its rows no longer
+        name the person (``person`` is null): the station keeps that the erasure was confirmed,
+        not whom it concerned.
+
+        A result that arrives after the sender gave up is still recorded by the receiver.
+        """
+        table = self.t["commands"]
+        query = (select(table.c.id, table.c.gate, table.c.name, table.c.person,
+                        table.c.issued_ms, table.c.ok, table.c.reason, table.c.result_ms)
+                 .where(table.c.name.in_(("forget", "remove")))
+                 .order_by(table.c.issued_ms.desc(), table.c.gate))
+        if person is not None:
+            query = query.where(table.c.person == person)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
 
 def _without(value: Any, person: str) -> Any:
     """``value`` (a stored JSON result) with every occurrence of the id ``person`` removed."""

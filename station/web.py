@@ -384,12 +384,22 @@ class StationWeb:
         return self._redirect(request, _safe_next(str(form.get("next", ""))))
 
     async def live_stream(self, request: web.Request) -> web.StreamResponse:
-        """Server-sent events: ``passage`` and ``alarm``, each a row the page inserts."""
+        """Server-sent events: ``passage`` and ``alarm``, each a row the page inserts.
+
+        A browser closing the page or going away is the normal end of a stream, not an error:
+        the write that finds the connection gone ends it quietly (no traceback)."""
         response = web.StreamResponse(headers={
             "Content-Type": "text/event-stream", "Cache-Control": "no-store",
             "X-Accel-Buffering": "no"})
-        await response.prepare(request)
-        await response.write(b": live\n\n")
+        try:
+            await response.prepare(request)
+            await response.write(b": live\n\n")
+            await self._live_items(request, response)
+        except ConnectionError as exc:  # aiohttp's ClientConnectionResetError is one
+            log.debug("live stream: the client went away (%s)", type(exc).__name__)
+        return response
+
+    async def _live_items(self, request: web.Request, response: web.StreamResponse) -> None:
         env = self.envs[request[VISIT].lang]
         fragments = env.get_template("fragments.html").module
         user, csrf = request[VISIT].user, request[VISIT].csrf
@@ -401,7 +411,7 @@ class StationWeb:
                     await response.write(b": keep-alive\n\n")
                     continue
                 if item.kind == "end":
-                    return response
+                    return
                 if item.kind == "passage":
                     if item.row["type"].startswith(ADMIN_TYPE_PREFIXES):
                         continue

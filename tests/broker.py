@@ -161,11 +161,13 @@ def start_broker(
     acl: str | None = None,
     passwords: dict[str, str] | None = None,
     require_certificate: bool = False,
+    max_inflight_messages: int = 100,
 ) -> Broker:
     """Start mosquitto with a generated config in ``directory``.
 
     ``acl`` is the text of a mosquitto ACL file (it then applies to both listeners);
-    ``passwords`` maps user names to passwords (hashed with ``mosquitto_passwd`` when present).
+    ``passwords`` maps user names to passwords (hashed with ``mosquitto_passwd`` when present);
+    ``max_inflight_messages`` bounds the unacknowledged QoS 1 messages sent to each client.
     The plain listener allows anonymous clients unless ``passwords`` is given.
     """
     directory.mkdir(parents=True, exist_ok=True)
@@ -176,7 +178,7 @@ def start_broker(
         "log_type all",
         f"persistence_location {directory}/",
         "persistence false",
-        "max_inflight_messages 100",
+        f"max_inflight_messages {max_inflight_messages}",
         "max_queued_messages 100000",
         # Run as root, mosquitto drops to user "mosquitto", who cannot read the 0600 files here.
         "user root",

@@ -29,17 +29,19 @@ ARCFACE_STD = 127.5
 IMAGENET_MEAN_RGB = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD_RGB = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
-#: Cosine similarity a probe needs to match a person, per embedder kind: what the threshold rule of
-#: vision/calibration.py gives on the East-Asian dev set (gallery protocol, YuNet landmarks refined,
-#: mirror-averaged embeddings, mean-of-templates person score; SCRFD for arcface) for a gallery of
-#: 1,000 persons at FPIR 1e-3, never below the highest impostor score + 0.10 (docs/vision.md).  A
+#: Cosine similarity a probe needs to match a person, per embedder kind: the highest of what the
+#: threshold rule of vision/calibration.py gives on the East-Asian dev set for single photos and
+#: for passages fused over several looks (gallery and passage protocols of vision/evaluate.py, with
+#: the kind's :data:`ROUTE_CHOICES`; YuNet for the 128-d models, SCRFD for arcface) for a gallery
+#: of 1,000 persons at FPIR 1e-3, never below the highest impostor score + 0.10 (docs/vision.md).
+#: Fusing looks lifts the impostor tail a little (paddlex: 0.59 for photos, 0.62 for passages).  A
 #: false accept opens the door to a stranger, so true accepts are won back with several enrolment
 #: photos, fused frames and the quality gate, never by lowering these.  foamliu's old 0.55 sat
-#: 0.003 above an East-Asian impostor pair; face_reid_0095 needs 0.75 and is not recommended.
-ARCFACE_MATCH_THRESHOLD = 0.52
-MOBILEFACENET_FOAMLIU_MATCH_THRESHOLD = 0.60
-MOBILEFACENET_PADDLEX_MATCH_THRESHOLD = 0.60
-FACE_REID_0095_MATCH_THRESHOLD = 0.75
+#: 0.003 above an East-Asian impostor pair; face_reid_0095 needs 0.78 and is not recommended.
+ARCFACE_MATCH_THRESHOLD = 0.55
+MOBILEFACENET_FOAMLIU_MATCH_THRESHOLD = 0.62
+MOBILEFACENET_PADDLEX_MATCH_THRESHOLD = 0.62
+FACE_REID_0095_MATCH_THRESHOLD = 0.78
 DEFAULT_MATCH_THRESHOLDS: dict[str, float] = {
     "arcface": ARCFACE_MATCH_THRESHOLD,
     "mobilefacenet_foamliu": MOBILEFACENET_FOAMLIU_MATCH_THRESHOLD,
@@ -48,6 +50,41 @@ DEFAULT_MATCH_THRESHOLDS: dict[str, float] = {
 }
 #: Lead the best person needs over the best other person.
 DEFAULT_MATCH_MARGIN = 0.05
+
+
+@dataclass(frozen=True)
+class RouteChoices:
+    """How a route makes and scores embeddings, measured per embedder kind (docs/vision.md).
+
+    ``scoring``: a person's score from their templates (:class:`vision.gallery.Gallery`);
+    ``mirror_average``: embed each face and its mirror image and average; ``refine_landmarks``:
+    second detector pass on the face crop and its mirror (vision/landmarks.py).  Templates and
+    probes must be made the same way: re-enrol after changing the first two."""
+
+    scoring: str = "mean"
+    mirror_average: bool = True
+    refine_landmarks: bool = True
+
+
+#: Per embedder kind.  The 128-d and 256-d models gain from all three (they were chosen on
+#: paddlex); arcface does best with insightface's own way, plain landmarks and the best template
+#: (East-Asian set, photos at each choice's own rule threshold: 89.5 % with the paddlex choices,
+#: 94.4 % with these).
+ROUTE_CHOICES: dict[str, RouteChoices] = {
+    "arcface": RouteChoices(scoring="max", mirror_average=False, refine_landmarks=False),
+    "mobilefacenet_foamliu": RouteChoices(),
+    "mobilefacenet_paddlex": RouteChoices(),
+    "face_reid_0095": RouteChoices(),
+}
+
+
+def route_choices(kind: str) -> RouteChoices:
+    """The measured pipeline choices of an embedder kind (KeyError names the known kinds)."""
+    try:
+        return ROUTE_CHOICES[kind]
+    except KeyError:
+        raise KeyError(f"no route choices for embedder kind {kind!r} "
+                       f"(known: {', '.join(sorted(ROUTE_CHOICES))})") from None
 
 
 class Embedder(Protocol):

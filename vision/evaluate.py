@@ -14,6 +14,16 @@ gallery with the route's threshold and margin, and is counted as
 Photos that show no face, or a face below the recognition quality gate, are counted and reported,
 never silently dropped: a refused probe is a genuine probe not accepted.
 
+Passage protocol (:func:`passage_protocol`): a camera sees a person walking up several times
+over a second or two, from slightly different angles and in changing light.  The same split is
+used, but a probe is a *passage* of up to ``looks`` (3) of the person's probe photos: each
+identity's probe photos (a stranger's: all of its photos), in file-name order, are cut into
+disjoint groups of consecutive photos, as few groups as ``looks`` allows and sizes as even as
+possible (5 photos: 3 + 2; 4: 2 + 2; 1: a passage of one look).  No photo is in two passages, and
+no enrolment photo is ever a genuine probe.  The passage is searched with the fusion
+(:func:`vision.fusion.fuse`) of its looks' embeddings; its impostor pair scores feed the same
+threshold rule, so a fused stranger is calibrated as a fused stranger.
+
 Inputs: a :class:`Route` (detector, embedder, optional landmark refiner, quality thresholds) and a
 folder ``ROOT/<identity>/<photo>.jpg|.jpeg|.png``.  Errors: :class:`EvaluationError` for a folder
 that is not such a set.
@@ -30,6 +40,7 @@ import numpy as np
 from vision.detect import Detector, Face
 from vision.embed import Embedder
 from vision.enrol import EnrolmentError, read_image
+from vision.fusion import fuse
 from vision.gallery import DEFAULT_SCORING, Gallery
 from vision.landmarks import Refiner
 from vision.quality import Quality, QualityThresholds, assess
@@ -37,6 +48,8 @@ from vision.quality import Quality, QualityThresholds, assess
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 DEFAULT_ENROL_MAX = 3
 DEFAULT_FOLDS = 4
+#: Probe photos per passage (a second or two of a person walking up to the camera).
+DEFAULT_LOOKS = 3
 
 
 class EvaluationError(Exception):
@@ -252,6 +265,61 @@ def gallery_protocol(
                     search(gallery, persons, fold, identity, sample.label, sample.embedding,
                            result.impostor_pairs)
                 )
+    return result
+
+
+def look_groups(items: Sequence[Sample], looks: int = DEFAULT_LOOKS) -> list[list[Sample]]:
+    """Disjoint passages of consecutive ``items``: ceil(n / looks) groups, sizes as even as
+    possible, earlier groups the larger (ValueError for ``looks`` below 1)."""
+    if looks < 1:
+        raise ValueError(f"looks must be at least 1, got {looks}")
+    count = -(-len(items) // looks)
+    groups, start = [], 0
+    for i in range(count):
+        size = len(items) // count + (1 if i < len(items) % count else 0)
+        groups.append(list(items[start:start + size]))
+        start += size
+    return groups
+
+
+def passage_protocol(
+    samples: Sequence[Sample],
+    *,
+    threshold: float,
+    margin: float,
+    scoring: str = DEFAULT_SCORING,
+    looks: int = DEFAULT_LOOKS,
+    enrol_max: int = DEFAULT_ENROL_MAX,
+    folds: int = DEFAULT_FOLDS,
+) -> ProtocolResult:
+    """The gallery protocol with passages of up to ``looks`` probe photos, each searched with the
+    fused embedding of its usable looks (module docstring).  A passage none of whose looks passed
+    the quality gate is a refused probe."""
+    enrol, probe = enrolment_split(samples, enrol_max)
+    identities = sorted(enrol)
+    dim = next(s.embedding.size for s in samples if s.embedding is not None)
+    result = ProtocolResult()
+    for fold in range(folds):
+        strangers = strangers_of_fold(identities, fold, folds)
+        gallery = Gallery(dim, threshold=threshold, margin=margin, scoring=scoring)
+        for identity in identities:
+            if identity not in strangers and enrol[identity]:
+                rows = [s.embedding for s in enrol[identity] if s.embedding is not None]
+                gallery.add(identity, np.vstack(rows))
+        result.enrolled_templates += len(gallery)
+        persons = gallery.persons()
+        for identity in identities:
+            enrolled = identity in persons
+            items = probe[identity] + ([] if enrolled else enrol[identity])
+            for group in look_groups(items, looks):
+                label = " + ".join(s.label for s in group)
+                rows = [s.embedding for s in group if s.embedding is not None]
+                if not rows:
+                    result.refused.append((f"fold {fold}: {label}",
+                                           "genuine" if enrolled else "stranger"))
+                    continue
+                result.probes.append(search(gallery, persons, fold, identity, label,
+                                            fuse(np.vstack(rows)), result.impostor_pairs))
     return result
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from vision.detect import Face
 from vision.liveness import LivenessGate
-from vision.nir import NirCheck, NirEvidence
+from vision.nir import NirCheck, NirEvidence, NirUnavailable
 from vision.planarity import MotionConsistency, MotionEvidence, TrackMotion
 
 DEFAULT_PASSIVE_FRAMES = 5
@@ -65,7 +65,7 @@ class TrackLiveness:
         *,
         passive: LivenessGate | None = None,
         motion: MotionConsistency | None = None,
-        nir: NirCheck | None = None,
+        nir: NirCheck | NirUnavailable | None = None,
         passive_frames: int = DEFAULT_PASSIVE_FRAMES,
         nir_frames: int = DEFAULT_NIR_FRAMES,
         max_wait_frames: int = DEFAULT_MAX_WAIT_FRAMES,

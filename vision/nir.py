@@ -158,6 +158,21 @@ class NirEvidence:
     contrast: float = 0.0
 
 
+class NirUnavailable:
+    """The NIR check of a camera that cannot run it (no calibration): every face fails it.
+
+    Fail closed without stopping the vision process: the door configured for NIR liveness
+    refuses faces (cards keep working) until the installer calibrates; ``reason`` says why.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def evaluate(self, face: Face, ts: float) -> NirEvidence:
+        """Never live: no NIR face can be mapped without the calibration."""
+        return NirEvidence(live=False, found=False, reflectance=0.0, offset=0.0)
+
+
 class NirCheck:
     """The NIR test of one RGB face (see the module docstring)."""
 

@@ -41,7 +41,7 @@ def calibrate(
     """
     import cv2
 
-    from drivers.camera import CameraError, open_source
+    from drivers.camera import CameraError, is_live, open_source
     from vision.models import ModelError, load_detector
     from vision.nir import NirCalibration, NirError, landmark_pairs
 
@@ -51,6 +51,19 @@ def calibrate(
         typer.echo(f"{config}: no camera.nir: nothing to calibrate", err=True)
         raise typer.Exit(EX_CONFIG)
     nir = camera.nir
+    if cfg.hardware.simulate and (is_live(camera.source) or is_live(nir.source)):
+        # The daemon's simulated cameras show a synthetic scene with no infrared twin: nothing
+        # to calibrate against, and the real devices named in the config are not there.
+        typer.echo(
+            f"{config}: `menjin camera calibrate` needs the real RGB and NIR cameras "
+            f"({camera.source}, {nir.source}), and this config runs in simulate mode "
+            "(hardware.gpio_backend: mock), whose simulated cameras have no infrared picture; "
+            f"until a real calibration exists, door {camera.door} refuses faces (cards work). "
+            "To try calibration without the hardware, point camera.source and camera.nir.source "
+            "at folders of paired RGB and NIR images.",
+            err=True,
+        )
+        raise typer.Exit(EX_CONFIG)
     try:
         detector = load_detector(vision.detector.kind, vision.detector.path,
                                  input_size=vision.detector.input_size,

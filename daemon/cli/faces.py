@@ -98,26 +98,74 @@ def enrol_person(
                            keyring=keyring)
 
 
+DEFAULT_BURST_FRAMES = 10
+DEFAULT_BURST_SECONDS = 2.0
+
+
+def enrol_at_door(
+    cfg: GateConfig, vision: VisionSection, models: FaceModels, store: TemplateStore, person: str,
+    door: str, frames: int, seconds: float, keyring: Keyring,
+) -> EnrolOutcome:
+    """Templates of ``person`` from a burst of ``door``'s camera (consent already checked).
+
+    Raises BurstError (no frames) or BurstRefusedError (not good enough, not one person)."""
+    from daemon.cli.burst import door_burst
+    from vision.burst import enrol_burst
+    from vision.enrol import decode_image
+
+    encoded = door_burst(cfg, door, frames, seconds)
+    images = ((f"frame {i + 1}", decode_image(data, f"frame {i + 1}"))
+              for i, data in enumerate(encoded))
+    result = enrol_burst(images, models.detector, models.embedder, models.thresholds,
+                         same_person=models.threshold, refiner=models.refiner,
+                         detector_kind=vision.detector.kind)
+    return store_enrolment(cfg, models, store, person, result, actor=local_actor(),
+                           keyring=keyring)
+
+
 def enrol(
     person: Annotated[
         str, typer.Option("--person", "-p", help="Person id (as in the resident store).")
     ],
     photos: Annotated[
-        list[Path], typer.Argument(help="One or more photos showing only this person.")
-    ],
+        list[Path] | None,
+        typer.Argument(help="One or more photos showing only this person (or --at-door)."),
+    ] = None,
+    at_door: Annotated[
+        str | None,
+        typer.Option("--at-door", help="Capture a burst from this door's camera instead of "
+                                       "photos: the resident looks at the camera."),
+    ] = None,
+    frames: Annotated[
+        int, typer.Option("--frames", min=3, max=12, help="Frames in the burst (--at-door).")
+    ] = DEFAULT_BURST_FRAMES,
+    seconds: Annotated[
+        float, typer.Option("--seconds", min=0.5, max=10.0,
+                            help="Length of the burst in seconds (--at-door).")
+    ] = DEFAULT_BURST_SECONDS,
     config: ConfigOpt = DEFAULT_CONFIG,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Enrol a resident's face from photos; stores only templates, encrypted.
+    """Enrol a resident's face from photos or at a door's camera; stores only templates,
+    encrypted.
 
     Refuses a person without recorded face consent, and every photo with no face, several faces,
     a too small or blurred face, or a face that already matches another enrolled person.  Several
-    photos (different days, light, glasses) make recognition more reliable.
+    photos (different days, light, glasses) make recognition more reliable.  With --at-door, a
+    burst of the door camera's frames is taken (through the running daemon, or directly when it
+    is stopped) and up to 3 diverse good frames become templates; the burst is refused when too
+    few frames show one clear face or they show different people.
 
-    Example: menjin enrol --person p-0042 front.jpg left.jpg -c /etc/menjin/gate.yaml
+    Examples: menjin enrol --person p-0042 front.jpg left.jpg -c /etc/menjin/gate.yaml
+              menjin enrol --person p-0042 --at-door front -c /etc/menjin/gate.yaml
     """
+    from daemon.cli.burst import BurstError
+    from vision.burst import BurstRefusedError
     from vision.gallery import TemplateStoreError
 
+    if bool(photos) == (at_door is not None):
+        typer.echo("error: give either photos or --at-door DOOR", err=True)
+        raise typer.Exit(2)
     cfg, vision = vision_config(config)
     try:
         keyring = Keyring(cfg)
@@ -134,11 +182,21 @@ def enrol(
         typer.echo(f"warning: {consent.warning}", err=True)
     models = face_models(vision)
     try:
-        outcome = enrol_person(cfg, models, template_store(vision, template_key), person, photos,
-                               keyring)
+        store = template_store(vision, template_key)
+        if at_door is not None:
+            outcome = enrol_at_door(cfg, vision, models, store, person, at_door, frames, seconds,
+                                    keyring)
+        else:
+            outcome = enrol_person(cfg, models, store, person, photos or [], keyring)
     except TemplateStoreError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EX_CONFIG) from exc
+    except BurstError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EX_REFUSED) from exc
+    except BurstRefusedError as exc:
+        typer.echo(f"refused: {person}: {exc}", err=True)
+        raise typer.Exit(EX_REFUSED) from exc
     except EnrolRefusedError as exc:
         for message in exc.messages:
             typer.echo(f"refused: {message}", err=True)
@@ -151,7 +209,8 @@ def enrol(
         return
     for message in outcome.rejected.values():
         typer.echo(f"rejected: {message}", err=True)
-    typer.echo(f"enrolled {person}: {outcome.accepted} photo(s) accepted, "
+    source = "frame(s) kept" if at_door is not None else "photo(s) accepted"
+    typer.echo(f"enrolled {person}: {outcome.accepted} {source}, "
                f"{len(outcome.rejected)} rejected, {outcome.templates} template(s) stored")
     typer.echo(daemon)
 
@@ -245,6 +304,7 @@ def evaluate(
         Route,
         folder_set,
         gallery_protocol,
+        passage_protocol,
         report,
         sample_set,
     )
@@ -259,16 +319,27 @@ def evaluate(
     route = Route(models.detector, models.embedder, models.thresholds, models.refiner,
                   vision.detector.kind)
     samples = sample_set(route, identities)
-    result = gallery_protocol(samples, threshold=models.threshold, margin=models.margin)
-    figures = report(result, samples, threshold=models.threshold,
-                     gallery_size=gallery_size or DEFAULT_GALLERY_SIZE)
+    size = gallery_size or DEFAULT_GALLERY_SIZE
+    result = gallery_protocol(samples, threshold=models.threshold, margin=models.margin,
+                              scoring=models.scoring)
+    figures = report(result, samples, threshold=models.threshold, gallery_size=size)
+    passages = passage_protocol(samples, threshold=models.threshold, margin=models.margin,
+                                scoring=models.scoring)
+    fused = report(passages, samples, threshold=models.threshold, gallery_size=size)
+    figures["passages"] = {key: fused[key] for key in PASSAGE_KEYS}
     if as_json:
         typer.echo(json.dumps(figures))
     else:
         for line in describe_report(figures):
             typer.echo(line)
-    if result.wrong_person_accepts or result.stranger_accepts:
+    if (result.wrong_person_accepts or result.stranger_accepts
+            or passages.wrong_person_accepts or passages.stranger_accepts):
         raise typer.Exit(EX_REFUSED)
+
+
+#: What ``faces evaluate`` reports of the passage protocol (passages of up to 3 photos, fused).
+PASSAGE_KEYS = ("genuine_probes", "true_accepts", "true_accept_rate", "wrong_person_accepts",
+                "stranger_probes", "stranger_accepts", "impostor_pairs", "recommended")
 
 
 def describe_report(figures: dict[str, object]) -> list[str]:
@@ -300,6 +371,20 @@ def describe_report(figures: dict[str, object]) -> list[str]:
             f"persons at FPIR {rec['fpir']:g} (stranger accepts per search); the configured "
             f"threshold gives FPIR {rec['fpir_at_threshold']:g}"
         )
+    passages = figures.get("passages")
+    if isinstance(passages, dict):
+        lines.append(
+            f"passages of up to 3 photos, fused: {passages['true_accepts']}/"
+            f"{passages['genuine_probes']} accepted ({passages['true_accept_rate']:.1%}), "
+            f"{passages['wrong_person_accepts']} wrong-person accepts, "
+            f"{passages['stranger_accepts']}/{passages['stranger_probes']} stranger accepts"
+        )
+        fused = passages["recommended"]
+        if "threshold" in fused:
+            lines.append(
+                f"recommended threshold for fused passages {fused['threshold']:.2f} (configured "
+                f"threshold: FPIR {fused['fpir_at_threshold']:g}); use the higher of the two"
+            )
     for label, problem in dict(figures["refusals"]).items():  # type: ignore[call-overload]
         lines.append(f"refused: {label}: {problem}")
     return lines

@@ -171,6 +171,9 @@ def render_status(st: dict[str, Any], console: Console) -> None:
                       f"{vision.get('restarts', 0)} restart(s), frames {vision.get('frames', 0)}, "
                       f"dropped {vision.get('dropped', 0)}, pipeline errors "
                       f"{vision.get('errors', 0)}{error})")
+        if vision.get("faces_refused"):
+            console.print(f"[red]faces refused[/] at door {vision.get('door')}: "
+                          f"{vision['faces_refused']}")
 
 
 def reader_state(reader: dict[str, Any]) -> str:
@@ -413,6 +416,10 @@ def sim_camera(
     _sim(config, sock, "sim.camera", {"door": door, "present": not unplug})
 
 
+#: `sim face --frames`: the photo stays at most this long waiting for the frames.
+SIM_FACE_FRAMES_MAX_SECONDS = 60.0
+
+
 @sim_app.command("face")
 def sim_face(
     door: Annotated[str, typer.Argument(help="Door id (its camera).")],
@@ -420,16 +427,21 @@ def sim_face(
         Path, typer.Argument(exists=True, dir_okay=False, help="JPEG/PNG photo.")
     ],
     seconds: float = typer.Option(2.0, "--seconds", min=0.1, max=30, help="How long it is shown."),
+    frames: int = typer.Option(
+        0, "--frames", min=0, max=1000,
+        help="Then keep it until the face pipeline processed this many frames of it (at most "
+             "60 s): a loaded board may process none in a few seconds."),
     config: Path | None = ConfigOpt,
     sock: Path | None = SocketOpt,
 ) -> None:
     """Show a photo to a door's simulated camera, as if the person stood in front of it.
 
-    Example: menjin sim face front obama1.jpg
+    Example: menjin sim face front obama1.jpg --frames 12
     """
     data = base64.b64encode(photo.read_bytes()).decode("ascii")
     _sim(config, sock, "sim.face",
-         {"door": door, "photo": data, "name": photo.name, "seconds": seconds})
+         {"door": door, "photo": data, "name": photo.name, "seconds": seconds, "frames": frames,
+          "max_seconds": max(seconds, SIM_FACE_FRAMES_MAX_SECONDS) if frames else seconds})
 
 
 def register(app: typer.Typer) -> None:

@@ -9,9 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.bench.shape import assert_common_tail
+
 REPO = Path(__file__).resolve().parents[2]
-KEYS = {"decisions_per_s_1k", "decisions_per_s_10k", "decisions_per_s_100k",
-        "speedup_vs_naive_100k", "rss_mb_100k"}
+LABELS = ("1k", "10k", "100k")
+RATES = {f"{prefix}_{label}" for label in LABELS
+         for prefix in ("decisions_per_s", "decisions_per_cpu_s", "sqlite_decisions_per_s",
+                        "sqlite_decisions_per_cpu_s", "ratio_vs_sqlite")}
 
 
 @pytest.mark.timeout(120)
@@ -22,8 +26,13 @@ def test_access_decision_bench_quick() -> None:
     )
     lines = run.stdout.strip().splitlines()
     result = json.loads(lines[-1])
-    assert result.keys() >= KEYS
+    assert result.keys() >= RATES | {"ratio", "flatness_100k_vs_1k", "rss_mb_100k"}
+    assert_common_tail(result, "pydantic")
     assert result["quick"] is True
     assert result["sizes"] == [100, 300, 1000]
-    assert all(result[key] > 0 for key in KEYS)
+    assert all(result[key] > 0 for key in RATES)
+    assert result["ratio"] == result["ratio_vs_sqlite_100k"] > 0
+    assert result["same_decisions"] is True  # the baseline decides exactly as menjin does
+    assert result["baseline"]["decisions_per_cpu_s_100k"] == \
+        result["sqlite_decisions_per_cpu_s_100k"]
     assert len(lines) == 5  # one line per size, the verdict, the JSON

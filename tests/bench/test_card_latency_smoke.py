@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.bench.shape import assert_common_tail
+
 REPO = Path(__file__).resolve().parents[2]
 KEYS = {"p50_idle_ms", "p99_idle_ms", "p50_busy_ms", "p99_busy_ms", "busy_to_idle_p50",
         "wire_time_ms", "swipes", "vision"}
@@ -23,6 +25,7 @@ def test_card_latency_bench_quick_without_models(tmp_path: Path) -> None:
         env={**os.environ, "MENJIN_MODELS": str(tmp_path / "no-models")},
     )
     result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert_common_tail(result)  # machine and versions (bench/machine.py)
     assert result.keys() >= KEYS
     assert result["swipes"] == 50
     assert result["wire_time_ms"] == pytest.approx(14 * 10 / 9600 * 1000, abs=1e-3)

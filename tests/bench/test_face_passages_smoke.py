@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.bench.shape import assert_common_tail
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -25,9 +27,10 @@ def test_face_passages_bench_quick(models_dir: Path, faces_dir: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     doc = json.loads(result.stdout.strip().splitlines()[-1])
+    assert_common_tail(doc)  # machine and versions (bench/machine.py)
     assert set(doc["routes"]) == {"paddlex", "faceanalysis"}
     for route in doc["routes"].values():
-        for level in ("photo", "passage"):
+        for level in ("photo", "looks", "passage"):
             figures = route[level]
             assert figures["wrong_person_accepts"] == figures["stranger_accepts"] == 0
             assert 0 < figures["true_accepts"] <= figures["genuine"]

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.bench.shape import assert_common_tail
+
 REPO = Path(__file__).resolve().parents[2]
 CHECKS = {"passive", "motion", "nir", "rgb", "all", "single_frame_baseline"}
 
@@ -23,7 +25,9 @@ def test_liveness_bench_quick(models_dir: Path, faces_dir: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     doc = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(doc) == {"material", "cpu_ms_per_track", "cpu_ratio_vs_single_frame", "tracks"}
+    assert_common_tail(doc)  # machine and versions (bench/machine.py)
+    assert set(doc) - {"machine", "versions"} == {
+        "material", "cpu_ms_per_track", "cpu_ratio_vs_single_frame", "tracks"}
     sim = doc["material"]["sim"]
     assert set(sim) == CHECKS
     for row in sim.values():

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.bench.shape import assert_common_tail
 from tests.broker import mosquitto_binary
 
 REPO = Path(__file__).resolve().parents[2]
-KEYS = {"events_per_s", "raw_events_per_s", "ratio_vs_raw", "backlog_drain_s", "lost"}
+KEYS = {"access_events_per_s", "events_per_s", "raw_events_per_s", "ratio_vs_raw",
+        "ratio_routine_vs_raw", "backlog_drain_s", "lost", "rounds_events_per_s"}
 
 
 @pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")
@@ -25,6 +27,10 @@ def test_uplink_bench_quick() -> None:
     )
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result.keys() >= KEYS
+    assert_common_tail(result, "paho-mqtt")
     assert result["lost"] == 0
-    assert result["events_per_s"] > 0 and result["raw_events_per_s"] > 0
+    assert result["events_per_s"] > 0 and result["access_events_per_s"] > 0
+    assert result["baseline"]["events_per_s"] == result["raw_events_per_s"] > 0
+    assert result["ratio_vs_raw"] > 0 and result["ratio_routine_vs_raw"] > 0
     assert result["backlog_events"] == 300
+    assert all(len(v) == 1 for v in result["rounds_events_per_s"].values())

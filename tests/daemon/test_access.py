@@ -342,3 +342,51 @@ async def test_card_and_pin_checked_off_the_loop_decide_the_same() -> None:
     assert (duress.granted, duress.duress) == (True, True)
     assert wrong.reason is Reason.WRONG_PIN
     assert unknown.reason is Reason.UNKNOWN_CREDENTIAL
+
+
+@pytest.mark.parametrize("groups", [("office", "residents"), ("residents", "office")])
+def test_an_always_group_opens_at_any_hour_whatever_else_the_person_belongs_to(
+        groups: tuple[str, ...]) -> None:
+    both = AccessIndex.build([Person("p", "Both", groups=groups, cards=("2001",)),
+                              Person("o", "Office", groups=("office",), cards=("2002",))],
+                             GROUPS, zone=SHANGHAI)
+    controller = AccessController(both, {"front": FRONT})
+    sunday_3 = datetime(2026, 12, 6, 3, 0, tzinfo=SHANGHAI)
+    for now in (MONDAY_10, MONDAY_20, sunday_3):
+        assert controller.decide_card("front", "2001", now).granted
+    assert controller.decide_card("front", "2002", MONDAY_10).granted
+    assert controller.decide_card("front", "2002", MONDAY_20).reason is Reason.OUTSIDE_SCHEDULE
+    assert controller.decide_card("front", "2002", sunday_3).reason is Reason.OUTSIDE_SCHEDULE
+
+
+def test_lockdown_and_a_replaced_index_both_reach_the_next_decision() -> None:
+    controller = AccessController(INDEX, {"front": FRONT})
+    assert controller.decide_card("front", "1001", MONDAY_10, lockdown=True).reason \
+        is Reason.LOCKDOWN
+    assert controller.decide_card("front", "1001", MONDAY_10).granted
+    controller.replace(AccessIndex.build(
+        [Person("new", "New", groups=("residents",), cards=("3001",))], GROUPS, zone=SHANGHAI))
+    assert controller.decide_card("front", "3001", MONDAY_10, lockdown=True).reason \
+        is Reason.LOCKDOWN
+    assert controller.decide_card("front", "3001", MONDAY_10).granted
+    assert controller.decide_card("front", "1001", MONDAY_10).reason \
+        is Reason.UNKNOWN_CREDENTIAL
+
+
+def test_decisions_and_credentials_are_immutable() -> None:
+    decision = AccessController(INDEX, {"front": FRONT}).decide_card("front", "1001", MONDAY_10)
+    with pytest.raises(AttributeError):
+        decision.granted = False  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        card("1001").value = "1002"  # type: ignore[misc]
+
+
+def test_the_decision_lookup_agrees_with_the_card_table() -> None:
+    """``card_entries``/``duress`` (what a decision reads) say what ``cards`` says."""
+    assert set(INDEX.card_entries) == set(INDEX.cards)
+    for key, (person, duress) in INDEX.cards.items():
+        entry = INDEX.card_entries[key]
+        assert entry.id == person and entry.person.id == person
+        assert entry.enabled == entry.person.enabled
+        assert (key in INDEX.duress) is duress
+    assert INDEX.duress == {"9001"}

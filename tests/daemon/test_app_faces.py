@@ -82,3 +82,46 @@ async def test_enrol_without_recorded_consent_is_refused(gate: Gate, faces_dir: 
     finally:
         assert gate.store is not None
         gate.store.close()
+
+
+def camera_frames(photo: Path, count: int) -> list[bytes]:
+    """What the door camera sends for a resident standing in front of it: the photo in a
+    640x480 frame, moving a few pixels, as JPEG."""
+    import cv2
+    import numpy as np
+
+    image = cv2.imread(str(photo))
+    scale = 360 / image.shape[0]
+    image = cv2.resize(image, None, fx=scale, fy=scale)
+    frames = []
+    for i in range(count):
+        canvas = np.full((480, 640, 3), 110, np.uint8)
+        x, y = 100 + 5 * i, 60
+        width = min(image.shape[1], 640 - x)
+        canvas[y:y + image.shape[0], x:x + width] = image[:, :width]
+        frames.append(cv2.imencode(".jpg", canvas)[1].tobytes())
+    return frames
+
+
+@pytest.mark.timeout(120)
+async def test_station_enrol_at_the_door_takes_a_burst_of_that_camera(
+    gate: Gate, faces_dir: Path
+) -> None:
+    asked: list[tuple[str, int, float]] = []
+
+    async def burst(door: str, frames: int, seconds: float) -> list[bytes]:
+        asked.append((door, frames, seconds))
+        return camera_frames(faces_dir / "probe" / "obama1.jpg", frames)
+
+    gate.station_commands._burst = burst  # the vision process's camera, without the process
+    try:
+        result = await gate.station_commands.enrol({"person": "p-obama", "door": "front"})
+        assert asked == [("front", 10, 2.0)]
+        assert result["accepted"] == result["templates"] == 3
+        assert gate.config.vision is not None
+        assert template_store(gate.config.vision).load()["p-obama"].shape == (3, 128)
+        with pytest.raises(ValueError, match="door 'back': no such door with a camera"):
+            await gate.station_commands.enrol({"person": "p-obama", "door": "back"})
+    finally:
+        assert gate.store is not None
+        gate.store.close()

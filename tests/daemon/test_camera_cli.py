@@ -87,3 +87,21 @@ def test_calibrate_without_a_face_in_nir_fails_clearly(
         "pairs, got 0: was a face visible to both cameras?"
     )
     assert not (tmp_path / "state" / "nir_calibration.json").exists()
+
+
+def test_calibrate_in_simulate_mode_says_it_needs_the_real_cameras(
+        models_dir: Path, tmp_path: Path) -> None:
+    """It used to open the real /dev/video0 of the example config in simulate mode."""
+    config = tmp_path / "gate.yaml"
+    config.write_text(gate_config(tmp_path, models_dir, "/dev/video2").read_text().replace(
+        f"source: {tmp_path / 'rgb'}", "source: /dev/video0") + "hardware: {gpio_backend: mock}\n",
+        encoding="utf-8")
+    result = CliRunner().invoke(app, ["camera", "calibrate", "-c", str(config)])
+    assert result.exit_code == 78
+    assert " ".join(result.output.split()) == (
+        f"{config}: `menjin camera calibrate` needs the real RGB and NIR cameras (/dev/video0, "
+        "/dev/video2), and this config runs in simulate mode (hardware.gpio_backend: mock), "
+        "whose simulated cameras have no infrared picture; until a real calibration exists, "
+        "door front refuses faces (cards work). To try calibration without the hardware, point "
+        "camera.source and camera.nir.source at folders of paired RGB and NIR images.")
+    assert not (tmp_path / "state" / "nir_calibration.json").exists()

@@ -207,3 +207,43 @@ async def test_cancelling_the_server_ends_open_streams(tmp_path: Path) -> None:
     await stop(task)
     with pytest.raises(DaemonStoppedError, match=r"^daemon stopped$"):
         await asyncio.wait_for(pending, 5)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000 + b"\n",
+         'malformed request (nested deeper than 32 levels): expected one JSON line '
+         '{"cmd": ..., "args": {...}}'),
+        (b'{"cmd": "ping", "args": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5000 + b"}\n",
+         'malformed request (nested deeper than 32 levels): expected one JSON line '
+         '{"cmd": ..., "args": {...}}'),
+        (b'{"cmd": "ping", "cmd": "status"}\n',
+         "malformed request (duplicate key 'cmd'): expected one JSON line "
+         '{"cmd": ..., "args": {...}}'),
+        (b'{"cmd": "ping", "args": {"n": 1e999}}\n',
+         'malformed request (number is not finite): expected one JSON line '
+         '{"cmd": ..., "args": {...}}'),
+    ],
+)
+async def test_hostile_requests_get_an_error_answer_and_the_server_goes_on(
+        tmp_path: Path, raw: bytes, error: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Deeply nested input used to end in a RecursionError traceback and no answer."""
+    server = ControlServer(tmp_path / "control.sock")
+
+    async def ping(req: Request) -> str:
+        return "pong"
+
+    server.command("ping", ping)
+    task = await started(server)
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(server.path))
+        writer.write(raw)
+        reply = json.loads(await reader.readline())
+        writer.close()
+        assert reply == {"ok": False, "error": error}
+        assert await call(server.path, "ping") == "pong"  # still serving
+    finally:
+        await stop(task)
+    assert "Traceback" not in caplog.text and "RecursionError" not in caplog.text

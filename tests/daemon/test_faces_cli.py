@@ -346,3 +346,27 @@ async def test_enrol_makes_the_running_daemon_reload(tmp_path: Path, models_dir:
         await asyncio.gather(task, return_exceptions=True)
     assert message == "the running daemon reloaded the face templates: the new face opens at once"
     assert calls == ["faces.changed"]
+@pytest.mark.parametrize(
+    ("route", "extra", "expected"),
+    [
+        ("permissive", "", ("mean", True, True)),
+        ("insightface", "", ("max", False, False)),  # measured per route (docs/vision.md)
+        ("insightface", "  scoring: mean\n  refine_landmarks: true\n", ("mean", False, True)),
+        ("permissive", "  refine_landmarks: false\n", ("mean", True, False)),
+    ],
+)
+def test_route_choices_default_per_embedder_and_the_config_overrides_them(
+    tmp_path: Path, models_dir: Path, route: str, extra: str,
+    expected: tuple[str, bool, bool],
+) -> None:
+    from daemon.faces import route_choices
+
+    config = write_config(tmp_path, models_dir, route)
+    config.write_text(config.read_text(encoding="utf-8") + extra, encoding="utf-8")
+    vision = load_config(config).vision
+    assert vision is not None
+    choices = route_choices(vision)
+    assert (choices.scoring, choices.mirror_average, choices.refine_landmarks) == expected
+    models = face_models(vision)
+    assert models.scoring == expected[0]
+    assert (models.refiner is not None) is expected[2]

@@ -412,3 +412,87 @@ async def test_writer_thread_group_commits_and_tells_listeners_on_the_loop(tmp_p
         assert {p.id for p in reopened.pending(500)} == set(ids[50:])
     finally:
         reopened.close()
+
+
+async def _committed(journal: Journal, ids: set[str], *, within_s: float = 10.0) -> None:
+    """Wait until every id in ``ids`` is readable from the journal's file (committed)."""
+    async with asyncio.timeout(within_s):
+        while not ids <= {p.id for p in journal.pending(10_000)}:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("event_type", ["access.granted", "door.forced"])
+async def test_writer_commits_a_decision_or_alarm_at_once_behind_waiting_routine_events(
+        tmp_path: Path, event_type: str) -> None:
+    """Routine events wait for company (here an hour); a decision or an alarm recorded behind
+    them wakes the writer, which commits all of them then, not an hour later."""
+    journal = Journal(tmp_path / "journal.db", gate="g1", batch_seconds=3600)
+    journal.start_writer(asyncio.get_running_loop())
+    try:
+        routine = {journal.record(Event("door.opened", door="front"))["id"] for _ in range(5)}
+        await asyncio.sleep(0.05)  # the writer is now waiting for company
+        urgent = journal.record(Event(event_type, door="front"))["id"]
+        await _committed(journal, routine | {urgent})
+    finally:
+        journal.close()
+
+
+async def test_writer_commits_a_full_batch_without_waiting_for_the_timer(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.db", gate="g1", batch_seconds=3600, batch_max=20)
+    journal.start_writer(asyncio.get_running_loop())
+    try:
+        ids = {journal.record(Event("door.opened", door="front"))["id"] for _ in range(20)}
+        await _committed(journal, ids)
+    finally:
+        journal.close()
+
+
+async def test_writer_wakes_from_idle_for_a_routine_event_and_an_acknowledgement(
+        tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.db", gate="g1", batch_seconds=0.05)
+    journal.start_writer(asyncio.get_running_loop())
+    try:
+        first = journal.record(Event("door.opened", door="front"))["id"]
+        await _committed(journal, {first})
+        await asyncio.sleep(0.1)  # idle again: nothing to commit
+        journal.mark_delivered([first])
+        async with asyncio.timeout(10):
+            while stored(tmp_path / "journal.db",  # noqa: ASYNC110
+                         "SELECT delivered FROM events") != [(1,)]:
+                await asyncio.sleep(0.01)
+        second = journal.record(Event("door.closed", door="front"))["id"]
+        await _committed(journal, {second})
+    finally:
+        journal.close()
+
+
+async def test_a_burst_of_routine_events_goes_to_disk_in_a_few_group_commits(
+        tmp_path: Path) -> None:
+    """Counted, not timed: with the batch timer longer than the test, 500 routine events
+    recorded back to back are committed when a batch of 100 is full (and the rest with the
+    decision that follows them), not one commit per event."""
+    journal = Journal(tmp_path / "journal.db", gate="g1", batch_seconds=3600, batch_max=100)
+    journal.start_writer(asyncio.get_running_loop())
+    try:
+        ids = {journal.record(Event("door.opened", door="front"))["id"] for _ in range(500)}
+        ids.add(journal.record(Event("access.granted", door="front"))["id"])
+        await _committed(journal, ids)
+        assert journal.group_commits <= 500 // 100 + 2
+    finally:
+        journal.close()
+
+
+def test_numbering_continues_after_a_seq_floor_known_from_elsewhere(tmp_path: Path) -> None:
+    """A new journal after a recovery: seq 1 again would be dropped by the station as a
+    duplicate of the lost journal's seq 1 (it dedups by gate and seq)."""
+    journal = open_journal(tmp_path, seq_floor=29)
+    assert journal.seq_at_open == 0
+    assert journal.record(Event("door.opened", door="front", ts_ms=T0))["seq"] == 30
+    journal.close()
+    journal = open_journal(tmp_path)  # the floor was stored: no floor needed on reopening
+    assert journal.seq_at_open == 30
+    assert journal.record(Event("door.opened", door="front", ts_ms=T0 + 1))["seq"] == 31
+    journal.close()
+    journal = open_journal(tmp_path, seq_floor=5)  # a lower floor changes nothing
+    assert journal.record(Event("door.opened", door="front", ts_ms=T0 + 2))["seq"] == 32
+    journal.close()

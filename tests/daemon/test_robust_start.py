@@ -85,6 +85,38 @@ def test_a_corrupt_journal_is_moved_aside_and_a_new_one_started(tmp_path: Path) 
         assert gate.stop() == 0
 
 
+@pytest.mark.timeout(180)
+def test_after_a_journal_recovery_seq_continues_and_the_restart_is_not_clean(
+        tmp_path: Path) -> None:
+    gate = Gate(tmp_path).start()
+    gate.swipe_opens()
+    assert gate.stop() == 0
+    marker = json.loads((gate.state / "run.json").read_text())
+    last_seq = marker["last_seq"]
+    assert marker["clean"] is True and last_seq == gate.events()[-1]["seq"] > 1
+    for side in ("journal.db-wal", "journal.db-shm"):
+        (gate.state / side).unlink(missing_ok=True)
+    # a new inode: a reading connection of this process still open must not write into it
+    torn = gate.state / "torn.db"
+    torn.write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
+    torn.replace(gate.state / "journal.db")
+    gate.start()
+    try:
+        restarted = gate.wait_for("gate.restarted", lambda: [
+            e for e in gate.events() if e["type"] == "gate.restarted"])[0]
+        events = gate.events()
+        assert events[0]["seq"] == last_seq + 1  # never seq 1 again: the station dedups by seq
+        assert [e["seq"] for e in events] == list(range(last_seq + 1, last_seq + 1 + len(events)))
+        recovered = next(e for e in events if e["type"] == "journal.recovered")
+        assert recovered["data"]["continues_after"] == last_seq
+        assert restarted["reason"] == "unclean"
+        assert restarted["data"]["clean"] is False
+        assert restarted["data"]["previous_last_seq"] == last_seq
+    finally:
+        assert gate.stop() == 0
+    assert json.loads((gate.state / "run.json").read_text())["last_seq"] == gate.events()[-1]["seq"]
+
+
 def _corrupt(db: Path) -> None:
     """Overwrite the pages after the header: SQLite opens the file and then fails to read it."""
     data = bytearray(db.read_bytes())

@@ -72,7 +72,7 @@ def test_wiegand_frame_decodes_back_to_the_credential(
         fmt, facility, number, int(credential))
 
 
-@pytest.mark.parametrize("credential", ["12AB", "", "-5"])
+@pytest.mark.parametrize("credential", ["12AB", "", "-5", "\u0661\u0662\u0663"])
 def test_card_numbers_must_be_decimal(credential: str) -> None:
     with pytest.raises(SimInputError, match="decimal"):
         wiegand_frame(("h10301",), credential)

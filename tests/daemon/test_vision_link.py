@@ -6,7 +6,9 @@ Fed through a real asyncio StreamReader, as the socket to the vision process wou
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -58,6 +60,9 @@ async def test_a_recognition_goes_to_the_passage_which_decides() -> None:
         (line({"type": "health", "frames": 10**30}), "frames: a non-negative integer"),
         (line({"type": "capture", "portrait": "***"}), "bad message"),
         (line({"type": "grant", "door": "front"}), "unknown message type 'grant'"),
+        (line({"type": "burst", "frames": "not a list"}),
+         "frames: a list of base64 strings expected"),
+        (line({"type": "burst", "frames": ["***"]}), "bad message"),
     ],
 )
 async def test_a_bad_message_ends_the_vision_process_and_decides_nothing(
@@ -77,3 +82,61 @@ def test_the_wire_refuses_to_send_an_oversized_message() -> None:
     with pytest.raises(WireError, match="exceeds"):
         encode({"type": "show", "photo": "x" * MAX_MESSAGE_BYTES})
     assert decode(encode({"type": "ready"})) == {"type": "ready"}
+
+
+async def burst_rig(
+    vision: VisionLink,
+) -> tuple[asyncio.StreamReader, list[object]]:
+    """The vision process's end of the socket, with the link ready to write to it (and the
+    objects to keep alive while the test runs)."""
+    ours, theirs = socket.socketpair()
+    link_reader, vision._writer = await asyncio.open_unix_connection(sock=ours)
+    vision.door = "front"
+    vision._ready.set()
+    reader, writer = await asyncio.open_unix_connection(sock=theirs)
+    return reader, [link_reader, writer, ours, theirs]
+
+
+async def test_an_enrolment_burst_is_asked_of_the_vision_process_and_its_frames_come_back(
+) -> None:
+    vision = link([])
+    child, _alive = await burst_rig(vision)
+    asked = asyncio.create_task(vision.burst("front", 2, 1.0))
+    assert decode(await child.readline()) == {"type": "burst", "frames": 2, "seconds": 1.0}
+    frames = [b"\xff\xd8\xff one", b"\xff\xd8\xff two"]
+    await listen(vision, line({"type": "burst",
+                               "frames": [base64.b64encode(f).decode() for f in frames]}))
+    assert await asked == frames
+
+
+async def test_a_refused_burst_and_a_door_without_camera_say_why() -> None:
+    vision = link([])
+    _child, _alive = await burst_rig(vision)
+    with pytest.raises(LookupError, match="door back has no camera with vision"):
+        await vision.burst("back", 2, 1.0)
+    asked = asyncio.create_task(vision.burst("front", 2, 1.0))
+    await asyncio.sleep(0)
+    await listen(vision, line({"type": "burst", "error": "frames: 1 to 12 expected"}))
+    with pytest.raises(LookupError, match="the vision process refused the burst: frames: 1 to 12"):
+        await asked
+
+
+async def test_frames_nobody_waits_for_any_more_are_dropped() -> None:
+    vision = link([])
+    await listen(vision, line({"type": "burst", "frames": []}))  # no error, nothing to resolve
+
+
+async def test_status_tells_a_door_refusing_faces_and_a_down_vision_is_no_absent_camera(
+        ) -> None:
+    events: list[Event] = []
+    vision = link(events)
+    reason = "no NIR calibration at /x/nir.json: run `menjin camera calibrate`"
+    await listen(vision, line({"type": "ready"}),
+                 line({"type": "health", "frames": 3, "processed": 3, "dropped": 0,
+                       "errors": 0, "last_error": None, "faces_refused": reason}))
+    status = vision.status()
+    assert (status["state"], status["camera"], status["faces_refused"]) == ("ok", "ok", reason)
+    vision._fault("front", "exit 1", 1.0)  # the process died: the camera is not "absent"
+    status = vision.status()
+    assert (status["state"], status["camera"], status["faces_refused"]) == (
+        "fault", "fault", None)

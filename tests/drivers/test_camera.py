@@ -108,6 +108,34 @@ def test_describe_hides_stream_credentials(source: str, shown: str) -> None:
     assert describe(source) == shown
 
 
+def test_synthetic_source_keeps_a_photo_until_enough_frames_were_processed() -> None:
+    """A starved consumer (2 loaded cores) processed no frame in the photo's 3 s: the demo's
+    face step failed.  The photo now stays until ``done``, within ``max_seconds``."""
+    now = [100.0]
+    processed = [0]
+    source = SyntheticSource((64, 48), clock=lambda: now[0])
+    empty = source.read()
+    photo = np.full((30, 20, 3), 250, dtype=np.uint8)
+    source.show(photo, seconds=3.0, done=lambda: processed[0] >= 12, max_seconds=40.0)
+    shown = source.read()
+    now[0] += 20.0  # long past 3 s, no frame processed yet: still there
+    assert np.array_equal(source.read(), shown)
+    processed[0] = 11
+    assert np.array_equal(source.read(), shown)
+    processed[0] = 12
+    assert np.array_equal(source.read(), empty)
+    source.show(photo, seconds=3.0, done=lambda: False, max_seconds=40.0)
+    now[0] += 39.9
+    assert np.array_equal(source.read(), shown)
+    now[0] += 0.2  # the upper bound: never longer than max_seconds
+    assert np.array_equal(source.read(), empty)
+    source.show(photo, seconds=3.0, done=lambda: True, max_seconds=40.0)
+    now[0] += 2.9  # enough frames early: still the minimum seconds
+    assert np.array_equal(source.read(), shown)
+    now[0] += 0.2
+    assert np.array_equal(source.read(), empty)
+
+
 @pytest.mark.timeout(30)
 def test_image_folder_loops_in_name_order(tmp_path: Path) -> None:
     write_images(tmp_path / "imgs")

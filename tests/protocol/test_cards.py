@@ -65,3 +65,63 @@ def test_leading_zeros_never_change_the_card(number: int, zeros: int) -> None:
 @given(st.integers(0, 255), st.integers(0, 65535))
 def test_facility_number_is_the_wiegand26_value(facility: int, number: int) -> None:
     assert card_value(f"{facility:03d},{number:05d}") == facility << 16 | number
+
+
+@pytest.mark.parametrize(
+    ("written", "message"),
+    [
+        ("1E3", "card number '1E3' looks like a spreadsheet turned it into a number (scientific "
+         "notation or a fraction): format the column as text and copy the card number as "
+         "printed; a hex tag id is written with 0x (0x1E3)"),
+        ("1e3", "card number '1e3' looks like a spreadsheet turned it into a number (scientific "
+         "notation or a fraction): format the column as text and copy the card number as "
+         "printed; a hex tag id is written with 0x (0x1e3)"),
+        ("1.23457E+11", "card number '1.23457E+11' looks like a spreadsheet turned it into a "
+         "number (scientific notation or a fraction): format the column as text and copy the "
+         "card number as printed"),
+        ("1,2E+09", "card number '1,2E+09' looks like a spreadsheet turned it into a number "
+         "(scientific notation or a fraction): format the column as text and copy the card "
+         "number as printed"),
+        ("12345678.0", "card number '12345678.0' looks like a spreadsheet turned it into a "
+         "number (scientific notation or a fraction): format the column as text and copy the "
+         "card number as printed"),
+        ("0b101", "card number '0b101' is a binary literal, which no card prints: give the "
+         "decimal or hex number as printed (a hex tag id with 0x: 0x0b101 if that is what it "
+         "is)"),
+        ("0B1101", "card number '0B1101' is a binary literal, which no card prints: give the "
+         "decimal or hex number as printed (a hex tag id with 0x: 0x0B1101 if that is what it "
+         "is)"),
+        ("\u0661\u0662\u0663", "card number '\u0661\u0662\u0663' has characters other than "
+         "ASCII digits, letters A-F and , : / (type the digits as printed, 0-9)"),
+        ("\uff11\uff12\uff13", "card number '\uff11\uff12\uff13' has characters other than "
+         "ASCII digits, letters A-F and , : / (type the digits as printed, 0-9)"),
+        ("3\u0660,12", "card number '3\u0660,12' has characters other than ASCII digits, "
+         "letters A-F and , : / (type the digits as printed, 0-9)"),
+    ],
+)
+def test_ambiguous_forms_are_refused_never_read_as_another_card(written: str,
+                                                                message: str) -> None:
+    """Issue: "0b101" became 45313 (hex), "1E3" became 483, "١٢٣" became 123."""
+    with pytest.raises(CardNumberError) as caught:
+        canonical_card(written)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("written", "canonical"),
+    [
+        ("0x1E3", "483"),  # scientific-looking hex is fine with its 0x
+        ("0B12AC34D5", str(0x0B12AC34D5)),  # a hex tag id starting 0B is no binary literal
+        ("00001E5F3A", str(0x1E5F3A)),
+    ],
+)
+def test_unambiguous_hex_near_the_refused_shapes_still_reads(written: str,
+                                                             canonical: str) -> None:
+    assert canonical_card(written) == canonical
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=0x80, categories=["Nd"]), min_size=1,
+               max_size=12))
+def test_no_non_ascii_digit_string_is_ever_a_card(digits: str) -> None:
+    with pytest.raises(CardNumberError):
+        canonical_card(digits)

@@ -62,7 +62,12 @@ def handlers_for(log: FakeGateLog) -> dict[str, Any]:
         log.calls.append(("enrol", args))
         return {"person": args["person"], "templates": len(args["photos"])}
 
-    return {"open": open_door, "sync": apply_sync, "enrol": enrol}
+    async def erase(args: dict[str, Any]) -> dict[str, Any]:
+        log.calls.append(("erase", args))
+        return {"person": args["person"], "cards_removed": 1}
+
+    return {"open": open_door, "sync": apply_sync, "enrol": enrol, "forget": erase,
+            "remove": erase}
 
 
 async def run_gate(broker: Broker, gate: str, public_key_path: Path, log: FakeGateLog,
@@ -294,3 +299,15 @@ async def test_a_command_the_broker_refuses_is_reported_not_waited_for(tmp_path:
                 await send_command(config, "g1", "ping", {}, key=key)
     finally:
         broker.stop()
+
+
+@pytest.mark.parametrize("argv", [["enrol", "g1", "p-0101"],
+                                  ["enrol", "g1", "p-0101", "a.jpg", "--at-door", "front"]])
+def test_station_enrol_needs_photos_or_a_door_not_both(argv: list[str]) -> None:
+    from typer.testing import CliRunner
+
+    from station.cli import station_app
+
+    result = CliRunner().invoke(station_app, argv)
+    assert result.exit_code != 0
+    assert "give either photos or --at-door DOOR" in result.output

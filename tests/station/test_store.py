@@ -179,43 +179,54 @@ def test_sync_state_round_trips(store: Store) -> None:
     assert store.sync_state("g1") == (8, {"p2": {"person": "p2"}})
 
 
+NOW_MS = 1_790_000_000_000
+SEQ_RANGE = "'seq' must be an integer from 1 to 9007199254740992"
+TS_RANGE = f"'ts_ms' must be an integer from 1577836800000 to {NOW_MS + 86_400_000}"
+OK = b'"v": 1, "id": "a", "gate": "g1", "seq": 1'
+
+
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
         (b"[]", "not a JSON object"),
-        (b'{"v": 2}', "unsupported schema version 2"),
-        (b'{"v": 1, "id": "../etc", "gate": "g1"}', "'id' must be a UUID-like identifier"),
+        (b'{"v": 2, "gate": "g1", "seq": 1}', "unsupported schema version 2"),
+        (b'{"v": 1, "id": "../etc", "gate": "g1", "seq": 1}',
+         "'id' must be a UUID-like identifier"),
         (b'{"v": 1, "id": "a", "gate": "g2"}', "event names gate 'g2' on the topic of gate 'g1'"),
-        (b'{"v": 1, "id": "a", "gate": "g1", "seq": 0, "ts_ms": 1, "type": "x"}',
-         "'seq' must be an integer >= 1"),
-        (b'{"v": 1, "id": "a", "gate": "g1", "seq": true, "ts_ms": 1, "type": "x"}',
-         "'seq' must be an integer >= 1"),
-        (b'{"v": 1, "id": "a", "gate": "g1", "seq": 1, "ts_ms": 1}', "'type' is missing"),
-        (b'{"v": 1, "id": "a", "gate": "g1", "seq": 1, "ts_ms": 1, "type": "x", "data": 3}',
+        (b'{"v": 1, "id": "a", "gate": "g1", "seq": 0, "ts_ms": 1, "type": "x"}', SEQ_RANGE),
+        (b'{"v": 1, "id": "a", "gate": "g1", "seq": true, "ts_ms": 1, "type": "x"}', SEQ_RANGE),
+        (b'{"v": 1, "id": "a", "gate": "g1", "seq": 9007199254740993}', SEQ_RANGE),
+        (b'{' + OK + b', "ts_ms": 1790000000000}', "'type' is missing"),
+        (b'{' + OK + b', "ts_ms": 1790000000000, "type": "x", "data": 3}',
          "'data' must be a JSON object"),
-        (b'{"v": 1, "id": "a", "gate": "g1", "seq": 1, "ts_ms": 1, "type": "x", "door": 5}',
+        (b'{' + OK + b', "ts_ms": 1790000000000, "type": "x", "door": 5}',
          "'door' must be a string of at most 256 characters"),
-        (b'{"v": 1, "id": "a", "gate": "g1", "seq": 1, "ts_ms": 1, "type": "x\\u0000"}',
+        (b'{' + OK + b', "ts_ms": 1790000000000, "type": "x\\u0000"}',
          "'type' must be a string of at most 256 characters"),
+        (b'{' + OK + b', "ts_ms": 1, "type": "x"}', TS_RANGE),  # a clock never set
+        (b'{' + OK + b', "ts_ms": 1790086400001, "type": "x"}', TS_RANGE),  # a day ahead
+        (b'{' + OK + b', "ts_ms": 1.79e12, "type": "x"}', TS_RANGE),
         (b'{"v": 1, "id": "a", "gate": "g1", "seq": 1, "ts_ms": 1, "type": "\\udfff"}',
          "string holds a lone UTF-16 surrogate escape"),
         (b'{"v": 1, "data": ' + b"[" * 40 + b"]" * 40 + b"}", "nested deeper than 32 levels"),
         (b'{"v": 1, "seq": 1' + b"0" * 30 + b"}", "number with more than 20 digits"),
+        (b'{"v": 1, "seq": ' + b"9" * 4301 + b"}", "number with more than 20 digits"),
         (b'{"v": 1, "ts_ms": Infinity}', "not JSON: unexpected word b'Infinity'"),
+        (b'{"v": 1, "ts_ms": 1e999}', "number is not finite"),
         (b'{"v": 1, "v": 1}', "duplicate key 'v'"),
         (b'{"v": 1, "type": "\xc3"}', "not valid UTF-8 at byte 18"),
     ],
 )
 def test_parse_event_rejects_what_breaks_the_contract(payload: bytes, message: str) -> None:
     with pytest.raises(MessageError) as caught:
-        parse_event(payload, "g1")
+        parse_event(payload, "g1", now_ms=NOW_MS)
     assert str(caught.value) == message
 
 
 @given(st.binary(max_size=200))
 def test_parse_event_never_fails_otherwise(payload: bytes) -> None:
     with contextlib.suppress(MessageError):
-        parse_event(payload, "g1")
+        parse_event(payload, "g1", now_ms=NOW_MS)
 
 
 def test_read_only_gap_lookups_leave_the_checkpoint_alone(store: Store) -> None:

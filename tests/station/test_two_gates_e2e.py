@@ -149,8 +149,9 @@ class Station:
 
     def start(self) -> None:
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
-        for _ in range(2):
-            receiver = Receiver(self.config, self.store, gap_check_seconds=0.5, settle_ms=500)
+        for index in range(2):
+            receiver = Receiver(self.config, self.store, index=index, gap_check_seconds=0.5,
+                                settle_ms=500)
             self.receivers.append(receiver)
             asyncio.run_coroutine_threadsafe(self._run(receiver), self.loop)
 

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import io
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ import aiohttp
 import aiomqtt
 import pytest
 
+import station.web
 from station.accounts import AccountError, Accounts
 from station.commands import keygen
 from station.queries import QueryError, read_card_key
@@ -481,3 +483,30 @@ async def test_station_run_serves_the_page_and_stores_what_arrives(
     assert [(r["id"], r["alarm"]) for r in rows] == [(sent["id"], True)]
     assert (tmp_path / "station.db").exists()
     assert b"station: web page on http://127.0.0.1:" in err
+
+
+@pytest.mark.timeout(60)
+async def test_a_browser_going_away_ends_the_live_stream_without_a_traceback(
+        store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every disconnect used to log TimeoutError / ClientConnectionResetError tracebacks."""
+    monkeypatch.setattr(station.web, "SSE_KEEPALIVE_SECONDS", 0.1)  # the keep-alive write too
+    caplog.set_level(logging.DEBUG)
+    config = station_config(tmp_path)
+    async with client() as http, serving(store, config) as url:
+        await sign_in(http, url, "duty")
+        for _ in range(2):
+            stream = await http.get(url + "/live")
+            assert await stream.content.readline() == b": live\n"
+            stream.close()  # the browser tab closed
+        store.add_events([event("g1", 9, "door.forced"), event("g1", 10)])
+        deadline = time.monotonic() + 20
+        while caplog.text.count("live stream: the client went away") < 2:
+            assert time.monotonic() < deadline, caplog.text
+            await asyncio.sleep(0.1)
+        async with http.get(url + "/api/events") as response:  # the station goes on
+            assert response.status == 200
+    assert caplog.text.count("live stream: the client went away (ClientConnectionResetError)"
+                             ) == 2
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert "Traceback" not in caplog.text

@@ -138,6 +138,11 @@ def test_alarms_from_events_and_gate_health_are_raised_once_and_acknowledged(sto
     ("clock.untrusted", True), ("clock.jump", True), ("clock.trusted", False),
     ("journal.write_failed", True), ("disk.full", True), ("access.granted", False),
     ("access.denied", False),
+    # damage found at start-up and failed parts (they raised nothing before)
+    ("journal.recovered", True), ("store.recovered", True), ("audit.repaired", True),
+    ("part.fault", True), ("vision.fault", True), ("camera.fault", True), ("reader.fault", True),
+    ("clock.behind", True), ("part.restored", False), ("vision.restored", False),
+    ("gate.restarted", False),
 ])
 def test_alarm_event_types(event_type: str, alarm: bool) -> None:
     assert is_alarm_event(event_type) is alarm
@@ -239,3 +244,31 @@ def test_accounts_and_sessions(store: Store) -> None:
     expired = Accounts(store, session_hours=1e-9)
     old = expired.start_session(user)
     assert expired.session_user(old) is None
+
+
+def test_gate_damage_and_part_faults_raise_alarms_a_crash_loop_only_one(store: Store) -> None:
+    alarms = Alarms(store)
+    damage = [event("g1", 1, "journal.recovered"), event("g1", 2, "store.recovered"),
+              event("g1", 3, "audit.repaired")]
+    loop = [event("g1", 4 + i, "vision.fault") for i in range(5)]  # restarted forever
+    other = [event("g1", 10, "part.fault"), event("g2", 1, "vision.fault")]
+    store.add_events(damage + loop + other)
+    alarms.raise_for_events(0)
+    raised = sorted((a["gate"], a["kind"], a["event_id"]) for a in alarms.recent())
+    assert raised == sorted([("g1", "journal.recovered", damage[0].id),
+                             ("g1", "store.recovered", damage[1].id),
+                             ("g1", "audit.repaired", damage[2].id),
+                             ("g1", "vision.fault", loop[0].id),
+                             ("g1", "part.fault", other[0].id),
+                             ("g2", "vision.fault", other[1].id)])
+    first = next(a for a in alarms.recent() if a["event_id"] == loop[0].id)
+    assert alarms.acknowledge(first["id"], "duty")
+    alarms.raise_for_events(0)  # the repeats the operator saw raise nothing again
+    assert not [a for a in alarms.recent(unacknowledged=True) if a["kind"] == "vision.fault"
+                and a["gate"] == "g1"]
+    acked = next(a for a in alarms.recent() if a["id"] == first["id"])["ack_ms"]
+    again = event("g1", 20, "vision.fault", ts_ms=acked + 60_000)  # failing again
+    store.add_events([again])
+    alarms.raise_for_events(0)
+    assert [a["event_id"] for a in alarms.recent(unacknowledged=True)
+            if a["kind"] == "vision.fault" and a["gate"] == "g1"] == [again.id]

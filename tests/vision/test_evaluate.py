@@ -11,7 +11,7 @@ import pytest
 
 from tests.vision.material import DETECTORS
 from vision.calibration import recommend_threshold
-from vision.embed import DEFAULT_MATCH_MARGIN, default_match_threshold
+from vision.embed import DEFAULT_MATCH_MARGIN, default_match_threshold, route_choices
 from vision.evaluate import (
     EvaluationError,
     Route,
@@ -19,6 +19,8 @@ from vision.evaluate import (
     enrolment_split,
     folder_set,
     gallery_protocol,
+    look_groups,
+    passage_protocol,
     report,
     sample_set,
     strangers_of_fold,
@@ -33,13 +35,13 @@ EMBEDDER_FILES = {
     "mobilefacenet_paddlex": "mobilefacenet_paddlex_128d.onnx",
     "face_reid_0095": "face-reidentification-retail-0095_FP16.onnx",
 }
-#: Route -> (detector, embedder, minimum share of genuine photos accepted at the shipped threshold;
-#: measured 2026-11-30, docs/vision.md).
+#: Route -> (detector, embedder, minimum share of genuine photos, and of genuine passages of up to
+#: 3 photos, accepted at the shipped threshold; measured 2026-11-30, docs/vision.md).
 ROUTES = {
-    "paddlex": ("yunet", "mobilefacenet_paddlex", 0.83),
-    "foamliu": ("yunet", "mobilefacenet_foamliu", 0.78),
-    "insightface": ("scrfd", "arcface", 0.88),
-    "0095": ("yunet", "face_reid_0095", 0.35),
+    "paddlex": ("yunet", "mobilefacenet_paddlex", 0.75, 0.98),
+    "foamliu": ("yunet", "mobilefacenet_foamliu", 0.74, 0.93),
+    "insightface": ("scrfd", "arcface", 0.91, 0.98),
+    "0095": ("yunet", "face_reid_0095", 0.25, 0.59),
 }
 
 
@@ -107,15 +109,55 @@ def test_folder_set_errors(tmp_path: Path) -> None:
         folder_set(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("photos", "sizes"),
+    [(0, []), (1, [1]), (2, [2]), (3, [3]), (4, [2, 2]), (5, [3, 2]), (7, [3, 2, 2]),
+     (9, [3, 3, 3]), (10, [3, 3, 2, 2])],
+)
+def test_probe_photos_are_cut_into_even_disjoint_passages_of_up_to_three_looks(
+        photos: int, sizes: list[int]) -> None:
+    items = synthetic(1, photos, 0.1)
+    groups = look_groups(items)
+    assert [len(g) for g in groups] == sizes
+    assert [s.label for g in groups for s in g] == [s.label for s in items]  # order, no reuse
+
+
+def test_looks_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="looks must be at least 1, got 0"):
+        look_groups(synthetic(1, 3, 0.1), 0)
+
+
+def test_a_passage_never_probes_with_an_enrolment_photo() -> None:
+    samples = synthetic(8, 8, 0.3)
+    enrol, _probe = enrolment_split(samples)
+    enrolled = {s.label for items in enrol.values() for s in items}
+    result = passage_protocol(samples, threshold=0.5, margin=DEFAULT_MATCH_MARGIN)
+    for probe in result.genuine:
+        assert not set(probe.label.split(" + ")) & enrolled
+    # 5 probe photos per person: passages of 3 + 2 looks, in each of the 3 folds it is enrolled.
+    assert len(result.genuine) == 8 * 3 * 2
+    # Strangers pass with all 8 photos: 3 + 3 + 2.
+    assert sum(not p.enrolled for p in result.probes) == 8 * 3
+
+
+def test_fusing_looks_raises_genuine_scores_of_noisy_photos() -> None:
+    samples = synthetic(12, 10, 0.1, seed=3)
+    photo = gallery_protocol(samples, threshold=0.5, margin=DEFAULT_MATCH_MARGIN)
+    passage = passage_protocol(samples, threshold=0.5, margin=DEFAULT_MATCH_MARGIN)
+    assert np.median(passage.genuine_scores()) > np.median(photo.genuine_scores()) + 0.05
+
+
 @functools.cache
 def dev_samples(models: Path, faces: Path, route: str) -> list[Sample]:
-    det_kind, emb_kind, _tar = ROUTES[route]
+    det_kind, emb_kind, _photos, _passages = ROUTES[route]
     file, score = DETECTORS[det_kind]
+    choices = route_choices(emb_kind)
     detector = load_detector(det_kind, models / file, input_size=(640, 480),
                              score_threshold=0.6 if det_kind == "yunet" else score)
-    embedder = load_embedder(emb_kind, models / EMBEDDER_FILES[emb_kind], mirror=True)
-    route_ = Route(detector, embedder, QualityThresholds(), load_refiner(det_kind, models / file),
-                   det_kind)
+    embedder = load_embedder(emb_kind, models / EMBEDDER_FILES[emb_kind],
+                             mirror=choices.mirror_average)
+    refiner = load_refiner(det_kind, models / file) if choices.refine_landmarks else None
+    route_ = Route(detector, embedder, QualityThresholds(), refiner, det_kind)
     return sample_set(route_, folder_set(faces / DEV_SET))
 
 
@@ -131,20 +173,25 @@ def dev_set(faces_dir: Path) -> Path:
 def test_shipped_threshold_is_safe_by_the_rule_on_the_east_asian_set(
     models_dir: Path, dev_set: Path, route: str
 ) -> None:
-    """Issue 23: zero wrong-person and stranger accepts at the shipped threshold, which is at
-    least what the rule recommends for 1,000 persons at FPIR 1e-3, and the true accepts pinned."""
-    _det, emb_kind, min_tar = ROUTES[route]
+    """Issue 23: zero wrong-person and stranger accepts at the shipped threshold, for photos and
+    for passages of several photos fused; the threshold is at least what the rule recommends for
+    1,000 persons at FPIR 1e-3 on either's impostor pairs, and the true accepts are pinned
+    (passages: issue 23's 95 % on the permissive default)."""
+    _det, emb_kind, min_photos, min_passages = ROUTES[route]
     samples = dev_samples(models_dir, dev_set, route)
     threshold = default_match_threshold(emb_kind)
-    result = gallery_protocol(samples, threshold=threshold, margin=DEFAULT_MATCH_MARGIN)
-    assert result.wrong_person_accepts == 0
-    assert result.stranger_accepts == 0
-    rule = recommend_threshold(result.pair_scores())
-    assert rule.threshold <= threshold + 1e-9, rule
-    assert threshold - rule.highest_impostor >= 0.10
-    assert result.true_accepts / result.genuine_attempts >= min_tar
-    figures = report(result, samples, threshold=threshold, gallery_size=1000)
-    assert figures["wrong_person_accepts"] == figures["stranger_accepts"] == 0
+    scoring = route_choices(emb_kind).scoring
+    for protocol, minimum in ((gallery_protocol, min_photos), (passage_protocol, min_passages)):
+        result = protocol(samples, threshold=threshold, margin=DEFAULT_MATCH_MARGIN,
+                          scoring=scoring)
+        assert result.wrong_person_accepts == 0
+        assert result.stranger_accepts == 0
+        rule = recommend_threshold(result.pair_scores())
+        assert rule.threshold <= threshold + 1e-9, (protocol.__name__, rule)
+        assert threshold - rule.highest_impostor >= 0.10
+        assert result.true_accepts / result.genuine_attempts >= minimum, protocol.__name__
+        figures = report(result, samples, threshold=threshold, gallery_size=1000)
+        assert figures["wrong_person_accepts"] == figures["stranger_accepts"] == 0
 
 
 @pytest.mark.timeout(600)

@@ -221,7 +221,9 @@ def test_idle_frames_skip_detection(models_dir: Path, faces_dir: Path) -> None:
 def test_a_stranger_is_embedded_only_when_the_view_improves(
     models_dir: Path, faces_dir: Path
 ) -> None:
-    pipeline = build(models_dir, faces_dir)
+    # Five frames kept (the default keeps 12, every look of a passage): once they are held, a
+    # frame is embedded only when it beats the worst kept one.
+    pipeline = build(models_dir, faces_dir, fuse_frames=5)
     seen = run(pipeline, scene(faces_dir, PASSAGES[2:]))
     (capture,) = of_type(seen, TrackCapture)
     assert not capture.recognised
