@@ -22,10 +22,12 @@ MENJIN = [sys.executable, "-c", "from menjin.cli import main; main()"]
 
 
 def write_config(tmp_path: Path, port: int, *, timeout_s: float = 5) -> Path:
+    """A station.yaml with absolute paths (relative ones are read from the working directory)."""
     config_file = tmp_path / "station.yaml"
     config_file.write_text(
         f"version: 1\nmqtt: {{port: {port}, prefix: {PREFIX}}}\n"
-        "database: {url: 'sqlite:///station.db'}\nsigning_key: station_key.pem\n"
+        f"database: {{url: 'sqlite:///{tmp_path / 'station.db'}'}}\n"
+        f"signing_key: {tmp_path / 'station_key.pem'}\n"
         f"command_timeout_seconds: {timeout_s}\n")
     return config_file
 
@@ -96,6 +98,9 @@ def test_a_command_leaves_no_log_handler_bound_to_its_closed_stream(tmp_path: Pa
     command, kept receiving every later test's log records."""
     keygen(tmp_path / "station_key.pem")
     config_file = write_config(tmp_path, 1)  # nothing listens on port 1: the send fails fast
+    store = Store(f"sqlite:///{tmp_path / 'station.db'}", portraits_dir=tmp_path / "portraits")
+    store.set_health("g1", {"doors": {"front": {}}})  # a gate and door the station knows
+    store.close()
     root = logging.getLogger()
     before = list(root.handlers)
     result = CliRunner().invoke(app, ["station", "open", "g1", "front", "-c", str(config_file)])

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import aiomqtt
 import pytest
 from paho.mqtt.packettypes import PacketTypes
@@ -31,7 +30,7 @@ from station.receiver import Receiver
 from station.store import Store, now_ms
 from tests.broker import Broker
 from tests.station.test_store import _postgres_schema
-from tests.station.test_web import serving
+from tests.station.webpage import add_users, client, serving, sign_in, station_config
 
 PREFIX = "menjin"
 GATES = ("g1", "g2", "g3")
@@ -146,7 +145,8 @@ def fuzz_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store
 
 
 @pytest.mark.timeout(900)
-async def test_fuzzing_the_ingest_path_never_stops_the_station(fuzz_store: Store) -> None:
+async def test_fuzzing_the_ingest_path_never_stops_the_station(fuzz_store: Store,
+                                                               tmp_path: Path) -> None:
     ingest = Ingest(fuzz_store, prefix=PREFIX)
     batch: list[Message] = []
     for message in generate(17, FUZZ_MESSAGES):
@@ -164,8 +164,10 @@ async def test_fuzzing_the_ingest_path_never_stops_the_station(fuzz_store: Store
     last = valid_event(random.Random(1), "g1", 10**6)
     await ingest.handle([Message(f"{PREFIX}/g1/events", json.dumps(last).encode(), 1, False, 1)])
     assert last["id"] in fuzz_store.event_ids("g1")
-    async with serving(fuzz_store) as url, aiohttp.ClientSession() as http:
-        for path in ("", "?gate=g1", "?alarms=1", "api/events"):
+    add_users(fuzz_store)
+    async with serving(fuzz_store, station_config(tmp_path)) as url, client() as http:
+        await sign_in(http, url, "viewer1")
+        for path in ("/passages", "/passages?gate=g1", "/alarms", "/api/events"):
             async with http.get(url + path) as response:
                 assert response.status == 200, path
 
