@@ -44,8 +44,9 @@ from gpiozero.pins.mock import MockConnectedPin  # noqa: E402
 from bench.machine import with_machine  # noqa: E402
 from daemon.app import Gate  # noqa: E402
 from daemon.configfile import load_config  # noqa: E402
+from daemon.keyring import open_gate_store  # noqa: E402
 from daemon.notify import Notifier  # noqa: E402
-from daemon.store import Store, parse_group, parse_person  # noqa: E402
+from daemon.store import parse_group, parse_person  # noqa: E402
 from drivers.em4100 import EM4100_BAUD, EM4100_FRAME_BYTES  # noqa: E402
 from drivers.sim.serial_emitter import em4100_frame  # noqa: E402
 
@@ -152,10 +153,7 @@ def write_config(base: Path, with_vision: bool) -> Path:
         text += VISION.format(models=MODELS, detector=DETECTOR, embedder=EMBEDDER)
     config = base / "gate.yaml"
     config.write_text(text)
-    zone = load_config(config).gate.timezone
-    from zoneinfo import ZoneInfo
-
-    with Store(state / "residents.db", zone=ZoneInfo(zone)) as store:
+    with open_gate_store(config) as store:
         store.upsert([parse_person({"id": "p-0001", "name": "Resident", "groups": ["residents"],
                                     "cards": [str(CARD)]}, zone=store.zone)],
                      groups=[parse_group({"id": "residents", "doors": [DOOR],

@@ -38,9 +38,11 @@ from daemon.configfile import EX_CONFIG, ConfigError, load_config
 from daemon.door_modes import MODES_FILE, ModeBook
 from daemon.doors import Doors
 from daemon.events import Event, EventBus, now_ms
+from daemon.files import PRIVATE_UMASK
 from daemon.gatecontrol import GateControl
 from daemon.journal import Journal, JournalError
-from daemon.keys import KeyFileError, read_key
+from daemon.keyring import Keyring
+from daemon.keys import KeyProviderError
 from daemon.liveness import liveness_warnings
 from daemon.lockout import Lockout
 from daemon.notify import WATCHDOG_FRACTION, Notifier, watchdog_loop, watchdog_seconds
@@ -51,6 +53,7 @@ from daemon.reload import Reloader
 from daemon.simulate import SimulatedBoard
 from daemon.statelock import StateDirBusyError, StateLock
 from daemon.station_commands import StationCommands
+from daemon.station_key import StationKeyExchange
 from daemon.store import Store, StoreError
 from daemon.supervise import PartGaveUpError
 from daemon.trusted_time import CLOCK_FLOOR_FILE, TrustedTime
@@ -87,6 +90,7 @@ class Gate:
         self.started = time.monotonic()
         self.board = SimulatedBoard() if config.hardware.simulate else None
         self.pins = pin_factory_for(config.hardware.gpio_backend, self.board)
+        self.keyring = Keyring(config)
         self.journal: Journal | None = None
         self.store: Store | None = None
         self.residents: Residents | None = None
@@ -124,10 +128,15 @@ class Gate:
                                on_card=self.passage.card, on_keys=self.passage.keys,
                                raw=self.control.raw, feedback=self.doors.feedback)
         self.vision = VisionLink(config_path=config_path, passage=self.passage, emit=self.emit,
-                                 capture=self.capture)
+                                 capture=self.capture, template_key=self.keyring.template_key)
+        station = self.keyring.station
+        self.key_exchange = (None if station is None else StationKeyExchange(
+            station, gate=config.gate.id, emit=self.emit, unlocked=self.faces_changed))
         self.station_commands = StationCommands(
             config=lambda: self.config, doors=self.doors, residents=self._residents,
             erasure=self._erasure, audit=self.audit_trail, faces_changed=self.faces_changed,
+            keyring=self.keyring,
+            unwrap=self.key_exchange.unwrap if self.key_exchange is not None else None,
             burst=self.vision.burst)
         self.reloader = Reloader(config_path, current=lambda: self.config, adopt=self.adopt,
                                  emit=self.emit, audit=self.audit_trail, notifier=notifier,
@@ -155,6 +164,19 @@ class Gate:
         self.recent.append(record)
         self.control.event(record)
 
+    def scrub(self, person: str, alias: str) -> None:
+        """Erasure of ``person`` from what the daemon holds in memory (the recent-events ring
+        that `menjin events` shows, and what followers have not read yet): the id becomes the
+        pseudonym, and the card reference that would lead back to them goes."""
+        self.recent = deque((_scrubbed(r, person, alias) for r in self.recent),
+                            maxlen=RECENT_EVENTS)
+        self.control.scrub(person, alias)
+
+    def scrubbed(self, record: dict[str, Any], person: str, alias: str) -> dict[str, Any]:
+        """One event record with ``person`` erased (see :meth:`scrub`)."""
+        result: dict[str, Any] = _scrubbed(record, person, alias)
+        return result
+
     def _residents(self) -> Residents:
         assert self.residents is not None, "the resident store is opened by run()"
         return self.residents
@@ -162,7 +184,7 @@ class Gate:
     def _erasure(self) -> Erasure:
         return Erasure(config=lambda: self.config, residents=self._residents(),
                        journal=lambda: self.journal, audit=self.audit_trail, emit=self.emit,
-                       faces_changed=self.faces_changed)
+                       faces_changed=self.faces_changed, keyring=self.keyring, scrub=self.scrub)
 
     async def forget(self, person: str, *, actor: str) -> dict[str, Any]:
         """Erasure of a person everywhere on this gate (control socket, station command)."""
@@ -185,7 +207,7 @@ class Gate:
             parts[f"camera:{config.camera.door}"] = (
                 (config.camera, config.vision, config.privacy.portraits,
                  file_stamp(config.vision.templates), file_stamp(config.vision.detector.path),
-                 file_stamp(config.vision.embedder.path)),
+                 file_stamp(config.vision.embedder.path), self.keyring.face_ready()),
                 functools.partial(self.vision.run, config.camera))
         if config.uplink is not None and config.uplink.enabled:
             parts["uplink"] = (
@@ -261,7 +283,7 @@ class Gate:
         code = EXIT_OK
         try:
             store = self.open_store()
-        except (StoreError, KeyFileError, OSError) as exc:
+        except (StoreError, KeyProviderError, OSError) as exc:
             log.error("cannot open the resident store: %s", exc)
             return EX_CONFIG
         marker = runmark.read(self.config.state_dir)  # before the journal: its last seq
@@ -321,6 +343,11 @@ class Gate:
                 privacy_upkeep, journal, self.audit_trail,
                 lambda: self.config.privacy.audit_retention_days))
             await self.apply(self.config)
+            if self.key_exchange is not None:
+                try:
+                    self.key_exchange.request()
+                except KeyProviderError as exc:
+                    log.error("keys: %s; face entry stays off, cards work", exc)
             async with asyncio.timeout(READY_TIMEOUT_SECONDS):  # GPIO up: relays idle
                 await listening.wait()
                 for door_id in self.config.doors:
@@ -362,11 +389,10 @@ class Gate:
     def open_store(self) -> Store:
         """The resident store and the first decision index (cards work before the broker)."""
         c = self.config
-        key_file = c.access.card_hash_key_file
-        card_key = read_key(key_file) if key_file else None
+        keyring = self.keyring
 
         def opener() -> tuple[Store, AccessIndex]:
-            store = Store(c.access.db, card_key=card_key, zone=ZoneInfo(c.gate.timezone))
+            store = keyring.open_store(c)
             try:
                 return store, store.load_index()
             except BaseException:
@@ -375,7 +401,7 @@ class Gate:
 
         (self.store, index), self.recovered["store.recovered"] = recovery.open_store(
             c.access.db, opener)
-        try:
+        try:  # the snapshot is a copy of the sealed store: no clear name or card in it either
             self.store.snapshot(recovery.snapshot_path(c.access.db))
         except (OSError, sqlite3.Error) as exc:  # a full disk keeps the older snapshot
             log.warning("resident store snapshot not refreshed: %s", exc)
@@ -396,6 +422,7 @@ class Gate:
                 quota_bytes=c.journal.quota_mb * BYTES_PER_MB,
                 retention_days=c.journal.retention_days, portraits=c.privacy.portraits,
                 portrait_retention_days=c.privacy.retention_days, seq_floor=floor,
+                data_key=self.keyring.local().journal,
             ), seq_floor=seq_floor)
         self.journal = journal
         return journal
@@ -451,6 +478,21 @@ class Gate:
             self.parts.spawn(self.reloader.reload(), name="reload")
 
 
+def _scrubbed(value: Any, person: str, alias: str) -> Any:
+    """``value`` (an event record) with every ``person`` string replaced by ``alias`` and, in a
+    record about them, the card reference removed."""
+    if isinstance(value, dict):
+        out = {k: _scrubbed(v, person, alias) for k, v in value.items()}
+        if person in value.values():
+            out.pop("credential_ref", None)
+            if isinstance(out.get("data"), dict):
+                out["data"].pop("card", None)
+        return out
+    if isinstance(value, list):
+        return [_scrubbed(v, person, alias) for v in value]
+    return alias if value == person else value
+
+
 def _arm_shutdown_deadline() -> None:
     """Last resort: if the clean stop hangs (a wedged driver), leave anyway; relays are idle."""
 
@@ -466,6 +508,7 @@ def _arm_shutdown_deadline() -> None:
 
 def main(config_path: Path, *, notifier: Notifier | None = None) -> int:
     """Load the config (exit 78 when it is bad), then run the gate until it is stopped."""
+    os.umask(PRIVATE_UMASK)  # names, card hashes, portraits: 0600 whoever started us
     try:
         config = load_config(config_path)
     except ConfigError as exc:
@@ -486,7 +529,7 @@ def main(config_path: Path, *, notifier: Notifier | None = None) -> int:
     try:
         try:
             gate = Gate(config_path, config, notifier or Notifier.from_env())
-        except GpioBackendError as exc:  # restarting cannot install a library: stop the loop
+        except (GpioBackendError, KeyProviderError) as exc:  # a restart cannot fix these: stop
             log.error("cannot start: %s", exc)
             return EX_CONFIG
         return asyncio.run(gate.run())

@@ -8,6 +8,12 @@ deleting a line breaks the chain and ``menjin audit verify`` names the first bad
 also uplinked as ``audit`` events, so the station holds a copy an attacker on the board cannot
 rewrite.
 
+There is one chain per gate, whoever writes: every append takes an exclusive lock on
+``audit.log.lock`` (``flock``) and reads the chain's tail under it, so the daemon, a CLI command and
+a station command interleave into one chain instead of forking it.  The running daemon is the
+usual writer (the CLI sends its entries through the control socket, where the kernel names the
+actor); the lock covers the CLI while the daemon is stopped.
+
 Retention prunes whole leading entries and writes, as the file's first line, an anchor holding the
 last pruned entry's sequence number and hash, so the remaining chain still verifies from a known
 starting point; the rewrite is one atomic rename.
@@ -15,15 +21,19 @@ starting point; the rewrite is one atomic rename.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping
+import pwd
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from daemon.events import now_ms
+from daemon.files import FILE_MODE, private_dir, private_file, write_private
 
 GENESIS = "0" * 64
 MS_PER_DAY = 86_400_000
@@ -32,6 +42,19 @@ MS_PER_DAY = 86_400_000
 def _canonical(entry: Mapping[str, Any]) -> bytes:
     body = {k: v for k, v in entry.items() if k != "hash"}
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def uid_actor(uid: int) -> str:
+    """The audit actor for a local user id: ``uid:1000(wang)`` (the name when it has one)."""
+    try:
+        return f"uid:{uid}({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return f"uid:{uid}"
+
+
+def local_actor() -> str:
+    """This process's user as an audit actor (from the kernel, not from ``$USER``)."""
+    return uid_actor(os.getuid())
 
 
 def _parses(line: bytes) -> bool:
@@ -44,8 +67,9 @@ def _parses(line: bytes) -> bool:
 def _append_whole(path: Path, data: bytes) -> None:
     """Append ``data`` completely or not at all: a short ``os.write`` (a full disk) is continued,
     and a write that fails half-way is cut back off, so no half entry is ever left behind."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
     try:
+        os.fchmod(fd, FILE_MODE)  # an older, looser file is tightened whatever the umask
         size = os.fstat(fd).st_size
         try:
             view = memoryview(data)
@@ -79,10 +103,21 @@ class AuditLog:
     def __init__(self, path: Path, *, clock: Callable[[], int] = now_ms) -> None:
         self.path = path
         self._clock = clock
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        #: what :meth:`repair_tail` cut off at start-up (``audit.repaired``), or None
-        self.repaired: dict[str, Any] | None = self.repair_tail()
-        self._seq, self._last_hash = self._tail()
+        private_dir(self.path.parent)
+        self._lock_path = self.path.with_name(self.path.name + ".lock")
+        with self._locked():  # another writer may be appending right now
+            #: what :meth:`repair_tail` cut off at start-up (``audit.repaired``), or None
+            self.repaired: dict[str, Any] | None = self.repair_tail()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Exclusive use of the chain across processes (released when the fd closes)."""
+        fd = os.open(private_file(self._lock_path), os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def repair_tail(self) -> dict[str, Any] | None:
         """Cut a torn last entry (power lost mid-write) off the file, keeping its bytes aside.
@@ -104,7 +139,7 @@ class AuditLog:
         if not data[end:].strip():  # nothing torn (at most blank lines)
             return None
         damaged = self.path.with_name(self.path.name + ".damaged")
-        with damaged.open("ab") as fh:  # several repairs accumulate; nothing is thrown away
+        with private_file(damaged).open("ab") as fh:  # repairs accumulate; nothing is thrown away
             fh.write(data[end:])
             fh.flush()
             os.fsync(fh.fileno())
@@ -147,20 +182,25 @@ class AuditLog:
         target: str | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Record one administrative action and return the entry (for uplinking)."""
-        entry: dict[str, Any] = {
-            "seq": self._seq + 1,
-            "ts_ms": self._clock(),
-            "action": action,
-            "actor": actor,
-            "target": target,
-            "details": dict(details or {}),
-            "prev": self._last_hash,
-        }
-        entry["hash"] = entry_hash(entry)
-        line = json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n"
-        _append_whole(self.path, line.encode())
-        self._seq, self._last_hash = entry["seq"], entry["hash"]
+        """Record one administrative action and return the entry (for uplinking).
+
+        ``target`` is a door, a pseudonym or a file, never a person id or name (erasure must not
+        have to rewrite a hash chain).
+        """
+        with self._locked():
+            seq, last_hash = self._tail()  # under the lock: another writer may have appended
+            entry: dict[str, Any] = {
+                "seq": seq + 1,
+                "ts_ms": self._clock(),
+                "action": action,
+                "actor": actor,
+                "target": target,
+                "details": dict(details or {}),
+                "prev": last_hash,
+            }
+            entry["hash"] = entry_hash(entry)
+            line = json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n"
+            _append_whole(self.path, line.encode())
         return entry
 
     def verify(self) -> VerifyResult:
@@ -195,19 +235,22 @@ class AuditLog:
     def prune(self, retention_days: int) -> int:
         """Drop the entries older than the retention; returns how many were dropped."""
         cutoff = self._clock() - retention_days * MS_PER_DAY
-        entries = self.entries()
-        dropped = next((i for i, e in enumerate(entries) if e["ts_ms"] >= cutoff), len(entries))
-        if dropped == 0:
-            return 0
-        last = entries[dropped - 1]
-        lines = [json.dumps({"anchor": True, "seq": last["seq"], "hash": last["hash"]}) + "\n"]
-        lines += [
-            json.dumps(e, sort_keys=True, ensure_ascii=False) + "\n" for e in entries[dropped:]
-        ]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as fh:
-            fh.writelines(lines)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(self.path)
+        with self._locked():
+            entries = self.entries()
+            dropped = next((i for i, e in enumerate(entries) if e["ts_ms"] >= cutoff),
+                           len(entries))
+            if dropped == 0:
+                return 0
+            last = entries[dropped - 1]
+            lines = [json.dumps({"anchor": True, "seq": last["seq"], "hash": last["hash"]})
+                     + "\n"]
+            lines += [
+                json.dumps(e, sort_keys=True, ensure_ascii=False) + "\n"
+                for e in entries[dropped:]
+            ]
+            write_private(self.path, "".join(lines).encode())
         return dropped
+
+    def anchor_hash(self) -> str:
+        """The hash the kept chain starts from (all zeros before the first prune)."""
+        return self._read()[0][1]

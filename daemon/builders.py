@@ -19,6 +19,7 @@ from daemon.config import DoorSection, GateConfig, ReaderSection
 from daemon.credentials import load_osdp_key
 from daemon.door import DoorController, LockRelay
 from daemon.events import Emit
+from daemon.redact import redact_urls
 from daemon.simulate import SimulatedBoard
 from drivers.feedback import Feedback, FeedbackFanout
 from drivers.gpio import pin_factory
@@ -152,7 +153,6 @@ def redacted(config: GateConfig) -> dict[str, Any]:
     """The config as JSON without secrets (credentials in camera URLs)."""
     data = config.model_dump(mode="json")
     camera = data.get("camera")
-    if camera and isinstance(camera.get("source"), str) and "@" in camera["source"]:
-        scheme, _, rest = camera["source"].partition("://")
-        camera["source"] = f"{scheme}://***@{rest.split('@', 1)[1]}"
+    if camera and isinstance(camera.get("source"), str):
+        camera["source"] = redact_urls(camera["source"])
     return data

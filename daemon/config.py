@@ -411,11 +411,6 @@ class VisionSection(Strict):
     templates: StatePath = Field(
         Path("templates.bin"), description="Encrypted face template store."
     )
-    template_key_file: StatePath = Field(
-        Path("templates.key"),
-        description="AES-256-GCM key of the template store, readable only by the service user; "
-        "created with the store, and a missing key for an existing store is a start-up error.",
-    )
     portrait_margin: float = Field(
         0.4, ge=0, le=2, description="Portrait crop margin around the face."
     )
@@ -425,9 +420,6 @@ class VisionSection(Strict):
 class AccessSection(Strict):
     db: StatePath = Field(
         Path("residents.db"), description="SQLite store of persons and credentials."
-    )
-    card_hash_key_file: InputPath | None = Field(
-        None, description="Store card numbers as HMAC keyed hashes with this per-gate key."
     )
 
 
@@ -498,16 +490,32 @@ class PrivacySection(Strict):
         None, description="Law, regulation or consent record that allows portrait upload."
     )
     retention_days: int | None = Field(None, ge=1, le=365, description="Portrait retention.")
-    pseudonym_key_file: StatePath = Field(
-        Path("pseudonym.key"),
-        description="Key of the person-id pseudonyms left in events after an erasure "
-        "(created on first use, readable only by the service user).",
-    )
     audit_path: StatePath = Field(
         Path("audit.log"), description="Append-only, hash-chained audit log."
     )
     audit_retention_days: int = Field(1095, ge=30, description="Audit log retention (3 years).")
     lockout: LockoutSection = Field(default={}, description="Card-scanning lockout.")  # type: ignore[assignment]
+
+
+KeyProviderKind = Literal["tpm2", "rpi-otp", "station", "file"]
+
+
+class KeysSection(Strict):
+    provider: KeyProviderKind = Field(
+        "file",
+        description="Where the root key of templates, pseudonyms and card hashes comes from: "
+        "tpm2 (sealed by the board's TPM), rpi-otp (Raspberry Pi 4/5 OTP private key), station "
+        "(unwrapped by the station at boot, face keys only) or file (development only: the key "
+        "lies beside the data). See docs/privacy.md.",
+    )
+    card_provider: Literal["tpm2", "rpi-otp", "file"] | None = Field(
+        None,
+        description="Provider of the keys cards need at boot without the network (card hashes, "
+        "resident store, journal); default: the same as provider; required with station.",
+    )
+    dir: StatePath = Field(
+        Path("keys"), description="Sealed keys and wrapped blobs (useless without the provider)."
+    )
 
 
 class LoggingSection(Strict):
@@ -547,5 +555,6 @@ class GateConfig(Strict):
     clock: ClockSection = Field(default={}, description="Trusted time.")  # type: ignore[assignment]
     uplink: UplinkSection | None = Field(None, description="Station MQTT uplink.")
     privacy: PrivacySection = Field(default={}, description="Face data policy.")  # type: ignore[assignment]
+    keys: KeysSection = Field(default={}, description="Key providers.")  # type: ignore[assignment]
     logging: LoggingSection = Field(default={}, description="Logging.")  # type: ignore[assignment]
     control: ControlSection = Field(default={}, description="Control socket.")  # type: ignore[assignment]

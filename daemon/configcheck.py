@@ -18,9 +18,8 @@ from typing import Any
 from daemon.config import AccessRule, DoorSection, GateConfig
 from daemon.credentials import (
     CredentialError,
-    load_card_hash_key,
+    load_local_keys,
     load_osdp_key,
-    load_state_key,
     load_station_key,
     read_password,
     tls_context,
@@ -192,6 +191,13 @@ def _privacy_issues(config: GateConfig) -> Iterator[Issue]:
             yield ("privacy", "portraits"), "upload needs privacy.retention_days"
     if privacy.portraits == "local" and privacy.retention_days is None:
         yield ("privacy", "portraits"), "local needs privacy.retention_days"
+    if config.keys.provider == "station" and config.keys.card_provider is None:
+        yield (("keys", "card_provider"), "provider station needs card_provider (tpm2, rpi-otp "
+               "or file): cards must work before the station answers")
+    if config.keys.provider == "station" and (config.uplink is None
+                                              or config.uplink.station_public_key_file is None):
+        yield (("keys", "provider"), "provider station needs uplink.station_public_key_file "
+               "(the face key comes through the signed command channel)")
 
 
 def _uplink_issues(config: GateConfig) -> Iterator[Issue]:
@@ -249,14 +255,10 @@ def _credential_loaders(config: GateConfig) -> Iterator[tuple[Loc, Callable[[], 
         if uplink.station_public_key_file is not None:
             yield ("uplink", "station_public_key_file"), partial(
                 load_station_key, uplink.station_public_key_file)
-    if config.access.card_hash_key_file is not None:
-        yield ("access", "card_hash_key_file"), partial(
-            load_card_hash_key, config.access.card_hash_key_file)
-    yield ("privacy", "pseudonym_key_file"), partial(
-        load_state_key, config.privacy.pseudonym_key_file)
-    if config.vision is not None and config.vision.enabled:
-        yield ("vision", "template_key_file"), partial(
-            load_state_key, config.vision.template_key_file)
+    local_kind = config.keys.card_provider or config.keys.provider
+    if local_kind != "station":  # station without card_provider is reported by _privacy_issues
+        yield ("keys", "card_provider" if config.keys.card_provider else "provider"), partial(
+            load_local_keys, local_kind, config.keys.dir)
     for reader_id, reader in config.readers.items():
         if reader.osdp_key_file is not None:
             yield ("readers", reader_id, "osdp_key_file"), partial(

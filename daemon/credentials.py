@@ -15,7 +15,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from daemon.keys import KeyFileError, read_key
+from daemon.keys import CARD_SEALED_FILE, KeyProviderError, LocalKeys, load_local, provider
 
 OSDP_KEY_BYTES = 16  # Secure Channel base key (SCBK), OSDP v2.2 §D.
 
@@ -54,28 +54,20 @@ def load_station_key(path: Path) -> Ed25519PublicKey:
     return key
 
 
-def load_card_hash_key(path: Path) -> bytes:
-    """The card-hash key: 32 raw bytes or 64 hex characters (see :mod:`daemon.keys`)."""
-    _read(path, "create it: head -c 32 /dev/urandom | xxd -p -c 64 > FILE; chmod 600 FILE")
-    try:
-        return read_key(path)
-    except KeyFileError as exc:
-        raise CredentialError(str(exc)) from None
-
-
-def load_state_key(path: Path) -> bytes | None:
-    """A key menjin created in its state folder (templates, pseudonyms): ``None`` until it exists.
-
-    The daemon creates a missing one on first use (:func:`daemon.keys.load_or_create_key`) and
-    reads an existing one with :func:`daemon.keys.read_key`, as here.
+def load_local_keys(kind: str, keys_dir: Path) -> LocalKeys | None:
+    """The gate's boot keys (card hash, resident store, journal, pseudonyms) from provider
+    ``kind`` (the ``keys:`` section), read as the daemon reads them
+    (:func:`daemon.keys.load_local`): None before the first start, which creates them.
     """
-    if not path.exists():
+    if not (keys_dir / CARD_SEALED_FILE).exists():
         return None
-    _read(path, "")
     try:
-        return read_key(path)
-    except KeyFileError as exc:
-        raise CredentialError(f"{exc} (a damaged key: restore it from the backup)") from None
+        return load_local(provider(kind, keys_dir), keys_dir, create=False)
+    except (KeyProviderError, ValueError) as exc:
+        raise CredentialError(
+            f"{exc} (the keys in {keys_dir} do not open with provider {kind!r}: another board's "
+            "copy, or a wrong keys.provider; restore the board's keys or re-enrol this gate)"
+        ) from None
 
 
 def load_osdp_key(path: Path) -> bytes:

@@ -29,7 +29,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from daemon import control
 from daemon.config import GateConfig
 from daemon.configfile import ConfigError, load_config
-from daemon.keys import KeyFileError, read_key
+from daemon.credentials import CredentialError, load_local_keys
+from daemon.keys import CARD_SEALED_FILE, ROOT_FILE, STATION_WRAPPED_FILE, TPM2_CREDENTIAL_FILE
 from daemon.modelfiles import check_models
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -115,35 +116,44 @@ def check_models_present(ctx: Context) -> list[Finding]:
             for c in bad]
 
 
-def _key_files(cfg: GateConfig) -> Iterator[tuple[str, Path, bool]]:
-    """(name, path, must exist now) of every secret key file of the config."""
-    if cfg.access.card_hash_key_file is not None:
-        yield "access.card_hash_key_file", cfg.access.card_hash_key_file, True
-    if cfg.vision is not None:
-        yield ("vision.template_key_file", cfg.vision.template_key_file,
-               cfg.vision.templates.exists())
-    yield "privacy.pseudonym_key_file", cfg.privacy.pseudonym_key_file, False
+def _key_files(cfg: GateConfig) -> Iterator[tuple[str, Path]]:
+    """(what, path) of every key file the ``keys:`` section keeps in ``keys.dir``."""
+    names = {ROOT_FILE: "root key (provider file)", TPM2_CREDENTIAL_FILE: "sealed root key (tpm2)",
+             STATION_WRAPPED_FILE: "wrapped face key (station)",
+             CARD_SEALED_FILE: "sealed site card key"}
+    for name, what in names.items():
+        yield f"keys.dir {what}", cfg.keys.dir / name
 
 
 def check_keys(ctx: Context) -> list[Finding]:
+    """The boot keys open with the configured provider, by the daemon's own loader."""
     cfg = ctx.config
     if cfg is None:
         return [_no_config("keys")]
+    keys = cfg.keys
+    local_kind = keys.card_provider or keys.provider
     findings = []
-    for name, path, required in _key_files(cfg):
-        if not path.exists():
-            if required:
-                findings.append(Finding("keys", "fail", f"{name}: {path} does not exist",
-                                        "restore the key from your backup; without it the "
-                                        "stored data cannot be read"))
-            continue
-        try:
-            read_key(path)
-        except (KeyFileError, OSError) as exc:
-            findings.append(Finding("keys", "fail", f"{name}: {exc}",
-                                    "restore the key from your backup"))
-    return findings or [Finding("keys", "ok", "key files readable (missing ones are created "
-                                "at the first start)")]
+    if local_kind == "station":
+        return [Finding("keys", "fail", "keys.provider station needs keys.card_provider",
+                        f"menjin check-config {ctx.config_path} says which")]
+    try:
+        loaded = load_local_keys(local_kind, keys.dir)
+    except CredentialError as exc:
+        findings.append(Finding("keys", "fail", str(exc), "restore this board's keys folder "
+                                "from its backup; without it the stored data cannot be read"))
+        loaded = None
+    if keys.provider == "station" and not (keys.dir / STATION_WRAPPED_FILE).exists():
+        findings.append(Finding("keys", "fail", f"{keys.dir / STATION_WRAPPED_FILE} does not "
+                                "exist: face entry cannot get its key",
+                                "menjin station wrap GATE on the station; copy the file here"))
+    if "file" in (keys.provider, local_kind):
+        findings.append(Finding("keys", "warn", f"keys.provider file keeps the keys in "
+                                f"{keys.dir} beside the data they protect",
+                                "use tpm2 or rpi-otp on a gate (docs/privacy.md)"))
+    if findings:
+        return findings
+    return [Finding("keys", "ok", f"keys open with provider {local_kind}" if loaded is not None
+                    else "no keys yet: the first start creates them")]
 
 
 def check_file_modes(ctx: Context) -> list[Finding]:
@@ -153,18 +163,19 @@ def check_file_modes(ctx: Context) -> list[Finding]:
     findings = []
     if not cfg.state_dir.is_dir():
         findings.append(Finding("file modes", "fail", f"state folder {cfg.state_dir} does not "
-                                "exist", "sudo menjin system install (or mkdir -m 750 it, owned "
+                                "exist", "sudo menjin system install (or mkdir -m 700 it, owned "
                                 "by the service user)"))
     elif stat.S_IMODE(cfg.state_dir.stat().st_mode) & 0o007:
         mode = stat.S_IMODE(cfg.state_dir.stat().st_mode)
         findings.append(Finding("file modes", "fail", f"state folder {cfg.state_dir} is "
                                 f"accessible to every user (mode {mode:o})",
-                                f"chmod 750 {cfg.state_dir}"))
-    for name, path, _ in _key_files(cfg):
+                                f"chmod 700 {cfg.state_dir}"))
+    for name, path in [("keys.dir", cfg.keys.dir), *_key_files(cfg)]:
         if path.exists() and stat.S_IMODE(path.stat().st_mode) & 0o077:
             mode = stat.S_IMODE(path.stat().st_mode)
             findings.append(Finding("file modes", "fail", f"{name}: {path} is readable by "
-                                    f"others (mode {mode:o})", f"chmod 600 {path}"))
+                                    f"others (mode {mode:o})",
+                                    f"chmod {700 if path.is_dir() else 600} {path}"))
     return findings or [Finding("file modes", "ok", f"{cfg.state_dir} and key files private")]
 
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
 from daemon.audit import AuditLog
 from daemon.config import GateConfig, VisionSection
-from daemon.keys import KeyFileError, load_or_create_key, read_key
+from daemon.keyring import Keyring
+from daemon.keys import KeyProviderError
 
 if TYPE_CHECKING:  # the vision stack (OpenCV, ONNX Runtime) loads only when faces are used
     from vision.detect import Detector
@@ -28,10 +28,6 @@ if TYPE_CHECKING:  # the vision stack (OpenCV, ONNX Runtime) loads only when fac
     from vision.quality import QualityThresholds
 
 log = logging.getLogger(__name__)
-
-
-class StoreKeyError(Exception):
-    """The template store exists but its key cannot be read: a start-up error, never a reset."""
 
 
 def route_choices(vision: VisionSection) -> RouteChoices:
@@ -100,24 +96,14 @@ def face_models(vision: VisionSection) -> FaceModels:
     )
 
 
-def template_store(vision: VisionSection) -> TemplateStore:
-    """The gate's encrypted template store.
+def template_store(vision: VisionSection, key: bytes) -> TemplateStore:
+    """The gate's encrypted template store under ``key`` (:meth:`Keyring.template_key`).
 
-    The key is created together with a new store; for an existing store a missing or unreadable
-    key is an error (creating a fresh key would silently unenrol everybody).
+    A wrong key is an error when the store is read (never a reason to start over empty, which
+    would silently unenrol everybody).
     """
     from vision.gallery import TemplateStore
 
-    key_file = vision.template_key_file
-    if vision.templates.exists() and not key_file.exists():
-        raise StoreKeyError(
-            f"{vision.templates} exists but its key {key_file} is missing: restore the key file "
-            "(the templates cannot be read without it)"
-        )
-    try:
-        key = read_key(key_file) if key_file.exists() else load_or_create_key(key_file)
-    except (KeyFileError, OSError) as exc:
-        raise StoreKeyError(f"template key {key_file}: {exc}") from exc
     return TemplateStore(vision.templates, key, model=vision.embedder.kind)
 
 
@@ -129,21 +115,19 @@ class ConsentCheck:
     warning: str | None = None
 
 
-def check_consent(cfg: GateConfig, person: str) -> ConsentCheck:
+def check_consent(cfg: GateConfig, person: str, keyring: Keyring) -> ConsentCheck:
     """Whether ``person``'s separate face consent (and a guardian's, under 14) is recorded in the
-    resident store (PIPL arts. 29 and 31), and whether they also hold a card."""
-    from daemon.store import Store, StoreError
+    resident store (PIPL arts. 29 and 31), and whether they also hold a card or PIN."""
+    from daemon.store import StoreError
 
     db = cfg.access.db
     if not db.exists():
         return ConsentCheck(f"resident store {db} not found: add {person} with their face "
                             "consent first")
     try:
-        card_key_file = cfg.access.card_hash_key_file
-        card_key = read_key(card_key_file) if card_key_file is not None else None
-        with Store(db, card_key=card_key, zone=ZoneInfo(cfg.gate.timezone)) as store:
+        with keyring.open_store(cfg) as store:
             record = store.person(person)
-    except (StoreError, KeyFileError, OSError) as exc:
+    except (StoreError, KeyProviderError, OSError) as exc:
         return ConsentCheck(f"cannot read the resident store: {exc}")
     if record is None:
         return ConsentCheck(f"{person} is not in the resident store: add the person first")
@@ -181,6 +165,7 @@ def store_enrolment(
     result: Enrolment,
     *,
     actor: str,
+    keyring: Keyring,
 ) -> EnrolOutcome:
     """Persist an enrolment (from files, or from a station ``enrol`` command) and audit it.
 
@@ -196,12 +181,13 @@ def store_enrolment(
     if clashes:
         raise EnrolRefusedError(clashes)
     total = store.add(person, result.matrix())
+    alias = keyring.pseudonym(person)
     AuditLog(cfg.privacy.audit_path).append(
-        "enrol", actor=actor, target=person,
+        "enrol", actor=actor, target=alias,
         details={"photos_accepted": len(result.accepted), "photos_rejected": len(result.rejected),
                  "templates": total},
     )
-    log.info("face enrolment of %s: %d template(s) stored", person, total)
+    log.info("face enrolment of %s: %d template(s) stored", alias, total)
     return EnrolOutcome(len(result.accepted), result.rejected, total)
 
 

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 from daemon import __version__
+from daemon.audit import uid_actor
 from daemon.config import GateConfig
 from daemon.control import ControlError, ControlServer, Request
 from daemon.door_modes import ModeError
@@ -38,10 +39,17 @@ from drivers.card import mask
 log = logging.getLogger(__name__)
 
 FOLLOW_QUEUE_ITEMS = 1000
+MAX_AUDIT_FIELD = 200
 #: JPEG and PNG signatures: a sim photo is checked here, decoded in the vision process.
 IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
 #: Longest a simulated face stays in front of the camera.
 SIM_FACE_MAX_SECONDS = 120.0
+
+
+def peer_actor(req: Request) -> str:
+    """The audit actor of a control request: the caller's uid from SO_PEERCRED, never a name
+    the client sent."""
+    return uid_actor(req.peer.uid)
 
 
 def _offer(queue: asyncio.Queue[dict[str, Any]], item: dict[str, Any]) -> None:
@@ -77,6 +85,7 @@ class GateView(Protocol):
 
     async def forget(self, person: str, *, actor: str) -> dict[str, Any]: ...
 
+    def scrubbed(self, record: dict[str, Any], person: str, alias: str) -> dict[str, Any]: ...
     async def faces_changed(self) -> None: ...
 
 
@@ -98,6 +107,15 @@ class GateControl:
         for queue in list(self._raw_watchers):
             _offer(queue, item)
 
+    def scrub(self, person: str, alias: str) -> None:
+        """Erasure: followers' unread events name ``alias`` instead of ``person``."""
+        for queue in list(self._followers):
+            items = []
+            while not queue.empty():
+                items.append(queue.get_nowait())
+            for item in items:
+                queue.put_nowait(self.gate.scrubbed(item, person, alias))
+
     def server(self) -> ControlServer:
         """The control socket of the gate's config, with every command registered."""
         config = self.gate.config
@@ -107,6 +125,7 @@ class GateControl:
         server.stream("readers.watch", self._cmd_readers_watch)
         server.command("door.test", self._cmd_door_test)
         server.command("forget", self._cmd_forget)
+        server.command("audit.record", self._cmd_audit_record)
         server.command("faces.changed", self._cmd_faces_changed)
         server.command("door.mode", self._cmd_door_mode)
         server.command("faces.burst", self._cmd_faces_burst)
@@ -190,11 +209,18 @@ class GateControl:
         readers = self.gate.config.readers
         if only is not None and only not in readers:
             raise ControlError(f"no reader {only!r} (readers: {', '.join(readers)})")
+        show_cards = req.args.get("show_cards") is True
+        if show_cards:  # whole card numbers on a terminal: an administrative act
+            await self.gate.audit_trail.record("readers.show_cards", actor=peer_actor(req),
+                                               target=only or "all readers", details={})
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(FOLLOW_QUEUE_ITEMS)
         self._raw_watchers.add(queue)
         try:
             while True:
-                item = await queue.get()
+                item = dict(await queue.get())
+                clear = item.pop("clear", None)
+                if show_cards and clear is not None:
+                    item["text"] = clear
                 if only is None or item["reader"] == only:
                     yield item
         finally:
@@ -210,7 +236,7 @@ class GateControl:
         refusal = controller.unlock("test", seconds)
         if refusal is not None:
             raise ControlError(f"door {door_id}: test pulse refused ({refusal})")
-        await self.gate.audit_trail.record("door.test", actor=f"uid:{req.peer.uid}",
+        await self.gate.audit_trail.record("door.test", actor=peer_actor(req),
                                            target=door_id, details={"seconds": seconds})
         return {"door": door_id, "seconds": seconds, "note": "the relay clicks twice"}
 
@@ -238,8 +264,20 @@ class GateControl:
         person = req.args.get("person")
         if not isinstance(person, str) or not person:
             raise ControlError("forget: a person id is required")
-        actor = str(req.args.get("actor") or f"uid:{req.peer.uid}")
-        return await self.gate.forget(person, actor=actor)
+        return await self.gate.forget(person, actor=peer_actor(req))
+
+    async def _cmd_audit_record(self, req: Request) -> dict[str, Any]:
+        """An audit entry of a CLI command; the actor is who the kernel says is calling."""
+        action, target, details = (req.args.get(k) for k in ("action", "target", "details"))
+        if not isinstance(action, str) or not action or len(action) > MAX_AUDIT_FIELD:
+            raise ControlError("audit.record: action must be a short string")
+        if target is not None and (not isinstance(target, str) or len(target) > MAX_AUDIT_FIELD):
+            raise ControlError("audit.record: target must be a short string or null")
+        if not isinstance(details, dict):
+            raise ControlError("audit.record: details must be an object")
+        await self.gate.audit_trail.record(action, actor=peer_actor(req), target=target,
+                                           details=details)
+        return {"recorded": action}
 
     async def _cmd_faces_burst(self, req: Request) -> dict[str, Any]:
         """Frames of a door's camera for `menjin enrol --at-door` (base64 JPEG); the CLI

@@ -21,13 +21,22 @@ stays in an in-memory tail, the failure is logged once and counted, and the writ
 Retention (:meth:`purge`) and the disk quota (:meth:`enforce_quota`) delete portraits first, then
 the oldest delivered events, then undelivered non-alarm events; unacknowledged alarms are never
 deleted, and every eviction is itself recorded as a ``journal.dropped`` event.
+
+At rest (a copied SD card) the journal names nobody: with a ``data_key`` (from
+:mod:`daemon.keyring`, never on the card) each event body is sealed with AES-256-GCM, the
+``person`` column holds a keyed reference, and portrait files are sealed too; the uplink gets the
+clear payload from :meth:`Journal.pending` and the portrait from :meth:`Journal.read_portrait`.
+An erasure overwrites the rows it rewrites (``secure_delete``) and truncates the ``-wal``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import errno
+import hashlib
+import hmac
 import json
 import logging
 import re
@@ -39,6 +48,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from daemon.events import SCHEMA_VERSION, Event, Priority, now_ms
+from daemon.files import private_dir, private_file, write_private
+from daemon.keys import seal, unseal
 from protocol.uuid7 import Uuid7
 
 log = logging.getLogger(__name__)
@@ -72,6 +83,10 @@ UNWRITABLE_ROW = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.Progra
 _SURROGATES = re.compile("[\ud800-\udfff]")
 Range = tuple[int, int]
 PORTRAIT_SUFFIX = ".jpg"
+SEALED_PREFIX = "sealed:"
+_BODY_CONTEXT = b"menjin event"
+_PORTRAIT_CONTEXT = b"menjin portrait"
+PERSON_REF_HEX_CHARS = 32
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -148,6 +163,16 @@ class _Row:
     portrait_bytes: int | None = None
 
 
+def _forget_card(body: dict[str, Any], pseudonym: str) -> None:
+    """An event body no longer about anybody: the pseudonym instead of the id, and neither the
+    card's keyed hash nor its masked digits (both would lead back to the person)."""
+    body["person"] = pseudonym
+    body.pop("credential_ref", None)
+    data = body.get("data")
+    if isinstance(data, dict):
+        data.pop("card", None)
+
+
 def is_disk_full(exc: BaseException) -> bool:
     """True for the failures a full disk (or a journal over SQLite's page limit) produces."""
     if isinstance(exc, sqlite3.OperationalError):
@@ -180,8 +205,12 @@ class Journal:
         batch_max: int = DEFAULT_BATCH_MAX,
         clock: Callable[[], int] = now_ms,
         seq_floor: int = 0,
+        data_key: bytes | None = None,
     ) -> None:
+        """``data_key`` seals bodies and portraits at rest (None: clear, for tests of the
+        journal's logic only)."""
         self.path = path
+        self._data_key = data_key
         self.gate = gate
         self.fsync = fsync
         self.quota_bytes = quota_bytes
@@ -212,16 +241,14 @@ class Journal:
         self._acked: set[str] = set()  # ... which pending() already leaves out
         self.group_commits = 0
         self.portrait_dir = path.parent / PORTRAIT_DIR
-        self.portrait_dir.mkdir(parents=True, exist_ok=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.portrait_dir)
+        private_file(path)  # events name persons: the -wal and -shm inherit its 0600
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA secure_delete=ON")  # deleted rows are zeroed, not left free
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._synchronous = "FULL"
         self._db.executescript(_SCHEMA)
-        for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-            with contextlib.suppress(FileNotFoundError):
-                file.chmod(0o600)  # events name persons: readable only by the service user
         #: the last seq this file had recorded when it was opened
         self.seq_at_open = self._open_meta()
         self._seq = self.seq_at_open
@@ -370,14 +397,41 @@ class Journal:
             else:
                 callback()
 
+    # ------------------------------------------------------------------ at rest
+    def _person_ref(self, person: str | None) -> str | None:
+        """What the ``person`` column holds: a keyed reference (pseudonyms stay as they are)."""
+        if person is None or self._data_key is None or person.startswith("anon-"):
+            return person
+        digest = hmac.new(self._data_key, b"person:" + person.encode(), hashlib.sha256)
+        return digest.hexdigest()[:PERSON_REF_HEX_CHARS]
+
+    def _seal_body(self, body: str) -> str:
+        if self._data_key is None:
+            return body
+        blob = seal(self._data_key, body.encode(), _BODY_CONTEXT)
+        return SEALED_PREFIX + base64.b64encode(blob).decode()
+
+    def _open_body(self, body: str) -> str:
+        if not body.startswith(SEALED_PREFIX):
+            return body
+        if self._data_key is None:
+            raise JournalError(f"{self.path}: events are sealed; no journal key given")
+        return unseal(self._data_key, base64.b64decode(body[len(SEALED_PREFIX):]),
+                      _BODY_CONTEXT).decode()
+
+    def read_portrait(self, path: Path) -> bytes:
+        """The JPEG of a portrait file named by :class:`Pending` (FileNotFoundError: evicted)."""
+        blob = path.read_bytes()
+        return blob if self._data_key is None else unseal(self._data_key, blob,
+                                                          _PORTRAIT_CONTEXT)
+
     def _write_portrait(self, event_id: str, jpeg: bytes) -> int | None:
         final = self.portrait_dir / f"{event_id}{PORTRAIT_SUFFIX}"
-        tmp = final.with_suffix(".tmp")
+        if self._data_key is not None:
+            jpeg = seal(self._data_key, jpeg, _PORTRAIT_CONTEXT)
         try:
-            tmp.write_bytes(jpeg)
-            tmp.replace(final)
+            write_private(final, jpeg, fsync=False)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             self.stats.portraits_dropped += 1
             log.warning("journal: portrait of %s not kept (%s)", event_id, exc)
             return None
@@ -447,7 +501,8 @@ class Journal:
             self._db.executemany(
                 "INSERT INTO events (seq, id, ts_ms, type, priority, person, body) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(r.seq, r.id, r.ts_ms, r.type, r.priority, r.person, r.body) for r in rows],
+                [(r.seq, r.id, r.ts_ms, r.type, r.priority, self._person_ref(r.person),
+                  self._seal_body(r.body)) for r in rows],
             )
             self._db.executemany(
                 "INSERT INTO portraits (seq, id, ts_ms, bytes) VALUES (?, ?, ?, ?)",
@@ -592,7 +647,8 @@ class Journal:
                 continue
             portrait = (self.portrait_dir / f"{portrait_id}{PORTRAIT_SUFFIX}"
                         if portrait_id is not None else None)
-            out.append(Pending(seq, event_id, etype, ts, Priority(prio), body.encode(), portrait))
+            out.append(Pending(seq, event_id, etype, ts, Priority(prio),
+                               self._open_body(body).encode(), portrait))
             if len(out) >= limit:
                 break
         return out
@@ -624,11 +680,29 @@ class Journal:
                 with self._transaction():
                     before = self._db.total_changes
                     self._db.executemany("UPDATE events SET delivered = 1 WHERE id = ?", batch)
-                    return self._db.total_changes - before
+                    changed = self._db.total_changes - before
+                    erased = self._drop_erased_ids(ids)
+                if erased:  # the id must not outlive the station's copy in an old WAL frame
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                return changed
         except sqlite3.OperationalError as exc:
             # Losing an acknowledgement only means the event is sent again (duplicates allowed).
             self._write_failed(exc)
             return 0
+
+    def _drop_erased_ids(self, ids: list[str]) -> int:
+        """A delivered ``person.forgotten`` event has told the station the id to erase: from now
+        on it keeps only the pseudonym (``data.erase`` goes)."""
+        marks = ",".join("?" * len(ids))
+        rows = self._db.execute(
+            f"SELECT seq, body FROM events WHERE type = 'person.forgotten' AND id IN ({marks})",  # noqa: S608
+            ids).fetchall()
+        for seq, stored in rows:
+            body = json.loads(self._open_body(stored))
+            body.get("data", {}).pop("erase", None)
+            self._db.execute("UPDATE events SET body = ? WHERE seq = ?", (self._seal_body(
+                json.dumps(body, separators=(",", ":"), ensure_ascii=False)), seq))
+        return len(rows)
 
     @property
     def last_seq(self) -> int:
@@ -799,25 +873,34 @@ class Journal:
 
     def _pseudonymise(self, person: str, pseudonym: str) -> int:
         self._flush(durable=True)
+        ref = self._person_ref(person)
         portrait_ids = [r[0] for r in self._db.execute(
             "SELECT p.id FROM portraits p JOIN events e ON e.seq = p.seq WHERE e.person = ?",
-            (person,))]
+            (ref,))]
         if portrait_ids:
             self._delete_portraits(portrait_ids)
         self._set_synchronous("FULL")
         with self._transaction():
+            rows = self._db.execute("SELECT seq, body FROM events WHERE person = ?",
+                                    (ref,)).fetchall()
             # the card reference would lead back to the person: it goes with the id
-            cursor = self._db.execute(
-                "UPDATE events SET person = ?1, body = json_remove(json_set(body, '$.person', ?1), "
-                "'$.credential_ref') WHERE person = ?2", (pseudonym, person))
-            changed = cursor.rowcount
+            rewritten = []
+            for seq, stored in rows:
+                body = json.loads(self._open_body(stored))
+                _forget_card(body, pseudonym)
+                rewritten.append((pseudonym, self._seal_body(
+                    json.dumps(body, separators=(",", ":"), ensure_ascii=False)), seq))
+            self._db.executemany("UPDATE events SET person = ?, body = ? WHERE seq = ?",
+                                 rewritten)
+            changed = len(rewritten)
+        # secure_delete zeroed the old rows in the file; the old pages must not live on in the WAL
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         with self._tail_lock:
             tail = list(self._tail)
         for row in tail:  # events that could not be written yet
             if row.person == person:
                 body = json.loads(row.body)
-                body["person"] = pseudonym
-                body.pop("credential_ref", None)
+                _forget_card(body, pseudonym)
                 row.person, row.body = pseudonym, json.dumps(body, separators=(",", ":"))
                 changed += 1
         return changed
@@ -916,3 +999,22 @@ class Journal:
         with self._read_lock:
             self._reader.close()
         self._db.close()
+
+
+def read_events(path: Path, data_key: bytes | None) -> list[dict[str, Any]]:
+    """Every stored event of the journal file ``path``, oldest first, as published (opened
+    read-only beside a running daemon: for tools and inspection, never the door path)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT body FROM events ORDER BY seq").fetchall()
+    finally:
+        db.close()
+    out = []
+    for (body,) in rows:
+        if body.startswith(SEALED_PREFIX):
+            if data_key is None:
+                raise JournalError(f"{path}: events are sealed; no journal key given")
+            body = unseal(data_key, base64.b64decode(body[len(SEALED_PREFIX):]),
+                          _BODY_CONTEXT).decode()
+        out.append(json.loads(body))
+    return out

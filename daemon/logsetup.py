@@ -1,8 +1,9 @@
 """Logging set-up for the daemon and the CLI: journald-friendly, level per component.
 
 Under systemd (``JOURNAL_STREAM`` set) journald adds timestamps itself, so lines are plain
-``LEVEL component: message key=value``; elsewhere a timestamp leads.  Drivers and vision never
-configure logging; only this module does, once, at start-up.
+``LEVEL component: message key=value``; elsewhere a timestamp leads.  Every line loses the
+credentials of any URL in it (:mod:`daemon.redact`), whichever module logged it.  Drivers and
+vision never configure logging; only this module does, once, at start-up.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
+
+from daemon.redact import RedactUrls
 
 JOURNALD_FORMAT = "%(levelname)s %(name)s: %(message)s"
 TERMINAL_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s"
@@ -48,6 +51,7 @@ def configure(level: str = "INFO", components: Mapping[str, str] | None = None) 
         handler.setFormatter(logging.Formatter(JOURNALD_FORMAT))
     else:
         handler.setFormatter(logging.Formatter(TERMINAL_FORMAT, DATE_FORMAT))
+    handler.addFilter(RedactUrls())  # camera credentials never reach the journal
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

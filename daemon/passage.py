@@ -22,7 +22,7 @@ from daemon.door import DoorController
 from daemon.events import Emit, Event
 from daemon.lockout import Lockout
 from daemon.pin_entry import PinEntry
-from drivers.card import CardRead
+from drivers.card import CardRead, mask
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,8 @@ class Passage:
                       ignored)
             return
         self.decided(decision, reader=reader_id,
-                     credential_ref=self._access().card_ref(read.credential))
+                     credential_ref=self._access().card_ref(read.credential),
+                     card_mask=mask(read.credential))
         if decision.awaiting == "pin":  # a known card: its PIN comes on the keypad next
             self._pin_entry(reader_id, door_id).card_waiting(read.credential)
             return
@@ -141,9 +142,15 @@ class Passage:
                              person=person, reason=reason))
 
     def decided(self, decision: Decision, *, reader: str | None,
-                credential_ref: str | None) -> None:
-        """Record the decision, then move the door (whose own events follow in the record)."""
+                credential_ref: str | None, card_mask: str | None = None) -> None:
+        """Record the decision, then move the door (whose own events follow in the record).
+
+        A card travels as its keyed hash (``credential_ref``) and, for people to read, as
+        ``data.card`` masked to its last digits (``****5678``): never the number itself.
+        """
         events = decision_events(decision, reader=reader, credential_ref=credential_ref)
+        if card_mask is not None:
+            events = [dataclasses.replace(e, data={**e.data, "card": card_mask}) for e in events]
         door = self._doors.get(decision.door)
         if door is None:
             log.error("door %s: not running; %s decision not carried out", decision.door,

@@ -11,6 +11,7 @@ the station can replace the id in its own copy and delete its portraits of them 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -18,7 +19,8 @@ from daemon.audit import AuditLog
 from daemon.config import GateConfig
 from daemon.events import Event
 from daemon.journal import Journal
-from daemon.keys import load_or_create_key, read_key
+from daemon.keyring import Keyring
+from daemon.recovery import snapshot_path
 from daemon.store import Forgotten, Store
 
 log = logging.getLogger(__name__)
@@ -67,9 +69,8 @@ def forget_person(
         templates_removed=templates_removed,
         events_pseudonymised=changed,
     )
-    log.info(
-        "erasure: person %s is now %s (%d card(s), templates %s, %d event(s) rewritten)",
-        person,
+    log.info(  # the log names the pseudonym only: journald is not erased
+        "erasure: %s (%d card(s), templates %s, %d event(s) rewritten)",
         gone.pseudonym,
         gone.cards_removed,
         "removed" if templates_removed else "none",
@@ -82,28 +83,32 @@ def forget_offline(config: GateConfig, person: str, *, actor: str) -> Erasure:
     """Erasure while the daemon is stopped: on the store, template and journal files.
 
     ``person.forgotten`` is recorded in the journal, so the station hears of it at the next start.
+    The caller holds the gate lock (:func:`daemon.statelock.offline`): a running daemon owns the
+    journal's sequence numbers, so this never runs beside it.
     """
-    key_file = config.access.card_hash_key_file
-    store = Store(config.access.db, card_key=read_key(key_file) if key_file else None)
+    keyring = Keyring(config)
+    store = keyring.open_store(config)
     journal = Journal(
         config.journal.path,
         gate=config.gate.id,
         portraits=config.privacy.portraits,
         retention_days=config.journal.retention_days,
+        data_key=keyring.local().journal,
     )
     try:
         templates = None
         if config.vision is not None and config.vision.templates.exists():
             from daemon.faces import template_store
 
-            templates = template_store(config.vision)
+            templates = template_store(config.vision, keyring.template_key())
         erasure = forget_person(
             person,
             store=store,
-            pseudonym_key=load_or_create_key(config.privacy.pseudonym_key_file),
+            pseudonym_key=keyring.local().pseudonyms,
             templates=templates,
             journal=journal,
         )
+        _refresh_snapshot(store, config)
         journal.record(forgotten_event(erasure, actor=actor))
         AuditLog(config.privacy.audit_path).append(
             "person.forget",
@@ -115,6 +120,16 @@ def forget_offline(config: GateConfig, person: str, *, actor: str) -> Erasure:
         journal.close()
         store.close()
     return erasure
+
+
+def _refresh_snapshot(store: Store, config: GateConfig) -> None:
+    """The last good copy of the store without the erased person (or no copy at all)."""
+    snapshot = snapshot_path(config.access.db)
+    try:
+        store.snapshot(snapshot)
+    except (OSError, sqlite3.Error) as exc:
+        snapshot.unlink(missing_ok=True)  # the older copy would still hold the erased person
+        log.warning("resident store snapshot %s removed, not refreshed: %s", snapshot, exc)
 
 
 def forgotten_event(erasure: Erasure, *, actor: str) -> Event:

@@ -16,7 +16,7 @@ from daemon.builders import build_reader, reader_port
 from daemon.config import ReaderSection
 from daemon.events import Emit, Event
 from daemon.simulate import SimulatedBoard
-from drivers.card import CardRead
+from drivers.card import CardRead, mask
 from drivers.feedback import FeedbackFanout
 
 #: ``raw(item)`` receives ``{"reader", "kind", "text"}`` dicts for `menjin readers watch`.
@@ -92,7 +92,8 @@ class Readers:
         view = self.views.get(reader_id)
         if view is None:
             return
-        self._raw(reader_id, "card", f"{read.credential} ({read.format}, {read.bits} bits)")
+        self._raw(reader_id, "card", f"{mask(read.credential)} ({read.format}, {read.bits} bits)",
+                  clear=f"{read.credential} ({read.format}, {read.bits} bits)")
         self._on_card(reader_id, view.door, read)
 
     def _fault(self, reader_id: str, reason: str) -> None:
@@ -111,10 +112,17 @@ class Readers:
         self._raw(reader_id, "restored", "back")
 
     def _reader_raw(self, reader_id: str, data: bytes | str) -> None:
+        # the frame encodes the card number: shown only to `readers watch --show-cards`
         if isinstance(data, bytes):
-            self._raw(reader_id, "bytes", f"{data!r} ({data.hex(' ')})")
+            self._raw(reader_id, "bytes", f"{len(data)} byte(s)",
+                      clear=f"{data!r} ({data.hex(' ')})")
         else:
-            self._raw(reader_id, "bits", f"{data} ({len(data)} bits)")
+            self._raw(reader_id, "bits", f"{len(data)} bits", clear=f"{data} ({len(data)} bits)")
 
-    def _raw(self, reader_id: str, kind: str, text: str) -> None:
-        self._raw_sink({"reader": reader_id, "kind": kind, "text": text})
+    def _raw(self, reader_id: str, kind: str, text: str, *, clear: str | None = None) -> None:
+        """Offer a line to `readers watch`: ``text`` is safe to show, ``clear`` (when the line
+        holds a card number) only for ``--show-cards``."""
+        item = {"reader": reader_id, "kind": kind, "text": text}
+        if clear is not None:
+            item["clear"] = clear
+        self._raw_sink(item)

@@ -24,6 +24,7 @@ from daemon.doors import Doors
 from daemon.events import Emit
 from daemon.faces import EnrolOutcome, check_consent, face_models, store_enrolment, template_store
 from daemon.journal import Journal
+from daemon.keyring import Keyring
 from daemon.sync_transfer import STAGING_FILE, SyncStaging
 from daemon.trusted_time import TrustedTime
 from daemon.upkeep import AuditTrail, Erasure, Residents
@@ -35,7 +36,7 @@ Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 def enrol_from_station(config: GateConfig, vision: VisionSection, person: str,
-                       photos_b64: list[str]) -> EnrolOutcome:
+                       photos_b64: list[str], keyring: Keyring) -> EnrolOutcome:
     """Templates from base64 photos of a station ``enrol`` command (blocking: inference)."""
     from vision.enrol import decode_image, enrol_images
 
@@ -47,12 +48,12 @@ def enrol_from_station(config: GateConfig, vision: VisionSection, person: str,
     ]
     result = enrol_images(images, models.detector, models.embedder, models.thresholds,
                           models.refiner)
-    return store_enrolment(config, models, template_store(vision), person, result,
-                           actor="station")
+    return store_enrolment(config, models, template_store(vision, keyring.template_key()),
+                           person, result, actor="station", keyring=keyring)
 
 
 def enrol_burst_from_station(config: GateConfig, vision: VisionSection, person: str,
-                             frames: list[bytes]) -> EnrolOutcome:
+                             frames: list[bytes], keyring: Keyring) -> EnrolOutcome:
     """Templates from a burst of the door camera (a station ``enrol`` naming a ``door``)."""
     from vision.burst import enrol_burst
     from vision.enrol import decode_image
@@ -63,8 +64,8 @@ def enrol_burst_from_station(config: GateConfig, vision: VisionSection, person: 
     result = enrol_burst(images, models.detector, models.embedder, models.thresholds,
                          same_person=models.threshold, refiner=models.refiner,
                          detector_kind=vision.detector.kind)
-    return store_enrolment(config, models, template_store(vision), person, result,
-                           actor="station")
+    return store_enrolment(config, models, template_store(vision, keyring.template_key()),
+                           person, result, actor="station", keyring=keyring)
 
 
 #: A station enrolment at the door: this many frames over this many seconds.
@@ -79,8 +80,11 @@ class StationCommands:
     def __init__(self, *, config: Callable[[], GateConfig], doors: Doors,
                  residents: Callable[[], Residents], erasure: Callable[[], Erasure],
                  audit: AuditTrail, faces_changed: Callable[[], Awaitable[None]],
+                 keyring: Keyring, unwrap: Handler | None = None,
                  burst: Burst | None = None) -> None:
         self._config = config
+        self._keyring = keyring
+        self._unwrap = unwrap  # provider station: the face key's answer
         self._doors = doors
         self._residents = residents
         self._erasure = erasure
@@ -90,10 +94,13 @@ class StationCommands:
         self._burst = burst  # burst(door, frames, seconds): the door camera's frames
 
     def handlers(self) -> dict[str, Handler]:
-        return {"config": self.config, "open": self.open, "sync": self.sync,
-                "sync_part": self.sync_part,
-                "enrol": self.enrol, "remove": self.remove, "forget": self.forget,
-                "mode": self.mode}
+        handlers: dict[str, Handler] = {
+            "config": self.config, "open": self.open, "sync": self.sync,
+            "sync_part": self.sync_part, "enrol": self.enrol, "remove": self.remove,
+            "forget": self.forget, "mode": self.mode}
+        if self._unwrap is not None:
+            handlers["unwrap"] = self._unwrap
+        return handlers
 
     def processor(self, config: GateConfig, journal: Journal, emit: Emit,
                   time: TrustedTime | None = None) -> CommandProcessor:
@@ -159,7 +166,8 @@ class StationCommands:
         """One signed piece of a large sync (:mod:`daemon.sync_transfer`): staged; the last one
         applies them all in one transaction and swaps the new index in."""
         if self._staging is None:
-            self._staging = SyncStaging(self._config().state_dir / STAGING_FILE)
+            self._staging = SyncStaging(self._config().state_dir / STAGING_FILE,
+                                        self._keyring.local().store)
         staging = self._staging
         transfer, have, count = await asyncio.to_thread(staging.stage, args)
         answer: dict[str, Any] = {"transfer": transfer, "received": have, "count": count,
@@ -171,8 +179,9 @@ class StationCommands:
             try:
                 result = await asyncio.to_thread(
                     lambda: residents.store.apply_sync_parts(staging.pieces(transfer)))
-            finally:
-                await asyncio.to_thread(staging.discard, transfer)
+            finally:  # applied or refused: the staged resident list goes, file and all
+                self._staging = None
+                await asyncio.to_thread(staging.remove)
         await residents.reload()
         return {**answer, **result.as_dict()}
 
@@ -193,7 +202,7 @@ class StationCommands:
         if door is None and (not isinstance(photos, list) or not photos):
             raise ValueError("photos: a non-empty list of base64 JPEG photos is required "
                              "(or door: enrol at that door's camera)")
-        consent = await asyncio.to_thread(check_consent, config, person)
+        consent = await asyncio.to_thread(check_consent, config, person, self._keyring)
         if consent.problem is not None:
             raise ValueError(consent.problem)
         if door is not None:
@@ -206,13 +215,13 @@ class StationCommands:
                 raise ValueError(f"door {door}: {exc}") from exc
             try:
                 outcome = await asyncio.to_thread(enrol_burst_from_station, config, vision,
-                                                  person, frames)
+                                                  person, frames, self._keyring)
             except BurstRefusedError as exc:
                 raise ValueError(f"{person}: {exc}") from exc
         else:
             assert isinstance(photos, list)
             outcome = await asyncio.to_thread(enrol_from_station, config, vision, person,
-                                              [str(p) for p in photos])
+                                              [str(p) for p in photos], self._keyring)
         await self._faces_changed()
         return {"person": person, "accepted": outcome.accepted, "rejected": outcome.rejected,
                 "templates": outcome.templates, "warning": consent.warning}
@@ -223,8 +232,10 @@ class StationCommands:
         if vision is None:
             raise ValueError("this gate has no face recognition (no vision section)")
         person = str(args.get("person", ""))
-        removed = await asyncio.to_thread(lambda: template_store(vision).remove(person))
-        await self._audit.record("face.remove", actor="station", target=person,
+        key = self._keyring.template_key()
+        removed = await asyncio.to_thread(lambda: template_store(vision, key).remove(person))
+        await self._audit.record("face.remove", actor="station",
+                                 target=self._keyring.pseudonym(person),
                                  details={"removed": removed})
         await self._faces_changed()
         return {"person": person, "removed": removed}

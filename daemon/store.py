@@ -41,12 +41,17 @@ PERSON (only ``id`` and ``name`` are required)::
 GROUP: ``{"id": "residents", "name": "...", "doors": ["front", "vehicle"], "schedule": "always"}``
 with the schedule text of :mod:`daemon.schedule`.
 
-With a card hash key (``access.card_hash_key_file``) the store keeps HMAC-SHA256 keyed hashes of
-card numbers instead of the numbers; the gate hashes each read the same way before the lookup.
+At rest (a copied SD card) the store yields no card number, person id or name: cards are kept
+as HMAC-SHA256 keyed hashes under the site's card key (the gate hashes each read the same way
+before the lookup), person ids as keyed references, and each person's record sealed with
+AES-256-GCM under the store key (both keys from :mod:`daemon.keys`, never on the card).  Erased
+rows are overwritten (``secure_delete``) and the WAL truncated after an erasure
+(:meth:`Store.forget`).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import itertools
@@ -66,6 +71,8 @@ from zoneinfo import ZoneInfo
 from pydantic import TypeAdapter, ValidationError
 
 from daemon.access import AccessIndex, Group, Kind, Person
+from daemon.files import private_file
+from daemon.keys import seal, unseal
 from daemon.schedule import DEFAULT_TIMEZONE, ScheduleError, parse_schedule
 from drivers.card import mask
 from protocol.cards import CardNumberError, canonical_card
@@ -84,6 +91,9 @@ from protocol.sync import (
 log = logging.getLogger(__name__)
 
 PSEUDONYM_HEX_CHARS = 24
+PERSON_REF_HEX_CHARS = 32
+SEALED_PREFIX = "sealed:"
+_ROW_CONTEXT = b"menjin person row"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -316,14 +326,19 @@ class Store:
     """The SQLite resident store of one gate (one connection, used from one thread at a time)."""
 
     def __init__(self, path: Path, *, card_key: bytes | None = None,
-                 zone: ZoneInfo | None = None) -> None:
+                 data_key: bytes | None = None, zone: ZoneInfo | None = None) -> None:
+        """``card_key`` hashes card numbers, ``data_key`` seals person rows and keys their ids
+        (both from :class:`daemon.keyring.Keyring` in the gate; None keeps them in clear, for
+        tests of the store's logic only)."""
         self.path = Path(path)
         self.zone = zone or ZoneInfo(DEFAULT_TIMEZONE)
         self.card_ref = card_hasher(card_key)
+        self._data_key = data_key
         #: Cards in stored person records: card numbers (canonicalised again) or keyed hashes.
         self._stored_card: CardKey = _same if card_key is None else _as_stored
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)  # names and PIN hashes: the -wal and -shm inherit its 0600
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA secure_delete=ON")  # an erased person is zeroed, not freed
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA foreign_keys=ON")
@@ -339,7 +354,8 @@ class Store:
                     f"the config now asks for {keying.split(':')[0]} (or another key): "
                     "restore the key file or re-import the residents into a new store"
                 )
-            self._set_meta("card_keying", keying)
+            if stored != keying:  # opening a store writes nothing otherwise
+                self._set_meta("card_keying", keying)
             if card_key is None:
                 self._canonical_plain_cards()
 
@@ -373,6 +389,7 @@ class Store:
         the last good copy a corrupt store falls back to at start-up."""
         tmp = target.with_name(target.name + ".tmp")
         tmp.unlink(missing_ok=True)
+        private_file(tmp)  # 0600 before the first page is copied (rows are sealed there too)
         copy = sqlite3.connect(tmp)
         try:
             self._conn.backup(copy)
@@ -398,6 +415,51 @@ class Store:
             raise
         self._conn.execute("COMMIT")
 
+    # ------------------------------------------------------------------ rows at rest
+    def _ref(self, person_id: str) -> str:
+        """The key of ``person_id``'s rows: a keyed hash, so the file names nobody."""
+        if self._data_key is None:
+            return person_id
+        digest = hmac.new(self._data_key, b"person:" + person_id.encode(), hashlib.sha256)
+        return digest.hexdigest()[:PERSON_REF_HEX_CHARS]
+
+    def _seal(self, person: Person, masks: Mapping[str, str]) -> str:
+        """A person's row; sealed, it also keeps each card's masked digits (``****5678``) for
+        the tools, since the card column holds only keyed hashes."""
+        if self._data_key is None:
+            return json.dumps(person_json(person), ensure_ascii=False)
+        text = json.dumps({"person": person_json(person), "masks": dict(masks)},
+                          ensure_ascii=False)
+        blob = seal(self._data_key, text.encode(), _ROW_CONTEXT)
+        return SEALED_PREFIX + base64.b64encode(blob).decode()
+
+    def _unseal(self, data: str) -> Person:
+        return self._row(data)[0]
+
+    def _row(self, data: str) -> tuple[Person, dict[str, str]]:
+        if not data.startswith(SEALED_PREFIX):
+            person = parse_person(json.loads(data), zone=self.zone, card_key=self._stored_card)
+            return person, {c: mask(c) for c in (*person.cards, *person.duress_cards)}
+        if self._data_key is None:
+            raise StoreError(f"{self.path}: the records are sealed; no store key given")
+        doc = json.loads(unseal(self._data_key, base64.b64decode(data[len(SEALED_PREFIX):]),
+                                _ROW_CONTEXT))
+        return (parse_person(doc["person"], zone=self.zone, card_key=self._stored_card),
+                dict(doc["masks"]))
+
+    def masked_cards(self, person_id: str) -> list[str]:
+        """``person_id``'s cards as people may see them: ``****5678`` (empty when unknown)."""
+        row = self._conn.execute("SELECT data FROM persons WHERE id = ?",
+                                 (self._ref(person_id),)).fetchone()
+        if row is None:
+            return []
+        person, masks = self._row(row[0])
+        return [masks.get(c, "****") for c in person.cards]
+
+    def _masks(self, person: Person) -> dict[str, str]:
+        """Stored card key → masked digits, for a person with canonical card strings."""
+        return {self.card_ref(c): mask(c) for c in (*person.cards, *person.duress_cards)}
+
     def _meta(self, key: str) -> str | None:
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
@@ -412,14 +474,13 @@ class Store:
         return int(self._meta("version") or 0)
 
     def persons(self) -> list[Person]:
-        rows = self._conn.execute("SELECT data FROM persons ORDER BY id").fetchall()
-        return [parse_person(json.loads(r[0]), zone=self.zone, card_key=self._stored_card)
-                for r in rows]
+        rows = self._conn.execute("SELECT data FROM persons").fetchall()
+        return sorted((self._unseal(r[0]) for r in rows), key=lambda p: p.id)
 
     def person(self, person_id: str) -> Person | None:
-        row = self._conn.execute("SELECT data FROM persons WHERE id = ?", (person_id,)).fetchone()
-        return None if row is None else parse_person(json.loads(row[0]), zone=self.zone,
-                                                     card_key=self._stored_card)
+        row = self._conn.execute("SELECT data FROM persons WHERE id = ?",
+                                 (self._ref(person_id),)).fetchone()
+        return None if row is None else self._unseal(row[0])
 
     def groups(self) -> list[Group]:
         rows = self._conn.execute("SELECT data FROM groups ORDER BY id").fetchall()
@@ -438,9 +499,13 @@ class Store:
 
     def card_owner(self, card: str) -> str | None:
         """The person holding ``card`` (canonical string), if any."""
-        row = self._conn.execute("SELECT person FROM cards WHERE card = ?",
-                                 (self.card_ref(card),)).fetchone()
-        return None if row is None else str(row[0])
+        return self._holder(self.card_ref(card))
+
+    def _holder(self, stored_card: str) -> str | None:
+        row = self._conn.execute(
+            "SELECT p.data FROM cards c JOIN persons p ON p.id = c.person WHERE c.card = ?",
+            (stored_card,)).fetchone()
+        return None if row is None else self._unseal(row[0]).id
 
     def keyed(self, person: Person) -> Person:
         """``person`` with canonical card strings turned into this store's card keys."""
@@ -475,7 +540,7 @@ class Store:
         ``card_key``); the store keys them.  Local edits keep the sync version: the next
         snapshot from the station replaces them.
         """
-        batch = [self.keyed(p) for p in persons]
+        batch = [(self.keyed(p), self._masks(p)) for p in persons]
         with self._transaction():
             self._put_groups(groups)
             if holidays is not None:
@@ -484,9 +549,10 @@ class Store:
             if workdays is not None:
                 self._conn.executemany("INSERT OR REPLACE INTO workdays (day, name) VALUES (?, ?)",
                                        [(d.isoformat(), n) for d, n in workdays.items()])
-            self._conn.executemany("DELETE FROM cards WHERE person = ?", [(p.id,) for p in batch])
-            for person in batch:  # cards may move between persons of one batch
-                self._put_person(person)
+            self._conn.executemany("DELETE FROM cards WHERE person = ?",
+                                   [(self._ref(p.id),) for p, _masks in batch])
+            for person, masks in batch:  # cards may move between persons of one batch
+                self._put_person(person, masks)
         return len(batch)
 
     def remove_group(self, group_id: str) -> tuple[bool, list[str]]:
@@ -504,13 +570,15 @@ class Store:
 
     def set_enabled(self, person_id: str, enabled: bool) -> bool:
         """Enable or disable a person; False when there is no such person."""
-        person = self.person(person_id)
-        if person is None:
+        row = self._conn.execute("SELECT data FROM persons WHERE id = ?",
+                                 (self._ref(person_id),)).fetchone()
+        if row is None:
             return False
-        data = person_json(person) | {"enabled": enabled}
+        person, masks = self._row(row[0])
         with self._transaction():
             self._conn.execute("UPDATE persons SET data = ? WHERE id = ?",
-                               (json.dumps(data, ensure_ascii=False), person_id))
+                               (self._seal(replace(person, enabled=enabled), masks),
+                                self._ref(person_id)))
         return True
 
     def remove(self, person_id: str) -> Person | None:
@@ -536,27 +604,34 @@ class Store:
                 self._delete_person(person_id)
             self._conn.execute("INSERT OR REPLACE INTO forgotten (pseudonym, forgotten_ms) "
                                "VALUES (?, ?)", (alias, now_ms or _now_ms()))
+        self.scrub()
         return Forgotten(
             person_id, alias, person is not None,
             len(person.cards) + len(person.duress_cards) if person else 0,
             bool(person and (person.pin_hash or person.duress_pin_hash)),
         )
 
-    def _put_person(self, person: Person) -> None:
-        data = json.dumps(person_json(person), ensure_ascii=False)
+    def scrub(self) -> None:
+        """Move every committed page into the database file and truncate the ``-wal`` to zero
+        bytes, so a deleted row survives in no old WAL frame (``secure_delete`` already zeroes
+        it in the database file itself)."""
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _put_person(self, person: Person, masks: Mapping[str, str]) -> None:
+        ref = self._ref(person.id)
         self._conn.execute("INSERT OR REPLACE INTO persons (id, data) VALUES (?, ?)",
-                           (person.id, data))
-        self._conn.execute("DELETE FROM cards WHERE person = ?", (person.id,))
+                           (ref, self._seal(person, masks)))
+        self._conn.execute("DELETE FROM cards WHERE person = ?", (ref,))
         for card in (*person.cards, *person.duress_cards):
-            owner = self._conn.execute("SELECT person FROM cards WHERE card = ?",
-                                       (card,)).fetchone()
+            owner = self._holder(card)
             if owner is not None:
-                raise PersonError(f"cards: a card of {person.id} already belongs to {owner[0]}")
-            self._conn.execute("INSERT INTO cards (card, person) VALUES (?, ?)", (card, person.id))
+                raise PersonError(f"cards: a card of {person.id} already belongs to {owner}")
+            self._conn.execute("INSERT INTO cards (card, person) VALUES (?, ?)", (card, ref))
 
     def _delete_person(self, person_id: str) -> None:
-        self._conn.execute("DELETE FROM cards WHERE person = ?", (person_id,))
-        self._conn.execute("DELETE FROM persons WHERE id = ?", (person_id,))
+        ref = self._ref(person_id)
+        self._conn.execute("DELETE FROM cards WHERE person = ?", (ref,))
+        self._conn.execute("DELETE FROM persons WHERE id = ?", (ref,))
 
     def _put_groups(self, groups: Iterable[Group]) -> None:
         self._conn.executemany("INSERT OR REPLACE INTO groups (id, data) VALUES (?, ?)",
@@ -635,7 +710,7 @@ class Store:
         persons = []
         for i, record in enumerate(records):
             try:
-                persons.append(person_from_record(record, zone=self.zone, card_key=self.card_ref))
+                persons.append(person_from_record(record, zone=self.zone))
             except PersonError as exc:
                 raise PersonError(f"{people_key}[{i}].{exc}") from None
         groups = [group_from_record(g) for g in sync.groups]
@@ -660,9 +735,10 @@ class Store:
             conn.executemany("INSERT INTO workdays (day, name) VALUES (?, ?)",
                              [(d.isoformat(), n) for d, n in workdays.items()])
         self._put_groups(groups)
-        conn.executemany("DELETE FROM cards WHERE person = ?", [(p.id,) for p in persons])
+        conn.executemany("DELETE FROM cards WHERE person = ?",
+                         [(self._ref(p.id),) for p in persons])
         for person in persons:
-            self._put_person(person)
+            self._put_person(self.keyed(person), self._masks(person))
         return len(persons)
 
 

@@ -7,11 +7,15 @@ pieces are read back one by one into :meth:`daemon.store.Store.apply_sync_parts`
 them in one transaction; the decision index is then rebuilt and swapped in.  Until then, and when
 a transfer is abandoned half-way, the previous resident set stays in force.  Only one transfer is
 staged at a time: the first piece of a newer one discards an older one's pieces.
+
+Pieces name residents, so the staging file holds them sealed (AES-256-GCM under the resident store
+key, :func:`daemon.keys.seal`), is 0600, zeroes deleted rows (``secure_delete``), and is removed
+with its ``-wal`` once a transfer has been applied or refused (:meth:`SyncStaging.remove`).
 """
 
 from __future__ import annotations
 
-import contextlib
+import base64
 import json
 import logging
 import sqlite3
@@ -19,6 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from daemon.files import private_file
+from daemon.keys import seal, unseal
 from protocol.sync import SyncPayloadError, parse_sync
 from protocol.sync_pieces import PieceError, check_piece
 
@@ -27,6 +33,7 @@ log = logging.getLogger(__name__)
 STAGING_FILE = "sync_parts.db"
 #: Staged bytes at most (a bound against a sender that never finishes).
 MAX_STAGED_BYTES = 512 * 1024 * 1024
+_PIECE_CONTEXT = b"menjin sync piece"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS parts (
@@ -46,17 +53,25 @@ class TransferRefusedError(ValueError):
 class SyncStaging:
     """Staged pieces of the transfer in progress; blocking methods (run them in a thread)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, key: bytes) -> None:
+        """``key``: the resident store key (32 bytes) the pieces are sealed with."""
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._key = key
+        private_file(path)  # the -wal and -shm inherit its 0600
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
-        with contextlib.suppress(OSError):
-            path.chmod(0o600)  # resident lists name persons
 
     def close(self) -> None:
         self._db.close()
+
+    def remove(self) -> None:
+        """Close and delete the staging file and its ``-wal``/``-shm`` (nothing staged left)."""
+        self._db.close()
+        for file in (self.path, self.path.with_name(self.path.name + "-wal"),
+                     self.path.with_name(self.path.name + "-shm")):
+            file.unlink(missing_ok=True)
 
     def stage(self, args: dict[str, Any]) -> tuple[str, int, int]:
         """Check and keep one piece; returns (transfer, pieces staged, count)."""
@@ -65,7 +80,8 @@ class SyncStaging:
             parse_sync(part)
         except (PieceError, SyncPayloadError) as exc:
             raise TransferRefusedError(f"sync_part: {exc}") from None
-        body = json.dumps(part, separators=(",", ":"), ensure_ascii=False)
+        body = base64.b64encode(seal(self._key, json.dumps(
+            part, separators=(",", ":"), ensure_ascii=False).encode(), _PIECE_CONTEXT)).decode()
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -102,7 +118,4 @@ class SyncStaging:
             if row is None:
                 return
             last = int(row[0])
-            yield json.loads(row[1])
-
-    def discard(self, transfer: str) -> None:
-        self._db.execute("DELETE FROM parts WHERE transfer = ?", (transfer,))
+            yield json.loads(unseal(self._key, base64.b64decode(row[1]), _PIECE_CONTEXT))

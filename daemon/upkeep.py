@@ -19,8 +19,9 @@ from daemon.audit import AuditLog
 from daemon.config import GateConfig
 from daemon.events import Emit, Event
 from daemon.faces import template_store
+from daemon.files import write_private
 from daemon.journal import Journal
-from daemon.keys import load_or_create_key
+from daemon.keyring import Keyring
 from daemon.privacy import forget_person, forgotten_event
 from daemon.store import Store
 
@@ -37,10 +38,11 @@ AUDIT_RETRY_SECONDS = 1.0
 class AuditTrail:
     """The hash-chained audit log, appended off the loop and forwarded as ``audit`` events.
 
-    The CLI appends entries while the daemon may be stopped, so entries are forwarded by sequence
-    number from a cursor file rather than at append time; the cursor is written after the events
-    are recorded, so a crash repeats an entry (the station deduplicates by its hash) rather than
-    losing one.
+    The CLI appends entries while the daemon may be stopped, so entries are forwarded from a
+    cursor file rather than at append time.  The cursor holds the chain hash of the last entry
+    sent: each entry goes out once, whoever wrote it and however sequence numbers look after a
+    prune.  It is written after the events are recorded, so a crash repeats an entry (the
+    station deduplicates by its hash) rather than losing one.
     """
 
     def __init__(self, log_file: AuditLog, cursor: Path, *, emit: Emit,
@@ -78,20 +80,24 @@ class AuditTrail:
             for entry in new:
                 self._emit(Event("audit", reason=str(entry["action"]), data=entry))
             if new:
-                await asyncio.to_thread(self._advance, int(new[-1]["seq"]))
+                await asyncio.to_thread(self._advance, str(new[-1]["hash"]))
             return len(new)
 
     def _unsent(self) -> list[dict[str, Any]]:
+        """Entries after the one whose hash the cursor holds (all when it is not kept any more:
+        pruned past, or no cursor yet)."""
         try:
-            done = int(self._cursor.read_text().strip() or 0)
+            done = self._cursor.read_text().strip()
         except FileNotFoundError:
-            done = 0
-        return [e for e in self.log.entries() if int(e["seq"]) > done]
+            done = ""
+        entries = self.log.entries()
+        hashes = [str(e["hash"]) for e in entries]
+        if done in hashes:
+            return entries[hashes.index(done) + 1:]
+        return entries
 
-    def _advance(self, seq: int) -> None:
-        tmp = self._cursor.with_name(self._cursor.name + ".tmp")
-        tmp.write_text(str(seq))
-        tmp.replace(self._cursor)
+    def _advance(self, last_hash: str) -> None:
+        write_private(self._cursor, last_hash.encode())
 
 
 class Residents:
@@ -104,7 +110,7 @@ class Residents:
         self._snapshot = snapshot  # the last good copy, refreshed after every good load
         self.lock = asyncio.Lock()  # one writer of the store at a time (sync, erasure)
 
-    async def reload(self) -> None:
+    async def reload(self, *, erased: bool = False) -> None:
         """Rebuild the decision index off the loop and swap it in (one assignment); then the
         store becomes the last good snapshot (an erased person leaves the snapshot too)."""
         async with self.lock:
@@ -113,6 +119,8 @@ class Residents:
                 try:
                     await asyncio.to_thread(self.store.snapshot, self._snapshot)
                 except (OSError, sqlite3.Error) as exc:  # a full disk keeps the older snapshot
+                    if erased:  # ... unless it still holds a person just erased
+                        self._snapshot.unlink(missing_ok=True)
                     log.warning("resident store snapshot %s not refreshed: %s", self._snapshot,
                                 exc)
         self._access.replace(index)
@@ -148,8 +156,11 @@ class Erasure:
 
     def __init__(self, *, config: Callable[[], GateConfig], residents: Residents,
                  journal: Callable[[], Journal | None], audit: AuditTrail, emit: Emit,
-                 faces_changed: Callable[[], Awaitable[None]]) -> None:
+                 faces_changed: Callable[[], Awaitable[None]], keyring: Keyring,
+                 scrub: Callable[[str, str], None]) -> None:
         self._config = config
+        self._keyring = keyring
+        self._scrub = scrub  # the daemon's in-memory buffers (recent events, followers)
         self._residents = residents
         self._journal = journal
         self._audit = audit
@@ -157,20 +168,26 @@ class Erasure:
         self._faces_changed = faces_changed
 
     async def forget(self, person: str, *, actor: str) -> dict[str, Any]:
+        """Erase ``person`` from the store, templates, journal and memory, then tell the station.
+
+        Raises KeyProviderError when templates exist but the face key is not here yet (provider
+        ``station`` before it answered): nothing is erased then, the request can be repeated.
+        """
         config = self._config()
         vision = config.vision
         async with self._residents.lock:
-            templates = (template_store(vision) if vision is not None
-                         and vision.templates.exists() else None)
+            templates = (template_store(vision, self._keyring.template_key())
+                         if vision is not None and vision.templates.exists() else None)
             erasure = await asyncio.to_thread(
                 forget_person, person, store=self._residents.store,
-                pseudonym_key=load_or_create_key(config.privacy.pseudonym_key_file),
+                pseudonym_key=self._keyring.local().pseudonyms,
                 templates=templates, journal=self._journal())
         self._emit(forgotten_event(erasure, actor=actor))
+        self._scrub(person, erasure.pseudonym)  # in the same step: nothing in memory names them
         await self._audit.record("person.forget", actor=actor, target=erasure.pseudonym,
                                  details={k: v for k, v in erasure.as_dict().items()
                                           if k != "person"})
-        await self._residents.reload()
+        await self._residents.reload(erased=True)
         if erasure.templates_removed:
             await self._faces_changed()
         return erasure.as_dict()

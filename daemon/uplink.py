@@ -265,7 +265,7 @@ class Uplink:
         futures = []
         if self.portraits == "upload" and item.portrait is not None:
             with contextlib.suppress(FileNotFoundError):  # evicted meanwhile: event only
-                jpeg = item.portrait.read_bytes()
+                jpeg = self.journal.read_portrait(item.portrait)
                 futures.append(client.publish_nowait(
                     self.topics.capture(item.id), jpeg, content_type=JPEG_CONTENT_TYPE,
                     user_properties=[("event_id", item.id), ("seq", str(item.seq)),

@@ -24,11 +24,13 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from daemon.config import CameraSection
 from daemon.events import Emit, Event
+from daemon.keys import KeyProviderError
 from daemon.passage import FACE_RECOGNISED, FACE_REFUSED, Passage
 from daemon.vision_wire import MAX_MESSAGE_BYTES, WireError, count, decode, encode, text
 from protocol.backoff import backoff_seconds
@@ -58,8 +60,9 @@ class VisionLink:
     """Supervises the vision process of one camera; ``status()`` for health and `menjin status`."""
 
     def __init__(self, *, config_path: Path, passage: Passage, emit: Emit,
-                 capture: Any) -> None:
+                 capture: Any, template_key: Callable[[], bytes]) -> None:
         self._config_path = config_path
+        self._template_key = template_key  # KeyProviderError: face entry waits (station key)
         self._passage = passage
         self._emit = emit
         self._capture = capture  # capture(event, jpeg | None): a capture event with a portrait
@@ -127,15 +130,22 @@ class VisionLink:
             log.debug("vision: failed again (%s); restarting in %.1f s", reason, delay)
 
     async def _run_child(self, cam: CameraSection) -> None:
+        try:
+            key = self._template_key()
+        except KeyProviderError as exc:
+            raise VisionEndedError(f"face key not available: {exc}") from None
         ours, theirs = socket.socketpair()
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "daemon.vision_process", "-c", str(self._config_path),
                 "--fd", str(theirs.fileno()), pass_fds=(theirs.fileno(),),
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.PIPE,
             )
         finally:
             theirs.close()
+        assert proc.stdin is not None
+        proc.stdin.write(key.hex().encode() + b"\n")  # through a pipe: never argv or environ
+        proc.stdin.close()
         self.pid, self.state = proc.pid, "starting"
         self.faces_refused = None  # the new process tells its own
         reader: asyncio.StreamReader | None = None

@@ -30,6 +30,7 @@ from daemon import logsetup
 from daemon.config import CameraSection, GateConfig, VisionSection
 from daemon.configfile import EX_CONFIG, ConfigError, load_config
 from daemon.faces import route_choices, template_store
+from daemon.keys import KEY_BYTES
 from daemon.liveness import build_liveness
 from daemon.vision_wire import (
     HEALTH_SECONDS,
@@ -57,8 +58,8 @@ def raise_oom_score(value: int = VISION_OOM_SCORE_ADJ) -> None:
         log.warning("vision: cannot set oom_score_adj (%s)", exc)
 
 
-def build_pipeline(vision: VisionSection, portraits: str, *, camera: CameraSection | None = None,
-                   nir_frames: Any = None) -> Any:
+def build_pipeline(vision: VisionSection, portraits: str, template_key: bytes, *,
+                   camera: CameraSection | None = None, nir_frames: Any = None) -> Any:
     """Config → face models, template gallery and pipeline (blocking: model loading)."""
     from vision.embed import default_match_threshold
     from vision.models import load_detector, load_embedder, load_refiner
@@ -76,9 +77,8 @@ def build_pipeline(vision: VisionSection, portraits: str, *, camera: CameraSecti
                if choices.refine_landmarks else None)
     liveness = build_liveness(vision, camera, nir_frames)
     threshold = vision.match_threshold or default_match_threshold(vision.embedder.kind)
-    gallery = template_store(vision).load_gallery(embedder.dim, threshold=threshold,
-                                                  margin=vision.match_margin,
-                                                  scoring=choices.scoring)
+    gallery = template_store(vision, template_key).load_gallery(
+        embedder.dim, threshold=threshold, margin=vision.match_margin, scoring=choices.scoring)
     log.info("vision: %d enrolled person(s), match threshold %.2f", len(gallery), threshold)
     settings = PipelineSettings(
         agree_frames=vision.agree_frames, fuse_frames=vision.fuse_frames, detector_kind=det.kind,
@@ -124,9 +124,11 @@ class Burst:
 class Session:
     """One vision process's camera, pipeline and link to the daemon."""
 
-    def __init__(self, config: GateConfig, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, config: GateConfig, writer: asyncio.StreamWriter,
+                 template_key: bytes) -> None:
         assert config.camera is not None and config.vision is not None
         self.config = config
+        self._template_key = template_key
         self.camera_section = config.camera
         self.vision_section = config.vision
         self.writer = writer
@@ -225,8 +227,8 @@ class Session:
         try:
             nir_camera, nir_frames = self.nir_camera(loop)
             pipeline = await asyncio.to_thread(build_pipeline, vision,
-                                               self.config.privacy.portraits, camera=cam,
-                                               nir_frames=nir_frames)
+                                               self.config.privacy.portraits, self._template_key,
+                                               camera=cam, nir_frames=nir_frames)
             from vision.nir import NirUnavailable
             nir = getattr(pipeline.liveness, "nir", None)
             if isinstance(nir, NirUnavailable):
@@ -315,11 +317,11 @@ class Session:
                             max_seconds=float(message.get("max_seconds", 0.0)) or None)
 
 
-async def serve(config: GateConfig, fd: int) -> int:
+async def serve(config: GateConfig, fd: int, template_key: bytes) -> int:
     """Run until the daemon closes the socket; EXIT_FAILED when the pipeline cannot start."""
     sock = socket.socket(fileno=fd)
     reader, writer = await asyncio.open_unix_connection(sock=sock, limit=MAX_MESSAGE_BYTES)
-    session = Session(config, writer)
+    session = Session(config, writer, template_key)
     session.send({"type": "hello", "pid": os.getpid()})
     main_task = asyncio.current_task()
     assert main_task is not None
@@ -340,9 +342,28 @@ async def serve(config: GateConfig, fd: int) -> int:
     return 0
 
 
+def read_template_key() -> bytes:
+    """The template key, as the daemon writes it to our stdin (one hex line; never in argv or
+    the environment, which other processes of the user can read)."""
+    line = sys.stdin.readline().strip()
+    try:
+        key = bytes.fromhex(line)
+    except ValueError:
+        key = b""
+    if len(key) != KEY_BYTES:
+        raise ValueError("no template key on stdin (the door daemon starts this process)")
+    return key
+
+
 def main(config_path: Path, fd: int) -> int:
     """The vision process of the gate configured in ``config_path``, talking over ``fd``."""
     raise_oom_score()
+    try:
+        template_key = read_template_key()
+    except ValueError as exc:
+        logsetup.configure("INFO")
+        log.error("vision: %s", exc)
+        return EX_CONFIG
     try:
         config = load_config(config_path)
     except ConfigError as exc:
@@ -353,7 +374,7 @@ def main(config_path: Path, fd: int) -> int:
     if config.camera is None or config.vision is None:
         log.error("vision: %s has no camera and vision sections", config_path)
         return EX_CONFIG
-    return asyncio.run(serve(config, fd))
+    return asyncio.run(serve(config, fd, template_key))
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -6,6 +6,8 @@ Each feature area registers its own sub-commands (:mod:`daemon.cli` for the gate
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from daemon import __version__
@@ -14,10 +16,12 @@ from daemon.cli.camera import camera_app
 from daemon.cli.config import check_config, config_app
 from daemon.cli.doctor import doctor
 from daemon.cli.faces import enrol, faces_app
+from daemon.cli.keys import keys_app
 from daemon.cli.models import models_app
 from daemon.cli.residents import residents_app
 from daemon.cli.run import register as register_run_commands
 from daemon.cli.system import system_app
+from daemon.files import PRIVATE_UMASK
 from station.cli import station_app
 
 app = typer.Typer(
@@ -56,10 +60,16 @@ app.add_typer(models_app, name="models")
 app.command("doctor")(doctor)
 app.add_typer(camera_app, name="camera")
 app.add_typer(residents_app, name="residents")
+app.add_typer(keys_app, name="keys")
 app.add_typer(station_app, name="station")
 app.add_typer(system_app, name="system")
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    Every file the gate or the station writes holds personal data or a secret: whatever umask
+    the caller has (an installer's shell, a cron job), new files are 0600 and directories 0700.
+    """
+    os.umask(PRIVATE_UMASK)
     app()

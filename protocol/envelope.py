@@ -38,7 +38,7 @@ ENVELOPE_FIELDS = frozenset(
 )
 COMMAND_NAMES = frozenset(
     {"open", "mode", "sync", "sync_part", "enrol", "remove", "forget", "config", "ping",
-     "resend"}
+     "resend", "unwrap"}
 )
 #: At most this many events are queued again per ``resend`` command; the result says where to
 #: continue.

@@ -29,7 +29,7 @@ EVENT_TYPES = frozenset(
         "capture", "journal.dropped", "command.accepted", "command.refused", "person.forgotten",
         "part.fault", "part.restored", "config.reloaded", "config.rejected", "audit",
         "audit.repaired", "journal.recovered", "store.recovered", "door.mode", "gate.restarted",
-        "clock.behind", "clock.corrected",
+        "clock.behind", "clock.corrected", "keys.request",
     }
 )
 #: Event types that are alarms: fsynced, uplinked ahead of backlog, never evicted, highlighted.

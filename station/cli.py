@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import secrets
 import sys
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime
@@ -173,6 +175,53 @@ def keygen_command(
         typer.echo(str(exc), err=True)
         raise typer.Exit(EXIT_REFUSED) from None
     typer.echo(f"private key: {out} (keep it secret)\npublic key:  {public} (copy to the gates)")
+
+
+@station_app.command("kek")
+def kek_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Key file to create.")],
+) -> None:
+    """Create the key-encryption key that wraps the face keys of gates with keys.provider station.
+
+    Set key_encryption_key in station.yaml to it; it never goes to a gate.
+    Example: menjin station kek -o /etc/menjin/station.kek
+    """
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        typer.echo(f"{out} exists: the gates' wrapped keys depend on it; not replaced", err=True)
+        raise typer.Exit(EXIT_REFUSED) from None
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(32) + "\n")
+    typer.echo(f"key-encryption key: {out} (keep it on the station only)")
+
+
+@station_app.command("wrap")
+def wrap_command(
+    gate: Annotated[str, typer.Argument(help="Gate id.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The gate's station.wrapped file.")],
+    config_path: ConfigPath = Path("station.yaml"),
+) -> None:
+    """Make a gate's face data key, wrapped for it under the station's key-encryption key.
+
+    Copy the file to the gate as <state_dir>/keys/station.wrapped (mode 0600).
+    Example: menjin station wrap gate-east -o gate-east.wrapped -c /etc/menjin/station.yaml
+    """
+    from station.keyservice import KeyServiceError, load_kek, wrap_new_key
+
+    config = _config(config_path)
+    if config.key_encryption_key is None:
+        typer.echo(f"{config_path}: set key_encryption_key (menjin station kek)", err=True)
+        raise typer.Exit(EX_CONFIG)
+    try:
+        blob = wrap_new_key(load_kek(config.key_encryption_key), gate)
+    except (KeyServiceError, OSError, ValueError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_REFUSED) from None
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(blob)
+    typer.echo(f"{out}: copy to gate {gate} as <state_dir>/keys/station.wrapped")
 
 
 Sender = Callable[[StationConfig, Ed25519PrivateKey, "Store"], Coroutine[Any, Any, dict[str, Any]]]

@@ -149,12 +149,18 @@ class StationConfig(_Strict):
         f"(filing is required at {FACE_FILING_THRESHOLD_PERSONS}).",
     )
     web: WebConfig = Field(description="Web page.")
+    key_encryption_key: Path | None = Field(
+        None,
+        description="Hex key file that wraps the face keys of gates with keys.provider station "
+        "(`menjin station keys kek`); keep it off the gates and out of backups of them.",
+    )
     card_hash_key_file: Path | None = Field(
-        None, description="The site's card-hash key (the gates' access.card_hash_key_file), so "
-        "the page finds passages by card number; absent = only unhashed references match.",
+        None, description="The site's card-hash key, as `menjin keys card-key export` writes it "
+        "on a gate, so the page finds passages by card number; absent = no search by card.",
     )
 
-    _paths = field_validator("portraits_dir", "signing_key", "card_hash_key_file")(_resolve)
+    _paths = field_validator("portraits_dir", "signing_key", "key_encryption_key",
+                             "card_hash_key_file")(_resolve)
 
     @model_validator(mode="before")
     @classmethod

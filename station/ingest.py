@@ -72,7 +72,8 @@ class Ingest:
     """Validate, store and quarantine batches of messages; see the module docstring.
 
     ``on_result`` is called with (gate, result) for every stored command result (the receiver's
-    gap repair reads ``resend`` answers there); ``clock`` gives the station's time in ms.
+    gap repair reads ``resend`` answers there); ``on_event`` with every newly stored event other
+    than ``person.forgotten`` (a gate's ``keys.request``); ``clock`` gives the station's time in ms.
     """
 
     def __init__(
@@ -82,6 +83,7 @@ class Ingest:
         prefix: str,
         clock: Callable[[], int] = now_ms,
         on_result: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None,
+        on_event: Callable[[EventRow], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.prefix = prefix
@@ -89,6 +91,7 @@ class Ingest:
         self.last_event_ms: dict[str, int] = {}
         self._clock = clock
         self._on_result = on_result
+        self._on_event = on_event
         self._bad: dict[str, _Bad] = {}
         self._db_down = False
 
@@ -162,6 +165,8 @@ class Ingest:
         for row in new:
             if row.type == PERSON_FORGOTTEN:
                 await self._forget(row)
+            elif self._on_event is not None:
+                await self._on_event(row)
 
     def _insert_batch(self, rows: list[EventRow], bad: list[Quarantined]) -> list[EventRow]:
         """Insert a batch; a row the database refuses is set aside alone, not with its batch."""

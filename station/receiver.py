@@ -29,7 +29,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -42,6 +42,8 @@ from protocol.topics import GateTopics, station_subscriptions
 from station.commands import load_private_key
 from station.config import FACE_FILING_THRESHOLD_PERSONS, StationConfig
 from station.ingest import Ingest, IngestStats
+from station.keyservice import REQUEST_EVENT
+from station.messages import EventRow
 from station.mqtt import make_client, receiver_client_id
 from station.store import Range, Store, now_ms
 
@@ -102,7 +104,8 @@ class Receiver:
         self.settle_ms = settle_ms
         self.resend_retry_seconds = resend_retry_seconds
         self.client_id = receiver_client_id(config.mqtt, index)
-        self.ingest = Ingest(store, prefix=self.prefix, on_result=self._result)
+        self.ingest = Ingest(store, prefix=self.prefix, on_result=self._result,
+                             on_event=self._event)
         self.open_gaps: dict[str, list[Range]] = {}
         self.resends_sent = 0
         self.subscribed = asyncio.Event()
@@ -114,6 +117,7 @@ class Receiver:
         self._client: MqttClient | None = None
         self._checked_before_ms = 0
         self._face_warned = False
+        self._tasks: set[asyncio.Task[None]] = set()
         self._next_ask: dict[str, tuple[float, float]] = {}  # gate -> (monotonic due, delay)
 
     @property
@@ -183,6 +187,34 @@ class Receiver:
                 "the cyberspace administration is required at %s", count,
                 FACE_FILING_THRESHOLD_PERSONS)
         self._face_warned = count >= warn_at
+
+    async def _event(self, row: EventRow) -> None:
+        """A newly stored event: a gate booted with keys.provider station asks for its face key."""
+        if row.type == REQUEST_EVENT:
+            self._background(self._unwrap_for(row), name=f"station:unwrap:{row.gate}")
+
+    def _background(self, work: Coroutine[Any, Any, None], *, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._tasks.add(task)  # a strong reference until it is done
+        task.add_done_callback(self._tasks.discard)
+
+    async def _unwrap_for(self, row: EventRow) -> None:
+        """A gate booted with keys.provider station: send it its face key (signed, sealed)."""
+        from station.commands import CommandError, send_command, signing_key
+        from station.keyservice import UNWRAP_COMMAND, KeyServiceError, answer, load_kek
+
+        if self.config.key_encryption_key is None:
+            log.error("gate %s asks for its face key, but station.yaml has no "
+                      "key_encryption_key", row.gate)
+            return
+        try:
+            args = answer(load_kek(self.config.key_encryption_key), row.gate, row.data)
+            result = await send_command(self.config, row.gate, UNWRAP_COMMAND, args,
+                                        key=signing_key(self.config.signing_key))
+        except (KeyServiceError, CommandError, OSError, ValueError) as exc:
+            log.error("gate %s: face key not sent: %s", row.gate, exc)
+            return
+        log.info("gate %s: face key sent (%s)", row.gate, "ok" if result.get("ok") else result)
 
     # ------------------------------------------------------------------ gaps
 

@@ -335,6 +335,7 @@ class Store:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA secure_delete=ON")  # an erased person is zeroed, not freed
             cursor.close()
 
         return engine
@@ -656,6 +657,8 @@ class Store:
                 )
             elif name in ("remove", "forget"):
                 conn.execute(delete(faces).where(faces.c.gate == gate, faces.c.person == person))
+            if name == "forget":  # this gate's confirmation may be the last one outstanding
+                self._drop_pair_when_confirmed(conn, person)
 
     def command_result(self, command_id: str) -> dict[str, Any] | None:
         commands = self.t["commands"]
@@ -694,9 +697,62 @@ class Store:
             conn.execute(delete(faces).where(faces.c.gate == gate, faces.c.person == person))
             names = self.t["person_names"]
             conn.execute(delete(names).where(names.c.person == person))
+            self._drop_pair_when_confirmed(conn, person, late=(gate, pseudonym))
+        if self.engine.dialect.name == "sqlite":  # the old rows must not live on in the -wal
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         for relative in paths:
             (self.portraits_dir / relative).unlink(missing_ok=True)
         return int(rewritten)
+
+    def _confirmed_gates(self, conn: Connection, person: str) -> set[str]:
+        """The ONE record of erasure confirmations: a gate has confirmed when it answered a
+        ``forget`` for ``person`` with ok (the ``commands`` rows :meth:`erasures` lists, from
+        ``menjin station forget``) or sent its ``person.forgotten`` notice naming the id (an
+        erasure made at the gate itself).  Both are dropped together by
+        :meth:`_drop_pair_when_confirmed`."""
+        events, commands = self.t["events"], self.t["commands"]
+        answered = set(conn.scalars(select(commands.c.gate).where(
+            commands.c.name == "forget", commands.c.person == person, commands.c.ok.is_(True))))
+        noticed = {r.gate for r in conn.execute(
+            select(events.c.gate, events.c.data).where(events.c.type == "person.forgotten"))
+            if r.data.get("erase") == person}
+        return answered | noticed
+
+    def _drop_pair_when_confirmed(self, conn: Connection, person: str, *,
+                                  late: tuple[str, str | None] | None = None) -> None:
+        """Once every gate has confirmed erasing ``person`` (:meth:`_confirmed_gates`), nothing
+        here keeps the id beside its pseudonyms: the notices lose ``data.erase`` and the commands
+        that named the person (the erasure confirmations included) lose the id, their results
+        too.  Until then the id stays, so the station can still tell the other gates whom.
+
+        ``late`` = (gate, pseudonym) of a notice just stored: when that gate's ``forget`` answer
+        with this pseudonym was already counted and the pair dropped, the notice loses the id
+        at once (it arrived after its own command's answer)."""
+        events, gates, commands = self.t["events"], self.t["gates"], self.t["commands"]
+        everyone = set(conn.scalars(select(gates.c.gate))) <= self._confirmed_gates(conn, person)
+        if not everyone and not (late is not None and self._dropped_before(conn, *late)):
+            return  # a gate still has to erase: the station must be able to tell it whom
+        notices = [r for r in conn.execute(
+            select(events.c.id, events.c.data)
+            .where(events.c.type == "person.forgotten")) if r.data.get("erase") == person]
+        for notice in notices:
+            data = {k: v for k, v in notice.data.items() if k != "erase"}
+            conn.execute(update(events).where(events.c.id == notice.id).values(data=data))
+        for command in conn.execute(select(commands.c.id, commands.c.result)
+                                    .where(commands.c.person == person)):
+            conn.execute(update(commands).where(commands.c.id == command.id)
+                         .values(person=None, result=_without(command.result, person)))
+
+    def _dropped_before(self, conn: Connection, gate: str, pseudonym: str | None) -> bool:
+        """Whether ``gate``'s ``forget`` answer naming ``pseudonym`` was counted in a pair
+        already dropped (its row no longer names the person)."""
+        commands = self.t["commands"]
+        return pseudonym is not None and any(
+            isinstance(r, dict) and r.get("pseudonym") == pseudonym
+            for r in conn.scalars(select(commands.c.result).where(
+                commands.c.gate == gate, commands.c.name == "forget", commands.c.ok.is_(True),
+                commands.c.person.is_(None))))
 
     def sync_state(self, gate: str) -> tuple[int, dict[str, Any]] | None:
         """The last resident list a gate acknowledged: (version, its JSON form)."""
@@ -776,6 +832,10 @@ class Store:
         """Erasure commands (``forget``, ``remove``) sent to the gates, newest first: id, gate,
         name, person, issued_ms, ok (None while the gate has not answered), reason, result_ms.
 
+        Once every gate has confirmed a ``forget`` (:meth:`_confirmed_gates`), its rows no longer
+        name the person (``person`` is null): the station keeps that the erasure was confirmed,
+        not whom it concerned.
+
         A result that arrives after the sender gave up is still recorded by the receiver.
         """
         table = self.t["commands"]
@@ -787,3 +847,11 @@ class Store:
             query = query.where(table.c.person == person)
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
+
+def _without(value: Any, person: str) -> Any:
+    """``value`` (a stored JSON result) with every occurrence of the id ``person`` removed."""
+    if isinstance(value, dict):
+        return {k: _without(v, person) for k, v in value.items() if v != person}
+    if isinstance(value, list):
+        return [_without(v, person) for v in value if v != person]
+    return value

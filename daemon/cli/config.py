@@ -17,8 +17,10 @@ from daemon.configfile import (
     load_config_file,
 )
 from daemon.configschema import SCHEMA_FILE, schema_text
+from daemon.keyring import Keyring
+from daemon.keys import KeyProviderError
 from daemon.liveness import liveness_warnings
-from daemon.store import Store, StoreError
+from daemon.store import StoreError
 
 config_app = typer.Typer(help="Configuration tools.", no_args_is_help=True)
 
@@ -59,7 +61,7 @@ def check_config(
             typer.echo(f"{problem.file}:{problem.line}:{problem.column}: warning: "
                        f"{problem.path}: {problem.message}", err=True)
         residents = [] if no_files else _resident_warnings(cfg)
-        for warning in [*liveness_warnings(cfg), *residents]:
+        for warning in [*key_warnings(cfg), *liveness_warnings(cfg), *residents]:
             typer.echo(f"{item.file}: warning: {warning}", err=True)
         typer.echo(
             f"{item.file}: OK: gate {cfg.gate.id}, {len(cfg.doors)} door(s), {len(cfg.readers)} "
@@ -79,10 +81,20 @@ def _resident_warnings(cfg: GateConfig) -> list[str]:
     if not cfg.access.db.exists():
         return []
     try:
-        with Store(cfg.access.db) as store:
+        with Keyring(cfg).open_store(cfg) as store:
             return face_only_warnings(store.persons())
-    except StoreError as exc:
+    except (StoreError, KeyProviderError, OSError) as exc:
         return [f"resident store {cfg.access.db} not readable: {exc}"]
+
+
+def key_warnings(cfg: GateConfig) -> list[str]:
+    """Key providers that leave the keys on the SD card (fine on a laptop, not at a gate)."""
+    keys = cfg.keys
+    if "file" in (keys.provider, keys.card_provider or keys.provider):
+        return [f"keys: provider 'file' keeps the keys in {keys.dir} beside the data they "
+                "protect: a copied SD card yields names, card numbers and face templates; use "
+                "tpm2 or rpi-otp on a gate (docs/privacy.md)"]
+    return []
 
 
 @config_app.command("schema")

@@ -14,7 +14,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from daemon.configfile import load_config
-from daemon.store import Store, parse_group, parse_person
+from daemon.keyring import Keyring
+from daemon.store import parse_group, parse_person
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def seed(config_path: Path, faces: Path | None) -> DemoPeople:
                         "groups": ["residents"], "cards": ["55501234"],
                         "face_consent": {"date": "2026-10-01", "source": "demo consent form"}})
     group = {"id": "residents", "doors": list(config.doors), "schedule": "always"}
-    with Store(config.access.db, zone=zone) as store:
+    with Keyring(config).open_store(config) as store:
         store.upsert([parse_person(p, zone=zone) for p in persons], groups=[parse_group(group)])
     face_photo = None
     if faces is not None:
@@ -77,5 +78,6 @@ def _enrol_face(config_path: Path, faces: Path) -> Path | None:
     if not result.templates:
         log.warning("demo: no usable enrolment photo in %s", faces / "enrol" / FACE_ENROL_FOLDER)
         return None
-    template_store(config.vision).add(FACE_RESIDENT, result.matrix())
+    template_store(config.vision, Keyring(config).template_key()).add(FACE_RESIDENT,
+                                                                       result.matrix())
     return faces / FACE_PROBE_PHOTO

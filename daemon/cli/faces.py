@@ -1,7 +1,7 @@
 """`menjin enrol`, `menjin faces compare` and `menjin faces evaluate`: the installer's face tools.
 
 Enrolment turns photos into templates and stores only the templates, encrypted, in the gate's
-template store (``vision.templates`` with the key in ``vision.template_key_file``).  It refuses a
+template store (``vision.templates``, sealed under the face key of ``keys:``).  It refuses a
 person who is not in the resident store or has no recorded face consent there (a guardian's too
 under 14; PIPL arts. 29 and 31), photos without exactly one good face, and photos that already
 match another enrolled person (two ids for one face would break the margin rule and open each
@@ -17,7 +17,6 @@ of vision/calibration.py recommends for the configured route.
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
 from pathlib import Path
@@ -25,17 +24,19 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from daemon.audit import local_actor
 from daemon.config import GateConfig, VisionSection
 from daemon.configfile import EX_CONFIG, ConfigError, load_config_file
 from daemon.faces import (
     EnrolOutcome,
     EnrolRefusedError,
     FaceModels,
-    StoreKeyError,
     check_consent,
     store_enrolment,
     template_store,
 )
+from daemon.keyring import Keyring
+from daemon.keys import KeyProviderError
 
 if TYPE_CHECKING:  # the vision stack (OpenCV, ONNX Runtime) loads only when a face command runs
     from vision.gallery import TemplateStore
@@ -85,14 +86,16 @@ def face_models(vision: VisionSection) -> FaceModels:
 
 
 def enrol_person(
-    cfg: GateConfig, models: FaceModels, store: TemplateStore, person: str, photos: list[Path]
+    cfg: GateConfig, models: FaceModels, store: TemplateStore, person: str, photos: list[Path],
+    keyring: Keyring,
 ) -> EnrolOutcome:
     """Add templates of ``person`` from photo files to ``store`` (consent already checked)."""
     from vision.enrol import enrol_photos
 
     result = enrol_photos(photos, models.detector, models.embedder, models.thresholds,
                           models.refiner)
-    return store_enrolment(cfg, models, store, person, result, actor=f"cli:{getpass.getuser()}")
+    return store_enrolment(cfg, models, store, person, result, actor=local_actor(),
+                           keyring=keyring)
 
 
 DEFAULT_BURST_FRAMES = 10
@@ -101,7 +104,7 @@ DEFAULT_BURST_SECONDS = 2.0
 
 def enrol_at_door(
     cfg: GateConfig, vision: VisionSection, models: FaceModels, store: TemplateStore, person: str,
-    door: str, frames: int, seconds: float,
+    door: str, frames: int, seconds: float, keyring: Keyring,
 ) -> EnrolOutcome:
     """Templates of ``person`` from a burst of ``door``'s camera (consent already checked).
 
@@ -116,8 +119,8 @@ def enrol_at_door(
     result = enrol_burst(images, models.detector, models.embedder, models.thresholds,
                          same_person=models.threshold, refiner=models.refiner,
                          detector_kind=vision.detector.kind)
-    return store_enrolment(cfg, models, store, person, result,
-                           actor=f"cli:{getpass.getuser()}")
+    return store_enrolment(cfg, models, store, person, result, actor=local_actor(),
+                           keyring=keyring)
 
 
 def enrol(
@@ -164,7 +167,14 @@ def enrol(
         typer.echo("error: give either photos or --at-door DOOR", err=True)
         raise typer.Exit(2)
     cfg, vision = vision_config(config)
-    consent = check_consent(cfg, person)
+    try:
+        keyring = Keyring(cfg)
+        template_key = keyring.template_key()
+    except KeyProviderError as exc:
+        typer.echo(f"error: face key: {exc} (with keys.provider station, enrol from the "
+                   "station)", err=True)
+        raise typer.Exit(EX_CONFIG) from exc
+    consent = check_consent(cfg, person, keyring)
     if consent.problem is not None:
         typer.echo(f"refused: {consent.problem}", err=True)
         raise typer.Exit(EX_REFUSED)
@@ -172,12 +182,13 @@ def enrol(
         typer.echo(f"warning: {consent.warning}", err=True)
     models = face_models(vision)
     try:
-        store = template_store(vision)
+        store = template_store(vision, template_key)
         if at_door is not None:
-            outcome = enrol_at_door(cfg, vision, models, store, person, at_door, frames, seconds)
+            outcome = enrol_at_door(cfg, vision, models, store, person, at_door, frames, seconds,
+                                    keyring)
         else:
-            outcome = enrol_person(cfg, models, store, person, photos or [])
-    except (StoreKeyError, TemplateStoreError) as exc:
+            outcome = enrol_person(cfg, models, store, person, photos or [], keyring)
+    except TemplateStoreError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EX_CONFIG) from exc
     except BurstError as exc:

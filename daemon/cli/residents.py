@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import getpass
 import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -26,11 +25,15 @@ from zoneinfo import ZoneInfo
 import typer
 
 from daemon.access import Group, Person, face_only_warnings
-from daemon.audit import AuditLog
+from daemon.audit import local_actor
+from daemon.cli import auditing
+from daemon.config import GateConfig
 from daemon.configfile import EX_CONFIG, ConfigError, load_config
-from daemon.keys import KeyFileError, load_or_create_key, read_key
+from daemon.keyring import Keyring
+from daemon.keys import KeyProviderError, load_local, provider
 from daemon.privacy import forget_offline
 from daemon.schedule import DEFAULT_TIMEZONE
+from daemon.statelock import StateDirBusyError, offline
 from daemon.store import (
     PersonError,
     Store,
@@ -39,6 +42,7 @@ from daemon.store import (
     holidays_from_records,
     parse_group,
     person_from_record,
+    pseudonym,
     workdays_from_records,
 )
 from drivers.card import mask
@@ -54,7 +58,8 @@ from protocol.residents import (
 
 EX_DATAERR = 65  # sysexits.h: the input file was bad; nothing was imported
 EX_NOTFOUND = 1
-PSEUDONYM_KEY_NAME = "pseudonym.key"
+#: With --db (a store file away from a board), development keys beside it.
+DB_KEYS_DIR = "keys"
 
 residents_app = typer.Typer(
     help="Residents, visitors and staff in the gate's store: import, list, add, disable, forget.",
@@ -81,8 +86,8 @@ class Target:
     """The store a command works on, and what goes with it."""
 
     store: Store
-    audit: AuditLog | None
-    pseudonym_key_file: Path
+    config: GateConfig | None  # None with --db: nothing is audited
+    pseudonym_key: bytes
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -103,21 +108,22 @@ def open_target(config: Path | None, db: Path | None, card_key: Path | None, *,
     try:
         if config is not None:
             cfg = load_config(config, check_files=False)
-            key_file = cfg.access.card_hash_key_file
             _require(cfg.access.db, create)
-            store = Store(cfg.access.db, card_key=read_key(key_file) if key_file else None,
-                          zone=ZoneInfo(cfg.gate.timezone))
-            target = Target(store, AuditLog(cfg.privacy.audit_path), cfg.privacy.pseudonym_key_file)
+            keyring = Keyring(cfg)
+            store = keyring.open_store(cfg)
+            target = Target(store, cfg, keyring.local().pseudonyms)
         else:
             assert db is not None
             _require(db, create)
-            store = Store(db, card_key=read_key(card_key) if card_key else None,
+            store = Store(db, card_key=_card_key_file(card_key) if card_key else None,
                           zone=ZoneInfo(DEFAULT_TIMEZONE))
-            target = Target(store, None, db.parent / PSEUDONYM_KEY_NAME)
+            keys_dir = db.parent / DB_KEYS_DIR
+            target = Target(store, None,
+                            load_local(provider("file", keys_dir), keys_dir).pseudonyms)
     except ConfigError as exc:
         raise _fail(str(exc), EX_CONFIG) from exc
-    except (KeyFileError, OSError) as exc:
-        raise _fail(f"card hash key: {exc}", EX_CONFIG) from exc
+    except (KeyProviderError, OSError, ValueError) as exc:
+        raise _fail(f"keys: {exc}", EX_CONFIG) from exc
     except StoreError as exc:
         raise _fail(str(exc), EX_CONFIG) from exc
     try:
@@ -131,10 +137,20 @@ def _require(db: Path, create: bool) -> None:
         raise _fail(f"no resident store at {db} (import or add residents first)", EX_NOTFOUND)
 
 
+def _card_key_file(path: Path) -> bytes:
+    """A card hash key file of --card-key: 64 hex characters."""
+    key = bytes.fromhex(path.read_text(encoding="ascii").strip())
+    if len(key) != 32:
+        raise ValueError(f"{path}: expected 64 hex characters")
+    return key
+
+
 def _audit(target: Target, action: str, person: str | None, details: Mapping[str, Any]) -> None:
-    if target.audit is not None:
-        target.audit.append(action, actor=f"cli:{getpass.getuser()}", target=person,
-                            details=details)
+    """Audit through the daemon (or the locked file); the target is the person's pseudonym."""
+    if target.config is not None:
+        auditing.record(target.config, action,
+                        target=pseudonym(target.pseudonym_key, person) if person else None,
+                        details=details)
 
 
 # --------------------------------------------------------------------------- checking files
@@ -247,7 +263,7 @@ def list_(
     with open_target(config, db, card_key) as target:
         persons = target.store.persons()
         for p in persons:
-            summary = _summary(p)
+            summary = _summary(p, target.store.masked_cards(p.id))
             typer.echo(json.dumps(summary, ensure_ascii=False) if as_json else _line(summary))
         for warning in face_only_warnings(persons):
             typer.echo(f"warning: {warning}", err=True)
@@ -255,12 +271,13 @@ def list_(
             typer.echo(f"{len(persons)} person(s), store version {target.store.version}")
 
 
-def _summary(p: Person) -> dict[str, Any]:
+def _summary(p: Person, cards: list[str]) -> dict[str, Any]:
+    """The listing of a person; ``cards`` already masked (the store keeps only hashes)."""
     return {
         "id": p.id, "name": p.name, "kind": p.kind.value, "enabled": p.enabled,
         "valid_from": p.valid_from.isoformat() if p.valid_from else None,
         "valid_until": p.valid_until.isoformat() if p.valid_until else None,
-        "groups": list(p.groups), "cards": [mask(c) for c in p.cards],
+        "groups": list(p.groups), "cards": cards,
         "pin": p.pin_hash is not None,
         "face_consent": p.face_consent_date.isoformat() if p.face_consent_date else None,
     }
@@ -410,11 +427,7 @@ def forget(
         result = _forget_everywhere(person_id, config)
     else:
         with open_target(config, db, card_key) as target:
-            try:
-                key = load_or_create_key(target.pseudonym_key_file)
-            except (KeyFileError, OSError) as exc:
-                raise _fail(f"pseudonym key: {exc}", EX_CONFIG) from exc
-            result = target.store.forget(person_id, key).as_dict()
+            result = target.store.forget(person_id, target.pseudonym_key).as_dict()
     typer.echo(json.dumps(result))
     if not result["found"]:
         raise _fail(f"no person {person_id!r} in the store (pseudonym recorded anyway)",
@@ -429,19 +442,23 @@ def _forget_everywhere(person_id: str, config: Path) -> dict[str, Any]:
         cfg = load_config(config, check_files=False)
     except ConfigError as exc:
         raise _fail(str(exc), EX_CONFIG) from exc
-    actor = f"cli:{getpass.getuser()}"
-    try:
+    try:  # the daemon takes the actor from the socket's peer credentials
         result: dict[str, Any] = asyncio.run(
-            control.call(cfg.control.socket, "forget", {"person": person_id, "actor": actor})
+            control.call(cfg.control.socket, "forget", {"person": person_id})
         )
         return result
     except control.ControlUnavailableError:
-        pass  # the daemon is stopped: erase on the files
+        pass  # the daemon is stopped (or its socket is not ours): erase on the files
     except control.ControlError as exc:
         raise _fail(f"the daemon refused: {exc}", EX_CONFIG) from exc
     try:
-        return forget_offline(cfg, person_id, actor=actor).as_dict()
-    except (KeyFileError, OSError, StoreError) as exc:
+        with offline(cfg.state_dir):
+            return forget_offline(cfg, person_id, actor=local_actor()).as_dict()
+    except StateDirBusyError as exc:
+        raise _fail(f"erasure not done: {exc} (the control socket {cfg.control.socket} did not "
+                    "answer: run this as the menjin user or a member of control.group)",
+                    EX_CONFIG) from exc
+    except (KeyProviderError, OSError, StoreError) as exc:
         raise _fail(f"erasure failed: {exc}", EX_CONFIG) from exc
 
 

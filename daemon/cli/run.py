@@ -111,7 +111,8 @@ def vision(
     """Run the vision process (camera and face models) for the door daemon.
 
     `menjin run` starts it by itself as a child process holding one end of a UNIX socket pair,
-    and restarts it when it fails; by hand it is only useful to debug a camera or a model.
+    writes the template key (hex) to its standard input, and restarts it when it fails; by hand
+    it is only useful to debug a camera or a model.
 
     Example: menjin vision -c /etc/menjin/gate.yaml --fd 3
     """
@@ -237,7 +238,7 @@ def format_event(event: dict[str, Any]) -> str:
                 f"{': ' + details if details else ''}")
     fields = [
         f"{key}={_text(event[key])}"
-        for key in ("door", "reader", "credential_kind", "credential_ref", "person", "reason")
+        for key in ("door", "reader", "credential_kind", "person", "reason")
         if event.get(key) is not None
     ]
     fields += _pairs(data)
@@ -318,11 +319,15 @@ def readers_watch(
     reader: str | None = typer.Argument(None, help="Only this reader (default: all)."),
     config: Path | None = ConfigOpt,
     sock: Path | None = SocketOpt,
+    show_cards: bool = typer.Option(
+        False, "--show-cards",
+        help="Show whole card numbers and raw frames (recorded in the audit log)."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Print exactly what each reader sends (raw bytes, decoded card) to check wiring and format.
+    """Print what each reader sends (decoded card masked as ****5678, frame sizes) to check
+    wiring and format; --show-cards shows the numbers and the raw bytes or bits too.
 
-    Example: menjin readers watch front-card
+    Example: menjin readers watch front-card --show-cards
     """
 
     def show(item: dict[str, Any]) -> None:
@@ -331,7 +336,8 @@ def readers_watch(
             return
         typer.echo(f"{item.get('reader')}: {item.get('kind')}: {item.get('text')}")
 
-    _follow(socket_path(config, sock), "readers.watch", {"reader": reader}, show)
+    _follow(socket_path(config, sock), "readers.watch",
+            {"reader": reader, "show_cards": show_cards}, show)
 
 
 def _sim(config: Path | None, sock: Path | None, cmd: str, args: dict[str, Any]) -> None:

@@ -7,10 +7,8 @@ through its control socket and its journal file, as an installer would.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,7 +17,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from daemon import control
-from daemon.store import Store, parse_group, parse_person
+from daemon.configfile import load_config
+from daemon.journal import read_events
+from daemon.keyring import Keyring, open_gate_store
+from daemon.store import parse_group, parse_person
 
 REPO = Path(__file__).resolve().parents[2]
 RESIDENT, RESIDENT_CARD = "p-0101", "12345678"
@@ -44,10 +45,10 @@ def menjin(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]
                           capture_output=True, text=True, cwd=REPO, timeout=timeout)
 
 
-def seed_resident(state: Path) -> None:
+def seed_resident(config: Path) -> None:
+    """The resident and their card in the gate's sealed store, under the gate's own keys."""
     zone = ZoneInfo("Asia/Shanghai")
-    state.mkdir(parents=True, exist_ok=True)
-    with Store(state / "residents.db", zone=zone) as store:
+    with open_gate_store(config) as store:
         store.upsert(
             [parse_person({"id": RESIDENT, "name": "Wang Fang", "groups": ["residents"],
                            "cards": [RESIDENT_CARD]}, zone=zone)],
@@ -68,7 +69,7 @@ class Gate:
         self.state, self.config = base / "state", base / "gate.yaml"
         self.config.write_text(CONFIG.format(state=self.state) + extra)
         if seed:
-            seed_resident(self.state)
+            seed_resident(self.config)
         self.log = base / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -99,8 +100,9 @@ class Gate:
         return asyncio.run(control.call(self.state / "control.sock", cmd, args))
 
     def events(self) -> list[dict[str, Any]]:
-        with sqlite3.connect(self.state / "journal.db") as db:
-            return [json.loads(r[0]) for r in db.execute("SELECT body FROM events ORDER BY seq")]
+        """The journal's events, unsealed with the gate's own journal key."""
+        cfg = load_config(self.config, check_files=False)
+        return read_events(self.state / "journal.db", Keyring(cfg).local().journal)
 
     def wait_for(self, what: str, predicate: Any, timeout: float = WAIT_SECONDS) -> Any:
         deadline = time.monotonic() + timeout

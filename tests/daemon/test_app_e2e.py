@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -27,7 +26,10 @@ import aiomqtt
 import pytest
 
 from daemon import control
-from daemon.store import Store, parse_group, parse_person
+from daemon.configfile import load_config
+from daemon.journal import read_events
+from daemon.keyring import Keyring, open_gate_store
+from daemon.store import parse_group, parse_person
 from tests.broker import Broker, start_broker
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,7 +105,7 @@ def gate(tmp_path_factory: pytest.TempPathFactory, broker: Broker) -> Iterator[G
     base = tmp_path_factory.mktemp("gate")
     state, sock, config = base / "state", base / "control.sock", base / "gate.yaml"
     write_config(config, state, broker.port, sock)
-    seed_resident(state)
+    seed_resident(config)
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(base / "notify.sock"))
     env = dict(os.environ, NOTIFY_SOCKET=str(base / "notify.sock"), WATCHDOG_USEC="2000000")
@@ -128,10 +130,10 @@ def gate(tmp_path_factory: pytest.TempPathFactory, broker: Broker) -> Iterator[G
         notify.close()
 
 
-def seed_resident(state: Path) -> None:
+def seed_resident(config: Path) -> None:
     """Enrol the resident's card in the gate's resident store (as a station sync would)."""
     zone = ZoneInfo("Asia/Shanghai")
-    with Store(state / "residents.db", zone=zone) as store:
+    with open_gate_store(config) as store:
         store.upsert(
             [parse_person({"id": RESIDENT, "name": "Wang Fang", "groups": ["residents"],
                            "cards": [RESIDENT_CARD]}, zone=zone)],
@@ -207,7 +209,7 @@ def test_unknown_card_is_denied_with_its_reason(gate: Gate, broker: Broker) -> N
 def test_a_resident_added_while_running_is_let_in(gate: Gate, broker: Broker) -> None:
     """`menjin residents add` (another process) changes the store; the daemon picks it up."""
     zone = ZoneInfo("Asia/Shanghai")
-    with Store(gate.state / "residents.db", zone=zone) as store:
+    with open_gate_store(gate.config) as store:
         store.upsert([parse_person({"id": "p-0102", "name": "Chen Jie", "groups": ["residents"],
                                     "cards": [LATE_CARD]}, zone=zone)])
     deadline = time.monotonic() + EVENT_TIMEOUT_SECONDS
@@ -278,11 +280,11 @@ def test_sigterm_while_unlocked_exits_cleanly_with_the_relay_idle(
     gate.proc.send_signal(signal.SIGTERM)
     assert gate.proc.wait(timeout=30) == 0, gate.log_text()
     assert "STOPPING=1" in gate.drain_notifications()
-    with sqlite3.connect(gate.state / "journal.db") as db:
-        rows = db.execute("SELECT type, body FROM events WHERE type LIKE 'door.%' ORDER BY seq")
-        last_type, last_body = rows.fetchall()[-1]
-    assert last_type == "door.locked"
-    assert json.loads(last_body)["reason"] == "stopped"  # relay idle on the way out, not by timer
+    cfg = load_config(gate.config)
+    doors = [e for e in read_events(gate.state / "journal.db", Keyring(cfg).local().journal)
+             if e["type"].startswith("door.")]
+    assert doors[-1]["type"] == "door.locked"
+    assert doors[-1]["reason"] == "stopped"  # relay idle on the way out, not by timer
     status = asyncio.run(retained_status(broker))
     assert status["state"] == "offline"
 

@@ -12,6 +12,7 @@ from daemon.configfile import load_config
 from daemon.faces import template_store
 from daemon.notify import Notifier
 from daemon.store import parse_person
+from vision.gallery import TemplateStore
 
 CONFIG = """\
 version: 1
@@ -49,6 +50,11 @@ def photos(faces_dir: Path, person: str) -> list[str]:
             sorted((faces_dir / "enrol" / person).glob("*.jpg"))]
 
 
+def gate_templates(gate: Gate) -> TemplateStore:
+    assert gate.config.vision is not None
+    return template_store(gate.config.vision, gate.keyring.template_key())
+
+
 @pytest.mark.timeout(120)
 async def test_enrol_stores_templates_and_remove_deletes_them(gate: Gate, faces_dir: Path) -> None:
     assert gate.config.vision is not None
@@ -56,10 +62,10 @@ async def test_enrol_stores_templates_and_remove_deletes_them(gate: Gate, faces_
         result = await gate.station_commands.enrol({"person": "p-obama",
                                             "photos": photos(faces_dir, "obama")})
         assert result["templates"] >= 1
-        assert "p-obama" in template_store(gate.config.vision).load()
+        assert "p-obama" in gate_templates(gate).load()
         removed = await gate.station_commands.remove({"person": "p-obama"})
         assert removed == {"person": "p-obama", "removed": True}
-        assert "p-obama" not in template_store(gate.config.vision).load()
+        assert "p-obama" not in gate_templates(gate).load()
     finally:
         assert gate.store is not None
         gate.store.close()
@@ -72,7 +78,7 @@ async def test_enrol_without_recorded_consent_is_refused(gate: Gate, faces_dir: 
             await gate.station_commands.enrol({"person": "p-noconsent",
                                        "photos": photos(faces_dir, "biden")})
         assert gate.config.vision is not None
-        assert not template_store(gate.config.vision).path.exists()  # nothing stored
+        assert not gate_templates(gate).path.exists()  # nothing stored
     finally:
         assert gate.store is not None
         gate.store.close()

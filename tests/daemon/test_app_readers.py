@@ -16,8 +16,9 @@ import pytest
 from daemon.access import hash_pin
 from daemon.app import Gate
 from daemon.configfile import load_config
+from daemon.keyring import open_gate_store
 from daemon.notify import Notifier
-from daemon.store import Store, parse_group, parse_person
+from daemon.store import parse_group, parse_person
 from drivers.feedback import Feedback
 from drivers.sim.wiegand_emitter import WiegandEmitter
 from drivers.wiegand import encode, encode_key
@@ -46,9 +47,9 @@ BETWEEN_FRAMES_SECONDS = 0.4
 A_CARD, B_CARD, P_CARD = "036,02193", "036,02339", "1001"
 
 
-def seed(state: Path) -> None:
+def seed(config: Path) -> None:
     zone = ZoneInfo("Asia/Shanghai")
-    with Store(state / "residents.db", zone=zone) as store:
+    with open_gate_store(config) as store:
         group = parse_group({"id": "all", "doors": ["front", "vehicle"], "schedule": "always"})
         people = [
             {"id": "a", "name": "A", "groups": ["all"], "cards": [A_CARD], "enabled": False},
@@ -84,9 +85,9 @@ class Rig:
 async def running(tmp_path: Path) -> AsyncIterator[Rig]:
     state = tmp_path / "state"
     state.mkdir()
-    seed(state)
     config = tmp_path / "gate.yaml"
     config.write_text(CONFIG.format(state=state))
+    seed(config)
     gate = Gate(config, load_config(config), Notifier(None))
     gate.open_store()
     tasks = [asyncio.create_task(gate.doors.run(d, s)) for d, s in gate.config.doors.items()]
@@ -165,7 +166,7 @@ async def test_card_then_pin_and_the_duress_pin(tmp_path: Path) -> None:
     assert [(e["type"], e.get("reason")) for e in rig.events("access.")[2:]] == [
         ("access.denied", "second_factor_required"), ("access.granted", "granted"),
         ("access.duress", "granted")]
-    assert rig.events("access.")[0]["data"] == {"awaiting": "pin"}
+    assert rig.events("access.")[0]["data"] == {"awaiting": "pin", "card": "****1001"}
     red, green = denied_then_green
     assert True not in red  # the card alone: no "denied" flash while the PIN is awaited
     assert True in green  # card + PIN: the door unlocked and showed green

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from daemon.audit import MS_PER_DAY, AuditLog
@@ -103,4 +105,36 @@ async def test_entries_are_forwarded_once_as_audit_events(tmp_path: Path) -> Non
     log.append("door_test", actor="cli:root", target="front")  # the CLI, meanwhile
     assert await trail.forward() == 1 and events[-1].reason == "door_test"
     await trail.record("door.mode", actor="station", target="front")
-    assert events[-1].reason == "door.mode" and cursor.read_text() == "5"
+    assert events[-1].reason == "door.mode"
+    assert cursor.read_text() == log.entries()[-1]["hash"]  # the cursor is a chain position
+
+
+def test_writers_in_several_processes_make_one_chain(tmp_path: Path) -> None:
+    """The daemon and CLI commands append at the same time: one chain, no fork."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "audit.log"
+    script = ("import sys; from pathlib import Path; from daemon.audit import AuditLog\n"
+              "log = AuditLog(Path(sys.argv[1]))\n"
+              "for i in range(40): log.append('door.test', actor=sys.argv[2], target='front')\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(path), f"w{i}"])
+             for i in range(4)]
+    assert [p.wait(60) for p in procs] == [0, 0, 0, 0]
+    result = AuditLog(path).verify()
+    assert (result.ok, result.entries) == (True, 160), result
+
+
+def test_offline_erasure_refuses_while_the_daemon_holds_the_gate(tmp_path: Path) -> None:
+    from daemon.statelock import StateDirBusyError, StateLock, offline
+
+    daemon_lock = StateLock(tmp_path)
+    daemon_lock.acquire()
+    try:
+        busy = pytest.raises(StateDirBusyError, match=rf"another menjin \(pid {os.getpid()}\)")
+        with busy, offline(tmp_path):
+            pass
+    finally:
+        daemon_lock.release()
+    with offline(tmp_path):  # stopped: the tool may work on the files
+        pass

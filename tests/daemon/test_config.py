@@ -293,11 +293,11 @@ def test_imported_daemon_package_is_ours() -> None:
 
 
 def test_check_config_warns_about_face_only_residents(tmp_path: Path) -> None:
-    from daemon.store import Store
+    from daemon.keyring import open_gate_store
 
     good = write(tmp_path, MINIMAL)
     (tmp_path / "state").mkdir()
-    with Store(tmp_path / "state" / "residents.db") as store:
+    with open_gate_store(good) as store:
         store.apply_sync({"mode": "snapshot", "version": 1, "persons": [
             {"id": "p1", "name": "Li", "face_consent": {"date": "2026-10-01", "source": "f1"}},
             {"id": "p2", "name": "Wang", "cards": ["1001"],
@@ -525,6 +525,9 @@ def test_example_runs_without_models_with_vision_off_and_one_line_saying_why(
         "mobilefacenet_paddlex_128d.onnx, 2.7_80x80_MiniFASNetV2.onnx, "
         "4_0_0_80x80_MiniFASNetV1SE.onnx; to enable it, put the models there or set "
         "MENJIN_MODELS to the folder holding them (vision.enabled: false silences this)",
+        f"{EXAMPLE}: warning: keys: provider 'file' keeps the keys in "
+        f"{tmp_path / 'state' / 'keys'} beside the data they protect: a copied SD card yields "
+        "names, card numbers and face templates; use tpm2 or rpi-otp on a gate (docs/privacy.md)",
         f"{EXAMPLE}: OK: gate xingfuli-north, 2 door(s), 2 reader(s), camera yes, simulate "
         "mode, portraits upload, vision off",
     ]

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
-from daemon import builders, station_commands
+from daemon import builders, credentials, keyring, station_commands
 from daemon.credentials import (
     CredentialError,
     load_osdp_key,
@@ -50,6 +50,7 @@ def check(tmp_path: Path, config: str = CONFIG) -> tuple[int, list[str]]:
 def test_the_daemon_loads_keys_with_the_same_functions() -> None:
     assert station_commands.load_station_key is load_station_key
     assert builders.load_osdp_key is load_osdp_key
+    assert credentials.load_local is keyring.load_local  # the boot keys, as the daemon opens them
 
 
 def test_an_ed25519_station_key_passes(tmp_path: Path) -> None:
@@ -152,22 +153,18 @@ def test_a_client_key_of_another_certificate_fails_the_check(tmp_path: Path) -> 
 def test_other_secret_files_are_loaded_as_the_daemon_loads_them(tmp_path: Path) -> None:
     config = CONFIG.replace("  station_public_key_file: station.pub\n",
                             "  password_file: mqtt-password\n")
-    config = config.replace("uplink:", "access: {card_hash_key_file: card.key}\nuplink:")
     config += ("readers:\n"
                "  r1: {type: osdp, door: front, port: /dev/ttyUSB0, osdp_key_file: sc.key}\n")
     (tmp_path / "mqtt-password").write_text("\n")
-    (tmp_path / "card.key").write_text("abcd\n")
     (tmp_path / "sc.key").write_text("0011\n")
     code, lines = check(tmp_path, config)
     assert code == 78
     assert lines == [
-        f"6:30: access.card_hash_key_file: {tmp_path / 'card.key'}: expected 32 raw bytes or 64 "
-        "hex characters",
-        f"9:18: uplink.password_file: {tmp_path / 'mqtt-password'} is empty; write the broker "
+        f"8:18: uplink.password_file: {tmp_path / 'mqtt-password'} is empty; write the broker "
         "password for this gate into it",
-        f"11:68: readers.r1.osdp_key_file: {tmp_path / 'sc.key'}: an OSDP Secure Channel key is "
+        f"10:68: readers.r1.osdp_key_file: {tmp_path / 'sc.key'}: an OSDP Secure Channel key is "
         "32 hex digits (16 bytes)",
-        "3 problem(s) found",
+        "2 problem(s) found",
     ]
     (tmp_path / "sc.key").write_text("00112233445566778899aabbccddeeff\n")
     assert load_osdp_key(tmp_path / "sc.key") == bytes.fromhex("00112233445566778899aabbccddeeff")
@@ -175,14 +172,17 @@ def test_other_secret_files_are_loaded_as_the_daemon_loads_them(tmp_path: Path) 
     assert read_password(tmp_path / "mqtt-password") == "s3cret"
 
 
-def test_a_damaged_key_in_the_state_folder_fails_the_check(tmp_path: Path) -> None:
+def test_keys_another_board_cannot_open_fail_the_check(tmp_path: Path) -> None:
+    from daemon.configfile import load_config
+    from daemon.keyring import Keyring
+
     config = CONFIG.replace("  station_public_key_file: station.pub\n", "")
-    (tmp_path / "state").mkdir()
     code, lines = check(tmp_path, config)
-    assert code == 0, lines  # not created yet: the daemon creates it on first use
-    (tmp_path / "state" / "pseudonym.key").write_text("too short\n")
+    assert code == 0, lines  # no keys yet: the daemon creates them at its first start
+    Keyring(load_config(tmp_path / "gate.yaml", check_files=False)).local()
+    assert check(tmp_path, config)[0] == 0
+    (tmp_path / "state" / "keys" / "root.key").write_bytes(bytes(32))  # another board's root
     code, lines = check(tmp_path, config)
     assert code == 78
-    assert lines[0] == (f"1:1: privacy.pseudonym_key_file: {tmp_path / 'state' / 'pseudonym.key'}"
-                        ": expected 32 raw bytes or 64 hex characters (a damaged key: restore it "
-                        "from the backup)")
+    assert lines[0].startswith("1:1: keys.provider: ")
+    assert "do not open with provider 'file'" in lines[0]

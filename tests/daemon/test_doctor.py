@@ -75,28 +75,31 @@ def test_models_missing_and_card_only(tmp_path: Path) -> None:
 
 
 def test_keys_and_file_modes(tmp_path: Path) -> None:
-    path = gate(tmp_path, ("  # card_hash_key_file: card-hash.key   # store card numbers as "
-                           "keyed hashes", "  card_hash_key_file: card-hash.key"))
-    c = ctx(path)
-    found = doctor.check_keys(c)
-    assert found == [Finding("keys", "fail", f"access.card_hash_key_file: {tmp_path}/card-hash.key"
-                             " does not exist", "restore the key from your backup; without it "
-                             "the stored data cannot be read")]
+    from daemon.keyring import Keyring
+
+    c = ctx(gate(tmp_path))
+    keys_dir = tmp_path / "state" / "keys"
+    assert c.config is not None and c.config.keys.provider == "file"
+    warn = Finding("keys", "warn", f"keys.provider file keeps the keys in {keys_dir} beside the "
+                   "data they protect", "use tpm2 or rpi-otp on a gate (docs/privacy.md)")
+    assert doctor.check_keys(c) == [warn]  # no keys yet: the first start makes them
     assert doctor.check_file_modes(c)[0].message == (
         f"state folder {tmp_path}/state does not exist")
-    (tmp_path / "state").mkdir(mode=0o777)
+    Keyring(c.config).local()  # the daemon's first start
+    assert doctor.check_keys(c) == [warn]
+    (keys_dir / "root.key").write_bytes(os.urandom(32))  # another board's root key
+    found = doctor.check_keys(c)
+    assert found[0].status == "fail" and "do not open with provider 'file'" in found[0].message
     (tmp_path / "state").chmod(0o777)
-    key = tmp_path / "card-hash.key"
-    key.write_bytes(os.urandom(32))
-    key.chmod(0o644)
-    assert doctor.check_keys(c)[0].status == "ok"
+    card = keys_dir / "card.sealed"
+    card.chmod(0o644)
     assert doctor.check_file_modes(c) == [
         Finding("file modes", "fail", f"state folder {tmp_path}/state is accessible to every user "
-                "(mode 777)", f"chmod 750 {tmp_path}/state"),
-        Finding("file modes", "fail", f"access.card_hash_key_file: {key} is readable by others "
-                "(mode 644)", f"chmod 600 {key}")]
-    (tmp_path / "state").chmod(0o750)
-    key.chmod(0o600)
+                "(mode 777)", f"chmod 700 {tmp_path}/state"),
+        Finding("file modes", "fail", f"keys.dir sealed site card key: {card} is readable by "
+                "others (mode 644)", f"chmod 600 {card}")]
+    (tmp_path / "state").chmod(0o700)
+    card.chmod(0o600)
     assert doctor.check_file_modes(c)[0].status == "ok"
 
 

@@ -13,17 +13,17 @@ from typer.testing import CliRunner
 
 from daemon.cli.faces import (
     EnrolRefusedError,
-    StoreKeyError,
     enrol_person,
     face_models,
     template_store,
 )
+from daemon.config import GateConfig
 from daemon.configfile import EX_CONFIG, load_config
-from daemon.keys import read_key
-from daemon.store import Store, parse_person
+from daemon.keyring import Keyring
+from daemon.store import parse_person
 from menjin.cli import app
 from vision.embed import ARCFACE_MATCH_THRESHOLD, MOBILEFACENET_PADDLEX_MATCH_THRESHOLD
-from vision.gallery import TemplateStore
+from vision.gallery import TemplateStore, TemplateStoreError
 
 ROUTES = {
     "permissive": ("yunet", "face_detection_yunet_2026may.onnx", 0.8,
@@ -61,6 +61,16 @@ def write_config(
 
 
 runner = CliRunner()
+
+
+def templates(cfg: GateConfig) -> TemplateStore:
+    assert cfg.vision is not None
+    return template_store(cfg.vision, Keyring(cfg).template_key())
+
+
+def enrol(cfg: GateConfig, models: object, store: TemplateStore, person: str,
+          photos: list[Path]) -> object:
+    return enrol_person(cfg, models, store, person, photos, Keyring(cfg))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("route", list(ROUTES))
@@ -144,7 +154,7 @@ RESIDENTS = [
 def seed_residents(config: Path) -> None:
     cfg = load_config(config)
     zone = ZoneInfo(cfg.gate.timezone)
-    with Store(cfg.access.db, zone=zone) as store:
+    with Keyring(cfg).open_store(cfg) as store:
         store.upsert(parse_person(p, zone=zone) for p in RESIDENTS)
 
 
@@ -194,22 +204,25 @@ def test_enrol_stores_encrypted_templates_and_audits(
     cfg = load_config(write_config(tmp_path, models_dir, route))
     assert cfg.vision is not None
     models = face_models(cfg.vision)
-    store = template_store(cfg.vision)
+    store = templates(cfg)
     photos = [*sorted((faces_dir / "enrol" / "obama").glob("*")), faces_dir / "misc/two_people.jpg"]
-    outcome = enrol_person(cfg, models, store, "obama", photos)
+    outcome = enrol(cfg, models, store, "obama", photos)
     assert (outcome.accepted, outcome.templates) == (2, 2)
     assert list(outcome.rejected.values()) == [
         f"{photos[2]}: 2 faces found; use a photo showing only the person to enrol"
     ]
-    enrol_person(cfg, models, store, "biden", sorted((faces_dir / "enrol" / "biden").glob("*")))
+    enrol(cfg, models, store, "biden", sorted((faces_dir / "enrol" / "biden").glob("*")))
     # a restart: a new store object from the key file finds both persons
-    reopened = TemplateStore(cfg.vision.templates, read_key(cfg.vision.template_key_file),
+    reopened = TemplateStore(cfg.vision.templates, Keyring(cfg).template_key(),
                              model=cfg.vision.embedder.kind)
     gallery = reopened.load_gallery(models.embedder.dim, threshold=models.threshold, margin=0.05)
     assert sorted(gallery.persons()) == ["biden", "obama"]
     assert b"obama" not in cfg.vision.templates.read_bytes()
     audit = [json.loads(line) for line in cfg.privacy.audit_path.read_text().splitlines()]
-    assert [(e["action"], e["target"]) for e in audit] == [("enrol", "obama"), ("enrol", "biden")]
+    keyring = Keyring(cfg)
+    assert [(e["action"], e["target"]) for e in audit] == [
+        ("enrol", keyring.pseudonym("obama")), ("enrol", keyring.pseudonym("biden"))]
+    assert "obama" not in cfg.privacy.audit_path.read_text()  # pseudonyms only
     assert audit[0]["details"] == {"photos_accepted": 2, "photos_rejected": 1, "templates": 2}
 
 
@@ -218,10 +231,10 @@ def test_enrol_refuses_a_face_already_enrolled_under_another_id(
 ) -> None:
     cfg = load_config(write_config(tmp_path, models_dir))
     assert cfg.vision is not None
-    models, store = face_models(cfg.vision), template_store(cfg.vision)
-    enrol_person(cfg, models, store, "obama", [faces_dir / "enrol/obama/obama.jpg"])
+    models, store = face_models(cfg.vision), templates(cfg)
+    enrol(cfg, models, store, "obama", [faces_dir / "enrol/obama/obama.jpg"])
     with pytest.raises(EnrolRefusedError) as info:
-        enrol_person(cfg, models, store, "p-0042", [faces_dir / "probe/obama1.jpg"])
+        enrol(cfg, models, store, "p-0042", [faces_dir / "probe/obama1.jpg"])
     assert "matches already enrolled person obama" in info.value.messages[0]
     assert list(store.load()) == ["obama"]
 
@@ -235,7 +248,7 @@ def test_enrol_with_no_usable_photo_stores_nothing(
     frame = cv2.imread(str(faces_dir / "misc/obama-240p.jpg"))
     cv2.imwrite(str(far), cv2.resize(frame, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA))
     with pytest.raises(EnrolRefusedError) as info:
-        enrol_person(cfg, face_models(cfg.vision), template_store(cfg.vision), "obama", [far])
+        enrol(cfg, face_models(cfg.vision), templates(cfg), "obama", [far])
     assert info.value.messages[-1] == "obama: no usable photo"
     assert "quality too low: face too small" in info.value.messages[0]
     assert not cfg.vision.templates.exists()
@@ -246,13 +259,12 @@ def test_a_store_without_its_key_is_an_error_not_a_reset(
 ) -> None:
     cfg = load_config(write_config(tmp_path, models_dir))
     assert cfg.vision is not None
-    enrol_person(cfg, face_models(cfg.vision), template_store(cfg.vision), "obama",
+    enrol(cfg, face_models(cfg.vision), templates(cfg), "obama",
                  [faces_dir / "enrol/obama/obama.jpg"])
     before = cfg.vision.templates.read_bytes()
-    cfg.vision.template_key_file.unlink()
-    with pytest.raises(StoreKeyError, match=r"exists but its key .* is missing: restore the key"):
-        template_store(cfg.vision)
-    assert not cfg.vision.template_key_file.exists()
+    (cfg.keys.dir / "root.key").unlink()  # another root key: the store must not be recreated
+    with pytest.raises(TemplateStoreError, match=r"cannot decrypt the face templates"):
+        templates(cfg).load()
     assert cfg.vision.templates.read_bytes() == before
 
 

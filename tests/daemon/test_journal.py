@@ -150,8 +150,8 @@ def test_portrait_policy(tmp_path: Path, policy: str, kept: bool) -> None:
 
 def test_portrait_on_a_full_disk_is_dropped_and_the_event_kept(tmp_path: Path) -> None:
     journal = open_journal(tmp_path, portraits="local")
-    with mock.patch.object(Path, "write_bytes", autospec=True,
-                           side_effect=OSError(errno.ENOSPC, "No space left on device")):
+    with mock.patch("daemon.journal.write_private", autospec=True,
+                    side_effect=OSError(errno.ENOSPC, "No space left on device")):
         journal.record(Event("capture"), portrait=JPEG)
     journal.flush()
     assert journal.stats.portraits_dropped == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 from pathlib import Path
 
@@ -11,7 +12,6 @@ import pytest
 
 from daemon.events import Event
 from daemon.journal import Journal
-from daemon.keys import load_or_create_key
 from daemon.privacy import forget_person, forgotten_event
 from daemon.store import Store
 from vision.gallery import TemplateStore
@@ -38,14 +38,14 @@ def gate(tmp_path: Path) -> tuple[Store, TemplateStore, Journal, bytes]:
         }
     )
     templates = TemplateStore(
-        tmp_path / "templates.bin", load_or_create_key(tmp_path / "t.key"), model="arcface"
+        tmp_path / "templates.bin", secrets.token_bytes(32), model="arcface"
     )
     rng = np.random.default_rng(1)
     for person in ("p1", "p2"):
         vec = rng.normal(size=(2, 512)).astype(np.float32)
         templates.add(person, vec / np.linalg.norm(vec, axis=1, keepdims=True))
     journal = Journal(tmp_path / "journal.db", gate="g1", portraits="local", retention_days=30)
-    return store, templates, journal, load_or_create_key(tmp_path / "pseudonym.key")
+    return store, templates, journal, secrets.token_bytes(32)
 
 
 def test_forget_removes_everything_and_leaves_only_pseudonyms(

@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from daemon.audit import AuditLog
-from daemon.keys import KEY_BYTES
+from daemon.keyring import open_gate_store
+from daemon.keys import load_local, provider
 from daemon.store import Store, pseudonym
 from menjin.cli import app
 from protocol.pins import verify_pin
@@ -232,9 +233,7 @@ def test_forget_prints_what_was_removed(tmp_path: Path, db: Path) -> None:
     code, out, _ = run("forget", "p1", "--db", str(db))
     assert code == 0
     result = json.loads(out)
-    key_file = db.parent / "pseudonym.key"
-    key = bytes.fromhex(key_file.read_text().strip())
-    assert len(key) == KEY_BYTES
+    key = load_local(provider("file", db.parent / "keys"), db.parent / "keys").pseudonyms
     assert result == {"person": "p1", "pseudonym": pseudonym(key, "p1"), "found": True,
                       "cards_removed": 2, "pin_removed": True}
     with Store(db) as store:
@@ -247,7 +246,7 @@ def test_forget_prints_what_was_removed(tmp_path: Path, db: Path) -> None:
 
 
 def test_with_a_config_file_cards_are_hashed_and_audited(tmp_path: Path) -> None:
-    (tmp_path / "card.key").write_text("ab" * KEY_BYTES + "\n")
+    """Card hashing is on by default: no card number, name or id in the store file."""
     config = write(tmp_path, "gate.yaml", """\
         version: 1
         state_dir: state
@@ -255,15 +254,15 @@ def test_with_a_config_file_cards_are_hashed_and_audited(tmp_path: Path) -> None
         doors:
           front:
             lock: {pin: 17}
-        access: {card_hash_key_file: card.key}
         """)
     groups = write(tmp_path, "g.yaml", GROUPS_YAML)
     assert run("import", str(groups), "-c", str(config))[0] == 0
     code, _, err = run("import", str(write(tmp_path, "r.csv", GOOD_CSV)), "-c", str(config))
     assert (code, err) == (0, "")
     db = tmp_path / "state" / "residents.db"
-    assert b"0004567890" not in db.read_bytes()
-    with Store(db, card_key=bytes.fromhex("ab" * KEY_BYTES)) as store:
+    raw = b"".join(f.read_bytes() for f in db.parent.glob("residents.db*"))
+    assert b"0004567890" not in raw and b"Wang" not in raw and b'"p1"' not in raw
+    with open_gate_store(config) as store:
         assert store.card_owner("0004567890") == "p1"
     code, _, err = run("list", "--db", str(db))
     assert code == 78
@@ -280,3 +279,21 @@ def test_store_or_config_is_required(tmp_path: Path) -> None:
     code, _, err = run("list", "--db", str(missing))
     assert (code, err) == (1, f"no resident store at {missing} (import or add residents first)\n")
     assert not missing.exists()
+
+
+def test_list_shows_masked_cards_from_a_hashed_store(tmp_path: Path) -> None:
+    config = write(tmp_path, "gate.yaml", """\
+        version: 1
+        state_dir: state
+        gate: {id: g1, site: Test compound}
+        doors:
+          front:
+            lock: {pin: 17}
+        """)
+    assert run("import", str(write(tmp_path, "g.yaml", GROUPS_YAML)), "-c", str(config))[0] == 0
+    assert run("import", str(write(tmp_path, "r.csv", GOOD_CSV)), "-c", str(config))[0] == 0
+    assert run("disable", "p1", "-c", str(config))[0] == 0  # a rewrite keeps the masks
+    code, out, _ = run("list", "-c", str(config))
+    assert code == 0
+    assert "cards=****7890,****7891" in out and "cards=****2223" in out
+    assert "0004567890" not in out

@@ -130,7 +130,9 @@ def test_a_corrupt_resident_store_falls_back_to_its_last_good_snapshot(tmp_path:
     gate.swipe_opens()
     assert gate.stop() == 0
     store = gate.state / "residents.db"
-    assert (gate.state / "residents.db.last-good").exists()
+    snapshot = (gate.state / "residents.db.last-good").read_bytes()
+    assert b"Wang Fang" not in snapshot and b"p-0101" not in snapshot  # sealed like the store
+    assert (gate.state / "residents.db.last-good").stat().st_mode & 0o077 == 0
     for side in ("residents.db-wal", "residents.db-shm"):
         (gate.state / side).unlink(missing_ok=True)
     _corrupt(store)

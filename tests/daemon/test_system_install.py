@@ -58,7 +58,7 @@ def test_install_creates_user_folders_unit_and_is_idempotent(tmp_path: Path) -> 
         assert ids(tmp_path, "group", group)[3] == "menjin"
     uid, gid = int(user[2]), int(user[3])
     state = (tmp_path / "var/lib/menjin").stat()
-    assert (stat.S_IMODE(state.st_mode), state.st_uid, state.st_gid) == (0o750, uid, gid)
+    assert (stat.S_IMODE(state.st_mode), state.st_uid, state.st_gid) == (0o700, uid, gid)
     etc = (tmp_path / "etc/menjin").stat()
     assert (stat.S_IMODE(etc.st_mode), etc.st_uid, etc.st_gid) == (0o750, 0, gid)
     gate = (tmp_path / "etc/menjin/gate.yaml").stat()

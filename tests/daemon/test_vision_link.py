@@ -22,7 +22,8 @@ from tests.daemon.test_passage import rig
 def link(events: list[Event]) -> VisionLink:
     passage, _door, _factory = rig(events)
     return VisionLink(config_path=Path("gate.yaml"), passage=passage, emit=events.append,
-                      capture=lambda event, jpeg: events.append(event))
+                      capture=lambda event, jpeg: events.append(event),
+                      template_key=lambda: bytes(32))
 
 
 async def listen(vision: VisionLink, *lines: bytes) -> None:

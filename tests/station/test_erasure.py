@@ -22,6 +22,7 @@ MENJIN = [sys.executable, "-c", "from menjin.cli import main; main()"]
 
 
 def write_config(tmp_path: Path, port: int, *, timeout_s: float = 5) -> Path:
+    """A station.yaml with absolute paths (relative ones are read from the working directory)."""
     config_file = tmp_path / "station.yaml"
     config_file.write_text(
         f"version: 1\nmqtt: {{port: {port}, prefix: {PREFIX}}}\n"

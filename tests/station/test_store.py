@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -234,3 +235,64 @@ def test_read_only_gap_lookups_leave_the_checkpoint_alone(store: Store) -> None:
     assert store.gates()[0].contiguous_seq == 0
     assert store.gaps("g1") == [(4, 4)]
     assert store.gates()[0].contiguous_seq == 3
+
+
+def test_the_id_pseudonym_pair_goes_once_every_gate_has_erased(store: Store) -> None:
+    """The station needs the id until each gate has erased it, not one moment longer."""
+    store.add_events([row("g1", 1, person="p-0101"), row("g2", 1, person="p-0101")])
+    store.record_command({"id": str(uuid.uuid4()), "gate": "g1", "name": "forget",
+                          "issued_at_ms": 1, "args": {"person": "p-0101"}})
+
+    def notice(gate: str, alias: str) -> EventRow:
+        return row(gate, 2, type="person.forgotten", person=alias, credential_ref=None,
+                   data={"erase": "p-0101", "pseudonym": alias})
+
+    store.add_events([notice("g1", "anon-1")])
+    store.forget_person("g1", "p-0101", "anon-1")
+    assert "p-0101" in json.dumps(store.recent_events())  # g2 has not erased yet
+    store.add_events([notice("g2", "anon-2")])
+    store.forget_person("g2", "p-0101", "anon-2")
+    assert "p-0101" not in json.dumps(store.recent_events())
+    with store.engine.connect() as conn:
+        dump = json.dumps([list(map(str, r)) for t in ("events", "commands")
+                           for r in conn.execute(store.t[t].select())])
+    assert "p-0101" not in dump and "anon-1" in dump and "anon-2" in dump
+
+
+def test_erasure_confirmations_from_station_forget_drop_the_pair(store: Store) -> None:
+    """``menjin station forget --all``'s recorded answers are the same confirmations: once every
+    gate answered ok, the pair goes, and a gate's notice arriving afterwards loses the id too."""
+    store.add_events([row("g1", 1, person="p-0303"), row("g2", 1, person="p-0303")])
+    ids = {gate: str(uuid.uuid4()) for gate in ("g1", "g2")}
+    for gate, command_id in ids.items():
+        store.record_command({"id": command_id, "gate": gate, "name": "forget",
+                              "issued_at_ms": 1, "args": {"person": "p-0303"}})
+
+    def answer(gate: str) -> None:
+        store.record_result(gate, {"id": ids[gate], "name": "forget", "ok": True, "result": {
+            "person": "p-0303", "pseudonym": f"anon-{gate}"}})
+
+    answer("g1")
+    assert [r["gate"] for r in store.erasures("p-0303") if r["ok"]] == ["g1"]  # g2 pending
+    answer("g2")
+    assert store.erasures("p-0303") == []  # every gate confirmed: no row names the person
+    assert {r["ok"] for r in store.erasures()} == {True}
+    for gate in ("g1", "g2"):  # the notices after their commands' answers
+        store.add_events([row(gate, 2, type="person.forgotten", person=f"anon-{gate}",
+                              credential_ref=None,
+                              data={"erase": "p-0303", "pseudonym": f"anon-{gate}"})])
+        store.forget_person(gate, "p-0303", f"anon-{gate}")
+    with store.engine.connect() as conn:
+        dump = json.dumps([list(map(str, r)) for t in ("events", "commands")
+                           for r in conn.execute(store.t[t].select())])
+    assert "p-0303" not in dump and "anon-g1" in dump and "anon-g2" in dump
+
+
+def test_an_erased_person_leaves_no_bytes_in_the_sqlite_files(tmp_path: Path) -> None:
+    sqlite_store = Store(f"sqlite:///{tmp_path / 'station.db'}", portraits_dir=tmp_path / "p")
+    sqlite_store.add_events([row("g1", 1, person="p-7777", credential_ref="c-secret-ref"),
+                             row("g1", 2, person="p-0202")])
+    sqlite_store.forget_person("g1", "p-7777", "anon-7")
+    raw = b"".join(f.read_bytes() for f in tmp_path.glob("station.db*"))
+    assert b"p-7777" not in raw and b"c-secret-ref" not in raw
+    sqlite_store.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 
 from daemon.commands import CommandProcessor
 from daemon.credentials import load_station_key
+from daemon.keys import KEY_BYTES, LocalKeys
 from daemon.store import Store as GateStore
 from daemon.sync_transfer import SyncStaging, TransferRefusedError
 from protocol.mqtt import MqttClient
@@ -63,8 +65,22 @@ def test_a_malformed_piece_is_refused(args: dict[str, Any], message: str) -> Non
         check_piece(args)
 
 
+def local_keys() -> LocalKeys:
+    return LocalKeys(*(secrets.token_bytes(KEY_BYTES) for _ in range(4)))
+
+
+class GateKeys:
+    """The gate's local keys, as :class:`daemon.keyring.Keyring` gives them."""
+
+    def __init__(self) -> None:
+        self.keys = local_keys()
+
+    def local(self) -> LocalKeys:
+        return self.keys
+
+
 def test_staging_refuses_an_invalid_part_and_a_changed_count(tmp_path: Path) -> None:
-    staging = SyncStaging(tmp_path / "sync_parts.db")
+    staging = SyncStaging(tmp_path / "sync_parts.db", local_keys().store)
     transfer = new_transfer_id()
     with pytest.raises(TransferRefusedError, match=r"sync_part: .*version"):
         staging.stage(piece_args(transfer, 0, 2, {"mode": "snapshot", "version": "9"}))
@@ -77,8 +93,24 @@ def test_staging_refuses_an_invalid_part_and_a_changed_count(tmp_path: Path) -> 
     assert list(staging.pieces(transfer)) == []  # the older, unfinished transfer is gone
 
 
+def test_staged_pieces_are_sealed_private_and_removed(tmp_path: Path) -> None:
+    path = tmp_path / "gate" / "sync_parts.db"
+    staging = SyncStaging(path, local_keys().store)
+    transfer = new_transfer_id()
+    part = {"mode": "snapshot", "version": 9,
+            "persons": [{"id": "p-0042", "name": "Wang Xiuying", "cards": ["0004123456"]}]}
+    staging.stage(piece_args(transfer, 0, 2, part))
+    assert path.stat().st_mode & 0o777 == 0o600
+    on_disk = b"".join(f.read_bytes() for f in path.parent.iterdir())
+    assert b"Wang Xiuying" not in on_disk and b"0004123456" not in on_disk
+    assert b"p-0042" not in on_disk
+    assert list(staging.pieces(transfer)) == [part]
+    staging.remove()
+    assert list(path.parent.iterdir()) == []
+
+
 async def run_gate(broker: Broker, tmp_path: Path, store: GateStore, stop_after: int | None,
-                   ready: asyncio.Event) -> None:
+                   ready: asyncio.Event, keys: GateKeys) -> None:
     """The gate's command side with the daemon's real sync handlers and resident store."""
     from daemon.station_commands import StationCommands
 
@@ -96,7 +128,8 @@ async def run_gate(broker: Broker, tmp_path: Path, store: GateStore, stop_after:
     commands = StationCommands(config=lambda: Config(),  # type: ignore[arg-type,return-value]
                                doors={}, residents=lambda: Residents(),  # type: ignore[arg-type,return-value]
                                erasure=lambda: None,  # type: ignore[arg-type,return-value]
-                               audit=None, faces_changed=None)  # type: ignore[arg-type]
+                               audit=None, faces_changed=None,  # type: ignore[arg-type]
+                               keyring=keys)  # type: ignore[arg-type]
     nonces: set[str] = set()
     processor = CommandProcessor(
         gate="g1", station_key=load_station_key(tmp_path / "station_key.pub.pem"),
@@ -126,10 +159,12 @@ async def test_a_large_list_arrives_in_pieces_and_an_interrupted_one_changes_not
     config = make_config(broker, tmp_path, timeout_s=5)
     station = Store(config.database.url, portraits_dir=config.portraits_dir)
     key = signing_key(config.signing_key)
-    gate = GateStore(tmp_path / "gate" / "residents.db")
+    keys = GateKeys()
+    gate = GateStore(tmp_path / "gate" / "residents.db", card_key=keys.keys.card,
+                     data_key=keys.keys.store)
     first = residents(3000)
     ready = asyncio.Event()
-    task = asyncio.create_task(run_gate(broker, tmp_path, gate, None, ready))
+    task = asyncio.create_task(run_gate(broker, tmp_path, gate, None, ready, keys))
     await asyncio.wait_for(ready.wait(), 10)
     result = await sync(config, "g1", first, key=key, store=station, piece_bytes=32 * 1024)
     task.cancel()
@@ -137,10 +172,11 @@ async def test_a_large_list_arrives_in_pieces_and_an_interrupted_one_changes_not
     assert result["result"]["complete"] is True and result["result"]["count"] > 5
     assert result["result"]["persons"] == 3000
     assert len(gate.persons()) == 3000
+    assert not (tmp_path / "gate" / "sync_parts.db").exists()  # applied: the staging went
     version = gate.version
     # a second list, interrupted after two pieces: the first list stays in force
     ready = asyncio.Event()
-    task = asyncio.create_task(run_gate(broker, tmp_path, gate, 2, ready))
+    task = asyncio.create_task(run_gate(broker, tmp_path, gate, 2, ready, keys))
     await asyncio.wait_for(ready.wait(), 10)
     with pytest.raises(CommandError, match="did not answer sync_part"):
         await sync(config, "g1", residents(3000, name="Other"), key=key, store=station,
@@ -148,3 +184,5 @@ async def test_a_large_list_arrives_in_pieces_and_an_interrupted_one_changes_not
     await asyncio.gather(task, return_exceptions=True)
     assert gate.version == version
     assert {p.name for p in gate.persons()} == {f"Resident {i}" for i in range(3000)}
+    staged = b"".join(f.read_bytes() for f in (tmp_path / "gate").glob("sync_parts.db*"))
+    assert staged and b"Other" not in staged  # the unfinished pieces are sealed

@@ -231,6 +231,34 @@ async def test_cards_are_found_through_the_sites_card_hash_key(store: Store, tmp
 
 
 @pytest.mark.timeout(60)
+async def test_cards_are_found_with_the_card_key_a_gate_exported(store: Store, tmp_path: Path
+                                                                  ) -> None:
+    from typer.testing import CliRunner
+
+    from daemon.configfile import load_config
+    from daemon.keyring import Keyring
+    from menjin.cli import app
+
+    gate_yaml = tmp_path / "gate.yaml"
+    gate_yaml.write_text("version: 1\nstate_dir: gate-state\ngate: {id: g1, site: Test}\n"
+                         "doors:\n  front: {lock: {pin: 17}}\n")
+    exported = tmp_path / "site-card.key"
+    result = await asyncio.to_thread(CliRunner().invoke, app, [  # it audits with asyncio.run
+        "keys", "card-key", "--export", str(exported), "-c", str(gate_yaml)])
+    assert result.exit_code == 0, result.output
+    cfg = load_config(gate_yaml, check_files=False)
+    with Keyring(cfg).open_store(cfg) as gate_store:  # the reference the gate puts in events
+        ref = gate_store.card_ref("0004567890")
+    store.add_events([event("g1", 8, ref=ref, kind="card")])
+    config = station_config(tmp_path, extra=f"card_hash_key_file: {exported}\n")
+    async with serving(store, config) as url, client() as http:
+        await sign_in(http, url, "duty")
+        async with http.get(url + "/passages", params={"card": "4567890"}) as response:
+            page = await response.text()
+    assert page.count('class="event') == 1 and f"卡 #{ref[:8]}" in page
+
+
+@pytest.mark.timeout(60)
 async def test_csv_export_of_a_filtered_range(store: Store, tmp_path: Path) -> None:
     store.add_events([event("g1", seq, person="p-0101", ref="87654321", kind="card")
                       for seq in range(10, 20)])
