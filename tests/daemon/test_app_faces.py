@@ -119,7 +119,8 @@ async def test_station_enrol_at_the_door_takes_a_burst_of_that_camera(
         assert asked == [("front", 10, 2.0)]
         assert result["accepted"] == result["templates"] == 3
         assert gate.config.vision is not None
-        assert template_store(gate.config.vision).load()["p-obama"].shape == (3, 128)
+        templates = template_store(gate.config.vision, gate.keyring.template_key()).load()
+        assert templates["p-obama"].shape == (3, 128)
         with pytest.raises(ValueError, match="door 'back': no such door with a camera"):
             await gate.station_commands.enrol({"person": "p-obama", "door": "back"})
     finally:

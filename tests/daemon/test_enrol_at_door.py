@@ -16,7 +16,8 @@ import pytest
 
 from daemon.configfile import load_config
 from daemon.faces import template_store
-from daemon.store import Store, parse_person
+from daemon.keyring import Keyring
+from daemon.store import parse_person
 from tests.daemon.test_app_privacy import RESIDENT, VISION, Daemon
 
 OTHER = "p-0102"
@@ -41,11 +42,12 @@ def test_enrolment_at_the_door_through_the_running_daemon(
         assert enrolled.returncode == 0, enrolled.stdout + enrolled.stderr
         assert f"enrolled {RESIDENT}: 3 frame(s) kept, 0 rejected, 3 template(s) stored" in \
             enrolled.stdout
-        vision = load_config(Path(config)).vision
-        assert vision is not None
-        assert template_store(vision).load()[RESIDENT].shape == (3, 128)
+        cfg = load_config(Path(config))
+        assert cfg.vision is not None
+        keyring = Keyring(cfg)
+        assert template_store(cfg.vision, keyring.template_key()).load()[RESIDENT].shape == (3, 128)
 
-        with Store(daemon.state / "residents.db", zone=ZoneInfo("Asia/Shanghai")) as residents:
+        with keyring.open_store(cfg) as residents:
             residents.upsert([parse_person(
                 {"id": OTHER, "name": "Li Lei", "groups": ["residents"], "cards": ["87654321"],
                  "face_consent": {"date": "2026-10-01", "source": "form 18"}},
