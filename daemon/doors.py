@@ -136,10 +136,9 @@ class Doors(Mapping[str, DoorController]):
         rule = self._first_person.get(door_id)
         if rule is not None:
             state, until = self._first_person_state(door_id, rule, self._view())
-            run = self.modes.first_person(door_id)
-            opened = run is not None and state in (ACTIVE, CANCELLED)
+            run = self.modes.first_person(door_id) if state in (ACTIVE, CANCELLED) else None
             out["first_person"] = {**rule.as_dict(), "state": state, "until_ms": until,
-                                   "person": run.person if opened and run else None}
+                                   "person": run.person if run is not None else None}
         return out
 
     # ------------------------------------------------------------------ modes
