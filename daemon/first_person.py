@@ -7,6 +7,8 @@ in its windows until the first passage that counts; from then on it is held open
 - the door carried it out: a grant the door refused (lockdown, interlock), a denial, an
   anti-passback refusal or a card still waiting for its PIN is no passage;
 - it is no duress passage (a person under threat must not leave the door open behind them);
+- it is no exit through the door's anti-passback exit reader (a night guard going home at
+  07:05 does not open the door for the day);
 - the person is a member of the group (an access group of the resident store);
 - it was made with a card (card, card + PIN, card + face).  A face alone counts only with
   ``faces: true``: a face is recognised without its owner meaning to open anything (a manager
@@ -55,7 +57,8 @@ class FirstPersonRule:
     def counts(self, decision: Decision, groups: Collection[str]) -> bool:
         """Whether the passage ``decision`` (already carried out by the door) of a person in
         ``groups`` may start the door's first-person unlock (time and mode aside)."""
-        if not decision.granted or decision.duress or decision.person is None:
+        if not decision.granted or decision.duress or decision.person is None \
+                or decision.direction == "exit":
             return False
         if self.group not in groups:
             return False

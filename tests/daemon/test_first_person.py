@@ -111,6 +111,7 @@ class Gate:
     loop: VirtualClockLoop = field(default_factory=VirtualClockLoop)
     factory: MockFactory = field(default_factory=MockFactory)
     events: list[Event] = field(default_factory=list)
+    policy: DoorPolicy = field(default_factory=lambda: DoorPolicy("front"))
 
     def __post_init__(self) -> None:
         self.state.mkdir(exist_ok=True)
@@ -119,8 +120,7 @@ class Gate:
                                 monotonic=self.clocks.monotonic,
                                 synchronised=self.clocks.synchronised, release_floor_ms=0)
         self.journal.stamp = self.time.stamp
-        self.access = AccessController(index(), {"front": DoorPolicy("front")},
-                                       time=self.time.view)
+        self.access = AccessController(index(), {"front": self.policy}, time=self.time.view)
         self.doors = Doors(pins=self.factory, board=None, emit=self.emit, zone=lambda: SHANGHAI,
                            holidays=lambda: self.access.index.holidays,
                            workdays=lambda: self.access.index.workdays, time=self.time.view,
@@ -168,9 +168,9 @@ class Gate:
         self.loop.close()
         self.factory.close()
 
-    def card(self, value: int) -> None:
+    def card(self, value: int, reader: str = "front-in") -> None:
         read = CardRead(credential=card_credential(value), format="em4100", bits=40, value=value)
-        self.on_loop(lambda: self.passage.card("front-card", "front", read))
+        self.on_loop(lambda: self.passage.card(reader, "front", read))
 
     def face(self, person: str) -> None:
         self.on_loop(lambda: self.passage.face("front", FACE_RECOGNISED, person, None))
@@ -214,8 +214,9 @@ class Gate:
 def make_gate(tmp_path: Path) -> Iterator[Callable[..., Gate]]:
     made: list[Gate] = []
 
-    def make(moment: datetime, *, synced: bool = True) -> Gate:
-        gate = Gate(tmp_path / "state", Clocks(moment, synced=synced))
+    def make(moment: datetime, *, synced: bool = True, **policy: Any) -> Gate:
+        gate = Gate(tmp_path / "state", Clocks(moment, synced=synced),
+                    policy=DoorPolicy("front", **policy))
         made.append(gate)
         return gate
 
@@ -289,6 +290,22 @@ def test_passages_that_do_not_count_leave_the_door_in_its_normal_mode(
     assert "door.mode" not in gate.types(), why
     gate.advance_to(datetime.fromtimestamp(gate.clocks.wall_ms / 1000 + 60, SHANGHAI))
     assert gate.lock == "locked", why
+
+
+def test_an_anti_passback_refusal_and_an_exit_do_not_count(
+        make_gate: Callable[..., Gate]) -> None:
+    gate = make_gate(at("2026-12-01", "06:50"), entry_reader="front-in",
+                     exit_reader="front-out").start(door_section(RULE))
+    gate.card(MANAGER_CARD)  # in before the window: an ordinary passage
+    gate.advance_to(TUESDAY_0730)
+    gate.card(MANAGER_CARD)  # in again without going out
+    assert (gate.events[-1].type, gate.events[-1].reason) == ("access.denied", "anti_passback")
+    gate.card(MANAGER_CARD, reader="front-out")  # going out
+    assert gate.types()[-2:] == ["access.granted", "door.unlocked"]
+    assert gate.mode == ("normal", "default")
+    gate.advance_to(at("2026-12-01", "07:40"))
+    gate.card(MANAGER_CARD)  # back in: the first entry of the window
+    assert gate.mode == ("hold_open", "first_person")
 
 
 def test_a_face_counts_only_where_the_installer_allows_it(make_gate: Callable[..., Gate],

@@ -70,7 +70,8 @@ def test_the_first_managers_card_holds_the_gate_open_across_a_restart(
         front = gate.call("status")["doors"]["front"]
         assert (front["mode"], front["mode_source"], front["lock"]) == (
             "hold_open", "first_person", "unlocked")
-        restarted = [e for e in gate.events() if e["type"] == "gate.restarted"][-1]
+        restarted = gate.wait_for("gate.restarted", lambda: [
+            e for e in gate.events() if e["type"] == "gate.restarted"])[-1]
         assert restarted["data"]["doors"]["front"]["mode_source"] == "first_person"
         done = menjin("door", "mode", "front", "schedule", "-c", str(gate.config))
         assert done.returncode == 0, done.stderr
