@@ -18,9 +18,11 @@ The modes set by the station or an admin and the first-person runs are kept in o
 file in the state directory (written atomically), so they survive a restart of the door's part,
 of the daemon and of the board, and a reload::
 
-    {"version": 2, "modes": {DOOR: SET_MODE, ...}, "first_person": {DOOR: RUN, ...}}
+    {DOOR: SET_MODE, ..., "@first_person": {DOOR: RUN, ...}}
 
-A file of the first format (``{DOOR: SET_MODE, ...}``, no first-person runs) is read as well.
+The set modes stay where the first format kept them and the runs sit under a key no door id can
+take (ids start with a letter or digit), which a menjin without first-person unlock skips: after
+a downgrade the gate still knows every lockdown and set mode and only forgets the runs.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ SCHEDULE: Final = "schedule"
 SOURCES: Final = ("station", "admin")
 #: The source of a mode held by a first-person unlock.
 FIRST_PERSON: Final = "first_person"
-FILE_VERSION: Final = 2
+#: The file's key for the first-person runs: not a door id (see the module docstring).
+RUNS_KEY: Final = "@first_person"
 
 
 class ModeError(ValueError):
@@ -107,12 +110,10 @@ class ModeBook:
     def _load(self) -> None:
         try:
             raw = json.loads(self.path.read_text(encoding="utf-8"))
-            if isinstance(raw.get("version"), int):  # a door's entry is an object, never a number
-                modes, runs = raw.get("modes", {}), raw.get("first_person", {})
-            else:
-                modes, runs = raw, {}
-            self._set = {str(door): SetMode(**entry) for door, entry in modes.items()
-                         if isinstance(entry, dict) and entry.get("mode") in MODES}
+            runs = raw.get(RUNS_KEY, {})
+            self._set = {str(door): SetMode(**entry) for door, entry in raw.items()
+                         if door != RUNS_KEY and isinstance(entry, dict)
+                         and entry.get("mode") in MODES}
             self._first = {str(door): FirstPersonRun(**run) for door, run in runs.items()
                            if isinstance(run, dict)}
         except FileNotFoundError:
@@ -186,10 +187,9 @@ class ModeBook:
         forgotten).  On the event loop: the book is only changed there."""
         self._set = {d: e for d, e in self._set.items() if e.active(now_ms)}
         self._first = {d: r for d, r in self._first.items() if now_ms < r.until_ms}
-        return json.dumps({"version": FILE_VERSION,
-                           "modes": {d: asdict(e) for d, e in sorted(self._set.items())},
-                           "first_person": {d: asdict(r) for d, r in sorted(self._first.items())}},
-                          indent=1)
+        data: dict[str, Any] = {d: asdict(e) for d, e in sorted(self._set.items())}
+        data[RUNS_KEY] = {d: asdict(r) for d, r in sorted(self._first.items())}
+        return json.dumps(data, indent=1)
 
     def write(self, data: str) -> None:
         """Write a :meth:`snapshot` atomically (tmp file, fsync, rename); a blocking call."""

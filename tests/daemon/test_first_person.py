@@ -24,7 +24,8 @@ from gpiozero.pins.mock import MockFactory
 from daemon.access import AccessController, AccessIndex, DoorPolicy, Group, Person
 from daemon.config import DoorSection
 from daemon.configfile import ConfigError, load_config
-from daemon.door_modes import MODES_FILE, ModeBook
+from daemon.door import MODES
+from daemon.door_modes import MODES_FILE, FirstPersonRun, ModeBook
 from daemon.doors import Doors
 from daemon.events import Event
 from daemon.journal import Journal, read_events
@@ -418,7 +419,7 @@ def test_a_reload_that_removes_or_changes_the_rule_ends_the_unlock(
     assert gate.mode == ("normal", "default") and gate.lock == "locked"
     assert "first_person" not in gate.doors.status("front")
     saved = json.loads((gate.state / MODES_FILE).read_text())
-    assert saved["first_person"] == {}
+    assert saved["@first_person"] == {}
 
 
 def test_the_hold_open_schedule_is_overtaken_and_outlived(make_gate: Callable[..., Gate]) -> None:
@@ -431,6 +432,23 @@ def test_the_hold_open_schedule_is_overtaken_and_outlived(make_gate: Callable[..
                                   ("first_person", "hold_open", "m1")]
     gate.advance_to(at("2026-12-01", "08:30"))  # the schedule closed, the window is still open
     assert gate.mode == ("hold_open", "first_person") and gate.lock == "unlocked"
+
+
+def test_a_menjin_without_first_person_unlock_still_reads_every_set_mode(tmp_path: Path) -> None:
+    """After a downgrade: the older reader took every object with a known mode as a door's set
+    mode. The runs' key is no door id and holds no mode, so it reads the lockdown and no run."""
+    book = ModeBook(tmp_path / MODES_FILE)
+    book.set("front", "lockdown", source="station", actor="duty", now_ms=1)
+    book.start_first_person("back", FirstPersonRun(
+        person="m1", group="managers", set_ms=1, until_ms=10**13))
+    book.write(book.snapshot(now_ms=2))
+    raw = json.loads((tmp_path / MODES_FILE).read_text())
+    older = {door: entry for door, entry in raw.items()
+             if isinstance(entry, dict) and entry.get("mode") in MODES}
+    assert list(older) == ["front"] and older["front"]["mode"] == "lockdown"
+    again = ModeBook(tmp_path / MODES_FILE)
+    assert again.effective("front", scheduled_open=None, now_ms=3).mode == "lockdown"
+    assert again.first_person("back") is not None
 
 
 def test_a_mode_file_of_the_first_format_is_still_read(tmp_path: Path) -> None:
