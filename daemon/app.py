@@ -121,9 +121,11 @@ class Gate:
                            zone=lambda: ZoneInfo(self.config.gate.timezone),
                            holidays=lambda: self.access.index.holidays,
                            workdays=lambda: self.access.index.workdays, time=self.time.view,
-                           modes=ModeBook(config.state_dir / MODES_FILE))
+                           modes=ModeBook(config.state_dir / MODES_FILE),
+                           groups_of=self._groups_of)
         self.passage = Passage(access=lambda: self.access, doors=self.doors, lockout=self.lockout,
-                               emit=self.emit, multi_factor_seconds=self._multi_factor_seconds)
+                               emit=self.emit, multi_factor_seconds=self._multi_factor_seconds,
+                               passed=self.doors.passed)
         self.readers = Readers(pins=self.pins, board=self.board, emit=self.emit,
                                on_card=self.passage.card, on_keys=self.passage.keys,
                                raw=self.control.raw, feedback=self.doors.feedback)
@@ -147,6 +149,11 @@ class Gate:
         """How long a card waits for its PIN at ``door_id`` (the door's multi-factor window)."""
         door = self.config.doors.get(door_id)
         return door.multi_factor_seconds if door is not None else 10.0
+
+    def _groups_of(self, person: str) -> tuple[str, ...]:
+        """The access groups ``person`` belongs to now (first-person unlock)."""
+        found = self.access.index.person(person)
+        return found.groups if found is not None else ()
 
     def emit(self, event: Event) -> None:
         """Record an event in the journal first, then tell everyone else (event loop only)."""

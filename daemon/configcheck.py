@@ -131,6 +131,10 @@ def _door_issues(config: GateConfig, invalid: Collection[str]) -> Iterator[Issue
                     "use card_or_face or card_and_face"
                 ),
             )
+        if door.first_person is not None and door.first_person.faces \
+                and door.access is AccessRule.CARD:
+            yield ((*base, "first_person", "faces"),
+                   "this door takes no face (access: card), so no face passage can count")
         needs_face = door.access in (AccessRule.CARD_AND_FACE,)
         if needs_face and door_id not in cameras:
             yield (*base, "access"), "card_and_face needs a camera watching this door"

@@ -250,11 +250,15 @@ GATE_KEYS = frozenset({"gate", "doors", "readers", "hardware"})
 def load_station_config(path: Path | str) -> StationConfig:
     """Read and validate ``station.yaml``; raises :class:`ConfigError` listing every problem."""
     path = Path(path)
+    problems: list[str] = []
     try:
         file, root = read_yaml(path, hint=" (check the path; start from "
                                           "config/station.example.yaml)")
     except ProblemError as exc:
-        raise ConfigError([str(p) for p in exc.problems]) from None
+        if exc.parsed is None:
+            raise ConfigError([str(p) for p in exc.problems]) from None
+        # Duplicated keys: go on with each key's first value, so one run lists every problem.
+        file, root, problems = str(path), exc.parsed, [str(p) for p in exc.problems]
     if root is None:
         raise ConfigError([f"{file}:1:1: the file is empty: a station config needs at least "
                            "version: 1 (start from config/station.example.yaml)"])
@@ -265,7 +269,6 @@ def load_station_config(path: Path | str) -> StationConfig:
                            f"{', '.join(sorted(GATE_KEYS & set(root)))}): check it with "
                            f"menjin check-config {file}"])
     env = expand_env(root)
-    problems = []
     for loc, names in env.missing.items():
         line, col = _position(root, loc, key=False)
         problems += [f"{file}:{line}:{col}: {'.'.join(str(p) for p in loc)}: environment "

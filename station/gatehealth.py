@@ -24,7 +24,7 @@ class DoorHealth:
     door: str
     state: str  # closed, open, forced, held, unknown
     mode: str  # normal, hold_open, lockdown, unknown
-    mode_source: str  # lockdown, station, admin, schedule, default; "" when not reported
+    mode_source: str  # station, admin, first_person, schedule, default; "" when not reported
 
 
 @dataclass(frozen=True)

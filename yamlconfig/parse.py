@@ -80,24 +80,29 @@ def read_yaml(path: Path, *, hint: str = "") -> tuple[str, Any]:
 def parse_yaml(text: str, file: str) -> Any:
     """Parse YAML keeping positions (ruamel round-trip nodes); ``None`` for an empty document.
 
-    Raises :class:`ProblemError` with every duplicated key, or with the first syntax error or
-    exceeded limit, each at the line of its cause.
+    Raises :class:`ProblemError` with every duplicated key (its ``parsed`` holds the document
+    with each key's first value, so the caller can report the file's other problems too), or
+    with the first syntax error or exceeded limit, each at the line of its cause.
     """
     _check_characters(text, file)
     yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
     try:
         problems = _scan(yaml.parse(text), file)
     except MarkedYAMLError as exc:
         raise ProblemError([_syntax_problem(exc, text, file)]) from None
-    if problems:
-        raise ProblemError(problems)
+    # The scan has named every duplicate with both places; ruamel's own check would stop at the
+    # first one, so the load keeps each key's first value and the duplicates are raised below.
+    loader = YAML(typ="rt")
+    loader.allow_duplicate_keys = True
     try:
-        return yaml.load(text)
+        root = loader.load(text)
     except MarkedYAMLError as exc:
         raise ProblemError([_syntax_problem(exc, text, file)]) from None
     except (YAMLError, ValueError, TypeError, RecursionError) as exc:  # the scan catches these
         raise ProblemError([Problem(file, 1, 1, "", f"cannot parse: {exc}")]) from None
+    if problems:
+        raise ProblemError(problems, parsed=root)
+    return root
 
 
 def _check_characters(text: str, file: str) -> None:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import json
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
@@ -143,11 +145,16 @@ def render_status(st: dict[str, Any], console: Console) -> None:
         f"portraits {st.get('portraits')}"
     )
     doors = Table("door", "state", "mode", "relay", "contact", "alarms", title="Doors")
+    zone = st.get("timezone")
     for door_id, door in st.get("doors", {}).items():
         alarms = ", ".join(door.get("alarms", [])) or "-"
-        doors.add_row(door_id, door.get("state", "?"), _mode_text(door), door.get("relay", "?"),
+        doors.add_row(door_id, door.get("state", "?"), _mode_text(door, zone),
+                      door.get("relay", "?"),
                       door.get("contact", "?"), f"[red]{alarms}[/]" if alarms != "-" else alarms)
     console.print(doors)
+    for door_id, door in st.get("doors", {}).items():
+        if door.get("first_person"):
+            console.print(f"door {door_id}: {first_person_text(door['first_person'], zone)}")
     faulted = {name: part for name, part in st.get("parts", {}).items()
                if part.get("state") != "running"}
     if faulted:
@@ -174,6 +181,32 @@ def render_status(st: dict[str, Any], console: Console) -> None:
         if vision.get("faces_refused"):
             console.print(f"[red]faces refused[/] at door {vision.get('door')}: "
                           f"{vision['faces_refused']}")
+
+
+def first_person_text(rule: dict[str, Any], zone: str | None = None) -> str:
+    """``first-person unlock (managers, mon-fri 07:00-09:00): held open by m1 until
+    2026-12-01 09:00`` (times in the gate's ``zone``)."""
+    until = _clock_text(rule.get("until_ms"), zone)
+    state = rule.get("state")
+    what = {
+        "waiting": f"waiting for the first card until {until}",
+        "active": f"held open by {rule.get('person')} until {until}",
+        "cancelled": f"opened by {rule.get('person')}, ended by a set mode; "
+                     f"no new first card until {until}",
+        "outside_window": "outside its windows",
+        "clock_untrusted": "[yellow]not started and not holding: the clock is not trusted[/]",
+    }.get(str(state), str(state))
+    return f"first-person unlock ({rule.get('group')}, {rule.get('schedule')}): {what}"
+
+
+def _clock_text(ms: Any, zone: str | None = None) -> str:
+    """UTC ms as ``YYYY-MM-DD HH:MM`` in the gate's ``zone`` (an IANA name; None: the zone of
+    the computer showing it); "?" when absent."""
+    if not isinstance(ms, int):
+        return "?"
+    moment = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+    return (moment.astimezone(ZoneInfo(zone)) if zone else moment.astimezone()).strftime(
+        "%Y-%m-%d %H:%M")
 
 
 def reader_state(reader: dict[str, Any]) -> str:
@@ -209,15 +242,12 @@ def _pairs(data: dict[str, Any], prefix: str = "") -> list[str]:
     return words
 
 
-def _mode_text(door: dict[str, Any]) -> str:
+def _mode_text(door: dict[str, Any], zone: str | None = None) -> str:
     """``lockdown (station, until 18:00)``: the door's mode and where it comes from."""
     mode, source = door.get("mode", "?"), door.get("mode_source")
     extra = [source] if source else []
     if door.get("mode_until_ms"):
-        import datetime as dt
-
-        extra.append("until " + dt.datetime.fromtimestamp(door["mode_until_ms"] / 1000)
-                     .strftime("%Y-%m-%d %H:%M"))
+        extra.append("until " + _clock_text(door["mode_until_ms"], zone))
     return f"{mode} ({', '.join(extra)})" if extra else str(mode)
 
 
@@ -226,8 +256,6 @@ def format_event(event: dict[str, Any]) -> str:
 
     An audit entry reads as a sentence: `#9 audit residents.add by cli:root on p12: cards=1`.
     """
-    import datetime as dt
-
     ts = dt.datetime.fromtimestamp(event.get("ts_ms", 0) / 1000).strftime("%H:%M:%S")
     seq = f"#{event['seq']} " if "seq" in event else ""
     data = event.get("data") or {}
@@ -297,15 +325,14 @@ def door_mode(
 ) -> None:
     """Set a door's mode as a local admin; it survives restarts (recorded in the audit log).
 
-    Precedence: lockdown > a mode set by the station or an admin > the hold-open schedule >
-    normal.  A hold_open during a lockdown is refused: lift the lockdown first.
+    Precedence: lockdown > a mode set by the station or an admin > first-person unlock > the
+    hold-open schedule > normal.  A hold_open during a lockdown is refused: lift the lockdown
+    first.  Any mode set here ends a first-person unlock for the rest of its window.
 
     Example: menjin door mode front lockdown --until 2026-12-01T18:00
     """
     args: dict[str, Any] = {"door": door, "mode": mode}
     if until is not None:
-        import datetime as dt
-
         try:
             args["until_ms"] = int(dt.datetime.fromisoformat(until).timestamp() * 1000)
         except ValueError as exc:

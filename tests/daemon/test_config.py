@@ -603,3 +603,15 @@ def test_a_value_fitting_no_allowed_type_is_one_line(tmp_path: Path) -> None:
     assert problems(tmp_path, MINIMAL + "camera: {source: [0], door: front}\n") == [
         "16:10: camera.source: [0] is not a whole number or text"
     ]
+
+
+def test_a_duplicated_key_does_not_hide_the_files_other_problems(tmp_path: Path) -> None:
+    """A duplicate used to stop the check: the unknown door below it went unreported."""
+    twice = "    contact: {pin: 27}\n    contact: {pin: 26}"
+    text = (MINIMAL.replace("    contact: {pin: 27}", twice)
+            .replace("    door: front", "    door: back"))
+    assert problems(tmp_path, text) == [
+        "10:5: doors.front.contact: key 'contact' appears twice, first at line 9, column 5 "
+        "(each key may appear once: delete or merge one of them)",
+        "15:11: readers.r1.door: unknown door 'back' (known: front)",
+    ]

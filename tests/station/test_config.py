@@ -63,6 +63,18 @@ def test_problems_are_reported_with_their_line(
     assert caught.value.problems == [f"{path}:{problem}".replace("{path}", str(path))]
 
 
+def test_a_duplicated_key_does_not_hide_the_files_other_problems(tmp_path: Path) -> None:
+    path = tmp_path / "station.yaml"
+    path.write_text("version: 1\nmqtt:\n  host: a\nmqtt:\n  host: b\nmqtt_x: 1\n")
+    with pytest.raises(ConfigError) as caught:
+        load_station_config(path)
+    assert caught.value.problems == [
+        f"{path}:4:1: mqtt: key 'mqtt' appears twice, first at line 2, column 1 (each key may "
+        "appear once: delete or merge one of them)",
+        f"{path}:6:1: mqtt_x: unknown key 'mqtt_x'; did you mean 'mqtt'?",
+    ]
+
+
 def test_a_public_web_page_needs_sign_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "station.yaml"
