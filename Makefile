@@ -60,6 +60,6 @@ lint: $(VENV)
 i18n: $(VENV)
 	$(BIN)/pybabel extract -F station/i18n/babel.cfg --no-location -k _ -k gettext \
 	  -o station/i18n/messages.pot .
-	$(BIN)/pybabel update -i station/i18n/messages.pot -d station/i18n -l zh_CN --no-location \
-	  --no-fuzzy-matching
+	$(BIN)/pybabel update -i station/i18n/messages.pot -d station/i18n -l zh_CN \
+	  --no-fuzzy-matching --no-wrap --ignore-pot-creation-date
 	rm station/i18n/messages.pot

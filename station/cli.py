@@ -1,8 +1,8 @@
 """``menjin station ...``: run the receiver and web page, create the signing key, send commands.
 
-Registered by ``menjin/cli.py`` (``app.add_typer(station_app, name="station")``).  ``open``
-and ``mode`` print the gate's answer as a sentence (``--json`` for the raw result; the other
-commands print JSON); ``user`` manages the web page's accounts.  The exit status is 0 when the
+Registered by ``menjin/cli.py`` (``app.add_typer(station_app, name="station")``).  ``open``,
+``mode`` and ``resend`` print the gate's answer as a sentence (``--json`` for the raw result; the
+other commands print JSON); ``user`` manages the web page's accounts.  The exit status is 0 when the
 gate accepted, 1 when it refused or did not answer, 78 for a bad ``station.yaml``.
 """
 
@@ -305,6 +305,32 @@ def mode_command(
     """
     _send(config_path, _command(gate, "mode", mode_args(door, mode)), raw=raw,
           target=(gate, door))
+
+
+@station_app.command("resend")
+def resend_command(
+    gate: GateId,
+    low: Annotated[int, typer.Argument(metavar="FROM", min=1, max=2**53,
+                                       help="First seq to send again.")],
+    high: Annotated[int, typer.Argument(metavar="TO", min=1, max=2**53,
+                                        help="Last seq to send again (inclusive).")],
+    config_path: ConfigPath = Path("station.yaml"),
+    raw: JsonOption = False,
+) -> None:
+    """Ask a gate to publish its events FROM..TO (seq) again, e.g. a gap the station misses
+    (signed); at most 10,000 at once unless the range is within a missing range.
+
+    The running receiver stores what arrives, records what the gate no longer holds as lost, and
+    asks for the rest when the gate sends only part.
+    Example: menjin station resend xingfuli-north 1201 1250 -c station.yaml
+    """
+    from station.gaps import resend_args
+
+    async def sender(config: StationConfig, key: Ed25519PrivateKey, store: Store) -> dict[str, Any]:
+        args = await asyncio.to_thread(resend_args, store, gate, low, high)
+        return await send_command(config, gate, "resend", args, key=key, store=store)
+
+    _send(config_path, sender, raw=raw)
 
 
 @station_app.command("sync")

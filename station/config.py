@@ -26,6 +26,7 @@ from pydantic import (
 )
 from ruamel.yaml.comments import CommentedMap
 
+from station.throttle import parse_networks
 from yamlconfig import ProblemError, expand_env, read_yaml
 
 EX_CONFIG = 78  # sysexits.h; systemd's RestartPreventExitStatus stops a restart loop on it
@@ -109,6 +110,17 @@ class WebConfig(_Strict):
     session_hours: float = Field(12.0, gt=0, le=720, description="Sign-in lifetime.")
     page_size: int = Field(200, ge=1, le=5000, description="Passages shown per page.")
     timezone: str = Field("Asia/Shanghai", description="Time zone of the times shown and filtered.")
+    trusted_proxies: tuple[str, ...] = Field(
+        (), description="Addresses or networks of reverse proxies in front of the page whose "
+        "X-Forwarded-For names the client (for sign-in throttling); empty = the header is ignored "
+        "and the connection's address is the client.",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        parse_networks(value)
+        return value
 
     @field_validator("timezone")
     @classmethod

@@ -46,6 +46,8 @@ def test_the_example_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
          "bracket wrong?)"),
         ("version: 1\nweb:\n  timezone: Mars/Olympus\n",
          "3:13: web.timezone: unknown time zone 'Mars/Olympus' (e.g. Asia/Shanghai, UTC)"),
+        ("version: 1\nweb:\n  trusted_proxies: [10.0.0.1, proxy.local]\n",
+         "3:20: web.trusted_proxies: 'proxy.local' is not an IP address or network"),
         ("- 1\n", "1:1: the file must be a YAML mapping (key: value)"),
     ],
 )

@@ -188,6 +188,21 @@ def test_gate_health_reads_what_the_gate_reports(store: Store) -> None:
     ({"name": "open", "ok": True, "result": {"door": "front", "opened": False,
                                              "refusal": "lockdown"}},
      "Door front was not opened: lockdown", "门 front 未打开：lockdown"),
+    ({"name": "resend", "ok": True, "result": {"from": 4, "to": 6, "resent": 3, "missing": [],
+                                               "next": None}},
+     "The gate is sending seq 4–6 again (3 queued).",
+     "闸机正在重新发送序号 4–6 的记录（已排队 3 条）。"),
+    ({"name": "resend", "ok": True, "result": {
+        "from": 1, "to": 30000, "resent": 10000, "missing": [[1, 9], [12, 12]],
+        "next": 10021}},
+     "The gate is sending seq 1–30000 again (10000 queued). No longer held by the gate: seq "
+     "1–9, 12. The station asks for the rest, from seq 10021, by itself.",
+     "闸机正在重新发送序号 1–30000 的记录（已排队 10000 条）。闸机已不再保存序号 1–9, 12 的记录。"
+     "其余记录（自序号 10021 起）由管理站自动继续索取。"),
+    ({"name": "resend", "ok": False, "reason": "failed",
+      "detail": "ValueError: to: must not be below from"},
+     "Refused: the gate could not carry it out (to: must not be below from)",
+     "被拒绝：闸机执行失败 (to: must not be below from)"),
 ])
 def test_command_results_in_words(result: dict[str, object], en: str, zh: str) -> None:
     assert describe(result, translations("en").gettext) == en
