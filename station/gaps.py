@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from protocol.envelope import RESEND_MAX_EVENTS
-from station.commands import CommandError
+from station.commands import CommandError, unknown_gate
 from station.receiver import DEFAULT_SETTLE_MS
 from station.store import Range, Store, now_ms
 
@@ -51,7 +51,8 @@ def parse_seq(text: str, field: str) -> int:
     """A seq number typed in a form; :class:`CommandError` for anything else."""
     text = text.strip()
     if not text.isdigit() or len(text) > len(str(MAX_SEQ)) or not 1 <= int(text) <= MAX_SEQ:
-        raise CommandError(f"{field}: a seq number from 1 to 2^53 is required, not {text!r}")
+        raise CommandError("%(field)s: a seq number from 1 to 2^53 is required, not %(text)s",
+                           field=field, text=repr(text))
     return int(text)
 
 
@@ -63,14 +64,15 @@ def resend_args(store: Store, gate: str, low: int, high: int) -> dict[str, int]:
     with store.engine.connect() as conn:
         known = conn.scalar(select(gates.c.gate).where(gates.c.gate == gate))
     if known is None:
-        raise CommandError(f"unknown gate {gate!r}: the station has never heard from it")
+        raise unknown_gate(gate)
     if not 1 <= low <= MAX_SEQ or not 1 <= high <= MAX_SEQ:
         raise CommandError("seq numbers run from 1 to 2^53")
     if high < low:
-        raise CommandError(f"seq {low}-{high}: the end is below the start")
+        raise CommandError("seq %(low)s-%(high)s: the end is below the start", low=low, high=high)
     if high - low + 1 > MAX_RANGE_EVENTS and not any(
             g_low <= low and high <= g_high for g_low, g_high in store.gaps(gate, remember=False)):
         raise CommandError(
-            f"seq {low}-{high} is {high - low + 1} events and not a gap the station misses: ask "
-            f"for at most {MAX_RANGE_EVENTS} at once")
+            "seq %(low)s-%(high)s is %(count)s events and not a gap the station misses: ask for "
+            "at most %(most)s at once", low=low, high=high, count=high - low + 1,
+            most=MAX_RANGE_EVENTS)
     return {"from": low, "to": high}

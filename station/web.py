@@ -462,7 +462,8 @@ class StationWeb:
                                json.dumps(args, ensure_ascii=False))
             result = await send_command(self.config, gate, name, args, key=key, store=self.store)
         except CommandError as exc:
-            return await self.gates_view(request, _("Not sent: %(why)s") % {"why": exc}, True)
+            why = exc.say(_)
+            return await self.gates_view(request, _("Not sent: %(why)s") % {"why": why}, True)
         return await self.gates_view(request, describe(result, _), result.get("ok") is not True)
 
     async def resend(self, request: web.Request) -> web.Response:
@@ -480,7 +481,8 @@ class StationWeb:
             result = await send_command(self.config, gate, "resend", args, key=key,
                                         store=self.store)
         except CommandError as exc:
-            return await self.gates_view(request, _("Not sent: %(why)s") % {"why": exc}, True)
+            why = exc.say(_)
+            return await self.gates_view(request, _("Not sent: %(why)s") % {"why": why}, True)
         return await self.gates_view(request, describe(result, _), result.get("ok") is not True)
 
     async def people_view(self, request: web.Request) -> web.Response:

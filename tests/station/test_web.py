@@ -354,9 +354,8 @@ async def test_unknown_gates_and_doors_are_refused_at_once(store: Store, tmp_pat
                     "csrf": csrf_of(http, url)}) as response:
                 answers.append(await response.text())
             assert time.monotonic() - started < 5  # not the 30 s command timeout
-    assert ("未发送：unknown gate &#39;nowhere&#39;: the station has never heard from it"
-            in answers[0])
-    assert "未发送：gate g1 has no door &#39;back&#39; (known doors: front)" in answers[1]
+    assert "未发送：未知闸机 &#39;nowhere&#39;：本站从未收到过它的消息" in answers[0]
+    assert "未发送：闸机 g1 没有门 &#39;back&#39;（已知的门：front）" in answers[1]
 
 
 @pytest.mark.timeout(90)
@@ -446,14 +445,13 @@ async def test_gaps_are_listed_and_only_operators_may_ask_for_them(store: Store,
     # two gaps of g1 and a range form per gate (g1, g2)
     assert seen_by_operator.count('action="/commands/resend"') == 4
     assert '<button class="resend">向闸机重新索取</button>' in seen_by_operator
-    assert "未发送：unknown gate &#39;nowhere&#39;: the station has never heard from it" \
-        in answers[0]
-    assert "未发送：from: a seq number from 1 to 2^53 is required, not &#39;abc&#39;" in answers[1]
-    assert "未发送：seq 7-5: the end is below the start" in answers[2]
-    assert ("未发送：seq 1-20000 is 20000 events and not a gap the station misses: ask for at "
-            "most 10000 at once") in answers[3]
+    assert "未发送：未知闸机 &#39;nowhere&#39;：本站从未收到过它的消息" in answers[0]
+    assert "未发送：from：需要 1 到 2^53 之间的序号，而不是 &#39;abc&#39;" in answers[1]
+    assert "未发送：序号 7-5：结束序号小于起始序号" in answers[2]
+    assert ("未发送：序号 1-20000 共 20000 条，且不在本站缺失的区间内：每次最多请求 10000 条"
+            in answers[3])
     # a whole open gap may be asked for at once: this one got as far as the (absent) broker
-    assert f"未发送：broker 127.0.0.1:{config.mqtt.port}:" in answers[4]
+    assert f"未发送：消息服务器 127.0.0.1:{config.mqtt.port}：" in answers[4]
     actions = store.t["operator_actions"]
     with store.engine.connect() as conn:
         sent = [(r.operator, r.target, r.detail) for r in conn.execute(
