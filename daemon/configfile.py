@@ -140,10 +140,12 @@ def load_config_file(path: Path | str, *, check_files: bool = True) -> LoadedCon
         if warnings:  # no face opens a door until the models are there: its liveness is moot
             pruned |= {("doors", door_id, "liveness") for door_id in config.doors}
         taken = {(p.line, p.column) for p in problems}
-        for loc, message in semantic_problems(config, check_files=check_files,
-                                              invalid_ids=invalid_ids):
+        issues = semantic_problems(config, check_files=check_files, invalid_ids=invalid_ids)
+        reported = pruned | {issue.loc for issue in issues}
+        for loc, message, about in issues:
             line, col = position(root, loc)
-            if (line + 1, col + 1) not in taken and not _near(loc, pruned):
+            if (line + 1, col + 1) not in taken and not _near(loc, pruned) \
+                    and not any(_near(other, reported) for other in about):
                 problems.append(Problem(file, line + 1, col + 1, dotted(loc), message))
     for loc, names in env.missing.items():
         line, col = position(root, loc)

@@ -111,6 +111,21 @@ BROKEN = [
             "(each pin has one job)"
         ],
     ),
+    (  # 4b two serial readers on one port (the same device, however it is written)
+        MINIMAL + "  r2: {type: ascii, door: front, port: /dev/./ttyUSB0}\n",
+        ["16:40: readers.r2.port: serial port /dev/ttyUSB0 is already used by readers.r1.port "
+         "(one reader per port: the second cannot open it, or both read garbage)"],
+    ),
+    (  # 4c the NIR camera on the colour camera's device
+        MINIMAL + "camera:\n  source: 0\n  door: front\n  nir: {source: /dev/video0}\n",
+        ["19:17: camera.nir.source: video device /dev/video0 is already used by camera.source "
+         "(the NIR camera is a device of its own, e.g. /dev/video2)"],
+    ),
+    (  # 4d the journal written over the resident store
+        MINIMAL + "journal: {path: residents.db}\n",
+        ["16:17: journal.path: file {dir}/state/residents.db is already used by access.db "
+         "(each file menjin writes has one job; give this one its own name)"],
+    ),
     (  # 5 reader naming an unknown door
         MINIMAL.replace("    door: front", "    door: frnt"),
         ["14:11: readers.r1.door: unknown door 'frnt'; did you mean 'front'?"],
@@ -156,10 +171,21 @@ BROKEN = [
     ),
     (  # 13 bad enum value
         MINIMAL.replace("{pin: 17}", "{pin: 17, fail_mode: sometimes}"),
-        [
-            "8:32: doors.front.lock.fail_mode: Input should be 'safe' or 'secure' "
-            "(got 'sometimes')"
-        ],
+        ["8:32: doors.front.lock.fail_mode: unknown value 'sometimes' (allowed: safe, secure)"],
+    ),
+    (  # 13b a choice in the wrong case: the same words as an unknown key
+        MINIMAL.replace("doors:", "hardware:\n  gpio_backend: Mock\ndoors:"),
+        ["7:17: hardware.gpio_backend: unknown value 'Mock' (allowed: lgpio, mock; did you mean "
+         "'mock'?)"],
+    ),
+    (  # 13c a misspelt enum value
+        MINIMAL.replace("    lock: {pin: 17}", "    lock: {pin: 17}\n    access: card_or_fase"),
+        ["9:13: doors.front.access: unknown value 'card_or_fase' (allowed: card, face, "
+         "card_or_face, card_and_face; did you mean 'card_or_face'?)"],
+    ),
+    (  # 13d a number that is not one of the choices
+        MINIMAL.replace("type: em4100", "type: ascii") + "    number_base: 12\n",
+        ["16:18: readers.r1.number_base: unknown value 12 (allowed: 10, 16)"],
     ),
     (  # 14 bad baud rate
         MINIMAL + "    baud: 9601\n",
@@ -219,8 +245,8 @@ BROKEN = [
     ),
     (  # 23 raw as a catch-all format (issue 16: a lost pulse read as another resident)
         WIEGAND + "    formats: [h10301, 34bit, raw]\n",
-        ["17:30: readers.r1.formats[2]: Input should be 'h10301', '32bit', '34bit', 'c1000_35', "
-         "'c15001', 'h10304', 'h10302' or 'c1000_48' (got 'raw')"],
+        ["17:30: readers.r1.formats[2]: unknown value 'raw' (allowed: h10301, 32bit, 34bit, "
+         "c1000_35, c15001, h10304, h10302, c1000_48)"],
     ),
     (  # 24 formats one bit apart
         WIEGAND + "    formats: [34bit, c1000_35]\n",
@@ -244,6 +270,45 @@ def test_broken_configs_are_reported_by_line(
     tmp_path: Path, text: str, expected: list[str]
 ) -> None:
     assert problems(tmp_path, text) == [e.replace("{dir}", str(tmp_path)) for e in expected]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (  # not also "doors.front.liveness: ... add camera.nir" (camera.nir is there)
+            "  door: front\n  width: 1280", "  door: back\n  width: 1280",
+            ["79:9: camera.door: unknown door 'back' (known: front, vehicle)"],
+        ),
+        (  # not also "upload needs privacy.retention_days" (it is set, to a wrong value)
+            "  retention_days: 30\n  lockout", "  retention_days: 0\n  lockout",
+            ["152:19: privacy.retention_days: Input should be greater than or equal to 1 (got 0)"],
+        ),
+        (
+            "  legal_basis: >-", "  legal_basis: 3\n  x_legal_basis: >-",
+            ["149:16: privacy.legal_basis: 3 is not text; put it in quotes, e.g. legal_basis: "
+             "\"3\"",
+             "150:3: privacy.x_legal_basis: unknown key 'x_legal_basis'; did you mean "
+             "'legal_basis'?"],
+        ),
+    ],
+)
+def test_a_problem_is_told_once_not_echoed_by_the_checks_that_follow_from_it(
+    tmp_path: Path, old: str, new: str, expected: list[str],
+) -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    assert text.count(old) == 1
+    path = write(tmp_path, text.replace(old, new).replace("${STATE_DIRECTORY:-/tmp/menjin-example}",
+                                                          "state"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path, check_files=False)
+    assert [str(p).removeprefix(f"{path}:") for p in info.value.problems] == expected
+
+
+def test_loopback_ports_and_video_files_may_be_named_twice(tmp_path: Path) -> None:
+    text = MINIMAL.replace("/dev/ttyUSB0", "loop://") + (
+        "  r2: {type: ascii, door: front, port: 'loop://'}\n"
+        "camera:\n  source: clip.mp4\n  door: front\n  nir: {source: clip.mp4}\n")
+    assert len(load_config(write(tmp_path, text)).readers) == 2
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
