@@ -533,6 +533,9 @@ def main(config_path: Path, *, notifier: Notifier | None = None) -> int:
     except StateDirBusyError as exc:
         log.error("cannot start: %s", exc)
         return EXIT_BUSY
+    except OSError as exc:  # state_dir cannot be made or written: the config or its permissions
+        log.error("cannot start: state folder %s: %s", config.state_dir, exc.strerror or exc)
+        return EX_CONFIG
     try:
         try:
             gate = Gate(config_path, config, notifier or Notifier.from_env())

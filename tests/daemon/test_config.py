@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from pathlib import Path
 
@@ -84,6 +85,9 @@ def test_schema_is_current() -> None:
     assert SCHEMA_FILE.read_text(encoding="utf-8") == schema_text(), (
         "config/schema.json is stale: run `menjin config schema`"
     )
+
+#: MINIMAL on simulated pins: check-config with file checks wants the GPIO library of a board.
+SIMULATED = MINIMAL + "hardware: {gpio_backend: mock}\n"
 
 WIEGAND = MINIMAL.replace("type: em4100", "type: wiegand").replace(
     "    port: /dev/ttyUSB0\n", "    d0_pin: 20\n    d1_pin: 21\n")
@@ -331,11 +335,11 @@ def test_secret_from_unset_environment_variable(
 
 def test_check_config_cli(tmp_path: Path) -> None:
     runner = CliRunner()
-    good = write(tmp_path, MINIMAL)
+    good = write(tmp_path, SIMULATED)
     result = runner.invoke(app, ["check-config", str(good)])
     assert result.exit_code == 0
     assert "OK: gate g1, 1 door(s), 1 reader(s)" in result.output
-    bad = write(tmp_path, MINIMAL.replace("door: front", "door: frnt"), "bad.yaml")
+    bad = write(tmp_path, SIMULATED.replace("door: front", "door: frnt"), "bad.yaml")
     result = runner.invoke(app, ["check-config", str(bad)])
     assert result.exit_code == 78
     assert f"{bad}:14:11: readers.r1.door: unknown door 'frnt'" in result.output
@@ -360,7 +364,7 @@ def test_imported_daemon_package_is_ours() -> None:
 def test_check_config_warns_about_face_only_residents(tmp_path: Path) -> None:
     from daemon.keyring import open_gate_store
 
-    good = write(tmp_path, MINIMAL)
+    good = write(tmp_path, SIMULATED)
     (tmp_path / "state").mkdir()
     with open_gate_store(good) as store:
         store.apply_sync({"mode": "snapshot", "version": 1, "persons": [
@@ -373,6 +377,70 @@ def test_check_config_warns_about_face_only_residents(tmp_path: Path) -> None:
     assert (f"{good}: warning: p1: enrolled for face entry without a card (a PIN only works "
             "with a card; a non-face credential must remain an alternative)") in result.output
     assert "p2:" not in result.output
+
+
+def check_config(path: Path) -> tuple[int, list[str]]:
+    result = CliRunner().invoke(app, ["check-config", str(path)])
+    return result.exit_code, [line.removeprefix(f"{path}:") for line in result.output.splitlines()]
+
+
+def test_check_config_says_what_menjin_run_would_stop_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A board config on a machine without the GPIO library: `menjin run` exits 78 there."""
+    monkeypatch.setitem(sys.modules, "gpiozero.pins.lgpio", None)  # the library is absent
+    path = write(tmp_path, MINIMAL.replace("doors:", "hardware: {gpio_backend: lgpio}\ndoors:"))
+    assert check_config(path) == (78, [
+        "6:26: hardware.gpio_backend: gpio backend lgpio needs the lgpio module: apt install "
+        "python3-lgpio (or pip install 'menjin[pi]')",
+        "1 problem(s) found",
+    ])
+    result = CliRunner().invoke(app, ["check-config", "--no-file-checks", str(path)])
+    assert result.exit_code == 0, result.output  # away from the board
+
+
+def test_a_state_folder_that_cannot_be_made(tmp_path: Path) -> None:
+    (tmp_path / "state").write_text("not a folder")
+    path = write(tmp_path, SIMULATED)
+    assert check_config(path) == (78, [
+        f"2:12: state_dir: {tmp_path / 'state'} is a file, not a folder",
+        "1 problem(s) found",
+    ])
+    path = write(tmp_path, SIMULATED.replace("state_dir: state", "state_dir: state/gate"))
+    assert check_config(path)[1][0] == (
+        f"2:12: state_dir: {tmp_path / 'state' / 'gate'} cannot be created: "
+        f"{tmp_path / 'state'} is a file, not a folder")
+
+
+def test_a_state_folder_that_cannot_be_made_stops_menjin_run_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from daemon.app import main
+
+    (tmp_path / "state").write_text("not a folder")
+    assert main(write(tmp_path, SIMULATED)) == 78
+    err = capsys.readouterr().err
+    assert f"ERROR daemon.app: cannot start: state folder {tmp_path / 'state'}: File exists\n" \
+        in err
+    assert "Traceback" not in err
+
+
+def test_a_damaged_resident_store_is_a_warning_as_menjin_run_recovers_it(tmp_path: Path) -> None:
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "residents.db").write_bytes(b"\x07" * 4096)
+    code, lines = check_config(write(tmp_path, SIMULATED))
+    assert code == 0, lines
+    assert (f" warning: the resident store {tmp_path / 'state' / 'residents.db'} is damaged (file "
+            "is not a database): `menjin run` will move it aside and run on an EMPTY store; sync "
+            "the residents from the station or re-import them") in lines
+
+
+def test_an_uplink_without_the_station_key_is_told_what_it_refuses(tmp_path: Path) -> None:
+    code, lines = check_config(write(tmp_path, SIMULATED + "uplink: {host: localhost}\n"))
+    assert code == 0, lines
+    assert (" warning: uplink: no station_public_key_file: every station command (open, mode, "
+            "sync, enrol, resend) is refused; copy station_key.pub.pem from the station (menjin "
+            "station keygen) and name it there") in lines
 
 
 # ---------------------------------------------------------------- issue 20: every problem at once
@@ -593,6 +661,9 @@ def test_example_runs_without_models_with_vision_off_and_one_line_saying_why(
         f"{EXAMPLE}: warning: keys: provider 'file' keeps the keys in "
         f"{tmp_path / 'state' / 'keys'} beside the data they protect: a copied SD card yields "
         "names, card numbers and face templates; use tpm2 or rpi-otp on a gate (docs/privacy.md)",
+        f"{EXAMPLE}: warning: uplink: no station_public_key_file: every station command (open, "
+        "mode, sync, enrol, resend) is refused; copy station_key.pub.pem from the station "
+        "(menjin station keygen) and name it there",
         f"{EXAMPLE}: OK: gate xingfuli-north, 2 door(s), 2 reader(s), camera yes, simulate "
         "mode, portraits upload, vision off",
     ]
