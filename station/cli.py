@@ -34,7 +34,8 @@ from station.commands import (
     signing_key,
     sync,
 )
-from station.config import EX_CONFIG, ConfigError, StationConfig, load_station_config
+from station.config import EX_CONFIG, ConfigError, StationConfig
+from station.configcheck import check_station_config
 from station.residents import ResidentsError, load_residents
 
 if TYPE_CHECKING:
@@ -56,26 +57,40 @@ ConfigPath = Annotated[
 GateId = Annotated[str, typer.Argument(help="Gate id (gate.id in its gate.yaml).")]
 
 
-def _config(path: Path) -> StationConfig:
+def _checked(path: Path, *, check_files: bool = True) -> tuple[StationConfig, list[str]]:
+    """The config and its warnings, as ``station run`` will use it; exit 78 when it is bad."""
     try:
-        return load_station_config(path)
+        return check_station_config(path, check_files=check_files)
     except ConfigError as exc:
-        typer.echo(str(exc), err=True)
+        for problem in exc.problems:
+            typer.echo(problem, err=True)
+        typer.echo(f"{len(exc.problems)} problem(s) found", err=True)
         raise typer.Exit(EX_CONFIG) from None
+
+
+def _config(path: Path) -> StationConfig:
+    return _checked(path)[0]
 
 
 @station_app.command("check-config")
 def check_config_command(
     config: Annotated[Path, typer.Argument(help="The station's config file (station.yaml).")],
+    no_files: Annotated[bool, typer.Option(
+        "--no-file-checks", help="Open no file but the config: no key, certificate, password "
+        "or database folder (when checking a config away from its server).")] = False,
 ) -> None:
-    """Validate station.yaml: every problem at once, as FILE:LINE:COL: key: message.
+    """Validate station.yaml and the files it names, as `station run` will use them: every
+    problem at once, as FILE:LINE:COL: key: message.
 
     Example: menjin station check-config /etc/menjin/station.yaml
     """
-    loaded = _config(config)
+    loaded, warnings = _checked(config, check_files=not no_files)
+    for warning in warnings:
+        typer.echo(warning, err=True)
     typer.echo(f"{config}: OK: broker {loaded.mqtt.host}:{loaded.mqtt.port}, "
                f"signing key {loaded.signing_key}, web page "
-               f"{f'{loaded.web.bind}:{loaded.web.port}' if loaded.web.enabled else 'off'}")
+               f"{f'{loaded.web.bind}:{loaded.web.port}' if loaded.web.enabled else 'off'}"
+               + (" (files not checked)" if no_files else ""))
 
 
 @contextlib.contextmanager
@@ -99,13 +114,32 @@ def _logging(verbose: bool) -> Iterator[None]:
 
 
 def _store(config: StationConfig) -> Store:
-    """The database; its libraries are the optional ``station`` extra, absent on most gates."""
+    """The database; its libraries are the optional ``station`` extra, absent on most gates.
+
+    A database that cannot be reached (a PostgreSQL server down) is one line and status 1, so
+    that systemd tries again; what the config can get wrong was checked before.
+    """
     try:
+        from sqlalchemy.exc import SQLAlchemyError
+
         from station.store import Store
     except ImportError as exc:
         typer.echo(f"menjin station needs: pip install 'menjin[station]' ({exc})", err=True)
         raise typer.Exit(EXIT_REFUSED) from None
-    return Store(config.database.url, portraits_dir=config.portraits_dir)
+    try:
+        return Store(config.database.url, portraits_dir=config.portraits_dir)
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        typer.echo(f"database {_safe_url(config.database.url)}: cannot open it: {reason}",
+                   err=True)
+        raise typer.Exit(EXIT_REFUSED) from None
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for a message."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 @station_app.command("run")
@@ -126,16 +160,13 @@ def run(
 
 
 def _run(config_path: Path, index: int) -> None:
-    config = _config(config_path)
+    config, warnings = _checked(config_path)  # web exposure, database, keys: before any file
+    for warning in warnings:
+        log.warning("%s", warning)
     store = _store(config)
     from station.receiver import Receiver
-    from station.web import WebConfigError, check_web_config, create_app, serve
+    from station.web import create_app, serve
 
-    try:
-        check_web_config(config.web)
-    except WebConfigError as exc:
-        typer.echo(f"{config_path}: {exc}", err=True)
-        raise typer.Exit(EX_CONFIG) from None
     log.info("station: database %s, portraits in %s, broker %s:%s, group %s",
              store.engine.url.render_as_string(hide_password=True), config.portraits_dir,
              config.mqtt.host, config.mqtt.port, config.mqtt.share_group)

@@ -574,7 +574,10 @@ def test_a_station_config_is_recognised(tmp_path: Path) -> None:
 def test_station_check_config_accepts_the_station_example(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from station.commands import keygen
+
     monkeypatch.chdir(tmp_path)
+    keygen(tmp_path / "station_key.pem")  # where `menjin station keygen` writes it
     station = REPO / "config" / "station.example.yaml"
     result = CliRunner().invoke(app, ["station", "check-config", str(station)])
     assert result.exit_code == 0, result.output
