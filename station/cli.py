@@ -82,7 +82,9 @@ def check_config_command(
     """Validate station.yaml and the files it names, as `station run` will use them: every
     problem at once, as FILE:LINE:COL: key: message.
 
-    Example: menjin station check-config /etc/menjin/station.yaml
+    \b
+    Example:
+      menjin station check-config /etc/menjin/station.yaml
     """
     loaded, warnings = _checked(config, check_files=not no_files)
     for warning in warnings:
@@ -153,7 +155,9 @@ def run(
 ) -> None:
     """Receive events, portraits, status and health from all gates; serve the web page.
 
-    Example: menjin station run -c /etc/menjin/station.yaml
+    \b
+    Example:
+      menjin station run -c /etc/menjin/station.yaml
     """
     with _logging(verbose):
         _run(config_path, receiver)
@@ -198,7 +202,10 @@ def keygen_command(
     """Create the station's Ed25519 command-signing key pair.
 
     Copy the .pub.pem file to every gate (station_key in gate.yaml); keep the private key here.
-    Example: menjin station keygen -o /etc/menjin/station_key.pem
+
+    \b
+    Example:
+      menjin station keygen -o /etc/menjin/station_key.pem
     """
     try:
         public = keygen(out, force=force)
@@ -215,7 +222,10 @@ def kek_command(
     """Create the key-encryption key that wraps the face keys of gates with keys.provider station.
 
     Set key_encryption_key in station.yaml to it; it never goes to a gate.
-    Example: menjin station kek -o /etc/menjin/station.kek
+
+    \b
+    Example:
+      menjin station kek -o /etc/menjin/station.kek
     """
     try:
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -236,7 +246,10 @@ def wrap_command(
     """Make a gate's face data key, wrapped for it under the station's key-encryption key.
 
     Copy the file to the gate as <state_dir>/keys/station.wrapped (mode 0600).
-    Example: menjin station wrap gate-east -o gate-east.wrapped -c /etc/menjin/station.yaml
+
+    \b
+    Example:
+      menjin station wrap gate-east -o gate-east.wrapped -c station.yaml
     """
     from station.keyservice import KeyServiceError, load_kek, wrap_new_key
 
@@ -314,7 +327,9 @@ def open_command(
 ) -> None:
     """Unlock one door of one gate remotely (signed) and print the gate's answer.
 
-    Example: menjin station open xingfuli-north front --seconds 5 -c station.yaml
+    \b
+    Example:
+      menjin station open xingfuli-north front --seconds 5 -c station.yaml
     """
     _send(config_path, _command(gate, "open", open_args(door, seconds)), raw=raw,
           target=(gate, door))
@@ -332,7 +347,9 @@ def mode_command(
 ) -> None:
     """Put one door of one gate into normal, hold_open or lockdown mode (signed).
 
-    Example: menjin station mode xingfuli-north front lockdown -c station.yaml
+    \b
+    Example:
+      menjin station mode xingfuli-north front lockdown -c station.yaml
     """
     _send(config_path, _command(gate, "mode", mode_args(door, mode)), raw=raw,
           target=(gate, door))
@@ -353,7 +370,10 @@ def resend_command(
 
     The running receiver stores what arrives, records what the gate no longer holds as lost, and
     asks for the rest when the gate sends only part.
-    Example: menjin station resend xingfuli-north 1201 1250 -c station.yaml
+
+    \b
+    Example:
+      menjin station resend xingfuli-north 1201 1250 -c station.yaml
     """
     from station.gaps import resend_args
 
@@ -377,7 +397,9 @@ def sync_command(
 ) -> None:
     """Send the resident list to a gate: a delta since its last sync, else a snapshot.
 
-    Example: menjin station sync xingfuli-north residents.csv --groups groups.yaml -c station.yaml
+    \b
+    Example:
+      menjin station sync xingfuli-north residents.csv --groups groups.yaml
     """
     try:
         resident_list = load_residents(residents, groups)
@@ -408,8 +430,10 @@ def enrol_command(
     """Enrol a person's face at a gate from photos or at a door's camera; the gate keeps only
     the template.
 
-    Examples: menjin station enrol xingfuli-north p-0101 front.jpg left.jpg -c station.yaml
-              menjin station enrol xingfuli-north p-0101 --at-door front -c station.yaml
+    \b
+    Examples:
+      menjin station enrol xingfuli-north p-0101 front.jpg left.jpg
+      menjin station enrol xingfuli-north p-0101 --at-door front
     """
     if bool(photos) == (at_door is not None):
         typer.echo("give either photos or --at-door DOOR", err=True)
@@ -482,7 +506,9 @@ def forget_command(
     """Erase a person at one gate or at every gate (signed): cards, templates, and their id in
     the gate's records; each gate's answer is shown and recorded here.
 
-    Example: menjin station forget --all p-0042 -c station.yaml
+    \b
+    Example:
+      menjin station forget --all p-0042 -c station.yaml
     """
     _erase("forget", targets, all_gates, config_path)
 
@@ -494,7 +520,9 @@ def remove_command(
     """Remove a person's face templates at one gate or every gate (face-entry opt-out; cards
     stay); each gate's answer is shown and recorded here.
 
-    Example: menjin station remove xingfuli-north p-0042 -c station.yaml
+    \b
+    Example:
+      menjin station remove xingfuli-north p-0042 -c station.yaml
     """
     _erase("remove", targets, all_gates, config_path)
 
@@ -506,7 +534,9 @@ def erasures_command(
 ) -> None:
     """Erasure requests sent to the gates and which gates confirmed them (JSON lines).
 
-    Example: menjin station erasures p-0042 -c station.yaml
+    \b
+    Example:
+      menjin station erasures p-0042 -c station.yaml
     """
     store = _store(_config(config_path))
     try:
@@ -533,7 +563,9 @@ def user_add(
 ) -> None:
     """Create an operator account; the password is asked (or read from stdin).
 
-    Example: menjin station user add wangfang --role operator -c station.yaml
+    \b
+    Example:
+      menjin station user add wangfang --role operator -c station.yaml
     """
     password = _new_password()
     _accounts(config_path, lambda accounts: accounts.add(name, role, password))
@@ -544,7 +576,9 @@ def user_add(
 def user_remove(name: UserName, config_path: ConfigPath = Path("station.yaml")) -> None:
     """Delete an operator account and end its sessions.
 
-    Example: menjin station user remove wangfang -c station.yaml
+    \b
+    Example:
+      menjin station user remove wangfang -c station.yaml
     """
     _accounts(config_path, lambda accounts: accounts.remove(name))
     typer.echo(f"user {name} removed")
@@ -554,7 +588,9 @@ def user_remove(name: UserName, config_path: ConfigPath = Path("station.yaml")) 
 def user_passwd(name: UserName, config_path: ConfigPath = Path("station.yaml")) -> None:
     """Set a new password (asked, or read from stdin); ends the user's sessions.
 
-    Example: menjin station user passwd wangfang -c station.yaml
+    \b
+    Example:
+      menjin station user passwd wangfang -c station.yaml
     """
     password = _new_password()
     _accounts(config_path, lambda accounts: accounts.passwd(name, password))
@@ -576,7 +612,9 @@ def quarantine_command(
     """Messages from gates that were set aside instead of stored (bad JSON, out-of-range values,
     wrong gate, implausible time), newest first.
 
-    Example: menjin station quarantine --gate xingfuli-north -c station.yaml
+    \b
+    Example:
+      menjin station quarantine --gate xingfuli-north -c station.yaml
     """
     store = _store(_config(config_path))
     try:

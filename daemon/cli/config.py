@@ -37,7 +37,9 @@ def check_config(
 ) -> None:
     """Validate gate configuration(s): every problem at once, as FILE:LINE:COL: key: message.
 
-    Example: menjin check-config /etc/menjin/gate.yaml
+    \b
+    Example:
+      menjin check-config /etc/menjin/gate.yaml
     """
     problems: list[Problem] = []
     loaded: list[LoadedConfig] = []
@@ -100,7 +102,9 @@ def write_schema(
 ) -> None:
     """Regenerate the JSON Schema editors use to complete and check the YAML.
 
-    Example: menjin config schema -o config/schema.json
+    \b
+    Example:
+      menjin config schema -o config/schema.json
     """
     output.write_text(schema_text(), encoding="utf-8")
     typer.echo(f"wrote {output}")

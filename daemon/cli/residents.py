@@ -219,7 +219,9 @@ def import_(
 
     Samples: config/residents.example.csv and config/residents.example.yaml; docs/residents.md.
 
-    Example: menjin residents import residents.csv -c /etc/menjin/gate.yaml
+    \b
+    Example:
+      menjin residents import residents.csv -c /etc/menjin/gate.yaml
     """
     with open_target(config, db, card_key, create=True) as target:
         try:
@@ -258,7 +260,9 @@ def list_(
 ) -> None:
     """List persons (card numbers masked) and warn about face entry without a card.
 
-    Example: menjin residents list -c /etc/menjin/gate.yaml
+    \b
+    Example:
+      menjin residents list -c /etc/menjin/gate.yaml
     """
     with open_target(config, db, card_key) as target:
         persons = target.store.persons()
@@ -311,7 +315,9 @@ def add(
 ) -> None:
     """Add one person.
 
-    Example: menjin residents add p12 --name Wang --card 0004567890 --group residents -c gate.yaml
+    \b
+    Example:
+      menjin residents add p12 --name Wang --card 0004567890 --group residents
     """
     fields = {k: v for k, v in {
         "id": person_id, "name": name, "kind": kind, "cards": card or [], "groups": group or [],
@@ -370,7 +376,9 @@ def disable(
 ) -> None:
     """Disable a person at once (their cards and face stop opening; the record is kept).
 
-    Example: menjin residents disable p12 -c /etc/menjin/gate.yaml
+    \b
+    Example:
+      menjin residents disable p12 -c /etc/menjin/gate.yaml
     """
     with open_target(config, db, card_key) as target:
         _set_enabled(person_id, False, target, as_json)
@@ -384,7 +392,9 @@ def enable(
 ) -> None:
     """Enable a disabled person again.
 
-    Example: menjin residents enable p12 -c /etc/menjin/gate.yaml
+    \b
+    Example:
+      menjin residents enable p12 -c /etc/menjin/gate.yaml
     """
     with open_target(config, db, card_key) as target:
         _set_enabled(person_id, True, target, as_json)
@@ -398,7 +408,9 @@ def remove(
 ) -> None:
     """Remove a person and their cards (use `forget` for an erasure request).
 
-    Example: menjin residents remove p12 -c /etc/menjin/gate.yaml
+    \b
+    Example:
+      menjin residents remove p12 -c /etc/menjin/gate.yaml
     """
     with open_target(config, db, card_key) as target:
         person = target.store.remove(person_id)
@@ -421,7 +433,10 @@ def forget(
     With -c, a running daemon does it (so its memory forgets too) and tells the station; when
     the daemon is stopped it is done on the files and the station is told at the next start.
     With --db only the resident store is touched.
-    Example: menjin residents forget p12 -c /etc/menjin/gate.yaml
+
+    \b
+    Example:
+      menjin residents forget p12 -c /etc/menjin/gate.yaml
     """
     if config is not None:
         result = _forget_everywhere(person_id, config)
@@ -492,9 +507,10 @@ def group_add(
 ) -> None:
     """Add or change an access group.
 
-    Example: menjin residents group add residents -c /etc/menjin/gate.yaml
-
-    Example: menjin residents group add office --door front --schedule "mon-fri 08:00-18:00"
+    \b
+    Examples:
+      menjin residents group add residents -c /etc/menjin/gate.yaml
+      menjin residents group add office --schedule "mon-fri 08:00-18:00"
     """
     doors = _config_doors(config)
     chosen = door or doors
@@ -532,7 +548,9 @@ def group_list(
 ) -> None:
     """List the access groups with their doors, schedule and member count.
 
-    Example: menjin residents group list -c /etc/menjin/gate.yaml
+    \b
+    Example:
+      menjin residents group list -c /etc/menjin/gate.yaml
     """
     with open_target(config, db, card_key) as target:
         persons = target.store.persons()
@@ -556,7 +574,9 @@ def group_remove(
 ) -> None:
     """Remove an access group that has no members.
 
-    Example: menjin residents group remove office -c /etc/menjin/gate.yaml
+    \b
+    Example:
+      menjin residents group remove office -c /etc/menjin/gate.yaml
     """
     with open_target(config, db, card_key) as target:
         removed, members = target.store.remove_group(group_id)

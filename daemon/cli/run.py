@@ -99,7 +99,9 @@ def run(
 
     Exits 78 on a bad config.  SIGHUP reloads the config; SIGTERM stops it cleanly.
 
-    Example: menjin run -c /etc/menjin/gate.yaml
+    \b
+    Example:
+      menjin run -c /etc/menjin/gate.yaml
     """
     from daemon.app import main as app_main  # the daemon's heavy imports only when it runs
 
@@ -116,7 +118,9 @@ def vision(
     writes the template key (hex) to its standard input, and restarts it when it fails; by hand
     it is only useful to debug a camera or a model.
 
-    Example: menjin vision -c /etc/menjin/gate.yaml --fd 3
+    \b
+    Example:
+      menjin vision -c /etc/menjin/gate.yaml --fd 3
     """
     from daemon.vision_process import main as vision_main
 
@@ -128,7 +132,9 @@ def status(
 ) -> None:
     """Show doors, relays, readers, camera, uplink and journal backlog of the running daemon.
 
-    Example: menjin status -c /etc/menjin/gate.yaml --json
+    \b
+    Example:
+      menjin status -c /etc/menjin/gate.yaml --json
     """
     result = _call(socket_path(config, sock), "status")
     if as_json:
@@ -282,7 +288,9 @@ def events(
 ) -> None:
     """Print the gate's recent events (and, with --follow, new ones as they happen).
 
-    Example: menjin events --follow --json -c /etc/menjin/gate.yaml
+    \b
+    Example:
+      menjin events --follow --json -c /etc/menjin/gate.yaml
     """
 
     def show(event: dict[str, Any]) -> None:
@@ -302,7 +310,9 @@ def door_test(
 ) -> None:
     """Pulse a door's lock relay to check the wiring (recorded in the audit log).
 
-    Example: menjin door test front --seconds 2
+    \b
+    Example:
+      menjin door test front --seconds 2
     """
     result = _call(socket_path(config, sock), "door.test", {"door": door, "seconds": seconds})
     if as_json:
@@ -329,7 +339,9 @@ def door_mode(
     hold-open schedule > normal.  A hold_open during a lockdown is refused: lift the lockdown
     first.  Any mode set here ends a first-person unlock for the rest of its window.
 
-    Example: menjin door mode front lockdown --until 2026-12-01T18:00
+    \b
+    Example:
+      menjin door mode front lockdown --until 2026-12-01T18:00
     """
     args: dict[str, Any] = {"door": door, "mode": mode}
     if until is not None:
@@ -354,7 +366,9 @@ def readers_watch(
     """Print what each reader sends (decoded card masked as ****5678, frame sizes) to check
     wiring and format; --show-cards shows the numbers and the raw bytes or bits too.
 
-    Example: menjin readers watch front-card --show-cards
+    \b
+    Example:
+      menjin readers watch front-card --show-cards
     """
 
     def show(item: dict[str, Any]) -> None:
@@ -381,7 +395,9 @@ def sim_swipe(
 ) -> None:
     """Present a card at a simulated reader (sent through its pty or Wiegand pins).
 
-    Example: menjin sim swipe front-card 0012345678
+    \b
+    Example:
+      menjin sim swipe front-card 0012345678
     """
     _sim(config, sock, "sim.swipe", {"reader": reader, "card": card})
 
@@ -394,7 +410,9 @@ def sim_press(
 ) -> None:
     """Press and release a door's exit button.
 
-    Example: menjin sim press front
+    \b
+    Example:
+      menjin sim press front
     """
     _sim(config, sock, "sim.press", {"door": door})
 
@@ -408,7 +426,9 @@ def sim_door(
 ) -> None:
     """Open or close a door (its contact input).
 
-    Example: menjin sim door front open
+    \b
+    Example:
+      menjin sim door front open
     """
     if position not in ("open", "close"):
         raise typer.BadParameter("position must be 'open' or 'close'")
@@ -424,7 +444,9 @@ def sim_tamper(
 ) -> None:
     """Open (or, with --clear, close) the reader housing's tamper switch.
 
-    Example: menjin sim tamper front
+    \b
+    Example:
+      menjin sim tamper front
     """
     _sim(config, sock, "sim.tamper", {"door": door, "clear": clear})
 
@@ -438,7 +460,9 @@ def sim_camera(
 ) -> None:
     """Unplug (or plug back) a door's simulated camera, as a USB camera pulled out.
 
-    Example: menjin sim camera front --unplug
+    \b
+    Example:
+      menjin sim camera front --unplug
     """
     _sim(config, sock, "sim.camera", {"door": door, "present": not unplug})
 
@@ -463,7 +487,9 @@ def sim_face(
 ) -> None:
     """Show a photo to a door's simulated camera, as if the person stood in front of it.
 
-    Example: menjin sim face front obama1.jpg --frames 12
+    \b
+    Example:
+      menjin sim face front obama1.jpg --frames 12
     """
     data = base64.b64encode(photo.read_bytes()).decode("ascii")
     _sim(config, sock, "sim.face",
