@@ -40,6 +40,8 @@ class Issue(NamedTuple):
 
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+#: Longest path of a UNIX socket (sun_path holds 108 bytes with the closing NUL).
+MAX_SOCKET_PATH_BYTES = 107
 PYSERIAL_URL_SCHEMES = ("socket://", "rfc2217://", "loop://", "spy://", "alt://", "hwgrep://")
 SERIAL_READERS = frozenset({"em4100", "ascii", "osdp"})
 
@@ -129,6 +131,15 @@ def _exclusive_issues(config: GateConfig) -> Iterator[Issue]:
             "video device", "the NIR camera is a device of its own, e.g. /dev/video2")
     yield from _shared(_written_files(config), "file",
                        "each file menjin writes has one job; give this one its own name")
+
+
+def _control_issues(config: GateConfig) -> Iterator[Issue]:
+    size = len(os.fsencode(config.control.socket))
+    if size > MAX_SOCKET_PATH_BYTES:
+        yield Issue(("control", "socket"),
+                    f"the control socket path {config.control.socket} is {size} bytes long; a "
+                    f"UNIX socket path holds at most {MAX_SOCKET_PATH_BYTES}: give "
+                    "control.socket a shorter absolute path (e.g. /run/menjin/control.sock)")
 
 
 def _reader_issues(config: GateConfig, invalid: Collection[str]) -> Iterator[Issue]:
@@ -363,6 +374,7 @@ def semantic_problems(
     """
     issues = [
         *_exclusive_issues(config),
+        *_control_issues(config),
         *_reader_issues(config, invalid_ids),
         *_door_issues(config, invalid_ids),
         *_vision_issues(config, invalid_ids),

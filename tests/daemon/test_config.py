@@ -130,6 +130,12 @@ BROKEN = [
         ["16:17: journal.path: file {dir}/state/residents.db is already used by access.db "
          "(each file menjin writes has one job; give this one its own name)"],
     ),
+    (  # 4e a control socket the kernel cannot bind (the control part would fail forever)
+        MINIMAL + f"control: {{socket: {'s' * 100}.sock}}\n",
+        ["16:19: control.socket: the control socket path {dir}/state/" + "s" * 100 + ".sock is "
+         "{size} bytes long; a UNIX socket path holds at most 107: give control.socket a shorter "
+         "absolute path (e.g. /run/menjin/control.sock)"],
+    ),
     (  # 5 reader naming an unknown door
         MINIMAL.replace("    door: front", "    door: frnt"),
         ["14:11: readers.r1.door: unknown door 'frnt'; did you mean 'front'?"],
@@ -273,7 +279,9 @@ BROKEN = [
 def test_broken_configs_are_reported_by_line(
     tmp_path: Path, text: str, expected: list[str]
 ) -> None:
-    assert problems(tmp_path, text) == [e.replace("{dir}", str(tmp_path)) for e in expected]
+    size = len(f"{tmp_path}/state/{'s' * 100}.sock")
+    assert problems(tmp_path, text) == [
+        e.replace("{dir}", str(tmp_path)).replace("{size}", str(size)) for e in expected]
 
 
 @pytest.mark.parametrize(
