@@ -11,14 +11,14 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Mapping
-from enum import Enum
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Any
 
 from pydantic import BaseModel
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from daemon.config import GateConfig
 from yamlconfig import EnvUse, Problem
+from yamlconfig.choices import allowed_values, unknown_value
 from yamlconfig.parse import dotted
 
 NUMBER_ERRORS = frozenset({"float_parsing", "float_type", "int_parsing", "int_type",
@@ -178,20 +178,10 @@ def _message(err: Mapping[str, Any], loc: Loc) -> str:
     if kind in ("literal_error", "enum"):
         choices = _choices(loc)
         if choices:
-            return _unknown_value(err.get("input"), choices)
+            return unknown_value(err.get("input"), choices)
     if kind in ("literal_error", "enum") or kind.startswith(("greater_than", "less_than")):
         return f"{text} (got {err.get('input')!r})"
     return text
-
-
-def _unknown_value(value: Any, choices: list[Any]) -> str:
-    """``unknown value 'Mock' (allowed: lgpio, mock; did you mean 'mock'?)``."""
-    names = [str(c) for c in choices]
-    written = str(value)
-    same_but_case = [n for n in names if n.lower() == written.lower()]
-    close = same_but_case or difflib.get_close_matches(written, names, n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"unknown value {value!r} (allowed: {', '.join(names)}{hint})"
 
 
 def _choices(loc: Loc) -> list[Any]:
@@ -200,19 +190,7 @@ def _choices(loc: Loc) -> list[Any]:
         loc = loc[:-1]
     model = model_at(loc[:-1]) if loc else None
     info = model.model_fields.get(str(loc[-1])) if model is not None else None
-    return _allowed(info.annotation) if info is not None else []
-
-
-def _allowed(annotation: Any) -> list[Any]:
-    if isinstance(annotation, type) and issubclass(annotation, Enum):
-        return [member.value for member in annotation]
-    origin = get_origin(annotation)
-    if origin is Literal:
-        return list(get_args(annotation))
-    args = get_args(annotation)
-    if origin is Annotated:
-        return _allowed(args[0])
-    return [value for arg in args for value in _allowed(arg)]
+    return allowed_values(info.annotation) if info is not None else []
 
 
 def _type_message(kind: str, value: Any, loc: Loc) -> str | None:

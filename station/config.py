@@ -31,6 +31,7 @@ from ruamel.yaml.comments import CommentedMap
 
 from station.throttle import parse_networks
 from yamlconfig import ProblemError, expand_env, read_yaml
+from yamlconfig.choices import allowed_values, unknown_value
 
 EX_CONFIG = 78  # sysexits.h; systemd's RestartPreventExitStatus stops a restart loop on it
 #: The 2025 Measures require filing once face information of this many persons is stored.
@@ -292,8 +293,13 @@ def _problem(file: str, root: Any, err: Any, source: Any) -> str:
         msg = "required key is missing"
     else:
         line, col = _position(root, loc, key=False)
+        model = _model_at(loc[:-1])
+        info = model.model_fields.get(str(loc[-1])) if model is not None and loc else None
+        choices = allowed_values(info.annotation) if info is not None else []
         msg = str(err["msg"]).removeprefix("Value error, ")
-        if err["type"] not in ("value_error",) and "input" in err:
+        if err["type"] in ("literal_error", "enum") and choices:
+            msg = unknown_value(err.get("input"), choices)
+        elif err["type"] not in ("value_error",) and "input" in err:
             msg += f" (got {err['input']!r})"
         env = source(loc)
         if env:

@@ -53,6 +53,7 @@ def test_the_example_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         ("version: 1\nweb:\n  trusted_proxies: [10.0.0.1, proxy.local]\n",
          "3:20: web.trusted_proxies: 'proxy.local' is not an IP address or network"),
         ("- 1\n", "1:1: the file must be a YAML mapping (key: value)"),
+        ("version: 2\n", "1:10: version: unknown value 2 (allowed: 1)"),
         ("version: 1\ndatabase:\n  url: sqllite:///station.db\n",
          "3:8: database.url: database 'sqllite' cannot be used: the station runs on sqlite "
          "(sqlite:///station.db) or postgresql+psycopg (postgresql+psycopg://user@host/db); did "
