@@ -153,7 +153,8 @@ def test_gate_health_reads_what_the_gate_reports(store: Store) -> None:
                                "site": "幸福里小区", "name": "北门", "portraits": "upload"})
     store.set_health("north", {
         "gate": "north", "queue_depth": 12, "oldest_undelivered_age_s": 90.4,
-        "readers": {"front": "ok", "back": "fault"}, "camera": "ok", "vision": "fault",
+        "readers": {"front": "ok", "back": "fault"}, "camera": "ok",
+        "vision": {"state": "fault", "restarts": 3, "last_error": "exit -9"},
         "cpu_temp_c": 51.5, "disk_free_bytes": 8 * 2**30, "clock": {"trusted": True},
         "doors": {"front": {"state": "closed", "mode": "lockdown", "mode_source": "station"},
                   "back": "garbage"}})
