@@ -246,7 +246,8 @@ class Gate:
         up = config.uplink
         tls = up.tls
         self.uplink = Uplink(
-            self.journal, gate=config.gate.id, host=up.host, port=up.port, prefix=up.prefix,
+            self.journal, gate=config.gate.id, site=config.gate.site, host=up.host, port=up.port,
+            prefix=up.prefix,
             ca_file=tls.ca_file if tls else None, cert_file=tls.cert_file if tls else None,
             key_file=tls.key_file if tls else None, username=up.username,
             password_file=up.password_file, password_env=up.password_env,

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 from babel.messages.extract import extract_from_dir
+from jinja2 import Environment, PackageLoader
 
+from daemon.access import Reason
+from protocol.events import ALARM_TYPES, EVENT_TYPES
 from station.accounts import Accounts, User
 from station.alarms import Alarms, is_alarm_event
 from station.gatehealth import gate_health
@@ -153,7 +156,8 @@ def test_gate_health_reads_what_the_gate_reports(store: Store) -> None:
                                "site": "幸福里小区", "name": "北门", "portraits": "upload"})
     store.set_health("north", {
         "gate": "north", "queue_depth": 12, "oldest_undelivered_age_s": 90.4,
-        "readers": {"front": "ok", "back": "fault"}, "camera": "ok", "vision": "fault",
+        "readers": {"front": "ok", "back": "fault"}, "camera": "ok",
+        "vision": {"state": "fault", "restarts": 3, "last_error": "exit -9"},
         "cpu_temp_c": 51.5, "disk_free_bytes": 8 * 2**30, "clock": {"trusted": True},
         "doors": {"front": {"state": "closed", "mode": "lockdown", "mode_source": "station"},
                   "back": "garbage"}})
@@ -221,6 +225,21 @@ def test_every_page_text_has_a_chinese_translation() -> None:
         keywords={"_": None, "gettext": None, "CommandError": None})]
     assert len(messages) > 100  # the templates were read
     assert [m for m in messages if catalog.gettext(m) == m] == []
+
+
+def test_every_event_type_and_access_reason_is_shown_in_words() -> None:
+    """The duty officer reads 门已上锁 and 未知凭证, not door.locked and unknown_credential:
+    every type of the contract and every reason of an access decision has its label."""
+    env = Environment(loader=PackageLoader("station", "templates"), extensions=["jinja2.ext.i18n"])
+    env.install_gettext_translations(translations("zh_CN"), newstyle=True)  # type: ignore[attr-defined]
+    env.filters.update(card=mask_card, time=str)  # the macros' filters (not called here)
+    fragments = env.get_template("fragments.html").module
+    types = sorted(EVENT_TYPES | ALARM_TYPES)
+    assert [t for t in types if str(fragments.type_label(t)) == t] == []  # type: ignore[attr-defined]
+    reasons = [r.value for r in Reason]
+    assert [r for r in reasons if str(fragments.reason_label(r)) == r] == []  # type: ignore[attr-defined]
+    assert str(fragments.reason_label("unknown_credential")) == "未知凭证"  # type: ignore[attr-defined]
+    assert str(fragments.type_label("door.locked")) == "门已上锁"  # type: ignore[attr-defined]
 
 
 async def test_the_live_feed_pushes_new_passages_and_alarms_once(store: Store) -> None:
