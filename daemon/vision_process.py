@@ -428,7 +428,9 @@ def main(config_path: Path, fd: int) -> int:
         return EX_CONFIG
     # Before asyncio.run starts any thread: every thread inherits both.
     lower_cpu_priority(config.vision.cpu_priority)
-    leave_cpus(config.vision.reserved_cpus)
+    cpus = leave_cpus(config.vision.reserved_cpus)
+    log.info("vision: CPU priority %s, on CPU(s) %s", config.vision.cpu_priority,
+             ",".join(map(str, cpus)))
     return asyncio.run(serve(config, fd, template_key))
 
 
