@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import json
 import logging
 import os
@@ -363,6 +364,11 @@ class Gate:
             self._report_restart(previous, journal)
             self.notifier.ready(self.summary())
             log.info("gate %s ready: %s", self.config.gate.id, self.summary())
+            # What start-up built (modules, config, the access index) lives as long as the
+            # daemon: out of the collector's sight, a full collection no longer stops the loop
+            # for tens of milliseconds (docs/performance.md).
+            gc.collect()
+            gc.freeze()
             interval = watchdog_seconds()
             if interval is not None:
                 group.create_task(watchdog_loop(self.notifier, self.doors_alive,

@@ -441,7 +441,22 @@ class VisionSection(Strict):
         "arcface.  The default threshold is calibrated for the default; set match_threshold "
         "from `menjin faces evaluate` when changing it."
     )
-    threads: int = Field(2, ge=1, le=8, description="ONNX Runtime intra-op threads.")
+    threads: int = Field(
+        2, ge=1, le=8, description="ONNX Runtime intra-op threads of each model (the calling "
+        "thread and threads - 1 pool threads per model); at most the CPUs the vision process "
+        "may use (see reserved_cpus)."
+    )
+    cpu_priority: Literal["idle", "low", "normal"] = Field(
+        "idle", description="CPU priority of the vision process: idle (SCHED_IDLE: it runs on "
+        "the CPU time the door daemon and the kernel leave, and a woken door daemon takes the "
+        "CPU from it at once), low (nice 19), normal (as the door daemon)."
+    )
+    reserved_cpus: int = Field(
+        1, ge=0, le=64, description="CPUs kept free of the vision process (the lowest-numbered: "
+        "CPU 0 takes the serial and USB interrupts), so that a card's bytes, the kernel's tty "
+        "worker and the door daemon always find an idle core; 0 = vision may use every CPU.  "
+        "On a board with no more CPUs than this, vision keeps the last one."
+    )
     quality: QualitySection = Field(default={}, description="Quality gate.")  # type: ignore[assignment]
     templates: StatePath = Field(
         Path("templates.bin"), description="Encrypted face template store."

@@ -301,8 +301,11 @@ class Doors(Mapping[str, DoorController]):
             wait: float = HOLD_OPEN_CHECK_SECONDS - second % HOLD_OPEN_CHECK_SECONDS
             if effective.until_ms is not None:
                 wait = min(wait, max(0.0, (effective.until_ms - self._clock()) / 1000))
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that
+            # arrives in the turn the event is set, and this loop would then never stop
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await changed.wait()
 
     # ------------------------------------------------------------------ parts
     def _lock_for(self, door_id: str, s: DoorSection) -> LockRelay:

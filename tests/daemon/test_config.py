@@ -293,13 +293,13 @@ def test_broken_configs_are_reported_by_line(
         ),
         (  # not also "upload needs privacy.retention_days" (it is set, to a wrong value)
             "  retention_days: 30\n  lockout", "  retention_days: 0\n  lockout",
-            ["152:19: privacy.retention_days: Input should be greater than or equal to 1 (got 0)"],
+            ["154:19: privacy.retention_days: Input should be greater than or equal to 1 (got 0)"],
         ),
         (
             "  legal_basis: >-", "  legal_basis: 3\n  x_legal_basis: >-",
-            ["149:16: privacy.legal_basis: 3 is not text; put it in quotes, e.g. legal_basis: "
+            ["151:16: privacy.legal_basis: 3 is not text; put it in quotes, e.g. legal_basis: "
              "\"3\"",
-             "150:3: privacy.x_legal_basis: unknown key 'x_legal_basis'; did you mean "
+             "152:3: privacy.x_legal_basis: unknown key 'x_legal_basis'; did you mean "
              "'legal_basis'?"],
         ),
     ],
