@@ -39,8 +39,8 @@ def test_every_form_gives_one_value(written: str | int, canonical: str) -> None:
     ("written", "message"),
     [
         ("", "empty or overlong card number"),
-        ("12-34", "not a card number: use decimal digits (0012345678), hex (0x00BC614E or "
-         "3A00B1C2D4), or facility,number (036,02193)"),
+        ("12-34", "'12-34' is not a card number: use decimal digits (0012345678), hex "
+         "(0x00BC614E or 3A00B1C2D4), or facility,number (036,02193)"),
         ("256,1", "facility,number 256,1 does not fit Wiegand-26 (facility at most 255, number "
          "at most 65535)"),
         ("1,65536", "facility,number 1,65536 does not fit Wiegand-26 (facility at most 255, "
@@ -60,6 +60,20 @@ def test_no_card_number_is_refused_with_the_reason(written: str | int, message: 
 @given(st.integers(0, 10**15), st.integers(0, 6))
 def test_leading_zeros_never_change_the_card(number: int, zeros: int) -> None:
     assert canonical_card("0" * zeros + str(number)) == str(number) == canonical_card(number)
+
+
+@given(st.one_of(st.text(alphabet="0123456789", max_size=60),
+                 st.text(alphabet="0123456789 ,x\u0661", max_size=60)))
+def test_the_digits_shortcut_agrees_with_the_full_parse(text: str) -> None:
+    """canonical_card reads plain digits without card_value: same card, or the same refusal."""
+    try:
+        full = str(card_value(text))
+    except CardNumberError as exc:
+        with pytest.raises(CardNumberError) as caught:
+            canonical_card(text)
+        assert str(caught.value) == str(exc)
+    else:
+        assert canonical_card(text) == full
 
 
 @given(st.integers(0, 255), st.integers(0, 65535))
