@@ -284,7 +284,9 @@ class MqttClient:
             self._fd = -1
 
     def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        self._in_loop(lambda: self._set_writing(True))
+        # paho asks on every queued packet; once the writer is registered there is nothing to do
+        if not (self._writing and threading.get_ident() == self._loop_thread):
+            self._in_loop(lambda: self._set_writing(True))
 
     def _on_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         self._in_loop(lambda: self._set_writing(False))
