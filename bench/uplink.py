@@ -17,8 +17,11 @@ noise of a shared machine hits all of them; the medians are reported:
 - ``access``: ``access.granted`` recorded the same way, each group commit fsynced
   (``synchronous=FULL``) before the uplink can read it: durable decisions per second, the headline.
 The clock of a journal round starts before the first ``record`` and stops at the last PUBACK.
+Events recorded while the uplink is connected go one per message (packs are for a backlog), so
+in these rounds both sides publish the same payloads one by one through the same window.
 Then the broker is stopped, a backlog of ``--backlog`` events is recorded, the broker is started
-again, and the time until the journal's queue is empty is ``backlog_drain_s``.
+again, and the time until the journal's queue is empty is ``backlog_drain_s``: the uplink sends
+such a backlog in packs of up to 100 events per message (``protocol.packs``).
 
 Targets: routine ≥ 0.8 of raw (``ratio_routine_vs_raw``); fsynced access events reported beside
 (``ratio_vs_raw``, the headline ratio).
