@@ -81,11 +81,12 @@ QUIET.setLevel(logging.CRITICAL)
 class StationProcess:
     """The station's subscriber, in a process of its own (as it is in life: not on the gate).
 
-    It counts distinct event ids arriving on the events and raw topics (persistent session, so
-    the backlog phase loses nothing across the broker restart) and answers one-line requests on
-    its stdin: ``count`` → ``{"raw": n, "events": n}``, ``clear`` forgets the raw ids, ``ids`` →
-    every event id received.  Running it here would put the station's reading and parsing on the
-    uplink's event loop, a cost neither contender pays on a gate.
+    It counts distinct event ids arriving on the events and raw topics (one event or a pack of
+    them per message; a persistent session, so the backlog phase loses nothing across the broker
+    restart) and answers one-line requests on its stdin: ``count`` → ``{"raw": n, "events": n}``,
+    ``clear`` forgets the raw ids, ``ids`` → every event id received.  Running it here would put
+    the station's reading and parsing on the uplink's event loop, a cost neither contender pays
+    on a gate.
     """
 
     def __init__(self, broker: Broker) -> None:
@@ -145,7 +146,9 @@ async def station_main(address: str) -> None:
                     async for batch in client.batches():
                         for message in batch:
                             target = raw if message.topic == RAW_TOPIC else ids
-                            target.add(json.loads(message.payload)["id"])
+                            received = json.loads(message.payload)  # an event or a pack
+                            target.update(e["id"] for e in (
+                                received if isinstance(received, list) else [received]))
             except MqttError:
                 await asyncio.sleep(0.05)
 

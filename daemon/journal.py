@@ -45,7 +45,7 @@ import threading
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from daemon.events import SCHEMA_VERSION, Event, Priority, now_ms
 from daemon.files import private_dir, private_file, write_private
@@ -88,6 +88,8 @@ Range = tuple[int, int]
 PORTRAIT_SUFFIX = ".jpg"
 SEALED_PREFIX = "sealed:"
 _BODY_CONTEXT = b"menjin event"
+#: Priority by its stored value (the enum's call is slow for a per-event read).
+_PRIORITIES = tuple(sorted(Priority))
 _PORTRAIT_CONTEXT = b"menjin portrait"
 PERSON_REF_HEX_CHARS = 32
 
@@ -128,9 +130,9 @@ class JournalError(Exception):
     """The journal cannot be opened as asked (e.g. it belongs to another gate)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """One undelivered event as the uplink publishes it."""
+class Pending(NamedTuple):
+    """One undelivered event as the uplink publishes it (a named tuple: the uplink reads
+    thousands a second, and a tuple is built several times faster than a frozen dataclass)."""
 
     seq: int
     id: str
@@ -652,7 +654,7 @@ class Journal:
                 (json.dumps(list(exclude)), json.dumps(acked), limit),
             ).fetchall()
         portraits = self.portrait_dir
-        return [Pending(seq, event_id, etype, ts, Priority(prio), self._open_body(body).encode(),
+        return [Pending(seq, event_id, etype, ts, _PRIORITIES[prio], self._open_body(body).encode(),
                         None if portrait_id is None
                         else portraits / f"{portrait_id}{PORTRAIT_SUFFIX}")
                 for seq, event_id, etype, ts, prio, body, portrait_id in rows]
