@@ -14,9 +14,11 @@ publisher or the other for the CPU):
   batched ``INSERT ... ON CONFLICT DO NOTHING`` with the gate table kept, acknowledgement of each
   message after its batch is committed);
 - baseline: the same MQTT client (``protocol.mqtt.MqttClient``), the same messages (packs or
-  single events), the same batches (``database.batch_size`` messages) and the same message
-  checks, but a plain ``INSERT`` into a table without any key (duplicates are stored twice) and
-  the broker's automatic acknowledgements, so the ratio shows only what deduplication and
+  single events), the same batches (``database.batch_size`` messages, and as many events to a
+  transaction) and the same message checks, but a plain ``INSERT`` (the station's technique:
+  the driver's own parameters, one array per column on PostgreSQL) into a table of the same
+  columns without any key or index (duplicates are stored twice) and the broker's automatic
+  acknowledgements, so the ratio shows what deduplication, the station's indexes and
   acknowledgement after commit cost.
 The clock runs from connect until every event is stored.  Each is measured ``--rounds`` times
 on fresh sessions and databases, on SQLite and (when reachable) on PostgreSQL at
@@ -45,6 +47,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +64,7 @@ from station.config import DatabaseConfig, MqttConfig, StationConfig  # noqa: E4
 from station.messages import EventRow, parse_event, parse_pack  # noqa: E402
 from station.mqtt import make_client, receiver_client_id  # noqa: E402
 from station.receiver import Receiver  # noqa: E402
-from station.store import Store, now_ms  # noqa: E402
+from station.store import EVENT_COLUMNS, Store, now_ms  # noqa: E402
 from tests.broker import Broker, start_broker  # noqa: E402
 
 PREFIX = "menjin"
@@ -70,6 +73,7 @@ DUPLICATE_SHARE = 0.10
 BATCH_SIZE = 500
 TARGET_EVENTS_PER_S = 20_000
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 PUBLISH_INFLIGHT = 1000
 #: Unacknowledged messages the broker sends each consumer: two batches, so one can be read
 #: while the other is committed (a station broker should be set up the same way).
@@ -161,31 +165,46 @@ async def open_sessions(config: StationConfig) -> None:
         await baseline.subscribe(f"{PREFIX}/+/events")
 
 
-def plain_table(engine: sa.Engine, schema: str | None) -> sa.Table:
+def plain_table(store: Store, schema: str | None) -> sa.Table:
+    """The station's event columns, without a key or an index."""
     metadata = sa.MetaData(schema=schema)
-    table = sa.Table(
-        "plain_events", metadata,
-        *(sa.Column(name, kind) for name, kind in (
-            ("id", sa.String(64)), ("gate", sa.String(64)), ("seq", sa.BigInteger),
-            ("ts_ms", sa.BigInteger), ("type", sa.String(256)), ("door", sa.String(256)),
-            ("reader", sa.String(256)), ("credential_kind", sa.String(256)),
-            ("credential_ref", sa.String(256)), ("person", sa.String(256)),
-            ("reason", sa.String(256)), ("alarm", sa.Boolean), ("data", sa.JSON),
-            ("received_ms", sa.BigInteger))),
-    )
-    metadata.create_all(engine)
+    events = store.t["events"]
+    table = sa.Table("plain_events", metadata,
+                     *(sa.Column(name, events.c[name].type) for name in EVENT_COLUMNS))
+    metadata.create_all(store.engine)
     return table
+
+
+def plain_insert(store: Store, table: sa.Table) -> Callable[[list[tuple[Any, ...]]], None]:
+    """The baseline's insert: the station's technique (the driver's own parameters; PostgreSQL:
+    one array per column, unnested) without ``ON CONFLICT`` or ``RETURNING``."""
+    dialect = store.engine.dialect
+    name = dialect.identifier_preparer.format_table(table)
+    head = f"INSERT INTO {name} ({', '.join(EVENT_COLUMNS)}) "
+    if dialect.name == "sqlite":
+        statement = f"{head}VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+
+        def insert(values: list[tuple[Any, ...]]) -> None:
+            with store.engine.begin() as conn:
+                conn.exec_driver_sql(statement, values)
+    else:
+        arrays = ", ".join(f"%({column})s::{table.c[column].type.compile(dialect)}[]"
+                           for column in EVENT_COLUMNS)
+        statement = f"{head}SELECT * FROM unnest({arrays})"
+
+        def insert(values: list[tuple[Any, ...]]) -> None:
+            columns = dict(zip(EVENT_COLUMNS, map(list, zip(*values, strict=True)),
+                               strict=True))
+            with store.engine.begin() as conn:
+                conn.exec_driver_sql(statement, columns)
+    return insert
 
 
 async def drain_baseline(config: StationConfig, store: Store, schema: str | None,
                          expected: int) -> tuple[float, float]:
     """The plain subscriber: same client, batches and checks; keyless insert, auto acks."""
-    table = plain_table(store.engine, schema)
-
-    def insert(values: list[dict[str, Any]]) -> None:
-        with store.engine.begin() as conn:
-            conn.execute(table.insert(), values)
-
+    table = plain_table(store, schema)
+    insert = plain_insert(store, table)
     started, cpu = time.perf_counter(), time.process_time()
     stored = 0
     async with baseline_client(config) as client:
@@ -200,13 +219,12 @@ async def drain_baseline(config: StationConfig, store: Store, schema: str | None
                             if isinstance(r, EventRow)]
                 else:
                     rows = [parse_event(message.payload, gate, now_ms=now)]
-                values.extend({
-                    "id": row.id, "gate": row.gate, "seq": row.seq, "ts_ms": row.ts_ms,
-                    "type": row.type, "door": row.door, "reader": row.reader,
-                    "credential_kind": row.credential_kind, "credential_ref": row.credential_ref,
-                    "person": row.person, "reason": row.reason, "alarm": row.alarm,
-                    "data": row.data, "received_ms": now} for row in rows)
-            await asyncio.to_thread(insert, values)
+                values.extend((
+                    r.id, r.gate, r.seq, r.ts_ms, r.type, r.door, r.reader, r.credential_kind,
+                    r.credential_ref, r.person, r.reason, r.alarm, ENCODE(r.data), now,
+                    r.time_trusted, r.ts_ms) for r in rows)
+            for start in range(0, len(values), config.database.batch_size):
+                await asyncio.to_thread(insert, values[start:start + config.database.batch_size])
             stored += len(values)
             if stored >= expected:
                 break
