@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -54,9 +54,12 @@ class MqttError(Exception):
     """The broker could not be reached, refused us, or the connection was lost."""
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One received PUBLISH: ``mid`` and ``qos`` are what :meth:`MqttClient.ack` needs."""
+class Message(NamedTuple):
+    """One received PUBLISH: ``mid`` and ``qos`` are what :meth:`MqttClient.ack` needs.
+
+    A named tuple: one is built per message received, and a tuple is built several times faster
+    than a frozen dataclass.
+    """
 
     topic: str
     payload: bytes
