@@ -58,8 +58,8 @@ lint: $(VENV)
 # Re-extract the station page's messages and merge them into the Chinese catalog (then translate
 # the new entries in station/i18n/zh_CN/LC_MESSAGES/messages.po; the page compiles it at start-up).
 i18n: $(VENV)
-	$(BIN)/pybabel extract -F station/i18n/babel.cfg --no-location -k _ -k gettext \
+	$(BIN)/pybabel extract -F station/i18n/babel.cfg --no-location -k _ -k gettext -k CommandError \
 	  -o station/i18n/messages.pot .
-	$(BIN)/pybabel update -i station/i18n/messages.pot -d station/i18n -l zh_CN --no-location \
-	  --no-fuzzy-matching
+	$(BIN)/pybabel update -i station/i18n/messages.pot -d station/i18n -l zh_CN \
+	  --no-fuzzy-matching --no-wrap --ignore-pot-creation-date
 	rm station/i18n/messages.pot

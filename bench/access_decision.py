@@ -11,15 +11,15 @@ Why this baseline is the fair one: an access controller without menjin's in-memo
 persons in a database and asks it per presentation, and a competent one indexes the card.  The
 baseline reads the same store file on its own connection: one prepared query per presentation
 (``cards.card`` is the PRIMARY KEY; revoked cards by their PRIMARY KEY in the same statement)
-returning the person's JSON row, which it parses (``json.loads``, validity bounds with the store's
-own ``parse_time``), then takes the same decision (disabled, validity, the door tables of the
-person's groups built once, ``Schedule.is_open`` with the holidays).  Group and holiday tables are
-small and cached, as anyone would.  Every presentation's outcome is checked to agree with menjin's
-(``same_decisions``), so only the lookup differs.  The two contenders run in interleaved rounds;
-figures are medians.  Each pass is timed by the wall clock and by this process's CPU time: on a
-shared, loaded machine the wall rate mostly measures how often the scheduler ran us, so the ratios,
-the target and the flatness use decisions per CPU second (``decisions_per_cpu_s_*``); the wall
-rates are printed beside them.
+returning the person's JSON row, which it parses (``json.loads``, validity bounds with the gate's
+own ``protocol.sync.validity_bound``), then takes the same decision (disabled, validity, the door
+tables of the person's groups built once, ``Schedule.is_open`` with the holidays).  Group and
+holiday tables are small and cached, as anyone would.  Every presentation's outcome is checked to
+agree with menjin's (``same_decisions``), so only the lookup differs.  The two contenders run in
+interleaved rounds; figures are medians.  Each pass is timed by the wall clock and by this
+process's CPU time: on a shared, loaded machine the wall rate mostly measures how often the
+scheduler ran us, so the ratios, the target and the flatness use decisions per CPU second
+(``decisions_per_cpu_s_*``); the wall rates are printed beside them.
 
 Target: ≥ 200k decisions per CPU second at 100k persons, flat from 1k to 100k
 (``flatness_100k_vs_1k``, per CPU second).
@@ -54,7 +54,8 @@ sys.path.insert(0, str(REPO))
 from bench.machine import with_machine  # noqa: E402
 from daemon.access import AccessController, DoorPolicy, Group, Reason  # noqa: E402
 from daemon.schedule import Schedule, local_time  # noqa: E402
-from daemon.store import Store, parse_time  # noqa: E402
+from daemon.store import Store  # noqa: E402
+from protocol.sync import validity_bound  # noqa: E402
 
 ZONE = ZoneInfo("Asia/Shanghai")
 SIZES = (1_000, 10_000, 100_000)
@@ -140,8 +141,8 @@ class SqliteDecider:
         if not person.get("enabled", True):
             return False, Reason.DISABLED.value
         local = local_time(now, ZONE)
-        valid_from = parse_time(person.get("valid_from"), ZONE, end_of_day=False)
-        valid_until = parse_time(person.get("valid_until"), ZONE, end_of_day=True)
+        valid_from = validity_bound(person.get("valid_from"), ZONE, end_of_day=False)
+        valid_until = validity_bound(person.get("valid_until"), ZONE, end_of_day=True)
         if valid_from is not None and now < valid_from:
             return False, Reason.NOT_YET_VALID.value
         if valid_until is not None and now >= valid_until:

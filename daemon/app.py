@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import json
 import logging
 import os
@@ -121,9 +122,11 @@ class Gate:
                            zone=lambda: ZoneInfo(self.config.gate.timezone),
                            holidays=lambda: self.access.index.holidays,
                            workdays=lambda: self.access.index.workdays, time=self.time.view,
-                           modes=ModeBook(config.state_dir / MODES_FILE))
+                           modes=ModeBook(config.state_dir / MODES_FILE),
+                           groups_of=self._groups_of)
         self.passage = Passage(access=lambda: self.access, doors=self.doors, lockout=self.lockout,
-                               emit=self.emit, multi_factor_seconds=self._multi_factor_seconds)
+                               emit=self.emit, multi_factor_seconds=self._multi_factor_seconds,
+                               passed=self.doors.passed)
         self.readers = Readers(pins=self.pins, board=self.board, emit=self.emit,
                                on_card=self.passage.card, on_keys=self.passage.keys,
                                raw=self.control.raw, feedback=self.doors.feedback)
@@ -147,6 +150,11 @@ class Gate:
         """How long a card waits for its PIN at ``door_id`` (the door's multi-factor window)."""
         door = self.config.doors.get(door_id)
         return door.multi_factor_seconds if door is not None else 10.0
+
+    def _groups_of(self, person: str) -> tuple[str, ...]:
+        """The access groups ``person`` belongs to now (first-person unlock)."""
+        found = self.access.index.person(person)
+        return found.groups if found is not None else ()
 
     def emit(self, event: Event) -> None:
         """Record an event in the journal first, then tell everyone else (event loop only)."""
@@ -239,7 +247,8 @@ class Gate:
         up = config.uplink
         tls = up.tls
         self.uplink = Uplink(
-            self.journal, gate=config.gate.id, host=up.host, port=up.port, prefix=up.prefix,
+            self.journal, gate=config.gate.id, site=config.gate.site, host=up.host, port=up.port,
+            prefix=up.prefix,
             ca_file=tls.ca_file if tls else None, cert_file=tls.cert_file if tls else None,
             key_file=tls.key_file if tls else None, username=up.username,
             password_file=up.password_file, password_env=up.password_env,
@@ -355,6 +364,11 @@ class Gate:
             self._report_restart(previous, journal)
             self.notifier.ready(self.summary())
             log.info("gate %s ready: %s", self.config.gate.id, self.summary())
+            # What start-up built (modules, config, the access index) lives as long as the
+            # daemon: out of the collector's sight, a full collection no longer stops the loop
+            # for tens of milliseconds (docs/performance.md).
+            gc.collect()
+            gc.freeze()
             interval = watchdog_seconds()
             if interval is not None:
                 group.create_task(watchdog_loop(self.notifier, self.doors_alive,
@@ -526,6 +540,9 @@ def main(config_path: Path, *, notifier: Notifier | None = None) -> int:
     except StateDirBusyError as exc:
         log.error("cannot start: %s", exc)
         return EXIT_BUSY
+    except OSError as exc:  # state_dir cannot be made or written: the config or its permissions
+        log.error("cannot start: state folder %s: %s", config.state_dir, exc.strerror or exc)
+        return EX_CONFIG
     try:
         try:
             gate = Gate(config_path, config, notifier or Notifier.from_env())

@@ -147,6 +147,36 @@ class AntiPassback(Strict):
     exit_reader: Ident = Field(description="Reader at the exit side.")
 
 
+class FirstPersonSection(Strict):
+    group: Ident = Field(
+        description="Access group (of the resident store) whose members' first card opens the "
+        "door for the rest of the window, e.g. managers."
+    )
+    schedule: str = Field(
+        description="Windows in the schedule syntax of access groups, e.g. 'mon-fri 07:00-09:00'; "
+        "the first card of the group in a window holds the door open until that window ends. "
+        "Holidays follow the resident store: on a holiday only 'hol' windows apply."
+    )
+    faces: bool = Field(
+        False,
+        description="A face-scan passage counts too (off: only a passage with a card; a face is "
+        "recognised without its owner meaning to open the door, and a false match would hold "
+        "it open for everyone).",
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _windows_that_end(cls, value: str) -> str:
+        try:
+            schedule = parse_schedule(value)
+        except ScheduleError as exc:
+            raise ValueError(str(exc)) from exc
+        if schedule.always:
+            raise ValueError("'always' has no end: give the windows in which the first card "
+                             "opens the door, e.g. 'mon-fri 07:00-09:00'")
+        return value
+
+
 class DoorSection(Strict):
     name: str = Field("", description="Human-readable name shown in status and at the station.")
     lock: LockSection = Field(description="The lock relay.")
@@ -181,6 +211,11 @@ class DoorSection(Strict):
         None,
         description="Unlocked hours (e.g. market hours), in the schedule syntax of access groups: "
         "'mon-fri 07:00-09:00; sat 08:00-12:00'.  Holidays follow the resident store.",
+    )
+    first_person: FirstPersonSection | None = Field(
+        None,
+        description="First-person unlock (first card normal open): the first card of a group's "
+        "member in a window holds the door open until the window ends (docs/install.md).",
     )
     interlock_with: Ident | None = Field(
         None, description="Sally port: this door may not unlock while that door is open."
@@ -406,7 +441,22 @@ class VisionSection(Strict):
         "arcface.  The default threshold is calibrated for the default; set match_threshold "
         "from `menjin faces evaluate` when changing it."
     )
-    threads: int = Field(2, ge=1, le=8, description="ONNX Runtime intra-op threads.")
+    threads: int = Field(
+        2, ge=1, le=8, description="ONNX Runtime intra-op threads of each model (the calling "
+        "thread and threads - 1 pool threads per model); at most the CPUs the vision process "
+        "may use (see reserved_cpus)."
+    )
+    cpu_priority: Literal["idle", "low", "normal"] = Field(
+        "idle", description="CPU priority of the vision process: idle (SCHED_IDLE: it runs on "
+        "the CPU time the door daemon and the kernel leave, and a woken door daemon takes the "
+        "CPU from it at once), low (nice 19), normal (as the door daemon)."
+    )
+    reserved_cpus: int = Field(
+        1, ge=0, le=64, description="CPUs kept free of the vision process (the lowest-numbered: "
+        "CPU 0 takes the serial and USB interrupts), so that a card's bytes, the kernel's tty "
+        "worker and the door daemon always find an idle core; 0 = vision may use every CPU.  "
+        "On a board with no more CPUs than this, vision keeps the last one."
+    )
     quality: QualitySection = Field(default={}, description="Quality gate.")  # type: ignore[assignment]
     templates: StatePath = Field(
         Path("templates.bin"), description="Encrypted face template store."

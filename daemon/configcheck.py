@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Collection, Iterator, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from daemon.config import AccessRule, DoorSection, GateConfig
 from daemon.credentials import (
@@ -27,8 +27,21 @@ from daemon.credentials import (
 from daemon.liveness import liveness_issues
 
 Loc = tuple[str | int, ...]
-Issue = tuple[Loc, str]
+
+
+class Issue(NamedTuple):
+    """A problem at ``loc``; ``about`` names other values it follows from: when one of them has
+    a problem of its own (or was left out as invalid), this one is only its echo and is not told.
+    """
+
+    loc: Loc
+    message: str
+    about: tuple[Loc, ...] = ()
+
+
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+#: Longest path of a UNIX socket (sun_path holds 108 bytes with the closing NUL).
+MAX_SOCKET_PATH_BYTES = 107
 PYSERIAL_URL_SCHEMES = ("socket://", "rfc2217://", "loop://", "spy://", "alt://", "hwgrep://")
 SERIAL_READERS = frozenset({"em4100", "ascii", "osdp"})
 
@@ -58,29 +71,90 @@ def _pins(config: GateConfig) -> Iterator[tuple[Loc, int]]:
                 yield ("readers", reader_id, name), pin
 
 
-def _pin_issues(config: GateConfig) -> Iterator[Issue]:
-    first: dict[int, Loc] = {}
-    for loc, pin in _pins(config):
-        if pin in first:
-            owner = ".".join(str(p) for p in first[pin])
-            yield loc, f"GPIO {pin} is already used by {owner} (each pin has one job)"
+def _owner(loc: Loc) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def _shared(used: Iterator[tuple[Loc, str | None]], what: str, why: str) -> Iterator[Issue]:
+    """Each (location, resource) whose resource an earlier location already uses."""
+    first: dict[str, Loc] = {}
+    for loc, resource in used:
+        if resource is None:
+            continue
+        if resource in first:
+            yield Issue(loc, f"{what} {resource} is already used by {_owner(first[resource])} "
+                             f"({why})")
         else:
-            first[pin] = loc
+            first[resource] = loc
+
+
+def _serial_device(port: str | None) -> str | None:
+    """What a serial port names, for telling two readers on one port (None: not exclusive)."""
+    if port is None or not _plausible_port(port) or port.startswith("loop://"):
+        return None  # loop:// is a new loopback for every reader that opens it
+    return port if port.startswith(PYSERIAL_URL_SCHEMES) else os.path.normpath(port)
+
+
+def _video_device(source: int | str) -> str | None:
+    """The V4L2 device a camera source opens (None: a file, folder or stream, shareable)."""
+    if isinstance(source, int):
+        return f"/dev/video{source}"
+    return os.path.normpath(source) if source.startswith("/dev/") else None
+
+
+def _written_files(config: GateConfig) -> Iterator[tuple[Loc, str | None]]:
+    """Every file the daemon writes, with where the config names it."""
+    yield ("access", "db"), str(config.access.db)
+    yield ("journal", "path"), str(config.journal.path)
+    yield ("privacy", "audit_path"), str(config.privacy.audit_path)
+    yield ("keys", "dir"), str(config.keys.dir)
+    yield ("control", "socket"), str(config.control.socket)
+    if config.vision is not None:
+        yield ("vision", "templates"), str(config.vision.templates)
+    if config.camera is not None and config.camera.nir is not None:
+        yield ("camera", "nir", "calibration"), str(config.camera.nir.calibration)
+
+
+def _exclusive_issues(config: GateConfig) -> Iterator[Issue]:
+    """A pin, serial port, camera device or written file named twice: both users would fail."""
+    yield from _shared(((loc, str(pin)) for loc, pin in _pins(config)), "GPIO",
+                       "each pin has one job")
+    yield from _shared(
+        ((("readers", reader_id, "port"), _serial_device(reader.port))
+         for reader_id, reader in config.readers.items() if reader.type in SERIAL_READERS),
+        "serial port", "one reader per port: the second cannot open it, or both read garbage")
+    camera = config.camera
+    if camera is not None and camera.nir is not None:
+        yield from _shared(
+            iter([(("camera", "source"), _video_device(camera.source)),
+                  (("camera", "nir", "source"), _video_device(camera.nir.source))]),
+            "video device", "the NIR camera is a device of its own, e.g. /dev/video2")
+    yield from _shared(_written_files(config), "file",
+                       "each file menjin writes has one job; give this one its own name")
+
+
+def _control_issues(config: GateConfig) -> Iterator[Issue]:
+    size = len(os.fsencode(config.control.socket))
+    if size > MAX_SOCKET_PATH_BYTES:
+        yield Issue(("control", "socket"),
+                    f"the control socket path {config.control.socket} is {size} bytes long; a "
+                    f"UNIX socket path holds at most {MAX_SOCKET_PATH_BYTES}: give "
+                    "control.socket a shorter absolute path (e.g. /run/menjin/control.sock)")
 
 
 def _reader_issues(config: GateConfig, invalid: Collection[str]) -> Iterator[Issue]:
     for reader_id, reader in config.readers.items():
         base: Loc = ("readers", reader_id)
         if reader.door not in config.doors and reader.door not in invalid:
-            yield (*base, "door"), _unknown("door", reader.door, config.doors)
+            yield Issue((*base, "door"), _unknown("door", reader.door, config.doors))
         if reader.type in SERIAL_READERS:
             if reader.port is None:
-                yield (
+                yield Issue(
                     base,
                     f"a {reader.type} reader needs 'port' (e.g. /dev/menjin-reader-{reader_id})",
                 )
             elif not _plausible_port(reader.port):
-                yield (
+                yield Issue(
                     (*base, "port"),
                     (
                         f"{reader.port!r} cannot be a serial port "
@@ -88,14 +162,15 @@ def _reader_issues(config: GateConfig, invalid: Collection[str]) -> Iterator[Iss
                     ),
                 )
         if reader.type == "wiegand" and (reader.d0_pin is None or reader.d1_pin is None):
-            yield base, "a wiegand reader needs both d0_pin and d1_pin"
+            yield Issue(base, "a wiegand reader needs both d0_pin and d1_pin")
         if reader.type != "ascii" and reader.pattern is not None:
-            yield (*base, "pattern"), "'pattern' applies only to ascii readers"
+            yield Issue((*base, "pattern"), "'pattern' applies only to ascii readers")
     keypads = {r.door for r in config.readers.values() if r.type in ("wiegand", "osdp")}
     for door_id, door in config.doors.items():
         if door.pin_required and door_id not in keypads:
-            yield (("doors", door_id, "pin_required"),
-                   "card + PIN needs a keypad: no wiegand or osdp reader serves this door")
+            yield Issue(("doors", door_id, "pin_required"),
+                        "card + PIN needs a keypad: no wiegand or osdp reader serves this door",
+                        about=(("readers",),))
 
 
 def _plausible_port(port: str) -> bool:
@@ -116,7 +191,7 @@ def _door_issues(config: GateConfig, invalid: Collection[str]) -> Iterator[Issue
     for door_id, door in config.doors.items():
         base: Loc = ("doors", door_id)
         if door.unlock_seconds > door.held_open_seconds:
-            yield (
+            yield Issue(
                 (*base, "unlock_seconds"),
                 (
                     f"unlock time {door.unlock_seconds:g} s is longer than the held-open limit "
@@ -124,25 +199,31 @@ def _door_issues(config: GateConfig, invalid: Collection[str]) -> Iterator[Issue
                 ),
             )
         if door.access is AccessRule.FACE:
-            yield (
+            yield Issue(
                 (*base, "access"),
                 (
                     "face may not be the only way in (PIPL; a card must remain an alternative): "
                     "use card_or_face or card_and_face"
                 ),
             )
+        if door.first_person is not None and door.first_person.faces \
+                and door.access is AccessRule.CARD:
+            yield Issue((*base, "first_person", "faces"),
+                        "this door takes no face (access: card), so no face passage can count")
         needs_face = door.access in (AccessRule.CARD_AND_FACE,)
         if needs_face and door_id not in cameras:
-            yield (*base, "access"), "card_and_face needs a camera watching this door"
+            yield Issue((*base, "access"), "card_and_face needs a camera watching this door",
+                        about=(("camera",),))
         elif needs_face and (config.vision is None or not config.vision.enabled):
-            yield (
+            yield Issue(
                 (*base, "access"),
                 "card_and_face needs face recognition, but vision is off (no door would open)",
+                about=(("vision",),),
             )
         if door.interlock_with is not None and door.interlock_with not in invalid and (
             door.interlock_with == door_id or door.interlock_with not in config.doors
         ):
-            yield (
+            yield Issue(
                 (*base, "interlock_with"),
                 (
                     "a door cannot interlock with itself"
@@ -157,47 +238,52 @@ def _door_issues(config: GateConfig, invalid: Collection[str]) -> Iterator[Issue
                 if reader is None and reader_id in invalid:
                     continue
                 if reader is None:
-                    yield (
+                    yield Issue(
                         (*base, "anti_passback", side),
                         _unknown("reader", reader_id, config.readers),
                     )
                 elif reader.door != door_id:
-                    yield (
+                    yield Issue(
                         (*base, "anti_passback", side),
-                        (f"reader {reader_id!r} serves door {reader.door!r}, not {door_id!r}"),
+                        f"reader {reader_id!r} serves door {reader.door!r}, not {door_id!r}",
+                        about=(("readers", reader_id, "door"),),
                     )
 
 
 def _vision_issues(config: GateConfig, invalid: Collection[str]) -> Iterator[Issue]:
     camera = config.camera
     if camera is not None and camera.door not in config.doors and camera.door not in invalid:
-        yield ("camera", "door"), _unknown("door", camera.door, config.doors)
+        yield Issue(("camera", "door"), _unknown("door", camera.door, config.doors))
     if config.vision is not None and config.vision.enabled and config.camera is None:
-        yield ("vision",), "vision is enabled but no camera is configured"
+        yield Issue(("vision",), "vision is enabled but no camera is configured")
 
 
 def _privacy_issues(config: GateConfig) -> Iterator[Issue]:
     privacy = config.privacy
     if privacy.portraits == "upload":
         if not privacy.legal_basis or not privacy.legal_basis.strip():
-            yield (
+            yield Issue(
                 ("privacy", "portraits"),
                 (
                     "upload needs privacy.legal_basis naming the law, regulation or consent record "
                     "(PIPL art. 29; face images may not leave the device otherwise)"
                 ),
+                about=(("privacy", "legal_basis"),),
             )
         if privacy.retention_days is None:
-            yield ("privacy", "portraits"), "upload needs privacy.retention_days"
+            yield Issue(("privacy", "portraits"), "upload needs privacy.retention_days",
+                        about=(("privacy", "retention_days"),))
     if privacy.portraits == "local" and privacy.retention_days is None:
-        yield ("privacy", "portraits"), "local needs privacy.retention_days"
+        yield Issue(("privacy", "portraits"), "local needs privacy.retention_days",
+                    about=(("privacy", "retention_days"),))
     if config.keys.provider == "station" and config.keys.card_provider is None:
-        yield (("keys", "card_provider"), "provider station needs card_provider (tpm2, rpi-otp "
-               "or file): cards must work before the station answers")
+        yield Issue(("keys", "card_provider"), "provider station needs card_provider (tpm2, "
+                    "rpi-otp or file): cards must work before the station answers")
     if config.keys.provider == "station" and (config.uplink is None
                                               or config.uplink.station_public_key_file is None):
-        yield (("keys", "provider"), "provider station needs uplink.station_public_key_file "
-               "(the face key comes through the signed command channel)")
+        yield Issue(("keys", "provider"), "provider station needs "
+                    "uplink.station_public_key_file (the face key comes through the signed "
+                    "command channel)", about=(("uplink",),))
 
 
 def _uplink_issues(config: GateConfig) -> Iterator[Issue]:
@@ -205,14 +291,15 @@ def _uplink_issues(config: GateConfig) -> Iterator[Issue]:
     if uplink is None or not uplink.enabled:
         return
     if uplink.password_file is not None and uplink.password_env is not None:
-        yield (
+        yield Issue(
             ("uplink", "password_env"),
             "give the password either as password_file or password_env",
         )
     if uplink.password_env is not None and uplink.password_env not in os.environ:
-        yield ("uplink", "password_env"), f"environment variable {uplink.password_env} is not set"
+        yield Issue(("uplink", "password_env"),
+                    f"environment variable {uplink.password_env} is not set")
     if uplink.tls is None and uplink.host not in LOCAL_HOSTS:
-        yield (
+        yield Issue(
             ("uplink", "tls"),
             (
                 f"TLS is required for a broker off this board ({uplink.host}): "
@@ -220,7 +307,7 @@ def _uplink_issues(config: GateConfig) -> Iterator[Issue]:
             ),
         )
     if uplink.tls is not None and (uplink.tls.cert_file is None) != (uplink.tls.key_file is None):
-        yield ("uplink", "tls"), "cert_file and key_file go together"
+        yield Issue(("uplink", "tls"), "cert_file and key_file go together")
 
 
 def _model_files(config: GateConfig) -> list[tuple[Loc, Path]]:
@@ -267,30 +354,32 @@ def _credential_loaders(config: GateConfig) -> Iterator[tuple[Loc, Callable[[], 
 
 def _file_issues(config: GateConfig) -> Iterator[Issue]:
     for loc, path in missing_model_files(config):
-        yield loc, (f"file not found: {path} (put the model there, set MENJIN_MODELS to the "
-                    "folder holding the models, or set vision.enabled: false)")
+        yield Issue(loc, f"file not found: {path} (put the model there, set MENJIN_MODELS to "
+                         "the folder holding the models, or set vision.enabled: false)")
     for loc, load in _credential_loaders(config):
         try:
             load()
         except CredentialError as exc:
-            yield loc, str(exc)
+            yield Issue(loc, str(exc))
 
 
 def semantic_problems(
     config: GateConfig, *, check_files: bool = True, invalid_ids: Collection[str] = (),
 ) -> list[Issue]:
-    """Every cross-field problem of ``config`` as (location, message) pairs.
+    """Every cross-field problem of ``config`` (with the values each follows from).
 
     ``invalid_ids``: doors and readers written in the file but left out of ``config`` because
     they are invalid (already reported); references to them are not reported as unknown.
     ``check_files`` loads every model, key and certificate file as the daemon will.
     """
     issues = [
-        *_pin_issues(config),
+        *_exclusive_issues(config),
+        *_control_issues(config),
         *_reader_issues(config, invalid_ids),
         *_door_issues(config, invalid_ids),
         *_vision_issues(config, invalid_ids),
-        *liveness_issues(config),
+        *(Issue(loc, message, about=(("camera",), ("vision",)))
+          for loc, message in liveness_issues(config)),
         *_privacy_issues(config),
         *_uplink_issues(config),
     ]

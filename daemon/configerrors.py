@@ -18,6 +18,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from daemon.config import GateConfig
 from yamlconfig import EnvUse, Problem
+from yamlconfig.choices import allowed_values, unknown_value
 from yamlconfig.parse import dotted
 
 NUMBER_ERRORS = frozenset({"float_parsing", "float_type", "int_parsing", "int_type",
@@ -174,9 +175,22 @@ def _message(err: Mapping[str, Any], loc: Loc) -> str:
     typed = _type_message(kind, err.get("input"), loc)
     if typed is not None:
         return typed
+    if kind in ("literal_error", "enum"):
+        choices = _choices(loc)
+        if choices:
+            return unknown_value(err.get("input"), choices)
     if kind in ("literal_error", "enum") or kind.startswith(("greater_than", "less_than")):
         return f"{text} (got {err.get('input')!r})"
     return text
+
+
+def _choices(loc: Loc) -> list[Any]:
+    """The values a Literal or Enum field at ``loc`` allows (a list item: its list's field)."""
+    while loc and isinstance(loc[-1], int):
+        loc = loc[:-1]
+    model = model_at(loc[:-1]) if loc else None
+    info = model.model_fields.get(str(loc[-1])) if model is not None else None
+    return allowed_values(info.annotation) if info is not None else []
 
 
 def _type_message(kind: str, value: Any, loc: Loc) -> str | None:

@@ -113,10 +113,14 @@ def load_config_file(path: Path | str, *, check_files: bool = True) -> LoadedCon
     (never anything else for a bad file) listing every problem.
     """
     path = Path(path)
+    read_problems: list[Problem] = []
     try:
         file, root = read_yaml(path, hint=_read_hint(path))
     except ProblemError as exc:
-        raise ConfigError(exc.problems) from None
+        if exc.parsed is None:
+            raise ConfigError(exc.problems) from None
+        # Duplicated keys: go on with each key's first value, so one run lists every problem.
+        file, root, read_problems = str(path), exc.parsed, exc.problems
     _check_top_level(root, file)
     env = expand_env(root)
     _anchor_env_paths(root, env)
@@ -126,6 +130,7 @@ def load_config_file(path: Path | str, *, check_files: bool = True) -> LoadedCon
         state_dir = config_dir / state_dir
     context = {"config_dir": config_dir, "state_dir": state_dir}
     problems, config, pruned = _validate(root, file, context, env)
+    problems += read_problems
     invalid_ids = {str(loc[1]) for loc in pruned
                    if len(loc) == 2 and loc[0] in ("doors", "readers")}
     warnings: list[Problem] = []
@@ -135,10 +140,12 @@ def load_config_file(path: Path | str, *, check_files: bool = True) -> LoadedCon
         if warnings:  # no face opens a door until the models are there: its liveness is moot
             pruned |= {("doors", door_id, "liveness") for door_id in config.doors}
         taken = {(p.line, p.column) for p in problems}
-        for loc, message in semantic_problems(config, check_files=check_files,
-                                              invalid_ids=invalid_ids):
+        issues = semantic_problems(config, check_files=check_files, invalid_ids=invalid_ids)
+        reported = pruned | {issue.loc for issue in issues}
+        for loc, message, about in issues:
             line, col = position(root, loc)
-            if (line + 1, col + 1) not in taken and not _near(loc, pruned):
+            if (line + 1, col + 1) not in taken and not _near(loc, pruned) \
+                    and not any(_near(other, reported) for other in about):
                 problems.append(Problem(file, line + 1, col + 1, dotted(loc), message))
     for loc, names in env.missing.items():
         line, col = position(root, loc)

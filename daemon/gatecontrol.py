@@ -150,6 +150,7 @@ class GateControl:
         c = self.gate.config
         out: dict[str, Any] = {
             "v": 1, "gate": c.gate.id, "site": c.gate.site, "version": __version__,
+            "timezone": c.gate.timezone,
             "simulate": c.hardware.simulate, "uptime_s": int(time.monotonic() - self.gate.started),
             "portraits": c.privacy.portraits,
             "doors": {door_id: {"name": c.doors[door_id].name,

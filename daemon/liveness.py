@@ -52,15 +52,29 @@ def liveness_issues(config: GateConfig) -> list[Issue]:
             continue
         have = provided(config, door_id)
         if STRENGTH.index(door.liveness) > STRENGTH.index(have):
-            need = {
-                "rgb": "vision.liveness (the MiniFASNet models) and a camera watching this door",
-                "nir": "camera.nir (an NIR camera) on the camera watching this door",
-            }[door.liveness]
             issues.append(
                 (("doors", door_id, "liveness"),
-                 f"requires {door.liveness} liveness but the gate provides {have}: add {need}")
+                 f"requires {door.liveness} liveness but the gate provides {have}: "
+                 f"{_missing(config, door_id, door.liveness)}")
             )
     return issues
+
+
+def _missing(config: GateConfig, door_id: str, need: str) -> str:
+    """What the config lacks for ``need`` liveness at ``door_id``, the first thing first."""
+    camera, vision = config.camera, config.vision
+    models = "vision.liveness (the MiniFASNet models)"
+    nir = "camera.nir (an NIR camera)"
+    if camera is None:
+        return f"add a camera with camera.door: {door_id}" + (f" and {nir}" if need == "nir"
+                                                               else f", and {models}")
+    if camera.door != door_id:
+        return f"the camera watches door {camera.door!r}, not this one"
+    if vision is None or not vision.enabled:
+        return "face recognition is off (vision)"
+    if need == "nir":
+        return f"add {nir} on the camera watching this door"
+    return f"add {models}"
 
 
 def liveness_warnings(config: GateConfig) -> list[str]:

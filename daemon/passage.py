@@ -33,13 +33,19 @@ LIVENESS_FAILED = "liveness_failed"
 
 
 class Passage:
-    """Turns credentials into decisions and door movements, and records them in order."""
+    """Turns credentials into decisions and door movements, and records them in order.
+
+    ``passed`` hears of every grant the door carried out, after its events (the gate's doors:
+    first-person unlock).
+    """
 
     def __init__(self, *, access: Callable[[], AccessController],
                  doors: Mapping[str, DoorController], lockout: Lockout, emit: Emit,
                  multi_factor_seconds: Callable[[str], float] = lambda door_id: 10.0,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 passed: Callable[[Decision], None] = lambda decision: None) -> None:
         self._access = access
+        self._passed = passed
         self._multi_factor_seconds = multi_factor_seconds
         self._pins: dict[str, PinEntry] = {}  # reader → card waiting for its PIN, keys typed
         self._pin_checks: set[asyncio.Task[None]] = set()
@@ -164,7 +170,8 @@ class Passage:
         if door is None:
             return
         if decision.granted:
-            door.grant(decision.credential_kind, decision.person)
+            if door.grant(decision.credential_kind, decision.person) is None:
+                self._passed(decision)  # e.g. the first card of a first-person window
         elif decision.awaiting is None:  # waiting for a PIN or a face is no "denied" signal
             door.deny()
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
@@ -70,6 +70,29 @@ class Schedule:
             if end < start and second < end:
                 return True
         return False
+
+    def window_end(self, local: datetime, holidays: frozenset[date],
+                   workdays: frozenset[date] = frozenset()) -> datetime | None:
+        """The end (wall-clock time of ``local``'s zone) of the window ``local`` falls in, the
+        latest one when windows overlap; None outside every window and for ``always``, which
+        has no end.  A window across midnight ends on the next day."""
+        if self.always:
+            return None
+        today = local.date()
+        yesterday = today - timedelta(days=1)
+        second = local.hour * 3600 + local.minute * 60 + local.second
+        ends = [_at(today, end if start < end else end + SECONDS_PER_DAY, local)
+                for start, end in self.days[_day_type(today, holidays, workdays)]
+                if start <= second and (second < end or end < start)]
+        ends += [_at(yesterday, end + SECONDS_PER_DAY, local)
+                 for start, end in self.days[_day_type(yesterday, holidays, workdays)]
+                 if end < start and second < end]
+        return max(ends, default=None)
+
+
+def _at(day: date, second: int, like: datetime) -> datetime:
+    """``second`` seconds after midnight starting ``day``, wall-clock time in ``like``'s zone."""
+    return datetime.combine(day, time(), like.tzinfo) + timedelta(seconds=second)
 
 
 def _day_type(day: date, holidays: frozenset[date], workdays: frozenset[date]) -> int:

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from gpiozero.pins.mock import MockFactory, MockPin
 
 from daemon.config import InputSection, ReaderSection, Wiring
-from drivers.sim.serial_emitter import PtyEmitter, ascii_line, em4100_frame
+from drivers.ascii_reader import MAX_LINE_BYTES
+from drivers.sim.serial_emitter import EM4100_VALUE_BITS, PtyEmitter, ascii_line, em4100_frame
 from drivers.sim.wiegand_emitter import WiegandEmitter
 from drivers.wiegand import FORMATS, encode_value
+from protocol.cards import MAX_CARD_DIGITS
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +57,37 @@ def wiegand_frame(formats: tuple[str, ...], credential: str) -> str:
 
 
 def _card_value(credential: str) -> int:
+    """The card number of ``credential``; SimInputError for what no reader reports."""
+    if len(credential) > MAX_CARD_DIGITS:  # before int(), which refuses 4300 digits and more
+        raise SimInputError(f"a card number of {len(credential)} digits: readers report at most "
+                            f"{MAX_CARD_DIGITS}")
     if not (credential.isascii() and credential.isdigit()):  # int() reads "١٢٣" as 123
         raise SimInputError(f"card {credential!r}: give the card number in decimal, as the "
                             "readers report it")
     return int(credential)
+
+
+def em4100_value(credential: str) -> int:
+    """The tag value of ``credential`` on an EM4100 reader (SimInputError when it has more bits)."""
+    value = _card_value(credential)
+    if value >> EM4100_VALUE_BITS:
+        raise SimInputError(f"card {credential} does not fit an EM4100 tag ({EM4100_VALUE_BITS} "
+                            f"bits: at most {(1 << EM4100_VALUE_BITS) - 1})")
+    return value
+
+
+def ascii_text(reader: ReaderSection, credential: str) -> str:
+    """The line an ASCII reader sends for ``credential`` (SimInputError when it is too long)."""
+    value = _card_value(credential)
+    number = str(value) if reader.number_base == 10 else f"{value:X}"
+    line = f"{reader.strip_prefix}{number}{reader.strip_suffix}"
+    if not line.isascii():
+        raise SimInputError(f"reader prefix or suffix of {line!r} is not ASCII: an ASCII reader "
+                            "sends no such line")
+    if len(line) > MAX_LINE_BYTES:
+        raise SimInputError(f"card {credential}: the line {line!r} is longer than the "
+                            f"{MAX_LINE_BYTES} characters an ASCII reader takes")
+    return line
 
 
 class SwitchPin(MockPin):  # type: ignore[misc]  # gpiozero ships no type hints
@@ -131,12 +160,10 @@ class SimulatedBoard:
     async def swipe(self, reader_id: str, reader: ReaderSection, credential: str) -> str:
         """Present a card at a simulated reader, through the reader's own wire protocol."""
         if reader.type == "em4100":
-            self.ptys[reader_id].write(em4100_frame(_card_value(credential)))
+            self.ptys[reader_id].write(em4100_frame(em4100_value(credential)))
             return f"card sent to {reader_id} as an EM4100 frame"
         if reader.type == "ascii":
-            value = _card_value(credential)
-            number = str(value) if reader.number_base == 10 else f"{value:X}"
-            line = f"{reader.strip_prefix}{number}{reader.strip_suffix}"
+            line = ascii_text(reader, credential)
             self.ptys[reader_id].write(ascii_line(line))
             return f"card sent to {reader_id} as the line {line!r}"
         if reader.type == "wiegand":

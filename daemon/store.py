@@ -62,8 +62,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta
-from datetime import time as dtime
+from datetime import date
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -86,6 +85,8 @@ from protocol.sync import (
     SyncPayloadError,
     describe,
     parse_sync,
+    validity_bound,
+    validity_problem,
 )
 
 log = logging.getLogger(__name__)
@@ -189,27 +190,6 @@ def pseudonym(key: bytes, person_id: str) -> str:
 
 
 # --------------------------------------------------------------------------- JSON shape
-def parse_time(value: Any, zone: ZoneInfo, *, end_of_day: bool) -> datetime | None:
-    """A validity bound: ISO date (start or end of that day) or date-time (naive = gate time)."""
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"not a date or time: {value!r}")
-    text = value.strip()
-    try:
-        if len(text) == len("2026-12-01"):
-            day = date.fromisoformat(text)
-            if end_of_day:
-                day += timedelta(days=1)
-            return datetime.combine(day, dtime(), zone)
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(
-            f"not a date or time: {value!r} (use 2026-12-01 or 2026-12-01T18:00:00)"
-        ) from None
-    return moment.replace(tzinfo=zone) if moment.tzinfo is None else moment
-
-
 def parse_person(obj: Any, *, zone: ZoneInfo, card_key: CardKey = _same) -> Person:
     """A :class:`Person` from its JSON shape (:class:`protocol.sync.PersonRecord`); PersonError
     (``field: message``) when bad."""
@@ -223,16 +203,12 @@ def parse_person(obj: Any, *, zone: ZoneInfo, card_key: CardKey = _same) -> Pers
 def person_from_record(record: PersonRecord, *, zone: ZoneInfo,
                        card_key: CardKey = _same) -> Person:
     """A :class:`Person` from a validated record: validity bounds in the gate's ``zone``."""
-    try:
-        valid_from = parse_time(record.valid_from, zone, end_of_day=False)
-    except ValueError as exc:
-        raise PersonError(f"valid_from: {exc}") from None
-    try:
-        valid_until = parse_time(record.valid_until, zone, end_of_day=True)
-    except ValueError as exc:
-        raise PersonError(f"valid_until: {exc}") from None
-    if valid_from and valid_until and valid_until <= valid_from:
-        raise PersonError("valid_until: must be later than valid_from")
+    # The record's model checked both bounds' text: only the order needs the gate's zone.
+    valid_from = validity_bound(record.valid_from, zone, end_of_day=False)
+    valid_until = validity_bound(record.valid_until, zone, end_of_day=True)
+    problem = validity_problem(record.valid_from, record.valid_until, zone)
+    if problem:
+        raise PersonError(problem)
     cards = tuple(card_key(c) for c in record.cards)  # 0012345678 and 12345678 are one card
     duress_cards = tuple(card_key(c) for c in record.duress_cards)
     if len(set(cards) | set(duress_cards)) != len(cards) + len(duress_cards):

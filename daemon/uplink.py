@@ -97,6 +97,7 @@ class Uplink:
         *,
         gate: str,
         host: str,
+        site: str = "",
         port: int = 8883,
         prefix: str = "menjin",
         ca_file: Path | None = None,
@@ -119,6 +120,7 @@ class Uplink:
     ) -> None:
         self.journal = journal
         self.gate = gate
+        self.site = site
         self.host = host
         self.port = port
         self.ca_file = ca_file
@@ -160,6 +162,8 @@ class Uplink:
             "uptime_s": int(time.monotonic() - self._started), "ts_ms": now_ms(),
             "portraits": self.portraits,
         }
+        if self.site:
+            out["site"] = self.site
         if self.portraits == "upload":
             out["legal_basis"] = self.legal_basis or ""
         return out
@@ -182,8 +186,9 @@ class Uplink:
             "camera": extra.get("camera", "absent"),
             "cpu_temp_c": _cpu_temp_c(),
             "disk_free_bytes": disk_free,
-            # the station's gates view shows each door's state and mode, and raises tamper
-            **{key: extra[key] for key in ("doors", "tamper") if key in extra},
+            # the station's gates view shows each door's state and mode, the clock's trust and
+            # the vision process, and raises tamper and an untrusted clock
+            **{key: extra[key] for key in ("doors", "tamper", "clock", "vision") if key in extra},
         }
 
     @staticmethod

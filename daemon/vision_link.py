@@ -154,7 +154,8 @@ class VisionLink:
                 sock=ours, limit=MAX_MESSAGE_BYTES)
             await self._listen(reader, cam.door)
             try:
-                code = await asyncio.wait_for(proc.wait(), TERM_GRACE_SECONDS)
+                async with asyncio.timeout(TERM_GRACE_SECONDS):
+                    code = await proc.wait()
             except TimeoutError:
                 raise VisionEndedError("closed its socket but did not exit") from None
             raise VisionEndedError(_exit_text(code) + (f": {self.last_error}"
@@ -167,8 +168,8 @@ class VisionLink:
                     proc.terminate()
                 if reader is not None:
                     with contextlib.suppress(Exception):
-                        await asyncio.wait_for(self._listen(reader, cam.door),
-                                               TERM_GRACE_SECONDS)
+                        async with asyncio.timeout(TERM_GRACE_SECONDS):
+                            await self._listen(reader, cam.door)
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
@@ -180,7 +181,11 @@ class VisionLink:
         """Read messages until the child closes the socket; VisionEndedError: hang, garbage."""
         while True:
             try:
-                line = await asyncio.wait_for(reader.readline(), HANG_SECONDS)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for returns a line that
+                # arrived together with a cancellation and drops the cancellation, so a stop or
+                # reload would keep this loop (and the child) running forever.
+                async with asyncio.timeout(HANG_SECONDS):
+                    line = await reader.readline()
             except TimeoutError:
                 raise VisionEndedError(f"hung: no heartbeat for {HANG_SECONDS:g} s") from None
             except ValueError as exc:  # asyncio's LimitOverrunError: a line over the bound
@@ -330,14 +335,22 @@ def _exit_text(code: int) -> str:
 
 
 async def _end(proc: asyncio.subprocess.Process) -> None:
-    """SIGTERM, a short grace, then SIGKILL; always reaped (no zombie)."""
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            await asyncio.wait_for(asyncio.shield(proc.wait()), TERM_GRACE_SECONDS)
-        except TimeoutError:
+    """SIGTERM, a short grace, then SIGKILL; returns (or passes a cancellation on) only once
+    the child is gone (no zombie)."""
+    try:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TERM_GRACE_SECONDS):
+                    await asyncio.shield(proc.wait())
+    finally:
+        if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.shield(proc.wait())
+        exited = asyncio.ensure_future(proc.wait())
+        try:
+            await asyncio.shield(exited)
+        except asyncio.CancelledError:
+            await asyncio.wait([exited])  # killed: gone in a moment; the stop goes on after it
+            raise

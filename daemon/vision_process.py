@@ -6,7 +6,10 @@ one bounded JSON line per message (:mod:`daemon.vision_wire`).  It decides nothi
 daemon takes every access decision.  Its health line every second is the heartbeat.
 
 It raises its own ``oom_score_adj`` first thing, so that on a board short of memory the kernel
-kills it (the largest process: it holds the models) rather than the process holding the relays.
+kills it (the largest process: it holds the models) rather than the process holding the relays,
+and lowers its CPU priority (``vision.cpu_priority``, SCHED_IDLE by default) before it starts a
+thread, so that every thread it starts (ONNX Runtime's among them) inherits it: a card's bytes
+and the door daemon that moves the relay never wait behind an inference.
 When the daemon goes away (end of file on the socket) it exits.
 """
 
@@ -58,6 +61,54 @@ def raise_oom_score(value: int = VISION_OOM_SCORE_ADJ) -> None:
         log.warning("vision: cannot set oom_score_adj (%s)", exc)
 
 
+#: nice value of ``cpu_priority: low`` (the lowest there is).
+LOW_NICE = 19
+
+
+def lower_cpu_priority(priority: str) -> None:
+    """Put the calling thread, and every thread it starts from now on, below the door daemon:
+    ``idle`` → SCHED_IDLE, ``low`` → nice 19, ``normal`` → unchanged.
+
+    Linux keeps the policy and nice value per thread and a new thread inherits its creator's,
+    so call this before any thread starts.  Lowering needs no privilege (and systemd's
+    RestrictRealtime= only forbids the real-time policies); a refusal is logged, not fatal.
+    """
+    try:
+        if priority == "idle":
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        elif priority == "low":
+            os.setpriority(os.PRIO_PROCESS, 0, LOW_NICE)
+    except OSError as exc:
+        log.warning("vision: cannot lower the CPU priority to %s (%s)", priority, exc)
+
+
+def leave_cpus(reserved: int) -> list[int]:
+    """Keep the calling thread, and every thread it starts from now on, off the first
+    ``reserved`` CPUs it may run on (on a board with no more CPUs, on the last one only).
+
+    Returns the CPUs vision runs on.  A refusal is logged, not fatal.
+    """
+    allowed = sorted(os.sched_getaffinity(0))
+    cpus = allowed[reserved:] or allowed[-1:]
+    if cpus != allowed:
+        try:
+            os.sched_setaffinity(0, cpus)
+        except OSError as exc:
+            log.warning("vision: cannot keep off CPU(s) %s (%s)", allowed[:reserved], exc)
+            return allowed
+    return cpus
+
+
+def model_threads(configured: int) -> int:
+    """Intra-op threads per model: as configured, but no more than the CPUs vision may use
+    (threads beyond them would only wait for each other)."""
+    cpus = len(os.sched_getaffinity(0))
+    if configured > cpus:
+        log.info("vision: %d thread(s) per model, not %d: vision runs on %d CPU(s)",
+                 cpus, configured, cpus)
+    return min(configured, cpus)
+
+
 def build_pipeline(vision: VisionSection, portraits: str, template_key: bytes, *,
                    camera: CameraSection | None = None, nir_frames: Any = None) -> Any:
     """Config → face models, template gallery and pipeline (blocking: model loading)."""
@@ -66,6 +117,7 @@ def build_pipeline(vision: VisionSection, portraits: str, template_key: bytes, *
     from vision.pipeline import FacePipeline, PipelineSettings
     from vision.quality import QualityThresholds
 
+    vision = vision.model_copy(update={"threads": model_threads(vision.threads)})
     det, q = vision.detector, vision.quality
     choices = route_choices(vision)
     detector = load_detector(det.kind, det.path, input_size=det.input_size,
@@ -374,6 +426,11 @@ def main(config_path: Path, fd: int) -> int:
     if config.camera is None or config.vision is None:
         log.error("vision: %s has no camera and vision sections", config_path)
         return EX_CONFIG
+    # Before asyncio.run starts any thread: every thread inherits both.
+    lower_cpu_priority(config.vision.cpu_priority)
+    cpus = leave_cpus(config.vision.reserved_cpus)
+    log.info("vision: CPU priority %s, on CPU(s) %s", config.vision.cpu_priority,
+             ",".join(map(str, cpus)))
     return asyncio.run(serve(config, fd, template_key))
 
 

@@ -35,18 +35,30 @@ class GpioBackendError(RuntimeError):
     """The configured GPIO backend cannot be used here; the message says how to fix it."""
 
 
+def check_backend(backend: str) -> None:
+    """Raise :class:`GpioBackendError` when ``backend`` is unknown or its library is absent.
+
+    Imports the library and opens no GPIO chip: safe while a daemon holds the pins.
+    """
+    if backend == "mock":
+        return
+    if backend not in INSTALL_HINTS:
+        raise GpioBackendError(
+            f"unknown gpio backend {backend!r} (use one of {', '.join(BACKENDS)})")
+    try:
+        import gpiozero.pins.lgpio  # noqa: F401  # needs the lgpio module itself
+    except ImportError as exc:
+        raise GpioBackendError(INSTALL_HINTS[backend]) from exc
+
+
 def pin_factory(backend: str) -> Factory:
     """A new pin factory for ``backend`` ('lgpio' on any Raspberry Pi, 'mock' for simulation).
 
     Raises :class:`GpioBackendError` for an unknown name or a backend whose library is absent.
     """
+    check_backend(backend)
     if backend == "mock":
         return MockFactory()
-    try:
-        if backend == "lgpio":
-            from gpiozero.pins.lgpio import LGPIOFactory
+    from gpiozero.pins.lgpio import LGPIOFactory
 
-            return LGPIOFactory()
-    except ImportError as exc:
-        raise GpioBackendError(INSTALL_HINTS[backend]) from exc
-    raise GpioBackendError(f"unknown gpio backend {backend!r} (use one of {', '.join(BACKENDS)})")
+    return LGPIOFactory()

@@ -101,8 +101,8 @@ def card_value(card: str | int) -> int:
     if hex_match and (text[:2] in ("0x", "0X") or any(c.isalpha() for c in text)):
         return int(hex_match.group(1), 16)
     raise CardNumberError(
-        "not a card number: use decimal digits (0012345678), hex (0x00BC614E or 3A00B1C2D4), "
-        "or facility,number (036,02193)")
+        f"{text!r} is not a card number: use decimal digits (0012345678), hex (0x00BC614E or "
+        "3A00B1C2D4), or facility,number (036,02193)")
 
 
 def canonical_card(card: str | int) -> str:

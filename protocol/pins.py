@@ -18,8 +18,9 @@ PIN_SCRYPT_P = 1
 PIN_SALT_BYTES = 16
 PIN_HASH_BYTES = 32
 PIN_SCRYPT_MAXMEM = 64 * 1024 * 1024
-#: A PIN as people type it on a keypad.
-PIN_PATTERN = re.compile(r"^\d{4,8}$")
+#: A PIN as people type it on a keypad: ASCII digits only (``\d`` would take ``１２３４`` too,
+#: whose hash no keypad can ever match); use ``fullmatch``.
+PIN_PATTERN = re.compile(r"[0-9]{4,8}")
 
 
 def hash_pin(pin: str) -> str:

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from datetime import date, datetime
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -81,12 +82,34 @@ def _pin_hash(value: str) -> str:
     return value
 
 
-def _moment(value: str) -> str:
+def validity_bound(value: str | None, zone: tzinfo, *, end_of_day: bool) -> datetime | None:
+    """A validity bound as an aware time: an ISO date is the start of that day (``valid_from``)
+    or, with ``end_of_day``, the start of the next (``valid_until`` is exclusive); a date-time
+    without an offset is in ``zone`` (the gate's).  ValueError for other text."""
+    if value is None or value == "":
+        return None
+    text = value.strip()
     try:
-        datetime.fromisoformat(value.strip())
+        if len(text) == len("2026-12-01"):
+            day = date.fromisoformat(text)
+            if end_of_day:
+                day += timedelta(days=1)
+            return datetime.combine(day, time(), zone)
+        moment = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(
             f"not a date or time: {value!r} (use 2026-12-01 or 2026-12-01T18:00:00)") from None
+    except OverflowError:  # the day after 9999-12-31
+        raise ValueError(f"{value!r} is past the last day there is (leave it empty for no "
+                         "end)") from None
+    return moment.replace(tzinfo=zone) if moment.tzinfo is None else moment
+
+
+def _moment(value: str) -> str:
+    if not value:
+        raise ValueError("not a date or time: '' (use 2026-12-01 or 2026-12-01T18:00:00)")
+    for end_of_day in (False, True):  # the gate reads it so, in its own zone
+        validity_bound(value, UTC, end_of_day=end_of_day)
     return value
 
 
@@ -165,13 +188,52 @@ class PersonRecord(_Model):
 
     @model_validator(mode="after")
     def _rules(self) -> PersonRecord:
-        if len(set(self.cards) | set(self.duress_cards)) != len(self.cards) + len(
-                self.duress_cards):
-            raise ValueError("cards: a card is listed twice")
-        if self.under_14 and self.face_consent is not None and self.guardian_consent is None:
-            raise ValueError("guardian_consent: face consent of a child under 14 needs a "
-                             "guardian's")
+        problems = person_rules(self.cards, self.duress_cards, under_14=self.under_14,
+                                face_consent=self.face_consent is not None,
+                                guardian_consent=self.guardian_consent is not None)
+        if problems:
+            raise ValueError(problems[0])
         return self
+
+
+def person_rules(cards: Sequence[str], duress_cards: Sequence[str], *, under_14: bool,
+                 face_consent: bool, guardian_consent: bool) -> list[str]:
+    """The rules between fields of a person, as ``field: message`` lines (empty when kept).
+
+    Separate from the model so a resident file can apply them to the fields of a row that were
+    valid while others were not.  Cards are compared as given: pass canonical card strings.
+    """
+    problems = []
+    if len(set(cards) | set(duress_cards)) != len(cards) + len(duress_cards):
+        problems.append("cards: a card is listed twice")
+    if under_14 and face_consent and not guardian_consent:
+        problems.append("guardian_consent: face consent of a child under 14 needs a guardian's")
+    return problems
+
+
+def validity_problem(valid_from: str | None, valid_until: str | None,
+                     zone: tzinfo | None) -> str | None:
+    """``valid_until: ...`` when the period is empty, else None; both bounds already valid text.
+
+    Without the gate's ``zone`` (the station) the order is judged only where no zone can change
+    it: both bounds with an offset, or both without (the gate checks the rest).
+    """
+    if not valid_from or not valid_until:
+        return None
+    if zone is None:
+        if _has_offset(valid_from) != _has_offset(valid_until):
+            return None
+        zone = UTC
+    start = validity_bound(valid_from, zone, end_of_day=False)
+    end = validity_bound(valid_until, zone, end_of_day=True)
+    if start is not None and end is not None and end <= start:
+        return "valid_until: must be later than valid_from"
+    return None
+
+
+def _has_offset(value: str) -> bool:
+    text = value.strip()
+    return len(text) != len("2026-12-01") and datetime.fromisoformat(text).tzinfo is not None
 
 
 class GroupRecord(_Model):
@@ -237,12 +299,16 @@ def _where(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def describe(error: ValidationError, *, skip: int = 0) -> str:
-    """``field.path: message`` lines of a pydantic error (``skip`` leading path parts)."""
+def describe(error: ValidationError, *, skip: int = 0, model_rules: bool = True) -> str:
+    """``field.path: message`` lines of a pydantic error (``skip`` leading path parts); without
+    ``model_rules`` only the fields' own errors (for callers that apply :func:`person_rules`
+    themselves)."""
     lines = []
     for item in error.errors(include_url=False):
         loc = tuple(p for p in item["loc"][skip:]
                     if not (isinstance(p, str) and p.startswith("function-")))
+        if not loc and not model_rules:
+            continue
         where = _where(loc)
         if item["type"] == "extra_forbidden":
             close = difflib.get_close_matches(str(loc[-1]), sorted(_FIELD_NAMES), n=1)

@@ -1,8 +1,9 @@
 """Operator accounts of the web page: roles, argon2 password hashes, server-side sessions.
 
 Roles, each including the one before: ``viewer`` (reads passages, alarms, gates, people and
-acknowledges nothing), ``operator`` (also acknowledges alarms, opens doors and changes door modes),
-``admin`` (also sees the administration view: audit, commands, operator actions).
+acknowledges nothing), ``operator`` (also acknowledges alarms, opens doors, changes door modes and
+asks gates to re-send missing events), ``admin`` (also sees the administration view: audit,
+commands, operator actions).
 
 A session is a random token in an HttpOnly cookie; the database keeps only its SHA-256, so a copy
 of the database opens no session.  Passwords are hashed with argon2id (argon2-cffi's defaults) and

@@ -1,8 +1,8 @@
 """``menjin station ...``: run the receiver and web page, create the signing key, send commands.
 
-Registered by ``menjin/cli.py`` (``app.add_typer(station_app, name="station")``).  ``open``
-and ``mode`` print the gate's answer as a sentence (``--json`` for the raw result; the other
-commands print JSON); ``user`` manages the web page's accounts.  The exit status is 0 when the
+Registered by ``menjin/cli.py`` (``app.add_typer(station_app, name="station")``).  ``open``,
+``mode`` and ``resend`` print the gate's answer as a sentence (``--json`` for the raw result; the
+other commands print JSON); ``user`` manages the web page's accounts.  The exit status is 0 when the
 gate accepted, 1 when it refused or did not answer, 78 for a bad ``station.yaml``.
 """
 
@@ -34,7 +34,8 @@ from station.commands import (
     signing_key,
     sync,
 )
-from station.config import EX_CONFIG, ConfigError, StationConfig, load_station_config
+from station.config import EX_CONFIG, ConfigError, StationConfig
+from station.configcheck import check_station_config
 from station.residents import ResidentsError, load_residents
 
 if TYPE_CHECKING:
@@ -56,26 +57,42 @@ ConfigPath = Annotated[
 GateId = Annotated[str, typer.Argument(help="Gate id (gate.id in its gate.yaml).")]
 
 
-def _config(path: Path) -> StationConfig:
+def _checked(path: Path, *, check_files: bool = True) -> tuple[StationConfig, list[str]]:
+    """The config and its warnings, as ``station run`` will use it; exit 78 when it is bad."""
     try:
-        return load_station_config(path)
+        return check_station_config(path, check_files=check_files)
     except ConfigError as exc:
-        typer.echo(str(exc), err=True)
+        for problem in exc.problems:
+            typer.echo(problem, err=True)
+        typer.echo(f"{len(exc.problems)} problem(s) found", err=True)
         raise typer.Exit(EX_CONFIG) from None
+
+
+def _config(path: Path) -> StationConfig:
+    return _checked(path)[0]
 
 
 @station_app.command("check-config")
 def check_config_command(
     config: Annotated[Path, typer.Argument(help="The station's config file (station.yaml).")],
+    no_files: Annotated[bool, typer.Option(
+        "--no-file-checks", help="Open no file but the config: no key, certificate, password "
+        "or database folder (when checking a config away from its server).")] = False,
 ) -> None:
-    """Validate station.yaml: every problem at once, as FILE:LINE:COL: key: message.
+    """Validate station.yaml and the files it names, as `station run` will use them: every
+    problem at once, as FILE:LINE:COL: key: message.
 
-    Example: menjin station check-config /etc/menjin/station.yaml
+    \b
+    Example:
+      menjin station check-config /etc/menjin/station.yaml
     """
-    loaded = _config(config)
+    loaded, warnings = _checked(config, check_files=not no_files)
+    for warning in warnings:
+        typer.echo(warning, err=True)
     typer.echo(f"{config}: OK: broker {loaded.mqtt.host}:{loaded.mqtt.port}, "
                f"signing key {loaded.signing_key}, web page "
-               f"{f'{loaded.web.bind}:{loaded.web.port}' if loaded.web.enabled else 'off'}")
+               f"{f'{loaded.web.bind}:{loaded.web.port}' if loaded.web.enabled else 'off'}"
+               + (" (files not checked)" if no_files else ""))
 
 
 @contextlib.contextmanager
@@ -99,13 +116,32 @@ def _logging(verbose: bool) -> Iterator[None]:
 
 
 def _store(config: StationConfig) -> Store:
-    """The database; its libraries are the optional ``station`` extra, absent on most gates."""
+    """The database; its libraries are the optional ``station`` extra, absent on most gates.
+
+    A database that cannot be reached (a PostgreSQL server down) is one line and status 1, so
+    that systemd tries again; what the config can get wrong was checked before.
+    """
     try:
+        from sqlalchemy.exc import SQLAlchemyError
+
         from station.store import Store
     except ImportError as exc:
         typer.echo(f"menjin station needs: pip install 'menjin[station]' ({exc})", err=True)
         raise typer.Exit(EXIT_REFUSED) from None
-    return Store(config.database.url, portraits_dir=config.portraits_dir)
+    try:
+        return Store(config.database.url, portraits_dir=config.portraits_dir)
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        typer.echo(f"database {_safe_url(config.database.url)}: cannot open it: {reason}",
+                   err=True)
+        raise typer.Exit(EXIT_REFUSED) from None
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for a message."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 @station_app.command("run")
@@ -119,23 +155,22 @@ def run(
 ) -> None:
     """Receive events, portraits, status and health from all gates; serve the web page.
 
-    Example: menjin station run -c /etc/menjin/station.yaml
+    \b
+    Example:
+      menjin station run -c /etc/menjin/station.yaml
     """
     with _logging(verbose):
         _run(config_path, receiver)
 
 
 def _run(config_path: Path, index: int) -> None:
-    config = _config(config_path)
+    config, warnings = _checked(config_path)  # web exposure, database, keys: before any file
+    for warning in warnings:
+        log.warning("%s", warning)
     store = _store(config)
     from station.receiver import Receiver
-    from station.web import WebConfigError, check_web_config, create_app, serve
+    from station.web import create_app, serve
 
-    try:
-        check_web_config(config.web)
-    except WebConfigError as exc:
-        typer.echo(f"{config_path}: {exc}", err=True)
-        raise typer.Exit(EX_CONFIG) from None
     log.info("station: database %s, portraits in %s, broker %s:%s, group %s",
              store.engine.url.render_as_string(hide_password=True), config.portraits_dir,
              config.mqtt.host, config.mqtt.port, config.mqtt.share_group)
@@ -167,7 +202,10 @@ def keygen_command(
     """Create the station's Ed25519 command-signing key pair.
 
     Copy the .pub.pem file to every gate (station_key in gate.yaml); keep the private key here.
-    Example: menjin station keygen -o /etc/menjin/station_key.pem
+
+    \b
+    Example:
+      menjin station keygen -o /etc/menjin/station_key.pem
     """
     try:
         public = keygen(out, force=force)
@@ -184,7 +222,10 @@ def kek_command(
     """Create the key-encryption key that wraps the face keys of gates with keys.provider station.
 
     Set key_encryption_key in station.yaml to it; it never goes to a gate.
-    Example: menjin station kek -o /etc/menjin/station.kek
+
+    \b
+    Example:
+      menjin station kek -o /etc/menjin/station.kek
     """
     try:
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -205,7 +246,10 @@ def wrap_command(
     """Make a gate's face data key, wrapped for it under the station's key-encryption key.
 
     Copy the file to the gate as <state_dir>/keys/station.wrapped (mode 0600).
-    Example: menjin station wrap gate-east -o gate-east.wrapped -c /etc/menjin/station.yaml
+
+    \b
+    Example:
+      menjin station wrap gate-east -o gate-east.wrapped -c station.yaml
     """
     from station.keyservice import KeyServiceError, load_kek, wrap_new_key
 
@@ -283,7 +327,9 @@ def open_command(
 ) -> None:
     """Unlock one door of one gate remotely (signed) and print the gate's answer.
 
-    Example: menjin station open xingfuli-north front --seconds 5 -c station.yaml
+    \b
+    Example:
+      menjin station open xingfuli-north front --seconds 5 -c station.yaml
     """
     _send(config_path, _command(gate, "open", open_args(door, seconds)), raw=raw,
           target=(gate, door))
@@ -301,10 +347,41 @@ def mode_command(
 ) -> None:
     """Put one door of one gate into normal, hold_open or lockdown mode (signed).
 
-    Example: menjin station mode xingfuli-north front lockdown -c station.yaml
+    \b
+    Example:
+      menjin station mode xingfuli-north front lockdown -c station.yaml
     """
     _send(config_path, _command(gate, "mode", mode_args(door, mode)), raw=raw,
           target=(gate, door))
+
+
+@station_app.command("resend")
+def resend_command(
+    gate: GateId,
+    low: Annotated[int, typer.Argument(metavar="FROM", min=1, max=2**53,
+                                       help="First seq to send again.")],
+    high: Annotated[int, typer.Argument(metavar="TO", min=1, max=2**53,
+                                        help="Last seq to send again (inclusive).")],
+    config_path: ConfigPath = Path("station.yaml"),
+    raw: JsonOption = False,
+) -> None:
+    """Ask a gate to publish its events FROM..TO (seq) again, e.g. a gap the station misses
+    (signed); at most 10,000 at once unless the range is within a missing range.
+
+    The running receiver stores what arrives, records what the gate no longer holds as lost, and
+    asks for the rest when the gate sends only part.
+
+    \b
+    Example:
+      menjin station resend xingfuli-north 1201 1250 -c station.yaml
+    """
+    from station.gaps import resend_args
+
+    async def sender(config: StationConfig, key: Ed25519PrivateKey, store: Store) -> dict[str, Any]:
+        args = await asyncio.to_thread(resend_args, store, gate, low, high)
+        return await send_command(config, gate, "resend", args, key=key, store=store)
+
+    _send(config_path, sender, raw=raw)
 
 
 @station_app.command("sync")
@@ -320,7 +397,9 @@ def sync_command(
 ) -> None:
     """Send the resident list to a gate: a delta since its last sync, else a snapshot.
 
-    Example: menjin station sync xingfuli-north residents.csv --groups groups.yaml -c station.yaml
+    \b
+    Example:
+      menjin station sync xingfuli-north residents.csv --groups groups.yaml
     """
     try:
         resident_list = load_residents(residents, groups)
@@ -351,8 +430,10 @@ def enrol_command(
     """Enrol a person's face at a gate from photos or at a door's camera; the gate keeps only
     the template.
 
-    Examples: menjin station enrol xingfuli-north p-0101 front.jpg left.jpg -c station.yaml
-              menjin station enrol xingfuli-north p-0101 --at-door front -c station.yaml
+    \b
+    Examples:
+      menjin station enrol xingfuli-north p-0101 front.jpg left.jpg
+      menjin station enrol xingfuli-north p-0101 --at-door front
     """
     if bool(photos) == (at_door is not None):
         typer.echo("give either photos or --at-door DOOR", err=True)
@@ -425,7 +506,9 @@ def forget_command(
     """Erase a person at one gate or at every gate (signed): cards, templates, and their id in
     the gate's records; each gate's answer is shown and recorded here.
 
-    Example: menjin station forget --all p-0042 -c station.yaml
+    \b
+    Example:
+      menjin station forget --all p-0042 -c station.yaml
     """
     _erase("forget", targets, all_gates, config_path)
 
@@ -437,7 +520,9 @@ def remove_command(
     """Remove a person's face templates at one gate or every gate (face-entry opt-out; cards
     stay); each gate's answer is shown and recorded here.
 
-    Example: menjin station remove xingfuli-north p-0042 -c station.yaml
+    \b
+    Example:
+      menjin station remove xingfuli-north p-0042 -c station.yaml
     """
     _erase("remove", targets, all_gates, config_path)
 
@@ -449,7 +534,9 @@ def erasures_command(
 ) -> None:
     """Erasure requests sent to the gates and which gates confirmed them (JSON lines).
 
-    Example: menjin station erasures p-0042 -c station.yaml
+    \b
+    Example:
+      menjin station erasures p-0042 -c station.yaml
     """
     store = _store(_config(config_path))
     try:
@@ -476,7 +563,9 @@ def user_add(
 ) -> None:
     """Create an operator account; the password is asked (or read from stdin).
 
-    Example: menjin station user add wangfang --role operator -c station.yaml
+    \b
+    Example:
+      menjin station user add wangfang --role operator -c station.yaml
     """
     password = _new_password()
     _accounts(config_path, lambda accounts: accounts.add(name, role, password))
@@ -487,7 +576,9 @@ def user_add(
 def user_remove(name: UserName, config_path: ConfigPath = Path("station.yaml")) -> None:
     """Delete an operator account and end its sessions.
 
-    Example: menjin station user remove wangfang -c station.yaml
+    \b
+    Example:
+      menjin station user remove wangfang -c station.yaml
     """
     _accounts(config_path, lambda accounts: accounts.remove(name))
     typer.echo(f"user {name} removed")
@@ -497,7 +588,9 @@ def user_remove(name: UserName, config_path: ConfigPath = Path("station.yaml")) 
 def user_passwd(name: UserName, config_path: ConfigPath = Path("station.yaml")) -> None:
     """Set a new password (asked, or read from stdin); ends the user's sessions.
 
-    Example: menjin station user passwd wangfang -c station.yaml
+    \b
+    Example:
+      menjin station user passwd wangfang -c station.yaml
     """
     password = _new_password()
     _accounts(config_path, lambda accounts: accounts.passwd(name, password))
@@ -519,7 +612,9 @@ def quarantine_command(
     """Messages from gates that were set aside instead of stored (bad JSON, out-of-range values,
     wrong gate, implausible time), newest first.
 
-    Example: menjin station quarantine --gate xingfuli-north -c station.yaml
+    \b
+    Example:
+      menjin station quarantine --gate xingfuli-north -c station.yaml
     """
     store = _store(_config(config_path))
     try:

@@ -42,7 +42,27 @@ JPEG_MAGIC = b"\xff\xd8"
 
 
 class CommandError(Exception):
-    """A command that could not be built or got no answer; the text is for the operator."""
+    """A command that could not be built or got no answer; the text is for the operator.
+
+    ``message`` is English with ``%(name)s`` fields filled from ``fields``.  The CLI prints
+    ``str(error)``; the page shows :meth:`say` in its own language (a literal message is
+    extracted into the catalog: ``CommandError`` is one of ``make i18n``'s keywords).
+    """
+
+    def __init__(self, message: str, **fields: object) -> None:
+        self.message, self.fields = message, fields
+        super().__init__(message % fields if fields else message)
+
+    def say(self, gettext: Callable[[str], str]) -> str:
+        """The message in the language of ``gettext``, fields filled in."""
+        text = gettext(self.message)
+        return text % self.fields if self.fields else text
+
+
+def unknown_gate(gate: str) -> CommandError:
+    """The refusal of a command to a gate the station has never heard from."""
+    return CommandError("unknown gate %(gate)s: the station has never heard from it",
+                        gate=repr(gate))
 
 
 # -- keys ---------------------------------------------------------------------------------------
@@ -56,7 +76,8 @@ def keygen(private_path: Path, *, force: bool = False) -> Path:
     public_path = private_path.with_suffix(".pub.pem")
     if not force and (private_path.exists() or public_path.exists()):
         raise CommandError(
-            f"{private_path} already exists and the gates trust it (use --force to replace it)")
+            "%(path)s already exists and the gates trust it (use --force to replace it)",
+            path=str(private_path))
     key = Ed25519PrivateKey.generate()
     private_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -86,10 +107,11 @@ def signing_key(path: Path) -> Ed25519PrivateKey:
     try:
         return load_private_key(path)
     except FileNotFoundError:
-        raise CommandError(
-            f"{path}: no signing key; create one with `menjin station keygen`") from None
+        raise CommandError("%(path)s: no signing key; create one with `menjin station keygen`",
+                           path=str(path)) from None
     except ValueError as exc:
-        raise CommandError(f"{path}: not a usable Ed25519 private key ({exc})") from None
+        raise CommandError("%(path)s: not a usable Ed25519 private key (%(error)s)",
+                           path=str(path), error=str(exc)) from None
 
 
 # -- arguments ----------------------------------------------------------------------------------
@@ -110,15 +132,16 @@ def enrol_args(person: str, photos: list[Path]) -> dict[str, Any]:
         try:
             data = photo.read_bytes()
         except OSError as exc:
-            raise CommandError(f"{photo}: cannot read: {exc.strerror}") from None
+            raise CommandError("%(path)s: cannot read: %(error)s", path=str(photo),
+                               error=str(exc.strerror)) from None
         if not data.startswith(JPEG_MAGIC):
-            raise CommandError(f"{photo}: not a JPEG file")
+            raise CommandError("%(path)s: not a JPEG file", path=str(photo))
         encoded.append(base64.b64encode(data).decode("ascii"))
     size = sum(len(e) for e in encoded) + ENVELOPE_OVERHEAD_BYTES
     if size > GATE_MAX_ENVELOPE_BYTES:
         raise CommandError(
-            f"photos too large: {size} bytes encoded; a gate accepts commands up to "
-            f"{GATE_MAX_ENVELOPE_BYTES} bytes (send fewer or smaller photos)")
+            "photos too large: %(size)s bytes encoded; a gate accepts commands up to %(most)s "
+            "bytes (send fewer or smaller photos)", size=size, most=GATE_MAX_ENVELOPE_BYTES)
     return {"person": person, "photos": encoded}
 
 
@@ -162,8 +185,9 @@ async def send_commands(
         async with factory() as client:
             codes = await client.subscribe(topics.result(name), qos=QOS_AT_LEAST_ONCE)
             if max(codes, default=0) >= REASON_FAILURE:
-                raise CommandError(f"broker refused the subscription to {topics.result(name)} "
-                                   f"({reason_text('SUBACK', max(codes))}); check its ACL")
+                raise CommandError(
+                    "broker refused the subscription to %(topic)s (%(reason)s); check its ACL",
+                    topic=topics.result(name), reason=reason_text("SUBACK", max(codes)))
             for args in args_list:
                 counter = (await asyncio.to_thread(store.next_command_counter)
                            if store is not None else None)
@@ -173,8 +197,9 @@ async def send_commands(
                     await asyncio.to_thread(store.record_command, envelope)
                 code = await client.publish(topics.command(name), json.dumps(envelope).encode())
                 if code >= REASON_FAILURE:
-                    raise CommandError(f"broker refused the command on {topics.command(name)} "
-                                       f"({reason_text('PUBACK', code)}); check its ACL")
+                    raise CommandError(
+                        "broker refused the command on %(topic)s (%(reason)s); check its ACL",
+                        topic=topics.command(name), reason=reason_text("PUBACK", code))
                 log.info("command %s %s sent to gate %s", name, envelope["id"], gate)
                 async with asyncio.timeout(timeout_s):
                     result = await _answer(client, envelope["id"])
@@ -185,10 +210,12 @@ async def send_commands(
                     break
     except TimeoutError:
         raise CommandError(
-            f"gate {gate} did not answer {name} {envelope['id']} within {timeout_s:g} s "
-            "(offline? check `menjin station run` and the gate's status)") from None
+            "gate %(gate)s did not answer %(name)s %(id)s within %(seconds)s s (offline? check "
+            "`menjin station run` and the gate's status)",
+            gate=gate, name=name, id=envelope["id"], seconds=f"{timeout_s:g}") from None
     except MqttError as exc:
-        raise CommandError(f"broker {config.mqtt.host}:{config.mqtt.port}: {exc}") from None
+        raise CommandError("broker %(host)s:%(port)s: %(error)s", host=config.mqtt.host,
+                           port=config.mqtt.port, error=str(exc)) from None
     return results
 
 
@@ -257,7 +284,7 @@ async def erase(
     answer that comes later is recorded by the running receiver.
     """
     if name not in ("forget", "remove"):
-        raise CommandError(f"not an erasure command: {name!r}")
+        raise CommandError("not an erasure command: %(name)s", name=repr(name))
     if not person:
         raise CommandError("a person id is required")
 
@@ -297,5 +324,6 @@ async def _send_sync(
         key=key, store=store, client_factory=client_factory)
     last = results[-1]
     if last.get("ok") is True and last.get("result", {}).get("complete") is not True:
-        raise CommandError(f"gate {gate} did not complete sync transfer {transfer}")
+        raise CommandError("gate %(gate)s did not complete sync transfer %(transfer)s",
+                           gate=gate, transfer=transfer)
     return last

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -26,12 +29,22 @@ from pydantic import (
 )
 from ruamel.yaml.comments import CommentedMap
 
+from station.throttle import parse_networks
 from yamlconfig import ProblemError, expand_env, read_yaml
+from yamlconfig.choices import allowed_values, unknown_value
 
 EX_CONFIG = 78  # sysexits.h; systemd's RestartPreventExitStatus stops a restart loop on it
 #: The 2025 Measures require filing once face information of this many persons is stored.
 FACE_FILING_THRESHOLD_PERSONS = 100_000
 SECTIONS = ("mqtt", "database", "web")
+#: SQLAlchemy dialect+driver names the store runs on, with an example URL of each.  Plain
+#: ``postgresql://`` means the psycopg2 driver, which menjin does not install.
+DATABASES = {
+    "sqlite": "sqlite:///station.db",
+    "sqlite+pysqlite": "sqlite+pysqlite:///station.db",
+    "postgresql+psycopg": "postgresql+psycopg://user@host/db",
+}
+_URL_SCHEME = re.compile(r"([A-Za-z0-9+.\-]*)://")
 
 
 class _Strict(BaseModel):
@@ -89,13 +102,32 @@ class DatabaseConfig(_Strict):
 
     @field_validator("url")
     @classmethod
+    def _supported(cls, value: str) -> str:
+        """A URL whose dialect SQLAlchemy cannot load fails here, not as a traceback at run."""
+        match = _URL_SCHEME.match(value)
+        if match is None:
+            raise ValueError(f"{value!r} is not a database URL; write {DATABASES['sqlite']} or "
+                             f"{DATABASES['postgresql+psycopg']}")
+        scheme = match.group(1).lower()
+        if scheme not in DATABASES:
+            close = difflib.get_close_matches(scheme, ["sqlite", "postgresql+psycopg"], 1, 0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            if scheme.startswith("postgres"):
+                hint += " (menjin installs the psycopg driver; postgresql:// alone means psycopg2)"
+            raise ValueError(f"database {scheme!r} cannot be used: the station runs on sqlite "
+                             f"({DATABASES['sqlite']}) or postgresql+psycopg "
+                             f"({DATABASES['postgresql+psycopg']}){hint}")
+        return value
+
+    @field_validator("url")
+    @classmethod
     def _sqlite_relative(cls, value: str, info: ValidationInfo) -> str:
         base = (info.context or {}).get("base_dir")
-        prefix = "sqlite:///"
-        if base is None or not value.startswith(prefix) or value == "sqlite:///:memory:":
+        parts = _sqlite_parts(value)
+        if base is None or parts is None or Path(parts[1]).is_absolute():
             return value
-        path = Path(value.removeprefix(prefix))
-        return value if path.is_absolute() else prefix + str(Path(base) / path)
+        head, file, tail = parts
+        return head + str(Path(base) / file) + tail
 
 
 class WebConfig(_Strict):
@@ -109,6 +141,17 @@ class WebConfig(_Strict):
     session_hours: float = Field(12.0, gt=0, le=720, description="Sign-in lifetime.")
     page_size: int = Field(200, ge=1, le=5000, description="Passages shown per page.")
     timezone: str = Field("Asia/Shanghai", description="Time zone of the times shown and filtered.")
+    trusted_proxies: tuple[str, ...] = Field(
+        (), description="Addresses or networks of reverse proxies in front of the page whose "
+        "X-Forwarded-For names the client (for sign-in throttling); empty = the header is ignored "
+        "and the connection's address is the client.",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        parse_networks(value)
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -127,6 +170,34 @@ class WebConfig(_Strict):
             return ipaddress.ip_address(self.bind).is_loopback
         except ValueError:
             return False
+
+    @property
+    def exposure(self) -> str | None:
+        """Why this page would show personal data to anyone who reaches it (None: it would not)."""
+        if self.enabled and not self.login and not self.is_loopback:
+            return (f"sign-in can be off (login: false) only when web.bind is loopback "
+                    f"(127.0.0.1), not {self.bind}: anyone reaching the page would see the "
+                    "passages; keep login: true and create accounts with `menjin station user "
+                    "add`")
+        return None
+
+
+def _sqlite_parts(url: str) -> tuple[str, str, str] | None:
+    """``sqlite:///a/b.db?x`` as ``("sqlite:///", "a/b.db", "?x")``; None: not an SQLite file."""
+    match = _URL_SCHEME.match(url)
+    if match is None or not match.group(1).lower().startswith("sqlite") \
+            or url[match.end():match.end() + 1] != "/":
+        return None
+    file, sep, query = url[match.end() + 1:].partition("?")
+    if file in ("", ":memory:"):
+        return None
+    return url[:match.end() + 1], file, sep + query
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of an SQLite URL (None: another database, or in memory)."""
+    parts = _sqlite_parts(url)
+    return Path(parts[1]) if parts is not None else None
 
 
 class StationConfig(_Strict):
@@ -222,8 +293,13 @@ def _problem(file: str, root: Any, err: Any, source: Any) -> str:
         msg = "required key is missing"
     else:
         line, col = _position(root, loc, key=False)
+        model = _model_at(loc[:-1])
+        info = model.model_fields.get(str(loc[-1])) if model is not None and loc else None
+        choices = allowed_values(info.annotation) if info is not None else []
         msg = str(err["msg"]).removeprefix("Value error, ")
-        if err["type"] not in ("value_error",) and "input" in err:
+        if err["type"] in ("literal_error", "enum") and choices:
+            msg = unknown_value(err.get("input"), choices)
+        elif err["type"] not in ("value_error",) and "input" in err:
             msg += f" (got {err['input']!r})"
         env = source(loc)
         if env:
@@ -235,14 +311,53 @@ def _problem(file: str, root: Any, err: Any, source: Any) -> str:
 GATE_KEYS = frozenset({"gate", "doors", "readers", "hardware"})
 
 
+@dataclass(frozen=True)
+class LoadedStation:
+    """A valid station config with the YAML positions, for problems found after validation."""
+
+    config: StationConfig
+    file: str
+    root: Any = field(repr=False)
+
+    def position(self, loc: tuple[str, ...]) -> tuple[int, int]:
+        """1-based (line, column) of the value of ``loc`` (or of the nearest key above it)."""
+        return _position(self.root, loc, key=False)
+
+    def problem(self, loc: tuple[str, ...], message: str, *, warning: bool = False) -> str:
+        """``FILE:LINE:COL: [warning: ]dotted.path: message`` at the value of ``loc``."""
+        line, col = self.position(loc)
+        kind = "warning: " if warning else ""
+        return f"{self.file}:{line}:{col}: {kind}{'.'.join(loc)}: {message}"
+
+
+def _rules(config: StationConfig) -> Iterator[tuple[tuple[str, ...], str]]:
+    """Rules between values, at the value to change."""
+    exposure = config.web.exposure
+    if exposure is not None:
+        yield ("web", "login"), exposure
+
+
 def load_station_config(path: Path | str) -> StationConfig:
-    """Read and validate ``station.yaml``; raises :class:`ConfigError` listing every problem."""
+    """Read and validate ``station.yaml``; raises :class:`ConfigError` listing every problem.
+
+    Opens no file but the config; :func:`station.configcheck.check_station_config` also opens
+    the files it names, as ``menjin station run`` will.
+    """
+    return read_station_config(path).config
+
+
+def read_station_config(path: Path | str) -> LoadedStation:
+    """:func:`load_station_config` with the YAML positions kept."""
     path = Path(path)
+    problems: list[str] = []
     try:
         file, root = read_yaml(path, hint=" (check the path; start from "
                                           "config/station.example.yaml)")
     except ProblemError as exc:
-        raise ConfigError([str(p) for p in exc.problems]) from None
+        if exc.parsed is None:
+            raise ConfigError([str(p) for p in exc.problems]) from None
+        # Duplicated keys: go on with each key's first value, so one run lists every problem.
+        file, root, problems = str(path), exc.parsed, [str(p) for p in exc.problems]
     if root is None:
         raise ConfigError([f"{file}:1:1: the file is empty: a station config needs at least "
                            "version: 1 (start from config/station.example.yaml)"])
@@ -253,7 +368,6 @@ def load_station_config(path: Path | str) -> StationConfig:
                            f"{', '.join(sorted(GATE_KEYS & set(root)))}): check it with "
                            f"menjin check-config {file}"])
     env = expand_env(root)
-    problems = []
     for loc, names in env.missing.items():
         line, col = _position(root, loc, key=False)
         problems += [f"{file}:{line}:{col}: {'.'.join(str(p) for p in loc)}: environment "
@@ -264,6 +378,8 @@ def load_station_config(path: Path | str) -> StationConfig:
     except ValidationError as exc:
         problems += [_problem(file, root, err, env.describe) for err in exc.errors()]
         raise ConfigError(problems) from exc
+    loaded = LoadedStation(config, file, root)
+    problems += [loaded.problem(loc, message) for loc, message in _rules(config)]
     if problems:
         raise ConfigError(problems)
-    return config
+    return loaded

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from station.commands import CommandError, mode_args, open_args
+from station.commands import CommandError, mode_args, open_args, unknown_gate
 from station.queries import Passages
 from station.store import Store
 
@@ -36,10 +36,12 @@ def check_target(store: Store, gate: str, door: str) -> None:
     """Raise :class:`CommandError` at once for a gate or door the station does not know."""
     doors = known_doors(store, gate)
     if doors is None:
-        raise CommandError(f"unknown gate {gate!r}: the station has never heard from it")
+        raise unknown_gate(gate)
+    if not doors:
+        raise CommandError("gate %(gate)s has reported no doors yet", gate=gate)
     if door not in doors:
-        known = ", ".join(sorted(doors)) or "none reported yet"
-        raise CommandError(f"gate {gate} has no door {door!r} (known doors: {known})")
+        raise CommandError("gate %(gate)s has no door %(door)s (known doors: %(known)s)",
+                           gate=gate, door=repr(door), known=", ".join(sorted(doors)))
 
 
 def command_args(action: str, door: str, *, mode: str = "", seconds: float = 5.0
@@ -49,4 +51,5 @@ def command_args(action: str, door: str, *, mode: str = "", seconds: float = 5.0
         return "open", open_args(door, seconds)
     if action == "mode" and mode in MODES:
         return "mode", mode_args(door, mode)
-    raise CommandError(f"unknown action {action!r} / mode {mode!r}")
+    raise CommandError("unknown action %(action)s / mode %(mode)s", action=repr(action),
+                       mode=repr(mode))

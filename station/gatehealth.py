@@ -24,7 +24,7 @@ class DoorHealth:
     door: str
     state: str  # closed, open, forced, held, unknown
     mode: str  # normal, hold_open, lockdown, unknown
-    mode_source: str  # lockdown, station, admin, schedule, default; "" when not reported
+    mode_source: str  # station, admin, first_person, schedule, default; "" when not reported
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def gate_health(view: GateView, *, known_doors: set[str] | None = None,
     modes the station's accepted ``mode`` commands set (door -> mode)."""
     status, health = view.status, view.health
     title = " ".join(t for t in (_text(status.get("site")), _text(status.get("name"))) if t)
-    clock = health.get("clock")
+    clock, vision = health.get("clock"), health.get("vision")
     readers = health.get("readers")
     backlog = view.backlog
     disk = _number(health.get("disk_free_bytes"))
@@ -115,7 +115,7 @@ def gate_health(view: GateView, *, known_doors: set[str] | None = None,
         doors=_doors(health.get("doors"), known_doors or set(), station_modes or {}),
         readers={str(k): str(v) for k, v in readers.items()} if isinstance(readers, dict) else {},
         camera=_text(health.get("camera"), "unknown"),
-        vision=_text(health.get("vision"), ""),
+        vision=_text(vision.get("state"), "") if isinstance(vision, dict) else "",
         backlog=backlog,
         oldest_undelivered_s=_number(health.get("oldest_undelivered_age_s")),
         disk_free_bytes=None if disk is None else int(disk),

@@ -127,10 +127,10 @@ class Receiver:
     def _load_key(self) -> Ed25519PrivateKey | None:
         try:
             return load_private_key(self.config.signing_key)
-        except FileNotFoundError:
-            log.warning("station receiver: no signing key %s; gaps are reported but the gates "
-                        "cannot be asked to re-send them (menjin station keygen)",
-                        self.config.signing_key)
+        except FileNotFoundError:  # `station run` has warned with all that does not work
+            log.info("station receiver: no signing key %s; gaps are reported but the gates "
+                     "cannot be asked to re-send them (menjin station keygen)",
+                     self.config.signing_key)
         except ValueError as exc:
             log.warning("station receiver: signing key unusable (%s); gaps are only reported",
                         exc)

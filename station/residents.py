@@ -22,7 +22,6 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from protocol.cards import CardNumberError, canonical_card
 from protocol.pins import hash_pin, verify_pin
 from protocol.residents import (
     ResidentFile,
@@ -74,7 +73,8 @@ def _read(path: Path) -> ResidentFile:
 
 def load_residents(path: Path, groups_path: Path | None = None) -> ResidentList:
     """A CSV of persons (+ ``groups_path`` for groups, holidays, revoked cards), or one YAML/JSON
-    file with everything; raises :class:`ResidentsError` listing every bad line."""
+    file with everything; raises :class:`ResidentsError` listing every problem as
+    ``FILE:LINE: field: message``."""
     data = _read(path)
     problems: list[str] = []
     if groups_path is not None:
@@ -83,24 +83,29 @@ def load_residents(path: Path, groups_path: Path | None = None) -> ResidentList:
             raise ResidentsError(f"{groups_path}: persons belong in {path}")
         side = check(extra)
         problems += [f"{groups_path}:{line}: {msg}" for line, msg in side.problems]
-        data = ResidentFile(data.rows)
-        checked = check(data, known_groups=[g.id for g in side.groups])
+        checked = check(ResidentFile(data.rows), known_groups=[g.id for g in side.groups],
+                        group_hint=lambda group: f"define it under 'groups:' in {groups_path}")
         groups, holidays, revoked = side.groups, side.holidays, side.revoked
     else:
-        checked = check(data)
+        checked = check(data, group_hint=_group_hint(path))
         groups, holidays, revoked = checked.groups, checked.holidays, checked.revoked
     problems += [f"{path}:{line}: {msg}" for line, msg in checked.problems]
-    persons = {item.record.id: item.record.model_dump(mode="json", exclude_unset=True)
-               for item in checked.persons}
-    revoked = list(revoked)
-    problems += _canonical_cards(persons, revoked, path)
     if problems:
         raise ResidentsError("\n".join(problems))
     return ResidentList(
-        persons, {g.id: g.model_dump(mode="json", exclude_unset=True) for g in groups},
+        {item.record.id: item.record.model_dump(mode="json", exclude_unset=True)
+         for item in checked.persons},
+        {g.id: g.model_dump(mode="json", exclude_unset=True) for g in groups},
         _HOLIDAYS.dump_python(holidays, mode="json") if holidays is not None else None,
-        tuple(canonical_card(c) for c in revoked),
+        tuple(revoked),
         {item.record.id: dict(item.pins) for item in checked.persons if item.pins})
+
+
+def _group_hint(path: Path) -> Callable[[str], str]:
+    """Where a group named in ``path`` is defined: a CSV holds persons only."""
+    if path.suffix.lower() == ".csv":
+        return lambda group: "a CSV cannot define groups: give them with --groups FILE"
+    return lambda group: "define it under 'groups:'"
 
 
 def hash_pins(current: ResidentList, previous: ResidentList | None) -> ResidentList:
@@ -116,33 +121,6 @@ def hash_pins(current: ResidentList, previous: ResidentList | None) -> ResidentL
             person[key] = known if verify_pin(pin, known) else hash_pin(pin)
         persons[person_id] = person
     return replace(current, persons=persons, pins={})
-
-
-def _canonical_cards(persons: Mapping[str, dict[str, Any]], revoked: list[str],
-                     path: Path) -> list[str]:
-    """Card numbers in their one canonical form (in place); problems for bad or shared cards."""
-    problems: list[str] = []
-    owners: dict[str, str] = {}
-    for card in revoked:
-        try:
-            canonical_card(card)
-        except CardNumberError as exc:
-            problems.append(f"{path}: revoked {card!r}: {exc}")
-    for pid, person in persons.items():
-        for key in ("cards", "duress_cards"):
-            cards = person.get(key)
-            if not isinstance(cards, list):
-                continue  # the gate's person parser names the wrong shape
-            try:
-                person[key] = [canonical_card(c) for c in cards]
-            except CardNumberError as exc:
-                problems.append(f"{path}: person {pid!r}: {key}: {exc}")
-                continue
-            for card in person[key]:
-                if owners.setdefault(card, pid) != pid:
-                    problems.append(f"{path}: person {pid!r}: card ****{card[-4:]} already "
-                                    f"belongs to {owners[card]!r}")
-    return problems
 
 
 def _changed(new: Mapping[str, Any], old: Mapping[str, Any]) -> list[Any]:

@@ -38,6 +38,32 @@ def _modes(_: Gettext) -> dict[str, str]:
     return {"normal": _("normal"), "hold_open": _("held open"), "lockdown": _("lockdown")}
 
 
+def _ranges(value: Any) -> str:
+    """``[[5, 9], [12, 12]]`` -> ``5–9, 12``; anything else in the list is left out."""
+    shown = []
+    for item in value if isinstance(value, list) else []:
+        if isinstance(item, list) and len(item) == 2:
+            low, high = item
+            shown.append(str(low) if low == high else f"{low}–{high}")
+    return ", ".join(shown)
+
+
+def _resent(answer: Mapping[str, Any], _: Gettext) -> str:
+    """A gate's answer to ``resend``: what it queued, what it no longer holds, what follows."""
+    low, high = answer.get("from"), answer.get("to")
+    text = _("The gate is sending seq %(low)s–%(high)s again (%(count)s queued).") % {
+        "low": low, "high": high, "count": answer.get("resent")}
+    more = []
+    if missing := _ranges(answer.get("missing")):
+        more.append(_("No longer held by the gate: seq %(ranges)s.") % {"ranges": missing})
+    if answer.get("next") is not None:
+        more.append(_("The station asks for the rest, from seq %(next)s, by itself.") % {
+            "next": answer.get("next")})
+    for sentence in more:  # Chinese puts no space between sentences
+        text = _("%(text)s %(sentence)s") % {"text": text, "sentence": sentence}
+    return text
+
+
 def describe(result: Mapping[str, Any], _: Gettext) -> str:
     """One sentence for the operator about a gate's command result."""
     name = str(result.get("name", ""))
@@ -55,6 +81,8 @@ def describe(result: Mapping[str, Any], _: Gettext) -> str:
             mode = str(answer.get("mode", ""))
             return _("Door %(door)s is now in mode %(mode)s.") % {
                 "door": door, "mode": modes.get(mode, mode)}
+        if name == "resend":
+            return _resent(answer, _)
         return _("The gate carried out %(name)s.") % {"name": name}
     reason = str(result.get("reason", ""))
     why = _reasons(_).get(reason, reason)

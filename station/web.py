@@ -19,7 +19,6 @@ import io
 import json
 import logging
 import secrets
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,6 +36,7 @@ from station.alarms import Alarms
 from station.commands import CommandError, send_command, signing_key
 from station.config import FACE_FILING_THRESHOLD_PERSONS, StationConfig, WebConfig
 from station.doorcontrol import MODES, check_target, command_args
+from station.gaps import MAX_RANGE_EVENTS, GateGaps, gate_gaps, parse_seq, resend_args
 from station.gatehealth import GateHealth, gate_health
 from station.i18n import HTML_LANG, LANGUAGES, pick_language, translations
 from station.live import DEFAULT_POLL_SECONDS, Item, LiveFeed
@@ -53,6 +53,7 @@ from station.queries import (
 )
 from station.results import describe
 from station.store import Store, now_ms
+from station.throttle import NAME_KEY_CHARS, SignInThrottle, client_key, parse_networks
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +65,6 @@ ONE_YEAR_S = 365 * 24 * 3600
 PUBLIC_PATHS = ("/login", "/lang", "/static/")
 FILTER_FIELDS = ("gate", "door", "person", "card", "type", "since", "until", "alarms")
 SSE_KEEPALIVE_SECONDS = 15.0
-#: Failed sign-ins of one user name within the window after which it is refused for the window.
-MAX_FAILED_SIGN_INS = 5
-SIGN_IN_WINDOW_S = 300.0
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; "
@@ -98,11 +96,10 @@ class WebConfigError(Exception):
 
 
 def check_web_config(config: WebConfig) -> None:
-    """Refuse a page without sign-in on anything but loopback."""
-    if not config.login and not config.is_loopback:
-        raise WebConfigError(
-            f"web.bind is {config.bind}, not loopback: web.login: false is only allowed on "
-            "127.0.0.1 (create accounts with `menjin station user add`)")
+    """Refuse a page without sign-in on anything but loopback (the config's own rule, kept here
+    for a config built in code rather than read from a file)."""
+    if config.exposure is not None:
+        raise WebConfigError(config.exposure)
 
 
 def _safe_next(target: str) -> str:
@@ -133,7 +130,8 @@ class StationWeb:
         self.alarms = Alarms(store)
         self.live = LiveFeed(self.passages, self.alarms, poll_seconds=live_poll_seconds)
         self.envs = {lang: self._environment(lang) for lang in LANGUAGES}
-        self._failed_sign_ins: dict[str, list[float]] = {}
+        self.throttle = SignInThrottle()
+        self.trusted_proxies = parse_networks(config.web.trusted_proxies)
 
     # -- rendering ------------------------------------------------------------------------------
 
@@ -224,16 +222,16 @@ class StationWeb:
         form = await request.post()
         name, password = str(form.get("user", "")), str(form.get("password", ""))
         target = _safe_next(str(form.get("next", "")))
-        now = time.monotonic()
-        failures = [t for t in self._failed_sign_ins.get(name, []) if now - t < SIGN_IN_WINDOW_S]
-        if len(failures) >= MAX_FAILED_SIGN_INS:
+        client = client_key(request.remote, request.headers.get("X-Forwarded-For"),
+                            self.trusted_proxies)
+        if not self.throttle.attempt(client, name):
             return self.render(request, "login.html", status=429, next=target, locked=True)
         user = await asyncio.to_thread(self.accounts.verify, name, password)
         if user is None:
-            self._failed_sign_ins[name] = [*failures, now][-MAX_FAILED_SIGN_INS:]
-            log.warning("station web: failed sign-in for %r from %s", name, request.remote)
+            log.warning("station web: failed sign-in for %r from %s", name[:NAME_KEY_CHARS],
+                        client)
             return self.render(request, "login.html", status=401, next=target, failed=True)
-        self._failed_sign_ins.pop(name, None)
+        self.throttle.succeeded(client, name)
         token = await asyncio.to_thread(self.accounts.start_session, user)
         await self._record(user, "login", None, None)
         response = self._redirect(request, target)
@@ -426,13 +424,15 @@ class StationWeb:
 
     async def gates_view(self, request: web.Request, message: str = "", failed: bool = False
                          ) -> web.Response:
-        gates = await asyncio.to_thread(self._gates)
-        return self.render(request, "gates.html", back="/gates", gates=gates,
+        gates, gaps = await asyncio.to_thread(self._gates)
+        return self.render(request, "gates.html", back="/gates", gates=gates, gaps=gaps,
+                           max_range=MAX_RANGE_EVENTS,
                            view="gates", message=message, failed=failed,
                            open_alarms=await self._open_alarms())
 
-    def _gates(self) -> list[GateHealth]:
-        """Every gate with its doors: reported, seen in events, and modes this station set."""
+    def _gates(self) -> tuple[list[GateHealth], dict[str, GateGaps]]:
+        """Every gate with its doors (reported, seen in events, and modes this station set), and
+        what the station misses of each."""
         c = self.store.t["commands"]
         modes: dict[str, dict[str, str]] = {}
         with self.store.engine.connect() as conn:
@@ -441,9 +441,10 @@ class StationWeb:
         for gate, result in results:
             if isinstance(result, dict) and isinstance(result.get("mode"), str):
                 modes.setdefault(gate, {})[str(result.get("door"))] = result["mode"]
-        return [gate_health(v, known_doors=self.passages.known_doors(v.gate),
-                            station_modes=modes.get(v.gate))
-                for v in self.store.gates()]
+        views = self.store.gates()
+        return ([gate_health(v, known_doors=self.passages.known_doors(v.gate),
+                             station_modes=modes.get(v.gate)) for v in views],
+                {v.gate: gate_gaps(self.store, v.gate) for v in views})
 
     async def command(self, request: web.Request) -> web.Response:
         """Open a door or change its mode, signed like ``menjin station open/mode``."""
@@ -460,7 +461,27 @@ class StationWeb:
                                json.dumps(args, ensure_ascii=False))
             result = await send_command(self.config, gate, name, args, key=key, store=self.store)
         except CommandError as exc:
-            return await self.gates_view(request, _("Not sent: %(why)s") % {"why": exc}, True)
+            why = exc.say(_)
+            return await self.gates_view(request, _("Not sent: %(why)s") % {"why": why}, True)
+        return await self.gates_view(request, describe(result, _), result.get("ok") is not True)
+
+    async def resend(self, request: web.Request) -> web.Response:
+        """Ask a gate for a range of its events again, signed like ``menjin station resend``."""
+        user = self._need(request, "operator")
+        form = await request.post()
+        gate = str(form.get("gate", ""))
+        _ = translations(request[VISIT].lang).gettext
+        try:
+            low = parse_seq(str(form.get("from", "")), "from")
+            high = parse_seq(str(form.get("to", "")), "to")
+            args = await asyncio.to_thread(resend_args, self.store, gate, low, high)
+            key = await asyncio.to_thread(signing_key, self.config.signing_key)
+            await self._record(user, "command.resend", gate, json.dumps(args))
+            result = await send_command(self.config, gate, "resend", args, key=key,
+                                        store=self.store)
+        except CommandError as exc:
+            why = exc.say(_)
+            return await self.gates_view(request, _("Not sent: %(why)s") % {"why": why}, True)
         return await self.gates_view(request, describe(result, _), result.get("ok") is not True)
 
     async def people_view(self, request: web.Request) -> web.Response:
@@ -538,6 +559,7 @@ class StationWeb:
         r.add_get("/live", self.live_stream)
         r.add_get("/gates", self.gates_view)
         r.add_post("/commands", self.command)
+        r.add_post("/commands/resend", self.resend)
         r.add_get("/people", self.people_view)
         r.add_get("/portrait/{event_id}", self.portrait_page)
         r.add_get("/portraits/{event_id}.jpg", self.portrait_image)

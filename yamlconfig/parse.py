@@ -26,6 +26,7 @@ from ruamel.yaml.events import (
     NodeEvent,
     ScalarEvent,
 )
+from ruamel.yaml.tokens import ScalarToken
 
 from yamlconfig.problem import Problem, ProblemError
 
@@ -42,6 +43,8 @@ _NOT_PRINTABLE = re.compile(
 )
 _INTEGER = re.compile(r"[-+]?(?:0x[0-9a-fA-F_]+|0o[0-7_]+|[0-9][0-9_]*)")
 _CLOSERS = {"[": "]", "{": "}"}
+#: Characters of the text after a closed quote shown in the message.
+PREVIEW_CHARS = 24
 
 Loc = tuple[str | int, ...]
 
@@ -63,6 +66,9 @@ def read_yaml(path: Path, *, hint: str = "") -> tuple[str, Any]:
     file = str(path)
     try:
         data = path.read_bytes()
+    except IsADirectoryError:
+        raise ProblemError([Problem(file, 1, 1, "", "this is a directory, not a file: give the "
+                                                    "path of the config file itself")]) from None
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise ProblemError([Problem(file, 1, 1, "", f"cannot read: {reason}{hint}")]) from None
@@ -80,24 +86,29 @@ def read_yaml(path: Path, *, hint: str = "") -> tuple[str, Any]:
 def parse_yaml(text: str, file: str) -> Any:
     """Parse YAML keeping positions (ruamel round-trip nodes); ``None`` for an empty document.
 
-    Raises :class:`ProblemError` with every duplicated key, or with the first syntax error or
-    exceeded limit, each at the line of its cause.
+    Raises :class:`ProblemError` with every duplicated key (its ``parsed`` holds the document
+    with each key's first value, so the caller can report the file's other problems too), or
+    with the first syntax error or exceeded limit, each at the line of its cause.
     """
     _check_characters(text, file)
     yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
     try:
         problems = _scan(yaml.parse(text), file)
     except MarkedYAMLError as exc:
         raise ProblemError([_syntax_problem(exc, text, file)]) from None
-    if problems:
-        raise ProblemError(problems)
+    # The scan has named every duplicate with both places; ruamel's own check would stop at the
+    # first one, so the load keeps each key's first value and the duplicates are raised below.
+    loader = YAML(typ="rt")
+    loader.allow_duplicate_keys = True
     try:
-        return yaml.load(text)
+        root = loader.load(text)
     except MarkedYAMLError as exc:
         raise ProblemError([_syntax_problem(exc, text, file)]) from None
     except (YAMLError, ValueError, TypeError, RecursionError) as exc:  # the scan catches these
         raise ProblemError([Problem(file, 1, 1, "", f"cannot parse: {exc}")]) from None
+    if problems:
+        raise ProblemError(problems, parsed=root)
+    return root
 
 
 def _check_characters(text: str, file: str) -> None:
@@ -239,12 +250,19 @@ def _syntax_problem(exc: MarkedYAMLError, text: str, file: str) -> Problem:
     if "'\\t'" in problem or "\t" in problem:
         return at(line, col, "a tab character; YAML indents with spaces only "
                              "(replace the tab with spaces)")
-    if context.startswith("while scanning a quoted scalar") and start is not None:
+    if context.startswith("while scanning a") and context.endswith("quoted scalar") \
+            and start is not None:
         quote = opener(start.line, start.column)
         if "end of stream" in problem:
             return at(start.line, start.column,
                       f"the quote {quote} opened here is never closed (add the closing {quote})")
+        if start.line < line:
+            return at(start.line, start.column, _runs_on(quote, line))
         return at(line, col, f"in the text quoted at line {start.line + 1}: {problem}")
+    if mark is not None:
+        closed = _closed_too_late(text, lines, mark.index)
+        if closed is not None:
+            return at(*closed)
     if context.startswith(("while parsing a flow sequence", "while parsing a flow mapping")) \
             and start is not None:
         bracket = opener(start.line, start.column)
@@ -273,6 +291,45 @@ def _syntax_problem(exc: MarkedYAMLError, text: str, file: str) -> Problem:
     where = f" ({context} that starts at {start.line + 1}:{start.column + 1})" \
         if context and start is not None and start is not mark else ""
     return at(line, col, f"{problem or 'invalid YAML'}{where}")
+
+
+def _runs_on(quote: str, end_line: int) -> str:
+    return (f"the quote {quote} opened here is never closed on its line (the value runs on to "
+            f"line {end_line + 1}); a quoted value continuing over lines is unusual in a config: "
+            f"close the quote on this line")
+
+
+def _closed_too_late(text: str, lines: list[str], index: int) -> tuple[int, int, str] | None:
+    """A quoted value closed by a quote meant as something else, just before the error at ``index``.
+
+    ``id: 'g1`` without its closing quote runs on until the next ``'`` in the file, often an
+    apostrophe in a later comment (``station's``); the parser fails only after it, where the text
+    that follows cannot stand.  The cause is the opening quote: returns its 0-based line and
+    column and the message, or None when the error does not follow a quoted value.
+    """
+    last: ScalarToken | None = None
+    try:
+        for token in YAML(typ="rt").scan(text):
+            if token.start_mark.index >= index:
+                break
+            last = token if isinstance(token, ScalarToken) else None
+    except YAMLError:
+        pass
+    if last is None or last.style not in ("'", '"') or last.end_mark.index > index \
+            or text[last.end_mark.index: index].strip(" \t"):
+        return None
+    start, end = last.start_mark, last.end_mark
+    quote = str(last.style)
+    if start.line < end.line:
+        return start.line, start.column, _runs_on(quote, end.line)
+    doubled = "''" if quote == "'" else '\\"'
+    rest = lines[end.line][end.column:].strip() if end.line < len(lines) else ""
+    if len(rest) > PREVIEW_CHARS:
+        rest = rest[:PREVIEW_CHARS].rsplit(" ", 1)[0] + "..."
+    return start.line, start.column, (
+        f"the quote {quote} opened here is closed by the {quote} at column {end.column}, and "
+        f"{rest!r} follows it: put the closing {quote} right after the value (a {quote} "
+        f"inside the value is written {doubled})")
 
 
 def _indent(lines: list[str], row: int) -> int:

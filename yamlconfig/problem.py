@@ -21,8 +21,14 @@ class Problem:
 
 
 class ProblemError(Exception):
-    """A file that cannot be read or parsed; ``problems`` lists every reason found."""
+    """A file that cannot be read or parsed; ``problems`` lists every reason found.
 
-    def __init__(self, problems: list[Problem]) -> None:
+    ``parsed`` is the document as read despite the problems when they leave it readable (a
+    duplicated key keeps its first value), so a checker can go on and report the file's other
+    problems in the same run; ``None`` when nothing could be read.
+    """
+
+    def __init__(self, problems: list[Problem], parsed: object = None) -> None:
         super().__init__("\n".join(str(p) for p in problems))
         self.problems = problems
+        self.parsed = parsed

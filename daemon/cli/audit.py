@@ -37,7 +37,9 @@ def verify(
 ) -> None:
     """Check that no audit entry was edited, inserted or removed (exit 1 when one was).
 
-    Example: menjin audit verify -c /etc/menjin/gate.yaml
+    \b
+    Example:
+      menjin audit verify -c /etc/menjin/gate.yaml
     """
     audit = _log(config, log)
     result = audit.verify()
@@ -62,7 +64,9 @@ def show(
 ) -> None:
     """Print the audit entries, one a line: when, who, what, on whom, details.
 
-    Example: menjin audit show --log /var/lib/menjin/audit.log
+    \b
+    Example:
+      menjin audit show --log /var/lib/menjin/audit.log
     """
     for entry in _log(config, log).entries():
         typer.echo(json.dumps(entry, ensure_ascii=False) if as_json else audit_line(entry))

@@ -37,7 +37,9 @@ def calibrate(
 ) -> None:
     """Fit and store the RGB-to-NIR mapping from a face seen by both cameras.
 
-    Example: menjin camera calibrate -c /etc/menjin/gate.yaml --pairs 20
+    \b
+    Example:
+      menjin camera calibrate -c /etc/menjin/gate.yaml --pairs 20
     """
     import cv2
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from daemon.access import face_only_warnings
 from daemon.config import GateConfig
 from daemon.configfile import (
     EX_CONFIG,
@@ -17,10 +16,8 @@ from daemon.configfile import (
     load_config_file,
 )
 from daemon.configschema import SCHEMA_FILE, schema_text
-from daemon.keyring import Keyring
-from daemon.keys import KeyProviderError
 from daemon.liveness import liveness_warnings
-from daemon.store import StoreError
+from daemon.startcheck import start_problems
 
 config_app = typer.Typer(help="Configuration tools.", no_args_is_help=True)
 
@@ -34,13 +31,15 @@ def check_config(
     no_files: bool = typer.Option(
         False,
         "--no-file-checks",
-        help="Open no file but the config: no model, key, certificate or resident store "
-        "(when checking a config away from its board).",
+        help="Open no file but the config: no model, key, certificate or resident store, "
+        "no GPIO library or state folder (when checking a config away from its board).",
     ),
 ) -> None:
     """Validate gate configuration(s): every problem at once, as FILE:LINE:COL: key: message.
 
-    Example: menjin check-config /etc/menjin/gate.yaml
+    \b
+    Example:
+      menjin check-config /etc/menjin/gate.yaml
     """
     problems: list[Problem] = []
     loaded: list[LoadedConfig] = []
@@ -50,6 +49,10 @@ def check_config(
         except ConfigError as exc:
             problems += exc.problems
     problems += cross_gate_problems(loaded)
+    residents: dict[str, list[str]] = {}
+    for item in [] if no_files else loaded:  # what `menjin run` opens before the doors start
+        found, residents[item.file] = start_problems(item)
+        problems += found
     for problem in problems:
         typer.echo(str(problem), err=True)
     if problems:
@@ -60,8 +63,8 @@ def check_config(
         for problem in item.warnings:
             typer.echo(f"{problem.file}:{problem.line}:{problem.column}: warning: "
                        f"{problem.path}: {problem.message}", err=True)
-        residents = [] if no_files else _resident_warnings(cfg)
-        for warning in [*key_warnings(cfg), *liveness_warnings(cfg), *residents]:
+        for warning in [*key_warnings(cfg), *command_warnings(cfg), *liveness_warnings(cfg),
+                        *residents.get(item.file, [])]:
             typer.echo(f"{item.file}: warning: {warning}", err=True)
         typer.echo(
             f"{item.file}: OK: gate {cfg.gate.id}, {len(cfg.doors)} door(s), {len(cfg.readers)} "
@@ -73,18 +76,14 @@ def check_config(
         )
 
 
-def _resident_warnings(cfg: GateConfig) -> list[str]:
-    """Persons set up for face entry without a card, when the board's store is here.
-
-    A warning, not an error: the config is fine, the resident data needs fixing.
-    """
-    if not cfg.access.db.exists():
-        return []
-    try:
-        with Keyring(cfg).open_store(cfg) as store:
-            return face_only_warnings(store.persons())
-    except (StoreError, KeyProviderError, OSError) as exc:
-        return [f"resident store {cfg.access.db} not readable: {exc}"]
+def command_warnings(cfg: GateConfig) -> list[str]:
+    """An uplink without the station's public key: the gate refuses every station command."""
+    uplink = cfg.uplink
+    if uplink is not None and uplink.enabled and uplink.station_public_key_file is None:
+        return ["uplink: no station_public_key_file: every station command (open, mode, sync, "
+                "enrol, resend) is refused; copy station_key.pub.pem from the station "
+                "(menjin station keygen) and name it there"]
+    return []
 
 
 def key_warnings(cfg: GateConfig) -> list[str]:
@@ -103,7 +102,9 @@ def write_schema(
 ) -> None:
     """Regenerate the JSON Schema editors use to complete and check the YAML.
 
-    Example: menjin config schema -o config/schema.json
+    \b
+    Example:
+      menjin config schema -o config/schema.json
     """
     output.write_text(schema_text(), encoding="utf-8")
     typer.echo(f"wrote {output}")

@@ -557,7 +557,9 @@ def demo(
     Cards (valid, unknown, expired), face-scan entry (when the models are present), exit button,
     door held open, forced door and tamper, on the real daemon in simulate mode.
 
-    Example: menjin demo --forever
+    \b
+    Example:
+      menjin demo --forever
     """
     console = Console()
     runner = Demo(console, forever=forever, keep=keep)

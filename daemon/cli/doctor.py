@@ -27,7 +27,9 @@ def doctor(
     station key, clock, disk, systemd unit and udev rules, and the running daemon; say what to
     fix. Exit 1 when something fails.
 
-    Example: sudo -u menjin menjin doctor -c /etc/menjin/gate.yaml
+    \b
+    Example:
+      sudo -u menjin menjin doctor -c /etc/menjin/gate.yaml
     """
     findings = run_checks(load(config, root=root))
     failed = sum(1 for f in findings if f.status == "fail")

@@ -156,8 +156,10 @@ def enrol(
     is stopped) and up to 3 diverse good frames become templates; the burst is refused when too
     few frames show one clear face or they show different people.
 
-    Examples: menjin enrol --person p-0042 front.jpg left.jpg -c /etc/menjin/gate.yaml
-              menjin enrol --person p-0042 --at-door front -c /etc/menjin/gate.yaml
+    \b
+    Examples:
+      menjin enrol --person p-0042 front.jpg left.jpg -c /etc/menjin/gate.yaml
+      menjin enrol --person p-0042 --at-door front -c /etc/menjin/gate.yaml
     """
     from daemon.cli.burst import BurstError
     from vision.burst import BurstRefusedError
@@ -245,7 +247,9 @@ def compare(
     The match uses the configured threshold (vision.match_threshold, or the calibrated default of
     the embedder).  Exit status 1 when a photo shows no face.
 
-    Example: menjin faces compare alice-2024.jpg alice-gate.jpg --json -c /etc/menjin/gate.yaml
+    \b
+    Example:
+      menjin faces compare alice-2024.jpg alice-gate.jpg --json -c gate.yaml
     """
     from vision.enrol import EnrolmentError, read_image
     from vision.quality import face_px
@@ -296,7 +300,9 @@ def evaluate(
     of --gallery-size persons (default: the rule's compound size).  Exit status 1 when any
     wrong-person or stranger accept happened.
 
-    Example: menjin faces evaluate /srv/consented-photos --gallery-size 800 -c /etc/menjin/gate.yaml
+    \b
+    Example:
+      menjin faces evaluate /srv/consented-photos --gallery-size 800 -c gate.yaml
     """
     from vision.calibration import DEFAULT_GALLERY_SIZE
     from vision.evaluate import (

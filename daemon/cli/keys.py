@@ -35,7 +35,9 @@ def card_key(
 ) -> None:
     """Export or import the site's card hash key (before residents are imported on this gate).
 
-    Example: menjin keys card-key --export /root/site-card.key -c /etc/menjin/gate.yaml
+    \b
+    Example:
+      menjin keys card-key --export /root/site-card.key -c /etc/menjin/gate.yaml
     """
     if (export is None) == (import_ is None):
         typer.echo("give either --export FILE or --import FILE", err=True)

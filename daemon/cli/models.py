@@ -68,7 +68,9 @@ def _no_vision(config: Path, as_json: bool) -> None:
 def list_(config: ConfigOpt, as_json: JsonOpt = False) -> None:
     """List the configured models with their licences and whether each is in place and intact.
 
-    Example: menjin models list -c /etc/menjin/gate.yaml
+    \b
+    Example:
+      menjin models list -c /etc/menjin/gate.yaml
     """
     vision = _vision(config)
     if vision is None:
@@ -81,7 +83,9 @@ def list_(config: ConfigOpt, as_json: JsonOpt = False) -> None:
 def verify(config: ConfigOpt, as_json: JsonOpt = False) -> None:
     """Check every configured model against the manifest; exit 1 if any is missing or damaged.
 
-    Example: menjin models verify -c /etc/menjin/gate.yaml
+    \b
+    Example:
+      menjin models verify -c /etc/menjin/gate.yaml
     """
     vision = _vision(config)
     if vision is None:
@@ -109,7 +113,9 @@ def install(
     Only files whose SHA-256 matches menjin's manifest are installed; a damaged copy is refused
     and the file in place is kept.  Nothing is downloaded.
 
-    Example: menjin models install /media/usb/menjin-models -c /etc/menjin/gate.yaml
+    \b
+    Example:
+      menjin models install /media/usb/menjin-models -c /etc/menjin/gate.yaml
     """
     vision = _vision(config)
     if vision is None:

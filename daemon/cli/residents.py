@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -162,37 +162,57 @@ class Checked:
     revoked: list[str]
     errors: list[str]
     workdays: dict[date, str] | None = None
+    bad: int = 0  # rows and items left out
 
 
-def check_import(data: ResidentFile, store: Store, file: str) -> Checked:
+def check_import(data: ResidentFile, store: Store, file: str,
+                 group_hint: Callable[[str], str]) -> Checked:
     """Validate every row against the file and the store; errors as ``FILE:LINE: message``.
 
-    The rows are checked by :func:`protocol.residents.check`; here the gate adds what needs its
-    store: validity bounds in its time zone, schedule texts, cards held by others; PINs are hashed
-    last.
+    The rows are checked by :func:`protocol.residents.check` in the gate's time zone, with the
+    cards its store holds; here the gate adds what needs its own code: schedule texts.  PINs are
+    hashed last, once every row passed.  ``group_hint(group)`` says how to create a group a row
+    names and nobody defined.
     """
     checked = check(data, known_groups=[g.id for g in store.groups()],
-                    card_owner=store.card_owner, mask=mask)
+                    card_owner=store.card_owner, mask=mask, zone=store.zone,
+                    group_hint=group_hint)
     problems = list(checked.problems)
+    bad = checked.bad
     groups: list[Group] = []
     for group in checked.groups:
         try:
             groups.append(group_from_record(group))
         except PersonError as exc:
-            problems.append((1, f"group {group.id}: {exc}"))
+            problems.append((checked.group_lines[group.id], f"group {group.id}: {exc}"))
+            bad += 1
     persons: list[Person] = []
     for item in checked.persons:
-        try:
-            person_from_record(item.record, zone=store.zone)  # every check before the PIN hashing
+        try:  # the file's checks are the gate's: this refuses only what they missed
+            person_from_record(item.record, zone=store.zone)
         except PersonError as exc:
             problems.append((item.line, str(exc)))
+            bad += 1
             continue
         persons.append(person_from_record(with_pins(item, hash_pin), zone=store.zone))
     holidays = holidays_from_records(checked.holidays) if checked.holidays is not None else None
     workdays = workdays_from_records(checked.holidays) if checked.holidays is not None else None
     problems.sort(key=lambda p: p[0])
     return Checked(persons, groups, holidays, checked.revoked,
-                   [f"{file}:{line}: {msg}" for line, msg in problems], workdays)
+                   [f"{file}:{line}: {msg}" for line, msg in problems], workdays, bad)
+
+
+def _group_hint(store: Store, config: Path | None, db: Path | None, *,
+                yaml_file: bool) -> Callable[[str], str]:
+    """How to create a group a row names and nobody defined: the command that does it (a YAML
+    import file may also define it under 'groups:'; a CSV or ``add`` cannot)."""
+    stored = ", ".join(g.id for g in store.groups()) or "none"
+    way = "define it under 'groups:' or create it first" if yaml_file else "create it first"
+
+    def hint(group: str) -> str:
+        return (f"groups in the store: {stored}; {way}: menjin residents group add "
+                f"{group}{_door_arg(config)} {_target_args(config, db)}")
+    return hint
 
 
 # --------------------------------------------------------------------------- commands
@@ -219,7 +239,9 @@ def import_(
 
     Samples: config/residents.example.csv and config/residents.example.yaml; docs/residents.md.
 
-    Example: menjin residents import residents.csv -c /etc/menjin/gate.yaml
+    \b
+    Example:
+      menjin residents import residents.csv -c /etc/menjin/gate.yaml
     """
     with open_target(config, db, card_key, create=True) as target:
         try:
@@ -228,11 +250,12 @@ def import_(
             raise _fail(f"{file}: not UTF-8 text", EX_DATAERR) from None
         except ResidentFileError as exc:
             raise _fail(str(exc), EX_DATAERR) from exc
-        checked = check_import(data, target.store, str(file))
+        hint = _group_hint(target.store, config, db, yaml_file=file.suffix.lower() != ".csv")
+        checked = check_import(data, target.store, str(file), hint)
         for error in checked.errors:
             typer.echo(error, err=True)
         if checked.errors and not skip_bad:
-            raise _fail(f"nothing imported: {len(checked.errors)} bad row(s); fix them or "
+            raise _fail(f"nothing imported: {checked.bad} bad row(s); fix them or "
                         "use --skip-bad", EX_DATAERR)
         try:
             count = target.store.upsert(checked.persons, groups=checked.groups,
@@ -243,12 +266,12 @@ def import_(
         except PersonError as exc:
             raise _fail(f"nothing imported: {exc}", EX_DATAERR) from exc
         _audit(target, "residents.import", None, {
-            "file": file.name, "imported": count, "skipped": len(checked.errors),
+            "file": file.name, "imported": count, "skipped": checked.bad,
             "groups": len(checked.groups)})
-        skipped = f", {len(checked.errors)} bad row(s) skipped" if checked.errors else ""
+        skipped = f", {checked.bad} bad row(s) skipped" if checked.bad else ""
         _done(f"imported {count} person(s), {len(checked.groups)} group(s){skipped}",
               {"imported": count, "groups": len(checked.groups),
-               "skipped": len(checked.errors)}, as_json)
+               "skipped": checked.bad}, as_json)
 
 
 @residents_app.command("list")
@@ -258,7 +281,9 @@ def list_(
 ) -> None:
     """List persons (card numbers masked) and warn about face entry without a card.
 
-    Example: menjin residents list -c /etc/menjin/gate.yaml
+    \b
+    Example:
+      menjin residents list -c /etc/menjin/gate.yaml
     """
     with open_target(config, db, card_key) as target:
         persons = target.store.persons()
@@ -311,7 +336,9 @@ def add(
 ) -> None:
     """Add one person.
 
-    Example: menjin residents add p12 --name Wang --card 0004567890 --group residents -c gate.yaml
+    \b
+    Example:
+      menjin residents add p12 --name Wang --card 0004567890 --group residents
     """
     fields = {k: v for k, v in {
         "id": person_id, "name": name, "kind": kind, "cards": card or [], "groups": group or [],
@@ -325,14 +352,15 @@ def add(
     with open_target(config, db, card_key, create=True) as target:
         if target.store.person(person_id) is not None:
             raise _fail(f"{person_id} already exists (change it with an import file)", EX_DATAERR)
-        known = {g.id for g in target.store.groups()}
-        for wanted in group or []:
-            if wanted not in known:
-                raise _fail(_unknown_group(wanted, known, config, db), EX_DATAERR)
-        checked = check_import(ResidentFile([Row(0, fields)]), target.store, "add")
+        checked = check_import(ResidentFile([Row(0, fields)]), target.store, "add",
+                               _group_hint(target.store, config, db, yaml_file=False))
         if checked.errors:
-            raise _fail(checked.errors[0].removeprefix("add:0: "), EX_DATAERR)
-        target.store.upsert(checked.persons)
+            raise _fail("\n".join(e.removeprefix("add:0: ") for e in checked.errors),
+                        EX_DATAERR)
+        try:
+            target.store.upsert(checked.persons)
+        except PersonError as exc:  # a card given to someone else since the check
+            raise _fail(str(exc), EX_DATAERR) from exc
         _audit(target, "residents.add", person_id, {"cards": len(card or [])})
         for warning in face_only_warnings(checked.persons):
             typer.echo(f"warning: {warning}", err=True)
@@ -343,15 +371,9 @@ def _target_args(config: Path | None, db: Path | None) -> str:
     return f"-c {config}" if config is not None else f"--db {db}"
 
 
-def _unknown_group(group: str, known: set[str], config: Path | None, db: Path | None) -> str:
-    """The message for ``--group`` naming a group the store lacks, with the command to fix it."""
-    close = difflib.get_close_matches(group, sorted(known), n=1)
-    if close:
-        return f"unknown group {group!r}; did you mean {close[0]!r}?"
-    doors = "" if config is not None else " --door DOOR"
-    return (f"unknown group {group!r} (groups in the store: {', '.join(sorted(known)) or 'none'});"
-            f" create it first: menjin residents group add {group}{doors} "
-            f"{_target_args(config, db)}")
+def _door_arg(config: Path | None) -> str:
+    """``group add`` takes every door of the config; with --db it must be told."""
+    return "" if config is not None else " --door DOOR"
 
 
 def _set_enabled(person_id: str, enabled: bool, target: Target, as_json: bool) -> None:
@@ -370,7 +392,9 @@ def disable(
 ) -> None:
     """Disable a person at once (their cards and face stop opening; the record is kept).
 
-    Example: menjin residents disable p12 -c /etc/menjin/gate.yaml
+    \b
+    Example:
+      menjin residents disable p12 -c /etc/menjin/gate.yaml
     """
     with open_target(config, db, card_key) as target:
         _set_enabled(person_id, False, target, as_json)
@@ -384,7 +408,9 @@ def enable(
 ) -> None:
     """Enable a disabled person again.
 
-    Example: menjin residents enable p12 -c /etc/menjin/gate.yaml
+    \b
+    Example:
+      menjin residents enable p12 -c /etc/menjin/gate.yaml
     """
     with open_target(config, db, card_key) as target:
         _set_enabled(person_id, True, target, as_json)
@@ -398,7 +424,9 @@ def remove(
 ) -> None:
     """Remove a person and their cards (use `forget` for an erasure request).
 
-    Example: menjin residents remove p12 -c /etc/menjin/gate.yaml
+    \b
+    Example:
+      menjin residents remove p12 -c /etc/menjin/gate.yaml
     """
     with open_target(config, db, card_key) as target:
         person = target.store.remove(person_id)
@@ -421,7 +449,10 @@ def forget(
     With -c, a running daemon does it (so its memory forgets too) and tells the station; when
     the daemon is stopped it is done on the files and the station is told at the next start.
     With --db only the resident store is touched.
-    Example: menjin residents forget p12 -c /etc/menjin/gate.yaml
+
+    \b
+    Example:
+      menjin residents forget p12 -c /etc/menjin/gate.yaml
     """
     if config is not None:
         result = _forget_everywhere(person_id, config)
@@ -492,9 +523,10 @@ def group_add(
 ) -> None:
     """Add or change an access group.
 
-    Example: menjin residents group add residents -c /etc/menjin/gate.yaml
-
-    Example: menjin residents group add office --door front --schedule "mon-fri 08:00-18:00"
+    \b
+    Examples:
+      menjin residents group add residents -c /etc/menjin/gate.yaml
+      menjin residents group add office --schedule "mon-fri 08:00-18:00"
     """
     doors = _config_doors(config)
     chosen = door or doors
@@ -532,7 +564,9 @@ def group_list(
 ) -> None:
     """List the access groups with their doors, schedule and member count.
 
-    Example: menjin residents group list -c /etc/menjin/gate.yaml
+    \b
+    Example:
+      menjin residents group list -c /etc/menjin/gate.yaml
     """
     with open_target(config, db, card_key) as target:
         persons = target.store.persons()
@@ -556,7 +590,9 @@ def group_remove(
 ) -> None:
     """Remove an access group that has no members.
 
-    Example: menjin residents group remove office -c /etc/menjin/gate.yaml
+    \b
+    Example:
+      menjin residents group remove office -c /etc/menjin/gate.yaml
     """
     with open_target(config, db, card_key) as target:
         removed, members = target.store.remove_group(group_id)

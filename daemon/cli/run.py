@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import json
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
@@ -97,7 +99,9 @@ def run(
 
     Exits 78 on a bad config.  SIGHUP reloads the config; SIGTERM stops it cleanly.
 
-    Example: menjin run -c /etc/menjin/gate.yaml
+    \b
+    Example:
+      menjin run -c /etc/menjin/gate.yaml
     """
     from daemon.app import main as app_main  # the daemon's heavy imports only when it runs
 
@@ -114,7 +118,9 @@ def vision(
     writes the template key (hex) to its standard input, and restarts it when it fails; by hand
     it is only useful to debug a camera or a model.
 
-    Example: menjin vision -c /etc/menjin/gate.yaml --fd 3
+    \b
+    Example:
+      menjin vision -c /etc/menjin/gate.yaml --fd 3
     """
     from daemon.vision_process import main as vision_main
 
@@ -126,7 +132,9 @@ def status(
 ) -> None:
     """Show doors, relays, readers, camera, uplink and journal backlog of the running daemon.
 
-    Example: menjin status -c /etc/menjin/gate.yaml --json
+    \b
+    Example:
+      menjin status -c /etc/menjin/gate.yaml --json
     """
     result = _call(socket_path(config, sock), "status")
     if as_json:
@@ -143,11 +151,16 @@ def render_status(st: dict[str, Any], console: Console) -> None:
         f"portraits {st.get('portraits')}"
     )
     doors = Table("door", "state", "mode", "relay", "contact", "alarms", title="Doors")
+    zone = st.get("timezone")
     for door_id, door in st.get("doors", {}).items():
         alarms = ", ".join(door.get("alarms", [])) or "-"
-        doors.add_row(door_id, door.get("state", "?"), _mode_text(door), door.get("relay", "?"),
+        doors.add_row(door_id, door.get("state", "?"), _mode_text(door, zone),
+                      door.get("relay", "?"),
                       door.get("contact", "?"), f"[red]{alarms}[/]" if alarms != "-" else alarms)
     console.print(doors)
+    for door_id, door in st.get("doors", {}).items():
+        if door.get("first_person"):
+            console.print(f"door {door_id}: {first_person_text(door['first_person'], zone)}")
     faulted = {name: part for name, part in st.get("parts", {}).items()
                if part.get("state") != "running"}
     if faulted:
@@ -174,6 +187,32 @@ def render_status(st: dict[str, Any], console: Console) -> None:
         if vision.get("faces_refused"):
             console.print(f"[red]faces refused[/] at door {vision.get('door')}: "
                           f"{vision['faces_refused']}")
+
+
+def first_person_text(rule: dict[str, Any], zone: str | None = None) -> str:
+    """``first-person unlock (managers, mon-fri 07:00-09:00): held open by m1 until
+    2026-12-01 09:00`` (times in the gate's ``zone``)."""
+    until = _clock_text(rule.get("until_ms"), zone)
+    state = rule.get("state")
+    what = {
+        "waiting": f"waiting for the first card until {until}",
+        "active": f"held open by {rule.get('person')} until {until}",
+        "cancelled": f"opened by {rule.get('person')}, ended by a set mode; "
+                     f"no new first card until {until}",
+        "outside_window": "outside its windows",
+        "clock_untrusted": "[yellow]not started and not holding: the clock is not trusted[/]",
+    }.get(str(state), str(state))
+    return f"first-person unlock ({rule.get('group')}, {rule.get('schedule')}): {what}"
+
+
+def _clock_text(ms: Any, zone: str | None = None) -> str:
+    """UTC ms as ``YYYY-MM-DD HH:MM`` in the gate's ``zone`` (an IANA name; None: the zone of
+    the computer showing it); "?" when absent."""
+    if not isinstance(ms, int):
+        return "?"
+    moment = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+    return (moment.astimezone(ZoneInfo(zone)) if zone else moment.astimezone()).strftime(
+        "%Y-%m-%d %H:%M")
 
 
 def reader_state(reader: dict[str, Any]) -> str:
@@ -209,15 +248,12 @@ def _pairs(data: dict[str, Any], prefix: str = "") -> list[str]:
     return words
 
 
-def _mode_text(door: dict[str, Any]) -> str:
+def _mode_text(door: dict[str, Any], zone: str | None = None) -> str:
     """``lockdown (station, until 18:00)``: the door's mode and where it comes from."""
     mode, source = door.get("mode", "?"), door.get("mode_source")
     extra = [source] if source else []
     if door.get("mode_until_ms"):
-        import datetime as dt
-
-        extra.append("until " + dt.datetime.fromtimestamp(door["mode_until_ms"] / 1000)
-                     .strftime("%Y-%m-%d %H:%M"))
+        extra.append("until " + _clock_text(door["mode_until_ms"], zone))
     return f"{mode} ({', '.join(extra)})" if extra else str(mode)
 
 
@@ -226,8 +262,6 @@ def format_event(event: dict[str, Any]) -> str:
 
     An audit entry reads as a sentence: `#9 audit residents.add by cli:root on p12: cards=1`.
     """
-    import datetime as dt
-
     ts = dt.datetime.fromtimestamp(event.get("ts_ms", 0) / 1000).strftime("%H:%M:%S")
     seq = f"#{event['seq']} " if "seq" in event else ""
     data = event.get("data") or {}
@@ -254,7 +288,9 @@ def events(
 ) -> None:
     """Print the gate's recent events (and, with --follow, new ones as they happen).
 
-    Example: menjin events --follow --json -c /etc/menjin/gate.yaml
+    \b
+    Example:
+      menjin events --follow --json -c /etc/menjin/gate.yaml
     """
 
     def show(event: dict[str, Any]) -> None:
@@ -274,7 +310,9 @@ def door_test(
 ) -> None:
     """Pulse a door's lock relay to check the wiring (recorded in the audit log).
 
-    Example: menjin door test front --seconds 2
+    \b
+    Example:
+      menjin door test front --seconds 2
     """
     result = _call(socket_path(config, sock), "door.test", {"door": door, "seconds": seconds})
     if as_json:
@@ -297,15 +335,16 @@ def door_mode(
 ) -> None:
     """Set a door's mode as a local admin; it survives restarts (recorded in the audit log).
 
-    Precedence: lockdown > a mode set by the station or an admin > the hold-open schedule >
-    normal.  A hold_open during a lockdown is refused: lift the lockdown first.
+    Precedence: lockdown > a mode set by the station or an admin > first-person unlock > the
+    hold-open schedule > normal.  A hold_open during a lockdown is refused: lift the lockdown
+    first.  Any mode set here ends a first-person unlock for the rest of its window.
 
-    Example: menjin door mode front lockdown --until 2026-12-01T18:00
+    \b
+    Example:
+      menjin door mode front lockdown --until 2026-12-01T18:00
     """
     args: dict[str, Any] = {"door": door, "mode": mode}
     if until is not None:
-        import datetime as dt
-
         try:
             args["until_ms"] = int(dt.datetime.fromisoformat(until).timestamp() * 1000)
         except ValueError as exc:
@@ -327,7 +366,9 @@ def readers_watch(
     """Print what each reader sends (decoded card masked as ****5678, frame sizes) to check
     wiring and format; --show-cards shows the numbers and the raw bytes or bits too.
 
-    Example: menjin readers watch front-card --show-cards
+    \b
+    Example:
+      menjin readers watch front-card --show-cards
     """
 
     def show(item: dict[str, Any]) -> None:
@@ -354,7 +395,9 @@ def sim_swipe(
 ) -> None:
     """Present a card at a simulated reader (sent through its pty or Wiegand pins).
 
-    Example: menjin sim swipe front-card 0012345678
+    \b
+    Example:
+      menjin sim swipe front-card 0012345678
     """
     _sim(config, sock, "sim.swipe", {"reader": reader, "card": card})
 
@@ -367,7 +410,9 @@ def sim_press(
 ) -> None:
     """Press and release a door's exit button.
 
-    Example: menjin sim press front
+    \b
+    Example:
+      menjin sim press front
     """
     _sim(config, sock, "sim.press", {"door": door})
 
@@ -381,7 +426,9 @@ def sim_door(
 ) -> None:
     """Open or close a door (its contact input).
 
-    Example: menjin sim door front open
+    \b
+    Example:
+      menjin sim door front open
     """
     if position not in ("open", "close"):
         raise typer.BadParameter("position must be 'open' or 'close'")
@@ -397,7 +444,9 @@ def sim_tamper(
 ) -> None:
     """Open (or, with --clear, close) the reader housing's tamper switch.
 
-    Example: menjin sim tamper front
+    \b
+    Example:
+      menjin sim tamper front
     """
     _sim(config, sock, "sim.tamper", {"door": door, "clear": clear})
 
@@ -411,7 +460,9 @@ def sim_camera(
 ) -> None:
     """Unplug (or plug back) a door's simulated camera, as a USB camera pulled out.
 
-    Example: menjin sim camera front --unplug
+    \b
+    Example:
+      menjin sim camera front --unplug
     """
     _sim(config, sock, "sim.camera", {"door": door, "present": not unplug})
 
@@ -436,7 +487,9 @@ def sim_face(
 ) -> None:
     """Show a photo to a door's simulated camera, as if the person stood in front of it.
 
-    Example: menjin sim face front obama1.jpg --frames 12
+    \b
+    Example:
+      menjin sim face front obama1.jpg --frames 12
     """
     data = base64.b64encode(photo.read_bytes()).decode("ascii")
     _sim(config, sock, "sim.face",

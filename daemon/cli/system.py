@@ -239,7 +239,9 @@ def install(
     """Create the menjin user and groups, /etc/menjin and /var/lib/menjin with their modes,
     install the systemd unit and udev rules, and put `menjin` on PATH. Safe to run again.
 
-    Example: sudo menjin system install
+    \b
+    Example:
+      sudo menjin system install
     """
     root = root.resolve()
     if root == Path("/") and not dry_run and os.geteuid() != 0:

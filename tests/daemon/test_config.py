@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from pathlib import Path
 
@@ -85,6 +86,9 @@ def test_schema_is_current() -> None:
         "config/schema.json is stale: run `menjin config schema`"
     )
 
+#: MINIMAL on simulated pins: check-config with file checks wants the GPIO library of a board.
+SIMULATED = MINIMAL + "hardware: {gpio_backend: mock}\n"
+
 WIEGAND = MINIMAL.replace("type: em4100", "type: wiegand").replace(
     "    port: /dev/ttyUSB0\n", "    d0_pin: 20\n    d1_pin: 21\n")
 
@@ -110,6 +114,27 @@ BROKEN = [
             "10:24: doors.front.exit_button.pin: GPIO 17 is already used by doors.front.lock.pin "
             "(each pin has one job)"
         ],
+    ),
+    (  # 4b two serial readers on one port (the same device, however it is written)
+        MINIMAL + "  r2: {type: ascii, door: front, port: /dev/./ttyUSB0}\n",
+        ["16:40: readers.r2.port: serial port /dev/ttyUSB0 is already used by readers.r1.port "
+         "(one reader per port: the second cannot open it, or both read garbage)"],
+    ),
+    (  # 4c the NIR camera on the colour camera's device
+        MINIMAL + "camera:\n  source: 0\n  door: front\n  nir: {source: /dev/video0}\n",
+        ["19:17: camera.nir.source: video device /dev/video0 is already used by camera.source "
+         "(the NIR camera is a device of its own, e.g. /dev/video2)"],
+    ),
+    (  # 4d the journal written over the resident store
+        MINIMAL + "journal: {path: residents.db}\n",
+        ["16:17: journal.path: file {dir}/state/residents.db is already used by access.db "
+         "(each file menjin writes has one job; give this one its own name)"],
+    ),
+    (  # 4e a control socket the kernel cannot bind (the control part would fail forever)
+        MINIMAL + f"control: {{socket: {'s' * 100}.sock}}\n",
+        ["16:19: control.socket: the control socket path {dir}/state/" + "s" * 100 + ".sock is "
+         "{size} bytes long; a UNIX socket path holds at most 107: give control.socket a shorter "
+         "absolute path (e.g. /run/menjin/control.sock)"],
     ),
     (  # 5 reader naming an unknown door
         MINIMAL.replace("    door: front", "    door: frnt"),
@@ -156,10 +181,21 @@ BROKEN = [
     ),
     (  # 13 bad enum value
         MINIMAL.replace("{pin: 17}", "{pin: 17, fail_mode: sometimes}"),
-        [
-            "8:32: doors.front.lock.fail_mode: Input should be 'safe' or 'secure' "
-            "(got 'sometimes')"
-        ],
+        ["8:32: doors.front.lock.fail_mode: unknown value 'sometimes' (allowed: safe, secure)"],
+    ),
+    (  # 13b a choice in the wrong case: the same words as an unknown key
+        MINIMAL.replace("doors:", "hardware:\n  gpio_backend: Mock\ndoors:"),
+        ["7:17: hardware.gpio_backend: unknown value 'Mock' (allowed: lgpio, mock; did you mean "
+         "'mock'?)"],
+    ),
+    (  # 13c a misspelt enum value
+        MINIMAL.replace("    lock: {pin: 17}", "    lock: {pin: 17}\n    access: card_or_fase"),
+        ["9:13: doors.front.access: unknown value 'card_or_fase' (allowed: card, face, "
+         "card_or_face, card_and_face; did you mean 'card_or_face'?)"],
+    ),
+    (  # 13d a number that is not one of the choices
+        MINIMAL.replace("type: em4100", "type: ascii") + "    number_base: 12\n",
+        ["16:18: readers.r1.number_base: unknown value 12 (allowed: 10, 16)"],
     ),
     (  # 14 bad baud rate
         MINIMAL + "    baud: 9601\n",
@@ -219,8 +255,8 @@ BROKEN = [
     ),
     (  # 23 raw as a catch-all format (issue 16: a lost pulse read as another resident)
         WIEGAND + "    formats: [h10301, 34bit, raw]\n",
-        ["17:30: readers.r1.formats[2]: Input should be 'h10301', '32bit', '34bit', 'c1000_35', "
-         "'c15001', 'h10304', 'h10302' or 'c1000_48' (got 'raw')"],
+        ["17:30: readers.r1.formats[2]: unknown value 'raw' (allowed: h10301, 32bit, 34bit, "
+         "c1000_35, c15001, h10304, h10302, c1000_48)"],
     ),
     (  # 24 formats one bit apart
         WIEGAND + "    formats: [34bit, c1000_35]\n",
@@ -243,7 +279,48 @@ BROKEN = [
 def test_broken_configs_are_reported_by_line(
     tmp_path: Path, text: str, expected: list[str]
 ) -> None:
-    assert problems(tmp_path, text) == [e.replace("{dir}", str(tmp_path)) for e in expected]
+    size = len(f"{tmp_path}/state/{'s' * 100}.sock")
+    assert problems(tmp_path, text) == [
+        e.replace("{dir}", str(tmp_path)).replace("{size}", str(size)) for e in expected]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (  # not also "doors.front.liveness: ... add camera.nir" (camera.nir is there)
+            "  door: front\n  width: 1280", "  door: back\n  width: 1280",
+            ["79:9: camera.door: unknown door 'back' (known: front, vehicle)"],
+        ),
+        (  # not also "upload needs privacy.retention_days" (it is set, to a wrong value)
+            "  retention_days: 30\n  lockout", "  retention_days: 0\n  lockout",
+            ["154:19: privacy.retention_days: Input should be greater than or equal to 1 (got 0)"],
+        ),
+        (
+            "  legal_basis: >-", "  legal_basis: 3\n  x_legal_basis: >-",
+            ["151:16: privacy.legal_basis: 3 is not text; put it in quotes, e.g. legal_basis: "
+             "\"3\"",
+             "152:3: privacy.x_legal_basis: unknown key 'x_legal_basis'; did you mean "
+             "'legal_basis'?"],
+        ),
+    ],
+)
+def test_a_problem_is_told_once_not_echoed_by_the_checks_that_follow_from_it(
+    tmp_path: Path, old: str, new: str, expected: list[str],
+) -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    assert text.count(old) == 1
+    path = write(tmp_path, text.replace(old, new).replace("${STATE_DIRECTORY:-/tmp/menjin-example}",
+                                                          "state"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path, check_files=False)
+    assert [str(p).removeprefix(f"{path}:") for p in info.value.problems] == expected
+
+
+def test_loopback_ports_and_video_files_may_be_named_twice(tmp_path: Path) -> None:
+    text = MINIMAL.replace("/dev/ttyUSB0", "loop://") + (
+        "  r2: {type: ascii, door: front, port: 'loop://'}\n"
+        "camera:\n  source: clip.mp4\n  door: front\n  nir: {source: clip.mp4}\n")
+    assert len(load_config(write(tmp_path, text)).readers) == 2
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
@@ -266,11 +343,11 @@ def test_secret_from_unset_environment_variable(
 
 def test_check_config_cli(tmp_path: Path) -> None:
     runner = CliRunner()
-    good = write(tmp_path, MINIMAL)
+    good = write(tmp_path, SIMULATED)
     result = runner.invoke(app, ["check-config", str(good)])
     assert result.exit_code == 0
     assert "OK: gate g1, 1 door(s), 1 reader(s)" in result.output
-    bad = write(tmp_path, MINIMAL.replace("door: front", "door: frnt"), "bad.yaml")
+    bad = write(tmp_path, SIMULATED.replace("door: front", "door: frnt"), "bad.yaml")
     result = runner.invoke(app, ["check-config", str(bad)])
     assert result.exit_code == 78
     assert f"{bad}:14:11: readers.r1.door: unknown door 'frnt'" in result.output
@@ -295,7 +372,7 @@ def test_imported_daemon_package_is_ours() -> None:
 def test_check_config_warns_about_face_only_residents(tmp_path: Path) -> None:
     from daemon.keyring import open_gate_store
 
-    good = write(tmp_path, MINIMAL)
+    good = write(tmp_path, SIMULATED)
     (tmp_path / "state").mkdir()
     with open_gate_store(good) as store:
         store.apply_sync({"mode": "snapshot", "version": 1, "persons": [
@@ -308,6 +385,70 @@ def test_check_config_warns_about_face_only_residents(tmp_path: Path) -> None:
     assert (f"{good}: warning: p1: enrolled for face entry without a card (a PIN only works "
             "with a card; a non-face credential must remain an alternative)") in result.output
     assert "p2:" not in result.output
+
+
+def check_config(path: Path) -> tuple[int, list[str]]:
+    result = CliRunner().invoke(app, ["check-config", str(path)])
+    return result.exit_code, [line.removeprefix(f"{path}:") for line in result.output.splitlines()]
+
+
+def test_check_config_says_what_menjin_run_would_stop_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A board config on a machine without the GPIO library: `menjin run` exits 78 there."""
+    monkeypatch.setitem(sys.modules, "gpiozero.pins.lgpio", None)  # the library is absent
+    path = write(tmp_path, MINIMAL.replace("doors:", "hardware: {gpio_backend: lgpio}\ndoors:"))
+    assert check_config(path) == (78, [
+        "6:26: hardware.gpio_backend: gpio backend lgpio needs the lgpio module: apt install "
+        "python3-lgpio (or pip install 'menjin[pi]')",
+        "1 problem(s) found",
+    ])
+    result = CliRunner().invoke(app, ["check-config", "--no-file-checks", str(path)])
+    assert result.exit_code == 0, result.output  # away from the board
+
+
+def test_a_state_folder_that_cannot_be_made(tmp_path: Path) -> None:
+    (tmp_path / "state").write_text("not a folder")
+    path = write(tmp_path, SIMULATED)
+    assert check_config(path) == (78, [
+        f"2:12: state_dir: {tmp_path / 'state'} is a file, not a folder",
+        "1 problem(s) found",
+    ])
+    path = write(tmp_path, SIMULATED.replace("state_dir: state", "state_dir: state/gate"))
+    assert check_config(path)[1][0] == (
+        f"2:12: state_dir: {tmp_path / 'state' / 'gate'} cannot be created: "
+        f"{tmp_path / 'state'} is a file, not a folder")
+
+
+def test_a_state_folder_that_cannot_be_made_stops_menjin_run_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from daemon.app import main
+
+    (tmp_path / "state").write_text("not a folder")
+    assert main(write(tmp_path, SIMULATED)) == 78
+    err = capsys.readouterr().err
+    assert f"ERROR daemon.app: cannot start: state folder {tmp_path / 'state'}: File exists\n" \
+        in err
+    assert "Traceback" not in err
+
+
+def test_a_damaged_resident_store_is_a_warning_as_menjin_run_recovers_it(tmp_path: Path) -> None:
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "residents.db").write_bytes(b"\x07" * 4096)
+    code, lines = check_config(write(tmp_path, SIMULATED))
+    assert code == 0, lines
+    assert (f" warning: the resident store {tmp_path / 'state' / 'residents.db'} is damaged (file "
+            "is not a database): `menjin run` will move it aside and run on an EMPTY store; sync "
+            "the residents from the station or re-import them") in lines
+
+
+def test_an_uplink_without_the_station_key_is_told_what_it_refuses(tmp_path: Path) -> None:
+    code, lines = check_config(write(tmp_path, SIMULATED + "uplink: {host: localhost}\n"))
+    assert code == 0, lines
+    assert (" warning: uplink: no station_public_key_file: every station command (open, mode, "
+            "sync, enrol, resend) is refused; copy station_key.pub.pem from the station (menjin "
+            "station keygen) and name it there") in lines
 
 
 # ---------------------------------------------------------------- issue 20: every problem at once
@@ -441,7 +582,10 @@ def test_a_station_config_is_recognised(tmp_path: Path) -> None:
 def test_station_check_config_accepts_the_station_example(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from station.commands import keygen
+
     monkeypatch.chdir(tmp_path)
+    keygen(tmp_path / "station_key.pem")  # where `menjin station keygen` writes it
     station = REPO / "config" / "station.example.yaml"
     result = CliRunner().invoke(app, ["station", "check-config", str(station)])
     assert result.exit_code == 0, result.output
@@ -528,6 +672,9 @@ def test_example_runs_without_models_with_vision_off_and_one_line_saying_why(
         f"{EXAMPLE}: warning: keys: provider 'file' keeps the keys in "
         f"{tmp_path / 'state' / 'keys'} beside the data they protect: a copied SD card yields "
         "names, card numbers and face templates; use tpm2 or rpi-otp on a gate (docs/privacy.md)",
+        f"{EXAMPLE}: warning: uplink: no station_public_key_file: every station command (open, "
+        "mode, sync, enrol, resend) is refused; copy station_key.pub.pem from the station "
+        "(menjin station keygen) and name it there",
         f"{EXAMPLE}: OK: gate xingfuli-north, 2 door(s), 2 reader(s), camera yes, simulate "
         "mode, portraits upload, vision off",
     ]
@@ -602,4 +749,16 @@ def test_any_damaged_config_gives_problems_never_a_crash(
 def test_a_value_fitting_no_allowed_type_is_one_line(tmp_path: Path) -> None:
     assert problems(tmp_path, MINIMAL + "camera: {source: [0], door: front}\n") == [
         "16:10: camera.source: [0] is not a whole number or text"
+    ]
+
+
+def test_a_duplicated_key_does_not_hide_the_files_other_problems(tmp_path: Path) -> None:
+    """A duplicate used to stop the check: the unknown door below it went unreported."""
+    twice = "    contact: {pin: 27}\n    contact: {pin: 26}"
+    text = (MINIMAL.replace("    contact: {pin: 27}", twice)
+            .replace("    door: front", "    door: back"))
+    assert problems(tmp_path, text) == [
+        "10:5: doors.front.contact: key 'contact' appears twice, first at line 9, column 5 "
+        "(each key may appear once: delete or merge one of them)",
+        "15:11: readers.r1.door: unknown door 'back' (known: front)",
     ]

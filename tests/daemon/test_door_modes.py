@@ -70,7 +70,7 @@ def test_hold_open_is_refused_during_a_lockdown_and_modes_survive_a_new_book(
     book.set("front", "lockdown", source="station", actor="station", now_ms=NOW)
     with pytest.raises(ModeError, match="door front is in lockdown; lift it first"):
         book.set("front", "hold_open", source="admin", actor="uid:0", now_ms=NOW)
-    book.save(NOW)
+    book.write(book.snapshot(NOW))
     again = ModeBook(tmp_path / "modes.json")
     assert again.effective("front", scheduled_open=True, now_ms=NOW).mode == "lockdown"
     (tmp_path / "modes.json").write_text("{not json")  # damaged: never stops a door

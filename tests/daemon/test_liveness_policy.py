@@ -101,7 +101,33 @@ def test_a_door_cannot_require_more_than_the_gate_provides(tmp_path: Path) -> No
         load_config(path, check_files=False)
     assert [str(p).split(": ", 2)[2] for p in info.value.problems] == [
         "requires rgb liveness but the gate provides none: add vision.liveness (the MiniFASNet "
-        "models) and a camera watching this door"
+        "models)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "missing"),
+    [
+        (f"camera:\n  source: /dev/video0\n  door: front\n  {NIR}\nvision:\n",
+         "vision:\n  enabled: false\n",  # (vision on without a camera is a problem of its own)
+         "add a camera with camera.door: front and camera.nir (an NIR camera)"),
+        ("doors:\n", "doors:\n  back: {lock: {pin: 5}}\n",
+         "the camera watches door 'back', not this one"),
+        (f"  {MODELS}\n", f"  {MODELS}\n  enabled: false\n", "face recognition is off (vision)"),
+    ],
+)
+def test_the_liveness_problem_names_what_is_missing(
+    tmp_path: Path, old: str, new: str, missing: str,
+) -> None:
+    text = config_text(liveness="nir", nir=True)
+    if "back" in new:  # and the camera watches it
+        text = text.replace("  door: front", "  door: back")
+    assert old in text
+    path = write(tmp_path, text.replace(old, new))
+    with pytest.raises(ConfigError) as info:
+        load_config(path, check_files=False)
+    assert [str(p).split(": ", 2)[2] for p in info.value.problems if "liveness" in p.path] == [
+        f"requires nir liveness but the gate provides none: {missing}"
     ]
 
 

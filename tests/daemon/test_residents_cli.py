@@ -104,11 +104,11 @@ def test_bad_rows_are_all_reported_and_nothing_is_imported(tmp_path: Path, db: P
     assert code == 65
     assert out == ""
     assert err.splitlines() == [
-        f"{file}:3: id 'p1' is already used on line 2",
+        f"{file}:3: id: 'p1' is already used on line 2",
         f"{file}:4: kind: 'guest' is not resident, visitor or staff",
         f"{file}:5: valid_until: must be later than valid_from",
         f"{file}:6: groups: unknown group 'residnets'; did you mean 'residents'?",
-        f"{file}:7: card ****7890 is already given to p1 on line 2",
+        f"{file}:7: cards: card ****7890 is already given to p1 on line 2",
         f"{file}:8: pin: a PIN is 4 to 8 digits",
         f"{file}:9: face_consent.source: the form, record or witness must be given",
         "nothing imported: 7 bad row(s); fix them or use --skip-bad",
@@ -132,7 +132,8 @@ def test_a_card_held_by_someone_in_the_store(tmp_path: Path, db: Path) -> None:
     other = write(tmp_path, "other.csv", "id,name,groups,cards\nx9,Thief,residents,0001112223\n")
     code, _, err = run("import", str(other), "--db", str(db))
     assert code == 65
-    assert err.splitlines()[0] == f"{other}:2: card ****2223 already belongs to v1 in the store"
+    assert err.splitlines()[0] == (f"{other}:2: cards: card ****2223 already belongs to v1 in "
+                                   "the store")
     moved = write(tmp_path, "moved.csv",
                   "id,name,groups,cards\nx9,New,residents,0001112223\nv1,Zhao Min,residents,\n")
     code, _, err = run("import", str(moved), "--db", str(db))
@@ -297,3 +298,143 @@ def test_list_shows_masked_cards_from_a_hashed_store(tmp_path: Path) -> None:
     assert code == 0
     assert "cards=****7890,****7891" in out and "cards=****2223" in out
     assert "0004567890" not in out
+
+
+HEADER = ("id,name,kind,enabled,valid_from,valid_until,groups,cards,duress_cards,pin,duress_pin,"
+          "face_consent_date,face_consent_source,under_14,guardian_consent_date,"
+          "guardian_consent_source")
+SPREADSHEET = ("looks like a spreadsheet turned it into a number (scientific notation or a "
+               "fraction): format the column as text and copy the card number as printed")
+BAD_CARDS = [
+    ("4.567893E+09", f"card number '4.567893E+09' {SPREADSHEET}"),
+    ("12345678.0", f"card number '12345678.0' {SPREADSHEET}"),
+    ("0b101", "card number '0b101' is a binary literal, which no card prints: give the decimal "
+     "or hex number as printed (a hex tag id with 0x: 0x0b101 if that is what it is)"),
+    ("２３４", "card number '２３４' has characters other than ASCII digits, letters A-F and , : / "
+     "(type the digits as printed, 0-9)"),
+    ("00045-67890", "'00045-67890' is not a card number: use decimal digits (0012345678), hex "
+     "(0x00BC614E or 3A00B1C2D4), or facility,number (036,02193)"),
+]
+
+
+def persons(db: Path) -> list[str]:
+    with Store(db) as store:
+        return [p.id for p in store.persons()]
+
+
+@pytest.mark.parametrize(("card", "message"), BAD_CARDS)
+def test_a_bad_card_is_reported_with_its_line(tmp_path: Path, db: Path, card: str,
+                                              message: str) -> None:
+    file = write(tmp_path, "one.csv", f"{HEADER}\np1,X,resident,yes,,,residents,{card},,,,,,,,\n"
+                                      "p2,Y,resident,yes,,,residents,0004567890,,,,,,,,\n")
+    result = runner.invoke(app, ["residents", "import", str(file), "--db", str(db)])
+    assert isinstance(result.exception, SystemExit)  # an answer, not a traceback
+    assert (result.exit_code, result.stdout) == (65, "")
+    assert result.stderr.splitlines() == [
+        f"{file}:2: cards: {message}",
+        "nothing imported: 1 bad row(s); fix them or use --skip-bad"]
+    assert persons(db) == []
+    code, out, err = run("import", str(file), "--db", str(db), "--skip-bad")
+    assert (code, out) == (0, "imported 1 person(s), 0 group(s), 1 bad row(s) skipped\n")
+    assert err.splitlines() == [f"{file}:2: cards: {message}"]
+    assert persons(db) == ["p2"]
+
+
+def test_short_and_truncated_rows_are_refused(tmp_path: Path, db: Path) -> None:
+    file = write(tmp_path, "short.csv", f"{HEADER}\nr0,Ok,resident,yes,,,residents,,,,,,,,,\n"
+                                        'r1,Short Row,resident,yes,,,residents\nr2,"Truncated')
+    code, out, err = run("import", str(file), "--db", str(db))
+    assert (code, out) == (65, "")
+    assert err.splitlines() == [
+        f"{file}:3: missing columns cards, duress_cards, pin, duress_pin, face_consent_date, "
+        "face_consent_source, under_14, guardian_consent_date, guardian_consent_source: the row "
+        "has 7 values for 16 columns (leave a cell empty, but keep its comma)",
+        f"{file}:4: unterminated quote: a value opened with '\"' on this line is never closed; "
+        "add the closing '\"'",
+        "nothing imported: 2 bad row(s); fix them or use --skip-bad"]
+    assert persons(db) == []
+    assert run("import", str(file), "--db", str(db), "--skip-bad")[:2] == (
+        0, "imported 1 person(s), 0 group(s), 2 bad row(s) skipped\n")
+    assert persons(db) == ["r0"]
+
+
+def test_every_problem_of_each_row_in_one_run(tmp_path: Path, db: Path) -> None:
+    file = write(tmp_path, "m.csv", f"{HEADER}\nq1,A,residnet,yes,,,residents,0x4567AB,,,,,,,,\n"
+                                    "q2,B,resident,yes,,,residents,4.567893E+09,,123,,,,ja,,\n")
+    code, _, err = run("import", str(file), "--db", str(db))
+    assert code == 65
+    assert err.splitlines() == [
+        f"{file}:2: kind: 'residnet' is not resident, visitor or staff",
+        f"{file}:3: cards: card number '4.567893E+09' {SPREADSHEET}",
+        f"{file}:3: pin: a PIN is 4 to 8 digits",
+        f"{file}:3: under_14: 'ja' is not yes or no",
+        "nothing imported: 2 bad row(s); fix them or use --skip-bad"]
+
+
+def test_one_card_twice_in_a_file_names_both_lines(tmp_path: Path, db: Path) -> None:
+    file = write(tmp_path, "dup.csv", "id,name,groups,cards\nq1,A,residents,5\n"
+                                      "q2,B,residents,0005\n")
+    code, _, err = run("import", str(file), "--db", str(db))
+    assert code == 65
+    assert err.splitlines() == [f"{file}:3: cards: card ****5 is already given to q1 on line 2",
+                                "nothing imported: 1 bad row(s); fix them or use --skip-bad"]
+    assert persons(db) == []
+
+
+def test_a_card_stays_with_a_stored_person_whose_row_is_bad(tmp_path: Path, db: Path) -> None:
+    run("import", str(write(tmp_path, "r.csv", GOOD_CSV)), "--db", str(db))
+    file = write(tmp_path, "moved.csv", "id,name,kind,groups,cards\n"
+                                        "x9,New,resident,residents,0001112223\n"
+                                        "v1,Zhao Min,guest,residents,\n")
+    code, out, err = run("import", str(file), "--db", str(db), "--skip-bad")
+    assert (code, out) == (0, "imported 0 person(s), 0 group(s), 2 bad row(s) skipped\n")
+    assert err.splitlines() == [
+        f"{file}:2: cards: card ****2223 already belongs to v1 in the store (its row on line 3 "
+        "is not imported)",
+        f"{file}:3: kind: 'guest' is not resident, visitor or staff"]
+    with Store(db) as store:
+        assert store.card_owner("0001112223") == "v1"
+
+
+def test_a_yaml_file_with_bad_items_changes_nothing(tmp_path: Path, db: Path) -> None:
+    file = write(tmp_path, "bad.yaml", """\
+        groups:
+          - {id: night, doors: [front], schedule: "sometimes"}
+        revoked: ["0001", "1.5E3"]
+        persons:
+          - {id: y1, name: A, groups: [residents], cards: ["0077"], valid_until: "9999-12-31"}
+          - {id: y2, name: B, groups: [residents, nightt], cards: ["77"]}
+          - {id: y3, name: C, groups: [office]}
+        """)
+    code, out, err = run("import", str(file), "--db", str(db))
+    assert (code, out) == (65, "")
+    assert err.splitlines() == [
+        f"{file}:2: group night: schedule: clause 'sometimes' needs days and windows, e.g. "
+        "'mon-fri 07:00-22:00'",
+        f"{file}:3: revoked[1]: card number '1.5E3' {SPREADSHEET}",
+        f"{file}:5: valid_until: '9999-12-31' is past the last day there is (leave it empty for "
+        "no end)",
+        f"{file}:6: groups: unknown group 'nightt'; did you mean 'night'?",
+        f"{file}:6: cards: card ****77 is already given to y1 on line 5",
+        "nothing imported: 4 bad row(s); fix them or use --skip-bad"]
+    with Store(db) as store:
+        assert (store.persons(), store.revoked()) == ([], frozenset())
+        assert [g.id for g in store.groups()] == ["office", "residents"]
+
+
+def test_an_unknown_group_names_the_command_that_creates_it(tmp_path: Path, db: Path) -> None:
+    csv_file = write(tmp_path, "r.csv", "id,name,groups\np1,A,garage\n")
+    code, _, err = run("import", str(csv_file), "--db", str(db))
+    assert code == 65
+    assert err.splitlines()[0] == (
+        f"{csv_file}:2: groups: unknown group 'garage' (groups in the store: office, residents; "
+        f"create it first: menjin residents group add garage --door DOOR --db {db})")
+    yaml_file = write(tmp_path, "r.yaml", "persons:\n  - {id: p1, name: A, groups: [garage]}\n")
+    code, _, err = run("import", str(yaml_file), "--db", str(db))
+    assert err.splitlines()[0] == (
+        f"{yaml_file}:2: groups: unknown group 'garage' (groups in the store: office, residents; "
+        "define it under 'groups:' or create it first: menjin residents group add garage --door "
+        f"DOOR --db {db})")
+    assert run("group", "add", "garage", "--door", "front", "--db", str(db))[0] == 0
+    assert run("import", str(csv_file), "--db", str(db))[:2] == (
+        0, "imported 1 person(s), 0 group(s)\n")

@@ -31,8 +31,8 @@ def test_first_resident_as_the_help_shows(cfg: str) -> None:
     code, _, err = run("add", "p12", "--name", "Wang", "--card", "0004567890",
                        "--group", "residents", "-c", cfg)
     assert code == 65
-    assert err == ("unknown group 'residents' (groups in the store: none); create it first: "
-                   f"menjin residents group add residents -c {cfg}\n")
+    assert err == ("groups: unknown group 'residents' (groups in the store: none; create it "
+                   f"first: menjin residents group add residents -c {cfg})\n")
     code, out, _ = run("group", "add", "residents", "-c", cfg)
     assert (code, out) == (0, "added group residents: doors front, vehicle; always\n")
     code, out, err = run("add", "p12", "--name", "Wang", "--card", "0004567890",
@@ -44,8 +44,8 @@ def test_unknown_group_with_db_names_the_door_option(tmp_path: Path) -> None:
     db = tmp_path / "residents.db"
     code, _, err = run("add", "p1", "--name", "Wang", "--group", "residents", "--db", str(db))
     assert code == 65
-    assert err == ("unknown group 'residents' (groups in the store: none); create it first: "
-                   f"menjin residents group add residents --door DOOR --db {db}\n")
+    assert err == ("groups: unknown group 'residents' (groups in the store: none; create it "
+                   f"first: menjin residents group add residents --door DOOR --db {db})\n")
     code, _, err = run("group", "add", "residents", "--db", str(db))
     assert (code, err) == (65, "name the doors: --door DOOR (repeat), or give -c CONFIG for "
                                 "every door\n")
@@ -110,3 +110,27 @@ def test_edits_print_json_with_json(cfg: str) -> None:
                           "--json")[1]) == {"imported": 3, "groups": 0, "skipped": 0}
     assert json.loads(run("remove", "p1", "-c", cfg, "--json")[1]) == {
         "removed": "p1", "cards": 1}
+
+
+def test_add_with_a_bad_card_answers_in_one_line(cfg: str) -> None:
+    run("group", "add", "residents", "-c", cfg)
+    result = runner.invoke(app, ["residents", "add", "p12", "--name", "Wang", "--card",
+                                 "1.23457E+11", "--group", "residents", "-c", cfg])
+    assert isinstance(result.exception, SystemExit)  # an answer, not a traceback
+    assert (result.exit_code, result.stdout) == (65, "")
+    assert result.stderr == (
+        "cards: card number '1.23457E+11' looks like a spreadsheet turned it into a number "
+        "(scientific notation or a fraction): format the column as text and copy the card "
+        "number as printed\n")
+    code, _, err = run("add", "p12", "--name", "Wang", "--kind", "guest", "--card", "0b101",
+                       "--group", "residnets", "--valid-from", "2026-12-02", "--valid-until",
+                       "2026-12-01", "-c", cfg)
+    assert code == 65
+    assert err.splitlines() == [
+        "kind: 'guest' is not resident, visitor or staff",
+        "valid_until: must be later than valid_from",
+        "groups: unknown group 'residnets'; did you mean 'residents'?",
+        "cards: card number '0b101' is a binary literal, which no card prints: give the decimal "
+        "or hex number as printed (a hex tag id with 0x: 0x0b101 if that is what it is)"]
+    code, out, _ = run("list", "-c", cfg)
+    assert (code, out) == (0, "0 person(s), store version 0\n")

@@ -62,18 +62,6 @@ def test_no_daemon_is_one_clear_line_and_exit_69(args: list[str], tmp_path: Path
     assert "no menjin daemon at" in result.output
 
 
-@pytest.mark.parametrize(
-    "command",
-    [["run"], ["status"], ["events"], ["door", "test"], ["readers", "watch"], ["sim", "swipe"],
-     ["sim", "press"], ["sim", "door"], ["sim", "tamper"], ["sim", "face"], ["demo"],
-     ["door", "mode"], ["sim", "camera"]],
-)
-def test_every_command_has_help_with_an_example(command: list[str]) -> None:
-    result = CliRunner().invoke(app, [*command, "--help"])
-    assert result.exit_code == 0
-    assert "Example: menjin " in result.output
-
-
 def test_run_with_a_bad_config_exits_78(tmp_path: Path) -> None:
     bad = tmp_path / "gate.yaml"
     bad.write_text("version: 1\ngate: {id: BAD ID, site: x}\ndoors: {}\n")

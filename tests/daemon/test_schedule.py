@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -113,3 +113,55 @@ def test_single_daily_window_matches_its_definition(start: int, end: int, probe:
     s, e = start * 60, end * 60
     expected = s <= probe < e if s < e else (probe >= s or probe < e)
     assert schedule.is_open(local, frozenset()) is expected
+
+
+# The end of the window a time falls in (first-person unlock holds a door open until then).
+END_CASES = [
+    ("mon-fri 07:00-09:00", at("2026-11-30", "07:00:00"), at("2026-11-30", "09:00:00")),
+    ("mon-fri 07:00-09:00", at("2026-11-30", "08:59:59"), at("2026-11-30", "09:00:00")),
+    ("mon-fri 07:00-09:00", at("2026-11-30", "09:00:00"), None),  # ends are exclusive
+    ("mon-fri 07:00-09:00", at("2026-11-30", "06:59:59"), None),
+    ("mon-fri 07:00-09:00", at("2026-12-05", "08:00:00"), None),  # a Saturday
+    ("mon-fri 07:00-09:00", at("2026-10-01", "08:00:00"), None),  # a holiday: hol windows only
+    ("mon-fri 07:00-09:00; hol 10:00-11:00", at("2026-10-01", "10:30:00"),
+     at("2026-10-01", "11:00:00")),
+    ("daily 07:00-09:00,08:00-12:00", at("2026-12-02", "08:30:00"), at("2026-12-02", "12:00:00")),
+    ("daily 20:00-24:00", at("2026-12-02", "23:00:00"), at("2026-12-03", "00:00:00")),
+    ("mon 22:00-06:00", at("2026-11-30", "23:00:00"), at("2026-12-01", "06:00:00")),
+    ("mon 22:00-06:00", at("2026-12-01", "05:00:00"), at("2026-12-01", "06:00:00")),
+    ("always", at("2026-12-02", "08:00:00"), None),  # no end
+]
+
+
+@pytest.mark.parametrize(("text", "local", "expected"), END_CASES)
+def test_window_end_table(text: str, local: datetime, expected: datetime | None) -> None:
+    assert parse_schedule(text).window_end(local, HOLIDAYS) == expected
+
+
+def test_a_make_up_working_day_has_the_windows_of_a_monday() -> None:
+    makeup = date(2026, 12, 5)  # a Saturday declared a working day
+    end = parse_schedule("mon-fri 07:00-09:00").window_end(
+        at("2026-12-05", "08:00:00"), HOLIDAYS, frozenset({makeup}))
+    assert end == at("2026-12-05", "09:00:00")
+
+
+@given(
+    start=st.integers(0, 24 * 60 - 1),
+    end=st.integers(1, 24 * 60),
+    probe=st.integers(0, 24 * 60 * 60 - 1),
+)
+def test_a_window_end_exists_exactly_when_the_schedule_is_open(start: int, end: int,
+                                                                probe: int) -> None:
+    if start == end:
+        return
+    schedule = parse_schedule(
+        f"daily {start // 60:02d}:{start % 60:02d}-{end // 60:02d}:{end % 60:02d}")
+    local = datetime(2026, 12, 2, tzinfo=SHANGHAI).replace(
+        hour=probe // 3600, minute=probe // 60 % 60, second=probe % 60)
+    window_end = schedule.window_end(local, frozenset())
+    assert (window_end is not None) is schedule.is_open(local, frozenset())
+    if window_end is not None:
+        length = timedelta(minutes=(end - start) % (24 * 60) or 24 * 60)
+        assert local < window_end <= local + length
+        # the window is over then, unless the next day's window starts at once (00:00-24:00)
+        assert schedule.is_open(window_end, frozenset()) is (start == 0 and end == 24 * 60)

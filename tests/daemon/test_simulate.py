@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,7 @@ from daemon.simulate import SimInputError, SimulatedBoard, input_level, wiegand_
 from drivers.card import CardRead
 from drivers.em4100 import Em4100Reader
 from drivers.wiegand import WiegandReader, decode
+from tests.daemon.gate_rig import Gate, menjin
 
 
 @pytest.mark.parametrize(
@@ -134,3 +136,59 @@ async def test_osdp_has_no_simulated_peer() -> None:
             await board.swipe("front-osdp", section, "1")
     finally:
         board.close()
+
+
+LONG = "9" * 100_000  # more digits than int() converts
+
+
+@pytest.mark.parametrize(
+    ("section", "credential", "message"),
+    [
+        (ReaderSection(type="em4100", door="front", port="/dev/ttyUSB0"), LONG,
+         "a card number of 100000 digits: readers report at most 40"),
+        (ReaderSection(type="em4100", door="front", port="/dev/ttyUSB0"), str(1 << 40),
+         "card 1099511627776 does not fit an EM4100 tag (40 bits: at most 1099511627775)"),
+        (ReaderSection(type="ascii", door="front", port="/dev/ttyUSB0"), LONG,
+         "a card number of 100000 digits: readers report at most 40"),
+        (ReaderSection(type="ascii", door="front", port="/dev/ttyUSB0", strip_prefix="#" * 75),
+         "1234567", "card 1234567: the line '" + "#" * 75 + "1234567' is longer than the 80 "
+         "characters an ASCII reader takes"),
+        (ReaderSection(type="ascii", door="front", port="/dev/ttyUSB0", strip_prefix="卡"), "1",
+         "reader prefix or suffix of '卡1' is not ASCII: an ASCII reader sends no such line"),
+        (ReaderSection(type="wiegand", door="front", d0_pin=20, d1_pin=21), LONG,
+         "a card number of 100000 digits: readers report at most 40"),
+        (ReaderSection(type="wiegand", door="front", d0_pin=20, d1_pin=21), str(1 << 26),
+         "card 67108864 does not fit any of the formats h10301"),
+        (ReaderSection(type="osdp", door="front", port="/dev/ttyUSB0"), "1",
+         "reader r1 is osdp: simulate mode has no osdp peer (use em4100, ascii or wiegand)"),
+    ],
+)
+async def test_a_card_no_reader_could_send_is_refused_in_one_line(
+    section: ReaderSection, credential: str, message: str,
+) -> None:
+    board = SimulatedBoard()
+    try:
+        board.serial_port("r1")
+        with pytest.raises(SimInputError) as caught:
+            await board.swipe("r1", section, credential)
+        assert str(caught.value) == message
+    finally:
+        board.close()
+
+
+@pytest.mark.timeout(120)
+def test_menjin_sim_swipe_answers_a_bad_card_in_one_line(tmp_path: Path) -> None:
+    """Through the running daemon: an error line for the installer, no traceback in its log."""
+    gate = Gate(tmp_path, seed=False).start()
+    try:
+        for card, message in [
+            (LONG, "error: a card number of 100000 digits: readers report at most 40"),
+            ("1099511627776", "error: card 1099511627776 does not fit an EM4100 tag (40 bits: "
+                              "at most 1099511627775)"),
+        ]:
+            result = menjin("sim", "swipe", "front-card", card, "-c", str(gate.config))
+            assert (result.returncode, result.stderr) == (1, message + "\n")
+    finally:
+        gate.stop()
+    log = gate.log.read_text(errors="replace")
+    assert "Traceback" not in log and "internal error" not in log

@@ -100,6 +100,13 @@ def test_delta_on_the_right_base(store: Store) -> None:
          "bad_payload", "persons[1].kind: 'guest' is not resident, visitor or staff"),
         (snapshot(4, [resident("p1", "1"), resident("p2", "1")]), "bad_payload",
          "cards: a card of p2 already belongs to p1"),
+        (snapshot(4, [{**resident("p1", "1"), "valid_until": "9999-12-31"}]), "bad_payload",
+         "persons[0].valid_until: '9999-12-31' is past the last day there is (leave it empty "
+         "for no end)"),
+        (snapshot(4, [resident("p1", "1.23457E+11")]), "bad_payload",
+         "persons[0].cards: card number '1.23457E+11' looks like a spreadsheet turned it into a "
+         "number (scientific notation or a fraction): format the column as text and copy the "
+         "card number as printed"),
         (snapshot(4, [resident("p1", pin_hash="1234")]), "bad_payload",
          "persons[0].pin_hash: expected an scrypt hash (scrypt$N$r$p$salt$hash), never a PIN"),
         (snapshot(4, [], groups=[{"id": "g", "doors": ["front"], "schedule": "mon 9-10"}]),
@@ -147,6 +154,10 @@ def test_person_json_round_trip() -> None:
          "valid_from: not a date or time: 'tomorrow' (use 2026-12-01 or 2026-12-01T18:00:00)"),
         ({"valid_from": "2026-12-02", "valid_until": "2026-12-01"},
          "valid_until: must be later than valid_from"),
+        ({"valid_until": "9999-12-31"},
+         "valid_until: '9999-12-31' is past the last day there is (leave it empty for no end)"),
+        ({"valid_from": ""},
+         "valid_from: not a date or time: '' (use 2026-12-01 or 2026-12-01T18:00:00)"),
         ({"face_consent": {"date": "2026-11-02"}},
          "face_consent.source: Field required"),
         ({"face_consent": {"date": "2026-11-02", "source": ""}},
@@ -350,7 +361,7 @@ def test_two_residents_cannot_hold_the_same_card_in_two_forms(tmp_path: Path) ->
                                       resident("p2", "0012345678")]))
         with pytest.raises(PersonError, match="cards: a card is listed twice"):
             parse_person(resident("p3", "0x00BC614E", "12345678"), zone=SHANGHAI)
-        with pytest.raises(PersonError, match="cards: not a card number"):
+        with pytest.raises(PersonError, match="cards: '12-34' is not a card number"):
             parse_person(resident("p3", "12-34"), zone=SHANGHAI)
 
 

@@ -153,6 +153,11 @@ def record_many(journal: Journal, types: Iterable[str]) -> list[str]:
     return [journal.record(Event(t, door="front"))["id"] for t in types]
 
 
+CLOCK = {"trusted": False, "source": "", "floor_ms": 1_700_000_000_000}
+VISION = {"state": "fault", "pid": None, "restarts": 2, "faults": 1, "last_error": "exit -9",
+          "frames": 10, "processed": 8, "dropped": 2, "errors": 0}
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("require_certificate", [False, True], ids=["password", "cert-identity"])
 async def test_tls_client_cert_password_acl_status_events_captures_health(
@@ -171,8 +176,10 @@ async def test_tls_client_cert_password_acl_status_events_captures_health(
             journal, broker, port=broker.tls_port, ca_file=broker.pki.ca_cert, cert_file=cert,
             key_file=key, username=f"gate-{GATE}", password_file=password_file,
             portraits="upload", legal_basis=LEGAL_BASIS, health_seconds=0.2,
+            site="幸福里小区 北门",
             health_source=lambda: {"readers": {"r1": "ok"}, "camera": "ok", "tamper": False,
-                                   "doors": {"front": {"state": "locked", "mode": "lockdown"}}},
+                                   "doors": {"front": {"state": "locked", "mode": "lockdown"}},
+                                   "clock": CLOCK, "vision": VISION},
         )
         async with running(station.run()):
             await station.ready.wait()
@@ -205,6 +212,8 @@ async def test_tls_client_cert_password_acl_status_events_captures_health(
     jsonschema.validate(health, SCHEMAS["health"])
     assert health["readers"] == {"r1": "ok"} and health["camera"] == "ok"
     assert health["doors"] == {"front": {"state": "locked", "mode": "lockdown"}}
+    assert (health["clock"], health["vision"]) == (CLOCK, VISION)  # the station alarms on them
+    assert online["site"] == "幸福里小区 北门"
     portrait = station.on(f"captures/{capture['id']}")[0]
     assert portrait.payload == JPEG
     assert portrait.properties.ContentType == "image/jpeg"

@@ -111,11 +111,11 @@ async def test_an_enrolment_burst_is_asked_of_the_vision_process_and_its_frames_
 
 async def test_a_refused_burst_and_a_door_without_camera_say_why() -> None:
     vision = link([])
-    _child, _alive = await burst_rig(vision)
+    child, _alive = await burst_rig(vision)
     with pytest.raises(LookupError, match="door back has no camera with vision"):
         await vision.burst("back", 2, 1.0)
     asked = asyncio.create_task(vision.burst("front", 2, 1.0))
-    await asyncio.sleep(0)
+    await child.readline()  # the request went out: the refusal answers it
     await listen(vision, line({"type": "burst", "error": "frames: 1 to 12 expected"}))
     with pytest.raises(LookupError, match="the vision process refused the burst: frames: 1 to 12"):
         await asked
@@ -140,3 +140,18 @@ async def test_status_tells_a_door_refusing_faces_and_a_down_vision_is_no_absent
     status = vision.status()
     assert (status["state"], status["camera"], status["faces_refused"]) == (
         "fault", "fault", None)
+
+
+async def test_a_stop_is_not_lost_when_a_line_arrives_with_it() -> None:
+    # A heartbeat that arrives in the same loop turn as the cancellation of a stop or reload:
+    # Python 3.11's wait_for returned the line and dropped the cancellation, and the link kept
+    # listening (and the vision process running) forever.
+    events: list[Event] = []
+    reader = asyncio.StreamReader(limit=MAX_MESSAGE_BYTES)
+    listening = asyncio.create_task(link(events)._listen(reader, "front"))
+    await asyncio.sleep(0)  # waiting for a line
+    reader.feed_data(line({"type": "health", "frames": 1, "processed": 1, "dropped": 0,
+                           "errors": 0}))
+    listening.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await listening

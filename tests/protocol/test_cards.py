@@ -39,8 +39,8 @@ def test_every_form_gives_one_value(written: str | int, canonical: str) -> None:
     ("written", "message"),
     [
         ("", "empty or overlong card number"),
-        ("12-34", "not a card number: use decimal digits (0012345678), hex (0x00BC614E or "
-         "3A00B1C2D4), or facility,number (036,02193)"),
+        ("12-34", "'12-34' is not a card number: use decimal digits (0012345678), hex "
+         "(0x00BC614E or 3A00B1C2D4), or facility,number (036,02193)"),
         ("256,1", "facility,number 256,1 does not fit Wiegand-26 (facility at most 255, number "
          "at most 65535)"),
         ("1,65536", "facility,number 1,65536 does not fit Wiegand-26 (facility at most 255, "

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,18 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from daemon.commands import CommandProcessor
-from daemon.credentials import load_station_key
 from daemon.events import Event
 from daemon.journal import Journal
-from daemon.station_commands import resend
-from daemon.uplink import Uplink
 from station.commands import keygen
 from station.config import DatabaseConfig, MqttConfig, StationConfig
 from station.mqtt import receiver_client_id
 from station.receiver import Receiver
 from station.store import Store
 from tests.broker import Broker
+from tests.station.gateside import gate_uplink
 
 PREFIX = "menjin"
 GATE = "north"
@@ -43,26 +39,6 @@ def station_config(broker: Broker, tmp_path: Path) -> StationConfig:
         portraits_dir=tmp_path / "portraits",
         signing_key=tmp_path / "station_key.pem",
     )
-
-
-@asynccontextmanager
-async def gate_uplink(broker: Broker, tmp_path: Path, journal: Journal) -> AsyncIterator[Uplink]:
-    """The gate's uplink with the command processor the daemon builds (``resend`` included)."""
-    processor = CommandProcessor(
-        gate=GATE, station_key=load_station_key(tmp_path / "station_key.pub.pem"),
-        remember_nonce=journal.remember_nonce, emit=journal.record,
-        handlers={"resend": functools.partial(resend, journal)},
-    )
-    uplink = Uplink(journal, gate=GATE, host=broker.host, port=broker.port, prefix=PREFIX,
-                    commands=processor, initial_backoff_seconds=0.1, max_backoff_seconds=0.5,
-                    health_seconds=1.0)
-    task = asyncio.create_task(uplink.run())
-    try:
-        yield uplink
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 @asynccontextmanager
@@ -104,7 +80,7 @@ async def test_a_receiver_stopped_for_10_s_while_the_gate_sends_loses_nothing(
     config = station_config(broker, tmp_path)
     store = Store(config.database.url, portraits_dir=config.portraits_dir)
     journal = Journal(tmp_path / "gate" / "journal.db", gate=GATE)
-    async with gate_uplink(broker, tmp_path, journal):
+    async with gate_uplink(broker, journal, tmp_path / "station_key.pub.pem", gate=GATE):
         first = Receiver(config, store, gap_check_seconds=0.5, settle_ms=500)
         async with receiving(first):
             for n in range(10):
@@ -134,7 +110,7 @@ async def test_a_broker_restarted_without_persistence_loses_nothing_thanks_to_re
     journal = Journal(tmp_path / "gate" / "journal.db", gate=GATE)
     receiver = Receiver(config, store, gap_check_seconds=0.3, settle_ms=300,
                         resend_retry_seconds=2)
-    async with gate_uplink(broker, tmp_path, journal):
+    async with gate_uplink(broker, journal, tmp_path / "station_key.pub.pem", gate=GATE):
         async with receiving(receiver):
             for n in range(10):
                 journal.record(routine(n))
@@ -177,7 +153,8 @@ async def test_a_gap_the_gate_no_longer_holds_is_recorded_as_lost_not_waited_for
     assert journal.purge(now=later) == {"portraits": 0, "delivered_events": 5,
                                         "undelivered_events": 0}
     receiver = Receiver(config, store, gap_check_seconds=0.3, settle_ms=300)
-    async with gate_uplink(broker, tmp_path, journal), receiving(receiver):
+    async with (gate_uplink(broker, journal, tmp_path / "station_key.pub.pem", gate=GATE),
+                receiving(receiver)):
         await wait_until(lambda: set(store.event_ids(GATE)) >= journal.all_ids())
         await wait_until(lambda: store.lost_ranges(GATE) == [(5, 9)])
         await wait_until(lambda: not receiver.open_gaps)
@@ -197,7 +174,7 @@ async def test_events_lost_at_the_tail_are_found_from_the_gates_health_and_fetch
     journal = Journal(tmp_path / "gate" / "journal.db", gate=GATE)
     receiver = Receiver(config, store, gap_check_seconds=0.3, settle_ms=300,
                         resend_retry_seconds=2)
-    async with gate_uplink(broker, tmp_path, journal):
+    async with gate_uplink(broker, journal, tmp_path / "station_key.pub.pem", gate=GATE):
         async with receiving(receiver):
             for n in range(10):
                 journal.record(routine(n))

@@ -199,9 +199,10 @@ async def test_person_forgotten_erases_the_station_copy(broker: Broker, tmp_path
                       data={"erase": "p-0101", "pseudonym": "anon-3f2a"})
     async with running([Receiver(config, store, gap_check_seconds=0.2, settle_ms=0)]):
         await publish_all(broker, [(f"{PREFIX}/g1/events", json.dumps(forgotten).encode())])
+        # the portrait file goes after the rows' transaction commits (a rolled-back erasure
+        # must not leave rows naming a deleted file): wait for both
         await wait_until(lambda: store.count_events() == 2
-                         and not store.recent_events(person="p-0101"))
-    assert not portrait.exists()
+                         and not store.recent_events(person="p-0101") and not portrait.exists())
     assert {e["person"] for e in store.recent_events()} == {"anon-3f2a"}
     assert {e["credential_ref"] for e in store.recent_events()
             if e["type"] != "person.forgotten"} == {None}

@@ -56,8 +56,9 @@ def test_csv_rows_become_the_gates_person_objects(tmp_path: Path) -> None:
         ("id,name,pin_hash\np1,A,x\n",
          "1: unknown column 'pin_hash'; write plain PINs in 'pin'; they are hashed on the way in"),
         ("id,name\np1,A\n,B\n", "3: id: Field required"),
-        ("id,name\np1,A\np1,B\n", "3: id 'p1' is already used on line 2"),
-        ("id,name\np1,A,extra\n", "2: more values than columns"),
+        ("id,name\np1,A\np1,B\n", "3: id: 'p1' is already used on line 2"),
+        ("id,name\np1,A,extra\n", '2: too many values: 3 for 2 columns (quote a value that '
+         'holds a comma: "Wang, Fang")'),
         ("id,name,pin\np1,A,12\n", "2: pin: a PIN is 4 to 8 digits"),
         ("id,name,enabled\np1,A,maybe\n", "2: enabled: 'maybe' is not yes or no"),
     ],
@@ -83,10 +84,13 @@ def test_cards_are_canonical_and_never_shared(tmp_path: Path) -> None:
     shared = write(tmp_path, "shared.csv", "id,name,cards\np1,A,0012345678\np2,B,12345678\n")
     with pytest.raises(ResidentsError) as caught:
         load_residents(shared)
-    assert str(caught.value) == f"{shared}: person 'p2': card ****5678 already belongs to 'p1'"
+    assert str(caught.value) == f"{shared}:3: cards: card ****5678 is already given to p1 on line 2"
     bad = write(tmp_path, "bad.yaml", "revoked: ['12-34']\n")
-    with pytest.raises(ResidentsError, match="revoked '12-34': not a card number"):
+    with pytest.raises(ResidentsError) as caught:
         load_residents(bad)
+    assert str(caught.value) == (
+        f"{bad}:1: revoked[0]: '12-34' is not a card number: use decimal digits (0012345678), "
+        "hex (0x00BC614E or 3A00B1C2D4), or facility,number (036,02193)")
 
 
 def test_a_revocation_rewritten_with_leading_zeros_is_no_change(tmp_path: Path) -> None:
@@ -187,3 +191,38 @@ def test_pins_are_hashed_before_sending_and_an_unchanged_pin_keeps_its_hash(
     new = hash_pins(load_residents(changed, groups), first)
     assert [p["id"] for p in sync_args(new, (7, first))["upsert"]] == ["p1"]
     assert verify_pin("4321", new.persons["p1"]["pin_hash"])
+
+
+def test_station_sync_reports_a_bad_card_on_its_line(tmp_path: Path) -> None:
+    """The station reads the gate's dialect with the gate's checks: FILE:LINE: field: message,
+    and nothing is sent (the file is refused before the station config is even read)."""
+    from typer.testing import CliRunner
+
+    from menjin.cli import app
+
+    groups = write(tmp_path, "groups.yaml", GROUPS_YAML)
+    path = write(tmp_path, "s.csv", "id,name,groups,cards\np1,X,residents,12345678.0\n"
+                                    "p2,Y,residents,5\np3,Z,residnets,0005\n")
+    result = CliRunner().invoke(app, ["station", "sync", "g1", str(path), "--groups",
+                                      str(groups), "-c", str(tmp_path / "station.yaml")])
+    assert isinstance(result.exception, SystemExit)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"{path}:2: cards: card number '12345678.0' looks like a spreadsheet turned it into a "
+        "number (scientific notation or a fraction): format the column as text and copy the "
+        "card number as printed",
+        f"{path}:4: groups: unknown group 'residnets'; did you mean 'residents'?",
+        f"{path}:4: cards: card ****5 is already given to p2 on line 3",
+    ]
+
+
+def test_a_csv_without_groups_says_where_groups_go(tmp_path: Path) -> None:
+    path = write(tmp_path, "r.csv", "id,name,groups\np1,A,residents\n")
+    with pytest.raises(ResidentsError) as caught:
+        load_residents(path)
+    assert str(caught.value) == (f"{path}:2: groups: unknown group 'residents' (a CSV cannot "
+                                 "define groups: give them with --groups FILE)")
+    with pytest.raises(ResidentsError) as caught:
+        load_residents(path, write(tmp_path, "g.yaml", "groups: []\n"))
+    assert str(caught.value) == (f"{path}:2: groups: unknown group 'residents' (define it under "
+                                 f"'groups:' in {tmp_path / 'g.yaml'})")

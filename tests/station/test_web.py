@@ -34,6 +34,7 @@ from tests.station.webpage import (
     csrf_of,
     event,
     serving,
+    settle,
     sign_in,
     station_config,
 )
@@ -95,6 +96,67 @@ async def test_every_page_needs_sign_in_and_a_session_cookie(store: Store, tmp_p
         async with http.get(url + "/passages", allow_redirects=False) as response:
             assert response.status == 303  # the session ended in the database too
     assert len(Accounts(store).list()) == 3
+
+
+async def attempt(http: aiohttp.ClientSession, url: str, user: str, password: str, *,
+                  forwarded: str | None = None) -> int:
+    """One sign-in form sent (its CSRF cookie fetched first when missing); the status."""
+    if "menjin_csrf" not in {c.key for c in http.cookie_jar}:
+        async with http.get(url + "/login") as response:
+            assert response.status == 200
+    headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+    async with http.post(url + "/login", data={
+            "user": user, "password": password, "csrf": csrf_of(http, url)},
+            headers=headers, allow_redirects=False) as response:
+        return response.status
+
+
+@pytest.mark.timeout(120)
+async def test_failed_sign_ins_refuse_only_the_client_that_failed(store: Store, tmp_path: Path
+                                                                  ) -> None:
+    """Wrong passwords for the duty officer's name from one terminal do not lock the duty
+    officer out of another; a terminal trying many names is refused whatever the name."""
+    config = station_config(tmp_path)
+    async with serving(store, config) as url:
+        async with client("127.0.0.2") as attacker, client("127.0.0.3") as officer:
+            guesses = [await attempt(attacker, url, "duty", "wrong password") for _ in range(5)]
+            guesses.append(await attempt(attacker, url, "duty", PASSWORD))
+            await sign_in(officer, url, "duty")
+            async with officer.get(url + "/gates") as response:
+                assert 'id="who">duty' in await response.text()
+        async with client("127.0.0.4") as sprayer:
+            spray = [await attempt(sprayer, url, f"name{n}", "wrong password")
+                     for n in range(20)]
+            spray.append(await attempt(sprayer, url, "chief", PASSWORD))
+        async with client("127.0.0.5") as chief:
+            await sign_in(chief, url, "chief")
+    assert guesses == [401] * 5 + [429]  # the right password too, from the guessing client
+    assert spray == [401] * 20 + [429]
+
+
+@pytest.mark.timeout(60)
+async def test_parallel_guesses_do_not_overtake_the_limit(store: Store, tmp_path: Path) -> None:
+    async with serving(store, station_config(tmp_path)) as url, client() as http:
+        await attempt(http, url, "chief", "wrong password")
+        statuses = await asyncio.gather(*(attempt(http, url, "chief", "wrong password")
+                                          for _ in range(12)))
+    assert sorted(statuses) == [401] * 4 + [429] * 8
+
+
+@pytest.mark.timeout(120)
+async def test_forwarded_for_names_the_client_only_behind_a_trusted_proxy(
+        store: Store, tmp_path: Path) -> None:
+    async with serving(store, station_config(tmp_path)) as url, client() as http:
+        # the header is the client's own say: changing it does not make a new client
+        direct = [await attempt(http, url, "duty", "wrong password", forwarded=f"203.0.113.{n}")
+                  for n in range(6)]
+    proxied = station_config(tmp_path, web_keys=", trusted_proxies: [127.0.0.1]")
+    async with serving(store, proxied) as url, client() as http:
+        behind = [await attempt(http, url, "duty", "wrong password", forwarded="203.0.113.9")
+                  for _ in range(6)]
+        other = await attempt(http, url, "duty", PASSWORD, forwarded="203.0.113.10")
+    assert direct == [401] * 5 + [429]
+    assert behind == [401] * 5 + [429] and other == 303
 
 
 @pytest.mark.timeout(60)
@@ -292,9 +354,8 @@ async def test_unknown_gates_and_doors_are_refused_at_once(store: Store, tmp_pat
                     "csrf": csrf_of(http, url)}) as response:
                 answers.append(await response.text())
             assert time.monotonic() - started < 5  # not the 30 s command timeout
-    assert ("未发送：unknown gate &#39;nowhere&#39;: the station has never heard from it"
-            in answers[0])
-    assert "未发送：gate g1 has no door &#39;back&#39; (known doors: front)" in answers[1]
+    assert "未发送：未知闸机 &#39;nowhere&#39;：本站从未收到过它的消息" in answers[0]
+    assert "未发送：闸机 g1 没有门 &#39;back&#39;（已知的门：front）" in answers[1]
 
 
 @pytest.mark.timeout(90)
@@ -342,10 +403,66 @@ async def test_an_operator_opens_a_door_from_the_page(broker: Broker, tmp_path: 
     assert ("duty", "command.mode", "g1/front") in done
 
 
+@pytest.mark.timeout(90)
+async def test_gaps_are_listed_and_only_operators_may_ask_for_them(store: Store, tmp_path: Path
+                                                                   ) -> None:
+    store.add_events([event("g1", 8), event("g1", 13), event("g1", 30_000)])
+    store.record_lost("g1", [(9, 12)])  # the gate said it no longer holds them
+    settle(store)
+    config = station_config(tmp_path, broker_port=free_port())  # nothing listens there
+    keygen(tmp_path / "station_key.pem")
+    async with serving(store, config) as url:
+        async with client() as viewer:
+            await sign_in(viewer, url, "viewer1")
+            async with viewer.get(url + "/gates") as response:
+                seen_by_viewer = await response.text()
+            async with viewer.post(url + "/commands/resend", data={
+                    "gate": "g1", "from": "5", "to": "7", "csrf": csrf_of(viewer, url)}
+                    ) as response:
+                assert response.status == 403
+        async with client() as http:
+            await sign_in(http, url, "duty")
+            async with http.get(url + "/gates") as response:
+                seen_by_operator = await response.text()
+            async with http.post(url + "/commands/resend", data={
+                    "gate": "g1", "from": "5", "to": "7"}) as response:
+                assert response.status == 403  # no CSRF token
+            answers = []
+            for gate, low, high in (("nowhere", "5", "7"), ("g1", "abc", "7"),
+                                    ("g1", "7", "5"), ("g1", "1", "20000"),
+                                    ("g1", "14", "29999")):
+                started = time.monotonic()
+                async with http.post(url + "/commands/resend", data={
+                        "gate": gate, "from": low, "to": high, "csrf": csrf_of(http, url)}
+                        ) as response:
+                    answers.append(await response.text())
+                assert time.monotonic() - started < 5  # not the 30 s command timeout
+    assert '<tr class="gap" data-from="5" data-to="7"><td>5</td><td>7</td><td>3</td>' \
+        in seen_by_viewer
+    assert '<tr class="gap" data-from="14" data-to="29999">' in seen_by_viewer
+    assert '<p class="lost">闸机已不再保存（已丢失）： 9–12</p>' in seen_by_viewer
+    assert "/commands/resend" not in seen_by_viewer
+    # two gaps of g1 and a range form per gate (g1, g2)
+    assert seen_by_operator.count('action="/commands/resend"') == 4
+    assert '<button class="resend">向闸机重新索取</button>' in seen_by_operator
+    assert "未发送：未知闸机 &#39;nowhere&#39;：本站从未收到过它的消息" in answers[0]
+    assert "未发送：from：需要 1 到 2^53 之间的序号，而不是 &#39;abc&#39;" in answers[1]
+    assert "未发送：序号 7-5：结束序号小于起始序号" in answers[2]
+    assert ("未发送：序号 1-20000 共 20000 条，且不在本站缺失的区间内：每次最多请求 10000 条"
+            in answers[3])
+    # a whole open gap may be asked for at once: this one got as far as the (absent) broker
+    assert f"未发送：消息服务器 127.0.0.1:{config.mqtt.port}：" in answers[4]
+    actions = store.t["operator_actions"]
+    with store.engine.connect() as conn:
+        sent = [(r.operator, r.target, r.detail) for r in conn.execute(
+            actions.select().where(actions.c.action == "command.resend"))]
+    assert sent == [("duty", "g1", '{"from": 14, "to": 29999}')]
+
+
 async def answering_gate(broker: Broker, ready: asyncio.Event,
                          received: list[dict[str, Any]]) -> None:
-    """Gate g1's command side: open and lockdown accepted, hold_open failing with a Python
-    error."""
+    """Gate g1's command side: open, lockdown and resend accepted, hold_open failing with a
+    Python error."""
     async with aiomqtt.Client(broker.host, broker.port,
                               protocol=aiomqtt.ProtocolVersion.V5) as mqtt:
         await mqtt.subscribe("menjin/g1/cmd/+", qos=1)
@@ -358,6 +475,10 @@ async def answering_gate(broker: Broker, ready: asyncio.Event,
                 "ok": False, "reason": "failed", "detail": "ValueError: unknown mode 'x'"}
             if envelope["name"] == "open":
                 answer = {"ok": True, "result": {"door": args["door"], "opened": True}}
+            elif envelope["name"] == "resend":  # seq 5 was pruned
+                answer = {"ok": True, "result": {"from": args["from"], "to": args["to"],
+                                                 "resent": args["to"] - args["from"],
+                                                 "missing": [[5, 5]], "next": None}}
             elif args.get("mode") == "lockdown":
                 answer = {"ok": True, "result": {"door": args["door"], "mode": "lockdown",
                                                  "previous": "normal"}}
@@ -388,6 +509,37 @@ async def test_cli_results_in_words_and_raw_with_json(broker: Broker, tmp_path: 
     assert json.loads(raw.stdout)["result"] == {"door": "front", "opened": True}
     assert failed.returncode == 1
     assert failed.stdout == "Refused: the gate could not carry it out (unknown mode 'x')\n"
+
+
+@pytest.mark.timeout(120)
+async def test_cli_resend_in_words_and_raw_with_json(broker: Broker, tmp_path: Path) -> None:
+    keygen(tmp_path / "station_key.pem")
+    config = tmp_path / "station.yaml"
+    config.write_text(f"version: 1\nmqtt: {{port: {broker.port}}}\n")
+    store = Store(f"sqlite:///{tmp_path / 'station.db'}", portraits_dir=tmp_path / "p")
+    store.add_events([event("g1", 1), event("g1", 9)])
+    received: list[dict[str, Any]] = []
+    ready = asyncio.Event()
+    async with asyncio.TaskGroup() as tasks:
+        responder = tasks.create_task(answering_gate(broker, ready, received))
+        await ready.wait()
+        c = ("-c", str(config))
+        words = await asyncio.to_thread(_menjin, "resend", "g1", "2", "8", *c, cwd=tmp_path)
+        raw = await asyncio.to_thread(_menjin, "resend", "g1", "2", "8", "--json", *c,
+                                      cwd=tmp_path)
+        responder.cancel()
+    unknown = await asyncio.to_thread(_menjin, "resend", "nowhere", "2", "8", *c, cwd=tmp_path)
+    too_many = await asyncio.to_thread(_menjin, "resend", "g1", "10", "10010", *c, cwd=tmp_path)
+    assert (words.returncode, words.stdout) == (0, (
+        "The gate is sending seq 2–8 again (6 queued). No longer held by the gate: seq 5.\n"))
+    assert json.loads(raw.stdout)["result"] == {"from": 2, "to": 8, "resent": 6,
+                                                "missing": [[5, 5]], "next": None}
+    assert [(e["name"], e["args"]) for e in received] == [("resend", {"from": 2, "to": 8})] * 2
+    assert unknown.returncode == 1
+    assert "unknown gate 'nowhere': the station has never heard from it" in unknown.stderr
+    assert too_many.returncode == 1
+    assert ("seq 10-10010 is 10001 events and not a gap the station misses: ask for at most "
+            "10000 at once") in too_many.stderr
 
 
 def _menjin(*args: str, stdin: str = "", cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -443,7 +595,10 @@ def test_run_refuses_a_public_page_without_sign_in(tmp_path: Path) -> None:
     config.write_text("version: 1\nweb: {bind: 0.0.0.0, login: false}\n")
     result = _menjin("run", "-c", str(config), cwd=tmp_path)
     assert result.returncode == 78
-    assert "web.bind is 0.0.0.0, not loopback: web.login: false is only allowed" in result.stderr
+    assert result.stderr.startswith(
+        f"{config}:2:29: web.login: sign-in can be off (login: false) only when web.bind is "
+        "loopback (127.0.0.1), not 0.0.0.0")
+    assert not (tmp_path / "station.db").exists()  # refused before the database is opened
 
 
 @pytest.mark.timeout(90)

@@ -1,7 +1,8 @@
 """The page in real headless Chromium: sign-in, language switch, 1,000 passages page by page, a
 Chinese name search, a live forced door and its acknowledgement, a gate going offline, a recorded
-portrait view.  Each test saves a screenshot in its temporary folder and checks that Chinese is
-drawn with real glyphs (not the boxes of a missing font)."""
+portrait view, a gap asked for again from a real gate.  Each test saves a screenshot in its
+temporary folder and checks that Chinese is drawn with real glyphs (not the boxes of a missing
+font)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,15 @@ import aiomqtt
 import cv2
 import pytest
 
+from daemon.events import Event
+from daemon.journal import Journal
+from protocol.envelope import public_key_from_pem, signature_valid
+from station.commands import keygen
 from station.config import StationConfig
 from station.receiver import Receiver
 from station.store import Store
 from tests.broker import Broker
+from tests.station.gateside import gate_uplink
 from tests.station.webpage import (
     BASE_MS,
     PASSWORD,
@@ -215,9 +221,10 @@ async def test_search_by_a_chinese_name(store: Store, tmp_path: Path) -> None:
 
 
 @asynccontextmanager
-async def live_station(store: Store, config: StationConfig) -> AsyncIterator[str]:
+async def live_station(store: Store, config: StationConfig, **receiver_options: Any
+                       ) -> AsyncIterator[str]:
     """The page plus a real receiver on the test's mosquitto, as `menjin station run` has."""
-    receiver = Receiver(config, store)
+    receiver = Receiver(config, store, **receiver_options)
     async with serving(store, config) as url, asyncio.TaskGroup() as tasks:
         task = tasks.create_task(receiver.run())
         await asyncio.wait_for(receiver.subscribed.wait(), WAIT_S)
@@ -366,3 +373,83 @@ async def test_a_portrait_view_is_recorded(store: Store, tmp_path: Path) -> None
         views = [(r.operator, r.target) for r in conn.execute(
             actions.select().where(actions.c.action == "portrait.view"))]
     assert views == [("duty", face.id)]
+
+
+async def collect(broker: Broker, topic: str, into: list[dict[str, Any]],
+                  listening: asyncio.Event) -> None:
+    """Every message on ``topic``, as the gate receives it."""
+    async with aiomqtt.Client(broker.host, broker.port,
+                              protocol=aiomqtt.ProtocolVersion.V5) as mqtt:
+        await mqtt.subscribe(topic, qos=1)
+        listening.set()
+        async for message in mqtt.messages:
+            into.append(json.loads(message.payload))  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(240)
+async def test_an_operator_asks_a_gate_for_a_gap_again(
+    store: Store, broker: Broker, tmp_path: Path
+) -> None:
+    """The gap is listed with its button; the click sends a ``resend`` signed like the CLI's to a
+    real gate (journal, uplink, the daemon's command processor), whose answer is shown in words;
+    the events it publishes again close the gap."""
+    public = keygen(tmp_path / "station_key.pem")
+    config = station_config(tmp_path, broker_port=broker.port)
+    journal = Journal(tmp_path / "gate" / "journal.db", gate="north")
+    for n in range(10):
+        journal.record(Event("door.opened", door="front", data={"n": n}))
+    journal.flush()
+    # seq 4-6 were lost on the way: the gate holds them as delivered, the station never got them
+    journal.mark_delivered([p.id for p in journal.pending(100) if 4 <= p.seq <= 6])
+    envelopes: list[dict[str, Any]] = []
+
+    def browse(url: str) -> dict[str, Any]:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        def reloaded_until(css: str) -> Callable[[Any], list[Any]]:
+            return lambda d: d.refresh() or d.find_elements(By.CSS_SELECTOR, css)
+
+        seen: dict[str, Any] = {}
+        with chromium(tmp_path / "profile") as driver:
+            sign_in(driver, url, "duty", "/gates")
+            # a gap counts once the events after it have settled (2 s)
+            gap = WebDriverWait(driver, WAIT_S).until(reloaded_until("tr.gap"))[0]
+            seen["gap"] = gap.text
+            screenshot(driver, tmp_path / "gap.png")
+            gap.find_element(By.CSS_SELECTOR, "button.resend").click()
+            result = wait_for(driver, "#command-result")
+            seen["result"] = (result.text, result.get_attribute("class"))
+            screenshot(driver, tmp_path / "resend-result.png")
+            driver.get(url + "/gates")
+            WebDriverWait(driver, WAIT_S).until(reloaded_until("p.no-gaps"))
+            seen["gaps_after"] = len(driver.find_elements(By.CSS_SELECTOR, "tr.gap"))
+        return seen
+
+    listening = asyncio.Event()
+    # no automatic gap repair during the test: the operator asks
+    async with (live_station(store, config, gap_check_seconds=3600) as url,
+                gate_uplink(broker, journal, public, gate="north"),
+                asyncio.TaskGroup() as tasks):
+        watcher = tasks.create_task(collect(broker, "menjin/north/cmd/resend", envelopes,
+                                            listening))
+        await asyncio.wait_for(listening.wait(), WAIT_S)
+        async with asyncio.timeout(WAIT_S):
+            while len(store.event_ids("north")) < 7:  # noqa: ASYNC110 (a database, no event)
+                await asyncio.sleep(0.1)
+        seen = await asyncio.to_thread(browse, url)
+        watcher.cancel()
+    journal.close()
+    assert seen["gap"].split()[:3] == ["4", "6", "3"]
+    assert seen["result"] == ("闸机正在重新发送序号 4–6 的记录（已排队 3 条）。", "ok")
+    assert seen["gaps_after"] == 0 and store.gaps("north") == []
+    [envelope] = envelopes
+    assert (envelope["name"], envelope["gate"], envelope["args"]) == (
+        "resend", "north", {"from": 4, "to": 6})
+    assert signature_valid(envelope, public_key_from_pem(public.read_bytes()))
+    assert store.command_result(envelope["id"])["ok"] is True  # type: ignore[index]
+    actions = store.t["operator_actions"]
+    with store.engine.connect() as conn:
+        asked = [(r.operator, r.target, r.detail) for r in conn.execute(
+            actions.select().where(actions.c.action == "command.resend"))]
+    assert asked == [("duty", "north", '{"from": 4, "to": 6}')]

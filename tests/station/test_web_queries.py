@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 from babel.messages.extract import extract_from_dir
+from jinja2 import Environment, PackageLoader
 
+from daemon.access import Reason
+from protocol.events import ALARM_TYPES, EVENT_TYPES
 from station.accounts import Accounts, User
 from station.alarms import Alarms, is_alarm_event
 from station.gatehealth import gate_health
@@ -153,7 +156,8 @@ def test_gate_health_reads_what_the_gate_reports(store: Store) -> None:
                                "site": "幸福里小区", "name": "北门", "portraits": "upload"})
     store.set_health("north", {
         "gate": "north", "queue_depth": 12, "oldest_undelivered_age_s": 90.4,
-        "readers": {"front": "ok", "back": "fault"}, "camera": "ok", "vision": "fault",
+        "readers": {"front": "ok", "back": "fault"}, "camera": "ok",
+        "vision": {"state": "fault", "restarts": 3, "last_error": "exit -9"},
         "cpu_temp_c": 51.5, "disk_free_bytes": 8 * 2**30, "clock": {"trusted": True},
         "doors": {"front": {"state": "closed", "mode": "lockdown", "mode_source": "station"},
                   "back": "garbage"}})
@@ -188,6 +192,21 @@ def test_gate_health_reads_what_the_gate_reports(store: Store) -> None:
     ({"name": "open", "ok": True, "result": {"door": "front", "opened": False,
                                              "refusal": "lockdown"}},
      "Door front was not opened: lockdown", "门 front 未打开：lockdown"),
+    ({"name": "resend", "ok": True, "result": {"from": 4, "to": 6, "resent": 3, "missing": [],
+                                               "next": None}},
+     "The gate is sending seq 4–6 again (3 queued).",
+     "闸机正在重新发送序号 4–6 的记录（已排队 3 条）。"),
+    ({"name": "resend", "ok": True, "result": {
+        "from": 1, "to": 30000, "resent": 10000, "missing": [[1, 9], [12, 12]],
+        "next": 10021}},
+     "The gate is sending seq 1–30000 again (10000 queued). No longer held by the gate: seq "
+     "1–9, 12. The station asks for the rest, from seq 10021, by itself.",
+     "闸机正在重新发送序号 1–30000 的记录（已排队 10000 条）。闸机已不再保存序号 1–9, 12 的记录。"
+     "其余记录（自序号 10021 起）由管理站自动继续索取。"),
+    ({"name": "resend", "ok": False, "reason": "failed",
+      "detail": "ValueError: to: must not be below from"},
+     "Refused: the gate could not carry it out (to: must not be below from)",
+     "被拒绝：闸机执行失败 (to: must not be below from)"),
 ])
 def test_command_results_in_words(result: dict[str, object], en: str, zh: str) -> None:
     assert describe(result, translations("en").gettext) == en
@@ -195,15 +214,32 @@ def test_command_results_in_words(result: dict[str, object], en: str, zh: str) -
 
 
 def test_every_page_text_has_a_chinese_translation() -> None:
-    """What `make i18n` would extract is all in the committed Chinese catalog."""
+    """What `make i18n` would extract is all in the committed Chinese catalog (the refusals of
+    commands the page sends too: CommandError's literal messages)."""
     catalog = translations("zh_CN")
     method_map = [("station/templates/*.html", "jinja2.ext:babel_extract"),
                   ("station/**.py", "python")]
     options = {"station/templates/*.html": {"extensions": "jinja2.ext.i18n"}}
     messages = [message for _file, _line, message, _comments, _context in extract_from_dir(
-        str(REPO), method_map, options, keywords={"_": None, "gettext": None})]
+        str(REPO), method_map, options,
+        keywords={"_": None, "gettext": None, "CommandError": None})]
     assert len(messages) > 100  # the templates were read
     assert [m for m in messages if catalog.gettext(m) == m] == []
+
+
+def test_every_event_type_and_access_reason_is_shown_in_words() -> None:
+    """The duty officer reads 门已上锁 and 未知凭证, not door.locked and unknown_credential:
+    every type of the contract and every reason of an access decision has its label."""
+    env = Environment(loader=PackageLoader("station", "templates"), extensions=["jinja2.ext.i18n"])
+    env.install_gettext_translations(translations("zh_CN"), newstyle=True)  # type: ignore[attr-defined]
+    env.filters.update(card=mask_card, time=str)  # the macros' filters (not called here)
+    fragments = env.get_template("fragments.html").module
+    types = sorted(EVENT_TYPES | ALARM_TYPES)
+    assert [t for t in types if str(fragments.type_label(t)) == t] == []  # type: ignore[attr-defined]
+    reasons = [r.value for r in Reason]
+    assert [r for r in reasons if str(fragments.reason_label(r)) == r] == []  # type: ignore[attr-defined]
+    assert str(fragments.reason_label("unknown_credential")) == "未知凭证"  # type: ignore[attr-defined]
+    assert str(fragments.type_label("door.locked")) == "门已上锁"  # type: ignore[attr-defined]
 
 
 async def test_the_live_feed_pushes_new_passages_and_alarms_once(store: Store) -> None:

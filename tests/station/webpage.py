@@ -12,6 +12,7 @@ import aiohttp
 import cv2
 import numpy as np
 from aiohttp import web
+from sqlalchemy import update
 from yarl import URL
 
 from station.accounts import Accounts
@@ -28,12 +29,14 @@ USERS = {"viewer1": "viewer", "duty": "operator", "chief": "admin"}
 
 
 def station_config(tmp_path: Path, *, page_size: int = 200, extra: str = "",
-                   broker_port: int = 1) -> StationConfig:
+                   broker_port: int = 1, web_keys: str = "") -> StationConfig:
+    """``extra``: more top-level YAML; ``web_keys``: more keys of ``web`` (", key: value")."""
     path = tmp_path / "station.yaml"
     path.write_text(  # absolute paths: relative ones resolve against the working directory
         f"version: 1\nmqtt: {{port: {broker_port}}}\nsigning_key: {tmp_path / 'station_key.pem'}\n"
         f"database: {{url: 'sqlite:///{tmp_path / 'station.db'}'}}\n"
-        f"web: {{port: {free_port()}, page_size: {page_size}, timezone: Asia/Shanghai}}\n{extra}")
+        f"web: {{port: {free_port()}, page_size: {page_size}, timezone: Asia/Shanghai{web_keys}}}\n"
+        f"{extra}")
     return load_station_config(path)
 
 
@@ -73,9 +76,19 @@ async def serving(store: Store, config: StationConfig) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-def client() -> aiohttp.ClientSession:
+def client(source: str | None = None) -> aiohttp.ClientSession:
+    """A browser-like HTTP client; ``source``: the loopback address it connects from (127.0.0.2,
+    ...), so the page sees distinct clients."""
+    connector = aiohttp.TCPConnector(local_addr=(source, 0)) if source else None
     # unsafe=True: keep cookies of an IP-address host such as 127.0.0.1
-    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True), connector=connector)
+
+
+def settle(store: Store) -> None:
+    """Make every stored event look received a minute ago: gaps count only settled events."""
+    events = store.t["events"]
+    with store.engine.begin() as conn:
+        conn.execute(update(events).values(received_ms=events.c.received_ms - 60_000))
 
 
 def csrf_of(http: aiohttp.ClientSession, url: str) -> str:

@@ -86,3 +86,26 @@ def test_the_door_daemon_is_the_oom_killers_last_choice_and_vision_its_first() -
 
     (value,) = directives()["OOMScoreAdjust"]
     assert int(value) < 0 < VISION_OOM_SCORE_ADJ
+
+
+@pytest.mark.timeout(60)
+def test_the_unit_lets_the_vision_process_put_itself_below_the_daemon() -> None:
+    # `menjin vision` calls sched_setscheduler (SCHED_IDLE) and sched_setaffinity (off CPU 0);
+    # a filtered call fails with EPERM, vision only logs it, and cards would wait behind it.
+    assert directives()["RestrictRealtime"] == ["yes"]  # forbids only the real-time policies
+    (allowed,) = directives()["SystemCallFilter"]
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (it is on Raspberry Pi OS)")
+    listed: set[str] = set()
+    groups = [g for g in allowed.split() if g.startswith("@")]
+    while groups:
+        result = subprocess.run([analyze, "syscall-filter", groups.pop()], capture_output=True,
+                                text=True, timeout=50, check=True)
+        for line in result.stdout.splitlines()[1:]:
+            name = line.strip()
+            if name.startswith("@"):
+                groups.append(name)
+            elif name and not name.startswith("#"):
+                listed.add(name)
+    assert {"sched_setscheduler", "sched_setaffinity", "setpriority"} <= listed

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from yamlconfig import MAX_DEPTH, MAX_NODES, ProblemError, expand_env, parse_yaml, read_yaml
 
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "example.yaml"
 SYNTAX = [
     (  # a key indented deeper than its neighbour, which already has a value
         "gate:\n  id: g1\n   site: x\n",
@@ -45,6 +46,30 @@ SYNTAX = [
     (
         'gate:\n  site: "north gate\n  id: g1\n',
         '2:9: YAML syntax error: the quote " opened here is never closed (add the closing ")',
+    ),
+    (  # an escape that does not exist, lines after the unclosed quote
+        'gate:\n  site: "north gate\n  id: g1  # \\q\n',
+        '2:9: YAML syntax error: the quote " opened here is never closed on its line (the value '
+        "runs on to line 3); a quoted value continuing over lines is unusual in a config: close "
+        "the quote on this line",
+    ),
+    (  # an apostrophe further on closes the quote: the error is after it, the cause here
+        "gate:\n  id: 'g1\n  site: x  # the station's gate\n",
+        "2:7: YAML syntax error: the quote ' opened here is never closed on its line (the value "
+        "runs on to line 3); a quoted value continuing over lines is unusual in a config: close "
+        "the quote on this line",
+    ),
+    (  # closed on its line by an apostrophe meant for a comment
+        "gate:\n  id: 'g1   # the station's gate\n",
+        "2:7: YAML syntax error: the quote ' opened here is closed by the ' at column 26, and "
+        "'s gate' follows it: put the closing ' right after the value (a ' inside the value is "
+        "written '')",
+    ),
+    (  # a quoted value that is fine, then a real indentation error: not blamed on the quote
+        "gate:\n  id: 'g1'\n site: x\n",
+        "3:2: YAML syntax error: wrong indentation: this line starts at column 2, which lines up "
+        "with no key above it (keys above start at columns 1, 3); indent it with spaces to the "
+        "column of the key it belongs under",
     ),
     (
         "formats: [h10301, 34bit\nport: 3\n",
@@ -171,6 +196,45 @@ def test_nesting_through_aliases_counts_too() -> None:
 )
 def test_bytes_that_would_crash_a_loader_are_refused_by_position(text: str, expected: str) -> None:
     assert problems_of(text) == [expected]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (  # the rest of the line is a comment with an apostrophe: closed on the line, too early
+            "  id: xingfuli-north  ", "  id: 'g1  ",
+            "18:7: YAML syntax error: the quote ' opened here is closed by the ' at column 47, and "
+            "'s gates; part of every...' follows it: put the closing ' right after the value (a ' "
+            "inside the value is written '')",
+        ),
+        (  # the quote runs on to an apostrophe 42 lines further down
+            "  id: xingfuli-north           # unique among the station's gates; part of every "
+            "MQTT topic\n", "  id: 'g1\n",
+            "18:7: YAML syntax error: the quote ' opened here is never closed on its line (the "
+            "value runs on to line 60); a quoted value continuing over lines is unusual in a "
+            "config: close the quote on this line",
+        ),
+        (
+            "  site: 幸福里小区", "  site: '幸福里小区",
+            "19:9: YAML syntax error: the quote ' opened here is never closed on its line (the "
+            "value runs on to line 60); a quoted value continuing over lines is unusual in a "
+            "config: close the quote on this line",
+        ),
+    ],
+)
+def test_an_unclosed_quote_in_the_example_is_reported_where_it_opens(
+    old: str, new: str, expected: str,
+) -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    assert text.count(old) == 1
+    assert problems_of(text.replace(old, new)) == [expected]
+
+
+def test_a_directory_is_not_a_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ProblemError) as caught:
+        read_yaml(tmp_path, hint=" (check the path)")
+    assert str(caught.value) == f"{tmp_path}:1:1: this is a directory, not a file: give the " \
+        "path of the config file itself"
 
 
 def test_a_long_quoted_number_is_text() -> None:
