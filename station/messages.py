@@ -152,13 +152,15 @@ def event_row(
         data = obj.get("data", {})
         if not isinstance(data, dict):
             raise MessageError("'data' must be a JSON object")
-        optional = [_text(obj, key, required=False) for key in OPTIONAL_EVENT_FIELDS]
+        door, reader, kind, ref, person, reason = (
+            _text(obj, key, required=False) for key in OPTIONAL_EVENT_FIELDS)
         event_type = _text(obj, "type", required=True) or ""
         time_trusted = obj.get("time_trusted", True)
         if not isinstance(time_trusted, bool):
             raise MessageError("'time_trusted' must be true or false")
         ts_ms = _int(obj, "ts_ms", minimum=EARLIEST_TS_MS, maximum=now_ms + max_future_ms)
-        return EventRow(event_id, gate, seq, ts_ms, event_type, *optional, data, time_trusted)
+        return EventRow(event_id, gate, seq, ts_ms, event_type, door, reader, kind, ref, person,
+                        reason, data, time_trusted)
     except MessageError as exc:
         raise MessageError(str(exc), seq=seq) from None
 
