@@ -13,7 +13,9 @@ threshold and margin, and ONNX Runtime sessions with one intra-op thread each:
 
 - ``menjin``: the insightface route (SCRFD det_500m at 640x480 + w600k_mbf_int8) through
   ``vision.pipeline.FacePipeline`` (motion gate, tracking, quality, K agreeing frames, MiniFASNet
-  liveness before a grant: work the baselines do not do);
+  liveness before a grant: work the baselines do not do; while every face in view is decided or
+  too poor to identify, the detector runs only every ``follow_detect_seconds``: ``followed``
+  counts the frames it skipped);
 - ``insightface``: ``insightface.app.FaceAnalysis`` restricted to the same two model files with
   ``det_size`` = menjin's detector input (640x480, not 640x640: the same pixels), every frame,
   every face searched in the gallery;
@@ -229,7 +231,8 @@ def run_menjin(route: str, models: Path, video: Path, gallery_file: Path) -> dic
         "route": route, "cpu_s": cpu, "wall_s": wall, "frames": frames,
         "identities": sorted(recognised), "granted": sorted(granted), "refused": refused,
         "captures": captures, "detections": stats.detections, "embeddings": stats.embeddings,
-        "liveness_checks": stats.liveness_checks, "peak_rss_mb": peak_rss_mb(),
+        "followed": stats.followed, "liveness_checks": stats.liveness_checks,
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -471,6 +474,7 @@ def main() -> None:
         "menjin_granted": results["menjin"]["granted"],
         "menjin_refused": results["menjin"]["refused"],
         "menjin_captures": results["menjin"]["captures"],
+        "menjin_followed_frames": results["menjin"]["followed"],
         "threads": THREADS,
         "rounds": rounds,
     }

@@ -112,4 +112,8 @@ def canonical_card(card: str | int) -> str:
     ``canonical_card("036,02193") == str(36 << 16 | 2193)``.  Idempotent.  Raises
     :class:`CardNumberError` (a ValueError) for text that is no card number.
     """
+    # What readers send: plain ASCII digits, short enough for card_value to accept as they are.
+    # Every card presented goes through here, so skip its checks and the int round trip.
+    if type(card) is str and len(card) <= MAX_CARD_DIGITS and card.isascii() and card.isdigit():
+        return card.lstrip("0") or "0"
     return str(card_value(card))

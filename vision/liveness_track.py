@@ -105,6 +105,19 @@ class TrackLiveness:
             if found is not None:
                 evidence.nir.append(found)
 
+    def collecting(self, track_id: int) -> bool:
+        """Whether the checks still want every frame of ``track_id``: passive or NIR evidence
+        missing, or the motion check configured (it follows points from one frame to the next,
+        which skipped frames would break)."""
+        if self.motion is not None:
+            return True
+        evidence = self._tracks.get(track_id)
+        if evidence is None:
+            return True
+        if self.passive is not None and len(evidence.passive) < self.passive_frames:
+            return True
+        return self.nir is not None and len(evidence.nir) < self.nir_frames
+
     def verdict(self, track_id: int) -> TrackVerdict | None:
         """The decision, or None while waiting for evidence (see the module docstring)."""
         evidence = self._tracks.get(track_id, _Evidence())

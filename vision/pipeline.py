@@ -6,6 +6,14 @@ match.  What keeps it cheap on a small board:
 
 - idle frames stop at the motion gate (detection runs only on motion, while a face is tracked,
   and every ``idle_detect_seconds`` as a safety net);
+- while every face in view is *followed* (decided, or its view too poor to identify for
+  ``poor_view_follow_seconds`` with its liveness evidence complete: people standing back, a
+  group passing at a distance), the detector runs only every ``follow_detect_seconds``: enough
+  to follow those tracks to their end (tracks predict where a face moved between two
+  detections), to see a poor view turn good and to find a newcomer a few frames later, at a
+  fraction of the cost (the detector is nearly all of it); a track being identified (a new face,
+  a recognisable view not yet decided, a match waiting for its liveness verdict) brings back
+  every frame, so a resident walking up is identified as fast as before;
 - once a track holds ``fuse_frames`` embeddings, a frame is embedded only when its quality beats
   the worst one kept; a decided track is never embedded again;
 - a track's recognisable frames are embedded (landmarks refined first when a refiner is given)
@@ -61,6 +69,13 @@ DEFAULT_IDLE_DETECT_SECONDS = 2.0
 DEFAULT_EMBED_IMPROVEMENT = 1.1
 #: A face seen in fewer frames is more likely a false detection than a passage: no capture.
 DEFAULT_MIN_CAPTURE_FRAMES = 2
+#: Detect this often while every open track is followed: 0.3 s keeps a track alive (it ends
+#: after ``track_timeout_seconds`` unseen) and finds a newcomer who walks in behind a decided
+#: resident, or a poor view that turned good, within five frames at 15 fps.
+DEFAULT_FOLLOW_DETECT_SECONDS = 0.3
+#: A face whose view stayed too poor to identify this long is followed too: someone walking up to
+#: the gate is recognisable well within a second (and then detected on every frame again).
+DEFAULT_POOR_VIEW_FOLLOW_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +132,8 @@ class PipelineSettings:
     jpeg_quality: int = DEFAULT_JPEG_QUALITY
     quality: QualityThresholds = field(default_factory=QualityThresholds)
     idle_detect_seconds: float = DEFAULT_IDLE_DETECT_SECONDS
+    follow_detect_seconds: float = DEFAULT_FOLLOW_DETECT_SECONDS
+    poor_view_follow_seconds: float = DEFAULT_POOR_VIEW_FOLLOW_SECONDS
     track_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     embed_improvement: float = DEFAULT_EMBED_IMPROVEMENT
     min_capture_frames: int = DEFAULT_MIN_CAPTURE_FRAMES
@@ -137,6 +154,12 @@ class PipelineSettings:
                 f"fuse_frames ({self.fuse_frames}) must be at least agree_frames "
                 f"({self.agree_frames})"
             )
+        if not 0 <= self.follow_detect_seconds < self.track_timeout_seconds:
+            raise ValueError(
+                f"follow_detect_seconds ({self.follow_detect_seconds}) must be at least 0 and "
+                f"shorter than track_timeout_seconds ({self.track_timeout_seconds}): a followed "
+                "track would end between two detections"
+            )
 
     @property
     def keeps_portraits(self) -> bool:
@@ -151,6 +174,8 @@ class PipelineStats:
     detections: int = 0
     embeddings: int = 0
     liveness_checks: int = 0
+    #: frames not sent to the detector because every face in view was followed
+    followed: int = 0
 
 
 @dataclass
@@ -159,6 +184,8 @@ class _TrackState:
     best_score: float = -1.0
     decided: bool = False
     agreed: bool = False
+    #: when the face's view became too poor to identify (None: its last view was good)
+    poor_since: float | None = None
     candidate: str | None = None
     second_score: float = 0.0
     granted: str | None = None
@@ -230,11 +257,7 @@ class FacePipeline:
         """Observations caused by one frame taken at ``ts`` (monotonic seconds)."""
         self.stats.frames += 1
         moved = self.motion.moved(bgr)
-        due = (
-            self._last_detect_ts is None
-            or ts - self._last_detect_ts >= self.settings.idle_detect_seconds
-        )
-        if not (moved or self.tracker.tracks or due):
+        if not self._detect_now(moved, ts):
             return []
         self._last_detect_ts = ts
         self.stats.detections += 1
@@ -250,6 +273,35 @@ class FacePipeline:
             if self.liveness is not None:
                 self.liveness.forget(track.id)
         return observations
+
+    def _detect_now(self, moved: bool, ts: float) -> bool:
+        """Whether this frame goes to the detector (see the module docstring)."""
+        last = self._last_detect_ts
+        if last is None:
+            return True
+        if self.tracker.tracks:
+            if ts - last < self.settings.follow_detect_seconds and all(
+                self._followed(track, ts) for track in self.tracker.tracks
+            ):
+                self.stats.followed += 1
+                return False
+            return True
+        return moved or ts - last >= self.settings.idle_detect_seconds
+
+    def _followed(self, track: Track, ts: float) -> bool:
+        """Whether ``track`` can do without a detection on every frame: decided, or its view
+        too poor to identify for a while (nothing to identify) with its liveness evidence
+        complete."""
+        state = self._states.get(track.id)
+        if state is None:
+            return False
+        if state.decided:
+            return True
+        if state.agreed or state.poor_since is None:
+            return False
+        if ts - state.poor_since < self.settings.poor_view_follow_seconds:
+            return False
+        return self.liveness is None or not self.liveness.collecting(track.id)
 
     def flush(self) -> list[Observation]:
         """End every open track (camera lost or pipeline stopping): their captures."""
@@ -272,6 +324,11 @@ class FacePipeline:
             state = self._states[track.id] = _TrackState(TrackFusion(self.settings.fuse_frames))
         quality = assess(bgr, face, detector=self.settings.detector_kind)
         thresholds = self.settings.quality
+        recognisable = thresholds.recognisable(quality)
+        if recognisable:
+            state.poor_since = None
+        elif state.poor_since is None:
+            state.poor_since = ts
         if thresholds.capturable(quality):
             state.capture_frames += 1
             if quality.rank > state.best_capture_rank:
@@ -285,7 +342,7 @@ class FacePipeline:
             self.liveness.observe(track.id, bgr, face, ts)
         if state.agreed and not state.decided:
             return self._settle(ts, track, state)
-        if state.decided or not thresholds.recognisable(quality):
+        if state.decided or not recognisable:
             return []
         fusion = state.fusion
         if fusion.full() and quality.rank <= fusion.worst_rank() * self.settings.embed_improvement:

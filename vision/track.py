@@ -7,13 +7,17 @@ agreed?", keep one best portrait per passage, and embed a face only when a bette
 Association is greedy on box overlap (IoU) with a centroid fallback: at 15 fps a face walking
 across a gate camera moves less than its own width between frames, but a frame dropped by the
 latest-frame-wins hand-off can leave boxes that barely overlap, so a centre within
-``max_jump`` box sizes of the track's last centre still continues it.  A track ends when it has
-not been seen for ``timeout_seconds`` (frame timestamps, so dropped frames do not shorten it).
+``max_jump`` box sizes of the track's expected centre still continues it.  Each track keeps a
+smoothed velocity, and a face is compared with where its track is expected at the frame's time
+(last box moved by velocity × time since): the pipeline detects only every few frames while every
+face in view is decided, and a person walking across the camera then moves more than a face
+width between two detections.  A track ends when it has not been seen for ``timeout_seconds``
+(frame timestamps, so dropped frames do not shorten it).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,23 +27,41 @@ DEFAULT_MIN_IOU = 0.2
 #: Centre distance, in units of the larger box diagonal, that still continues a track.
 DEFAULT_MAX_JUMP = 0.6
 DEFAULT_TIMEOUT_SECONDS = 1.0
+#: Weight of the newest box step in a track's velocity (exponential smoothing): detections
+#: jitter by a few pixels, which at 15 fps would be tens of pixels per second on their own.
+VELOCITY_SMOOTHING = 0.5
 
 
 @dataclass(eq=False)
 class Track:
-    """A face followed across frames (the pipeline keeps its own state per ``id``)."""
+    """A face followed across frames (the pipeline keeps its own state per ``id``).
+
+    ``velocity``: of the box corners, pixels per second (float32, shape (4,); zero until the
+    track's second frame)."""
 
     id: int
     box: np.ndarray
     first_ts: float
     last_ts: float
     frames: int = 1
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, dtype=np.float32))
 
-    @property
-    def centre(self) -> np.ndarray:
-        return np.array(
-            [(self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2], dtype=np.float32
-        )
+    def expected_box(self, ts: float) -> np.ndarray:
+        """Where the box should be at ``ts`` if the face kept its pace."""
+        return self.box + self.velocity * np.float32(ts - self.last_ts)
+
+    def move(self, box: np.ndarray, ts: float) -> None:
+        """The face seen at ``box`` at ``ts`` (later than ``last_ts``)."""
+        elapsed = ts - self.last_ts
+        if elapsed > 0:
+            step = (box - self.box) / np.float32(elapsed)
+            self.velocity = (
+                step if self.frames == 1
+                else VELOCITY_SMOOTHING * step + (1 - VELOCITY_SMOOTHING) * self.velocity
+            ).astype(np.float32)
+        self.box = box
+        self.last_ts = ts
+        self.frames += 1
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -75,14 +97,14 @@ class Tracker:
         self.tracks: list[Track] = []
         self._next_id = 1
 
-    def _affinity(self, track: Track, face: Face) -> float:
-        """How well ``face`` continues ``track``: IoU in (min_iou, 1], a jump in (0, min_iou),
-        0 for no match."""
-        overlap = iou(track.box, face.box)
+    def _affinity(self, expected: np.ndarray, face: Face) -> float:
+        """How well ``face`` continues a track expected at box ``expected``: IoU in
+        (min_iou, 1], a jump in (0, min_iou), 0 for no match."""
+        overlap = iou(expected, face.box)
         if overlap >= self.min_iou:
             return overlap
-        reach = self.max_jump * max(_diagonal(track.box), _diagonal(face.box))
-        distance = float(np.linalg.norm(_centre(face.box) - track.centre))
+        reach = self.max_jump * max(_diagonal(expected), _diagonal(face.box))
+        distance = float(np.linalg.norm(_centre(face.box) - _centre(expected)))
         if reach > 0 and distance <= reach:
             return self.min_iou * (1.0 - distance / reach) * 0.999 + 1e-6
         return 0.0
@@ -93,10 +115,11 @@ class Tracker:
         Returns the (track, face) pairs of this frame and the tracks that ended (unseen for
         longer than the timeout)."""
         ended = self.expire(ts)
+        expected = [track.expected_box(ts) for track in self.tracks]
         pairs = sorted(
             (
-                (self._affinity(track, face), t, f)
-                for t, track in enumerate(self.tracks)
+                (self._affinity(expected[t], face), t, f)
+                for t in range(len(self.tracks))
                 for f, face in enumerate(faces)
             ),
             key=lambda item: -item[0],
@@ -112,9 +135,7 @@ class Tracker:
             used_tracks.add(t)
             used_faces.add(f)
             track = self.tracks[t]
-            track.box = faces[f].box
-            track.last_ts = ts
-            track.frames += 1
+            track.move(faces[f].box, ts)
             assigned.append((track, faces[f]))
         for f, face in enumerate(faces):
             if f not in used_faces:

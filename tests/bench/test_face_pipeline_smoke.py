@@ -18,7 +18,7 @@ KEYS = {
     "cpu_ratio_vs_gated", "cpu_ratio_vs_insightface", "ratio", "cpu_s", "rounds_cpu_s",
     "identities_menjin", "identities_insightface", "identities_insightface_gated",
     "same_identities", "peak_rss_mb", "search_ms_100k", "cpu_s_per_video_s", "frames_per_s",
-    "search_ms", "detections", "embeddings",
+    "search_ms", "detections", "embeddings", "menjin_followed_frames",
 }
 CONTENDERS = {"menjin", "insightface", "insightface_gated"}
 
@@ -42,4 +42,7 @@ def test_face_pipeline_bench_quick(models_dir: Path, faces_dir: Path) -> None:
     assert set(doc["cpu_s_per_video_s"]) == CONTENDERS
     # The gate skips frames: the gated baseline detects on fewer frames than every frame.
     assert doc["detections"]["insightface_gated"] < doc["detections"]["insightface"]
+    # Once the face is decided menjin only follows it: fewer detections than the gated baseline.
+    assert doc["menjin_followed_frames"] > 0
+    assert doc["detections"]["menjin"] < doc["detections"]["insightface_gated"]
     assert doc["peak_rss_mb"] > 0

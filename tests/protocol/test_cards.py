@@ -62,6 +62,20 @@ def test_leading_zeros_never_change_the_card(number: int, zeros: int) -> None:
     assert canonical_card("0" * zeros + str(number)) == str(number) == canonical_card(number)
 
 
+@given(st.one_of(st.text(alphabet="0123456789", max_size=60),
+                 st.text(alphabet="0123456789 ,x\u0661", max_size=60)))
+def test_the_digits_shortcut_agrees_with_the_full_parse(text: str) -> None:
+    """canonical_card reads plain digits without card_value: same card, or the same refusal."""
+    try:
+        full = str(card_value(text))
+    except CardNumberError as exc:
+        with pytest.raises(CardNumberError) as caught:
+            canonical_card(text)
+        assert str(caught.value) == str(exc)
+    else:
+        assert canonical_card(text) == full
+
+
 @given(st.integers(0, 255), st.integers(0, 65535))
 def test_facility_number_is_the_wiegand26_value(facility: int, number: int) -> None:
     assert card_value(f"{facility:03d},{number:05d}") == facility << 16 | number

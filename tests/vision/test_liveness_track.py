@@ -143,6 +143,28 @@ def test_a_track_needs_a_check() -> None:
         TrackLiveness()
 
 
+class ConstantLiveness:
+    def score(self, bgr: np.ndarray, face: Face) -> float:
+        return 0.9
+
+
+def test_a_track_wants_every_frame_until_its_evidence_is_complete() -> None:
+    """The pipeline detects less often on tracks whose checks have what they need."""
+    frame = np.zeros((480, 640, 3), dtype=np.uint8)
+    face = Face(np.array([100, 100, 200, 200], np.float32), np.zeros((5, 2), np.float32), 0.9)
+    judge = TrackLiveness(passive=LivenessGate(ConstantLiveness()), passive_frames=2)
+    wanted = [judge.collecting(1)]
+    for ts in (0.0, 0.1):
+        judge.observe(1, frame, face, ts)
+        wanted.append(judge.collecting(1))
+    assert wanted == [True, True, False]
+    # Motion consistency follows points from frame to frame: it always wants the next one.
+    judge = TrackLiveness(passive=LivenessGate(ConstantLiveness()), motion=MotionConsistency(),
+                          passive_frames=1)
+    judge.observe(1, frame, face, 0.0)
+    assert judge.collecting(1)
+
+
 @pytest.mark.timeout(300)
 def test_the_pipeline_grants_a_live_resident_and_refuses_their_screen_photo(
     models_dir: Path, faces_dir: Path

@@ -230,6 +230,62 @@ def test_a_stranger_is_embedded_only_when_the_view_improves(
     assert 1 <= pipeline.stats.embeddings < capture.frames / 2
 
 
+def newcomer_scene(faces: Path) -> GateScene:
+    """Alex walks in (lower, the other way) while Obama, already recognised, is still crossing."""
+    gate = GateScene(FRAME_SIZE, FPS)
+    gate.add(photo(faces, "probe/obama1.jpg"), start_s=0.5, duration_s=6.0, height_px=230,
+             top_px=0, label="obama")
+    gate.add(photo(faces, "probe/alex_lacamoire1.jpg"), start_s=2.5, duration_s=6.0,
+             height_px=230, top_px=250, direction=-1, label="alex")
+    ended = GateScene(FRAME_SIZE, FPS, seconds=9.0)
+    ended.passages = gate.passages
+    return ended
+
+
+@pytest.mark.timeout(180)
+def test_decided_faces_are_followed_with_fewer_detections_and_the_same_outcome(
+    models_dir: Path, faces_dir: Path
+) -> None:
+    outcomes = {}
+    for follow in (0.0, 0.3):  # 0: the detector on every frame
+        pipeline = build(models_dir, faces_dir, follow_detect_seconds=follow)
+        seen = run(pipeline, newcomer_scene(faces_dir))
+        outcomes[follow] = pipeline.stats, [
+            (g.track_id, g.person) for g in of_type(seen, FaceRecognised)
+        ], [(c.track_id, c.person) for c in of_type(seen, TrackCapture)]
+    every, followed = outcomes[0.0], outcomes[0.3]
+    # The newcomer is found and recognised although the first face was only followed.
+    assert followed[1] == every[1] == [(1, "obama"), (2, "alex_lacamoire")]
+    assert followed[2] == every[2]
+    assert every[0].followed == 0
+    assert followed[0].followed > 0
+    assert followed[0].detections + followed[0].followed <= every[0].detections
+    assert followed[0].detections < every[0].detections * 0.75
+
+
+@pytest.mark.timeout(120)
+def test_a_face_too_small_to_identify_for_a_second_is_followed(
+    models_dir: Path, faces_dir: Path
+) -> None:
+    captures = {}
+    stats = {}
+    for follow in (0.0, 0.3):
+        pipeline = build(models_dir, faces_dir, follow_detect_seconds=follow)
+        seen = run(pipeline, scene(faces_dir, [(STRANGER, None, 180, 1)]))
+        captures[follow] = [(c.track_id, c.person) for c in of_type(seen, TrackCapture)]
+        stats[follow] = pipeline.stats
+    assert captures[0.3] == captures[0.0] == [(1, None)]
+    assert stats[0.3].embeddings == stats[0.0].embeddings == 0
+    assert stats[0.3].followed > 0
+    assert stats[0.3].detections < stats[0.0].detections
+
+
+def test_a_followed_track_must_be_seen_before_it_times_out() -> None:
+    with pytest.raises(ValueError, match=r"follow_detect_seconds \(1.0\) must be at least 0 and "
+                       r"shorter than track_timeout_seconds \(1.0\)"):
+        PipelineSettings(follow_detect_seconds=1.0)
+
+
 def test_unknown_portrait_policy_is_refused() -> None:
     with pytest.raises(ValueError, match="portrait policy must be one of off, local, upload"):
         PipelineSettings(portraits="sometimes")

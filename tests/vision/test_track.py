@@ -55,6 +55,26 @@ def test_dropped_frames_still_continue_the_track() -> None:
     assert seen == {1}
 
 
+def test_a_face_detected_every_fifth_frame_continues_its_track_where_it_was_heading() -> None:
+    # 40 px a frame: after five frames the face is 200 px on, two box widths, far past the jump
+    # limit of its last box; the track's velocity says where to look.
+    frames = [[face(40 * i, 100)] if i < 3 or i % 5 == 0 else [] for i in range(16)]
+    seen, ended = run(Tracker(), frames)
+    assert seen == {1}
+    assert ended == [1]
+
+
+def test_a_track_learns_the_pace_of_its_face() -> None:
+    tracker = Tracker()
+    tracker.update([face(0, 100)], 0.0)
+    assigned, _ = tracker.update([face(20, 100)], 0.1)
+    ((track, _seen),) = assigned
+    assert track.velocity.tolist() == [200.0, 0.0, 200.0, 0.0]
+    assert track.expected_box(0.2).tolist() == [40.0, 100.0, 140.0, 200.0]
+    tracker.update([face(30, 100)], 0.2)  # slowed down: smoothed, not replaced
+    assert track.velocity.tolist() == [150.0, 0.0, 150.0, 0.0]
+
+
 def test_two_faces_side_by_side_keep_their_own_tracks() -> None:
     frames = [[face(50 + 5 * i, 100), face(400 - 5 * i, 100)] for i in range(20)]
     tracker = Tracker()

@@ -9,8 +9,9 @@
 #    keyed by a hash of pyproject.toml. A changed pyproject.toml rebuilds only the venv.
 # 2. Each run mounts an overlay on the cached tree (the cache is never modified by tests), copies
 #    the working tree in, installs it as docs/install.md says, bind-mounts the models and photos
-#    (../shared, or MENJIN_MODELS / MENJIN_FACES) read-only, and runs the named subset in
-#    tools/arm64/subset.txt (or the file in MENJIN_ARM64_SUBSET), timing each part.
+#    (../shared, or MENJIN_MODELS / MENJIN_FACES; a run without them fails, as the numerics would
+#    only skip) read-only, and runs the named subset in tools/arm64/subset.txt (or the file in
+#    MENJIN_ARM64_SUBSET), timing each part and printing its slowest tests and any skips.
 # 3. Everything mounted is unmounted on exit, also on failure or Ctrl-C.
 #
 # Emulated timings are not board timings (docs/performance.md): they prove nothing about speed.
@@ -35,20 +36,24 @@ TEST_PACKAGES="mosquitto socat"
 # pytest's per-test limit under emulation (pyproject's 300 s is for native speed; one face test
 # that takes 20 s on x86 takes minutes emulated on a busy machine).
 EMULATED_TEST_TIMEOUT=1800
-GUEST_REPO=/opt/menjin
 GUEST_SHARED=/opt/shared
 
 log() { printf '[test-arm64 %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "needs root (debootstrap, chroot and mounts): sudo make test-arm64"
+# Without them the numerics tests would skip and a green run would prove nothing about ARM.
+[ -d "$MODELS" ] || die "no face models in $MODELS (set MENJIN_MODELS)"
+[ -d "$FACES/enrol" ] || die "no test photos in $FACES (set MENJIN_FACES)"
 
 # --- the install instructions, read from docs/install.md so that this test follows them -------
 install_doc="$REPO/docs/install.md"
 apt_line=$(grep -m1 -E '^sudo apt-get install -y ' "$install_doc") \
   || die "no 'sudo apt-get install -y ...' line in docs/install.md"
-pip_line=$(grep -m1 -E '^sudo \.venv/bin/pip install ' "$install_doc") \
-  || die "no 'sudo .venv/bin/pip install ...' line in docs/install.md"
+clone_line=$(grep -m1 -E '^sudo git clone [^ ]+ /' "$install_doc") \
+  || die "no 'sudo git clone URL /DIR' line in docs/install.md"
+pip_line=$(grep -m1 -E '^sudo [^ ]*\.venv/bin/pip install ' "$install_doc") \
+  || die "no 'sudo .../.venv/bin/pip install ...' line in docs/install.md"
 venv_line=$(grep -m1 -E '^sudo python3 -m venv ' "$install_doc") \
   || die "no 'sudo python3 -m venv ...' line in docs/install.md"
 strip_comment() { sed -e 's/[[:space:]]*#.*$//' -e 's/^sudo //'; }
@@ -56,6 +61,8 @@ apt_cmd=$(printf '%s' "$apt_line" | strip_comment)
 pip_cmd=$(printf '%s' "$pip_line" | strip_comment)
 venv_cmd=$(printf '%s' "$venv_line" | strip_comment)
 for pkg in $PI_OS_ONLY; do apt_cmd=${apt_cmd//" $pkg"/}; done
+# Where the board's checkout lives: the venv and pip lines name it (the tree is copied there).
+GUEST_REPO=$(printf '%s' "$clone_line" | strip_comment | awk '{print $4}')
 
 # --- host: qemu-user-static, debootstrap, binfmt_misc -----------------------------------------
 host_setup() {
@@ -113,7 +120,9 @@ mount_system() {  # the kernel file systems a chroot needs; /sys for onnxruntime
   # qemu-user shows the host's x86 /proc/cpuinfo; with /sys mounted, ONNX Runtime's CPU probe then
   # crashes (without /sys it only warns and detects no CPU features). A Raspberry Pi 4's
   # /proc/cpuinfo (Cortex-A72, as QEMU_CPU below emulates) for the host's CPU count fixes both.
-  pi4_cpuinfo >"$CACHE/cpuinfo"
+  # Written beside and renamed: a concurrent run's bind mount keeps the file it has.
+  pi4_cpuinfo >"$CACHE/cpuinfo.$$"
+  mv "$CACHE/cpuinfo.$$" "$CACHE/cpuinfo"
   mnt "$root/proc/cpuinfo" --bind "$CACHE/cpuinfo"
   mnt "$root/sys" -t sysfs sysfs
   mnt "$root/dev" --bind /dev
@@ -241,12 +250,8 @@ run_subset() {
   for pair in "$MODELS:models" "$FACES:faces"; do
     src=${pair%:*} dest=$root$GUEST_SHARED/${pair##*:}
     mkdir -p "$dest"
-    if [ -d "$src" ]; then
-      mnt "$dest" --bind "$src"
-      mount -o remount,bind,ro "$dest"
-    else
-      log "no folder $src: the tests that need it will skip"
-    fi
+    mnt "$dest" --bind "$src"
+    mount -o remount,bind,ro "$dest"
   done
   # The cached venv holds the dependencies; the current tree is installed over it, as documented.
   copy_tree "$root"
@@ -266,7 +271,8 @@ print(platform.machine(), \"cv2\", cv2.__version__, \"onnxruntime\", onnxruntime
     set +e
     guest "$root" "cd $GUEST_REPO && $(select_files "$paths") && \
       if [ \${#files[@]} = 0 ]; then echo 'no test files match: $paths' >&2; exit 4; fi && \
-      .venv/bin/python -m pytest -q -p no:cacheprovider --timeout=$EMULATED_TEST_TIMEOUT \
+      .venv/bin/python -m pytest -q -p no:cacheprovider -rs --durations=5 \
+      --timeout=$EMULATED_TEST_TIMEOUT \
       \"\${files[@]}\""
     rc=$?
     set -e
@@ -283,6 +289,10 @@ main() {
   local t_all=$SECONDS
   host_setup
   mkdir -p "$CACHE"
+  # One build of the cache at a time (a CI run and a run by hand on the same machine); the tests
+  # run on private overlays and need no lock.
+  exec 9>"$CACHE/lock"
+  flock 9
   local base_key venv_key
   base_key=$(printf '%s\n' "$SUITE" "$BASE_VERSION" "$apt_cmd" "$TEST_PACKAGES" "$MIRROR" \
     | sha256sum | cut -c1-16)
@@ -301,6 +311,7 @@ main() {
   else
     log "cached venv layer: $venv"
   fi
+  exec 9>&-
   log "root file system ready after $((SECONDS - t_all)) s"
   FAILED=0
   run_subset "$venv"
