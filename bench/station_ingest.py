@@ -1,17 +1,26 @@
 """Station ingest: events/s received and stored with deduplication, beside a plain subscriber.
 
 One private mosquitto; events of several gates as their uplinks publish them, with 10 % of them
-sent twice (a gate re-sending after a lost PUBACK).  Both consumers have a persistent session
-subscribed before the replay, so the broker queues the same messages for each, and each then
-drains its queue on its own (neither competes with the publisher or the other for the CPU):
+sent twice (a gate re-sending after a lost PUBACK), in two forms measured apart:
+- ``pack`` (the headline): the gates drain backlogs, as a gate's uplink does after an outage:
+  each gate's events in packs of up to ``protocol.packs.MAX_PACK_EVENTS`` (one JSON array per
+  MQTT message, built by ``protocol.packs.packs`` as the uplink builds them);
+- ``single``: one event per message, as a gate sends what it records while connected (and as a
+  broker holds them for a receiver that was down while the gates were up).
+Both consumers have a persistent session subscribed before the replay, so the broker queues the
+same messages for each, and each then drains its queue on its own (neither competes with the
+publisher or the other for the CPU):
 - station: ``station.receiver.Receiver`` (shared subscription, bounded JSON and contract checks,
   batched ``INSERT ... ON CONFLICT DO NOTHING`` with the gate table kept, acknowledgement of each
   message after its batch is committed);
-- baseline: the same MQTT client (``protocol.mqtt.MqttClient``), the same batches
-  (``database.batch_size``) and the same message checks, but a plain ``INSERT`` into a table
-  without any key (duplicates are stored twice) and the broker's automatic acknowledgements, so
-  the ratio shows only what deduplication and acknowledgement after commit cost.
-The clock runs from connect until every message is stored.  Each is measured ``--rounds`` times
+- baseline: the same MQTT client (``protocol.mqtt.MqttClient``), the same messages (packs or
+  single events), the same batches (``database.batch_size`` messages, and as many events to a
+  transaction) and the same message checks, but a plain ``INSERT`` (the station's technique:
+  the driver's own parameters, one array per column on PostgreSQL) into a table of the same
+  columns without any key or index (duplicates are stored twice) and the broker's automatic
+  acknowledgements, so the ratio shows what deduplication, the station's indexes and
+  acknowledgement after commit cost.
+The clock runs from connect until every event is stored.  Each is measured ``--rounds`` times
 on fresh sessions and databases, on SQLite and (when reachable) on PostgreSQL at
 ``--postgres``; medians are reported.
 
@@ -20,9 +29,10 @@ Usage: .venv/bin/python bench/station_ingest.py [--quick] [--events N] [--rounds
 Wall-clock rates depend on what else the machine runs; the CPU time of this process per event
 (``cpu_us_per_event``, decoding, checks and the database client; the broker is another process)
 is reported beside them, and ``events_per_cpu_s`` is what one otherwise idle core sustains.
-The last line is JSON: events_per_s, baseline_events_per_s, ratio_vs_baseline (SQLite),
-postgres_events_per_s, postgres_baseline_events_per_s, postgres_ratio_vs_baseline (null without
-PostgreSQL), duplicates_stored (must be 0), missing, messages, duplicates_sent, ...
+The last line is JSON: events_per_s, baseline_events_per_s, ratio_vs_baseline (SQLite, packs),
+single_events_per_s, single_baseline_events_per_s, single_ratio_vs_baseline (SQLite, one event
+per message), the same four with a ``postgres_`` prefix (null without PostgreSQL),
+duplicates_stored (must be 0), missing, messages (single), pack_messages, duplicates_sent, ...
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +58,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.machine import with_machine  # noqa: E402
+from protocol.packs import MAX_PACK_EVENTS, is_pack, packs  # noqa: E402
 from protocol.topics import parse_topic  # noqa: E402
 from station.config import DatabaseConfig, MqttConfig, StationConfig  # noqa: E402
-from station.messages import parse_event  # noqa: E402
+from station.messages import EventRow, parse_event, parse_pack  # noqa: E402
 from station.mqtt import make_client, receiver_client_id  # noqa: E402
 from station.receiver import Receiver  # noqa: E402
-from station.store import Store, now_ms  # noqa: E402
+from station.store import EVENT_COLUMNS, Store, now_ms  # noqa: E402
 from tests.broker import Broker, start_broker  # noqa: E402
 
 PREFIX = "menjin"
@@ -61,6 +73,7 @@ DUPLICATE_SHARE = 0.10
 BATCH_SIZE = 500
 TARGET_EVENTS_PER_S = 20_000
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 PUBLISH_INFLIGHT = 1000
 #: Unacknowledged messages the broker sends each consumer: two batches, so one can be read
 #: while the other is committed (a station broker should be set up the same way).
@@ -70,6 +83,7 @@ DRAIN_TIMEOUT_SECONDS = 300
 FIRST_TS_MS = now_ms() - 86_400_000
 EVENT_TYPES = ("access.granted", "access.granted", "access.denied", "door.opened",
                "door.closed", "door.forced")
+MODES = ("pack", "single")
 
 
 def uuid7(ts_ms: int, rng: random.Random) -> str:
@@ -102,6 +116,20 @@ def make_messages(events: int, seed: int) -> tuple[list[tuple[str, bytes]], int]
         messages.append(message)
         messages.extend(resent.get(position, []))
     return messages, len(unique)
+
+
+def packed(messages: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """The same events as the gates' uplinks send a backlog: each gate's in its order, in packs,
+    the gates' packs interleaved (they drain at the same time)."""
+    by_gate: dict[str, list[bytes]] = {}
+    for topic, payload in messages:
+        by_gate.setdefault(topic, []).append(payload)
+    queues = [[(topic, pack) for _, pack in packs(payloads)]
+              for topic, payloads in by_gate.items()]
+    out = []
+    for position in range(max(len(q) for q in queues)):
+        out.extend(q[position] for q in queues if position < len(q))
+    return out
 
 
 def publish(broker: Broker, messages: list[tuple[str, bytes]]) -> float:
@@ -137,31 +165,46 @@ async def open_sessions(config: StationConfig) -> None:
         await baseline.subscribe(f"{PREFIX}/+/events")
 
 
-def plain_table(engine: sa.Engine, schema: str | None) -> sa.Table:
+def plain_table(store: Store, schema: str | None) -> sa.Table:
+    """The station's event columns, without a key or an index."""
     metadata = sa.MetaData(schema=schema)
-    table = sa.Table(
-        "plain_events", metadata,
-        *(sa.Column(name, kind) for name, kind in (
-            ("id", sa.String(64)), ("gate", sa.String(64)), ("seq", sa.BigInteger),
-            ("ts_ms", sa.BigInteger), ("type", sa.String(256)), ("door", sa.String(256)),
-            ("reader", sa.String(256)), ("credential_kind", sa.String(256)),
-            ("credential_ref", sa.String(256)), ("person", sa.String(256)),
-            ("reason", sa.String(256)), ("alarm", sa.Boolean), ("data", sa.JSON),
-            ("received_ms", sa.BigInteger))),
-    )
-    metadata.create_all(engine)
+    events = store.t["events"]
+    table = sa.Table("plain_events", metadata,
+                     *(sa.Column(name, events.c[name].type) for name in EVENT_COLUMNS))
+    metadata.create_all(store.engine)
     return table
+
+
+def plain_insert(store: Store, table: sa.Table) -> Callable[[list[tuple[Any, ...]]], None]:
+    """The baseline's insert: the station's technique (the driver's own parameters; PostgreSQL:
+    one array per column, unnested) without ``ON CONFLICT`` or ``RETURNING``."""
+    dialect = store.engine.dialect
+    name = dialect.identifier_preparer.format_table(table)
+    head = f"INSERT INTO {name} ({', '.join(EVENT_COLUMNS)}) "
+    if dialect.name == "sqlite":
+        statement = f"{head}VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+
+        def insert(values: list[tuple[Any, ...]]) -> None:
+            with store.engine.begin() as conn:
+                conn.exec_driver_sql(statement, values)
+    else:
+        arrays = ", ".join(f"%({column})s::{table.c[column].type.compile(dialect)}[]"
+                           for column in EVENT_COLUMNS)
+        statement = f"{head}SELECT * FROM unnest({arrays})"
+
+        def insert(values: list[tuple[Any, ...]]) -> None:
+            columns = dict(zip(EVENT_COLUMNS, map(list, zip(*values, strict=True)),
+                               strict=True))
+            with store.engine.begin() as conn:
+                conn.exec_driver_sql(statement, columns)
+    return insert
 
 
 async def drain_baseline(config: StationConfig, store: Store, schema: str | None,
                          expected: int) -> tuple[float, float]:
     """The plain subscriber: same client, batches and checks; keyless insert, auto acks."""
-    table = plain_table(store.engine, schema)
-
-    def insert(values: list[dict[str, Any]]) -> None:
-        with store.engine.begin() as conn:
-            conn.execute(table.insert(), values)
-
+    table = plain_table(store, schema)
+    insert = plain_insert(store, table)
     started, cpu = time.perf_counter(), time.process_time()
     stored = 0
     async with baseline_client(config) as client:
@@ -169,15 +212,19 @@ async def drain_baseline(config: StationConfig, store: Store, schema: str | None
             now = now_ms()
             values = []
             for message in batch:
-                row = parse_event(message.payload, parse_topic(message.topic, PREFIX).gate,
-                                  now_ms=now)
-                values.append({
-                    "id": row.id, "gate": row.gate, "seq": row.seq, "ts_ms": row.ts_ms,
-                    "type": row.type, "door": row.door, "reader": row.reader,
-                    "credential_kind": row.credential_kind, "credential_ref": row.credential_ref,
-                    "person": row.person, "reason": row.reason, "alarm": row.alarm,
-                    "data": row.data, "received_ms": now})
-            await asyncio.to_thread(insert, values)
+                gate = parse_topic(message.topic, PREFIX).gate
+                rows: list[EventRow] = []
+                if is_pack(message.payload):
+                    rows = [r for r in parse_pack(message.payload, gate, now_ms=now)
+                            if isinstance(r, EventRow)]
+                else:
+                    rows = [parse_event(message.payload, gate, now_ms=now)]
+                values.extend((
+                    r.id, r.gate, r.seq, r.ts_ms, r.type, r.door, r.reader, r.credential_kind,
+                    r.credential_ref, r.person, r.reason, r.alarm, ENCODE(r.data), now,
+                    r.time_trusted, r.ts_ms) for r in rows)
+            for start in range(0, len(values), config.database.batch_size):
+                await asyncio.to_thread(insert, values[start:start + config.database.batch_size])
             stored += len(values)
             if stored >= expected:
                 break
@@ -227,21 +274,24 @@ def drop_schema(url: str, schema: str) -> None:
     engine.dispose()
 
 
-async def one_round(workdir: Path, messages: list[tuple[str, bytes]], unique: int, index: int,
-                    backend: str, postgres: str) -> dict[str, float] | None:
+async def one_round(workdir: Path, messages: list[tuple[str, bytes]], events: int, unique: int,
+                    index: int, backend: str, mode: str,
+                    postgres: str) -> dict[str, float] | None:
+    """One round of one form (``mode``) on one database: both consumers drain ``messages``
+    (``events`` events in all, ``unique`` of them distinct)."""
     schema = None
-    url = f"sqlite:///{workdir / f'station-{backend}-{index}.db'}"
+    name = f"{backend}-{mode}-{index}"
+    url = f"sqlite:///{workdir / f'station-{name}.db'}"
     if backend == "postgresql":
         schema = postgres_schema(postgres)
         if schema is None:
             return None
         url = postgres
-    broker = start_broker(workdir / f"broker-{backend}-{index}",
-                          max_inflight_messages=BROKER_INFLIGHT)
+    broker = start_broker(workdir / f"broker-{name}", max_inflight_messages=BROKER_INFLIGHT)
     try:
         config = StationConfig(
             version=1,
-            mqtt=MqttConfig(port=broker.port, prefix=PREFIX, client_id=f"bench-{index}"),
+            mqtt=MqttConfig(port=broker.port, prefix=PREFIX, client_id=f"bench-{name}"),
             database=DatabaseConfig(url=url, batch_size=BATCH_SIZE),
             portraits_dir=workdir / "portraits", signing_key=workdir / "no_key.pem",
         )
@@ -249,11 +299,11 @@ async def one_round(workdir: Path, messages: list[tuple[str, bytes]], unique: in
         publish_rate = await asyncio.to_thread(publish, broker, messages)
         store = Store(config.database.url, portraits_dir=config.portraits_dir, schema=schema)
         if index % 2:  # alternate who drains first
-            station = await drain_station(config, store, len(messages))
-            baseline = await drain_baseline(config, store, schema, len(messages))
+            station = await drain_station(config, store, events)
+            baseline = await drain_baseline(config, store, schema, events)
         else:
-            baseline = await drain_baseline(config, store, schema, len(messages))
-            station = await drain_station(config, store, len(messages))
+            baseline = await drain_baseline(config, store, schema, events)
+            station = await drain_station(config, store, events)
         stored = store.count_events()
         store.close()
         return {"station": station[0], "baseline": baseline[0], "publish": publish_rate,
@@ -269,6 +319,30 @@ def medians(results: list[dict[str, float]], *keys: str) -> list[float]:
     return [statistics.median(r[key] for r in results) for key in keys]
 
 
+def figures(results: dict[tuple[str, str], list[dict[str, float]]], backend: str, mode: str,
+            prefix: str) -> dict[str, float | None]:
+    """The medians of one database and form as JSON fields named with ``prefix``."""
+    rounds = results.get((backend, mode)) or []
+    if not rounds:
+        return {f"{prefix}events_per_s": None, f"{prefix}baseline_events_per_s": None,
+                f"{prefix}ratio_vs_baseline": None}
+    station, baseline, cpu, baseline_cpu = medians(
+        rounds, "station", "baseline", "station_cpu_us", "baseline_cpu_us")
+    print(f"median {backend}, {mode}: station {station:.0f} events/s with dedup "
+          f"({cpu:.0f} us CPU each), plain {baseline:.0f} events/s without "
+          f"({baseline_cpu:.0f} us); ratio {station / baseline:.2f}")
+    out: dict[str, float | None] = {
+        f"{prefix}events_per_s": round(station, 1),
+        f"{prefix}baseline_events_per_s": round(baseline, 1),
+        f"{prefix}ratio_vs_baseline": round(station / baseline, 3),
+    }
+    if backend == "sqlite":
+        out |= {f"{prefix}cpu_us_per_event": round(cpu, 1),
+                f"{prefix}baseline_cpu_us_per_event": round(baseline_cpu, 1),
+                f"{prefix}events_per_cpu_s": round(1e6 / cpu, 1)}
+    return out
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
@@ -280,56 +354,50 @@ async def main() -> None:
     events = args.events or (5000 if args.quick else 40_000)
     rounds = args.rounds or (1 if args.quick else 3)
     logging.basicConfig(level=logging.WARNING)
-    messages, unique = make_messages(events, seed=7)
-    duplicates_sent = len(messages) - unique
+    singles, unique = make_messages(events, seed=7)
+    forms = {"single": singles, "pack": packed(singles)}
+    duplicates_sent = len(singles) - unique
     print(f"{unique} events from {GATES} gates + {duplicates_sent} duplicates "
-          f"= {len(messages)} messages per round, {rounds} round(s)")
+          f"= {len(singles)} messages one by one, {len(forms['pack'])} in packs; "
+          f"{rounds} round(s)")
     backends = ["sqlite"] if args.no_postgres else ["sqlite", "postgresql"]
-    results: dict[str, list[dict[str, float]]] = {b: [] for b in backends}
+    results: dict[tuple[str, str], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="station-ingest-") as tmp:
         for backend in backends:
             for index in range(rounds):
-                result = await one_round(Path(tmp), messages, unique, index, backend,
-                                         args.postgres)
-                if result is None:
+                for mode in MODES if index % 2 == 0 else MODES[::-1]:
+                    result = await one_round(Path(tmp), forms[mode], len(singles), unique,
+                                             index, backend, mode, args.postgres)
+                    if result is None:
+                        break
+                    results.setdefault((backend, mode), []).append(result)
+                    print(f"{backend} {mode} round {index + 1}: station "
+                          f"{result['station']:.0f} events/s "
+                          f"({result['station_cpu_us']:.0f} us CPU each), baseline "
+                          f"{result['baseline']:.0f} events/s ({result['baseline_cpu_us']:.0f} "
+                          f"us) (replay published at {result['publish']:.0f} messages/s), "
+                          f"duplicates stored {result['duplicates_stored']:.0f}", flush=True)
+                if (backend, MODES[0]) not in results:
                     break
-                results[backend].append(result)
-                print(f"{backend} round {index + 1}: station {result['station']:.0f} msg/s "
-                      f"({result['station_cpu_us']:.0f} us CPU each), baseline "
-                      f"{result['baseline']:.0f} msg/s ({result['baseline_cpu_us']:.0f} us) "
-                      "(replay published at "
-                      f"{result['publish']:.0f} msg/s), duplicates stored "
-                      f"{result['duplicates_stored']:.0f}")
-    station, baseline, station_cpu, baseline_cpu = medians(
-        results["sqlite"], "station", "baseline", "station_cpu_us", "baseline_cpu_us")
-    pg = results.get("postgresql") or []
-    pg_station, pg_baseline = medians(pg, "station", "baseline") if pg else (None, None)
     every = [r for rs in results.values() for r in rs]
     duplicates_stored = max(int(r["duplicates_stored"]) for r in every)
     missing = max(int(r["missing"]) for r in every)
-    print(f"median SQLite: station {station:.0f} events/s with dedup, plain {baseline:.0f} "
-          f"events/s without; ratio {station / baseline:.2f}; target >= {TARGET_EVENTS_PER_S}; "
-          f"CPU per event {station_cpu:.0f} us vs {baseline_cpu:.0f} us (1e6 / CPU = what one "
-          "idle core would sustain)")
-    if pg_station is not None and pg_baseline is not None:
-        print(f"median PostgreSQL: station {pg_station:.0f} events/s, plain {pg_baseline:.0f} "
-              f"events/s; ratio {pg_station / pg_baseline:.2f}")
+    headline = figures(results, "sqlite", "pack", "")
+    station = headline["events_per_s"] or 0.0
+    print(f"target: >= {TARGET_EVENTS_PER_S} events/s with dedup on SQLite (packs); 1e6 / CPU "
+          "per event = what one idle core would sustain")
     print(json.dumps(with_machine({
-        "events_per_s": round(station, 1),
-        "baseline_events_per_s": round(baseline, 1),
-        "ratio_vs_baseline": round(station / baseline, 3),
-        "cpu_us_per_event": round(station_cpu, 1),
-        "baseline_cpu_us_per_event": round(baseline_cpu, 1),
-        "events_per_cpu_s": round(1e6 / station_cpu, 1),
-        "postgres_events_per_s": round(pg_station, 1) if pg_station else None,
-        "postgres_baseline_events_per_s": round(pg_baseline, 1) if pg_baseline else None,
-        "postgres_ratio_vs_baseline": (round(pg_station / pg_baseline, 3)
-                                       if pg_station and pg_baseline else None),
+        **headline,
+        **figures(results, "sqlite", "single", "single_"),
+        **figures(results, "postgresql", "pack", "postgres_"),
+        **figures(results, "postgresql", "single", "postgres_single_"),
         "duplicates_stored": duplicates_stored,
         "missing": missing,
         "events": unique,
         "duplicates_sent": duplicates_sent,
-        "messages": len(messages),
+        "messages": len(singles),
+        "pack_messages": len(forms["pack"]),
+        "max_pack_events": MAX_PACK_EVENTS,
         "gates": GATES,
         "rounds": rounds,
         "batch_size": BATCH_SIZE,

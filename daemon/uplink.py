@@ -4,7 +4,9 @@ The uplink only reads the journal, so a dead network never costs an event: it pu
 :meth:`~daemon.journal.Journal.pending` returns on ``<prefix>/<gate>/events`` with QoS 1, keeps a
 bounded window of unacknowledged publishes in flight (throughput without unbounded memory), and
 marks an event delivered only after its PUBACK.  Publishes go out in ``seq`` order, except that
-alarms recorded during a backlog drain are taken ahead of older routine events.  After any
+alarms recorded during a backlog drain are taken ahead of older routine events.  Events that were
+already waiting when the connection came up (the backlog of an outage) go in packs of up to 100
+per message (:mod:`protocol.packs`); an event recorded while connected goes alone.  After any
 failure it reconnects with capped exponential backoff and jitter.
 
 The broker connection is MQTT 5 with TLS (CA, client certificate and key), a user name and a
@@ -47,6 +49,7 @@ from protocol.mqtt import (
     reason_text,
     tls_context,
 )
+from protocol.packs import MAX_PACK_EVENTS, packs
 from protocol.topics import GateTopics, TopicError, parse_topic
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,11 @@ KEEPALIVE_SECONDS = 30
 OFFLINE_PUBLISH_TIMEOUT_SECONDS = 2.0
 CPU_TEMP_FILE = Path("/sys/class/thermal/thermal_zone0/temp")
 JPEG_CONTENT_TYPE = "image/jpeg"
+#: Windows of messages handed to the MQTT client ahead of their PUBACKs (see ``_pump``).
+READ_AHEAD = 2
+#: Events handed to the MQTT client at most: while a backlog drains in packs, this keeps a read
+#: of the journal (on the event loop) to about a millisecond.
+HANDED_EVENTS_MAX = 2000
 
 
 @dataclass
@@ -235,13 +243,14 @@ class Uplink:
         async with client:
             self.state.connected = True
             self.state.connects += 1
+            backlog_seq = self.journal.last_seq  # what was recorded before goes in packs
             log.info("uplink: connected to %s:%d as %s", self.host, self.port, self.client_id)
             try:
                 await client.publish(self.status_topic, self._json(self.status("online")),
                                      retain=True)
                 await self._subscribe(client)
                 async with asyncio.TaskGroup() as tasks:
-                    tasks.create_task(self._pump(client), name="uplink:events")
+                    tasks.create_task(self._pump(client, backlog_seq), name="uplink:events")
                     tasks.create_task(self._health_loop(client), name="uplink:health")
                     tasks.create_task(self._command_loop(client), name="uplink:commands")
             except asyncio.CancelledError:
@@ -266,47 +275,95 @@ class Uplink:
 
     # ------------------------------------------------------------------ events
 
-    def _send(self, client: MqttClient, item: Pending) -> list[asyncio.Future[int]]:
+    def _messages(self, items: list[Pending],
+                  backlog_seq: int) -> list[tuple[list[Pending], bytes]]:
+        """``items`` as they are published: (the events of one message, its payload).
+
+        Runs of events recorded before this connection (``seq`` up to ``backlog_seq``) go in
+        packs (:mod:`protocol.packs`); every other event goes alone, and so does one whose
+        portrait is uploaded with it.
+        """
+        out: list[tuple[list[Pending], bytes]] = []
+        run: list[Pending] = []
+        for item in [*items, None]:
+            if item is not None and item.seq <= backlog_seq and not self._with_portrait(item):
+                run.append(item)
+                continue
+            start = 0
+            for count, payload in packs([event.payload for event in run]):
+                out.append((run[start:start + count], payload))
+                start += count
+            run = []
+            if item is not None:
+                out.append(([item], item.payload))
+        return out
+
+    def _with_portrait(self, item: Pending) -> bool:
+        return self.portraits == "upload" and item.portrait is not None
+
+    def _send(self, client: MqttClient, events: list[Pending],
+              payload: bytes) -> list[asyncio.Future[int]]:
         futures = []
-        if self.portraits == "upload" and item.portrait is not None:
+        item = events[0]
+        if self._with_portrait(item) and item.portrait is not None:
             with contextlib.suppress(FileNotFoundError):  # evicted meanwhile: event only
                 jpeg = self.journal.read_portrait(item.portrait)
                 futures.append(client.publish_nowait(
                     self.topics.capture(item.id), jpeg, content_type=JPEG_CONTENT_TYPE,
                     user_properties=[("event_id", item.id), ("seq", str(item.seq)),
                                      ("gate", self.gate), ("ts_ms", str(item.ts_ms))]))
-        futures.append(client.publish_nowait(self.events_topic, item.payload))
+        futures.append(client.publish_nowait(self.events_topic, payload))
         return futures
 
-    async def _pump(self, client: MqttClient) -> None:
-        """Publish pending events with at most ``inflight`` unacknowledged at any time."""
-        inflight: deque[tuple[Pending, list[asyncio.Future[int]]]] = deque()
+    async def _pump(self, client: MqttClient, backlog_seq: int) -> None:
+        """Publish pending events with at most ``inflight`` messages unacknowledged on the wire.
+
+        Events recorded before the connection (``seq`` up to ``backlog_seq``) go in packs, the
+        others one per message (see :meth:`_messages`).  Up to :data:`READ_AHEAD` windows of
+        messages are handed to the MQTT client, which puts the next one on the wire the moment a
+        PUBACK frees a place (paho queues the rest in order), and the journal is read again as
+        soon as one window's worth has been acknowledged: the window never drains while events
+        are pending.  Packs are read a thousand events or so at a time (:data:`HANDED_EVENTS_MAX`).
+        """
+        handed: deque[tuple[list[Pending], list[asyncio.Future[int]]]] = deque()
         acked: list[str] = []
-        refill_at = max(1, self.inflight // 2)
+        ahead = READ_AHEAD * self.inflight
+        events = 0  # handed and not yet acknowledged
+        backlog = True  # events up to backlog_seq may be pending: read enough to pack them
         while True:
-            if len(inflight) <= refill_at:
+            if len(handed) <= ahead - self.inflight and events <= HANDED_EVENTS_MAX // 2:
                 self.journal.mark_delivered(acked)
                 acked.clear()
                 self._wake.clear()
-                busy = {item.seq for item, _ in inflight}
-                for item in self.journal.pending(self.inflight - len(inflight), exclude=busy):
-                    inflight.append((item, self._send(client, item)))
-            if not inflight:
+                busy = {item.seq for group, _ in handed for item in group}
+                room = ahead - len(handed)
+                limit = min(room * MAX_PACK_EVENTS if backlog else room,
+                            HANDED_EVENTS_MAX - events)
+                items = self.journal.pending(limit, exclude=busy)
+                backlog = any(item.seq <= backlog_seq for item in items)
+                for group, payload in self._messages(items, backlog_seq)[:room]:
+                    handed.append((group, self._send(client, group, payload)))
+                    events += len(group)
+            if not handed:
                 await self._wake.wait()
                 continue
-            item, futures = inflight.popleft()
-            # One future per event unless a portrait goes with it: no gather for the common case.
+            group, futures = handed.popleft()
+            events -= len(group)
+            # One future per message unless a portrait goes with it: no gather for the common
+            # case.
             codes = [await futures[0]] if len(futures) == 1 else await asyncio.gather(*futures)
             if max(codes) < REASON_FAILURE:
-                acked.append(item.id)
-                self.state.published += 1
+                acked.extend(item.id for item in group)
+                self.state.published += len(group)
                 if self._denial_reported:
                     self._denial_reported = False
                     log.info("uplink: broker accepts this gate's events again")
                 continue
-            await self._denied(item, max(codes), inflight, acked)
+            await self._denied(group[0], max(codes), handed, acked)
+            events = 0
 
-    async def _denied(self, item: Pending, code: int, inflight: deque[Any],
+    async def _denied(self, item: Pending, code: int,
+                      handed: deque[tuple[list[Pending], list[asyncio.Future[int]]]],
                       acked: list[str]) -> None:
         """A refused publish (ACL): report once, keep the events, wait, then try again."""
         self.state.denied += 1
@@ -318,10 +375,10 @@ class Uplink:
                       self.denied_pause_seconds)
         else:
             log.debug("uplink: event seq %d refused again (0x%02x)", item.seq, code)
-        for other, futures in inflight:  # the rest of the window: keep what was accepted
+        for events, futures in handed:  # the rest of the window: keep what was accepted
             if max(await asyncio.gather(*futures)) < REASON_FAILURE:
-                acked.append(other.id)
-        inflight.clear()
+                acked.extend(other.id for other in events)
+        handed.clear()
         self.journal.mark_delivered(acked)
         acked.clear()
         await asyncio.sleep(self.denied_pause_seconds)

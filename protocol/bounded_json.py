@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import string
 from typing import Any
 
 DEFAULT_MAX_BYTES = 1024 * 1024
@@ -33,6 +34,14 @@ _STRING = re.compile(rb'"([^"\\]*(?:\\.[^"\\]*)*)"', re.DOTALL)
 _SURROGATE_HINT = re.compile(rb"\\u[dD][89a-fA-F]")
 _ESCAPE = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
 _WORDS = frozenset({b"true", b"false", b"null"})
+#: For the check at a glance: digits to ``0``, a fraction's or exponent's mark to ``.`` ...
+_NUMBER_MARKS = bytes.maketrans(b"123456789eE", b"000000000..")
+#: ... so that ``0.`` is a digit followed by a fraction or exponent, and this a long number.
+_LONG_NUMBER = b"0" * (DEFAULT_MAX_NUMBER_DIGITS + 1)
+#: Every byte but the letters that JSON's words (and ``NaN``, ``Infinity``) are made of.
+_NOT_LETTERS = bytes(sorted(set(range(256)) - set((string.ascii_letters + "_").encode())))
+#: A bracket pair with no bracket inside: removed level by level to measure nesting in C.
+_INNERMOST = re.compile(rb"[\[{][^\[\]{}]*[\]}]")
 _HIGH_SURROGATES = range(0xD800, 0xDC00)
 _LOW_SURROGATES = range(0xDC00, 0xE000)
 
@@ -69,6 +78,22 @@ def _check_number(token: bytes, max_digits: int) -> None:
         raise PayloadError("number is not finite")
 
 
+def _nested_within(skeleton: bytes, max_depth: int) -> bool:
+    """Whether the brackets of ``skeleton`` surely nest at most ``max_depth`` deep.
+
+    Fewer opening brackets than that cannot nest deeper.  Otherwise each pass removes every
+    innermost pair, so a pair nested ``h`` levels deep goes in pass ``h``; a bracket left after
+    ``max_depth`` passes is deeper or unpaired (the tokeniser in :func:`check_bounds` says which).
+    """
+    if skeleton.count(b"{") + skeleton.count(b"[") <= max_depth:
+        return True
+    for _ in range(max_depth):
+        skeleton, removed = _INNERMOST.subn(b"", skeleton)
+        if not removed:
+            break
+    return not any(bracket in skeleton for bracket in (b"[", b"]", b"{", b"}"))
+
+
 def check_bounds(
     data: bytes,
     *,
@@ -95,6 +120,18 @@ def check_bounds(
                 if b"\\u" in string.group(1):
                     _check_escapes(string.group(1))
         skeleton = _STRING.sub(b" ", data)
+    # At a glance, with bytes methods and regular expressions only (what nearly every event and
+    # pack takes): only integers short enough, no letters but those of true, false and null
+    # (whatever else they spell the decoder refuses; NaN and Infinity are not made of them),
+    # brackets nested within the limit.  Anything else is tokenised below, which names the limit
+    # broken.
+    marks = skeleton.translate(_NUMBER_MARKS)
+    if (max_number_digits >= DEFAULT_MAX_NUMBER_DIGITS
+            and _LONG_NUMBER not in marks and b"0." not in marks
+            and not skeleton.replace(b"true", b"").replace(b"false", b"").replace(b"null", b"")
+            .translate(None, _NOT_LETTERS)
+            and _nested_within(skeleton, max_depth)):
+        return text
     depth = 0
     for match in _TOKEN.finditer(skeleton):
         kind = match.lastgroup

@@ -8,6 +8,7 @@ before, e.g. read back from the journal at start) carries that guarantee across 
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 import uuid
@@ -16,6 +17,9 @@ _MS_MASK = (1 << 48) - 1
 _COUNTER_MAX = 0xFFF
 #: A fresh millisecond starts its counter below 2**10, leaving room to count within it.
 _COUNTER_SEED_BITS = 10
+#: Random ``rand_b`` values drawn from the OS at once (one system call for this many ids).
+_ENTROPY_IDS = 512
+_RAND_B_BYTES = 8
 
 
 def uuid7_parts(value: str) -> tuple[int, int]:
@@ -35,6 +39,15 @@ class Uuid7:
     def __init__(self, floor: str | None = None) -> None:
         self._lock = threading.Lock()
         self._last_ms, self._counter = uuid7_parts(floor) if floor is not None else (-1, 0)
+        self._entropy = b""
+        self._used = 0
+
+    def _rand_b(self) -> int:
+        """62 random bits from the OS's CSPRNG, read in blocks (call with the lock held)."""
+        if self._used >= len(self._entropy):
+            self._entropy, self._used = os.urandom(_ENTROPY_IDS * _RAND_B_BYTES), 0
+        start, self._used = self._used, self._used + _RAND_B_BYTES
+        return int.from_bytes(self._entropy[start:self._used]) >> 2
 
     def new(self, ms: int) -> str:
         """An id for wall-clock time ``ms`` (UTC milliseconds), greater than every earlier one."""
@@ -49,5 +62,8 @@ class Uuid7:
                 self._counter = secrets.randbits(_COUNTER_SEED_BITS)
             self._last_ms = ms
             value = ((ms & _MS_MASK) << 80 | 0x7 << 76 | self._counter << 64
-                     | 0b10 << 62 | secrets.randbits(62))
-            return str(uuid.UUID(int=value))
+                     | 0b10 << 62 | self._rand_b())
+        # the canonical 8-4-4-4-12 form, without uuid.UUID's checks (the value is one by
+        # construction)
+        digits = f"{value:032x}"
+        return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"

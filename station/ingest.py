@@ -3,7 +3,9 @@
 :meth:`Ingest.handle` takes what arrived together from the broker (one batch of
 :class:`protocol.mqtt.Message`) and returns once all of it is committed, so the receiver can
 acknowledge the batch: events go in with one multi-row ``INSERT ... ON CONFLICT DO NOTHING``
-(deduplication by event id), status, health, command results and portraits beside them.
+(deduplication by event id), status, health, command results and portraits beside them.  An
+``events`` message holds one event or a gate's pack of several (:mod:`protocol.packs`); an event
+of a pack that breaks the contract is set aside alone, the others are stored.
 
 Gates stand on the street and may be stolen or tampered with, so nothing a gate sends is trusted:
 every payload is bounded (:mod:`protocol.bounded_json`: size, depth, number digits, UTF-8, finite
@@ -26,6 +28,7 @@ from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, Operationa
 
 from protocol.events import PERSON_FORGOTTEN
 from protocol.mqtt import Message
+from protocol.packs import is_pack
 from protocol.topics import TopicError, parse_topic
 from station.messages import (
     MAX_TEXT_CHARS,
@@ -34,6 +37,7 @@ from station.messages import (
     MessageError,
     parse_event,
     parse_object,
+    parse_pack,
     parse_status,
 )
 from station.store import Quarantined, Store, now_ms
@@ -47,6 +51,7 @@ DB_RETRY_SECONDS = 2.0
 #: A gate's bad messages are logged at most once per this many milliseconds.
 BAD_LOG_INTERVAL_MS = 60_000
 RESULT_MAX_BYTES = 1024 * 1024
+DEFAULT_BATCH_SIZE = 500
 T = TypeVar("T")
 
 
@@ -74,6 +79,7 @@ class Ingest:
     ``on_result`` is called with (gate, result) for every stored command result (the receiver's
     gap repair reads ``resend`` answers there); ``on_event`` with every newly stored event other
     than ``person.forgotten`` (a gate's ``keys.request``); ``clock`` gives the station's time in ms.
+    Events are committed ``batch_size`` to a transaction.
     """
 
     def __init__(
@@ -81,12 +87,14 @@ class Ingest:
         store: Store,
         *,
         prefix: str,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         clock: Callable[[], int] = now_ms,
         on_result: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None,
         on_event: Callable[[EventRow], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.prefix = prefix
+        self.batch_size = batch_size
         self.stats = IngestStats()
         self.last_event_ms: dict[str, int] = {}
         self._clock = clock
@@ -132,7 +140,14 @@ class Ingest:
                 except TopicError as exc:
                     raise MessageError(str(exc)) from None
                 gate = parsed.gate
-                if parsed.kind == "events":
+                if parsed.kind == "events" and is_pack(message.payload):
+                    for item in parse_pack(message.payload, gate, now_ms=now):
+                        if isinstance(item, EventRow):
+                            rows.append(item)
+                        else:  # one bad event of a pack is set aside alone
+                            bad.append(self._reject(message, gate, str(item), item.seq,
+                                                    part=item.part))
+                elif parsed.kind == "events":
                     rows.append(parse_event(message.payload, gate, now_ms=now))
                 elif parsed.kind in ("capture", "status", "health", "result"):
                     later.append((message, gate, parsed.kind, parsed.name))
@@ -141,7 +156,9 @@ class Ingest:
             except MessageError as exc:
                 bad.append(self._reject(message, gate, str(exc), exc.seq))
         quarantined_before = len(bad)
-        new = await self.db(self._insert_batch, rows, bad) if rows else []
+        new: list[EventRow] = []
+        for start in range(0, len(rows), self.batch_size):  # packs make a batch of many events
+            new += await self.db(self._insert_batch, rows[start:start + self.batch_size], bad)
         refused = len(bad) - quarantined_before
         health: dict[str, dict[str, Any]] = {}  # a newer report replaces an older one
         for message, gate, kind, name in later:
@@ -198,10 +215,11 @@ class Ingest:
     # ------------------------------------------------------------------ bad messages
 
     def _reject(self, message: Message, gate: str | None, reason: str,
-                seq: int | None) -> Quarantined:
+                seq: int | None, *, part: bytes | None = None) -> Quarantined:
+        """``part``: the one event of a pack at fault (what is set aside instead of the pack)."""
         self._count_bad(gate, reason)
-        return Quarantined(topic=message.topic, reason=reason, payload=message.payload,
-                           gate=gate, seq=seq)
+        return Quarantined(topic=message.topic, reason=reason,
+                           payload=message.payload if part is None else part, gate=gate, seq=seq)
 
     def _count_bad(self, gate: str | None, reason: str) -> None:
         """Count, and log once per gate per minute (a flood costs one line a minute)."""

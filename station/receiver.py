@@ -104,8 +104,8 @@ class Receiver:
         self.settle_ms = settle_ms
         self.resend_retry_seconds = resend_retry_seconds
         self.client_id = receiver_client_id(config.mqtt, index)
-        self.ingest = Ingest(store, prefix=self.prefix, on_result=self._result,
-                             on_event=self._event)
+        self.ingest = Ingest(store, prefix=self.prefix, batch_size=self.batch_size,
+                             on_result=self._result, on_event=self._event)
         self.open_gaps: dict[str, list[Range]] = {}
         self.resends_sent = 0
         self.subscribed = asyncio.Event()

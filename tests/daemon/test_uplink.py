@@ -21,6 +21,7 @@ import jsonschema
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from referencing import Registry, Resource
 
 from daemon.events import Event
 from daemon.journal import Journal
@@ -31,7 +32,10 @@ pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = {name: json.loads((REPO / "docs" / "schemas" / f"{name}.json").read_text())
-           for name in ("event", "status", "health")}
+           for name in ("event", "pack", "status", "health")}
+#: pack.json names event.json by its $id
+REGISTRY: Registry[Any] = Registry().with_resource(
+    SCHEMAS["event"]["$id"], Resource.from_contents(SCHEMAS["event"]))
 GATE = "g1"
 BASE = f"menjin/{GATE}"
 GATE_ACL = f"""user gate-{GATE}
@@ -95,6 +99,14 @@ class Collector:
         return [r for r in self.received if r.topic == f"{BASE}/{suffix}"]
 
     def events(self) -> list[dict[str, Any]]:
+        """Every event received, in order, those of packs (a backlog's) one by one."""
+        out = []
+        for message in self.messages():
+            out.extend(message if isinstance(message, list) else [message])
+        return out
+
+    def messages(self) -> list[dict[str, Any] | list[dict[str, Any]]]:
+        """What arrived on ``events``: one event (an object) or a pack of them (an array)."""
         return [json.loads(r.payload) for r in self.on("events")]
 
     def event_ids(self) -> set[str]:
@@ -187,6 +199,10 @@ async def test_tls_client_cert_password_acl_status_events_captures_health(
     assert [e["id"] for e in events] == [*ids, capture["id"]]
     for event in events:
         jsonschema.validate(event, SCHEMAS["event"])
+    # waiting before the uplink started: the 30 events in one pack, the capture's alone
+    packed, alone = station.messages()
+    jsonschema.Draft202012Validator(SCHEMAS["pack"], registry=REGISTRY).validate(packed)
+    assert len(packed) == 30 and alone == events[-1]
     online, offline = (json.loads(r.payload) for r in station.on("status"))
     assert online["state"] == "online" and online["legal_basis"] == LEGAL_BASIS
     assert online["version"] == uplink.version and online["portraits"] == "upload"
@@ -239,6 +255,7 @@ async def test_broker_down_then_backlog_drains_in_order_with_the_alarm_first(
     try:
         async with running(station.run(), uplink.run()):
             await station.ready.wait()
+            await wait_until(lambda: uplink.state.connected)
             before = record_many(journal, ["door.opened"] * 10)
             await wait_until(lambda: station.event_ids() >= set(before))
             await wait_until(lambda: journal.queue_depth() == 0)
@@ -259,6 +276,11 @@ async def test_broker_down_then_backlog_drains_in_order_with_the_alarm_first(
     assert after[0] == alarm
     assert after[1:] == backlog
     assert uplink.state.connects >= 2
+    # recorded while connected: one event per message; waiting at the reconnect: packs
+    messages = station.messages()
+    assert [m["id"] for m in messages[:10] if isinstance(m, dict)] == before
+    packs = [m for m in messages[10:] if isinstance(m, list)]
+    assert sum(len(p) for p in packs) >= 251 and max(len(p) for p in packs) == 100
 
 
 @pytest.mark.timeout(60)
@@ -317,7 +339,7 @@ async def test_acl_denial_is_logged_once_and_not_looped(
     assert uplink.state.denied == 1 and uplink.state.connects == 1
     denied = [line for line in broker.log_text().splitlines()
               if "Denied PUBLISH" in line and f"{BASE}/events" in line]
-    assert len(denied) == 5  # each event tried once
+    assert len(denied) == 1  # the five events waiting at the connect, in one pack, tried once
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "refused event seq 1" in errors[0].getMessage()
     assert "Not authorized" in errors[0].getMessage()

@@ -38,6 +38,11 @@ JSON_VALUES = st.recursive(
         (b"[NaN]", "unexpected word b'NaN'"),
         (b"[Infinity]", "unexpected word b'Infinity'"),
         (b"[-Infinity]", "unexpected word b'Infinity'"),
+        (b"[nullNaN]", "unexpected word b'nullNaN'"),  # JSON's words glued to another
+        (b"[truefalse]", "not JSON"),
+        (b"[" + b"{}," * 40 + b'{"a":' * 32 + b"1" + b"}" * 32 + b"]",
+         "nested deeper than 32 levels"),
+        (b"]" * 40 + b"[" * 40, "not JSON"),
         (b"[1e400]", "number is not finite"),
         (b"[-1E+999]", "number is not finite"),
         (b'{"a":1,"a":2}', "duplicate key 'a'"),
@@ -53,6 +58,7 @@ def test_refused_with_the_limit_named(payload: bytes, message: str) -> None:
 @pytest.mark.parametrize(
     "payload",
     [b'{"a":"\\ud83d\\ude00"}', b'"\\\\ud800"', b'["\\"\\\\"]', b"[" * 32 + b"]" * 32,
+     b"[" + b"{}," * 40 + b'{"a":' * 31 + b"1" + b"}" * 31 + b"]",  # many brackets, 32 deep
      b"18446744073709551615", b"1e-400", b'"a\\/b"'],
 )
 def test_accepted_at_the_edges(payload: bytes) -> None:

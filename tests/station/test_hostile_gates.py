@@ -2,7 +2,8 @@
 gates' records.
 
 The whole ingest path (:class:`station.ingest.Ingest`: topic, bounds, contract, database,
-quarantine, erasure) is fuzzed with 10^5 generated messages of every kind on SQLite and PostgreSQL,
+quarantine, erasure) is fuzzed with 10^5 generated messages of every kind (packs of events among
+them) on SQLite and PostgreSQL,
 then a few hundred go through a real mosquitto to a running receiver, and a hostile *retained*
 message is met at every start.
 """
@@ -96,6 +97,15 @@ def generate(seed: int, count: int) -> Iterator[Message]:
         kind = rng.choices(["events", "status", "health", "result", "capture", "odd"],
                            weights=[70, 6, 6, 6, 4, 8])[0]
         props: tuple[tuple[str, str], ...] = ()
+        if kind == "events" and rng.random() < 0.2:  # a backlog's pack, some events hostile
+            parts = []
+            for _ in range(rng.randrange(2, 7)):
+                seqs[gate] += 1
+                obj = valid_event(rng, gate, seqs[gate])
+                parts.append(json.dumps(obj).encode() if rng.random() < 0.7 else mutate(rng, obj))
+            yield Message(f"{PREFIX}/{gate}/events", b"[" + b",".join(parts) + b"]", 1,
+                          rng.random() < 0.02, mid)
+            continue
         if kind == "events":
             seqs[gate] += 1
             obj = valid_event(rng, gate, seqs[gate])
