@@ -59,6 +59,18 @@ async def wait_until(predicate: object, timeout_s: float = 60.0) -> None:
             await asyncio.sleep(0.1)
 
 
+def station_and_journal(broker: Broker, tmp_path: Path) -> tuple[StationConfig, Store, Journal]:
+    """A station's config and store, and the gate's journal, all in ``tmp_path``."""
+    config = station_config(broker, tmp_path)
+    store = Store(config.database.url, portraits_dir=config.portraits_dir)
+    return config, store, Journal(tmp_path / "gate" / "journal.db", gate=GATE)
+
+
+def repairing_receiver(config: StationConfig, store: Store) -> Receiver:
+    """A receiver that looks for gaps quickly and asks again soon, for the repair tests."""
+    return Receiver(config, store, gap_check_seconds=0.3, settle_ms=300, resend_retry_seconds=2)
+
+
 def routine(n: int) -> Event:
     return Event("door.opened", door="front", data={"n": n})
 
@@ -77,9 +89,7 @@ def test_the_receiver_id_is_stable_and_distinct_per_index() -> None:
 async def test_a_receiver_stopped_for_10_s_while_the_gate_sends_loses_nothing(
     broker: Broker, tmp_path: Path
 ) -> None:
-    config = station_config(broker, tmp_path)
-    store = Store(config.database.url, portraits_dir=config.portraits_dir)
-    journal = Journal(tmp_path / "gate" / "journal.db", gate=GATE)
+    config, store, journal = station_and_journal(broker, tmp_path)
     async with gate_uplink(broker, journal, tmp_path / "station_key.pub.pem", gate=GATE):
         first = Receiver(config, store, gap_check_seconds=0.5, settle_ms=500)
         async with receiving(first):
@@ -105,11 +115,8 @@ async def test_a_broker_restarted_without_persistence_loses_nothing_thanks_to_re
     broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="station")
-    config = station_config(broker, tmp_path)
-    store = Store(config.database.url, portraits_dir=config.portraits_dir)
-    journal = Journal(tmp_path / "gate" / "journal.db", gate=GATE)
-    receiver = Receiver(config, store, gap_check_seconds=0.3, settle_ms=300,
-                        resend_retry_seconds=2)
+    config, store, journal = station_and_journal(broker, tmp_path)
+    receiver = repairing_receiver(config, store)
     async with gate_uplink(broker, journal, tmp_path / "station_key.pub.pem", gate=GATE):
         async with receiving(receiver):
             for n in range(10):
@@ -140,9 +147,7 @@ async def test_a_gap_the_gate_no_longer_holds_is_recorded_as_lost_not_waited_for
     broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="station")
-    config = station_config(broker, tmp_path)
-    store = Store(config.database.url, portraits_dir=config.portraits_dir)
-    journal = Journal(tmp_path / "gate" / "journal.db", gate=GATE)
+    config, store, journal = station_and_journal(broker, tmp_path)
     for n in range(30):
         journal.record(routine(n))
     journal.flush()
@@ -169,11 +174,8 @@ async def test_events_lost_at_the_tail_are_found_from_the_gates_health_and_fetch
     broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="station")
-    config = station_config(broker, tmp_path)
-    store = Store(config.database.url, portraits_dir=config.portraits_dir)
-    journal = Journal(tmp_path / "gate" / "journal.db", gate=GATE)
-    receiver = Receiver(config, store, gap_check_seconds=0.3, settle_ms=300,
-                        resend_retry_seconds=2)
+    config, store, journal = station_and_journal(broker, tmp_path)
+    receiver = repairing_receiver(config, store)
     async with gate_uplink(broker, journal, tmp_path / "station_key.pub.pem", gate=GATE):
         async with receiving(receiver):
             for n in range(10):
