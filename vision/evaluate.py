@@ -229,6 +229,14 @@ def enrolment_split(
     return enrol, probe
 
 
+def _enrol_fold(gallery: Gallery, enrol: dict[str, list[Sample]], strangers: set[str]) -> None:
+    """Enrol every identity of the fold but its strangers, with its embedded enrolment photos."""
+    for identity in sorted(enrol):  # the order the gallery's templates were always added in
+        if identity not in strangers and enrol[identity]:
+            gallery.add(identity, np.vstack([s.embedding for s in enrol[identity]
+                                             if s.embedding is not None]))
+
+
 def gallery_protocol(
     samples: Sequence[Sample],
     *,
@@ -244,12 +252,8 @@ def gallery_protocol(
     dim = next(s.embedding.size for s in samples if s.embedding is not None)
     result = ProtocolResult()
     for fold in range(folds):
-        strangers = strangers_of_fold(identities, fold, folds)
         gallery = Gallery(dim, threshold=threshold, margin=margin, scoring=scoring)
-        for identity in identities:
-            if identity not in strangers and enrol[identity]:
-                rows = [s.embedding for s in enrol[identity] if s.embedding is not None]
-                gallery.add(identity, np.vstack(rows))
+        _enrol_fold(gallery, enrol, strangers_of_fold(identities, fold, folds))
         result.enrolled_templates += len(gallery)
         persons = gallery.persons()
         for identity in identities:
@@ -300,12 +304,8 @@ def passage_protocol(
     dim = next(s.embedding.size for s in samples if s.embedding is not None)
     result = ProtocolResult()
     for fold in range(folds):
-        strangers = strangers_of_fold(identities, fold, folds)
         gallery = Gallery(dim, threshold=threshold, margin=margin, scoring=scoring)
-        for identity in identities:
-            if identity not in strangers and enrol[identity]:
-                rows = [s.embedding for s in enrol[identity] if s.embedding is not None]
-                gallery.add(identity, np.vstack(rows))
+        _enrol_fold(gallery, enrol, strangers_of_fold(identities, fold, folds))
         result.enrolled_templates += len(gallery)
         persons = gallery.persons()
         for identity in identities:
