@@ -395,3 +395,14 @@ def test_the_decision_lookup_agrees_with_the_card_table() -> None:
         assert entry.enabled == entry.person.enabled
         assert (key in INDEX.duress) is duress
     assert INDEX.duress == {"9001"}
+
+
+def test_a_card_listed_twice_belongs_to_its_last_holder() -> None:
+    first = Person("a", "A", groups=("residents",), duress_cards=("5555",))
+    last = Person("b", "B", groups=("garage",), cards=("5555",))
+    index = AccessIndex.build([first, last], GROUPS, zone=SHANGHAI)
+    assert index.cards["5555"] == ("b", False)
+    assert index.duress == frozenset()
+    decision = AccessController(index, {}).decide_card("front", "5555", MONDAY_10)
+    assert (decision.reason, decision.person, decision.duress) == (
+        Reason.NOT_ALLOWED_AT_DOOR, "b", False)
