@@ -327,6 +327,7 @@ class Uplink:
         """
         handed: deque[tuple[list[Pending], list[asyncio.Future[int]]]] = deque()
         acked: list[str] = []
+        self.journal.rewind()  # what the last connection had in flight is sent again
         ahead = READ_AHEAD * self.inflight
         events = 0  # handed and not yet acknowledged
         backlog = True  # events up to backlog_seq may be pending: read enough to pack them
@@ -339,9 +340,13 @@ class Uplink:
                 room = ahead - len(handed)
                 limit = min(room * MAX_PACK_EVENTS if backlog else room,
                             HANDED_EVENTS_MAX - events)
-                items = self.journal.pending(limit, exclude=busy)
+                items = self.journal.take(limit, exclude=busy)
                 backlog = any(item.seq <= backlog_seq for item in items)
-                for group, payload in self._messages(items, backlog_seq)[:room]:
+                messages = self._messages(items, backlog_seq)
+                if len(messages) > room:  # the rest waits: taken again from the store
+                    del messages[room:]
+                    self.journal.rewind()
+                for group, payload in messages:
                     handed.append((group, self._send(client, group, payload)))
                     events += len(group)
             if not handed:
@@ -381,6 +386,7 @@ class Uplink:
         handed.clear()
         self.journal.mark_delivered(acked)
         acked.clear()
+        self.journal.rewind()  # the refused events are to be taken again
         await asyncio.sleep(self.denied_pause_seconds)
 
     # ------------------------------------------------------------------ health and commands
