@@ -2,7 +2,8 @@
 
 One SQLite file in WAL mode per gate.  :meth:`Journal.record` gives an :class:`~daemon.events.Event`
 its identity (UUIDv7 ``id``, gapless per-gate ``seq``, ``gate``, schema ``v``) and stores it; the
-uplink only reads :meth:`Journal.pending` and calls :meth:`Journal.mark_delivered` after the
+uplink only takes events with :meth:`Journal.take` (from the store, or from memory once it has
+caught up: :mod:`daemon.journal_outbox`) and calls :meth:`Journal.mark_delivered` after the
 broker's PUBACK.  Durability is a policy: alarms and access decisions are committed with
 ``synchronous=FULL`` (the WAL is fsynced) before :meth:`record` returns, because a passage or an
 alarm the station never hears of is the failure this module exists to prevent; routine events and
@@ -25,7 +26,7 @@ deleted, and every eviction is itself recorded as a ``journal.dropped`` event.
 At rest (a copied SD card) the journal names nobody: with a ``data_key`` (from
 :mod:`daemon.keyring`, never on the card) each event body is sealed with AES-256-GCM, the
 ``person`` column holds a keyed reference, and portrait files are sealed too; the uplink gets the
-clear payload from :meth:`Journal.pending` and the portrait from :meth:`Journal.read_portrait`.
+clear payload from :meth:`Journal.take` and the portrait from :meth:`Journal.read_portrait`.
 An erasure overwrites the rows it rewrites (``secure_delete``) and truncates the ``-wal``.
 """
 

@@ -1,7 +1,7 @@
 """Store-and-forward uplink: the journal's events to the station broker, commands back.
 
 The uplink only reads the journal, so a dead network never costs an event: it publishes what
-:meth:`~daemon.journal.Journal.pending` returns on ``<prefix>/<gate>/events`` with QoS 1, keeps a
+:meth:`~daemon.journal.Journal.take` hands it on ``<prefix>/<gate>/events`` with QoS 1, keeps a
 bounded window of unacknowledged publishes in flight (throughput without unbounded memory), and
 marks an event delivered only after its PUBACK.  Publishes go out in ``seq`` order, except that
 alarms recorded during a backlog drain are taken ahead of older routine events.  Events that were
