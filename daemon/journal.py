@@ -694,15 +694,16 @@ class Journal:
         if not ids:
             return 0
         if self._writer is not None:
-            # Acknowledgements wait for company, as routine events do: an idle writer is woken
-            # after ``batch_seconds`` (a wake-up per window of PUBACKs cost the event loop more
-            # than forwarding the events did), or at once for a full batch (every id queued here
-            # makes each read of pending() longer).
+            # While the uplink takes from memory, acknowledgements wait for company as routine
+            # events do: an idle writer is woken after ``batch_seconds`` (a wake-up per window
+            # of PUBACKs cost the event loop more than forwarding the events did).  While it
+            # reads the store, or with a full batch, the writer is woken at once: every id
+            # queued here makes each read of pending() longer.
             with self._wakeup:
                 idle = not self._acks and not self._tail
                 self._acks.extend(ids)
                 self._acked.update(ids)
-                if len(self._acks) >= self.batch_max:
+                if len(self._acks) >= self.batch_max or (idle and not self._outbox.serving):
                     self._wakeup.notify()
                 elif idle:
                     self._wake_writer_later()

@@ -7,7 +7,7 @@ the costliest part of forwarding an event.  So once a read of the store finds ev
 event (fewer rows than it asked for), :class:`RecentOutbox` takes over: the writer thread adds
 each committed event, the uplink takes them in order, alarms first, each once.  The store stays
 the truth: whatever happens that the memory cannot follow (a new connection, a refused publish,
-a ``resend``, an erasure, an eviction, more than ``capacity`` events waiting) forgets it, and the
+a ``resend``, an erasure, an eviction, more than ``capacity_bytes`` waiting) forgets it, and the
 next read goes to SQLite again.
 """
 
@@ -21,8 +21,12 @@ from typing import NamedTuple
 
 from daemon.events import Priority
 
-#: Events kept at most; beyond this (a slow or absent broker) the uplink reads the store again.
-DEFAULT_CAPACITY = 40000
+#: Bytes kept at most (payloads and a per-event allowance); beyond this (a broker that cannot
+#: keep up with a burst) the uplink reads the store again.  16 MiB hold some 35,000 routine
+#: events, a burst far beyond what a gate records while connected.
+DEFAULT_CAPACITY_BYTES = 16 * 1024 * 1024
+#: What one event costs in memory beyond its payload (the tuple, its id and numbers), roughly.
+EVENT_OVERHEAD_BYTES = 250
 
 
 class Pending(NamedTuple):
@@ -44,16 +48,23 @@ class RecentOutbox:
     The protocol, for one reader (the uplink, through :meth:`daemon.journal.Journal.take`):
     :meth:`arm` before reading the store, then :meth:`settle` with what that read returned when
     it returned everything; from then on :meth:`take` serves from memory (None: read the store).
-    The writer thread calls :meth:`add` after each commit; :meth:`forget` drops the memory.
+    The writer thread calls :meth:`add` after each commit; :meth:`forget` drops the memory, and
+    so does more than ``capacity_bytes`` waiting.
     """
 
-    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
-        self.capacity = capacity
+    def __init__(self, capacity_bytes: int = DEFAULT_CAPACITY_BYTES) -> None:
+        self.capacity_bytes = capacity_bytes
         self._lock = threading.Lock()
         self._events: deque[Pending] | None = None  # None: not collecting
+        self._bytes = 0
         self._alarms = 0
         self._ready = False  # the store holds nothing to send that is not here or handed out
         self._generation = 0  # bumped by forget(): a settle() from before it is void
+
+    @property
+    def serving(self) -> bool:
+        """Whether :meth:`take` answers from memory (a hint for the journal's writer)."""
+        return self._ready
 
     @property
     def collecting(self) -> bool:
@@ -64,7 +75,7 @@ class RecentOutbox:
         """Start collecting commits; returns the token for :meth:`settle`.  Call it before the
         read of the store, so that an event committed during the read is in one or both."""
         with self._lock:
-            self._events, self._alarms, self._ready = deque(), 0, False
+            self._events, self._alarms, self._ready, self._bytes = deque(), 0, False, 0
             return self._generation
 
     def settle(self, token: int, handed: Iterable[Pending]) -> None:
@@ -77,6 +88,7 @@ class RecentOutbox:
             if seqs:
                 self._events = deque(item for item in self._events if item.seq not in seqs)
                 self._alarms = sum(item.priority is Priority.ALARM for item in self._events)
+                self._bytes = sum(_size(item) for item in self._events)
             self._ready = True
 
     def add(self, items: Iterable[Pending]) -> None:
@@ -87,9 +99,10 @@ class RecentOutbox:
                 return
             for item in items:
                 events.append(item)
+                self._bytes += _size(item)
                 if item.priority is Priority.ALARM:
                     self._alarms += 1
-            if len(events) > self.capacity:
+            if self._bytes > self.capacity_bytes:
                 self._forget()
 
     def take(self, limit: int) -> list[Pending] | None:
@@ -107,6 +120,7 @@ class RecentOutbox:
                 self._alarms -= len(out)
             while events and len(out) < limit:
                 out.append(events.popleft())
+            self._bytes -= sum(_size(item) for item in out)
             return out
 
     def forget(self) -> None:
@@ -115,5 +129,9 @@ class RecentOutbox:
             self._forget()
 
     def _forget(self) -> None:
-        self._events, self._alarms, self._ready = None, 0, False
+        self._events, self._alarms, self._ready, self._bytes = None, 0, False, 0
         self._generation += 1
+
+
+def _size(item: Pending) -> int:
+    return len(item.payload) + EVENT_OVERHEAD_BYTES

@@ -5,13 +5,14 @@ publish, a resend, an erasure, an eviction, too many events waiting)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from pathlib import Path
 
 from daemon.events import Event, Priority
 from daemon.journal import Journal
-from daemon.journal_outbox import Pending, RecentOutbox
+from daemon.journal_outbox import EVENT_OVERHEAD_BYTES, Pending, RecentOutbox
 
 
 def open_journal(tmp_path: Path, **kwargs: object) -> Journal:
@@ -116,28 +117,56 @@ def test_an_eviction_after_catching_up_is_not_handed_out_from_memory(tmp_path: P
     journal.close()
 
 
-async def test_acknowledgements_wait_for_company_unless_a_batch_is_full(tmp_path: Path) -> None:
-    """One acknowledgement does not wake an idle writer (it waits ``batch_seconds``, here an
-    hour); a full batch of them does, at once."""
+DELIVERED = "SELECT count(*) FROM events WHERE delivered = 1"
+
+
+async def _until_delivered(path: Path, count: int) -> None:
+    reader = sqlite3.connect(path)
+    try:
+        async with asyncio.timeout(10):
+            while reader.execute(DELIVERED).fetchone() != (count,):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+    finally:
+        reader.close()
+
+
+async def _writer_journal(tmp_path: Path, count: int) -> tuple[Journal, list[str]]:
+    """A journal with its writer thread (routine batches wait an hour, batches of 5), holding
+    ``count`` committed decisions."""
     journal = open_journal(tmp_path, batch_seconds=3600, batch_max=5)
     journal.start_writer(asyncio.get_running_loop())
+    ids = [journal.record(Event("access.granted", door="front"))["id"] for _ in range(count)]
+    async with asyncio.timeout(10):
+        while len(journal.pending(10)) < count:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    return journal, ids
+
+
+async def test_acknowledgements_wait_for_company_while_served_from_memory(tmp_path: Path) -> None:
+    """Caught up, one acknowledgement does not wake the idle writer (it waits ``batch_seconds``,
+    here an hour); a full batch of them does, at once."""
+    journal, ids = await _writer_journal(tmp_path, 6)
     try:
-        ids = [journal.record(Event("access.granted", door="front"))["id"] for _ in range(6)]
-        async with asyncio.timeout(10):
-            while len(journal.pending(10)) < 6:  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
+        assert len(journal.take(10)) == 6  # caught up: from now on served from memory
         journal.mark_delivered(ids[:1])
         await asyncio.sleep(0.2)
-        assert journal.queue_depth() == 5  # acknowledged, left out of pending() ...
-        assert len(journal.pending(10)) == 5
-        delivered = "SELECT count(*) FROM events WHERE delivered = 1"
-        reader = sqlite3.connect(journal.path)
-        assert reader.execute(delivered).fetchone() == (0,)  # ... not yet committed
+        assert journal.queue_depth() == 5 and len(journal.pending(10)) == 5  # left out ...
+        with contextlib.closing(sqlite3.connect(journal.path)) as reader:
+            assert reader.execute(DELIVERED).fetchone() == (0,)  # ... and not yet committed
         journal.mark_delivered(ids[1:5])  # five waiting: a full batch
-        async with asyncio.timeout(10):
-            while reader.execute(delivered).fetchone() != (5,):  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
-        reader.close()
+        await _until_delivered(journal.path, 5)
+    finally:
+        journal.close()
+
+
+async def test_acknowledgements_are_committed_at_once_while_the_store_is_read(
+        tmp_path: Path) -> None:
+    """Reading the store, every acknowledgement queued makes each read longer: no waiting."""
+    journal, ids = await _writer_journal(tmp_path, 6)
+    try:
+        assert len(journal.take(3)) == 3  # more waiting: the store is read
+        journal.mark_delivered(ids[:1])
+        await _until_delivered(journal.path, 1)
     finally:
         journal.close()
 
@@ -147,11 +176,13 @@ def pending_item(seq: int, priority: Priority = Priority.ROUTINE) -> Pending:
 
 
 def test_recent_outbox_reads_the_store_again_beyond_its_capacity() -> None:
-    outbox = RecentOutbox(capacity=3)
+    outbox = RecentOutbox(capacity_bytes=3 * (EVENT_OVERHEAD_BYTES + 2))  # 3 events of b"{}"
     outbox.settle(outbox.arm(), [])
     outbox.add([pending_item(1), pending_item(2), pending_item(3)])
     assert seqs(outbox.take(1) or []) == [1]
-    outbox.add([pending_item(4), pending_item(5)])  # 4 waiting: more than it keeps
+    outbox.add([pending_item(4)])
+    assert seqs(outbox.take(1) or []) == [2]
+    outbox.add([pending_item(5), pending_item(6)])  # 4 waiting: more than it keeps
     assert outbox.take(10) is None and not outbox.collecting
 
 
