@@ -36,6 +36,7 @@ from station.commands import (
 )
 from station.config import EX_CONFIG, ConfigError, StationConfig
 from station.configcheck import check_station_config
+from station.display import visible
 from station.residents import ResidentsError, load_residents
 
 if TYPE_CHECKING:
@@ -305,7 +306,7 @@ def _send_logged(config_path: Path, sender: Sender, *, raw: bool,
     else:
         from station.i18n import translations
         from station.results import describe
-        typer.echo(describe(result, translations("en").gettext))
+        typer.echo(visible(describe(result, translations("en").gettext)))
     if result.get("ok") is not True:
         raise typer.Exit(EXIT_REFUSED)
 
@@ -625,7 +626,7 @@ def quarantine_command(
     typer.echo(f"{total} message(s) in quarantine" + (f" from gate {gate}" if gate else ""))
     for row in rows:
         seq = f" seq {row['seq']}" if row["seq"] is not None else ""
-        typer.echo(f"#{row['id']} {_time(row['received_ms'])} gate {row['gate'] or '?'}{seq} "
-                   f"{row['topic']} ({row['bytes']} bytes): {row['reason']}")
+        typer.echo(visible(f"#{row['id']} {_time(row['received_ms'])} gate {row['gate'] or '?'}"
+                           f"{seq} {row['topic']} ({row['bytes']} bytes): {row['reason']}"))
         if payload:
             typer.echo("    " + repr(bytes(row["payload"][:512]))[2:-1])
