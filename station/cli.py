@@ -392,11 +392,16 @@ def sync_command(
         help="Residents: a CSV (columns id, name, groups, cards, ...; lists separated by ';') "
         "or one YAML/JSON file with persons, groups, holidays and revoked.")],
     groups: Annotated[Path | None, typer.Option(
-        "--groups", help="YAML/JSON with groups (and holidays, revoked) for a CSV.")] = None,
+        "--groups", help="YAML/JSON with groups (and holidays, revoked) for a CSV; beside a "
+        "YAML/JSON residents file, added to its own (a group or holidays in both is refused).",
+    )] = None,
     snapshot: Annotated[bool, typer.Option(help="Send the full list, not a delta.")] = False,
     config_path: ConfigPath = Path("station.yaml"),
 ) -> None:
     """Send the resident list to a gate: a delta since its last sync, else a snapshot.
+
+    With --groups, the groups, holidays and revoked cards of both files are sent; a group
+    defined in both files, or holidays given in both, is refused with both lines named.
 
     \b
     Example:
