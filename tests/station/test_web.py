@@ -347,7 +347,7 @@ async def test_invisible_characters_from_a_gate_are_shown_not_obeyed(store: Stor
                                                                       ) -> None:
     """A bidi override in a door, a reason and a name is shown as [U+202E] on the page, in the
     alarm and in the CSV (where a formula is also kept as text); the JSON API keeps it as sent."""
-    forced = event("g1", 30, "door.forced", door="门\u202e1号")._replace(reason="x\u2066y\u200b")
+    forced = event("g1", 30, "door.forced", door="门\u202e1号", reason="x\u2066y\u200b")
     formula = event("g1", 31, person="p-evil", door='=HYPERLINK("http://x","1号门")')
     store.add_events([forced, formula])
     store.set_sync_state("g1", 2, {"persons": {"p-evil": {"name": "-2+3\u200f王"}}, "groups": {}})
