@@ -37,7 +37,8 @@ from typing import Any
 from daemon import __version__
 from daemon.commands import CommandProcessor
 from daemon.events import SCHEMA_VERSION, now_ms
-from daemon.journal import Journal, Pending, PortraitPolicy
+from daemon.journal import Journal, PortraitPolicy
+from daemon.journal_outbox import Pending
 from protocol.backoff import backoff_seconds
 from protocol.mqtt import (
     QOS_AT_LEAST_ONCE,
