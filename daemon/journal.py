@@ -2,7 +2,8 @@
 
 One SQLite file in WAL mode per gate.  :meth:`Journal.record` gives an :class:`~daemon.events.Event`
 its identity (UUIDv7 ``id``, gapless per-gate ``seq``, ``gate``, schema ``v``) and stores it; the
-uplink only reads :meth:`Journal.pending` and calls :meth:`Journal.mark_delivered` after the
+uplink only takes events with :meth:`Journal.take` (from the store, or from memory once it has
+caught up: :mod:`daemon.journal_outbox`) and calls :meth:`Journal.mark_delivered` after the
 broker's PUBACK.  Durability is a policy: alarms and access decisions are committed with
 ``synchronous=FULL`` (the WAL is fsynced) before :meth:`record` returns, because a passage or an
 alarm the station never hears of is the failure this module exists to prevent; routine events and
@@ -25,7 +26,7 @@ deleted, and every eviction is itself recorded as a ``journal.dropped`` event.
 At rest (a copied SD card) the journal names nobody: with a ``data_key`` (from
 :mod:`daemon.keyring`, never on the card) each event body is sealed with AES-256-GCM, the
 ``person`` column holds a keyed reference, and portrait files are sealed too; the uplink gets the
-clear payload from :meth:`Journal.pending` and the portrait from :meth:`Journal.read_portrait`.
+clear payload from :meth:`Journal.take` and the portrait from :meth:`Journal.read_portrait`.
 An erasure overwrites the rows it rewrites (``secure_delete``) and truncates the ``-wal``.
 """
 
@@ -45,10 +46,11 @@ import threading
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 from daemon.events import SCHEMA_VERSION, Event, Priority, now_ms
 from daemon.files import private_dir, private_file, write_private
+from daemon.journal_outbox import Pending, RecentOutbox
 from daemon.keys import seal, unseal
 from protocol.uuid7 import Uuid7
 
@@ -130,19 +132,6 @@ class JournalError(Exception):
     """The journal cannot be opened as asked (e.g. it belongs to another gate)."""
 
 
-class Pending(NamedTuple):
-    """One undelivered event as the uplink publishes it (a named tuple: the uplink reads
-    thousands a second, and a tuple is built several times faster than a frozen dataclass)."""
-
-    seq: int
-    id: str
-    type: str
-    ts_ms: int
-    priority: Priority
-    payload: bytes
-    portrait: Path | None = None
-
-
 @dataclass
 class JournalStats:
     """Counters for health reports and tests."""
@@ -156,7 +145,7 @@ class JournalStats:
     rejected: int = 0  # rows no retry could write (never expected: record() cleans its input)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Row:
     seq: int
     id: str
@@ -243,8 +232,10 @@ class Journal:
         self._writer_loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self._acks: list[str] = []  # broker acknowledgements waiting for the writer thread
+        self._ack_wake: asyncio.TimerHandle | None = None  # the writer's wake-up for them
         self._acked: set[str] = set()  # ... which pending() already leaves out
         self.group_commits = 0
+        self._outbox = RecentOutbox()
         self.portrait_dir = path.parent / PORTRAIT_DIR
         private_dir(self.portrait_dir)
         private_file(path)  # events name persons: the -wal and -shm inherit its 0600
@@ -332,7 +323,9 @@ class Journal:
                                        "ts_ms": ts_ms, "time_trusted": trusted}
             body = _ENCODE(payload)
             person = event.person
-            if _SURROGATES.search(body):  # never stored as is: it would fail every write after
+            # never stored as is: it would fail every write after (ASCII, the common case, is
+            # told at a glance)
+            if not body.isascii() and _SURROGATES.search(body):
                 body = _SURROGATES.sub("\ufffd", body)
                 payload = json.loads(body)
                 person = _SURROGATES.sub("\ufffd", person) if person is not None else None
@@ -498,6 +491,12 @@ class Journal:
                 self._report_dropped({"portraits": 0, "delivered_events": 0,
                                       "undelivered_events": lost}, reason="disk_full")
         self._since_quota_check += len(rows)
+        if self._outbox.collecting:
+            portraits = self.portrait_dir
+            self._outbox.add([
+                Pending(r.seq, r.id, r.type, r.ts_ms, _PRIORITIES[r.priority], r.body.encode(),
+                        None if r.portrait_bytes is None
+                        else portraits / f"{r.id}{PORTRAIT_SUFFIX}") for r in rows])
         self._notify_listeners()
         if self._since_quota_check >= QUOTA_CHECK_EVERY and not self._evicting:
             self._since_quota_check = 0
@@ -659,6 +658,32 @@ class Journal:
                         else portraits / f"{portrait_id}{PORTRAIT_SUFFIX}")
                 for seq, event_id, etype, ts, prio, body, portrait_id in rows]
 
+    def take(self, limit: int, *, exclude: Collection[int] = ()) -> list[Pending]:
+        """The next events for the uplink to publish, in :meth:`pending`'s order.
+
+        Unlike :meth:`pending` it hands each event out once: after a read of the store that
+        found every undelivered event (fewer than ``limit``), the events committed since are
+        served from memory (:class:`~daemon.journal_outbox.RecentOutbox`), without reading back
+        what was just written.  ``exclude``: seqs in flight, for the reads from the store.  Call
+        :meth:`rewind` when what was handed out may not have arrived (a new connection, a
+        refused publish).
+        """
+        served = self._outbox.take(limit)
+        if served is not None:
+            return served
+        token = self._outbox.arm()
+        items = self.pending(limit, exclude=exclude)
+        if len(items) < limit:
+            self._outbox.settle(token, items)
+        else:  # more is waiting in the store: keep reading it
+            self._outbox.forget()
+        return items
+
+    def rewind(self) -> None:
+        """Make :meth:`take` read the store again: everything undelivered that is not excluded
+        is handed out again."""
+        self._outbox.forget()
+
     def mark_delivered(self, ids: Iterable[str]) -> int:
         """Record the broker's acknowledgement of these event ids; returns rows changed.
 
@@ -669,14 +694,40 @@ class Journal:
         if not ids:
             return 0
         if self._writer is not None:
+            # While the uplink takes from memory, acknowledgements wait for company as routine
+            # events do: an idle writer is woken after ``batch_seconds`` (a wake-up per window
+            # of PUBACKs cost the event loop more than forwarding the events did).  While it
+            # reads the store, or with a full batch, the writer is woken at once: every id
+            # queued here makes each read of pending() longer.
             with self._wakeup:
-                idle = not self._acks and not self._tail  # else the writer comes by anyway
+                idle = not self._acks and not self._tail
                 self._acks.extend(ids)
                 self._acked.update(ids)
-                if idle:
+                if len(self._acks) >= self.batch_max or (idle and not self._outbox.serving):
                     self._wakeup.notify()
+                elif idle:
+                    self._wake_writer_later()
             return len(ids)
         return self._mark(ids)
+
+    def _wake_writer_later(self) -> None:
+        """Wake the writer in ``batch_seconds`` (call with the tail lock held); at once when not
+        called on the writer's event loop, as ``call_later`` is for the loop's own thread."""
+        if self._ack_wake is not None:
+            return
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or loop is not self._writer_loop:
+            self._wakeup.notify()
+            return
+        self._ack_wake = loop.call_later(self.batch_seconds, self._wake_for_acks)
+
+    def _wake_for_acks(self) -> None:
+        with self._wakeup:
+            self._ack_wake = None
+            self._wakeup.notify()
 
     def _mark(self, ids: list[str]) -> int:
         batch = [(i,) for i in ids]
@@ -829,6 +880,7 @@ class Journal:
             counts["portraits"] += len(portrait_ids)
         with self._transaction():
             self._db.executemany("DELETE FROM events WHERE seq = ?", [(s,) for s in seqs])
+        self._outbox.forget()  # it may hold some of them
         counts[key] += len(seqs)
         self.stats.evicted_events += len(seqs)
         return True
@@ -899,6 +951,7 @@ class Journal:
             self._db.executemany("UPDATE events SET person = ?, body = ? WHERE seq = ?",
                                  rewritten)
             changed = len(rewritten)
+        self._outbox.forget()  # it may hold the person's events as they were
         # secure_delete zeroed the old rows in the file; the old pages must not live on in the WAL
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         with self._tail_lock:
@@ -934,6 +987,8 @@ class Journal:
             with self._transaction():
                 self._db.executemany("UPDATE events SET delivered = 0 WHERE seq = ?",
                                      [(seq,) for seq in seqs])
+            # after the commit: a read of the store before it would miss them for good
+            self._outbox.forget()
         missing: list[Range] = []
         expected = low
         for seq in [*seqs, end + 1]:
@@ -990,6 +1045,9 @@ class Journal:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        if self._ack_wake is not None:
+            self._ack_wake.cancel()
+            self._ack_wake = None
         if self._writer is not None:
             with self._wakeup:
                 self._closing = True

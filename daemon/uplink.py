@@ -1,7 +1,7 @@
 """Store-and-forward uplink: the journal's events to the station broker, commands back.
 
 The uplink only reads the journal, so a dead network never costs an event: it publishes what
-:meth:`~daemon.journal.Journal.pending` returns on ``<prefix>/<gate>/events`` with QoS 1, keeps a
+:meth:`~daemon.journal.Journal.take` hands it on ``<prefix>/<gate>/events`` with QoS 1, keeps a
 bounded window of unacknowledged publishes in flight (throughput without unbounded memory), and
 marks an event delivered only after its PUBACK.  Publishes go out in ``seq`` order, except that
 alarms recorded during a backlog drain are taken ahead of older routine events.  Events that were
@@ -37,7 +37,8 @@ from typing import Any
 from daemon import __version__
 from daemon.commands import CommandProcessor
 from daemon.events import SCHEMA_VERSION, now_ms
-from daemon.journal import Journal, Pending, PortraitPolicy
+from daemon.journal import Journal, PortraitPolicy
+from daemon.journal_outbox import Pending
 from protocol.backoff import backoff_seconds
 from protocol.mqtt import (
     QOS_AT_LEAST_ONCE,
@@ -327,6 +328,7 @@ class Uplink:
         """
         handed: deque[tuple[list[Pending], list[asyncio.Future[int]]]] = deque()
         acked: list[str] = []
+        self.journal.rewind()  # what the last connection had in flight is sent again
         ahead = READ_AHEAD * self.inflight
         events = 0  # handed and not yet acknowledged
         backlog = True  # events up to backlog_seq may be pending: read enough to pack them
@@ -339,9 +341,13 @@ class Uplink:
                 room = ahead - len(handed)
                 limit = min(room * MAX_PACK_EVENTS if backlog else room,
                             HANDED_EVENTS_MAX - events)
-                items = self.journal.pending(limit, exclude=busy)
+                items = self.journal.take(limit, exclude=busy)
                 backlog = any(item.seq <= backlog_seq for item in items)
-                for group, payload in self._messages(items, backlog_seq)[:room]:
+                messages = self._messages(items, backlog_seq)
+                if len(messages) > room:  # the rest waits: taken again from the store
+                    del messages[room:]
+                    self.journal.rewind()
+                for group, payload in messages:
                     handed.append((group, self._send(client, group, payload)))
                     events += len(group)
             if not handed:
@@ -381,6 +387,7 @@ class Uplink:
         handed.clear()
         self.journal.mark_delivered(acked)
         acked.clear()
+        self.journal.rewind()  # the refused events are to be taken again
         await asyncio.sleep(self.denied_pause_seconds)
 
     # ------------------------------------------------------------------ health and commands

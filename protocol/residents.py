@@ -443,6 +443,7 @@ def check(
     mask: Callable[[str], str] = lambda card: f"****{card[-4:]}",
     zone: tzinfo | None = None,
     group_hint: Callable[[str], str] = lambda group: "define it under 'groups:'",
+    group_problem: Callable[[GroupRecord], str | None] = lambda group: None,
 ) -> Checked:
     """Validate every row and item and the rules between rows: unique ids, each card given to one
     person, groups defined (in the file or in ``known_groups``), a card not held by someone
@@ -451,10 +452,16 @@ def check(
     Every problem of a row is reported, each as ``field: message``.  ``zone`` is the gate's:
     validity bounds without an offset are its time (without it, only an order no zone can change
     is checked).  ``group_hint(group)`` tells how to define a group the file names but nobody
-    defined.  Cards and revoked cards come out canonical (:func:`protocol.cards.canonical_card`).
+    defined; ``group_problem(group)`` is what the caller's own checks find wrong with a group the
+    file defines (the gate parses its schedule), or None.  Cards and revoked cards come out
+    canonical (:func:`protocol.cards.canonical_card`).
+
+    A group the file defines badly is left out, and so is every person in it, with a problem on
+    their line: importing them without the group, or with the definition the store still holds,
+    would give them other doors or hours than the file says (see :func:`_groups`).
     """
     problems: list[tuple[int, str]] = []
-    groups, group_lines = _groups(data, problems)
+    groups, group_lines, refused = _groups(data, problems, group_problem)
     holidays = None
     if data.holidays is not None:
         try:
@@ -474,9 +481,12 @@ def check(
             rows.append((row, _read_person(row.fields, zone)))
     ids: dict[str, int] = {}
     cards: dict[str, tuple[int, str]] = {}
-    known = set(known_groups) | set(group_lines)
+    known = set(known_groups) | set(group_lines) | set(refused)  # refused: said below
     for row, person in rows:
         person.problems += _between_rows(person, row.line, ids, cards, known, mask, group_hint)
+        person.problems += [f"groups: group {group!r} is not imported: its definition on line "
+                            f"{refused[group]} is bad" for group in person.group_ids()
+                            if group in refused]
     good = _settle_store_cards([(row, p) for row, p in rows if not p.problems], ids, card_owner,
                                mask)
     for row, person in rows:
@@ -489,23 +499,39 @@ def check(
     return Checked(persons, groups, holidays, revoked, problems, bad, group_lines)
 
 
-def _groups(data: ResidentFile,
-            problems: list[tuple[int, str]]) -> tuple[list[GroupRecord], dict[str, int]]:
-    groups: list[GroupRecord] = []
+def _groups(data: ResidentFile, problems: list[tuple[int, str]],
+            group_problem: Callable[[GroupRecord], str | None],
+            ) -> tuple[list[GroupRecord], dict[str, int], dict[str, int]]:
+    """The good groups, the line of each, and the line of each refused group whose id is known.
+
+    A group defined twice is refused both times: which of the two its members were meant to
+    get cannot be told, and the first one's doors may not be the intended ones.
+    """
+    groups: dict[str, GroupRecord] = {}
     lines: dict[str, int] = {}
+    refused: dict[str, int] = {}
     for line, obj in data.groups:
+        given = obj.get("id") if isinstance(obj, Mapping) else None
         try:
             group = GroupRecord.model_validate(obj)
         except ValidationError as exc:
             problems += [(line, f"group {problem}") for problem in describe(exc).splitlines()]
+            if isinstance(given, str):
+                refused.setdefault(given, line)
             continue
-        if group.id in lines:
-            problems.append((line, f"group {group.id!r} is already defined on line "
-                                   f"{lines[group.id]}"))
+        if group.id in lines or group.id in refused:
+            first = lines.get(group.id) or refused[group.id]
+            problems.append((line, f"group {group.id!r} is already defined on line {first}"))
+            refused.setdefault(group.id, line)
+            groups.pop(group.id, None)
+            continue
+        if (problem := group_problem(group)) is not None:
+            problems.append((line, f"group {group.id}: {problem}"))
+            refused[group.id] = line
             continue
         lines[group.id] = line
-        groups.append(group)
-    return groups, lines
+        groups[group.id] = group
+    return list(groups.values()), {g: lines[g] for g in groups}, refused
 
 
 def _revoked(data: ResidentFile, problems: list[tuple[int, str]]) -> list[str]:

@@ -36,6 +36,7 @@ from station.commands import (
 )
 from station.config import EX_CONFIG, ConfigError, StationConfig
 from station.configcheck import check_station_config
+from station.display import visible
 from station.residents import ResidentsError, load_residents
 
 if TYPE_CHECKING:
@@ -305,7 +306,7 @@ def _send_logged(config_path: Path, sender: Sender, *, raw: bool,
     else:
         from station.i18n import translations
         from station.results import describe
-        typer.echo(describe(result, translations("en").gettext))
+        typer.echo(visible(describe(result, translations("en").gettext)))
     if result.get("ok") is not True:
         raise typer.Exit(EXIT_REFUSED)
 
@@ -391,11 +392,16 @@ def sync_command(
         help="Residents: a CSV (columns id, name, groups, cards, ...; lists separated by ';') "
         "or one YAML/JSON file with persons, groups, holidays and revoked.")],
     groups: Annotated[Path | None, typer.Option(
-        "--groups", help="YAML/JSON with groups (and holidays, revoked) for a CSV.")] = None,
+        "--groups", help="YAML/JSON with groups (and holidays, revoked) for a CSV; beside a "
+        "YAML/JSON residents file, added to its own (a group or holidays in both is refused).",
+    )] = None,
     snapshot: Annotated[bool, typer.Option(help="Send the full list, not a delta.")] = False,
     config_path: ConfigPath = Path("station.yaml"),
 ) -> None:
     """Send the resident list to a gate: a delta since its last sync, else a snapshot.
+
+    With --groups, the groups, holidays and revoked cards of both files are sent; a group
+    defined in both files, or holidays given in both, is refused with both lines named.
 
     \b
     Example:
@@ -625,7 +631,7 @@ def quarantine_command(
     typer.echo(f"{total} message(s) in quarantine" + (f" from gate {gate}" if gate else ""))
     for row in rows:
         seq = f" seq {row['seq']}" if row["seq"] is not None else ""
-        typer.echo(f"#{row['id']} {_time(row['received_ms'])} gate {row['gate'] or '?'}{seq} "
-                   f"{row['topic']} ({row['bytes']} bytes): {row['reason']}")
+        typer.echo(visible(f"#{row['id']} {_time(row['received_ms'])} gate {row['gate'] or '?'}"
+                           f"{seq} {row['topic']} ({row['bytes']} bytes): {row['reason']}"))
         if payload:
             typer.echo("    " + repr(bytes(row["payload"][:512]))[2:-1])

@@ -24,6 +24,7 @@ from pydantic import TypeAdapter
 
 from protocol.pins import hash_pin, verify_pin
 from protocol.residents import (
+    Checked,
     ResidentFile,
     ResidentFileError,
     check,
@@ -74,22 +75,33 @@ def _read(path: Path) -> ResidentFile:
 def load_residents(path: Path, groups_path: Path | None = None) -> ResidentList:
     """A CSV of persons (+ ``groups_path`` for groups, holidays, revoked cards), or one YAML/JSON
     file with everything; raises :class:`ResidentsError` listing every problem as
-    ``FILE:LINE: field: message``."""
+    ``FILE:LINE: field: message``.
+
+    A YAML/JSON ``path`` with its own sections and ``groups_path`` beside it are merged: each
+    group is defined in one of the two files (a group in both is refused, naming both lines,
+    rather than one definition silently winning), holidays come from one of them (refused in
+    both: a calendar is replaced whole), and revoked cards are those of both.
+    """
     data = _read(path)
     problems: list[str] = []
+    clashes: list[tuple[int, str]] = []
     if groups_path is not None:
         extra = _read(groups_path)
         if extra.rows:
             raise ResidentsError(f"{groups_path}: persons belong in {path}")
         side = check(extra)
         problems += [f"{groups_path}:{line}: {msg}" for line, msg in side.problems]
-        checked = check(ResidentFile(data.rows), known_groups=[g.id for g in side.groups],
+        checked = check(data, known_groups=[g.id for g in side.groups],
                         group_hint=lambda group: f"define it under 'groups:' in {groups_path}")
-        groups, holidays, revoked = side.groups, side.holidays, side.revoked
+        clashes = _both(data, checked, groups_path, extra, side)
+        groups = side.groups + checked.groups
+        holidays = side.holidays if data.holidays is None else checked.holidays
+        revoked = list(dict.fromkeys(side.revoked + checked.revoked))
     else:
         checked = check(data, group_hint=_group_hint(path))
         groups, holidays, revoked = checked.groups, checked.holidays, checked.revoked
-    problems += [f"{path}:{line}: {msg}" for line, msg in checked.problems]
+    problems += [f"{path}:{line}: {msg}"
+                 for line, msg in sorted(checked.problems + clashes, key=lambda p: p[0])]
     if problems:
         raise ResidentsError("\n".join(problems))
     return ResidentList(
@@ -99,6 +111,21 @@ def load_residents(path: Path, groups_path: Path | None = None) -> ResidentList:
         _HOLIDAYS.dump_python(holidays, mode="json") if holidays is not None else None,
         tuple(revoked),
         {item.record.id: dict(item.pins) for item in checked.persons if item.pins})
+
+
+def _both(data: ResidentFile, checked: Checked, groups_path: Path, extra: ResidentFile,
+          side: Checked) -> list[tuple[int, str]]:
+    """What the residents file and the ``--groups`` file both define, as problems of the
+    residents file's lines."""
+    problems = [(line, f"group {group!r} is also defined in {groups_path}:"
+                       f"{side.group_lines[group]}: define each group in one file")
+                for group, line in checked.group_lines.items() if group in side.group_lines]
+    if data.holidays is not None and extra.holidays is not None:
+        problems.append((data.section_lines.get("holidays", 1),
+                         f"holidays: also given in {groups_path}:"
+                         f"{extra.section_lines.get('holidays', 1)}: give the holidays in one "
+                         "file"))
+    return problems
 
 
 def _group_hint(path: Path) -> Callable[[str], str]:

@@ -1,8 +1,10 @@
 """The station's web page for the duty officer: passages, live alarms, gates, people, commands.
 
 Chinese first (``station.i18n``), rendered on the server from Jinja2 templates with autoescape on,
-so no value reaches the page unescaped; the few lines of JavaScript in ``static/live.js`` only
-insert rows the server rendered and play the alarm tone.  Nothing is fetched from another host.
+so no value reaches the page unescaped, and every value shown has its invisible characters (a
+bidi override from a gate) made visible by :mod:`station.display`; the few lines of JavaScript in
+``static/live.js`` only insert rows the server rendered and play the alarm tone.  Nothing is
+fetched from another host.
 
 Every page needs a signed-in operator account (``menjin station user add``); ``web.login: false``
 is accepted only on a loopback bind and then gives read-only access.  Sessions live in the
@@ -35,6 +37,7 @@ from station.accounts import Accounts, User
 from station.alarms import Alarms
 from station.commands import CommandError, send_command, signing_key
 from station.config import FACE_FILING_THRESHOLD_PERSONS, StationConfig, WebConfig
+from station.display import shown, spreadsheet_cell
 from station.doorcontrol import MODES, check_target, command_args
 from station.gaps import MAX_RANGE_EVENTS, GateGaps, gate_gaps, parse_seq, resend_args
 from station.gatehealth import GateHealth, gate_health
@@ -110,8 +113,9 @@ def _safe_next(target: str) -> str:
 
 
 def _csv_line(values: list[Any]) -> str:
+    """One CSV line for a spreadsheet: no invisible characters, no text run as a formula."""
     buffer = io.StringIO()
-    csv.writer(buffer).writerow(["" if v is None else v for v in values])
+    csv.writer(buffer).writerow(["" if v is None else spreadsheet_cell(v) for v in values])
     return buffer.getvalue()
 
 
@@ -138,7 +142,7 @@ class StationWeb:
     def _environment(self, lang: str) -> Environment:
         env = Environment(loader=PackageLoader("station", "templates"),
                           autoescape=select_autoescape(["html"]),
-                          extensions=["jinja2.ext.i18n"])
+                          extensions=["jinja2.ext.i18n"], finalize=shown)
         env.install_gettext_translations(translations(lang), newstyle=True)  # type: ignore[attr-defined]
         env.filters["time"] = self.time
         env.filters["card"] = mask_card

@@ -55,6 +55,7 @@ from protocol.residents import (
     parse_resident_file,
     with_pins,
 )
+from protocol.sync import GroupRecord
 
 EX_DATAERR = 65  # sysexits.h: the input file was bad; nothing was imported
 EX_NOTFOUND = 1
@@ -173,19 +174,20 @@ def check_import(data: ResidentFile, store: Store, file: str,
     cards its store holds; here the gate adds what needs its own code: schedule texts.  PINs are
     hashed last, once every row passed.  ``group_hint(group)`` says how to create a group a row
     names and nobody defined.
+
+    A person in a group the file defines badly (a schedule the gate cannot read, a group defined
+    twice) is refused too, with its own line, and so left out by ``--skip-bad``: imported
+    without that group they would silently lose its doors, and with the definition the store
+    may still hold they would keep doors or hours the file meant to change.  An installer who
+    skips bad rows expects each imported person to have exactly the access the file gives them;
+    the report lists who is missing, and a second import after fixing the group brings them in.
     """
     checked = check(data, known_groups=[g.id for g in store.groups()],
                     card_owner=store.card_owner, mask=mask, zone=store.zone,
-                    group_hint=group_hint)
+                    group_hint=group_hint, group_problem=_schedule_problem)
     problems = list(checked.problems)
     bad = checked.bad
-    groups: list[Group] = []
-    for group in checked.groups:
-        try:
-            groups.append(group_from_record(group))
-        except PersonError as exc:
-            problems.append((checked.group_lines[group.id], f"group {group.id}: {exc}"))
-            bad += 1
+    groups = [group_from_record(group) for group in checked.groups]
     persons: list[Person] = []
     for item in checked.persons:
         try:  # the file's checks are the gate's: this refuses only what they missed
@@ -200,6 +202,15 @@ def check_import(data: ResidentFile, store: Store, file: str,
     problems.sort(key=lambda p: p[0])
     return Checked(persons, groups, holidays, checked.revoked,
                    [f"{file}:{line}: {msg}" for line, msg in problems], workdays, bad)
+
+
+def _schedule_problem(group: GroupRecord) -> str | None:
+    """What the gate's schedule parser finds wrong with a group of the file, or None."""
+    try:
+        group_from_record(group)
+    except PersonError as exc:
+        return str(exc)
+    return None
 
 
 def _group_hint(store: Store, config: Path | None, db: Path | None, *,

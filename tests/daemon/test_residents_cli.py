@@ -438,3 +438,31 @@ def test_an_unknown_group_names_the_command_that_creates_it(tmp_path: Path, db: 
     assert run("group", "add", "garage", "--door", "front", "--db", str(db))[0] == 0
     assert run("import", str(csv_file), "--db", str(db))[:2] == (
         0, "imported 1 person(s), 0 group(s)\n")
+
+
+def test_skip_bad_leaves_out_the_members_of_a_bad_group(tmp_path: Path, db: Path) -> None:
+    """The store holds 'office' (mon-fri 08:00-18:00); the file redefines it with a schedule the
+    gate cannot read and adds 'night' the same way.  Their members are reported and not imported:
+    neither without the group nor with the store's old office hours."""
+    file = write(tmp_path, "bad-groups.yaml", """\
+        groups:
+          - {id: night, doors: [front], schedule: "sometimes"}
+          - {id: office, doors: [front, vehicle], schedule: "daily"}
+        persons:
+          - {id: n1, name: Night Guard, groups: [residents, night]}
+          - {id: o1, name: Office Clerk, groups: [office]}
+          - {id: r1, name: Resident, groups: [residents]}
+        """)
+    code, out, err = run("import", str(file), "--db", str(db), "--skip-bad")
+    assert (code, out) == (0, "imported 1 person(s), 0 group(s), 4 bad row(s) skipped\n")
+    assert err.splitlines() == [
+        f"{file}:2: group night: schedule: clause 'sometimes' needs days and windows, e.g. "
+        "'mon-fri 07:00-22:00'",
+        f"{file}:3: group office: schedule: clause 'daily' needs days and windows, e.g. "
+        "'mon-fri 07:00-22:00'",
+        f"{file}:5: groups: group 'night' is not imported: its definition on line 2 is bad",
+        f"{file}:6: groups: group 'office' is not imported: its definition on line 3 is bad"]
+    with Store(db) as store:
+        assert [p.id for p in store.persons()] == ["r1"]
+        office = {g.id: g for g in store.groups()}["office"]
+        assert (office.doors, office.schedule.text) == (("front",), "mon-fri 08:00-18:00")

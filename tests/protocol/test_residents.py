@@ -281,13 +281,35 @@ def test_an_undefined_group_says_how_to_define_it() -> None:
                                    "night)")]
 
 
-def test_a_group_defined_twice() -> None:
+def test_a_group_defined_twice_is_left_out_with_its_members() -> None:
+    """Which of the two definitions the members were meant to get cannot be told."""
     text = ("groups:\n  - {id: a, doors: [front]}\n  - {id: a, doors: [side]}\n"
-            "  - {id: 'b c'}\n")
+            "  - {id: 'b c'}\npersons:\n  - {id: p1, name: A, groups: [a]}\n")
     checked = check(parse_resident_file(text, "g.yaml"))
-    assert checked.problems == [(3, "group 'a' is already defined on line 2"),
-                                (4, "group id: 'b c' is not a group id")]
-    assert (checked.group_lines, checked.bad) == ({"a": 2}, 2)
+    assert checked.problems == [
+        (3, "group 'a' is already defined on line 2"),
+        (4, "group id: 'b c' is not a group id"),
+        (6, "groups: group 'a' is not imported: its definition on line 3 is bad")]
+    assert (checked.groups, checked.persons, checked.bad) == ([], [], 4)
+
+
+@pytest.mark.parametrize("known", [[], ["night"]])
+def test_a_person_in_a_badly_defined_group_is_refused(known: list[str]) -> None:
+    """Also when the store holds the group: its old doors and hours are not what the file says."""
+    text = ("groups:\n  - {id: night, doors: 'front'}\n  - {id: day, doors: [front]}\n"
+            "persons:\n  - {id: p1, name: A, groups: [day, night]}\n"
+            "  - {id: p2, name: B, groups: [day]}\n")
+    checked = check(parse_resident_file(text, "g.yaml"), known_groups=known)
+    assert checked.problems == [
+        (2, "group doors: Input should be a valid list"),
+        (5, "groups: group 'night' is not imported: its definition on line 2 is bad")]
+    assert [p.record.id for p in checked.persons] == ["p2"]
+    assert ([g.id for g in checked.groups], checked.bad) == (["day"], 2)
+    refused = check(parse_resident_file(text.replace("'front'", "[front]"), "g.yaml"),
+                    group_problem=lambda g: "schedule: not today" if g.id == "night" else None)
+    assert refused.problems == [
+        (2, "group night: schedule: not today"),
+        (5, "groups: group 'night' is not imported: its definition on line 2 is bad")]
 
 
 CELLS = st.one_of(

@@ -226,3 +226,48 @@ def test_a_csv_without_groups_says_where_groups_go(tmp_path: Path) -> None:
         load_residents(path, write(tmp_path, "g.yaml", "groups: []\n"))
     assert str(caught.value) == (f"{path}:2: groups: unknown group 'residents' (define it under "
                                  f"'groups:' in {tmp_path / 'g.yaml'})")
+
+
+def test_groups_file_beside_a_yaml_with_its_own_groups_is_merged(tmp_path: Path) -> None:
+    """--groups adds to what the residents file defines: groups and revoked cards of both,
+    the holidays of the one file that gives them."""
+    path = write(tmp_path, "residents.yaml", """\
+groups:
+  - {id: night, doors: [front], schedule: "mon-sun 22:00-06:00"}
+revoked: ["0000000002"]
+persons:
+  - {id: p1, name: A, groups: [residents, night]}
+""")
+    residents = load_residents(path, write(tmp_path, "groups.yaml", GROUPS_YAML))
+    assert sorted(residents.groups) == ["night", "residents"]
+    assert residents.persons["p1"]["groups"] == ["residents", "night"]
+    assert (residents.holidays, residents.revoked) == (["2026-10-01"], ("1", "2"))
+
+
+def test_a_group_or_holidays_in_both_files_are_refused_naming_both(tmp_path: Path) -> None:
+    """One definition silently winning would give its members other doors than they are meant."""
+    path = write(tmp_path, "residents.yaml", """\
+groups:
+  - {id: night, doors: [front]}
+  - {id: residents, doors: [front, side]}
+holidays: ["2026-10-02"]
+persons:
+  - {id: p1, name: A, groups: [residents]}
+""")
+    groups = write(tmp_path, "groups.yaml", GROUPS_YAML)
+    with pytest.raises(ResidentsError) as caught:
+        load_residents(path, groups)
+    assert str(caught.value).splitlines() == [
+        f"{path}:3: group 'residents' is also defined in {groups}:2: define each group in one "
+        "file",
+        f"{path}:4: holidays: also given in {groups}:3: give the holidays in one file"]
+    from typer.testing import CliRunner
+
+    from menjin.cli import app
+
+    result = CliRunner().invoke(app, ["station", "sync", "g1", str(path), "--groups",
+                                      str(groups), "-c", str(tmp_path / "station.yaml")])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == (
+        f"{path}:3: group 'residents' is also defined in {groups}:2: define each group in one "
+        "file")

@@ -13,6 +13,7 @@ import logging
 import subprocess
 import sys
 import time
+import unicodedata
 import uuid
 from pathlib import Path
 from typing import Any
@@ -339,6 +340,40 @@ async def test_csv_export_of_a_filtered_range(store: Store, tmp_path: Path) -> N
     assert [r[2] for r in rows[1:]] == ["11", "12", "13", "14", "15"]
     assert rows[1][0] == "2026-09-21 22:13:31" and rows[1][6] == "王芳"
     assert rows[1][7] == "card ****4321" and "87654321" not in body
+
+
+@pytest.mark.timeout(60)
+async def test_invisible_characters_from_a_gate_are_shown_not_obeyed(store: Store, tmp_path: Path
+                                                                      ) -> None:
+    """A bidi override in a door, a reason and a name is shown as [U+202E] on the page, in the
+    alarm and in the CSV (where a formula is also kept as text); the JSON API keeps it as sent."""
+    forced = event("g1", 30, "door.forced", door="门\u202e1号", reason="x\u2066y\u200b")
+    formula = event("g1", 31, person="p-evil", door='=HYPERLINK("http://x","1号门")')
+    store.add_events([forced, formula])
+    store.set_sync_state("g1", 2, {"persons": {"p-evil": {"name": "-2+3\u200f王"}}, "groups": {}})
+    config = station_config(tmp_path)
+    async with serving(store, config) as url, client() as http:
+        await sign_in(http, url, "duty")
+        async with http.get(url + "/passages") as response:
+            page = await response.text()
+        async with http.get(url + "/alarms") as response:
+            alarms = await response.text()
+        async with http.get(url + "/passages.csv", params={"gate": "g1"}) as response:
+            body = (await response.read()).decode("utf-8")
+        async with http.get(url + "/api/events", params={"gate": "g1"}) as response:
+            api = await response.json()
+    assert "<td>门[U+202E]1号</td>" in page
+    assert 'title="x[U+2066]y[U+200B]">x[U+2066]y[U+200B]</td>' in page
+    assert '<span class="name">-2+3[U+200F]王</span>' in page
+    assert '<span class="where">g1 / 门[U+202E]1号</span>' in alarms
+    assert '<span class="detail">x[U+2066]y[U+200B]</span>' in alarms
+    for text in (page, alarms, body.removeprefix("\ufeff")):
+        assert not [c for c in text if unicodedata.category(c) in ("Cc", "Cf") and c not in "\n\r"]
+    rows = {r[2]: r for r in csv.reader(io.StringIO(body.removeprefix("\ufeff")))}
+    assert (rows["30"][3], rows["30"][8]) == ("门[U+202E]1号", "x[U+2066]y[U+200B]")
+    assert (rows["31"][3], rows["31"][6]) == ("'=HYPERLINK(\"http://x\",\"1号门\")",
+                                              "'-2+3[U+200F]王")
+    assert {r["seq"]: r["door"] for r in api["rows"]}[30] == "门\u202e1号"
 
 
 @pytest.mark.timeout(60)

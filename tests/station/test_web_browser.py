@@ -302,6 +302,50 @@ async def test_a_forced_door_appears_live_and_is_acknowledged(
 
 
 @pytest.mark.timeout(180)
+async def test_a_bidi_override_from_a_gate_is_shown_not_obeyed(
+    store: Store, broker: Broker, tmp_path: Path
+) -> None:
+    """A gate names its door "门", U+202E, "1号": drawn as is it would read "门号1".  The live row,
+    the alarm panel and the reloaded page show "门[U+202E]1号" instead."""
+    config = station_config(tmp_path, broker_port=broker.port)
+    store.add_events([event("north", 1)])
+    forced = {"v": 1, "id": str(uuid.uuid4()), "seq": 2, "gate": "north",
+              "ts_ms": BASE_MS + 5000, "type": "door.forced", "door": "门\u202e1号",
+              "reason": "\u2067warning\u2069"}
+    send = in_loop(asyncio.get_running_loop(),
+                   lambda: publish(broker, "menjin/north/events", forced))
+
+    def browse(url: str) -> dict[str, Any]:
+        from selenium.webdriver.common.by import By
+
+        seen: dict[str, Any] = {}
+        with chromium(tmp_path / "profile") as driver:
+            sign_in(driver, url, "duty")
+            send()
+            row = wait_for(driver, f"tr#ev-{forced['id']}")
+            alarm = wait_for(driver, "#alarm-panel li[data-kind='door.forced']")
+            seen["live_door"] = row.find_elements(By.TAG_NAME, "td")[2].text
+            seen["alarm_where"] = alarm.find_element(By.CSS_SELECTOR, ".where").text
+            seen["alarm_detail"] = alarm.find_element(By.CSS_SELECTOR, ".detail").text
+            screenshot(driver, tmp_path / "bidi-live.png")
+            driver.get(url + "/passages")
+            row = wait_for(driver, f"tr#ev-{forced['id']}")
+            seen["door"] = row.find_elements(By.TAG_NAME, "td")[2].text
+            seen["reason"] = row.find_element(By.CSS_SELECTOR, "td.reason").text
+        return seen
+
+    async with live_station(store, config) as url:
+        seen = await asyncio.to_thread(browse, url)
+    assert seen == {"live_door": "门[U+202E]1号", "alarm_where": "north / 门[U+202E]1号",
+                    "alarm_detail": "[U+2067]warning[U+2069]", "door": "门[U+202E]1号",
+                    "reason": "[U+2067]warning[U+2069]"}
+    events = store.t["events"]
+    with store.engine.connect() as conn:  # stored as sent: only the display changes
+        assert conn.execute(events.select().where(events.c.id == forced["id"])).one().door == (
+            "门\u202e1号")
+
+
+@pytest.mark.timeout(180)
 async def test_a_gate_going_offline_raises_an_alarm(
     store: Store, broker: Broker, tmp_path: Path
 ) -> None:

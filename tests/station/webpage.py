@@ -48,11 +48,11 @@ def add_users(store: Store) -> None:
 
 def event(gate: str, seq: int, type_: str = "access.granted", *, person: str | None = None,
           ts_ms: int | None = None, door: str = "front", ref: str | None = None,
-          kind: str | None = None) -> EventRow:
+          kind: str | None = None, reason: str | None = None) -> EventRow:
     return EventRow(id=str(uuid.uuid4()), gate=gate, seq=seq,
                     ts_ms=BASE_MS + seq * 1000 if ts_ms is None else ts_ms, type=type_,
                     door=door, reader=None, credential_kind=kind or ("face" if person else None),
-                    credential_ref=ref, person=person, reason=None, data={})
+                    credential_ref=ref, person=person, reason=reason, data={})
 
 
 def portrait_jpeg(shade: int) -> bytes:
