@@ -641,22 +641,32 @@ class Journal:
         for the writer thread are left out by SQLite itself, so a refill reads only the rows it
         returns.
         """
+        return self._read_pending(limit, exclude)[0]
+
+    def _read_pending(self, limit: int, exclude: Collection[int]) -> tuple[list[Pending], int]:
+        """:meth:`pending`, and the last seq committed as that read saw the file."""
         with self._tail_lock:
             acked = list(self._acked)
         with self._read_lock:
-            rows = self._reader.execute(
-                "SELECT e.seq, e.id, e.type, e.ts_ms, e.priority, e.body, p.id FROM events e "
-                "LEFT JOIN portraits p ON p.seq = e.seq "
-                "WHERE e.delivered = 0 AND e.seq NOT IN (SELECT value FROM json_each(?)) "
-                "AND e.id NOT IN (SELECT value FROM json_each(?)) "
-                "ORDER BY e.priority = 3 DESC, e.seq LIMIT ?",
-                (json.dumps(list(exclude)), json.dumps(acked), limit),
-            ).fetchall()
+            self._reader.execute("BEGIN")  # one snapshot for both
+            try:
+                rows = self._reader.execute(
+                    "SELECT e.seq, e.id, e.type, e.ts_ms, e.priority, e.body, p.id FROM events e "
+                    "LEFT JOIN portraits p ON p.seq = e.seq "
+                    "WHERE e.delivered = 0 AND e.seq NOT IN (SELECT value FROM json_each(?)) "
+                    "AND e.id NOT IN (SELECT value FROM json_each(?)) "
+                    "ORDER BY e.priority = 3 DESC, e.seq LIMIT ?",
+                    (json.dumps(list(exclude)), json.dumps(acked), limit),
+                ).fetchall()
+                seen = self._reader.execute(
+                    "SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
+            finally:
+                self._reader.execute("COMMIT")
         portraits = self.portrait_dir
         return [Pending(seq, event_id, etype, ts, _PRIORITIES[prio], self._open_body(body).encode(),
                         None if portrait_id is None
                         else portraits / f"{portrait_id}{PORTRAIT_SUFFIX}")
-                for seq, event_id, etype, ts, prio, body, portrait_id in rows]
+                for seq, event_id, etype, ts, prio, body, portrait_id in rows], int(seen[0])
 
     def take(self, limit: int, *, exclude: Collection[int] = ()) -> list[Pending]:
         """The next events for the uplink to publish, in :meth:`pending`'s order.
@@ -672,9 +682,9 @@ class Journal:
         if served is not None:
             return served
         token = self._outbox.arm()
-        items = self.pending(limit, exclude=exclude)
+        items, seen = self._read_pending(limit, exclude)
         if len(items) < limit:
-            self._outbox.settle(token, items)
+            self._outbox.settle(token, seen)
         else:  # more is waiting in the store: keep reading it
             self._outbox.forget()
         return items

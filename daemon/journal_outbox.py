@@ -60,6 +60,9 @@ class RecentOutbox:
         self._alarms = 0
         self._ready = False  # the store holds nothing to send that is not here or handed out
         self._generation = 0  # bumped by forget(): a settle() from before it is void
+        #: The highest seq the settling read of the store saw: the writer hands a commit over a
+        #: moment after making it, so one that read saw may still arrive here after settle().
+        self._seen = 0
 
     @property
     def serving(self) -> bool:
@@ -78,18 +81,18 @@ class RecentOutbox:
             self._events, self._alarms, self._ready, self._bytes = deque(), 0, False, 0
             return self._generation
 
-    def settle(self, token: int, handed: Iterable[Pending]) -> None:
-        """The read of the store after :meth:`arm` returned every undelivered event: these are
-        handed out (dropped from memory), the rest is served from memory from now on."""
+    def settle(self, token: int, seen: int) -> None:
+        """The read of the store after :meth:`arm` returned every undelivered event it saw, and
+        it saw the events up to seq ``seen``: those are handed out (or were not to be, being in
+        flight or delivered), the later ones are served from memory from now on."""
         with self._lock:
             if token != self._generation or self._events is None:
                 return  # forgotten meanwhile: the next read goes to the store
-            seqs = {item.seq for item in handed}
-            if seqs:
-                self._events = deque(item for item in self._events if item.seq not in seqs)
+            if self._events and self._events[0].seq <= seen:
+                self._events = deque(item for item in self._events if item.seq > seen)
                 self._alarms = sum(item.priority is Priority.ALARM for item in self._events)
                 self._bytes = sum(_size(item) for item in self._events)
-            self._ready = True
+            self._seen, self._ready = max(self._seen, seen), True
 
     def add(self, items: Iterable[Pending]) -> None:
         """Events just committed, in ``seq`` order (the writer thread, after the commit)."""
@@ -98,6 +101,8 @@ class RecentOutbox:
             if events is None:
                 return
             for item in items:
+                if item.seq <= self._seen:
+                    continue  # a read of the store handed it out already
                 events.append(item)
                 self._bytes += _size(item)
                 if item.priority is Priority.ALARM:

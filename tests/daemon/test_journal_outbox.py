@@ -8,7 +8,11 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+import threading
+from collections.abc import Iterable
 from pathlib import Path
+
+import pytest
 
 from daemon.events import Event, Priority
 from daemon.journal import Journal
@@ -177,7 +181,7 @@ def pending_item(seq: int, priority: Priority = Priority.ROUTINE) -> Pending:
 
 def test_recent_outbox_reads_the_store_again_beyond_its_capacity() -> None:
     outbox = RecentOutbox(capacity_bytes=3 * (EVENT_OVERHEAD_BYTES + 2))  # 3 events of b"{}"
-    outbox.settle(outbox.arm(), [])
+    outbox.settle(outbox.arm(), 0)
     outbox.add([pending_item(1), pending_item(2), pending_item(3)])
     assert seqs(outbox.take(1) or []) == [1]
     outbox.add([pending_item(4)])
@@ -193,7 +197,7 @@ def test_recent_outbox_ignores_a_settle_from_before_it_forgot() -> None:
     token = outbox.arm()
     outbox.add([pending_item(1)])
     outbox.forget()
-    outbox.settle(token, [])
+    outbox.settle(token, 0)
     assert outbox.take(10) is None
 
 
@@ -201,5 +205,35 @@ def test_recent_outbox_drops_what_the_store_read_already_handed_out() -> None:
     outbox = RecentOutbox()
     token = outbox.arm()
     outbox.add([pending_item(7), pending_item(8)])  # committed during the read of the store
-    outbox.settle(token, [pending_item(6), pending_item(7)])  # ... which saw 7 too
+    outbox.settle(token, 7)  # ... which saw 7 too
     assert seqs(outbox.take(10) or []) == [8]
+    outbox.add([pending_item(7)])  # the writer's hand-over may come after the read
+    assert outbox.take(10) == []
+
+
+def test_a_commit_reaching_memory_after_a_store_read_saw_it_is_not_taken_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer hands a commit to the outbox a moment after committing it; a rewind and a read
+    of the store in that moment hand the event out, and the memory must not hand it out again."""
+    journal = open_journal(tmp_path)
+    assert journal.take(10) == []  # caught up: commits are collected
+    committed, go = threading.Event(), threading.Event()
+    add = RecentOutbox.add
+
+    def late_add(self: RecentOutbox, items: Iterable[Pending]) -> None:
+        committed.set()
+        go.wait(5)
+        add(self, items)
+
+    monkeypatch.setattr(RecentOutbox, "add", late_add)
+    seq = journal.record(Event("door.opened", door="front"))["seq"]
+    writer = threading.Thread(target=journal.flush)
+    writer.start()
+    assert committed.wait(5)  # in the file, not yet in memory
+    journal.rewind()  # a new connection
+    assert seqs(journal.take(10)) == [seq]
+    go.set()
+    writer.join()
+    assert journal.take(10) == []
+    journal.close()
