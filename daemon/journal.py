@@ -376,15 +376,19 @@ class Journal:
                 if self._closing:
                     return  # close() commits the rest on its own thread
                 durable, self._urgent_waiting = self._urgent_waiting, False
-                acks, self._acks = self._acks, []
                 rows = bool(self._tail)
             committed = self.flush(durable=durable)  # first: an ack may name these events
             if committed and rows:
                 self.group_commits += 1
-            if acks:
-                self._mark(acks)
-                with self._tail_lock:
-                    self._acked.difference_update(acks)
+            # Taken with the write connection held: a resend (redeliver) either finds them still
+            # queued and drops them, or comes after their commit and undoes it.
+            with self._db_lock:
+                with self._wakeup:
+                    acks, self._acks = self._acks, []
+                if acks:
+                    self._mark(acks)
+                    with self._tail_lock:
+                        self._acked.difference_update(acks)
             if not committed:
                 with self._wakeup:
                     self._urgent_waiting = self._urgent_waiting or durable

@@ -466,6 +466,39 @@ async def test_writer_wakes_from_idle_for_a_routine_event_and_an_acknowledgement
         journal.close()
 
 
+async def test_a_resend_while_the_writer_commits_an_acknowledgement_is_not_undone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The station asks for an event again (``resend``) just as the writer thread has taken the
+    event's PUBACK to commit it: the event must be published again, not marked delivered."""
+    journal = Journal(tmp_path / "journal.db", gate="g1")
+    event = journal.record(Event("access.granted", door="front"))
+    journal.flush()
+    journal.start_writer(asyncio.get_running_loop())
+    marking, go = threading.Event(), threading.Event()
+    mark = Journal._mark
+
+    def slow_mark(self: Journal, ids: list[str]) -> int:
+        if threading.current_thread().name == "journal-writer":
+            marking.set()
+            go.wait(5)
+        return mark(self, ids)
+
+    monkeypatch.setattr(Journal, "_mark", slow_mark)
+    try:
+        journal.mark_delivered([event["id"]])
+        assert await asyncio.to_thread(marking.wait, 5)  # the writer holds the acknowledgement
+        resend = asyncio.ensure_future(
+            asyncio.to_thread(journal.redeliver, event["seq"], event["seq"], limit=10))
+        await asyncio.sleep(0.2)
+        go.set()
+        assert (await resend)[0] == [event["seq"]]
+        await asyncio.sleep(0.2)  # the writer's commit is done
+        assert [item.seq for item in journal.pending(10)] == [event["seq"]]
+    finally:
+        go.set()
+        journal.close()
+
+
 async def test_a_burst_of_routine_events_goes_to_disk_in_a_few_group_commits(
         tmp_path: Path) -> None:
     """Counted, not timed: with the batch timer longer than the test, 500 routine events
