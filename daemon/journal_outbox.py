@@ -46,8 +46,9 @@ class RecentOutbox:
     """Committed events not yet handed to the uplink, in ``seq`` order (thread-safe).
 
     The protocol, for one reader (the uplink, through :meth:`daemon.journal.Journal.take`):
-    :meth:`arm` before reading the store, then :meth:`settle` with what that read returned when
-    it returned everything; from then on :meth:`take` serves from memory (None: read the store).
+    :meth:`arm` before reading the store, then :meth:`settle` with the last seq that read saw
+    when it returned everything; from then on :meth:`take` serves from memory (None: read the
+    store).
     The writer thread calls :meth:`add` after each commit; :meth:`forget` drops the memory, and
     so does more than ``capacity_bytes`` waiting.
     """
