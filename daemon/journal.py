@@ -471,16 +471,21 @@ class Journal:
             rows, self._tail = self._tail, []
         if not rows:
             return True
+        failure: BaseException | None = None
         try:
             self._set_synchronous("FULL" if durable or self.fsync == "all" else "NORMAL")
             try:
                 self._insert(rows)
             except UNWRITABLE_ROW:  # one row no retry can write must not wedge the rest
-                rows = self._insert_one_by_one(rows)
+                rows, failure = self._insert_one_by_one(rows)
         except (sqlite3.Error, OSError) as exc:  # full disk above all: the door must go on
             with self._tail_lock:
                 self._tail[:0] = rows
             self._write_failed(exc)
+            return False
+        if failure is not None:  # the disk failed part way: what was written goes on its way
+            self._hand_over(rows)
+            self._write_failed(failure)
             return False
         if any(self._pending_drop_report.values()):
             counts, self._pending_drop_report = self._pending_drop_report, {}
@@ -495,6 +500,14 @@ class Journal:
                 self._report_dropped({"portraits": 0, "delivered_events": 0,
                                       "undelivered_events": lost}, reason="disk_full")
         self._since_quota_check += len(rows)
+        self._hand_over(rows)
+        if self._since_quota_check >= QUOTA_CHECK_EVERY and not self._evicting:
+            self._since_quota_check = 0
+            self.enforce_quota()
+        return True
+
+    def _hand_over(self, rows: list[_Row]) -> None:
+        """Committed ``rows`` to the uplink: into memory if it takes from there, and a wake-up."""
         if self._outbox.collecting:
             portraits = self.portrait_dir
             self._outbox.add([
@@ -502,10 +515,6 @@ class Journal:
                         None if r.portrait_bytes is None
                         else portraits / f"{r.id}{PORTRAIT_SUFFIX}") for r in rows])
         self._notify_listeners()
-        if self._since_quota_check >= QUOTA_CHECK_EVERY and not self._evicting:
-            self._since_quota_check = 0
-            self.enforce_quota()
-        return True
 
     def _insert(self, rows: list[_Row]) -> None:
         with self._transaction():
@@ -523,10 +532,11 @@ class Journal:
             self._db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'",
                              (str(rows[-1].seq),))
 
-    def _insert_one_by_one(self, rows: list[_Row]) -> list[_Row]:
+    def _insert_one_by_one(self, rows: list[_Row]) -> tuple[list[_Row], BaseException | None]:
         """Write ``rows`` one at a time, leaving out (and logging) those that cannot be written
-        whatever the disk does; returns the rows written.  A disk failure propagates with the
-        rows not yet written put back at the head of the tail."""
+        whatever the disk does.  Returns the rows written and, when the disk failed part way,
+        its error: the row it failed on and those after it are back at the head of the tail
+        (only they: the rows before are committed)."""
         written: list[_Row] = []
         for index, row in enumerate(rows):
             try:
@@ -536,12 +546,12 @@ class Journal:
                 log.error("journal: event seq %d (%s) cannot be stored and is left out: %s",
                           row.seq, row.type[:64], exc)
                 continue
-            except (sqlite3.Error, OSError):
+            except (sqlite3.Error, OSError) as exc:
                 with self._tail_lock:
-                    self._tail[:0] = rows[index + 1:]
-                raise
+                    self._tail[:0] = rows[index:]
+                return written, exc
             written.append(row)
-        return written
+        return written, None
 
     @contextlib.contextmanager
     def _transaction(self) -> Any:

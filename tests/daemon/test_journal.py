@@ -16,6 +16,7 @@ import sys
 import threading
 import uuid
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import jsonschema
@@ -529,3 +530,39 @@ def test_numbering_continues_after_a_seq_floor_known_from_elsewhere(tmp_path: Pa
     journal = open_journal(tmp_path, seq_floor=5)  # a lower floor changes nothing
     assert journal.record(Event("door.opened", door="front", ts_ms=T0 + 2))["seq"] == 32
     journal.close()
+
+
+def test_a_disk_failure_while_rows_go_one_by_one_puts_back_only_the_rest(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A batch holding a row no retry can write is written one row at a time; when the disk
+    then fails part way, the rows already written are committed once and go to the uplink at
+    once, and only the failed row and those after it wait for the retry.  (Before, the whole
+    batch went back as well: the written rows were reported as "cannot be stored" on the retry
+    and, caught up, the uplink took them only after a reconnect.)"""
+    journal = open_journal(tmp_path)
+    assert journal.take(10) == []  # caught up: the uplink takes from memory
+    seqs = [journal.record(Event("door.opened", door="front"))["seq"] for _ in range(5)]
+    unwritable, disk_fails = seqs[1], seqs[3]
+    insert = journal._insert
+    disk = {"failed": False}
+
+    def failing_insert(rows: list[Any]) -> None:
+        if any(row.seq == unwritable for row in rows):
+            raise sqlite3.IntegrityError("a row no retry can write")
+        if rows[0].seq == disk_fails and not disk["failed"]:
+            disk["failed"] = True
+            raise sqlite3.OperationalError("database or disk is full")
+        insert(rows)
+
+    with mock.patch.object(journal, "_insert", failing_insert):
+        assert journal.flush() is False
+        assert [p.seq for p in journal.take(10)] == [seqs[0], seqs[2]]
+        assert journal.flush() is True  # the disk is back
+    assert [p.seq for p in journal.take(10)] == seqs[3:]
+    journal.close()
+    assert stored(journal.path, "SELECT seq FROM events ORDER BY seq") == [
+        (s,) for s in (seqs[0], *seqs[2:])]
+    assert journal.stats.rejected == 1
+    assert [r.message for r in caplog.records if "cannot be stored" in r.message] == [
+        f"journal: event seq {unwritable} (door.opened) cannot be stored and is left out: "
+        "a row no retry can write"]
