@@ -16,12 +16,16 @@ export MENJIN_FACES ?= $(abspath $(CURDIR)/../shared/faces)
 
 .PHONY: demo test test-arm64 lint demo-deps test-deps i18n
 
-$(VENV): pyproject.toml
+# The venv counts as built only once everything is installed: an interrupted pip leaves no stamp,
+# so the next run installs again instead of taking the half-built folder for up to date.
+INSTALLED := $(VENV)/.installed
+$(VENV): $(INSTALLED)
+$(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e '.[dev]'
 	tools/headless-opencv.sh $(VENV)
-	touch $(VENV)
+	touch $(INSTALLED)
 
 define apt_install
 	@missing=""; for pair in $(1); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \

@@ -158,6 +158,8 @@ def test_a_model_onnx_runtime_refuses_never_stops_the_door_daemon(tmp_path: Path
         assert status["vision"]["state"] in ("fault", "starting")
         assert "exited with status 1" in status["vision"]["last_error"] or \
             status["vision"]["state"] == "starting"
+        # and what failed is ONNX Runtime refusing the model, not some other start-up error
+        assert "INVALID_PROTOBUF" in daemon.log.read_text(errors="replace")
         assert daemon.proc.poll() is None  # the door daemon runs on
     finally:
         daemon.stop()
