@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import sqlite3
+import sys
 import threading
 import time
 from collections import deque
@@ -75,6 +76,8 @@ READY_TIMEOUT_SECONDS = 30.0
 STOP_FLUSH_SECONDS = 1.0
 STOP_FLUSH_POLL_SECONDS = 0.02
 RECENT_EVENTS = 500
+#: How long a thread may keep the GIL while the event loop waits for it (the default is 5 ms).
+GIL_SWITCH_SECONDS = 0.0005
 BYTES_PER_MB = 1024 * 1024
 #: Parts that live as long as the process, whatever a reload changes.
 FIXED_PARTS = frozenset({"control", "residents", "privacy", "clock"})
@@ -369,6 +372,11 @@ class Gate:
             # for tens of milliseconds (docs/performance.md).
             gc.collect()
             gc.freeze()
+            # A thread busy in Python (the journal's writer sealing a batch) keeps the GIL for
+            # up to the switch interval while the loop waits with a card's last byte: 5 ms by
+            # default, a door's whole latency budget.  At 0.5 ms the loop gets it back sooner,
+            # for a few more switches a second.
+            sys.setswitchinterval(GIL_SWITCH_SECONDS)
             interval = watchdog_seconds()
             if interval is not None:
                 group.create_task(watchdog_loop(self.notifier, self.doors_alive,
