@@ -9,7 +9,6 @@ before, e.g. read back from the journal at start) carries that guarantee across 
 from __future__ import annotations
 
 import os
-import secrets
 import threading
 import uuid
 
@@ -17,9 +16,10 @@ _MS_MASK = (1 << 48) - 1
 _COUNTER_MAX = 0xFFF
 #: A fresh millisecond starts its counter below 2**10, leaving room to count within it.
 _COUNTER_SEED_BITS = 10
-#: Random ``rand_b`` values drawn from the OS at once (one system call for this many ids).
+#: Random words drawn from the OS at once (one system call for this many ids, or fewer: a new
+#: millisecond takes one more for its counter's seed).
 _ENTROPY_IDS = 512
-_RAND_B_BYTES = 8
+_WORD_BYTES = 8
 
 
 def uuid7_parts(value: str) -> tuple[int, int]:
@@ -42,12 +42,14 @@ class Uuid7:
         self._entropy = b""
         self._used = 0
 
-    def _rand_b(self) -> int:
-        """62 random bits from the OS's CSPRNG, read in blocks (call with the lock held)."""
+    def _random_word(self) -> int:
+        """64 random bits from the OS's CSPRNG, read in blocks (call with the lock held): no
+        system call per id, which on the door's event loop would also let another thread take
+        the GIL."""
         if self._used >= len(self._entropy):
-            self._entropy, self._used = os.urandom(_ENTROPY_IDS * _RAND_B_BYTES), 0
-        start, self._used = self._used, self._used + _RAND_B_BYTES
-        return int.from_bytes(self._entropy[start:self._used]) >> 2
+            self._entropy, self._used = os.urandom(_ENTROPY_IDS * _WORD_BYTES), 0
+        start, self._used = self._used, self._used + _WORD_BYTES
+        return int.from_bytes(self._entropy[start:self._used])
 
     def new(self, ms: int) -> str:
         """An id for wall-clock time ``ms`` (UTC milliseconds), greater than every earlier one."""
@@ -59,10 +61,10 @@ class Uuid7:
                     ms += 1
                     self._counter = 0
             else:
-                self._counter = secrets.randbits(_COUNTER_SEED_BITS)
+                self._counter = self._random_word() >> (64 - _COUNTER_SEED_BITS)
             self._last_ms = ms
             value = ((ms & _MS_MASK) << 80 | 0x7 << 76 | self._counter << 64
-                     | 0b10 << 62 | self._rand_b())
+                     | 0b10 << 62 | self._random_word() >> 2)
         # the canonical 8-4-4-4-12 form, without uuid.UUID's checks (the value is one by
         # construction)
         digits = f"{value:032x}"
