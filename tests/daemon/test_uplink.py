@@ -185,6 +185,7 @@ async def test_tls_client_cert_password_acl_status_events_captures_health(
             await station.ready.wait()
             ids = record_many(journal, ["door.opened", "access.granted", "door.closed"] * 10)
             capture = journal.record(Event("capture", door="front", person="p1"), portrait=JPEG)
+            journal.flush()  # all of it waiting in the file, not half of it in the batch timer
             async with running(uplink.run()):
                 await wait_until(lambda: len(station.event_ids()) == 31 and station.on("health"))
                 await wait_until(lambda: journal.queue_depth() == 0)
