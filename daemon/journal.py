@@ -377,18 +377,24 @@ class Journal:
                     return  # close() commits the rest on its own thread
                 durable, self._urgent_waiting = self._urgent_waiting, False
                 rows = bool(self._tail)
-            committed = self.flush(durable=durable)  # first: an ack may name these events
-            if committed and rows:
-                self.group_commits += 1
-            # Taken with the write connection held: a resend (redeliver) either finds them still
-            # queued and drops them, or comes after their commit and undoes it.
+            # The write connection is held from taking the acknowledgements to marking them: a
+            # resend (redeliver) either finds them still queued and drops them, or comes after
+            # their commit and undoes it.  They are taken before the commit, which then holds
+            # every event they can name (recorded before they were queued); an acknowledgement
+            # taken after it could name an event recorded meanwhile, still in the tail.
             with self._db_lock:
                 with self._wakeup:
                     acks, self._acks = self._acks, []
-                if acks:
+                committed = self.flush(durable=durable)
+                if committed and rows:
+                    self.group_commits += 1
+                if acks and committed:
                     self._mark(acks)
                     with self._tail_lock:
                         self._acked.difference_update(acks)
+                elif acks:  # the events they name may be back in the tail: keep them queued
+                    with self._wakeup:
+                        self._acks[:0] = acks
             if not committed:
                 with self._wakeup:
                     self._urgent_waiting = self._urgent_waiting or durable
