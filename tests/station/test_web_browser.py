@@ -247,17 +247,28 @@ def in_loop(loop: asyncio.AbstractEventLoop,
     return lambda: asyncio.run_coroutine_threadsafe(make(), loop).result(WAIT_S)
 
 
+def sender(broker: Broker, topic: str, payload: dict[str, Any], *,
+           retain: bool = False) -> Callable[[], None]:
+    """A blocking call, for the browser's thread, that publishes as a gate would (made in the
+    test, whose loop runs the publish)."""
+    return in_loop(asyncio.get_running_loop(),
+                   lambda: publish(broker, topic, payload, retain=retain))
+
+
+def forced_event(door: str, **extra: Any) -> dict[str, Any]:
+    """Gate north's `door.forced` at seq 2, five seconds after the stored passage at seq 1."""
+    return {"v": 1, "id": str(uuid.uuid4()), "seq": 2, "gate": "north", "ts_ms": BASE_MS + 5000,
+            "type": "door.forced", "door": door, **extra}
+
+
 @pytest.mark.timeout(180)
 async def test_a_forced_door_appears_live_and_is_acknowledged(
     store: Store, broker: Broker, tmp_path: Path
 ) -> None:
     config = station_config(tmp_path, broker_port=broker.port)
     store.add_events([event("north", 1)])
-    forced = {"v": 1, "id": str(uuid.uuid4()), "seq": 2, "gate": "north",
-              "ts_ms": BASE_MS + 5000,
-              "type": "door.forced", "door": "front"}
-    send = in_loop(asyncio.get_running_loop(),
-                   lambda: publish(broker, "menjin/north/events", forced))
+    forced = forced_event("front")
+    send = sender(broker, "menjin/north/events", forced)
 
     def browse(url: str) -> dict[str, Any]:
         from selenium.webdriver.common.by import By
@@ -309,11 +320,8 @@ async def test_a_bidi_override_from_a_gate_is_shown_not_obeyed(
     the alarm panel and the reloaded page show "门[U+202E]1号" instead."""
     config = station_config(tmp_path, broker_port=broker.port)
     store.add_events([event("north", 1)])
-    forced = {"v": 1, "id": str(uuid.uuid4()), "seq": 2, "gate": "north",
-              "ts_ms": BASE_MS + 5000, "type": "door.forced", "door": "门\u202e1号",
-              "reason": "\u2067warning\u2069"}
-    send = in_loop(asyncio.get_running_loop(),
-                   lambda: publish(broker, "menjin/north/events", forced))
+    forced = forced_event("门\u202e1号", reason="\u2067warning\u2069")
+    send = sender(broker, "menjin/north/events", forced)
 
     def browse(url: str) -> dict[str, Any]:
         from selenium.webdriver.common.by import By
@@ -354,8 +362,7 @@ async def test_a_gate_going_offline_raises_an_alarm(
               "site": "幸福里小区", "name": "北门"}
     await publish(broker, "menjin/north/status", online, retain=True)
     offline = {**online, "state": "offline"}
-    send = in_loop(asyncio.get_running_loop(),
-                   lambda: publish(broker, "menjin/north/status", offline, retain=True))
+    send = sender(broker, "menjin/north/status", offline, retain=True)
 
     def browse(url: str) -> dict[str, Any]:
         from selenium.webdriver.common.by import By
