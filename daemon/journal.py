@@ -43,7 +43,7 @@ import logging
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -86,6 +86,17 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 #: The compact JSON of event bodies; one encoder for every event (``json.dumps`` with options
 #: builds a new one per call).
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+#: Rows per INSERT statement, largest first: a batch goes in a few multi-row statements of
+#: these sizes (each prepared once, then cached).  sqlite3 releases the GIL around every step,
+#: and executemany steps once per row, so with a busy event loop each row waited a whole switch
+#: interval to get the GIL back.  128 rows of 7 values stay under SQLite's oldest limit of 999
+#: parameters.
+_INSERT_SIZES = (128, 16, 1)
+_INSERT_SQL = {
+    size: "INSERT INTO events (seq, id, ts_ms, type, priority, person, body) VALUES "
+    + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * size)
+    for size in _INSERT_SIZES}
+_INSERT_WIDTH = 7
 Range = tuple[int, int]
 PORTRAIT_SUFFIX = ".jpg"
 SEALED_PREFIX = "sealed:"
@@ -385,11 +396,10 @@ class Journal:
             with self._db_lock:
                 with self._wakeup:
                     acks, self._acks = self._acks, []
-                committed = self.flush(durable=durable)
+                committed = self._flush(durable, acks)
                 if committed and rows:
                     self.group_commits += 1
                 if acks and committed:
-                    self._mark(acks)
                     with self._tail_lock:
                         self._acked.difference_update(acks)
                 elif acks:  # the events they name may be back in the tail: keep them queued
@@ -472,18 +482,45 @@ class Journal:
         with self._db_lock:
             return self._flush(durable)
 
-    def _flush(self, durable: bool) -> bool:
+    def _flush(self, durable: bool, acks: list[str] | None = None) -> bool:
+        """Commit the tail as it is now, ``batch_max`` rows per transaction, and mark ``acks``
+        delivered in the last of them (alone when the tail is empty); False when a write failed
+        (what was not written is back in the tail).
+
+        Each transaction's rows go to the uplink as soon as it commits: a burst of events is
+        published while the rest of it is written, not after.  ``acks`` may name any event
+        recorded before they were queued, so they wait for the transaction that holds the last
+        of those.
+        """
         with self._tail_lock:
-            rows, self._tail = self._tail, []
-        if not rows:
+            todo = len(self._tail)
+        if not todo:
+            if acks:
+                self._mark(acks)
             return True
+        while todo > 0:
+            with self._tail_lock:
+                rows = self._tail[:min(todo, self.batch_max)]
+                del self._tail[:len(rows)]
+            # a nested flush (recording the report of a drop) may have taken the rest
+            todo = len(rows) and todo - len(rows)
+            if rows and not self._commit(rows, durable, acks if todo == 0 else None):
+                return False
+        if acks and not rows:
+            self._mark(acks)
+        return True
+
+    def _commit(self, rows: list[_Row], durable: bool, acks: list[str] | None) -> bool:
+        """One transaction of :meth:`_flush`."""
         failure: BaseException | None = None
         try:
             self._set_synchronous("FULL" if durable or self.fsync == "all" else "NORMAL")
             try:
-                self._insert(rows)
+                self._insert(rows, acks or ())
             except UNWRITABLE_ROW:  # one row no retry can write must not wedge the rest
                 rows, failure = self._insert_one_by_one(rows)
+                if failure is None and acks:
+                    self._mark(acks)
         except (sqlite3.Error, OSError) as exc:  # full disk above all: the door must go on
             with self._tail_lock:
                 self._tail[:0] = rows
@@ -522,14 +559,19 @@ class Journal:
                         else portraits / f"{r.id}{PORTRAIT_SUFFIX}") for r in rows])
         self._notify_listeners()
 
-    def _insert(self, rows: list[_Row]) -> None:
+    def _insert(self, rows: list[_Row], acks: Sequence[str] = ()) -> None:
+        erased = 0
+        values: list[Any] = []
+        for r in rows:
+            values += (r.seq, r.id, r.ts_ms, r.type, r.priority, self._person_ref(r.person),
+                       self._seal_body(r.body))
         with self._transaction():
-            self._db.executemany(
-                "INSERT INTO events (seq, id, ts_ms, type, priority, person, body) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(r.seq, r.id, r.ts_ms, r.type, r.priority, self._person_ref(r.person),
-                  self._seal_body(r.body)) for r in rows],
-            )
+            start = 0
+            for size in _INSERT_SIZES:
+                step = size * _INSERT_WIDTH
+                while len(values) - start >= step:
+                    self._db.execute(_INSERT_SQL[size], values[start:start + step])
+                    start += step
             self._db.executemany(
                 "INSERT INTO portraits (seq, id, ts_ms, bytes) VALUES (?, ?, ?, ?)",
                 [(r.seq, r.id, r.ts_ms, r.portrait_bytes)
@@ -537,6 +579,10 @@ class Journal:
             )
             self._db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'",
                              (str(rows[-1].seq),))
+            if acks:
+                erased = self._mark_rows(acks)
+        if erased:
+            self._checkpoint_erased()
 
     def _insert_one_by_one(self, rows: list[_Row]) -> tuple[list[_Row], BaseException | None]:
         """Write ``rows`` one at a time, leaving out (and logging) those that cannot be written
@@ -760,24 +806,33 @@ class Journal:
             self._wakeup.notify()
 
     def _mark(self, ids: list[str]) -> int:
-        batch = [(i,) for i in ids]
         try:
             with self._db_lock:
                 self._set_synchronous("NORMAL")
                 with self._transaction():
                     before = self._db.total_changes
-                    self._db.executemany("UPDATE events SET delivered = 1 WHERE id = ?", batch)
-                    changed = self._db.total_changes - before
-                    erased = self._drop_erased_ids(ids)
-                if erased:  # the id must not outlive the station's copy in an old WAL frame
-                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    erased = self._mark_rows(ids)
+                    changed = self._db.total_changes - before - erased
+                if erased:
+                    self._checkpoint_erased()
                 return changed
         except sqlite3.OperationalError as exc:
             # Losing an acknowledgement only means the event is sent again (duplicates allowed).
             self._write_failed(exc)
             return 0
 
-    def _drop_erased_ids(self, ids: list[str]) -> int:
+    def _mark_rows(self, ids: Sequence[str]) -> int:
+        """Mark ``ids`` delivered (inside a transaction); returns how many of them were
+        ``person.forgotten`` events whose erased id went with it."""
+        self._db.execute("UPDATE events SET delivered = 1 "
+                         "WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),))
+        return self._drop_erased_ids(ids)
+
+    def _checkpoint_erased(self) -> None:
+        # the erased id must not outlive the station's copy in an old WAL frame
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _drop_erased_ids(self, ids: Sequence[str]) -> int:
         """A delivered ``person.forgotten`` event has told the station the id to erase: from now
         on it keeps only the pseudonym (``data.erase`` goes)."""
         marks = ",".join("?" * len(ids))

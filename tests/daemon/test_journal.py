@@ -546,13 +546,13 @@ def test_a_disk_failure_while_rows_go_one_by_one_puts_back_only_the_rest(
     insert = journal._insert
     disk = {"failed": False}
 
-    def failing_insert(rows: list[Any]) -> None:
+    def failing_insert(rows: list[Any], acks: Any = ()) -> None:
         if any(row.seq == unwritable for row in rows):
             raise sqlite3.IntegrityError("a row no retry can write")
         if rows[0].seq == disk_fails and not disk["failed"]:
             disk["failed"] = True
             raise sqlite3.OperationalError("database or disk is full")
-        insert(rows)
+        insert(rows, acks)
 
     with mock.patch.object(journal, "_insert", failing_insert):
         assert journal.flush() is False
