@@ -93,7 +93,7 @@ _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 #: parameters.
 _INSERT_SIZES = (128, 16, 1)
 _INSERT_SQL = {
-    size: "INSERT INTO events (seq, id, ts_ms, type, priority, person, body) VALUES "
+    size: "INSERT INTO events (seq, id, ts_ms, type, priority, person, body) VALUES "  # noqa: S608 (placeholders only)
     + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * size)
     for size in _INSERT_SIZES}
 _INSERT_WIDTH = 7

@@ -566,3 +566,88 @@ def test_a_disk_failure_while_rows_go_one_by_one_puts_back_only_the_rest(
     assert [r.message for r in caplog.records if "cannot be stored" in r.message] == [
         f"journal: event seq {unwritable} (door.opened) cannot be stored and is left out: "
         "a row no retry can write"]
+
+
+def _statements(journal: Journal) -> list[str]:
+    """Every SQL statement the journal's write connection runs from now on."""
+    seen: list[str] = []
+    journal._db.set_trace_callback(seen.append)
+    return seen
+
+
+def test_a_batch_goes_to_sqlite_in_a_few_statements_not_one_per_row(tmp_path: Path) -> None:
+    """sqlite3 gives up the GIL around every statement step; with one step per row, a busy
+    event loop made the writer wait a switch interval per row.  300 rows now go in multi-row
+    INSERTs of 128, 16 and 1 rows (2 + 2 + 12 statements), every value intact."""
+    journal = open_journal(tmp_path, batch_max=1000)
+    people = ["p1", "张伟", "p\x00q", None]
+    payloads = [journal.record(Event("door.opened", door="front", person=people[i % 4],
+                                     data={"i": i})) for i in range(300)]
+    seen = _statements(journal)
+    assert journal.flush()
+    inserts = [sql for sql in seen if sql.startswith("INSERT INTO events")]
+    assert len(inserts) == 2 + 2 + 12
+    assert [sql for sql in seen if sql == "COMMIT"] == ["COMMIT"]
+    journal.close()
+    rows = stored(journal.path, "SELECT seq, id, ts_ms, type, priority, person, body FROM events "
+                                "ORDER BY seq")
+    assert rows == [(p["seq"], p["id"], p["ts_ms"], "door.opened", int(Priority.ROUTINE),
+                     people[i % 4], json.dumps(p, separators=(",", ":"), ensure_ascii=False))
+                    for i, p in enumerate(payloads)]
+
+
+def test_a_burst_longer_than_a_batch_is_committed_and_handed_over_a_batch_at_a_time(
+        tmp_path: Path) -> None:
+    """10 events waiting with batches of 4: three transactions (4, 4, 2), and the uplink hears
+    of each as it commits, so it publishes the first while the rest is written."""
+    journal = open_journal(tmp_path, batch_max=100)
+    handed: list[int] = []
+    journal.add_listener(lambda: handed.append(len(journal.all_ids())))
+    ids = [journal.record(Event("door.opened", door="front"))["id"] for _ in range(10)]
+    journal.batch_max = 4
+    seen = _statements(journal)
+    assert journal.flush()
+    assert seen.count("COMMIT") == 3
+    assert handed == [4, 8, 10]
+    assert [p.id for p in journal.pending(20)] == ids
+    journal.close()
+
+
+def test_acknowledgements_naming_a_later_batch_are_marked_with_it(tmp_path: Path) -> None:
+    """Acknowledgements go in the transaction that holds the last event they can name: here
+    the second of three batches' worth of rows is acknowledged before any is committed."""
+    journal = open_journal(tmp_path, batch_max=100)
+    ids = [journal.record(Event("door.opened", door="front"))["id"] for _ in range(10)]
+    journal.batch_max = 4
+    seen = _statements(journal)
+    with journal._db_lock:
+        assert journal._flush(False, ids[4:8])
+    assert seen.count("COMMIT") == 3
+    assert {p.id for p in journal.pending(20)} == set(ids[:4] + ids[8:])
+    journal.close()
+
+
+async def test_the_writer_marks_waiting_acknowledgements_in_the_commit_of_new_events(
+        tmp_path: Path) -> None:
+    """While the uplink takes from memory, acknowledgements wait for company; the next commit
+    of events carries them: one transaction, not two."""
+    journal = Journal(tmp_path / "journal.db", gate="g1", batch_seconds=3600)
+    journal.start_writer(asyncio.get_running_loop())
+    try:
+        assert journal.take(10) == []  # caught up: from now on the uplink takes from memory
+        first = journal.record(Event("access.granted", door="front"))["id"]
+        await _committed(journal, {first})
+        assert [p.id for p in journal.take(10)] == [first]
+        seen = _statements(journal)
+        journal.mark_delivered([first])  # waits: the timer is an hour
+        await asyncio.sleep(0.05)
+        assert "COMMIT" not in seen
+        second = journal.record(Event("access.granted", door="front"))["id"]
+        async with asyncio.timeout(10):
+            while stored(journal.path,  # noqa: ASYNC110 (another connection)
+                         "SELECT id, delivered FROM events ORDER BY seq") != [(first, 1),
+                                                                              (second, 0)]:
+                await asyncio.sleep(0.01)
+        assert seen.count("COMMIT") == 1
+    finally:
+        journal.close()
