@@ -245,6 +245,7 @@ class Journal:
         self._acks: list[str] = []  # broker acknowledgements waiting for the writer thread
         self._ack_wake: asyncio.TimerHandle | None = None  # the writer's wake-up for them
         self._acked: set[str] = set()  # ... which pending() already leaves out
+        self._erased_in_wal = False  # a delivered erasure's checkpoint failed: try again
         self.group_commits = 0
         self._outbox = RecentOutbox()
         self.portrait_dir = path.parent / PORTRAIT_DIR
@@ -386,17 +387,19 @@ class Journal:
                     self._wakeup.wait(self.batch_seconds)
                 if self._closing:
                     return  # close() commits the rest on its own thread
-                durable, self._urgent_waiting = self._urgent_waiting, False
-                rows = bool(self._tail)
             # The write connection is held from taking the acknowledgements to marking them: a
             # resend (redeliver) either finds them still queued and drops them, or comes after
             # their commit and undoes it.  They are taken before the commit, which then holds
             # every event they can name (recorded before they were queued); an acknowledgement
-            # taken after it could name an event recorded meanwhile, still in the tail.
+            # taken after it could name an event recorded meanwhile, still in the tail.  So is
+            # whether the commit is durable, with the rows it takes: an alarm or decision
+            # recorded while the writer waited for the connection is among them.
             with self._db_lock:
                 with self._wakeup:
                     acks, self._acks = self._acks, []
-                committed = self._flush(durable, acks)
+                    durable, self._urgent_waiting = self._urgent_waiting, False
+                    rows = len(self._tail)
+                committed = self._flush(durable, acks, rows)
                 if committed and rows:
                     self.group_commits += 1
                 if acks and committed:
@@ -482,7 +485,8 @@ class Journal:
         with self._db_lock:
             return self._flush(durable)
 
-    def _flush(self, durable: bool, acks: list[str] | None = None) -> bool:
+    def _flush(self, durable: bool, acks: list[str] | None = None,
+               todo: int | None = None) -> bool:
         """Commit the tail as it is now, ``batch_max`` rows per transaction, and mark ``acks``
         delivered in the last of them (alone when the tail is empty); False when a write failed
         (what was not written is back in the tail).
@@ -490,14 +494,13 @@ class Journal:
         Each transaction's rows go to the uplink as soon as it commits: a burst of events is
         published while the rest of it is written, not after.  ``acks`` may name any event
         recorded before they were queued, so they wait for the transaction that holds the last
-        of those.
+        of those.  ``todo``: the rows of the tail to commit (all of it when None).
         """
-        with self._tail_lock:
-            todo = len(self._tail)
+        if todo is None:
+            with self._tail_lock:
+                todo = len(self._tail)
         if not todo:
-            if acks:
-                self._mark(acks)
-            return True
+            return not acks or self._mark_alone(acks)
         while todo > 0:
             with self._tail_lock:
                 rows = self._tail[:min(todo, self.batch_max)]
@@ -507,8 +510,16 @@ class Journal:
             if rows and not self._commit(rows, durable, acks if todo == 0 else None):
                 return False
         if acks and not rows:
-            self._mark(acks)
+            return self._mark_alone(acks)
         return True
+
+    def _mark_alone(self, acks: list[str]) -> bool:
+        """Mark ``acks`` in a transaction of their own; False when it failed (the caller keeps
+        them queued: dropped, the delivered events would be offered again)."""
+        failure = self._try_mark(acks)
+        if failure is not None:
+            self._write_failed(failure)
+        return failure is None
 
     def _commit(self, rows: list[_Row], durable: bool, acks: list[str] | None) -> bool:
         """One transaction of :meth:`_flush`."""
@@ -520,7 +531,7 @@ class Journal:
             except UNWRITABLE_ROW:  # one row no retry can write must not wedge the rest
                 rows, failure = self._insert_one_by_one(rows)
                 if failure is None and acks:
-                    self._mark(acks)
+                    failure = self._try_mark(acks)
         except (sqlite3.Error, OSError) as exc:  # full disk above all: the door must go on
             with self._tail_lock:
                 self._tail[:0] = rows
@@ -530,6 +541,9 @@ class Journal:
             self._hand_over(rows)
             self._write_failed(failure)
             return False
+        # handed over before any report is recorded: recording one may flush the rest of the
+        # tail at once (a batch's worth waiting), and the outbox must get them in seq order
+        self._hand_over(rows)
         if any(self._pending_drop_report.values()):
             counts, self._pending_drop_report = self._pending_drop_report, {}
             self._report_dropped(counts, reason="disk_full")
@@ -543,7 +557,6 @@ class Journal:
                 self._report_dropped({"portraits": 0, "delivered_events": 0,
                                       "undelivered_events": lost}, reason="disk_full")
         self._since_quota_check += len(rows)
-        self._hand_over(rows)
         if self._since_quota_check >= QUOTA_CHECK_EVERY and not self._evicting:
             self._since_quota_check = 0
             self.enforce_quota()
@@ -581,7 +594,7 @@ class Journal:
                              (str(rows[-1].seq),))
             if acks:
                 erased = self._mark_rows(acks)
-        if erased:
+        if erased or self._erased_in_wal:
             self._checkpoint_erased()
 
     def _insert_one_by_one(self, rows: list[_Row]) -> tuple[list[_Row], BaseException | None]:
@@ -807,38 +820,62 @@ class Journal:
 
     def _mark(self, ids: list[str]) -> int:
         try:
-            with self._db_lock:
-                self._set_synchronous("NORMAL")
-                with self._transaction():
-                    before = self._db.total_changes
-                    erased = self._mark_rows(ids)
-                    changed = self._db.total_changes - before - erased
-                if erased:
-                    self._checkpoint_erased()
-                return changed
+            return self._mark_committed(ids)
         except sqlite3.OperationalError as exc:
             # Losing an acknowledgement only means the event is sent again (duplicates allowed).
             self._write_failed(exc)
             return 0
 
+    def _try_mark(self, ids: list[str]) -> BaseException | None:
+        """:meth:`_mark_committed`, its failure returned, not raised."""
+        try:
+            self._mark_committed(ids)
+        except (sqlite3.Error, OSError) as exc:
+            return exc
+        return None
+
+    def _mark_committed(self, ids: list[str]) -> int:
+        """Mark ``ids`` delivered in a transaction of their own; returns rows changed."""
+        with self._db_lock:
+            self._set_synchronous("NORMAL")
+            with self._transaction():
+                before = self._db.total_changes
+                erased = self._mark_rows(ids)
+                changed = self._db.total_changes - before - erased
+            if erased or self._erased_in_wal:
+                self._checkpoint_erased()
+            return changed
+
     def _mark_rows(self, ids: Sequence[str]) -> int:
         """Mark ``ids`` delivered (inside a transaction); returns how many of them were
         ``person.forgotten`` events whose erased id went with it."""
+        # one parameter, however many ids: a list of ``?`` would exceed SQLite's limit on
+        # parameters (999 before 3.32) and fail every commit that carries the acknowledgements
+        listed = json.dumps(list(ids))
         self._db.execute("UPDATE events SET delivered = 1 "
-                         "WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),))
-        return self._drop_erased_ids(ids)
+                         "WHERE id IN (SELECT value FROM json_each(?))", (listed,))
+        return self._drop_erased_ids(listed)
 
     def _checkpoint_erased(self) -> None:
-        # the erased id must not outlive the station's copy in an old WAL frame
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        """The erased id must not outlive the station's copy in an old WAL frame.  Called after
+        a commit: a failure must not make the committed events look unwritten, so it is logged
+        and the checkpoint is tried again after the next commit."""
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            self._erased_in_wal = True
+            log.warning("journal: -wal not truncated after an erasure was delivered (%s); "
+                        "trying again after the next commit", exc)
+        else:
+            self._erased_in_wal = False
 
-    def _drop_erased_ids(self, ids: Sequence[str]) -> int:
+    def _drop_erased_ids(self, listed: str) -> int:
         """A delivered ``person.forgotten`` event has told the station the id to erase: from now
-        on it keeps only the pseudonym (``data.erase`` goes)."""
-        marks = ",".join("?" * len(ids))
+        on it keeps only the pseudonym (``data.erase`` goes).  ``listed``: the ids, a JSON
+        array."""
         rows = self._db.execute(
-            f"SELECT seq, body FROM events WHERE type = 'person.forgotten' AND id IN ({marks})",  # noqa: S608
-            ids).fetchall()
+            "SELECT seq, body FROM events WHERE type = 'person.forgotten' "
+            "AND id IN (SELECT value FROM json_each(?))", (listed,)).fetchall()
         for seq, stored in rows:
             body = json.loads(self._open_body(stored))
             body.get("data", {}).pop("erase", None)
