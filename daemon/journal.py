@@ -78,9 +78,10 @@ EVICT_CHUNK = 500
 RESERVE_BYTES = 1024 * 1024
 RESERVE_SUFFIX = ".reserve"
 PORTRAIT_DIR = "portraits"
-#: Errors of a row itself, not of the disk: retrying the same row can never succeed.
+#: SQLite's errors of a row itself, not of the disk: retrying the same row can never succeed.
+#: So can any error that is neither SQLite's nor the system's (see :func:`_row_error`).
 UNWRITABLE_ROW = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
-                  ValueError)
+                  sqlite3.DataError)
 #: Code points UTF-8 cannot encode (a lone surrogate from a decoder with surrogate escapes).
 _SURROGATES = re.compile("[\ud800-\udfff]")
 #: The compact JSON of event bodies; one encoder for every event (``json.dumps`` with options
@@ -166,6 +167,14 @@ class _Row:
     person: str | None
     body: str
     portrait_bytes: int | None = None
+
+
+def _row_error(exc: BaseException) -> bool:
+    """Whether ``exc``, raised writing a row, is the row's fault (an integer beyond SQLite's 64
+    bits, a value it cannot bind, a constraint): writing it again can never succeed, so it is
+    left out rather than retried.  A disk, database or memory error is not the row's."""
+    return isinstance(exc, UNWRITABLE_ROW) or not isinstance(
+        exc, (sqlite3.Error, OSError, MemoryError))
 
 
 def _forget_card(body: dict[str, Any], pseudonym: str) -> None:
@@ -528,7 +537,9 @@ class Journal:
             self._set_synchronous("FULL" if durable or self.fsync == "all" else "NORMAL")
             try:
                 self._insert(rows, acks or ())
-            except UNWRITABLE_ROW:  # one row no retry can write must not wedge the rest
+            except Exception as exc:  # one row no retry can write must not wedge the rest
+                if not _row_error(exc):
+                    raise
                 rows, failure = self._insert_one_by_one(rows)
                 if failure is None and acks:
                     failure = self._try_mark(acks)
@@ -606,15 +617,15 @@ class Journal:
         for index, row in enumerate(rows):
             try:
                 self._insert([row])
-            except UNWRITABLE_ROW as exc:
+            except Exception as exc:
+                if not _row_error(exc):
+                    with self._tail_lock:
+                        self._tail[:0] = rows[index:]
+                    return written, exc
                 self.stats.rejected += 1
-                log.error("journal: event seq %d (%s) cannot be stored and is left out: %s",
-                          row.seq, row.type[:64], exc)
+                log.error("journal: event seq %d (%s) cannot be stored and is left out: %s: %s",
+                          row.seq, row.type[:64], type(exc).__name__, exc)
                 continue
-            except (sqlite3.Error, OSError) as exc:
-                with self._tail_lock:
-                    self._tail[:0] = rows[index:]
-                return written, exc
             written.append(row)
         return written, None
 
@@ -876,12 +887,19 @@ class Journal:
         rows = self._db.execute(
             "SELECT seq, body FROM events WHERE type = 'person.forgotten' "
             "AND id IN (SELECT value FROM json_each(?))", (listed,)).fetchall()
+        erased = 0
         for seq, stored in rows:
-            body = json.loads(self._open_body(stored))
+            try:
+                body = json.loads(self._open_body(stored))
+            except (JournalError, ValueError) as exc:  # the acknowledgement still counts
+                log.error("journal: event seq %d (person.forgotten) is unreadable; its erased id "
+                          "stays: %s", seq, exc)
+                continue
             body.get("data", {}).pop("erase", None)
             self._db.execute("UPDATE events SET body = ? WHERE seq = ?", (self._seal_body(
                 json.dumps(body, separators=(",", ":"), ensure_ascii=False)), seq))
-        return len(rows)
+            erased += 1
+        return erased
 
     @property
     def last_seq(self) -> int:

@@ -565,7 +565,7 @@ def test_a_disk_failure_while_rows_go_one_by_one_puts_back_only_the_rest(
     assert journal.stats.rejected == 1
     assert [r.message for r in caplog.records if "cannot be stored" in r.message] == [
         f"journal: event seq {unwritable} (door.opened) cannot be stored and is left out: "
-        "a row no retry can write"]
+        "IntegrityError: a row no retry can write"]
 
 
 def _statements(journal: Journal) -> list[str]:
@@ -782,3 +782,50 @@ async def test_a_decision_recorded_while_the_writer_waits_for_the_lock_is_fsynce
         assert modes[-1] == "FULL"  # the commit that holds the decision
     finally:
         journal.close()
+
+
+@pytest.mark.parametrize("bad", [
+    {"ts_ms": 2**63},  # beyond SQLite's 64-bit integers: OverflowError while binding
+    {"ts_ms": -(2**63) - 1},
+])
+async def test_a_row_sqlite_cannot_take_is_left_out_and_the_writer_goes_on(
+        tmp_path: Path, bad: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    """Any error of a row that is not the disk's leaves that row out, logged and counted: the
+    events around it are stored, and the writer thread lives on (it died, taking its batch)."""
+    journal = Journal(tmp_path / "journal.db", gate="g1", batch_seconds=0.01)
+    journal.start_writer(asyncio.get_running_loop())
+    try:
+        before = journal.record(Event("door.opened", door="front"))["id"]
+        broken = journal.record(Event("door.opened", door="front", **bad))
+        after = journal.record(Event("door.closed", door="front"))["id"]
+        await _committed(journal, {before, after})
+        later = journal.record(Event("access.granted", door="front"))["id"]
+        await _committed(journal, {later})
+        assert journal.stats.rejected == 1
+        assert broken["id"] not in journal.all_ids()
+    finally:
+        journal.close()
+    assert [r.message for r in caplog.records if "cannot be stored" in r.message] == [
+        f"journal: event seq {broken['seq']} (door.opened) cannot be stored and is left out: "
+        "OverflowError: Python int too large to convert to SQLite INTEGER"]
+
+
+def test_an_unreadable_erasure_event_does_not_stop_its_acknowledgement(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Marking a delivered ``person.forgotten`` event rewrites its body without the erased id;
+    a body that cannot be read (damaged on the card) is logged and left, and the
+    acknowledgement, and the new events committed with it, still go in."""
+    journal = open_journal(tmp_path)
+    forgotten = journal.record(Event("person.forgotten", person="anon-1",
+                                     data={"erase": "p1", "pseudonym": "anon-1"}))
+    assert journal.flush()
+    journal._db.execute("UPDATE events SET body = '{damaged' WHERE seq = ?", (forgotten["seq"],))
+    new = journal.record(Event("door.opened", door="front"))["id"]
+    with journal._db_lock:
+        assert journal._flush(False, [forgotten["id"]])
+    journal.close()
+    assert stored(journal.path, "SELECT id, delivered FROM events ORDER BY seq") == [
+        (forgotten["id"], 1), (new, 0)]
+    assert [r.message for r in caplog.records if "unreadable" in r.message] == [
+        f"journal: event seq {forgotten['seq']} (person.forgotten) is unreadable; its erased "
+        "id stays: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"]
