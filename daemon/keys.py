@@ -31,6 +31,7 @@ it is random, made once, and stored sealed under a key derived from the root
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import re
 import secrets
@@ -131,14 +132,21 @@ def seal(key: bytes, plain: bytes, context: bytes) -> bytes:
     """``nonce || AES-256-GCM(plain)``, with ``context`` authenticated (never reuse a blob
     under another context).  The 96-bit nonce is random (:class:`_Nonces`)."""
     nonce = _NONCES.take()
-    return nonce + AESGCM(key).encrypt(nonce, plain, context)
+    return nonce + _cipher(key).encrypt(nonce, plain, context)
+
+
+@functools.lru_cache(maxsize=16)
+def _cipher(key: bytes) -> AESGCM:
+    """The AES-GCM cipher of ``key``, set up once: the journal seals every event body with
+    the same key, and setting it up again each time cost more than the encryption."""
+    return AESGCM(key)
 
 
 def unseal(key: bytes, blob: bytes, context: bytes) -> bytes:
     """The plain bytes of :func:`seal`; :class:`KeyProviderError` for a wrong key or a damaged
     blob."""
     try:
-        return AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], context)
+        return _cipher(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], context)
     except (InvalidTag, ValueError):
         raise KeyProviderError("cannot decrypt: wrong key or damaged data") from None
 
