@@ -17,8 +17,9 @@ Contenders, measured in interleaved rounds (raw, raw adapter, routine, access, r
 noise of a shared machine hits all of them; the medians are reported:
 - ``raw``: the paho publisher above, no journal;
 - ``raw_client``: the same payloads through ``MqttClient.publish_nowait``, no journal;
-- ``routine``: ``door.opened``/``door.closed`` recorded in the journal (SQLite WAL, its writer
-  thread as in the daemon, group commit without fsync) and published by ``daemon.uplink.Uplink``;
+- ``routine``: ``door.opened``/``door.closed`` recorded in the journal as the daemon runs it
+  (SQLite WAL, its writer thread, group commit without fsync, every body sealed at rest with a
+  journal key) and published by ``daemon.uplink.Uplink``;
 - ``access``: ``access.granted`` recorded the same way, each group commit fsynced
   (``synchronous=FULL``) before the uplink can read it: durable decisions per second, the headline.
 The clock of a journal round starts before the first ``record`` and stops at the last PUBACK.
@@ -75,6 +76,8 @@ STATION_POLL_SECONDS = 0.02
 #: The `ids` answer is one JSON line of every event id (some 40 bytes each).
 STATION_LINE_LIMIT = 256 * 1024 * 1024
 PRODUCER_CHUNK = 500
+#: The daemon always seals the journal's bodies (the key comes from its keyring); any 32 bytes.
+JOURNAL_KEY = bytes(range(32))
 ROUTINE = ("door.opened", "door.closed")
 #: Measured in this order in every round (interleaved).
 CONTENDERS = ("raw", "raw_client", "routine", "access")
@@ -322,7 +325,8 @@ async def bench(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     broker = start_broker(work / "broker")
     make_persistent(broker)
     station = StationProcess(broker)
-    journal = Journal(work / "journal.db", gate=GATE, quota_bytes=4 * 1024**3)
+    journal = Journal(work / "journal.db", gate=GATE, quota_bytes=4 * 1024**3,
+                      data_key=JOURNAL_KEY)
     journal.start_writer()  # as the daemon does: commits on the writer thread
     uplink = Uplink(journal, gate=GATE, host=broker.host, port=broker.port,
                     inflight=args.inflight, initial_backoff_seconds=0.05,

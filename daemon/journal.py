@@ -43,7 +43,7 @@ import logging
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -78,14 +78,26 @@ EVICT_CHUNK = 500
 RESERVE_BYTES = 1024 * 1024
 RESERVE_SUFFIX = ".reserve"
 PORTRAIT_DIR = "portraits"
-#: Errors of a row itself, not of the disk: retrying the same row can never succeed.
+#: SQLite's errors of a row itself, not of the disk: retrying the same row can never succeed.
+#: So can any error that is neither SQLite's nor the system's (see :func:`_row_error`).
 UNWRITABLE_ROW = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
-                  ValueError)
+                  sqlite3.DataError)
 #: Code points UTF-8 cannot encode (a lone surrogate from a decoder with surrogate escapes).
 _SURROGATES = re.compile("[\ud800-\udfff]")
 #: The compact JSON of event bodies; one encoder for every event (``json.dumps`` with options
 #: builds a new one per call).
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+#: Rows per INSERT statement, largest first: a batch goes in a few multi-row statements of
+#: these sizes (each prepared once, then cached).  sqlite3 releases the GIL around every step,
+#: and executemany steps once per row, so with a busy event loop each row waited a whole switch
+#: interval to get the GIL back.  128 rows of 7 values stay under SQLite's oldest limit of 999
+#: parameters.
+_INSERT_SIZES = (128, 16, 1)
+_INSERT_SQL = {
+    size: "INSERT INTO events (seq, id, ts_ms, type, priority, person, body) VALUES "  # noqa: S608 (placeholders only)
+    + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * size)
+    for size in _INSERT_SIZES}
+_INSERT_WIDTH = 7
 Range = tuple[int, int]
 PORTRAIT_SUFFIX = ".jpg"
 SEALED_PREFIX = "sealed:"
@@ -155,6 +167,14 @@ class _Row:
     person: str | None
     body: str
     portrait_bytes: int | None = None
+
+
+def _row_error(exc: BaseException) -> bool:
+    """Whether ``exc``, raised writing a row, is the row's fault (an integer beyond SQLite's 64
+    bits, a value it cannot bind, a constraint): writing it again can never succeed, so it is
+    left out rather than retried.  A disk, database or memory error is not the row's."""
+    return isinstance(exc, UNWRITABLE_ROW) or not isinstance(
+        exc, (sqlite3.Error, OSError, MemoryError))
 
 
 def _forget_card(body: dict[str, Any], pseudonym: str) -> None:
@@ -234,6 +254,7 @@ class Journal:
         self._acks: list[str] = []  # broker acknowledgements waiting for the writer thread
         self._ack_wake: asyncio.TimerHandle | None = None  # the writer's wake-up for them
         self._acked: set[str] = set()  # ... which pending() already leaves out
+        self._erased_in_wal = False  # a delivered erasure's checkpoint failed: try again
         self.group_commits = 0
         self._outbox = RecentOutbox()
         self.portrait_dir = path.parent / PORTRAIT_DIR
@@ -375,21 +396,22 @@ class Journal:
                     self._wakeup.wait(self.batch_seconds)
                 if self._closing:
                     return  # close() commits the rest on its own thread
-                durable, self._urgent_waiting = self._urgent_waiting, False
-                rows = bool(self._tail)
             # The write connection is held from taking the acknowledgements to marking them: a
             # resend (redeliver) either finds them still queued and drops them, or comes after
             # their commit and undoes it.  They are taken before the commit, which then holds
             # every event they can name (recorded before they were queued); an acknowledgement
-            # taken after it could name an event recorded meanwhile, still in the tail.
+            # taken after it could name an event recorded meanwhile, still in the tail.  So is
+            # whether the commit is durable, with the rows it takes: an alarm or decision
+            # recorded while the writer waited for the connection is among them.
             with self._db_lock:
                 with self._wakeup:
                     acks, self._acks = self._acks, []
-                committed = self.flush(durable=durable)
+                    durable, self._urgent_waiting = self._urgent_waiting, False
+                    rows = len(self._tail)
+                committed = self._flush(durable, acks, rows)
                 if committed and rows:
                     self.group_commits += 1
                 if acks and committed:
-                    self._mark(acks)
                     with self._tail_lock:
                         self._acked.difference_update(acks)
                 elif acks:  # the events they name may be back in the tail: keep them queued
@@ -472,18 +494,55 @@ class Journal:
         with self._db_lock:
             return self._flush(durable)
 
-    def _flush(self, durable: bool) -> bool:
-        with self._tail_lock:
-            rows, self._tail = self._tail, []
-        if not rows:
-            return True
+    def _flush(self, durable: bool, acks: list[str] | None = None,
+               todo: int | None = None) -> bool:
+        """Commit the tail as it is now, ``batch_max`` rows per transaction, and mark ``acks``
+        delivered in the last of them (alone when the tail is empty); False when a write failed
+        (what was not written is back in the tail).
+
+        Each transaction's rows go to the uplink as soon as it commits: a burst of events is
+        published while the rest of it is written, not after.  ``acks`` may name any event
+        recorded before they were queued, so they wait for the transaction that holds the last
+        of those.  ``todo``: the rows of the tail to commit (all of it when None).
+        """
+        if todo is None:
+            with self._tail_lock:
+                todo = len(self._tail)
+        if not todo:
+            return not acks or self._mark_alone(acks)
+        while todo > 0:
+            with self._tail_lock:
+                rows = self._tail[:min(todo, self.batch_max)]
+                del self._tail[:len(rows)]
+            # a nested flush (recording the report of a drop) may have taken the rest
+            todo = len(rows) and todo - len(rows)
+            if rows and not self._commit(rows, durable, acks if todo == 0 else None):
+                return False
+        if acks and not rows:
+            return self._mark_alone(acks)
+        return True
+
+    def _mark_alone(self, acks: list[str]) -> bool:
+        """Mark ``acks`` in a transaction of their own; False when it failed (the caller keeps
+        them queued: dropped, the delivered events would be offered again)."""
+        failure = self._try_mark(acks)
+        if failure is not None:
+            self._write_failed(failure)
+        return failure is None
+
+    def _commit(self, rows: list[_Row], durable: bool, acks: list[str] | None) -> bool:
+        """One transaction of :meth:`_flush`."""
         failure: BaseException | None = None
         try:
             self._set_synchronous("FULL" if durable or self.fsync == "all" else "NORMAL")
             try:
-                self._insert(rows)
-            except UNWRITABLE_ROW:  # one row no retry can write must not wedge the rest
+                self._insert(rows, acks or ())
+            except Exception as exc:  # one row no retry can write must not wedge the rest
+                if not _row_error(exc):
+                    raise
                 rows, failure = self._insert_one_by_one(rows)
+                if failure is None and acks:
+                    failure = self._try_mark(acks)
         except (sqlite3.Error, OSError) as exc:  # full disk above all: the door must go on
             with self._tail_lock:
                 self._tail[:0] = rows
@@ -493,6 +552,9 @@ class Journal:
             self._hand_over(rows)
             self._write_failed(failure)
             return False
+        # handed over before any report is recorded: recording one may flush the rest of the
+        # tail at once (a batch's worth waiting), and the outbox must get them in seq order
+        self._hand_over(rows)
         if any(self._pending_drop_report.values()):
             counts, self._pending_drop_report = self._pending_drop_report, {}
             self._report_dropped(counts, reason="disk_full")
@@ -506,7 +568,6 @@ class Journal:
                 self._report_dropped({"portraits": 0, "delivered_events": 0,
                                       "undelivered_events": lost}, reason="disk_full")
         self._since_quota_check += len(rows)
-        self._hand_over(rows)
         if self._since_quota_check >= QUOTA_CHECK_EVERY and not self._evicting:
             self._since_quota_check = 0
             self.enforce_quota()
@@ -522,14 +583,19 @@ class Journal:
                         else portraits / f"{r.id}{PORTRAIT_SUFFIX}") for r in rows])
         self._notify_listeners()
 
-    def _insert(self, rows: list[_Row]) -> None:
+    def _insert(self, rows: list[_Row], acks: Sequence[str] = ()) -> None:
+        erased = 0
+        values: list[Any] = []
+        for r in rows:
+            values += (r.seq, r.id, r.ts_ms, r.type, r.priority, self._person_ref(r.person),
+                       self._seal_body(r.body))
         with self._transaction():
-            self._db.executemany(
-                "INSERT INTO events (seq, id, ts_ms, type, priority, person, body) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(r.seq, r.id, r.ts_ms, r.type, r.priority, self._person_ref(r.person),
-                  self._seal_body(r.body)) for r in rows],
-            )
+            start = 0
+            for size in _INSERT_SIZES:
+                step = size * _INSERT_WIDTH
+                while len(values) - start >= step:
+                    self._db.execute(_INSERT_SQL[size], values[start:start + step])
+                    start += step
             self._db.executemany(
                 "INSERT INTO portraits (seq, id, ts_ms, bytes) VALUES (?, ?, ?, ?)",
                 [(r.seq, r.id, r.ts_ms, r.portrait_bytes)
@@ -537,6 +603,10 @@ class Journal:
             )
             self._db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'",
                              (str(rows[-1].seq),))
+            if acks:
+                erased = self._mark_rows(acks)
+        if erased or self._erased_in_wal:
+            self._checkpoint_erased()
 
     def _insert_one_by_one(self, rows: list[_Row]) -> tuple[list[_Row], BaseException | None]:
         """Write ``rows`` one at a time, leaving out (and logging) those that cannot be written
@@ -547,15 +617,15 @@ class Journal:
         for index, row in enumerate(rows):
             try:
                 self._insert([row])
-            except UNWRITABLE_ROW as exc:
+            except Exception as exc:
+                if not _row_error(exc):
+                    with self._tail_lock:
+                        self._tail[:0] = rows[index:]
+                    return written, exc
                 self.stats.rejected += 1
-                log.error("journal: event seq %d (%s) cannot be stored and is left out: %s",
-                          row.seq, row.type[:64], exc)
+                log.error("journal: event seq %d (%s) cannot be stored and is left out: %s: %s",
+                          row.seq, row.type[:64], type(exc).__name__, exc)
                 continue
-            except (sqlite3.Error, OSError) as exc:
-                with self._tail_lock:
-                    self._tail[:0] = rows[index:]
-                return written, exc
             written.append(row)
         return written, None
 
@@ -760,36 +830,76 @@ class Journal:
             self._wakeup.notify()
 
     def _mark(self, ids: list[str]) -> int:
-        batch = [(i,) for i in ids]
         try:
-            with self._db_lock:
-                self._set_synchronous("NORMAL")
-                with self._transaction():
-                    before = self._db.total_changes
-                    self._db.executemany("UPDATE events SET delivered = 1 WHERE id = ?", batch)
-                    changed = self._db.total_changes - before
-                    erased = self._drop_erased_ids(ids)
-                if erased:  # the id must not outlive the station's copy in an old WAL frame
-                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                return changed
+            return self._mark_committed(ids)
         except sqlite3.OperationalError as exc:
             # Losing an acknowledgement only means the event is sent again (duplicates allowed).
             self._write_failed(exc)
             return 0
 
-    def _drop_erased_ids(self, ids: list[str]) -> int:
+    def _try_mark(self, ids: list[str]) -> BaseException | None:
+        """:meth:`_mark_committed`, its failure returned, not raised."""
+        try:
+            self._mark_committed(ids)
+        except (sqlite3.Error, OSError) as exc:
+            return exc
+        return None
+
+    def _mark_committed(self, ids: list[str]) -> int:
+        """Mark ``ids`` delivered in a transaction of their own; returns rows changed."""
+        with self._db_lock:
+            self._set_synchronous("NORMAL")
+            with self._transaction():
+                before = self._db.total_changes
+                erased = self._mark_rows(ids)
+                changed = self._db.total_changes - before - erased
+            if erased or self._erased_in_wal:
+                self._checkpoint_erased()
+            return changed
+
+    def _mark_rows(self, ids: Sequence[str]) -> int:
+        """Mark ``ids`` delivered (inside a transaction); returns how many of them were
+        ``person.forgotten`` events whose erased id went with it."""
+        # one parameter, however many ids: a list of ``?`` would exceed SQLite's limit on
+        # parameters (999 before 3.32) and fail every commit that carries the acknowledgements
+        listed = json.dumps(list(ids))
+        self._db.execute("UPDATE events SET delivered = 1 "
+                         "WHERE id IN (SELECT value FROM json_each(?))", (listed,))
+        return self._drop_erased_ids(listed)
+
+    def _checkpoint_erased(self) -> None:
+        """The erased id must not outlive the station's copy in an old WAL frame.  Called after
+        a commit: a failure must not make the committed events look unwritten, so it is logged
+        and the checkpoint is tried again after the next commit."""
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            self._erased_in_wal = True
+            log.warning("journal: -wal not truncated after an erasure was delivered (%s); "
+                        "trying again after the next commit", exc)
+        else:
+            self._erased_in_wal = False
+
+    def _drop_erased_ids(self, listed: str) -> int:
         """A delivered ``person.forgotten`` event has told the station the id to erase: from now
-        on it keeps only the pseudonym (``data.erase`` goes)."""
-        marks = ",".join("?" * len(ids))
+        on it keeps only the pseudonym (``data.erase`` goes).  ``listed``: the ids, a JSON
+        array."""
         rows = self._db.execute(
-            f"SELECT seq, body FROM events WHERE type = 'person.forgotten' AND id IN ({marks})",  # noqa: S608
-            ids).fetchall()
+            "SELECT seq, body FROM events WHERE type = 'person.forgotten' "
+            "AND id IN (SELECT value FROM json_each(?))", (listed,)).fetchall()
+        erased = 0
         for seq, stored in rows:
-            body = json.loads(self._open_body(stored))
+            try:
+                body = json.loads(self._open_body(stored))
+            except (JournalError, ValueError) as exc:  # the acknowledgement still counts
+                log.error("journal: event seq %d (person.forgotten) is unreadable; its erased id "
+                          "stays: %s", seq, exc)
+                continue
             body.get("data", {}).pop("erase", None)
             self._db.execute("UPDATE events SET body = ? WHERE seq = ?", (self._seal_body(
                 json.dumps(body, separators=(",", ":"), ensure_ascii=False)), seq))
-        return len(rows)
+            erased += 1
+        return erased
 
     @property
     def last_seq(self) -> int:

@@ -31,11 +31,13 @@ it is random, made once, and stored sealed under a key derived from the root
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import re
 import secrets
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -94,18 +96,57 @@ def derive(root: bytes, purpose: str) -> bytes:
                 info=f"menjin/{purpose}/v1".encode()).derive(root)
 
 
+class _Nonces:
+    """Random GCM nonces from the OS's CSPRNG, read a block at a time.
+
+    A system call per nonce lets another thread take the GIL, and the journal's writer seals
+    every event body: behind a busy event loop each sealed row then waited a whole switch
+    interval for the GIL back.  A forked child starts on a block of its own (the parent's rest
+    must never be used twice under one key).
+    """
+
+    BLOCK = 256
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._block = b""
+        self._used = 0
+
+    def take(self) -> bytes:
+        with self._lock:
+            if self._used >= len(self._block):
+                self._block, self._used = os.urandom(NONCE_BYTES * self.BLOCK), 0
+            start, self._used = self._used, self._used + NONCE_BYTES
+            return self._block[start:self._used]
+
+    def forget(self) -> None:
+        self._lock = threading.Lock()  # a fork may have copied it held
+        self._block, self._used = b"", 0
+
+
+_NONCES = _Nonces()
+os.register_at_fork(after_in_child=_NONCES.forget)
+
+
 def seal(key: bytes, plain: bytes, context: bytes) -> bytes:
     """``nonce || AES-256-GCM(plain)``, with ``context`` authenticated (never reuse a blob
-    under another context)."""
-    nonce = secrets.token_bytes(NONCE_BYTES)
-    return nonce + AESGCM(key).encrypt(nonce, plain, context)
+    under another context).  The 96-bit nonce is random (:class:`_Nonces`)."""
+    nonce = _NONCES.take()
+    return nonce + _cipher(key).encrypt(nonce, plain, context)
+
+
+@functools.lru_cache(maxsize=16)
+def _cipher(key: bytes) -> AESGCM:
+    """The AES-GCM cipher of ``key``, set up once: the journal seals every event body with
+    the same key, and setting it up again each time cost more than the encryption."""
+    return AESGCM(key)
 
 
 def unseal(key: bytes, blob: bytes, context: bytes) -> bytes:
     """The plain bytes of :func:`seal`; :class:`KeyProviderError` for a wrong key or a damaged
     blob."""
     try:
-        return AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], context)
+        return _cipher(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], context)
     except (InvalidTag, ValueError):
         raise KeyProviderError("cannot decrypt: wrong key or damaged data") from None
 

@@ -476,7 +476,7 @@ async def test_a_resend_while_the_writer_commits_an_acknowledgement_is_not_undon
     journal.flush()
     journal.start_writer(asyncio.get_running_loop())
     marking, go = threading.Event(), threading.Event()
-    mark = Journal._mark
+    mark = Journal._mark_committed
 
     def slow_mark(self: Journal, ids: list[str]) -> int:
         if threading.current_thread().name == "journal-writer":
@@ -484,7 +484,7 @@ async def test_a_resend_while_the_writer_commits_an_acknowledgement_is_not_undon
             go.wait(5)
         return mark(self, ids)
 
-    monkeypatch.setattr(Journal, "_mark", slow_mark)
+    monkeypatch.setattr(Journal, "_mark_committed", slow_mark)
     try:
         journal.mark_delivered([event["id"]])
         assert await asyncio.to_thread(marking.wait, 5)  # the writer holds the acknowledgement
@@ -546,13 +546,13 @@ def test_a_disk_failure_while_rows_go_one_by_one_puts_back_only_the_rest(
     insert = journal._insert
     disk = {"failed": False}
 
-    def failing_insert(rows: list[Any]) -> None:
+    def failing_insert(rows: list[Any], acks: Any = ()) -> None:
         if any(row.seq == unwritable for row in rows):
             raise sqlite3.IntegrityError("a row no retry can write")
         if rows[0].seq == disk_fails and not disk["failed"]:
             disk["failed"] = True
             raise sqlite3.OperationalError("database or disk is full")
-        insert(rows)
+        insert(rows, acks)
 
     with mock.patch.object(journal, "_insert", failing_insert):
         assert journal.flush() is False
@@ -565,4 +565,267 @@ def test_a_disk_failure_while_rows_go_one_by_one_puts_back_only_the_rest(
     assert journal.stats.rejected == 1
     assert [r.message for r in caplog.records if "cannot be stored" in r.message] == [
         f"journal: event seq {unwritable} (door.opened) cannot be stored and is left out: "
-        "a row no retry can write"]
+        "IntegrityError: a row no retry can write"]
+
+
+def _statements(journal: Journal) -> list[str]:
+    """Every SQL statement the journal's write connection runs from now on."""
+    seen: list[str] = []
+    journal._db.set_trace_callback(seen.append)
+    return seen
+
+
+def test_a_batch_goes_to_sqlite_in_a_few_statements_not_one_per_row(tmp_path: Path) -> None:
+    """sqlite3 gives up the GIL around every statement step; with one step per row, a busy
+    event loop made the writer wait a switch interval per row.  300 rows now go in multi-row
+    INSERTs of 128, 16 and 1 rows (2 + 2 + 12 statements), every value intact."""
+    journal = open_journal(tmp_path, batch_max=1000)
+    people = ["p1", "张伟", "p\x00q", None]
+    payloads = [journal.record(Event("door.opened", door="front", person=people[i % 4],
+                                     data={"i": i})) for i in range(300)]
+    seen = _statements(journal)
+    assert journal.flush()
+    inserts = [sql for sql in seen if sql.startswith("INSERT INTO events")]
+    assert len(inserts) == 2 + 2 + 12
+    assert [sql for sql in seen if sql == "COMMIT"] == ["COMMIT"]
+    journal.close()
+    rows = stored(journal.path, "SELECT seq, id, ts_ms, type, priority, person, body FROM events "
+                                "ORDER BY seq")
+    assert rows == [(p["seq"], p["id"], p["ts_ms"], "door.opened", int(Priority.ROUTINE),
+                     people[i % 4], json.dumps(p, separators=(",", ":"), ensure_ascii=False))
+                    for i, p in enumerate(payloads)]
+
+
+def test_a_burst_longer_than_a_batch_is_committed_and_handed_over_a_batch_at_a_time(
+        tmp_path: Path) -> None:
+    """10 events waiting with batches of 4: three transactions (4, 4, 2), and the uplink hears
+    of each as it commits, so it publishes the first while the rest is written."""
+    journal = open_journal(tmp_path, batch_max=100)
+    handed: list[int] = []
+    journal.add_listener(lambda: handed.append(len(journal.all_ids())))
+    ids = [journal.record(Event("door.opened", door="front"))["id"] for _ in range(10)]
+    journal.batch_max = 4
+    seen = _statements(journal)
+    assert journal.flush()
+    assert seen.count("COMMIT") == 3
+    assert handed == [4, 8, 10]
+    assert [p.id for p in journal.pending(20)] == ids
+    journal.close()
+
+
+def test_acknowledgements_naming_a_later_batch_are_marked_with_it(tmp_path: Path) -> None:
+    """Acknowledgements go in the transaction that holds the last event they can name: here
+    the second of three batches' worth of rows is acknowledged before any is committed."""
+    journal = open_journal(tmp_path, batch_max=100)
+    ids = [journal.record(Event("door.opened", door="front"))["id"] for _ in range(10)]
+    journal.batch_max = 4
+    seen = _statements(journal)
+    with journal._db_lock:
+        assert journal._flush(False, ids[4:8])
+    assert seen.count("COMMIT") == 3
+    assert {p.id for p in journal.pending(20)} == set(ids[:4] + ids[8:])
+    journal.close()
+
+
+async def test_the_writer_marks_waiting_acknowledgements_in_the_commit_of_new_events(
+        tmp_path: Path) -> None:
+    """While the uplink takes from memory, acknowledgements wait for company; the next commit
+    of events carries them: one transaction, not two."""
+    journal = Journal(tmp_path / "journal.db", gate="g1", batch_seconds=3600)
+    journal.start_writer(asyncio.get_running_loop())
+    try:
+        assert journal.take(10) == []  # caught up: from now on the uplink takes from memory
+        first = journal.record(Event("access.granted", door="front"))["id"]
+        await _committed(journal, {first})
+        assert [p.id for p in journal.take(10)] == [first]
+        seen = _statements(journal)
+        journal.mark_delivered([first])  # waits: the timer is an hour
+        await asyncio.sleep(0.05)
+        assert "COMMIT" not in seen
+        second = journal.record(Event("access.granted", door="front"))["id"]
+        async with asyncio.timeout(10):
+            while stored(journal.path,  # noqa: ASYNC110 (another connection)
+                         "SELECT id, delivered FROM events ORDER BY seq") != [(first, 1),
+                                                                              (second, 0)]:
+                await asyncio.sleep(0.01)
+        assert seen.count("COMMIT") == 1
+    finally:
+        journal.close()
+
+
+def test_more_acknowledgements_than_sqlite_takes_parameters_do_not_wedge_the_writes(
+        tmp_path: Path) -> None:
+    """SQLite before 3.32 takes at most 999 parameters a statement.  1000 acknowledgements
+    queued (a burst acknowledged while the writer was busy, or while the disk was full) went
+    into ``id IN (?, ?, ...)`` in the transaction of the new events: "too many SQL variables",
+    the events went back to the tail, the acknowledgements back to the queue, and every retry
+    failed the same way, for good."""
+    journal = open_journal(tmp_path, batch_max=2000)
+    journal._db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)  # an old SQLite
+    delivered = [journal.record(Event("door.opened", door="front"))["id"] for _ in range(1000)]
+    assert journal.flush()
+    new = journal.record(Event("door.opened", door="front"))["id"]
+    with journal._db_lock:
+        assert journal._flush(False, delivered)
+    assert [p.id for p in journal.pending(2000)] == [new]
+    journal.close()
+    assert stored(journal.path, "SELECT count(*) FROM events WHERE delivered = 1") == [(1000,)]
+
+
+async def test_an_acknowledgement_whose_commit_fails_is_kept_queued_with_no_event_waiting(
+        tmp_path: Path) -> None:
+    """With nothing new to commit, queued acknowledgements are marked in a transaction of
+    their own.  When that one failed (a full disk) they were dropped all the same: the
+    delivered event was offered to the uplink again.  They stay queued for the retry, as they
+    do when the commit of new events fails."""
+    journal = Journal(tmp_path / "journal.db", gate="g1")
+    event = journal.record(Event("access.granted", door="front"))
+    mark_rows = journal._mark_rows
+    failed = threading.Event()
+
+    def full_once(ids: Any) -> int:
+        if not failed.is_set():
+            failed.set()
+            raise sqlite3.OperationalError("database or disk is full")
+        return mark_rows(ids)
+
+    journal.start_writer(asyncio.get_running_loop())
+    try:
+        with mock.patch.object(journal, "_mark_rows", full_once):
+            journal.mark_delivered([event["id"]])
+            assert await asyncio.to_thread(failed.wait, 5)
+            assert journal.pending(10) == []  # delivered: never offered again
+            async with asyncio.timeout(10):  # the retry marks it
+                while stored(journal.path,  # noqa: ASYNC110 (another connection)
+                             "SELECT delivered FROM events") != [(1,)]:
+                    await asyncio.sleep(0.01)
+    finally:
+        journal.close()
+
+
+class _FailingCheckpoint:
+    """A write connection whose WAL checkpoints fail (an I/O error of the card)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql.startswith("PRAGMA wal_checkpoint"):
+            raise sqlite3.OperationalError("disk I/O error")
+        return self._db.execute(sql, *args)
+
+
+def test_a_failed_checkpoint_after_an_erasure_is_delivered_does_not_undo_the_commit(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The acknowledgement of a ``person.forgotten`` event is marked with the commit of new
+    events and the ``-wal`` is then truncated.  When the checkpoint failed (an I/O error of
+    the card), the committed events went back to the tail as if never written: on the retry
+    they were rejected as rows that "cannot be stored" (their seq already was), and the
+    uplink, caught up, never heard of them."""
+    journal = open_journal(tmp_path)
+    forgotten = journal.record(Event("person.forgotten", person="anon-1",
+                                     data={"erase": "p1", "pseudonym": "anon-1"}))["id"]
+    assert journal.flush()
+    assert [p.id for p in journal.take(10)] == [forgotten]  # caught up: taken from memory now
+    new = journal.record(Event("door.opened", door="front"))["id"]
+    with mock.patch.object(journal, "_db", _FailingCheckpoint(journal._db)), journal._db_lock:
+        journal._flush(False, [forgotten])
+    assert journal.flush()
+    assert [p.id for p in journal.take(10)] == [new]
+    assert journal.stats.rejected == 0
+    assert not [r for r in caplog.records if "cannot be stored" in r.message]
+    journal.close()
+    assert stored(journal.path, "SELECT id, delivered FROM events ORDER BY seq") == [
+        (forgotten, 1), (new, 0)]
+
+
+class _WatchedLock:
+    """The journal's write lock, telling when the writer thread starts waiting for it."""
+
+    def __init__(self, lock: Any) -> None:
+        self.lock = lock
+        self.writer_waits = threading.Event()
+
+    def __enter__(self) -> Any:
+        if threading.current_thread().name == "journal-writer":
+            self.writer_waits.set()
+        return self.lock.__enter__()
+
+    def __exit__(self, *exc: object) -> Any:
+        return self.lock.__exit__(*exc)
+
+
+async def test_a_decision_recorded_while_the_writer_waits_for_the_lock_is_fsynced(
+        tmp_path: Path) -> None:
+    """The writer decided whether its commit is durable, then waited for the write connection
+    (a purge, a resend, an erasure held it).  An access decision recorded meanwhile was in
+    that commit, made with synchronous=NORMAL (no fsync), and its wake-up was used up: nothing
+    fsynced it until the next event, however long that took."""
+    journal = Journal(tmp_path / "journal.db", gate="g1", batch_max=1)
+    lock = journal._db_lock = _WatchedLock(journal._db_lock)  # type: ignore[assignment]
+    modes: list[str] = []
+    journal._db.set_trace_callback(
+        lambda sql: modes.append(journal._synchronous) if sql == "COMMIT" else None)
+    journal.start_writer(asyncio.get_running_loop())
+    try:
+        with lock:  # an upkeep thread holds the write connection
+            journal.record(Event("door.opened", door="front"))
+            assert await asyncio.to_thread(lock.writer_waits.wait, 5)
+            decision = journal.record(Event("access.granted", door="front"))["id"]
+        async with asyncio.timeout(10):
+            while stored(journal.path,  # noqa: ASYNC110 (another connection)
+                         f"SELECT count(*) FROM events WHERE id = '{decision}'") != [(1,)]:
+                await asyncio.sleep(0.01)
+        assert modes[-1] == "FULL"  # the commit that holds the decision
+    finally:
+        journal.close()
+
+
+@pytest.mark.parametrize("bad", [
+    {"ts_ms": 2**63},  # beyond SQLite's 64-bit integers: OverflowError while binding
+    {"ts_ms": -(2**63) - 1},
+])
+async def test_a_row_sqlite_cannot_take_is_left_out_and_the_writer_goes_on(
+        tmp_path: Path, bad: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    """Any error of a row that is not the disk's leaves that row out, logged and counted: the
+    events around it are stored, and the writer thread lives on (it died, taking its batch)."""
+    journal = Journal(tmp_path / "journal.db", gate="g1", batch_seconds=0.01)
+    journal.start_writer(asyncio.get_running_loop())
+    try:
+        before = journal.record(Event("door.opened", door="front"))["id"]
+        broken = journal.record(Event("door.opened", door="front", **bad))
+        after = journal.record(Event("door.closed", door="front"))["id"]
+        await _committed(journal, {before, after})
+        later = journal.record(Event("access.granted", door="front"))["id"]
+        await _committed(journal, {later})
+        assert journal.stats.rejected == 1
+        assert broken["id"] not in journal.all_ids()
+    finally:
+        journal.close()
+    assert [r.message for r in caplog.records if "cannot be stored" in r.message] == [
+        f"journal: event seq {broken['seq']} (door.opened) cannot be stored and is left out: "
+        "OverflowError: Python int too large to convert to SQLite INTEGER"]
+
+
+def test_an_unreadable_erasure_event_does_not_stop_its_acknowledgement(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Marking a delivered ``person.forgotten`` event rewrites its body without the erased id;
+    a body that cannot be read (damaged on the card) is logged and left, and the
+    acknowledgement, and the new events committed with it, still go in."""
+    journal = open_journal(tmp_path)
+    forgotten = journal.record(Event("person.forgotten", person="anon-1",
+                                     data={"erase": "p1", "pseudonym": "anon-1"}))
+    assert journal.flush()
+    journal._db.execute("UPDATE events SET body = '{damaged' WHERE seq = ?", (forgotten["seq"],))
+    new = journal.record(Event("door.opened", door="front"))["id"]
+    with journal._db_lock:
+        assert journal._flush(False, [forgotten["id"]])
+    journal.close()
+    assert stored(journal.path, "SELECT id, delivered FROM events ORDER BY seq") == [
+        (forgotten["id"], 1), (new, 0)]
+    assert [r.message for r in caplog.records if "unreadable" in r.message] == [
+        f"journal: event seq {forgotten['seq']} (person.forgotten) is unreadable; its erased "
+        "id stays: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"]

@@ -11,6 +11,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -236,4 +237,28 @@ def test_a_commit_reaching_memory_after_a_store_read_saw_it_is_not_taken_twice(
     go.set()
     writer.join()
     assert journal.take(10) == []
+    journal.close()
+
+
+def test_the_report_of_a_drop_between_two_batches_keeps_the_outbox_in_seq_order(
+        tmp_path: Path) -> None:
+    """The disk was full (a portrait went to make room) while 10 events waited in memory; the
+    disk is back and they are committed 4 at a time.  The first commit records the
+    ``journal.dropped`` report, which flushed the rest of the tail at once (a batch's worth
+    was waiting): those went to the outbox before the first 4, and the uplink published seq
+    order backwards."""
+    journal = open_journal(tmp_path, portraits="local")
+    first = journal.record(Event("capture", door="front"), portrait=b"\xff\xd8jpeg\xff\xd9")
+    assert journal.flush()
+    assert seqs(journal.take(20)) == [first["seq"]]  # caught up: the uplink takes from memory
+    waiting = [journal.record(Event("door.opened", door="front"))["seq"] for _ in range(10)]
+    with mock.patch.object(journal, "_insert",
+                           side_effect=sqlite3.OperationalError("database or disk is full")):
+        assert journal.flush() is False  # the reserve goes
+        assert journal.flush() is False  # then the portrait
+    journal.batch_max = 4
+    assert journal.flush()
+    taken = journal.take(20)
+    assert seqs(taken) == [*waiting, waiting[-1] + 1]
+    assert taken[-1].type == "journal.dropped"
     journal.close()

@@ -14,6 +14,7 @@ import stat
 import sys
 import textwrap
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -26,6 +27,7 @@ from daemon.journal import Journal
 from daemon.keyring import Keyring
 from daemon.keys import (
     KEY_BYTES,
+    NONCE_BYTES,
     FileProvider,
     KeyProviderError,
     KeyUnavailableError,
@@ -35,6 +37,8 @@ from daemon.keys import (
     derive,
     import_card_key,
     load_local,
+    seal,
+    unseal,
 )
 from daemon.station_key import StationKeyExchange
 from protocol.envelope import new_command
@@ -295,3 +299,33 @@ def test_card_key_export_then_import_on_a_second_gate(tmp_path: Path) -> None:
     one, two = Keyring(configs[0]), Keyring(configs[1])
     assert one.card_hash("0004567890") == two.card_hash("0004567890")
     assert one.local().store != two.local().store  # only the site key is shared
+
+
+def test_sealed_blobs_never_share_a_nonce_and_draw_them_in_blocks() -> None:
+    """Nonces come from the OS a block at a time (a system call per sealed row let another
+    thread take the GIL each time); every blob still has its own, and every blob opens."""
+    key = derive(b"\x01" * 32, "journal")
+    with mock.patch("daemon.keys.os.urandom", wraps=os.urandom) as urandom:
+        blobs = [seal(key, f"row {i}".encode(), b"ctx") for i in range(1000)]
+    assert 1 <= urandom.call_count <= 1000 // 256 + 1
+    assert len({blob[:NONCE_BYTES] for blob in blobs}) == 1000
+    assert [unseal(key, blob, b"ctx") for blob in blobs] == [
+        f"row {i}".encode() for i in range(1000)]
+
+
+def test_a_forked_child_never_reuses_the_nonces_its_parent_has_left() -> None:
+    key = derive(b"\x01" * 32, "journal")
+    seal(key, b"x", b"ctx")  # the parent holds a block it has started
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next nonce, to the parent
+        try:
+            os.write(write, seal(key, b"x", b"ctx")[:NONCE_BYTES])
+        finally:
+            os._exit(0)
+    os.close(write)
+    child = os.read(read, NONCE_BYTES)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert len(child) == NONCE_BYTES
+    assert child != seal(key, b"x", b"ctx")[:NONCE_BYTES]
