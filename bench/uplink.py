@@ -29,13 +29,19 @@ Then the broker is stopped, a backlog of ``--backlog`` events is recorded, the b
 again, and the time until the journal's queue is empty is ``backlog_drain_s``: the uplink sends
 such a backlog in packs of up to 100 events per message (``protocol.packs``).
 
+The process runs with the door daemon's GIL switch interval (``daemon.app.GIL_SWITCH_SECONDS``,
+0.5 ms; CPython's default is 5 ms), since the journal's writer thread shares the GIL with the
+loop as it does in the daemon; the raw publishers run under the same interval, in the same
+process.  ``--switch-interval 0.005`` measures at CPython's default.
+
 Targets: routine ≥ 0.8 of raw (``ratio_routine_vs_raw``); fsynced access events reported beside
 (``ratio_vs_raw``, the headline ratio).
 
 Usage: python bench/uplink.py [--quick] [--events N] [--backlog N] [--inflight N] [--rounds N]
+                              [--switch-interval SECONDS]
 The last line is JSON: access_events_per_s, events_per_s (routine), raw_events_per_s (the
 faster raw publisher: raw_paho_events_per_s, raw_adapter_events_per_s), ratio_vs_raw,
-ratio_routine_vs_raw, backlog_drain_s, lost, baseline, machine, versions, ...
+ratio_routine_vs_raw, backlog_drain_s, lost, switch_interval_s, baseline, machine, versions, ...
 (``lost`` = ids recorded in the journal and never received by the subscriber).
 """
 
@@ -62,6 +68,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.machine import with_machine  # noqa: E402
+from daemon.app import GIL_SWITCH_SECONDS  # noqa: E402
 from daemon.events import Event  # noqa: E402
 from daemon.journal import Journal  # noqa: E402
 from daemon.uplink import Uplink  # noqa: E402
@@ -408,6 +415,8 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, help="backlog size (default 50000; quick 1000)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 5; quick 2)")
     parser.add_argument("--inflight", type=int, default=32, help="QoS 1 in-flight window")
+    parser.add_argument("--switch-interval", type=float, default=GIL_SWITCH_SECONDS,
+                        help="GIL switch interval in seconds (default: the door daemon's)")
     parser.add_argument("--station", help=argparse.SUPPRESS)  # HOST:PORT: the station process
     args = parser.parse_args()
     if args.station:
@@ -417,8 +426,10 @@ def main() -> None:
     args.backlog = args.backlog or (1000 if args.quick else 50_000)
     args.rounds = args.rounds or (2 if args.quick else 5)
     logging.basicConfig(level=logging.ERROR)
+    sys.setswitchinterval(args.switch_interval)
     with tempfile.TemporaryDirectory(prefix="menjin-bench-") as tmp:
         result = asyncio.run(bench(args, Path(tmp)))
+    result["switch_interval_s"] = args.switch_interval
     print(f"median of {args.rounds} interleaved rounds: access.granted fsynced "
           f"{result['access_events_per_s']:,.0f} events/s, routine "
           f"{result['events_per_s']:,.0f} events/s, raw (the faster of paho "

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.app import GIL_SWITCH_SECONDS
 from tests.bench.shape import assert_common_tail
 from tests.broker import mosquitto_binary
 
@@ -33,4 +34,5 @@ def test_uplink_bench_quick() -> None:
     assert result["baseline"]["events_per_s"] == result["raw_events_per_s"] > 0
     assert result["ratio_vs_raw"] > 0 and result["ratio_routine_vs_raw"] > 0
     assert result["backlog_events"] == 300
+    assert result["switch_interval_s"] == GIL_SWITCH_SECONDS  # as the door daemon runs
     assert all(len(v) == 1 for v in result["rounds_events_per_s"].values())
