@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from tests.bench.shape import assert_common_tail
+from tests.bench.shape import assert_common_tail, run_quick
 
-REPO = Path(__file__).resolve().parents[2]
 LABELS = ("1k", "10k", "100k")
 RATES = {f"{prefix}_{label}" for label in LABELS
          for prefix in ("decisions_per_s", "decisions_per_cpu_s", "sqlite_decisions_per_s",
@@ -20,12 +14,7 @@ RATES = {f"{prefix}_{label}" for label in LABELS
 
 @pytest.mark.timeout(120)
 def test_access_decision_bench_quick() -> None:
-    run = subprocess.run(
-        [sys.executable, "bench/access_decision.py", "--quick"],
-        cwd=REPO, capture_output=True, text=True, timeout=110, check=True,
-    )
-    lines = run.stdout.strip().splitlines()
-    result = json.loads(lines[-1])
+    lines, result = run_quick("access_decision.py")
     assert result.keys() >= RATES | {"ratio", "flatness_100k_vs_1k", "rss_mb_100k"}
     assert_common_tail(result, "pydantic")
     assert result["quick"] is True

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from tests.bench.shape import assert_common_tail
+from tests.bench.shape import assert_common_tail, run_quick
 
-REPO = Path(__file__).resolve().parents[2]
 CONTENDERS = ("menjin", "sealed", "executemany")
 CONDITIONS = ("busy_daemon", "idle_daemon", "busy_default", "idle_default")
 FIGURES = ("events_per_s", "batch_ms_p50", "batch_ms_max", "cpu_us_per_event")
@@ -20,12 +14,7 @@ RATIOS = ("ratio", "ratio_default_switch", "ratio_idle", "cpu_ratio_idle", "cpu_
 
 @pytest.mark.timeout(120)
 def test_journal_writer_bench_quick() -> None:
-    run = subprocess.run(
-        [sys.executable, "bench/journal_writer.py", "--quick"],
-        cwd=REPO, capture_output=True, text=True, timeout=110, check=True,
-    )
-    lines = run.stdout.strip().splitlines()
-    result = json.loads(lines[-1])
+    lines, result = run_quick("journal_writer.py")
     assert result.keys() >= {"events_per_s", "baseline", "sealed_events_per_s",
                              "target_events_per_s", "switch_intervals_s", "results",
                              "rounds_events_per_s", "rounds_loop_cpu_share", "pinned_cpus",
