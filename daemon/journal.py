@@ -514,12 +514,11 @@ class Journal:
             with self._tail_lock:
                 rows = self._tail[:min(todo, self.batch_max)]
                 del self._tail[:len(rows)]
-            # a nested flush (recording the report of a drop) may have taken the rest
-            todo = len(rows) and todo - len(rows)
-            if rows and not self._commit(rows, durable, acks if todo == 0 else None):
+            if not rows:  # a nested flush (recording the report of a drop) took the rest
+                return not acks or self._mark_alone(acks)
+            todo -= len(rows)
+            if not self._commit(rows, durable, acks if todo == 0 else None):
                 return False
-        if acks and not rows:
-            return self._mark_alone(acks)
         return True
 
     def _mark_alone(self, acks: list[str]) -> bool:

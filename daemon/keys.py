@@ -37,7 +37,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -48,6 +47,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from daemon.files import private_dir, write_private
+from protocol.entropy import RandomBlocks
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -96,42 +96,15 @@ def derive(root: bytes, purpose: str) -> bytes:
                 info=f"menjin/{purpose}/v1".encode()).derive(root)
 
 
-class _Nonces:
-    """Random GCM nonces from the OS's CSPRNG, read a block at a time.
-
-    A system call per nonce lets another thread take the GIL, and the journal's writer seals
-    every event body: behind a busy event loop each sealed row then waited a whole switch
-    interval for the GIL back.  A forked child starts on a block of its own (the parent's rest
-    must never be used twice under one key).
-    """
-
-    BLOCK = 256
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._block = b""
-        self._used = 0
-
-    def take(self) -> bytes:
-        with self._lock:
-            if self._used >= len(self._block):
-                self._block, self._used = os.urandom(NONCE_BYTES * self.BLOCK), 0
-            start, self._used = self._used, self._used + NONCE_BYTES
-            return self._block[start:self._used]
-
-    def forget(self) -> None:
-        self._lock = threading.Lock()  # a fork may have copied it held
-        self._block, self._used = b"", 0
-
-
-_NONCES = _Nonces()
-os.register_at_fork(after_in_child=_NONCES.forget)
+#: GCM nonces drawn from the OS 256 at a time (:mod:`protocol.entropy`): the journal's writer
+#: seals every event body.
+_NONCES = RandomBlocks(NONCE_BYTES * 256)
 
 
 def seal(key: bytes, plain: bytes, context: bytes) -> bytes:
     """``nonce || AES-256-GCM(plain)``, with ``context`` authenticated (never reuse a blob
-    under another context).  The 96-bit nonce is random (:class:`_Nonces`)."""
-    nonce = _NONCES.take()
+    under another context).  The 96-bit nonce is random."""
+    nonce = _NONCES.take(NONCE_BYTES)
     return nonce + _cipher(key).encrypt(nonce, plain, context)
 
 

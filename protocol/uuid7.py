@@ -8,9 +8,10 @@ before, e.g. read back from the journal at start) carries that guarantee across 
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
+
+from protocol.entropy import RandomBlocks
 
 _MS_MASK = (1 << 48) - 1
 _COUNTER_MAX = 0xFFF
@@ -39,17 +40,11 @@ class Uuid7:
     def __init__(self, floor: str | None = None) -> None:
         self._lock = threading.Lock()
         self._last_ms, self._counter = uuid7_parts(floor) if floor is not None else (-1, 0)
-        self._entropy = b""
-        self._used = 0
+        self._random = RandomBlocks(_ENTROPY_IDS * _WORD_BYTES)
 
     def _random_word(self) -> int:
-        """64 random bits from the OS's CSPRNG, read in blocks (call with the lock held): no
-        system call per id, which on the door's event loop would also let another thread take
-        the GIL."""
-        if self._used >= len(self._entropy):
-            self._entropy, self._used = os.urandom(_ENTROPY_IDS * _WORD_BYTES), 0
-        start, self._used = self._used, self._used + _WORD_BYTES
-        return int.from_bytes(self._entropy[start:self._used])
+        """64 random bits, with no system call per id (:mod:`protocol.entropy`)."""
+        return int.from_bytes(self._random.take(_WORD_BYTES))
 
     def new(self, ms: int) -> str:
         """An id for wall-clock time ``ms`` (UTC milliseconds), greater than every earlier one."""

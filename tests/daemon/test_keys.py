@@ -305,7 +305,7 @@ def test_sealed_blobs_never_share_a_nonce_and_draw_them_in_blocks() -> None:
     """Nonces come from the OS a block at a time (a system call per sealed row let another
     thread take the GIL each time); every blob still has its own, and every blob opens."""
     key = derive(b"\x01" * 32, "journal")
-    with mock.patch("daemon.keys.os.urandom", wraps=os.urandom) as urandom:
+    with mock.patch("protocol.entropy.os.urandom", wraps=os.urandom) as urandom:
         blobs = [seal(key, f"row {i}".encode(), b"ctx") for i in range(1000)]
     assert 1 <= urandom.call_count <= 1000 // 256 + 1
     assert len({blob[:NONCE_BYTES] for blob in blobs}) == 1000
