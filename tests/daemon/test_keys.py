@@ -43,6 +43,7 @@ from daemon.keys import (
 from daemon.station_key import StationKeyExchange
 from protocol.envelope import new_command
 from station.keyservice import KeyServiceError, answer, wrap_new_key
+from tests.protocol.test_entropy import first_in_child
 
 OTP_KEY = "0123456789abcdef" * 4
 
@@ -316,16 +317,6 @@ def test_sealed_blobs_never_share_a_nonce_and_draw_them_in_blocks() -> None:
 def test_a_forked_child_never_reuses_the_nonces_its_parent_has_left() -> None:
     key = derive(b"\x01" * 32, "journal")
     seal(key, b"x", b"ctx")  # the parent holds a block it has started
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: its next nonce, to the parent
-        try:
-            os.write(write, seal(key, b"x", b"ctx")[:NONCE_BYTES])
-        finally:
-            os._exit(0)
-    os.close(write)
-    child = os.read(read, NONCE_BYTES)
-    os.close(read)
-    os.waitpid(pid, 0)
+    child = first_in_child(lambda: seal(key, b"x", b"ctx")[:NONCE_BYTES], NONCE_BYTES)
     assert len(child) == NONCE_BYTES
     assert child != seal(key, b"x", b"ctx")[:NONCE_BYTES]
