@@ -16,8 +16,19 @@ Two phases in one run of one daemon, so that the comparison is fair:
 Without the models (set MENJIN_MODELS) the daemon runs without a camera and only the idle phase
 is measured.  The wire time of a real 9600-baud reader (14 bytes x 10 bits) is the floor beside.
 
+The baseline, swiped in turn with the daemon in both phases (same emulator, same frame, same
+relay probe on the same MockFactory, the same vision load): what a competent engineer writes with
+the same libraries when all a gate has to do is open for known cards, a thread blocking in
+pyserial's ``read_until(ETX, 14)`` on a pty of its own, the frame's hex digits and checksum
+checked, the card looked up in a set, ``gpiozero.OutputDevice.on()``.  It has no journal, no
+schedule, no door state machine and no event loop, so the paired differences (menjin minus the
+baseline of the same swipe pair; p50/p90/p99 of them) are what all of menjin's work between the
+last byte and the relay costs.
+
 Usage: .venv/bin/python bench/card_latency.py [--quick] [--swipes N]
-The last line is JSON: p50/p99 of both phases (ms), their ratio, swipes, vision counters.
+The last line is JSON: p50/p99 of both phases (ms), their ratio, the baseline's p50/p99, the
+paired overheads (``overhead_idle_ms``/``overhead_busy_ms``), ``ratio`` (menjin's p50 over the
+baseline's, idle), swipes, vision counters.
 """
 
 from __future__ import annotations
@@ -38,8 +49,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gpiozero import DigitalInputDevice  # noqa: E402
-from gpiozero.pins.mock import MockConnectedPin  # noqa: E402
+import serial  # noqa: E402
+from gpiozero import DigitalInputDevice, OutputDevice  # noqa: E402
+from gpiozero.pins.mock import MockConnectedPin, MockFactory  # noqa: E402
 
 from bench.machine import with_machine  # noqa: E402
 from daemon.app import Gate  # noqa: E402
@@ -48,7 +60,7 @@ from daemon.keyring import open_gate_store  # noqa: E402
 from daemon.notify import Notifier  # noqa: E402
 from daemon.store import parse_group, parse_person  # noqa: E402
 from drivers.em4100 import EM4100_BAUD, EM4100_FRAME_BYTES  # noqa: E402
-from drivers.sim.serial_emitter import em4100_frame  # noqa: E402
+from drivers.sim.serial_emitter import ETX, PtyEmitter, em4100_frame  # noqa: E402
 
 BITS_PER_BYTE_8N1 = 10  # start bit, 8 data bits, stop bit
 WIRE_TIME_MS = EM4100_FRAME_BYTES * BITS_PER_BYTE_8N1 / EM4100_BAUD * 1000
@@ -58,6 +70,11 @@ START_TIMEOUT_SECONDS = 60.0
 TARGET_P99_MS = 2.0
 DOOR, READER = "front", "front-card"
 RELAY_PIN, RELAY_SENSE_PIN = 17, 18
+BASELINE_RELAY_PIN, BASELINE_SENSE_PIN = 22, 23
+#: The lock's open time (the daemon's unlock_seconds below): the door relocks between swipes.
+UNLOCK_SECONDS = 0.002
+BASELINE_NAME = ("pyserial read_until(ETX) thread, hex and checksum checked, set lookup, "
+                 "gpiozero OutputDevice.on()")
 #: Photos change this often in front of the camera (a new face track every few frames).
 PHOTO_SECONDS = 0.3
 MODELS = Path(os.environ.get("MENJIN_MODELS", REPO.parent / "shared" / "models"))
@@ -70,7 +87,7 @@ state_dir: {state}
 gate: {{id: bench-gate, site: bench}}
 hardware: {{gpio_backend: mock}}
 doors:
-  front: {{lock: {{pin: {relay}}}, access: card_or_face, unlock_seconds: 0.002}}
+  front: {{lock: {{pin: {relay}}}, access: card_or_face, unlock_seconds: {unlock}}}
 readers:
   front-card: {{type: em4100, door: front, port: /dev/menjin-bench, repeat_window_ms: 0}}
 control: {{socket: {state}/control.sock}}
@@ -91,16 +108,14 @@ def percentile(samples: list[float], fraction: float) -> float:
 
 
 class RelayProbe:
-    """A sense input wired to the relay pin: stamps the instant the relay energises."""
+    """A sense input wired to a relay pin: stamps the instant the relay energises."""
 
-    def __init__(self, gate: Gate) -> None:
-        assert gate.board is not None
-        factory = gate.board.pin_factory
-        sense = factory.pin(RELAY_SENSE_PIN)
-        factory.pin(RELAY_PIN, pin_class=MockConnectedPin, input_pin=sense)
-        self.device = DigitalInputDevice(RELAY_SENSE_PIN, pull_up=None, active_state=True,
+    def __init__(self, factory: MockFactory, relay_pin: int, sense_pin: int) -> None:
+        sense = factory.pin(sense_pin)
+        factory.pin(relay_pin, pin_class=MockConnectedPin, input_pin=sense)
+        self.device = DigitalInputDevice(sense_pin, pull_up=None, active_state=True,
                                          pin_factory=factory)
-        self.on_ns: list[int] = []
+        self.on_ns = 0
         self.energised = threading.Event()
         self.released = threading.Event()
         self.released.set()
@@ -108,7 +123,7 @@ class RelayProbe:
         self.device.when_deactivated = self.released.set
 
     def _on(self) -> None:
-        self.on_ns.append(time.perf_counter_ns())
+        self.on_ns = time.perf_counter_ns()
         self.energised.set()
 
     def close(self) -> None:
@@ -116,39 +131,78 @@ class RelayProbe:
 
 
 class Swiper:
-    """The reader emulator thread: a frame per swipe, timed from its last byte."""
+    """The reader emulator: a frame per swipe into ``pty``, timed from its last byte."""
 
-    def __init__(self, gate: Gate, probe: RelayProbe) -> None:
-        assert gate.board is not None
-        self.pty = gate.board.ptys[READER]
+    def __init__(self, pty: PtyEmitter, probe: RelayProbe) -> None:
+        self.pty = pty
         self.probe = probe
         self.frame = em4100_frame(CARD)
-        self.sent_ns: list[int] = []
 
-    def swipe(self) -> bool:
+    def swipe(self) -> float:
+        """Milliseconds from the frame's last byte to the relay; SystemExit if it never opens."""
         if not self.probe.released.wait(SWIPE_TIMEOUT_SECONDS):
             raise SystemExit("the door did not relock")
         self.probe.released.clear()
         self.probe.energised.clear()
         self.pty.write(self.frame[:-1])
         time.sleep(0.0005)  # the first 13 bytes are in; time only the last one
-        self.sent_ns.append(time.perf_counter_ns())
+        sent = time.perf_counter_ns()
         self.pty.write(self.frame[-1:])
-        return self.probe.energised.wait(SWIPE_TIMEOUT_SECONDS)
+        if not self.probe.energised.wait(SWIPE_TIMEOUT_SECONDS):
+            raise SystemExit("a swipe did not open the door")
+        return (self.probe.on_ns - sent) / 1e6
 
-    def run(self, count: int) -> list[float]:
-        first = len(self.probe.on_ns)
-        start = len(self.sent_ns)
-        for _ in range(count):
-            if not self.swipe():
-                raise SystemExit("a swipe did not open the door")
-        return [(on - sent) / 1e6 for on, sent in
-                zip(self.probe.on_ns[first:], self.sent_ns[start:], strict=True)]
+
+class BaselineGate:
+    """The baseline (see the module docstring): a reader thread that opens for known cards."""
+
+    def __init__(self, factory: MockFactory, allowed: set[int]) -> None:
+        self.pty = PtyEmitter()
+        self.port = serial.Serial(self.pty.port, EM4100_BAUD, timeout=None)
+        self.relay = OutputDevice(BASELINE_RELAY_PIN, pin_factory=factory)
+        self.allowed = allowed
+        self.thread = threading.Thread(target=self._run, name="baseline-reader", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        while self.port.is_open:
+            frame = self.port.read_until(ETX, EM4100_FRAME_BYTES)
+            if len(frame) < EM4100_FRAME_BYTES:
+                return  # cancel_read(): the bench is over
+            digits = frame[1:13]
+            data = bytes.fromhex(digits[:10].decode("ascii"))
+            checksum = 0
+            for byte in data:
+                checksum ^= byte
+            value = int.from_bytes(data, "big")
+            if checksum == int(digits[10:], 16) and value in self.allowed:
+                self.relay.on()
+                time.sleep(UNLOCK_SECONDS)
+                self.relay.off()
+
+    def close(self) -> None:
+        self.port.cancel_read()
+        self.thread.join(SWIPE_TIMEOUT_SECONDS)
+        self.port.close()
+        self.relay.close()
+        self.pty.close()
+
+
+def paired(ours: Swiper, theirs: Swiper, count: int) -> tuple[list[float], list[float]]:
+    """``count`` swipes of each, in turn: (menjin's latencies, the baseline's), ms."""
+    mine: list[float] = []
+    base: list[float] = []
+    for _ in range(count):
+        mine.append(ours.swipe())
+        base.append(theirs.swipe())
+    return mine, base
 
 
 def write_config(base: Path, with_vision: bool) -> Path:
     state = base / "state"
-    text = CONFIG.format(state=state, relay=RELAY_PIN)
+    text = CONFIG.format(state=state, relay=RELAY_PIN, unlock=UNLOCK_SECONDS)
     if with_vision:
         text += VISION.format(models=MODELS, detector=DETECTOR, embedder=EMBEDDER)
     config = base / "gate.yaml"
@@ -183,7 +237,12 @@ async def measure(swipes: int, with_vision: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="menjin-bench-") as tmp:
         config = write_config(Path(tmp), with_vision)
         gate = Gate(config, load_config(config), Notifier(None))
-        probe = RelayProbe(gate)
+        assert gate.board is not None
+        factory = gate.board.pin_factory
+        probe = RelayProbe(factory, RELAY_PIN, RELAY_SENSE_PIN)
+        baseline_probe = RelayProbe(factory, BASELINE_RELAY_PIN, BASELINE_SENSE_PIN)
+        baseline = BaselineGate(factory, {CARD})  # after its probe: the relay pin is wired
+        baseline.start()
         granted: list[int] = []
         gate.bus.subscribe(lambda e: granted.append(1) if e.type == "access.granted" else None)
         task = asyncio.create_task(gate.run(), name="gate")
@@ -192,10 +251,11 @@ async def measure(swipes: int, with_vision: bool) -> dict[str, Any]:
                            and gate.readers.views[READER].status == "ok")
             if with_vision:
                 await wait_for("the vision process", lambda: gate.vision.state == "ok")
-            swiper = Swiper(gate, probe)
-            await loop.run_in_executor(None, swiper.run, 5)  # warm-up, not timed
-            idle = await loop.run_in_executor(None, swiper.run, swipes)
-            busy: list[float] = []
+            ours = Swiper(gate.board.ptys[READER], probe)
+            theirs = Swiper(baseline.pty, baseline_probe)
+            await loop.run_in_executor(None, paired, ours, theirs, 5)  # warm-up, not timed
+            idle = await loop.run_in_executor(None, paired, ours, theirs, swipes)
+            busy: tuple[list[float], list[float]] = ([], [])
             vision: dict[str, Any] = {"state": "absent"}
             if with_vision:
                 photos = [p.read_bytes() for p in sorted((FACES / "probe").glob("*.jpg"))
@@ -203,7 +263,7 @@ async def measure(swipes: int, with_vision: bool) -> dict[str, Any]:
                 before = dict(gate.vision.health)
                 player = asyncio.create_task(play_faces(gate, photos))
                 await asyncio.sleep(2.0)  # the pipeline at full load before timing
-                busy = await loop.run_in_executor(None, swiper.run, swipes)
+                busy = await loop.run_in_executor(None, paired, ours, theirs, swipes)
                 player.cancel()
                 after = gate.vision.status()
                 vision = {k: after.get(k, 0) - before.get(k, 0)
@@ -213,14 +273,26 @@ async def measure(swipes: int, with_vision: bool) -> dict[str, Any]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            baseline.close()
             probe.close()
+            baseline_probe.close()
     return {"idle": idle, "busy": busy, "vision": vision, "granted": len(granted)}
 
 
 def report(name: str, samples: list[float]) -> dict[str, float]:
     p50, p99 = statistics.median(samples), percentile(samples, 0.99)
-    print(f"{name:<44} p50 {p50:7.3f} ms   p99 {p99:7.3f} ms   max {max(samples):7.3f} ms")
+    print(f"{name:<48} p50 {p50:7.3f} ms   p99 {p99:7.3f} ms   max {max(samples):7.3f} ms")
     return {"p50": p50, "p99": p99}
+
+
+def overhead(name: str, pairs: tuple[list[float], list[float]]) -> dict[str, float]:
+    """Percentiles of the paired differences menjin − baseline, ms."""
+    diffs = [mine - base for mine, base in zip(*pairs, strict=True)]
+    out = {"p50": round(statistics.median(diffs), 4), "p90": round(percentile(diffs, 0.9), 4),
+           "p99": round(percentile(diffs, 0.99), 4)}
+    print(f"{name:<48} p50 {out['p50']:7.3f} ms   p90 {out['p90']:7.3f} ms   "
+          f"p99 {out['p99']:7.3f} ms")
+    return out
 
 
 def main() -> None:
@@ -233,27 +305,40 @@ def main() -> None:
     with_vision = (MODELS / DETECTOR).exists() and (FACES / "probe").is_dir()
     result = asyncio.run(measure(swipes, with_vision))
     print(f"{swipes} swipes per phase of a {EM4100_FRAME_BYTES}-byte EM4100 frame over a pty "
-          "into the real daemon (simulate mode)")
-    print(f"{'wire time at 9600 baud (the floor)':<44} {WIRE_TIME_MS:7.3f} ms")
-    idle = report("last byte -> relay, vision idle", result["idle"])
+          "into the real daemon (simulate mode), each followed by one into the baseline")
+    print(f"{'wire time at 9600 baud (the floor)':<48} {WIRE_TIME_MS:7.3f} ms")
+    idle = report("last byte -> relay, vision idle", result["idle"][0])
+    base_idle = report("  baseline, vision idle", result["idle"][1])
     out: dict[str, Any] = {
         "p50_idle_ms": round(idle["p50"], 4), "p99_idle_ms": round(idle["p99"], 4),
         "p50_busy_ms": None, "p99_busy_ms": None, "busy_to_idle_p50": None,
+        "overhead_idle_ms": overhead("  menjin - baseline, same pair, vision idle",
+                                     result["idle"]),
+        "overhead_busy_ms": None,
+        "ratio": round(idle["p50"] / base_idle["p50"], 3),
+        "baseline": {"name": BASELINE_NAME, "p50_idle_ms": round(base_idle["p50"], 4),
+                     "p99_idle_ms": round(base_idle["p99"], 4), "p50_busy_ms": None,
+                     "p99_busy_ms": None},
         "wire_time_ms": round(WIRE_TIME_MS, 4), "swipes": swipes,
         "vision": result["vision"],
     }
     worst = idle["p99"]
-    if result["busy"]:
-        busy = report("last byte -> relay, vision busy (own process)", result["busy"])
+    if result["busy"][0]:
+        busy = report("last byte -> relay, vision busy (own process)", result["busy"][0])
+        base_busy = report("  baseline, vision busy", result["busy"][1])
         out.update(p50_busy_ms=round(busy["p50"], 4), p99_busy_ms=round(busy["p99"], 4),
-                   busy_to_idle_p50=round(busy["p50"] / idle["p50"], 3))
+                   busy_to_idle_p50=round(busy["p50"] / idle["p50"], 3),
+                   overhead_busy_ms=overhead("  menjin - baseline, same pair, vision busy",
+                                             result["busy"]))
+        out["baseline"].update(p50_busy_ms=round(base_busy["p50"], 4),
+                               p99_busy_ms=round(base_busy["p99"], 4))
         worst = max(worst, busy["p99"])
         v = result["vision"]
         print(f"vision while busy: {v['frames']} frames, {v['processed']} processed, "
               f"{v['dropped']} dropped, {v['errors']} pipeline errors")
     else:
         print("vision busy: not measured (face models or photos absent; set MENJIN_MODELS)")
-    expected = swipes * (2 if result["busy"] else 1) + 5
+    expected = swipes * (2 if result["busy"][0] else 1) + 5
     if result["granted"] != expected:
         raise SystemExit(f"{result['granted']} grants recorded for {expected} swipes")
     verdict = "meets" if worst <= TARGET_P99_MS else "MISSES"
