@@ -23,7 +23,11 @@ pyserial's ``read_until(ETX, 14)`` on a pty of its own, the frame's hex digits a
 checked, the card looked up in a set, ``gpiozero.OutputDevice.on()``.  It has no journal, no
 schedule, no door state machine and no event loop, so the paired differences (menjin minus the
 baseline of the same swipe pair; p50/p90/p99 of them) are what all of menjin's work between the
-last byte and the relay costs.
+last byte and the relay costs.  Which gate goes first alternates; a swipe starts once the other
+gate's door has relocked and its work on the previous swipe is done (so every swipe meets an
+idle gate, as swipes seconds apart do: on a virtual machine both sides pay the host's wake-up,
+some 0.3 ms more at the median than back-to-back swipes), and its last byte is written once the
+reader has taken the first 13.
 
 Usage: .venv/bin/python bench/card_latency.py [--quick] [--swipes N]
 The last line is JSON: p50/p99 of both phases (ms), their ratio, the baseline's p50/p99, the
@@ -34,13 +38,16 @@ baseline's, idle), swipes, vision counters.
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import statistics
 import sys
 import tempfile
+import termios
 import threading
 import time
 from pathlib import Path
@@ -71,6 +78,9 @@ TARGET_P99_MS = 2.0
 DOOR, READER = "front", "front-card"
 RELAY_PIN, RELAY_SENSE_PIN = 17, 18
 BASELINE_RELAY_PIN, BASELINE_SENSE_PIN = 22, 23
+#: After a door relocks: the gate's logging and events of the swipe are done.
+SETTLE_SECONDS = 0.01
+DRAIN_TIMEOUT_SECONDS = 0.05
 #: The lock's open time (the daemon's unlock_seconds below): the door relocks between swipes.
 UNLOCK_SECONDS = 0.002
 BASELINE_NAME = ("pyserial read_until(ETX) thread, hex and checksum checked, set lookup, "
@@ -102,9 +112,9 @@ vision:
 """
 
 
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+def percentile(samples: list[float], percent: int) -> float:
+    """The ``percent``-th percentile of ``samples`` (inclusive method, as door_latency.py)."""
+    return statistics.quantiles(samples, n=100, method="inclusive")[percent - 1]
 
 
 class RelayProbe:
@@ -118,7 +128,6 @@ class RelayProbe:
         self.on_ns = 0
         self.energised = threading.Event()
         self.released = threading.Event()
-        self.released.set()
         self.device.when_activated = self._on
         self.device.when_deactivated = self.released.set
 
@@ -131,26 +140,44 @@ class RelayProbe:
 
 
 class Swiper:
-    """The reader emulator: a frame per swipe into ``pty``, timed from its last byte."""
+    """The reader emulator of one gate: a frame per swipe into ``pty``, timed from its last byte."""
 
-    def __init__(self, pty: PtyEmitter, probe: RelayProbe) -> None:
+    def __init__(self, name: str, pty: PtyEmitter, probe: RelayProbe) -> None:
+        self.name = name
         self.pty = pty
         self.probe = probe
         self.frame = em4100_frame(CARD)
 
     def swipe(self) -> float:
         """Milliseconds from the frame's last byte to the relay; SystemExit if it never opens."""
-        if not self.probe.released.wait(SWIPE_TIMEOUT_SECONDS):
-            raise SystemExit("the door did not relock")
-        self.probe.released.clear()
         self.probe.energised.clear()
         self.pty.write(self.frame[:-1])
-        time.sleep(0.0005)  # the first 13 bytes are in; time only the last one
+        self._drained()  # the first 13 bytes are read; time only the last one
+        time.sleep(0.0005)
         sent = time.perf_counter_ns()
         self.pty.write(self.frame[-1:])
         if not self.probe.energised.wait(SWIPE_TIMEOUT_SECONDS):
-            raise SystemExit("a swipe did not open the door")
+            raise SystemExit(f"{self.name}: a swipe did not open the door")
         return (self.probe.on_ns - sent) / 1e6
+
+    def settle(self) -> None:
+        """Wait for the door to relock and the gate to finish with the swipe (its logging and
+        events), so that neither gate's swipe is timed while the other is still at work."""
+        if not self.probe.released.wait(SWIPE_TIMEOUT_SECONDS):
+            raise SystemExit(f"{self.name}: the door did not relock")
+        time.sleep(SETTLE_SECONDS)
+        self.probe.released.clear()
+
+    def _drained(self) -> None:
+        """Until the reader has taken every byte out of the pty (a thread reading byte by byte
+        needs longer than one that reads what is there), or DRAIN_TIMEOUT_SECONDS."""
+        deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
+        waiting = array.array("i", [1])
+        while time.monotonic() < deadline:
+            fcntl.ioctl(self.pty.slave, termios.FIONREAD, waiting)
+            if waiting[0] == 0:
+                return
+            time.sleep(0.0001)
 
 
 class BaselineGate:
@@ -185,18 +212,22 @@ class BaselineGate:
     def close(self) -> None:
         self.port.cancel_read()
         self.thread.join(SWIPE_TIMEOUT_SECONDS)
+        if self.thread.is_alive():
+            raise SystemExit("baseline: the reader thread did not stop")
         self.port.close()
         self.relay.close()
         self.pty.close()
 
 
 def paired(ours: Swiper, theirs: Swiper, count: int) -> tuple[list[float], list[float]]:
-    """``count`` swipes of each, in turn: (menjin's latencies, the baseline's), ms."""
+    """``count`` swipes of each, one gate then the other, each settled before the next swipe,
+    the gate that goes first alternating: (menjin's latencies, the baseline's), ms."""
     mine: list[float] = []
     base: list[float] = []
-    for _ in range(count):
-        mine.append(ours.swipe())
-        base.append(theirs.swipe())
+    for i in range(count):
+        for swiper in (ours, theirs) if i % 2 == 0 else (theirs, ours):
+            (mine if swiper is ours else base).append(swiper.swipe())
+            swiper.settle()
     return mine, base
 
 
@@ -251,8 +282,8 @@ async def measure(swipes: int, with_vision: bool) -> dict[str, Any]:
                            and gate.readers.views[READER].status == "ok")
             if with_vision:
                 await wait_for("the vision process", lambda: gate.vision.state == "ok")
-            ours = Swiper(gate.board.ptys[READER], probe)
-            theirs = Swiper(baseline.pty, baseline_probe)
+            ours = Swiper("menjin", gate.board.ptys[READER], probe)
+            theirs = Swiper("baseline", baseline.pty, baseline_probe)
             await loop.run_in_executor(None, paired, ours, theirs, 5)  # warm-up, not timed
             idle = await loop.run_in_executor(None, paired, ours, theirs, swipes)
             busy: tuple[list[float], list[float]] = ([], [])
@@ -270,17 +301,19 @@ async def measure(swipes: int, with_vision: bool) -> dict[str, Any]:
                           for k in ("frames", "processed", "dropped", "errors")}
                 vision["state"] = after["state"]
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            baseline.close()
-            probe.close()
-            baseline_probe.close()
+            try:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            finally:
+                baseline.close()
+                probe.close()
+                baseline_probe.close()
     return {"idle": idle, "busy": busy, "vision": vision, "granted": len(granted)}
 
 
 def report(name: str, samples: list[float]) -> dict[str, float]:
-    p50, p99 = statistics.median(samples), percentile(samples, 0.99)
+    p50, p99 = statistics.median(samples), percentile(samples, 99)
     print(f"{name:<48} p50 {p50:7.3f} ms   p99 {p99:7.3f} ms   max {max(samples):7.3f} ms")
     return {"p50": p50, "p99": p99}
 
@@ -288,8 +321,8 @@ def report(name: str, samples: list[float]) -> dict[str, float]:
 def overhead(name: str, pairs: tuple[list[float], list[float]]) -> dict[str, float]:
     """Percentiles of the paired differences menjin − baseline, ms."""
     diffs = [mine - base for mine, base in zip(*pairs, strict=True)]
-    out = {"p50": round(statistics.median(diffs), 4), "p90": round(percentile(diffs, 0.9), 4),
-           "p99": round(percentile(diffs, 0.99), 4)}
+    out = {"p50": round(statistics.median(diffs), 4), "p90": round(percentile(diffs, 90), 4),
+           "p99": round(percentile(diffs, 99), 4)}
     print(f"{name:<48} p50 {out['p50']:7.3f} ms   p90 {out['p90']:7.3f} ms   "
           f"p99 {out['p99']:7.3f} ms")
     return out

@@ -38,6 +38,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.machine import with_machine  # noqa: E402
 from vision.align import align  # noqa: E402
 from vision.detect import Detector, Face  # noqa: E402
 from vision.embed import DEFAULT_MATCH_MARGIN, Embedder, default_match_threshold  # noqa: E402
@@ -303,7 +304,8 @@ def main() -> None:
             f"{AGREE_FRAMES} agreeing frames {merged.passages_accepted}/{merged.passages}"
         )
     print(f"({time.perf_counter() - started:.1f} s)")
-    print(json.dumps({"variants": variants, "detectors": detectors, "embedders": summary}))
+    result = {"variants": variants, "detectors": detectors, "embedders": summary}
+    print(json.dumps(with_machine(result, libraries=("onnxruntime", "opencv-python"))))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ station is ``station.commands.sync`` in this one.  Measured:
 
 Usage: .venv/bin/python bench/station_sync.py [--quick] [--residents N]
 The last line is JSON: residents, pieces, snapshot_s, delta_s, direct_apply_s,
-ratio_vs_direct, gate_peak_rss_mb_before, gate_peak_rss_mb_after, gate_peak_rss_increase_mb.
+ratio_vs_direct, gate_peak_rss_mb_before, gate_peak_rss_mb_after, gate_peak_rss_increase_mb,
+baseline, machine, versions.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.machine import with_machine  # noqa: E402
 from daemon.store import Store as GateStore  # noqa: E402
 from protocol.mqtt import MqttClient  # noqa: E402
 from station.commands import keygen, signing_key, sync  # noqa: E402
@@ -167,6 +169,9 @@ async def run(count: int, workdir: Path) -> dict[str, Any]:
         "delta_upserted": delta["result"].get("upserted"),
         "direct_apply_s": round(direct_s, 2),
         "ratio_vs_direct": round(snapshot_s / direct_s, 2),
+        "baseline": {"name": "the gate's resident store applying the same snapshot from memory "
+                             "(no broker, pieces or signatures)",
+                     "seconds": round(direct_s, 2)},
         "gate_peak_rss_mb_before": round(before, 1),
         "gate_peak_rss_mb_after": round(after, 1),
         "gate_peak_rss_increase_mb": round(after - before, 1),
@@ -186,7 +191,7 @@ def main() -> None:
           f"{result['snapshot_s']} s (the store alone {result['direct_apply_s']} s), delta of "
           f"{result['delta_changed']} in {result['delta_s']} s; gate peak RSS "
           f"{result['gate_peak_rss_mb_before']} -> {result['gate_peak_rss_mb_after']} MiB")
-    print(json.dumps(result))
+    print(json.dumps(with_machine(result, libraries=("paho-mqtt", "sqlalchemy"))))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.bench.shape import assert_common_tail
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -30,6 +32,7 @@ def run_bench(name: str, models: Path, faces: Path) -> dict[str, object]:
 @pytest.mark.timeout(150)
 def test_face_scores_quick(models_dir: Path, faces_dir: Path) -> None:
     doc = run_bench("face_scores.py", models_dir, faces_dir)
+    assert_common_tail(doc, "onnxruntime")
     summary = doc["embedders"]["mobilefacenet_paddlex"]  # type: ignore[index]
     assert set(summary) >= {"threshold", "max_impostor", "min_genuine", "false_accepts",
                             "frame_accept_rate", "passages_granted", "safety_margin"}
