@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,9 +12,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy import select, text
 
 from station.messages import EventRow, MessageError, parse_event
-from station.store import Store, missing_ranges
+from station.store import ERASURE_INDEX, Store, missing_ranges
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 32 + b"\xff\xd9"
@@ -257,6 +259,48 @@ def test_the_id_pseudonym_pair_goes_once_every_gate_has_erased(store: Store) -> 
         dump = json.dumps([list(map(str, r)) for t in ("events", "commands")
                            for r in conn.execute(store.t[t].select())])
     assert "p-0101" not in dump and "anon-1" in dump and "anon-2" in dump
+
+
+def test_only_notices_naming_the_person_as_text_confirm_an_erasure(store: Store) -> None:
+    """The notices are chosen in the database (the JSON field): a notice for someone else, one
+    naming the id as a number, and one without ``erase`` confirm nothing; the one naming the
+    person does."""
+    store.add_events([row("g1", 1, person="5"), row("g2", 1, person="5")])
+
+    def notice(gate: str, seq: int, data: dict[str, object]) -> EventRow:
+        return row(gate, seq, type="person.forgotten", person="anon-x", credential_ref=None,
+                   data=data)
+
+    store.add_events([notice("g2", 2, {"erase": 5, "pseudonym": "anon-x"}),
+                      notice("g2", 3, {"erase": "p-other", "pseudonym": "anon-x"}),
+                      notice("g2", 4, {"pseudonym": "anon-x"}),
+                      notice("g1", 5, {"erase": "5", "pseudonym": "anon-1"})])
+    store.forget_person("g1", "5", "anon-1")
+    with store.engine.connect() as conn:
+        assert store._confirmed_gates(conn, "5") == {"g1"}  # g2 has not erased "5"
+    erased = [e for e in store.recent_events() if e["type"] == "person.forgotten"
+              and e["data"].get("erase") == "5"]
+    assert len(erased) == 1  # still naming them: g2 must be told whom
+
+
+def test_a_station_created_before_the_erasure_index_gets_it_and_uses_it(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'station.db'}"
+    Store(url, portraits_dir=tmp_path / "p").close()
+    with sqlite3.connect(tmp_path / "station.db") as db:
+        db.execute(f"DROP INDEX {ERASURE_INDEX}")
+    store = Store(url, portraits_dir=tmp_path / "p")
+    try:
+        with sqlite3.connect(tmp_path / "station.db") as db:  # SQLAlchemy skips expressions
+            assert db.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?",
+                              (ERASURE_INDEX,)).fetchone() == (1,)
+        query = select(store.t["events"].c.id).where(*store._notices_naming("p-1"))
+        with store.engine.connect() as conn:
+            plan = " ".join(str(r[-1]) for r in conn.execute(
+                text("EXPLAIN QUERY PLAN " + str(query.compile(
+                    store.engine, compile_kwargs={"literal_binds": True})))))
+        assert f"USING INDEX {ERASURE_INDEX}" in plan, plan  # not a scan of every event
+    finally:
+        store.close()
 
 
 def test_erasure_confirmations_from_station_forget_drop_the_pair(store: Store) -> None:
