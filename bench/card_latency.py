@@ -13,8 +13,10 @@ Two phases in one run of one daemon, so that the comparison is fair:
 - vision idle: the vision process runs, its camera shows an empty scene;
 - vision busy: face photos play in front of the camera without pause (a new face every few
   frames, at a frame rate above what the inference thread can take: full load, frames dropped).
-Without the models (set MENJIN_MODELS) the daemon runs without a camera and only the idle phase
-is measured.  The wire time of a real 9600-baud reader (14 bytes x 10 bits) is the floor beside.
+Without the models and photos (set MENJIN_MODELS and MENJIN_FACES) the daemon runs without a
+camera and only the idle phase is measured.  The wire time of a real 9600-baud reader's whole
+frame (14 bytes x 10 bits, 14.6 ms) is printed beside for scale: a card is answered that long
+after the reader starts sending at the least.
 
 The baseline, swiped in turn with the daemon in both phases (same emulator, same frame, same
 relay probe on the same MockFactory, the same vision load): what a competent engineer writes with
@@ -24,10 +26,10 @@ checked, the card looked up in a set, ``gpiozero.OutputDevice.on()``.  It has no
 schedule, no door state machine and no event loop, so the paired differences (menjin minus the
 baseline of the same swipe pair; p50/p90/p99 of them) are what all of menjin's work between the
 last byte and the relay costs.  Which gate goes first alternates; a swipe starts once the other
-gate's door has relocked and its work on the previous swipe is done (so every swipe meets an
-idle gate, as swipes seconds apart do: on a virtual machine both sides pay the host's wake-up,
-some 0.3 ms more at the median than back-to-back swipes), and its last byte is written once the
-reader has taken the first 13.
+gate's door has relocked and ``SETTLE_SECONDS`` more have passed, for the gate's logging and
+events of that swipe (so every swipe meets an idle gate, as swipes seconds apart do: on a
+virtual machine both sides pay the host's wake-up, 0.1–0.5 ms more at the median than
+back-to-back swipes), and its last byte is written once the reader has taken the first 13.
 
 Usage: .venv/bin/python bench/card_latency.py [--quick] [--swipes N]
 The last line is JSON: p50/p99 of both phases (ms), their ratio, the baseline's p50/p99, the
@@ -339,7 +341,7 @@ def main() -> None:
     result = asyncio.run(measure(swipes, with_vision))
     print(f"{swipes} swipes per phase of a {EM4100_FRAME_BYTES}-byte EM4100 frame over a pty "
           "into the real daemon (simulate mode), each followed by one into the baseline")
-    print(f"{'wire time at 9600 baud (the floor)':<48} {WIRE_TIME_MS:7.3f} ms")
+    print(f"{'whole frame on the wire at 9600 baud (scale)':<48} {WIRE_TIME_MS:7.3f} ms")
     idle = report("last byte -> relay, vision idle", result["idle"][0])
     base_idle = report("  baseline, vision idle", result["idle"][1])
     out: dict[str, Any] = {
@@ -370,7 +372,8 @@ def main() -> None:
         print(f"vision while busy: {v['frames']} frames, {v['processed']} processed, "
               f"{v['dropped']} dropped, {v['errors']} pipeline errors")
     else:
-        print("vision busy: not measured (face models or photos absent; set MENJIN_MODELS)")
+        print("vision busy: not measured (face models or photos absent: set MENJIN_MODELS "
+              "and MENJIN_FACES)")
     expected = swipes * (2 if result["busy"][0] else 1) + 5
     if result["granted"] != expected:
         raise SystemExit(f"{result['granted']} grants recorded for {expected} swipes")
