@@ -70,6 +70,9 @@ SQLITE_ROWS_PER_INSERT = 1000
 #: The partial index of the erasure notices by the id they erase (Store._add_erasure_index).
 ERASURE_INDEX = "events_erased"
 FORGOTTEN = "person.forgotten"
+#: ``data.erase`` in each database's SQL: the index and the queries that use it must say it the
+#: same way, so both take it from here.
+ERASED_ID_SQL = {"postgresql": "(data ->> 'erase')", "sqlite": "json_extract(data, '$.erase')"}
 
 Range = tuple[int, int]
 
@@ -343,8 +346,7 @@ class Store:
         every start if missing (a station made before it existed builds it once)."""
         events = self.t["events"]
         name = f"{self.metadata.schema}.{events.name}" if self.metadata.schema else events.name
-        erased = ("(data ->> 'erase')" if self.engine.dialect.name == "postgresql"
-                  else "json_extract(data, '$.erase')")
+        erased = ERASED_ID_SQL[self.engine.dialect.name]
         with self.engine.begin() as conn:
             conn.execute(text(f"CREATE INDEX IF NOT EXISTS {ERASURE_INDEX} ON {name} ({erased}) "
                               f"WHERE type = '{FORGOTTEN}'"))
@@ -778,13 +780,8 @@ class Store:
         a gate sends runs this; reading and parsing every notice ever stored, as before, made
         a flood of notices cost the station quadratic time.  Callers still check
         ``data["erase"] == person`` on the rows (a number in the JSON reads as text in SQL)."""
-        events = self.t["events"]
-        erased: ColumnElement[Any]
-        if self.engine.dialect.name == "postgresql":
-            erased = events.c.data.op("->>")(literal_column("'erase'"))
-        else:
-            erased = func.json_extract(events.c.data, literal_column("'$.erase'"))
-        return (events.c.type == literal_column(f"'{FORGOTTEN}'"), erased == person)
+        erased: ColumnElement[Any] = literal_column(ERASED_ID_SQL[self.engine.dialect.name])
+        return (self.t["events"].c.type == literal_column(f"'{FORGOTTEN}'"), erased == person)
 
     def _drop_pair_when_confirmed(self, conn: Connection, person: str, *,
                                   late: tuple[str, str | None] | None = None) -> None:
